@@ -1,0 +1,335 @@
+//! The command line: argument definitions, turning them into library plans, printing results,
+//! and mapping errors to exit codes. The only place that uses `anyhow`.
+
+mod status;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backup::{self, BackupRequest};
+use crate::config::Config;
+use crate::exit::{Classify, EXIT_CODES_HELP, ExitStatus};
+use crate::restore::{self, RestoreRequest};
+use crate::schedule::{RequestedType, RunType};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Backs up MySQL/MariaDB and PostgreSQL databases to a local directory or S3, and brings them back.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, sources and destinations come from the flags.
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter for messages on stderr: error, warn, info, debug, trace.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a full or incremental copy of each configured source (or of --source).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Backup(BackupArgs),
+    /// Replay a copy (and the copies it needs) into a target database.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Restore(RestoreArgs),
+    /// List the copies of one or all sources on a destination.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(StatusArgs),
+    /// Check copies against their manifests (not available yet).
+    Verify(ReservedArgs),
+    /// Remove copies beyond the retention policy (not available yet).
+    Purge(ReservedArgs),
+    /// Seed and hand over replicas (not available yet).
+    Replica(ReservedArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Source name from the configuration, or a URL (postgres://…, mysql://…, mariadb://…). Repeatable.
+    #[arg(long, value_name = "NAME|URL")]
+    pub source: Vec<String>,
+    /// Name under which a source given by URL is stored (default: derived from host, port and database).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Destination: a configured name, a local path, file:///path or s3://bucket/prefix.
+    #[arg(long, value_name = "DEST")]
+    pub to: Option<String>,
+    /// Which periodic run this is; with the full-backup policy it decides full or incremental.
+    #[arg(long, value_name = "RUN_TYPE", default_value = "daily", value_parser = parse_run_type)]
+    pub run_type: RunType,
+    /// Kind of copy to take.
+    #[arg(long = "type", value_enum, default_value_t = RequestedType::Auto)]
+    pub kind: RequestedType,
+    /// Parallel connections per source (default: from the configuration, else the CPUs, at most 8).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Print the validated plan and exit; nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// Name of the source whose copy to restore.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// Copy id, or `latest`.
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub copy: String,
+    /// Database to restore into (postgres://…, mysql://…).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Parallel connections.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Print the chain of copies that would be restored and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Destination: a configured name, a path or s3://bucket/prefix (default: each configured source's).
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
+    /// Only this source.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Rebuild the status of --source from its copies' manifests.
+    #[arg(long, requires = "source")]
+    pub rebuild: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReservedArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the merged configuration (file + CAIRN_… variables) with secrets masked.
+    Show,
+    /// Validate the configuration and exit.
+    Check,
+}
+
+fn parse_run_type(text: &str) -> Result<RunType, String> {
+    text.parse()
+}
+
+/// An error on its way to the user, with the exit code it deserves.
+pub struct Failure {
+    status: ExitStatus,
+    error: anyhow::Error,
+}
+
+impl<E> From<E> for Failure
+where
+    E: Classify + std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Failure {
+            status: error.exit_status(),
+            error: error.into(),
+        }
+    }
+}
+
+type CliResult = Result<ExitStatus, Failure>;
+
+/// Sets up logging to stderr.
+pub fn init_logging(cli: &Cli) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a parsed command line and returns the exit status; errors are printed to stderr.
+pub fn run(cli: Cli) -> ExitStatus {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitStatus::Failed;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(status) => status,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            failure.status
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    Ok(Config::load(cli.config.as_deref(), std::env::vars())?)
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    match &cli.command {
+        Command::Backup(args) => backup_command(&load_config(&cli)?, args).await,
+        Command::Restore(args) => restore_command(&load_config(&cli)?, args).await,
+        Command::Status(args) => status::run(&load_config(&cli)?, args).await,
+        Command::Verify(_) => Ok(not_available("verify")),
+        Command::Purge(_) => Ok(not_available("purge")),
+        Command::Replica(_) => Ok(not_available("replica")),
+        Command::Config(command) => {
+            let config = load_config(&cli)?;
+            match command {
+                ConfigCommand::Show => print_out(&config.show()),
+                ConfigCommand::Check => {
+                    let origin = config
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "environment".into());
+                    print_out(&format!(
+                        "configuration is valid ({origin}): {} sources, {} destinations\n",
+                        config.settings.sources.len(),
+                        config.settings.destinations.len()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn not_available(command: &str) -> ExitStatus {
+    eprintln!(
+        "error: `cairn {command}` is not available yet in cairn {}",
+        crate::CAIRN_VERSION
+    );
+    ExitStatus::Usage
+}
+
+/// Writes results to stdout; a closed pipe (`cairn status | head`) is not an error.
+fn print_out(text: &str) -> CliResult {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+        Err(e) => Err(Failure {
+            status: ExitStatus::Failed,
+            error: anyhow::Error::new(e).context("writing to stdout"),
+        }),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("results always serialize");
+    text.push('\n');
+    text
+}
+
+async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
+    let request = BackupRequest {
+        sources: args.source.clone(),
+        name: args.name.clone(),
+        to: args.to.clone(),
+        run_type: Some(args.run_type),
+        requested: args.kind,
+        jobs: args.jobs,
+    };
+    let plan = backup::plan(config, &request)?;
+    if args.dry_run {
+        let planned = backup::dry_run(&plan).await?;
+        if args.json {
+            return print_out(&to_json(&planned));
+        }
+        let mut text = String::new();
+        for p in &planned {
+            text.push_str(&format!(
+                "source {} ({}, {})\n  destination: {}\n  run type: {} (full-backup policy: {})\n  would take: {} copy{}\n  jobs: {}\n",
+                p.source,
+                p.engine,
+                p.url,
+                p.destination,
+                p.run_type,
+                p.full_backup,
+                p.kind,
+                p.parent.as_ref().map(|id| format!(" continuing from {id}")).unwrap_or_default(),
+                p.jobs
+            ));
+        }
+        text.push_str("dry run: nothing was written\n");
+        return print_out(&text);
+    }
+    let copies = backup::run(&plan).await?;
+    if args.json {
+        return print_out(&to_json(&copies));
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
+    if args.jobs == Some(0) {
+        return Err(Failure::from(restore::RestoreError::Usage(
+            "--jobs must be at least 1".into(),
+        )));
+    }
+    let request = RestoreRequest {
+        from: args.from.clone(),
+        source: args.source.clone(),
+        copy: Some(args.copy.clone()),
+        target: args.target.clone(),
+    };
+    let plan = restore::plan(config, &request).await?;
+    if args.dry_run {
+        if args.json {
+            return print_out(&to_json(&plan));
+        }
+        let mut text = format!(
+            "restore of source {} from {} into {}\n",
+            plan.source, plan.destination, plan.target
+        );
+        for copy in &plan.chain {
+            text.push_str(&format!(
+                "  {} {} ({}), {} files, {} bytes\n",
+                copy.id, copy.kind, copy.run_type, copy.files, copy.bytes
+            ));
+        }
+        text.push_str("dry run: nothing was written\n");
+        return print_out(&text);
+    }
+    let engine = crate::source::SourceUrl::parse(&args.target)
+        .map_err(|e| Failure::from(restore::RestoreError::Usage(format!("--target: {e}"))))?
+        .engine;
+    restore::run(&plan, engine).await?;
+    Ok(ExitStatus::Success)
+}

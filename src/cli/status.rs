@@ -1,0 +1,199 @@
+//! `cairn status`: the copies of each source as a table or JSON, and `--rebuild`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{CliResult, Failure, StatusArgs, print_out, to_json};
+use crate::config::{Config, ConfigError};
+use crate::destination::{Destination, DestinationSpec};
+use crate::exit::ExitStatus;
+use crate::status::{CopyRecord, LoadedFrom, LogPosition, StatusStore};
+
+#[derive(Serialize)]
+struct SourceReport {
+    source: String,
+    destination: String,
+    /// `latest`, `previous` (fallback after damage) or `none`.
+    read_from: &'static str,
+    generation: u64,
+    copies: Vec<CopyRecord>,
+}
+
+/// Which (source, destination) pairs the command is about.
+async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<dyn Destination>)>, Failure> {
+    let mut found = Vec::new();
+    match (&args.from, &args.source) {
+        (Some(from), Some(source)) => found.push((source.clone(), config.destination(from)?.open().await?)),
+        (Some(from), None) => {
+            // Every folder of the destination holding a status file is a source.
+            let destination = config.destination(from)?.open().await?;
+            destination.check().await?;
+            let mut names: Vec<String> = destination
+                .list("")
+                .await?
+                .into_iter()
+                .filter_map(|o| {
+                    let (name, file) = o.key.split_once('/')?;
+                    (file == "status.json" || file == "status.previous.json").then(|| name.to_string())
+                })
+                .collect();
+            names.dedup();
+            for name in names {
+                found.push((name, destination.clone()));
+            }
+        }
+        (None, Some(source)) => found.push((source.clone(), config.destination_of(source)?.open().await?)),
+        (None, None) => {
+            if config.settings.sources.is_empty() {
+                return Err(Failure::from(ConfigError::Invalid {
+                    origin: "the command line".into(),
+                    key: "--from".into(),
+                    message: "no sources are configured: pass --from DEST (and --source NAME)".into(),
+                }));
+            }
+            for name in config.settings.sources.keys() {
+                let spec: DestinationSpec = config.destination_of(name)?;
+                found.push((name.clone(), spec.open().await?));
+            }
+        }
+    }
+    Ok(found)
+}
+
+pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
+    let targets = targets(config, args).await?;
+    if args.rebuild {
+        let (source, destination) = targets.into_iter().next().expect("--rebuild requires --source");
+        destination.check().await?;
+        let lock =
+            crate::lock::acquire(destination.clone(), &source, "status --rebuild", &config.lock_options()).await?;
+        let result = StatusStore::new(destination.clone(), &source).rebuild().await;
+        lock.release().await?;
+        let (status, report) = result?;
+        let mut text = format!(
+            "rebuilt the status of {source} at {} from {} manifests (generation {})\n",
+            destination.location(),
+            report.copies,
+            status.generation
+        );
+        for (key, reason) in &report.skipped {
+            text.push_str(&format!("  left out {key}: {reason}\n"));
+        }
+        return print_out(&text).map(|_| {
+            if report.skipped.is_empty() {
+                ExitStatus::Success
+            } else {
+                ExitStatus::Failed
+            }
+        });
+    }
+    let mut reports = Vec::new();
+    for (source, destination) in targets {
+        let loaded = StatusStore::new(destination.clone(), &source).load().await?;
+        reports.push(SourceReport {
+            source,
+            destination: destination.location(),
+            read_from: match loaded.from {
+                LoadedFrom::Latest => "latest",
+                LoadedFrom::Previous { .. } => "previous",
+                LoadedFrom::Nothing => "none",
+            },
+            generation: loaded.status.generation,
+            copies: loaded.status.body.copies,
+        });
+    }
+    if args.json {
+        return print_out(&to_json(&reports));
+    }
+    print_out(&render_table(&reports))
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn position(p: &LogPosition) -> String {
+    match p {
+        LogPosition::Postgres { lsn, .. } => lsn.clone(),
+        LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
+    }
+}
+
+fn render_table(reports: &[SourceReport]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        out.push_str(&format!(
+            "source {} at {} (status generation {}{})\n",
+            report.source,
+            report.destination,
+            report.generation,
+            if report.read_from == "previous" {
+                ", read from the previous copy: the latest is damaged"
+            } else {
+                ""
+            }
+        ));
+        if report.copies.is_empty() {
+            out.push_str("  no copies\n");
+            continue;
+        }
+        let header = [
+            "COPY",
+            "KIND",
+            "RUN TYPE",
+            "PARENT",
+            "FINISHED (UTC)",
+            "DURATION",
+            "SIZE",
+            "FILES",
+            "LOG END",
+        ];
+        let rows: Vec<[String; 9]> = report
+            .copies
+            .iter()
+            .map(|c| {
+                [
+                    c.id.clone(),
+                    c.kind.to_string(),
+                    c.run_type.to_string(),
+                    c.parent.clone().unwrap_or_else(|| "-".into()),
+                    c.finished_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format!("{}s", (c.finished_at - c.started_at).num_seconds()),
+                    human_bytes(c.bytes),
+                    c.files.to_string(),
+                    position(&c.log_range.end),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut text = String::from(" ");
+            for (cell, w) in cells.iter().zip(widths) {
+                text.push_str(&format!(" {cell:<w$}"));
+            }
+            text.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(header.to_vec()));
+        for row in &rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+    }
+    out
+}

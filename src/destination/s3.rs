@@ -1,0 +1,713 @@
+//! A destination in an S3 bucket (AWS or any S3-compatible store).
+//!
+//! Every PUT and every part carries `Content-MD5`, so the store rejects what it did not receive
+//! intact. Objects above the part size go up as multipart uploads whose parts are sent in
+//! parallel; memory stays at part size × (concurrency + 1) whatever the object's size. Throttling
+//! and 5xx answers are retried with exponential backoff by the SDK's standard retry strategy.
+//! Credentials come from the destination's settings or the standard AWS chain (environment,
+//! profile, instance role) and never appear in messages.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use super::{
+    Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject, md5_hex,
+    validate_key,
+};
+use crate::secret::Secret;
+
+/// S3's smallest allowed part (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_PARTS: i32 = 10_000;
+
+/// How to reach a bucket; parsed from `s3://bucket/prefix?…` and the destination's settings.
+#[derive(Clone, PartialEq)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible stores; `None` uses AWS's endpoint for the region.
+    pub endpoint: Option<String>,
+    /// Region; `None` takes it from the AWS chain, else `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
+    pub path_style: bool,
+    /// Static credentials; both `None` uses the standard AWS chain.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Objects larger than this go up as multipart uploads of parts of this size.
+    pub part_size: u64,
+    /// Parts uploaded at once by one put.
+    pub upload_concurrency: usize,
+    /// Attempts per request, retries included.
+    pub max_attempts: u32,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .field("part_size", &self.part_size)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .finish()
+    }
+}
+
+impl S3Options {
+    /// Defaults for a bucket and prefix.
+    pub fn new(bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        S3Options {
+            bucket: bucket.into(),
+            prefix: prefix.into().trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            part_size: 16 * 1024 * 1024,
+            upload_concurrency: 4,
+            max_attempts: 5,
+        }
+    }
+
+    /// Parses `s3://bucket[/prefix][?endpoint=URL&region=R&path-style=true|false]`.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong with the URL.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("s3://").ok_or("S3 URLs start with s3://")?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        if bucket.is_empty() {
+            return Err("the bucket name is missing: use s3://bucket/prefix".into());
+        }
+        let mut options = S3Options::new(bucket, prefix);
+        let mut path_style = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = url::form_urlencoded::parse(value.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            match name {
+                "endpoint" => options.endpoint = Some(value),
+                "region" => options.region = Some(value),
+                "path-style" => {
+                    path_style = Some(match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        other => return Err(format!("path-style must be true or false, got {other:?}")),
+                    })
+                }
+                other => {
+                    return Err(format!(
+                        "unknown URL parameter {other:?}: expected endpoint, region or path-style"
+                    ));
+                }
+            }
+        }
+        options.path_style = path_style.unwrap_or(options.endpoint.is_some());
+        Ok(options)
+    }
+
+    /// `s3://bucket/prefix at <endpoint>`; never includes credentials.
+    pub fn describe(&self) -> String {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.prefix)
+        };
+        format!("s3://{}{prefix} at {}", self.bucket, self.endpoint_name())
+    }
+
+    fn endpoint_name(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => format!(
+                "the AWS endpoint of region {}",
+                self.region.as_deref().unwrap_or("(from the AWS chain)")
+            ),
+        }
+    }
+}
+
+/// A bucket prefix reached through the AWS SDK.
+#[derive(Clone)]
+pub struct S3Destination {
+    client: Client,
+    options: S3Options,
+}
+
+impl fmt::Debug for S3Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Destination").field("options", &self.options).finish()
+    }
+}
+
+/// What went wrong with one request, before it is given the object's name.
+enum Failure {
+    NotFound,
+    Precondition(String),
+    NoBucket,
+    Denied(String),
+    Unreachable(String),
+    Other(String),
+}
+
+fn classify<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => return Failure::Unreachable(detail),
+        _ => {}
+    }
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("");
+    match (status, code) {
+        (_, "NoSuchBucket") => Failure::NoBucket,
+        (_, "NoSuchKey") | (Some(404), _) => Failure::NotFound,
+        (Some(412), _) | (Some(409), "ConditionalRequestConflict") | (_, "PreconditionFailed") => {
+            Failure::Precondition(if code.is_empty() {
+                "precondition failed".into()
+            } else {
+                code.to_string()
+            })
+        }
+        (Some(401 | 403), _)
+        | (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
+            Failure::Denied(if code.is_empty() {
+                format!("HTTP {}", status.unwrap_or(403))
+            } else {
+                code.to_string()
+            })
+        }
+        (Some(500..=599), _) => Failure::Unreachable(detail),
+        _ => Failure::Other(detail),
+    }
+}
+
+impl S3Destination {
+    /// Builds a client; no request is sent until the first call.
+    ///
+    /// # Errors
+    /// [`DestinationError::InvalidUrl`] when the options cannot work (part size below S3's minimum).
+    pub async fn connect(options: S3Options) -> Result<Self, DestinationError> {
+        if options.part_size < MIN_PART_SIZE {
+            return Err(DestinationError::InvalidUrl {
+                url: options.describe(),
+                reason: format!(
+                    "part size {} is below S3's minimum of {MIN_PART_SIZE} bytes",
+                    options.part_size
+                ),
+            });
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(id, secret.expose(), None, None, "cairn-config"));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            // Content-MD5 is the integrity check every S3-compatible store understands; the
+            // newer flexible checksums are not universally supported.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if shared.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(S3Destination {
+            client: Client::from_conf(builder.build()),
+            options,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> Result<String, DestinationError> {
+        validate_key(key)?;
+        Ok(if self.options.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.options.prefix)
+        })
+    }
+
+    fn relative_key<'a>(&self, full: &'a str) -> &'a str {
+        if self.options.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.options.prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    fn error(&self, operation: &'static str, key: &str, failure: Failure) -> DestinationError {
+        let location = self.location();
+        match failure {
+            Failure::NotFound => DestinationError::NotFound {
+                location,
+                key: key.to_string(),
+            },
+            Failure::Precondition(reason) => DestinationError::ConditionFailed {
+                location,
+                key: key.to_string(),
+                reason,
+            },
+            Failure::NoBucket => DestinationError::BucketNotFound {
+                bucket: self.options.bucket.clone(),
+                endpoint: self.options.endpoint_name(),
+            },
+            Failure::Denied(detail) => DestinationError::AccessDenied {
+                bucket: self.options.bucket.clone(),
+                endpoint: self.options.endpoint_name(),
+                detail,
+            },
+            Failure::Unreachable(detail) => DestinationError::Unreachable { location, detail },
+            Failure::Other(detail) => DestinationError::Request {
+                operation,
+                location,
+                key: key.to_string(),
+                detail,
+            },
+        }
+    }
+
+    async fn put_single(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: Option<&PutCondition>,
+    ) -> Result<PutOutcome, DestinationError> {
+        let full_key = self.full_key(key)?;
+        let digest = md5::compute(&data);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
+            .content_length(data.len() as i64);
+        match condition {
+            Some(PutCondition::CreateOnly) => request = request.if_none_match("*"),
+            Some(PutCondition::IfMatch(etag)) => request = request.if_match(etag),
+            None => {}
+        }
+        let size = data.len() as u64;
+        let output = request
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.error("uploading", key, classify(&e)))?;
+        Ok(PutOutcome {
+            size,
+            md5: format!("{digest:x}"),
+            etag: output.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        first_parts: Vec<Bytes>,
+        mut body: ObjectStream,
+        mut hasher: md5::Context,
+        mut size: u64,
+    ) -> Result<PutOutcome, DestinationError> {
+        let full_key = self.full_key(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| self.error("starting a multipart upload of", key, classify(&e)))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
+            let mut completed = Vec::new();
+            let mut queued: std::collections::VecDeque<Bytes> = first_parts.into();
+            let mut part_number: i32 = 0;
+            loop {
+                let part = match queued.pop_front() {
+                    Some(part) => part,
+                    None => {
+                        let part = read_part(&mut body, self.options.part_size, key).await?;
+                        if part.is_empty() {
+                            break;
+                        }
+                        hasher.consume(&part);
+                        size += part.len() as u64;
+                        part
+                    }
+                };
+                part_number += 1;
+                if part_number > MAX_PARTS {
+                    return Err(DestinationError::Request {
+                        operation: "uploading",
+                        location: self.location(),
+                        key: key.to_string(),
+                        detail: format!(
+                            "the object needs more than {MAX_PARTS} parts of {} bytes; raise part-size-mib",
+                            self.options.part_size
+                        ),
+                    });
+                }
+                while in_flight.len() >= self.options.upload_concurrency.max(1) {
+                    completed.push(join_part(in_flight.join_next().await, key)?);
+                }
+                let this = self.clone();
+                let (full_key, upload_id, key) = (full_key.clone(), upload_id.clone(), key.to_string());
+                in_flight.spawn(async move { this.upload_part(&key, &full_key, &upload_id, part_number, part).await });
+            }
+            while let Some(joined) = in_flight.join_next().await {
+                completed.push(join_part(Some(joined), key)?);
+            }
+            completed.sort_by_key(|p| p.part_number());
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.options.bucket)
+                .key(&full_key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+                .send()
+                .await
+                .map_err(|e| self.error("completing the multipart upload of", key, classify(&e)))
+        }
+        .await;
+        match result {
+            Ok(output) => Ok(PutOutcome {
+                size,
+                md5: format!("{:x}", hasher.compute()),
+                etag: output.e_tag().unwrap_or_default().to_string(),
+            }),
+            Err(e) => {
+                // Leave no orphaned parts behind to be billed; the original error matters more
+                // than a failed abort.
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.options.bucket)
+                    .key(&full_key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        full_key: &str,
+        upload_id: &str,
+        part_number: i32,
+        data: Bytes,
+    ) -> Result<CompletedPart, DestinationError> {
+        let digest = md5::compute(&data);
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&self.options.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
+            .content_length(data.len() as i64)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.error("uploading a part of", key, classify(&e)))?;
+        Ok(CompletedPart::builder()
+            .part_number(part_number)
+            .set_e_tag(output.e_tag().map(str::to_string))
+            .build())
+    }
+}
+
+fn join_part(
+    joined: Option<Result<Result<CompletedPart, DestinationError>, tokio::task::JoinError>>,
+    key: &str,
+) -> Result<CompletedPart, DestinationError> {
+    match joined {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(DestinationError::Body {
+            key: key.to_string(),
+            source: std::io::Error::other(e),
+        }),
+        None => Err(DestinationError::Body {
+            key: key.to_string(),
+            source: std::io::Error::other("part upload vanished"),
+        }),
+    }
+}
+
+/// Reads up to `size` bytes; fewer only at the end of the stream.
+async fn read_part(body: &mut ObjectStream, size: u64, key: &str) -> Result<Bytes, DestinationError> {
+    let mut buffer = BytesMut::with_capacity(size as usize);
+    while (buffer.len() as u64) < size {
+        let n = body
+            .read_buf(&mut buffer)
+            .await
+            .map_err(|source| DestinationError::Body {
+                key: key.to_string(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+#[async_trait]
+impl Destination for S3Destination {
+    fn location(&self) -> String {
+        self.options.describe()
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.options.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match classify(&e) {
+                Failure::NotFound => self.error("checking", "", Failure::NoBucket),
+                other => self.error("checking the bucket for", "", other),
+            })
+    }
+
+    async fn put(&self, key: &str, mut body: ObjectStream) -> Result<PutOutcome, DestinationError> {
+        let part_size = self.options.part_size;
+        let first = read_part(&mut body, part_size, key).await?;
+        let mut hasher = md5::Context::new();
+        hasher.consume(&first);
+        if (first.len() as u64) < part_size {
+            return self.put_single(key, first, None).await;
+        }
+        // Exactly one part's worth so far: only a second read tells whether more follows.
+        let second = read_part(&mut body, part_size, key).await?;
+        if second.is_empty() {
+            return self.put_single(key, first, None).await;
+        }
+        hasher.consume(&second);
+        let size = (first.len() + second.len()) as u64;
+        self.put_multipart(key, vec![first, second], body, hasher, size).await
+    }
+
+    async fn put_if(&self, key: &str, data: Bytes, condition: PutCondition) -> Result<PutOutcome, DestinationError> {
+        self.put_single(key, data, Some(&condition)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ObjectStream, DestinationError> {
+        let full_key = self.full_key(key)?;
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| self.error("downloading", key, classify(&e)))?;
+        Ok(Box::pin(output.body.into_async_read()))
+    }
+
+    async fn get_versioned(&self, key: &str, limit: u64) -> Result<Option<VersionedObject>, DestinationError> {
+        let full_key = self.full_key(key)?;
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                return match classify(&e) {
+                    Failure::NotFound => Ok(None),
+                    other => Err(self.error("downloading", key, other)),
+                };
+            }
+        };
+        if output.content_length().unwrap_or(0) as u64 > limit {
+            return Err(DestinationError::TooLarge {
+                location: self.location(),
+                key: key.to_string(),
+                limit,
+            });
+        }
+        let etag = output.e_tag().unwrap_or_default().to_string();
+        let data = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| DestinationError::Body {
+                key: key.to_string(),
+                source: std::io::Error::other(e),
+            })?
+            .into_bytes();
+        // An ETag that is a plain MD5 lets us check what arrived; multipart ETags are not one.
+        let plain = etag.trim_matches('"');
+        if plain.len() == 32 && plain.chars().all(|c| c.is_ascii_hexdigit()) && md5_hex(&data) != plain {
+            return Err(DestinationError::Request {
+                operation: "downloading",
+                location: self.location(),
+                key: key.to_string(),
+                detail: format!("received bytes do not match the object's ETag {etag}"),
+            });
+        }
+        Ok(Some(VersionedObject { data, etag }))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, DestinationError> {
+        let full_key = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: output.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) => match classify(&e) {
+                Failure::NotFound => Ok(None),
+                other => Err(self.error("inspecting", key, other)),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, DestinationError> {
+        let full_prefix = if self.options.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.options.prefix)
+        };
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.options.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("listing", prefix, classify(&e)))?;
+            for object in output.contents() {
+                let Some(full) = object.key() else { continue };
+                found.push(ObjectMeta {
+                    key: self.relative_key(full).to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match output.next_continuation_token() {
+                Some(next) if output.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), DestinationError> {
+        let full_key = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&e) {
+                Failure::NotFound => Ok(()),
+                other => Err(self.error("removing", key, other)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_parse_with_options() {
+        let options =
+            S3Options::from_url("s3://bkt/a/b/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1").unwrap();
+        assert_eq!(options.bucket, "bkt");
+        assert_eq!(options.prefix, "a/b");
+        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(options.region.as_deref(), Some("eu-west-1"));
+        assert!(options.path_style, "an explicit endpoint defaults to path-style");
+        let plain = S3Options::from_url("s3://bkt").unwrap();
+        assert_eq!(plain.prefix, "");
+        assert!(!plain.path_style);
+        assert!(
+            S3Options::from_url("s3:///x")
+                .unwrap_err()
+                .contains("bucket name is missing")
+        );
+        assert!(
+            S3Options::from_url("s3://b?colour=red")
+                .unwrap_err()
+                .contains("unknown URL parameter")
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret_key() {
+        let mut options = S3Options::new("b", "");
+        options.secret_access_key = Some(Secret::new("wJalrXUtnFEMI"));
+        assert!(!format!("{options:?}").contains("wJalr"));
+    }
+}

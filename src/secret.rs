@@ -1,0 +1,85 @@
+//! Secret values (passwords, keys) that must never reach logs, errors, status files or `--help`.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What every masked secret is printed as.
+pub const MASK: &str = "********";
+
+/// A string that prints as [`MASK`] through `Debug`, `Display` and `Serialize`.
+///
+/// The only way to the value is [`Secret::expose`], which makes each use easy to audit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for handing to a driver or SDK; never format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(MASK)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// Returns `url` with any password replaced by [`MASK`]; text that is not a URL is returned as is.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // set_password only fails for URLs that cannot have one, which we just ruled out.
+            let _ = parsed.set_password(Some(MASK));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_formats_its_value() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret}"), MASK);
+        assert_eq!(format!("{secret:?}"), MASK);
+        assert_eq!(serde_json::to_string(&secret).unwrap(), format!("\"{MASK}\""));
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        let redacted = redact_url("postgres://backup:s3cr%3At@db1:5432/app");
+        assert!(!redacted.contains("s3cr"), "{redacted}");
+        assert!(redacted.contains("backup:"), "{redacted}");
+        assert_eq!(redact_url("mysql://root@db"), "mysql://root@db");
+        assert_eq!(redact_url("/var/backups"), "/var/backups");
+    }
+}
