@@ -310,8 +310,8 @@ pub struct PlannedCopy {
 pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<PlannedCopy>, BackupError> {
     let mut planned = Vec::new();
     for item in &plan.sources {
+        // No check(): on a local destination it would create the folder, and a dry run writes nothing.
         let destination = item.destination.open().await?;
-        destination.check().await?;
         let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
         let decision = decide(
             &item.source.name,

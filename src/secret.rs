@@ -50,6 +50,13 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// Returns `url` with any password replaced by [`MASK`]; text that is not a URL is returned as is.
+///
+/// ```
+/// assert_eq!(
+///     cairn::secret::redact_url("mysql://backup:hunter2@db1:3306"),
+///     "mysql://backup:********@db1:3306"
+/// );
+/// ```
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {

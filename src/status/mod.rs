@@ -203,6 +203,12 @@ impl StatusStore {
     /// [`StatusError::BothDamaged`], [`StatusError::NewerVersion`], [`StatusError::Missing`] when
     /// copies exist without any status, or a destination error.
     pub async fn load(&self) -> Result<Loaded, StatusError> {
+        self.load_recording(None).await
+    }
+
+    /// [`StatusStore::load`], not counting the manifest of the copy `recording` is about to add
+    /// when deciding whether copies exist without a status.
+    async fn load_recording(&self, recording: Option<&str>) -> Result<Loaded, StatusError> {
         let latest_key = layout::status_key(&self.source);
         let previous_key = layout::status_previous_key(&self.source);
         let latest = self.destination.get_versioned(&latest_key, MAX_STATUS_BYTES).await?;
@@ -251,7 +257,13 @@ impl StatusStore {
             None => "it does not exist".to_string(),
         };
         if latest.is_none() && previous.is_none() {
-            let copies = self.manifest_keys().await?.len();
+            let own = recording.map(|id| layout::manifest_key(&self.source, id));
+            let copies = self
+                .manifest_keys()
+                .await?
+                .into_iter()
+                .filter(|k| Some(k) != own.as_ref())
+                .count();
             if copies > 0 {
                 return Err(StatusError::Missing {
                     source_name: self.source.clone(),
@@ -288,12 +300,20 @@ impl StatusStore {
     /// load or destination error.
     pub async fn update<T>(
         &self,
+        change: impl FnMut(&mut StatusBody) -> Result<T, StatusError>,
+    ) -> Result<(Status, T), StatusError> {
+        self.update_recording(None, change).await
+    }
+
+    async fn update_recording<T>(
+        &self,
+        recording: Option<&str>,
         mut change: impl FnMut(&mut StatusBody) -> Result<T, StatusError>,
     ) -> Result<(Status, T), StatusError> {
         let latest_key = layout::status_key(&self.source);
         let previous_key = layout::status_previous_key(&self.source);
         for attempt in 1..=UPDATE_ATTEMPTS {
-            let loaded = self.load().await?;
+            let loaded = self.load_recording(recording).await?;
             let mut body = loaded.status.body.clone();
             let outcome = change(&mut body)?;
             let generation = loaded.status.generation + 1;
@@ -331,7 +351,7 @@ impl StatusStore {
     pub async fn record(&self, copy: CopyRecord) -> Result<Status, StatusError> {
         let file = self.describe(&layout::status_key(&self.source));
         let (status, ()) = self
-            .update(|body| {
+            .update_recording(Some(&copy.id), |body| {
                 if body.copy(&copy.id).is_some() {
                     return Err(StatusError::DuplicateCopy {
                         file: file.clone(),

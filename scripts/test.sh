@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command of README.md: formatting, lints and every test, against private database
+# servers this script starts (and stops) itself, and an S3 server the tests start in-process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "test.sh: cargo is missing; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+
+# shellcheck source=scripts/test-env.sh
+source scripts/test-env.sh
+trap cairn_test_env_stop EXIT
+
+# Doc tests first, so the closing line of this run is the test suite's own summary.
+cargo test --locked --doc
+cargo test --locked --all-targets

@@ -1,0 +1,430 @@
+//! The real binary: exit codes, messages, secrets kept out of output, `status` and dry runs.
+
+use std::path::Path;
+
+use cairn::layout;
+use cairn::schedule::CopyKind;
+
+use crate::status::{damage, make_copy, take_lock};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, local_destination, mysql_url, postgres_url, run, s3_server};
+
+/// Every file under `dir`, relative.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn help_documents_commands_and_exit_codes() {
+    let locks = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(cairn(locks.path()).arg("--help"));
+    assert_eq!(code, 0);
+    for word in [
+        "backup",
+        "restore",
+        "status",
+        "verify",
+        "purge",
+        "replica",
+        "config",
+        "75",
+        "temporary",
+    ] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+    let (code, out, _) = run(cairn(locks.path()).args(["backup", "--help"]));
+    assert_eq!(code, 0);
+    for word in [
+        "--run-type",
+        "--type",
+        "--jobs",
+        "--dry-run",
+        "--source",
+        "--to",
+        "Exit codes",
+    ] {
+        assert!(out.contains(word), "backup --help lacks {word}:\n{out}");
+    }
+    use clap::CommandFactory;
+    cairn::cli::Cli::command().debug_assert();
+}
+
+#[test]
+fn reserved_commands_exit_2_until_they_exist() {
+    let locks = tempfile::tempdir().unwrap();
+    for command in ["verify", "purge", "replica"] {
+        let (code, _, err) = run(cairn(locks.path()).args([command, "--anything", "x"]));
+        assert_eq!(code, 2, "{command}");
+        assert!(
+            err.contains(&format!("cairn {command}")) && err.contains("not available yet"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let locks = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--run-type",
+        "fortnightly",
+        "--source",
+        "mysql://h",
+        "--to",
+        "/tmp/x",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("fortnightly") && err.contains("hourly"), "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["backup"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("no source to back up"), "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["backup", "--source", "postgres://u:pw-in-url@h/db"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--to") && !err.contains("pw-in-url"), "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["backup", "--source", "ftp://h", "--to", "/tmp/x"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("unsupported scheme"), "{err}");
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_key() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(&path, "[retention]\nhourly = 24\ndayly = 7\n").unwrap();
+    let (code, _, err) = run(cairn(locks.path()).arg("--config").arg(&path).args(["config", "check"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("retention") && err.contains("dayly"),
+        "{err}"
+    );
+    let (code, _, err) = run(cairn(locks.path()).args(["config", "check"]).env("CAIRN_JOBS", "lots"));
+    assert_eq!(code, 2);
+    assert!(err.contains("CAIRN_JOBS"), "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["--config", "/nonexistent/cairn.toml", "config", "check"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/cairn.toml"), "{err}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cairn.example.toml");
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&example)
+        .args(["config", "check"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+}
+
+#[test]
+fn secrets_never_reach_output() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(
+        &path,
+        "[sources.a]\nurl = \"postgres://u:url-secret-1@h/db\"\n[destinations.s3]\nurl = \"s3://b/p\"\n\
+         access-key-id = \"AK\"\nsecret-access-key = \"file-secret-2\"\n",
+    )
+    .unwrap();
+    let mut command = cairn(locks.path());
+    command
+        .arg("--config")
+        .arg(&path)
+        .env("CAIRN_SOURCES__B__URL", "mysql://u@h")
+        .env("CAIRN_SOURCES__B__PASSWORD", "env-secret-3");
+    let (code, out, err) = run(command.args(["config", "show"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("[sources.a]") && out.contains("********"), "{out}");
+    for secret in ["url-secret-1", "file-secret-2", "env-secret-3"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} leaked:\n{out}\n{err}"
+        );
+    }
+    let mut command = cairn(locks.path());
+    command
+        .arg("--config")
+        .arg(&path)
+        .env("CAIRN_SOURCES__B__PASSWORD", "env-secret-3");
+    let (_, out, err) = run(command.arg("--help"));
+    assert!(!out.contains("env-secret-3") && !err.contains("env-secret-3"));
+}
+
+#[test]
+fn backup_without_an_engine_exits_2_and_writes_nothing() {
+    let locks = tempfile::tempdir().unwrap();
+    for (url, engine) in [(postgres_url(), "PostgreSQL"), (mysql_url(), "MySQL/MariaDB")] {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("backups");
+        let (code, out, err) = run(cairn(locks.path()).args(["backup", "--source", &url, "--to"]).arg(&to));
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains(engine) && err.contains("not part of this build"), "{err}");
+        assert!(!err.contains("cairn-test-pw"), "password leaked: {err}");
+        assert!(files_under(dir.path()).is_empty(), "{:?}", files_under(dir.path()));
+    }
+}
+
+#[test]
+fn backup_dry_run_prints_the_plan_and_writes_nothing() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups");
+    let url = postgres_url();
+    let (code, out, err) = run(cairn(locks.path())
+        .args([
+            "backup",
+            "--dry-run",
+            "--run-type",
+            "hourly",
+            "--name",
+            "app",
+            "--source",
+            &url,
+            "--to",
+        ])
+        .arg(&to));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("source app") && out.contains("would take: full copy") && out.contains("hourly"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
+        "password leaked"
+    );
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "dry run wrote {:?}",
+        files_under(dir.path())
+    );
+    let (code, out, _) = run(cairn(locks.path())
+        .args([
+            "backup",
+            "--dry-run",
+            "--json",
+            "--type",
+            "incremental",
+            "--name",
+            "app",
+            "--source",
+            &url,
+            "--to",
+        ])
+        .arg(&to));
+    assert_eq!(code, 1, "an incremental without any full fails: {out}");
+}
+
+#[tokio::test]
+async fn backup_dry_run_continues_from_the_recorded_parent() {
+    let (guard, destination) = local_destination();
+    let locks = tempfile::tempdir().unwrap();
+    let lock = take_lock(&destination, "app", &locks).await;
+    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+    lock.release().await.unwrap();
+    let to = guard.path().join("backups");
+    let cli_locks = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(cairn(cli_locks.path())
+        .args([
+            "backup",
+            "--dry-run",
+            "--json",
+            "--run-type",
+            "hourly",
+            "--name",
+            "app",
+            "--source",
+            "postgres://u@db/app",
+            "--to",
+        ])
+        .arg(&to));
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan[0]["kind"], "incremental");
+    assert_eq!(plan[0]["parent"], serde_json::json!(full.id));
+}
+
+#[tokio::test]
+async fn status_lists_copies_as_a_table_and_json_and_survives_damage() {
+    let (guard, destination) = local_destination();
+    let locks = tempfile::tempdir().unwrap();
+    let lock = take_lock(&destination, "app", &locks).await;
+    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+    let incr = make_copy(&destination, "app", CopyKind::Incremental, Some(&full.id), &lock).await;
+    lock.release().await.unwrap();
+    let from = guard.path().join("backups");
+    let cli_locks = tempfile::tempdir().unwrap();
+
+    let (code, out, err) = run(cairn(cli_locks.path())
+        .args(["status", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&full.id) && out.contains(&incr.id) && out.contains("incremental") && out.contains("0/16B3748"),
+        "{out}"
+    );
+
+    let (code, out, err) = run(cairn(cli_locks.path()).args(["status", "--json", "--from"]).arg(&from));
+    assert_eq!(code, 0, "{err}");
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reports[0]["source"], "app");
+    assert_eq!(reports[0]["read_from"], "latest");
+    assert_eq!(reports[0]["copies"][1]["parent"], serde_json::json!(full.id));
+    assert_eq!(
+        reports[0]["copies"][1]["manifest"]["md5"],
+        serde_json::json!(incr.manifest.md5)
+    );
+
+    damage(&destination, &layout::status_key("app")).await;
+    let (code, out, err) = run(cairn(cli_locks.path())
+        .args(["status", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("read from the previous copy"), "{out}");
+    assert!(
+        err.contains("status.json") && err.contains("--rebuild"),
+        "the fallback must warn: {err}"
+    );
+
+    damage(&destination, &layout::status_previous_key("app")).await;
+    let (code, _, err) = run(cairn(cli_locks.path())
+        .args(["status", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("status.json") && err.contains("status.previous.json") && err.contains("--rebuild"),
+        "{err}"
+    );
+
+    let (code, out, err) = run(cairn(cli_locks.path())
+        .args(["status", "--rebuild", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("from 2 manifests"), "{out}");
+    let (code, out, _) = run(cairn(cli_locks.path())
+        .args(["status", "--json", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 0);
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reports[0]["copies"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_held_lock_makes_a_second_run_exit_75_naming_the_holder() {
+    let (guard, destination) = local_destination();
+    let from = guard.path().join("backups");
+    let locks = tempfile::tempdir().unwrap();
+    let held = take_lock(&destination, "app", &locks).await;
+    // Same host: the local lock file answers.
+    let (code, _, err) = run(cairn(locks.path())
+        .args(["status", "--rebuild", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("locked") && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // Another host (another lock folder): the lease on the destination answers.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(cairn(elsewhere.path())
+        .args(["status", "--rebuild", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("app/lock.json") && err.contains(&held.lease().host),
+        "{err}"
+    );
+    held.release().await.unwrap();
+    let (code, _, err) = run(cairn(elsewhere.path())
+        .args(["status", "--rebuild", "--source", "app", "--from"])
+        .arg(&from));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn s3_destinations_work_through_the_standard_credential_chain() {
+    let server = s3_server();
+    let bucket = server.new_bucket("cli");
+    let locks = tempfile::tempdir().unwrap();
+    let destination = server.destination_at(&bucket, "team/cairn").await;
+    let lock = take_lock(&destination, "app", &locks).await;
+    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+    lock.release().await.unwrap();
+    let url = server.url(&bucket, "team/cairn");
+    let with_keys = |secret: &str| {
+        let mut command = cairn(locks.path());
+        command
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+        command
+    };
+    let (code, out, err) = run(with_keys(S3_SECRET_KEY).args(["status", "--source", "app", "--from", &url]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&full.id), "{out}");
+    let (code, _, err) = run(with_keys("wrong-secret").args(["status", "--from", &url]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&bucket) && err.contains(&server.endpoint) && err.contains("denied"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "{err}");
+    let missing = server.url("no-such-bucket-cli", "x");
+    let (code, _, err) = run(with_keys(S3_SECRET_KEY).args(["status", "--from", &missing]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no-such-bucket-cli") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn restore_dry_run_prints_the_chain_and_a_real_restore_needs_an_engine() {
+    let (guard, destination) = local_destination();
+    let locks = tempfile::tempdir().unwrap();
+    let lock = take_lock(&destination, "app", &locks).await;
+    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+    let incr = make_copy(&destination, "app", CopyKind::Incremental, Some(&full.id), &lock).await;
+    lock.release().await.unwrap();
+    let from = guard.path().join("backups");
+    let target = postgres_url();
+    let (code, out, err) = run(cairn(locks.path())
+        .args(["restore", "--dry-run", "--source", "app", "--target", &target, "--from"])
+        .arg(&from));
+    assert_eq!(code, 0, "{err}");
+    let (at_full, at_incr) = (
+        out.find(&full.id).expect("full listed"),
+        out.find(&incr.id).expect("incr listed"),
+    );
+    assert!(at_full < at_incr, "the chain starts with the full:\n{out}");
+    assert!(!out.contains("cairn-test-pw"), "{out}");
+    let (code, _, err) = run(cairn(locks.path())
+        .args(["restore", "--source", "app", "--target", &target, "--from"])
+        .arg(&from));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot restore PostgreSQL"), "{err}");
+    let (code, _, err) = run(cairn(locks.path())
+        .args([
+            "restore",
+            "--dry-run",
+            "--source",
+            "app",
+            "--copy",
+            "nope",
+            "--target",
+            &target,
+            "--from",
+        ])
+        .arg(&from));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("copy nope is not recorded"), "{err}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests of cairn against real servers: an S3-protocol server in this process and
+//! the private PostgreSQL and MariaDB started by scripts/test.sh.
+
+mod cli;
+mod destination;
+mod environment;
+mod lock;
+mod status;
+mod support;

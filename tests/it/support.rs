@@ -1,0 +1,265 @@
+//! Shared test fixtures: an S3-protocol server in this process, the private database servers
+//! of the test environment, temporary destinations and a runner for the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+
+use cairn::destination::{Destination, LocalDestination, S3Destination, S3Options};
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, ETag,
+    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
+    ListObjectsV2Input, ListObjectsV2Output, PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
+};
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+
+pub const S3_ACCESS_KEY: &str = "cairn-test-access";
+pub const S3_SECRET_KEY: &str = "cairn-test-secret-key-never-printed";
+
+/// s3s-fs with the guarantees a real store gives and it lacks: conditional puts are atomic (one
+/// writer at a time decides and writes), a read never mixes two versions of an object (s3s-fs
+/// reads data and ETag separately), and each part's `Content-MD5` is checked.
+struct StrictStore {
+    inner: s3s_fs::FileSystem,
+    writes: tokio::sync::RwLock<()>,
+}
+
+#[async_trait::async_trait]
+impl S3 for StrictStore {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let _serialized = self.writes.write().await;
+        self.inner.put_object(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let expected = req.input.content_md5.clone();
+        let response = self.inner.upload_part(req).await?;
+        if let Some(expected) = expected {
+            use base64::Engine as _;
+            let digest = base64::engine::general_purpose::STANDARD
+                .decode(expected.as_bytes())
+                .map_err(|_| s3_error!(InvalidDigest))?;
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let stored = match &response.output.e_tag {
+                Some(ETag::Strong(s)) | Some(ETag::Weak(s)) => s.clone(),
+                None => String::new(),
+            };
+            if stored != hex {
+                return Err(s3_error!(BadDigest, "Content-MD5 of the part does not match"));
+            }
+        }
+        Ok(response)
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        // s3s-fs streams the body after returning; reading it whole under the lock keeps the
+        // response one version. Test objects are small enough for that.
+        let _reading = self.writes.read().await;
+        let mut response = self.inner.get_object(req).await?;
+        if let Some(body) = response.output.body.take() {
+            use futures::TryStreamExt;
+            let chunks: Vec<bytes::Bytes> = body.try_collect().await.map_err(|_| s3_error!(InternalError))?;
+            let data = bytes::Bytes::from(chunks.concat());
+            response.output.body = Some(s3s::dto::StreamingBlob::from(s3s::Body::from(data)));
+        }
+        Ok(response)
+    }
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.inner.head_object(req).await
+    }
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.inner.head_bucket(req).await
+    }
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.inner.list_objects_v2(req).await
+    }
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let _serialized = self.writes.write().await;
+        self.inner.delete_object(req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.inner.create_multipart_upload(req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let _serialized = self.writes.write().await;
+        self.inner.complete_multipart_upload(req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.inner.abort_multipart_upload(req).await
+    }
+}
+
+/// The S3 server shared by every test of this binary.
+pub struct S3Server {
+    pub endpoint: String,
+    root: PathBuf,
+}
+
+static S3_SERVER: OnceLock<S3Server> = OnceLock::new();
+
+/// Starts the S3 server on first use; it checks SigV4 signatures with the test credentials.
+pub fn s3_server() -> &'static S3Server {
+    S3_SERVER.get_or_init(|| {
+        let root = tempfile::Builder::new()
+            .prefix("cairn-s3-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let served_root = root.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("S3 server runtime");
+            runtime.block_on(async move {
+                use hyper_util::rt::{TokioExecutor, TokioIo};
+                let store = StrictStore {
+                    inner: s3s_fs::FileSystem::new(&served_root).expect("s3s-fs root"),
+                    writes: tokio::sync::RwLock::new(()),
+                };
+                let mut builder = s3s::service::S3ServiceBuilder::new(store);
+                builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
+                let service = builder.build();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind S3 server");
+                sender
+                    .send(listener.local_addr().expect("local address"))
+                    .expect("report address");
+                let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let connection = http
+                        .serve_connection(TokioIo::new(socket), service.clone())
+                        .into_owned();
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                }
+            });
+        });
+        let address = receiver.recv().expect("S3 server did not start");
+        S3Server {
+            endpoint: format!("http://{address}"),
+            root,
+        }
+    })
+}
+
+impl S3Server {
+    /// Creates an empty bucket with a unique name.
+    pub fn new_bucket(&self, hint: &str) -> String {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bucket = format!("{hint}-{}-{n}", std::process::id());
+        std::fs::create_dir_all(self.root.join(&bucket)).expect("create bucket folder");
+        bucket
+    }
+
+    /// Options reaching `bucket`/`prefix` with the test credentials.
+    pub fn options(&self, bucket: &str, prefix: &str) -> S3Options {
+        let mut options = S3Options::new(bucket, prefix);
+        options.endpoint = Some(self.endpoint.clone());
+        options.region = Some("us-east-1".into());
+        options.path_style = true;
+        options.access_key_id = Some(S3_ACCESS_KEY.into());
+        options.secret_access_key = Some(cairn::secret::Secret::new(S3_SECRET_KEY));
+        options.part_size = cairn::destination::s3::MIN_PART_SIZE;
+        options.max_attempts = 2;
+        options
+    }
+
+    /// A destination on a fresh bucket.
+    pub async fn destination(&self, hint: &str) -> Arc<dyn Destination> {
+        let bucket = self.new_bucket(hint);
+        self.destination_at(&bucket, "cairn/prefix").await
+    }
+
+    /// A destination on `bucket`/`prefix`.
+    pub async fn destination_at(&self, bucket: &str, prefix: &str) -> Arc<dyn Destination> {
+        Arc::new(
+            S3Destination::connect(self.options(bucket, prefix))
+                .await
+                .expect("S3 destination"),
+        )
+    }
+
+    /// The `s3://` URL the CLI takes for `bucket`.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3://{bucket}/{prefix}?endpoint={}&region=us-east-1", self.endpoint)
+    }
+}
+
+/// A local destination in a fresh temporary folder (kept alive by the returned guard).
+pub fn local_destination() -> (tempfile::TempDir, Arc<dyn Destination>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(dir.path().join("backups")));
+    (dir, destination)
+}
+
+/// Both kinds of destination, for tests that must hold on each.
+pub async fn every_destination(hint: &str) -> Vec<(Option<tempfile::TempDir>, Arc<dyn Destination>)> {
+    let (dir, local) = local_destination();
+    vec![(Some(dir), local), (None, s3_server().destination(hint).await)]
+}
+
+fn required_env(name: &str, what: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests with scripts/test.sh, which installs and starts a private {what}, \
+             or set {name} to the URL of one"
+        )
+    })
+}
+
+/// URL of the private PostgreSQL (wal_level=logical) of the test environment.
+pub fn postgres_url() -> String {
+    required_env("CAIRN_TEST_PG_URL", "PostgreSQL server (wal_level=logical)")
+}
+
+/// URL of the private MariaDB (ROW binlog) of the test environment.
+pub fn mysql_url() -> String {
+    required_env("CAIRN_TEST_MYSQL_URL", "MariaDB server (log_bin, binlog_format=ROW)")
+}
+
+/// The cairn binary with a clean environment: no inherited CAIRN_ or AWS_ settings, its own
+/// lock folder, and no instance-metadata lookups.
+pub fn cairn(lock_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CAIRN_") || key.starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("CAIRN_LOCK_DIR", lock_dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Runs a command and returns (exit code, stdout, stderr).
+pub fn run(command: &mut Command) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = command.output().expect("run cairn");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
