@@ -91,6 +91,13 @@ pub enum DestinationError {
     },
     #[error("cannot reach {location}: {detail}")]
     Unreachable { location: String, detail: String },
+    #[error("{operation} {key} at {location} failed after retries: the store answered {detail}; try again later")]
+    Unavailable {
+        operation: &'static str,
+        location: String,
+        key: String,
+        detail: String,
+    },
     #[error("{operation} {key} at {location} failed: {detail}")]
     Request {
         operation: &'static str,
@@ -129,7 +136,7 @@ impl Classify for DestinationError {
             DestinationError::InvalidUrl { .. }
             | DestinationError::BucketNotFound { .. }
             | DestinationError::AccessDenied { .. } => ExitStatus::Usage,
-            DestinationError::Unreachable { .. } => ExitStatus::Temporary,
+            DestinationError::Unreachable { .. } | DestinationError::Unavailable { .. } => ExitStatus::Temporary,
             _ => ExitStatus::Failed,
         }
     }

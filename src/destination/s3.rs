@@ -172,6 +172,8 @@ enum Failure {
     NoBucket,
     Denied(String),
     Unreachable(String),
+    /// 5xx after the SDK's retries.
+    Unavailable(String),
     Other(String),
 }
 
@@ -179,13 +181,16 @@ fn classify<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Fai
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = DisplayErrorContext(err).to_string();
-    match err {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => return Failure::Unreachable(detail),
-        _ => {}
+    if let SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) = err {
+        return Failure::Unreachable(DisplayErrorContext(err).to_string());
     }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or("");
+    // The store's own words when it sent an error document; the SDK's full context otherwise.
+    let detail = match (code, status) {
+        ("", _) | (_, None) => DisplayErrorContext(err).to_string(),
+        (code, Some(status)) => format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message")),
+    };
     match (status, code) {
         (_, "NoSuchBucket") => Failure::NoBucket,
         (_, "NoSuchKey") | (Some(404), _) => Failure::NotFound,
@@ -204,7 +209,7 @@ where
                 code.to_string()
             })
         }
-        (Some(500..=599), _) => Failure::Unreachable(detail),
+        (Some(500..=599), _) => Failure::Unavailable(detail),
         _ => Failure::Other(detail),
     }
 }
@@ -302,6 +307,12 @@ impl S3Destination {
                 detail,
             },
             Failure::Unreachable(detail) => DestinationError::Unreachable { location, detail },
+            Failure::Unavailable(detail) => DestinationError::Unavailable {
+                operation,
+                location,
+                key: key.to_string(),
+                detail,
+            },
             Failure::Other(detail) => DestinationError::Request {
                 operation,
                 location,

@@ -270,6 +270,51 @@ async fn s3_uploads_above_the_part_size_go_multipart_and_read_back_identical() {
 }
 
 #[tokio::test]
+async fn s3_throttling_is_retried_with_backoff_for_puts_and_parts() {
+    use crate::support::FLAKY_FAILURES;
+    let server = s3_server();
+    let bucket = server.new_bucket("flaky");
+    let mut options = server.options(&bucket, "p");
+    options.max_attempts = FLAKY_FAILURES + 1;
+    let destination = S3Destination::connect(options.clone()).await.unwrap();
+    destination
+        .put_bytes("s/small", Bytes::from_static(b"payload"))
+        .await
+        .unwrap();
+    assert_eq!(server.write_attempts(&bucket, "p/s/small"), FLAKY_FAILURES + 1);
+    assert_eq!(destination.get_bytes("s/small", 100).await.unwrap(), "payload");
+    let data = pattern(3, options.part_size as usize + 1000);
+    let outcome = destination
+        .put("s/big", Box::pin(std::io::Cursor::new(data.clone())))
+        .await
+        .unwrap();
+    assert!(outcome.etag.contains("-2"), "{}", outcome.etag);
+    for part in 1..=2 {
+        assert_eq!(
+            server.write_attempts(&bucket, &format!("p/s/big#{part}")),
+            FLAKY_FAILURES + 1,
+            "part {part}"
+        );
+    }
+    assert_eq!(destination.get_bytes("s/big", 64 << 20).await.unwrap(), data);
+
+    // With fewer attempts than the store refuses, the put fails and says which object.
+    options.max_attempts = FLAKY_FAILURES;
+    let impatient = S3Destination::connect(options).await.unwrap();
+    let err = impatient
+        .put_bytes("s/other", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("s/other") && text.contains("SlowDown (HTTP 503)"),
+        "{text}"
+    );
+    use cairn::exit::Classify;
+    assert_eq!(err.exit_status().code(), 75);
+}
+
+#[tokio::test]
 async fn s3_listing_goes_past_a_thousand_keys() {
     let destination = s3_server().destination("many-keys").await;
     let total = 1_234usize;

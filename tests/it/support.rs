@@ -20,19 +20,48 @@ pub const S3_SECRET_KEY: &str = "cairn-test-secret-key-never-printed";
 /// s3s-fs with the guarantees a real store gives and it lacks: conditional puts are atomic (one
 /// writer at a time decides and writes), a read never mixes two versions of an object (s3s-fs
 /// reads data and ETag separately), and each part's `Content-MD5` is checked.
+///
+/// Buckets whose name starts with `flaky` answer the first [`FLAKY_FAILURES`] PUTs of each
+/// object (and each part) with `503 SlowDown`, as a throttling store does.
 struct StrictStore {
     inner: s3s_fs::FileSystem,
     writes: tokio::sync::RwLock<()>,
+    attempts: WriteAttempts,
+}
+
+/// Write attempts seen by the server, per `bucket/key` (and `bucket/key#part`).
+type WriteAttempts = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+
+/// How many times a flaky bucket refuses each write before accepting it.
+pub const FLAKY_FAILURES: u32 = 2;
+
+impl StrictStore {
+    /// Counts a write attempt; `true` when a flaky bucket should refuse it.
+    fn throttle(&self, bucket: &str, what: String) -> bool {
+        let mut attempts = self.attempts.lock().unwrap();
+        let count = attempts.entry(format!("{bucket}/{what}")).or_insert(0);
+        *count += 1;
+        bucket.starts_with("flaky") && *count <= FLAKY_FAILURES
+    }
 }
 
 #[async_trait::async_trait]
 impl S3 for StrictStore {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        if self.throttle(&req.input.bucket, req.input.key.clone()) {
+            return Err(s3_error!(SlowDown, "throttled by the test server"));
+        }
         let _serialized = self.writes.write().await;
         self.inner.put_object(req).await
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        if self.throttle(
+            &req.input.bucket,
+            format!("{}#{}", req.input.key, req.input.part_number),
+        ) {
+            return Err(s3_error!(SlowDown, "throttled by the test server"));
+        }
         let expected = req.input.content_md5.clone();
         let response = self.inner.upload_part(req).await?;
         if let Some(expected) = expected {
@@ -103,6 +132,7 @@ impl S3 for StrictStore {
 pub struct S3Server {
     pub endpoint: String,
     root: PathBuf,
+    attempts: WriteAttempts,
 }
 
 static S3_SERVER: OnceLock<S3Server> = OnceLock::new();
@@ -117,6 +147,8 @@ pub fn s3_server() -> &'static S3Server {
             .keep();
         let (sender, receiver) = std::sync::mpsc::channel();
         let served_root = root.clone();
+        let attempts = WriteAttempts::default();
+        let served_attempts = attempts.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -128,6 +160,7 @@ pub fn s3_server() -> &'static S3Server {
                 let store = StrictStore {
                     inner: s3s_fs::FileSystem::new(&served_root).expect("s3s-fs root"),
                     writes: tokio::sync::RwLock::new(()),
+                    attempts: served_attempts,
                 };
                 let mut builder = s3s::service::S3ServiceBuilder::new(store);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
@@ -156,11 +189,23 @@ pub fn s3_server() -> &'static S3Server {
         S3Server {
             endpoint: format!("http://{address}"),
             root,
+            attempts,
         }
     })
 }
 
 impl S3Server {
+    /// How many times the server was asked to write `bucket/what` (`what` is a key, or
+    /// `key#part` for a multipart part).
+    pub fn write_attempts(&self, bucket: &str, what: &str) -> u32 {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(&format!("{bucket}/{what}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Creates an empty bucket with a unique name.
     pub fn new_bucket(&self, hint: &str) -> String {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
