@@ -65,7 +65,7 @@ pub struct RestorePlan {
 pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     let target = SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
     let destination = config.destination(&request.from)?.open().await?;
-    destination.check().await?;
+    destination.check(crate::destination::Access::Read).await?;
     let loaded = StatusStore::new(destination.clone(), &request.source).load().await?;
     let body = &loaded.status.body;
     let copy = match request.copy.as_deref() {

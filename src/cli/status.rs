@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{CliResult, Failure, StatusArgs, print_out, to_json};
 use crate::config::{Config, ConfigError};
-use crate::destination::{Destination, DestinationSpec};
+use crate::destination::{Access, Destination, DestinationSpec};
 use crate::exit::ExitStatus;
 use crate::status::{CopyRecord, LoadedFrom, LogPosition, StatusStore};
 
@@ -28,7 +28,7 @@ async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<
         (Some(from), None) => {
             // Every folder of the destination holding a status file is a source.
             let destination = config.destination(from)?.open().await?;
-            destination.check().await?;
+            destination.check(Access::Read).await?;
             let mut names: Vec<String> = destination
                 .list("")
                 .await?
@@ -63,9 +63,13 @@ async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<
 
 pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
     let targets = targets(config, args).await?;
+    if targets.is_empty() && !args.json {
+        let from = args.from.as_deref().unwrap_or("the configured destinations");
+        return print_out(&format!("no source has a status file at {from}\n"));
+    }
     if args.rebuild {
         let (source, destination) = targets.into_iter().next().expect("--rebuild requires --source");
-        destination.check().await?;
+        destination.check(Access::Write).await?;
         let lock =
             crate::lock::acquire(destination.clone(), &source, "status --rebuild", &config.lock_options()).await?;
         let result = StatusStore::new(destination.clone(), &source).rebuild().await;
@@ -90,6 +94,7 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
     }
     let mut reports = Vec::new();
     for (source, destination) in targets {
+        destination.check(Access::Read).await?;
         let loaded = StatusStore::new(destination.clone(), &source).load().await?;
         reports.push(SourceReport {
             source,

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject, md5_hex,
-    validate_key,
+    Access, Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject,
+    md5_hex, validate_key,
 };
 
 /// Read buffer of streaming puts; memory per put stays at this size whatever the object's size.
@@ -175,7 +175,21 @@ impl Destination for LocalDestination {
         self.root.display().to_string()
     }
 
-    async fn check(&self) -> Result<(), DestinationError> {
+    async fn check(&self, access: Access) -> Result<(), DestinationError> {
+        if access == Access::Read {
+            return match tokio::fs::metadata(&self.root).await {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(DestinationError::io(
+                    "opening",
+                    &self.root,
+                    io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(DestinationError::Missing {
+                    location: self.location(),
+                }),
+                Err(e) => Err(DestinationError::io("opening", &self.root, e)),
+            };
+        }
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             create_dirs(&root)?;

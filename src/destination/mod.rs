@@ -51,6 +51,15 @@ pub struct VersionedObject {
     pub etag: String,
 }
 
+/// What a command needs of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reading only: nothing is created or written.
+    Read,
+    /// Writing copies, status files and leases.
+    Write,
+}
+
 /// The condition of a conditional put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
@@ -67,6 +76,8 @@ pub enum DestinationError {
     InvalidUrl { url: String, reason: String },
     #[error("invalid object key {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
+    #[error("destination {location} does not exist")]
+    Missing { location: String },
     #[error("object {key} does not exist at {location}")]
     NotFound { location: String, key: String },
     #[error("conditional write of {key} at {location} was refused: {reason}")]
@@ -134,6 +145,7 @@ impl Classify for DestinationError {
     fn exit_status(&self) -> ExitStatus {
         match self {
             DestinationError::InvalidUrl { .. }
+            | DestinationError::Missing { .. }
             | DestinationError::BucketNotFound { .. }
             | DestinationError::AccessDenied { .. } => ExitStatus::Usage,
             DestinationError::Unreachable { .. } | DestinationError::Unavailable { .. } => ExitStatus::Temporary,
@@ -148,8 +160,9 @@ pub trait Destination: Send + Sync + fmt::Debug {
     /// Where this is, for messages: a path or `s3://bucket/prefix at <endpoint>`. Never a secret.
     fn location(&self) -> String;
 
-    /// Checks that the destination exists and the credentials work, before any run uses it.
-    async fn check(&self) -> Result<(), DestinationError>;
+    /// Checks, before a run relies on it, that the destination exists and the credentials work;
+    /// with [`Access::Write`] also that it can be written (creating a local folder if needed).
+    async fn check(&self, access: Access) -> Result<(), DestinationError>;
 
     /// Stores `body` under `key` atomically, streaming it with bounded memory, replacing any
     /// object of that key.

@@ -26,8 +26,8 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::{
-    Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject, md5_hex,
-    validate_key,
+    Access, Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject,
+    md5_hex, validate_key,
 };
 use crate::secret::Secret;
 
@@ -517,7 +517,8 @@ impl Destination for S3Destination {
         self.options.describe()
     }
 
-    async fn check(&self) -> Result<(), DestinationError> {
+    async fn check(&self, _access: Access) -> Result<(), DestinationError> {
+        // Write permission shows itself on the first write; probing it would leave objects.
         self.client
             .head_bucket()
             .bucket(&self.options.bucket)

@@ -319,6 +319,21 @@ async fn status_lists_copies_as_a_table_and_json_and_survives_damage() {
     assert_eq!(reports[0]["copies"].as_array().unwrap().len(), 2);
 }
 
+#[test]
+fn status_of_a_missing_folder_says_so_and_creates_nothing() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("not-there");
+    let (code, _, err) = run(cairn(locks.path()).args(["status", "--from"]).arg(&from));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not-there") && err.contains("does not exist"), "{err}");
+    assert!(!from.exists(), "status created {}", from.display());
+    std::fs::create_dir(&from).unwrap();
+    let (code, out, err) = run(cairn(locks.path()).args(["status", "--from"]).arg(&from));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no source has a status file"), "{out}");
+}
+
 #[tokio::test]
 async fn a_held_lock_makes_a_second_run_exit_75_naming_the_holder() {
     let (guard, destination) = local_destination();

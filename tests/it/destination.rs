@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn::destination::{
-    Destination, DestinationError, DestinationExt, LocalDestination, PutCondition, S3Destination, md5_hex,
+    Access, Destination, DestinationError, DestinationExt, LocalDestination, PutCondition, S3Destination, md5_hex,
 };
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -348,7 +348,7 @@ async fn s3_wrong_credentials_and_missing_bucket_are_named() {
     let mut options = server.options(&bucket, "p");
     options.secret_access_key = Some(cairn::secret::Secret::new("not-the-secret"));
     let destination = S3Destination::connect(options).await.unwrap();
-    let err = destination.check().await.unwrap_err();
+    let err = destination.check(Access::Read).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, DestinationError::AccessDenied { .. }), "{text}");
     assert!(
@@ -368,7 +368,7 @@ async fn s3_wrong_credentials_and_missing_bucket_are_named() {
     let destination = S3Destination::connect(server.options("no-such-bucket-here", "p"))
         .await
         .unwrap();
-    let err = destination.check().await.unwrap_err();
+    let err = destination.check(Access::Read).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, DestinationError::BucketNotFound { .. }), "{text}");
     assert!(
@@ -385,18 +385,36 @@ async fn s3_unreachable_endpoint_is_a_temporary_failure() {
     let mut options = s3_server().options("b", "p");
     options.endpoint = Some(format!("http://127.0.0.1:{port}"));
     let destination = S3Destination::connect(options).await.unwrap();
-    let err = destination.check().await.unwrap_err();
+    let err = destination.check(Access::Read).await.unwrap_err();
     assert!(matches!(err, DestinationError::Unreachable { .. }), "{err}");
     use cairn::exit::Classify;
     assert_eq!(err.exit_status().code(), 75);
 }
 
 #[tokio::test]
-async fn local_check_refuses_a_destination_that_cannot_be_written() {
+async fn local_checks_create_only_for_writing_and_refuse_what_cannot_work() {
     let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups");
+    let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(&root));
+    let err = destination.check(Access::Read).await.unwrap_err();
+    assert!(matches!(err, DestinationError::Missing { .. }), "{err}");
+    assert!(
+        err.to_string().contains("backups") && err.to_string().contains("does not exist"),
+        "{err}"
+    );
+    assert!(!root.exists(), "a read check created the folder");
+    destination.check(Access::Write).await.unwrap();
+    assert!(root.is_dir());
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "the write probe left a file"
+    );
+    destination.check(Access::Read).await.unwrap();
+
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a folder").unwrap();
     let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(file.join("backups")));
-    let err = destination.check().await.unwrap_err();
+    let err = destination.check(Access::Write).await.unwrap_err();
     assert!(err.to_string().contains("a-file"), "{err}");
 }
