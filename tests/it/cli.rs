@@ -5,7 +5,7 @@ use std::path::Path;
 use cairn::layout;
 use cairn::schedule::CopyKind;
 
-use crate::status::{damage, make_copy, take_lock};
+use crate::status::{damage, full_and_incremental, make_copy, take_lock};
 use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, local_destination, mysql_url, postgres_url, run, s3_server};
 
 /// Every file under `dir`, relative.
@@ -257,11 +257,7 @@ async fn backup_dry_run_continues_from_the_recorded_parent() {
 #[tokio::test]
 async fn status_lists_copies_as_a_table_and_json_and_survives_damage() {
     let (guard, destination) = local_destination();
-    let locks = tempfile::tempdir().unwrap();
-    let lock = take_lock(&destination, "app", &locks).await;
-    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
-    let incr = make_copy(&destination, "app", CopyKind::Incremental, Some(&full.id), &lock).await;
-    lock.release().await.unwrap();
+    let (full, incr) = full_and_incremental(&destination, "app").await;
     let from = guard.path().join("backups");
     let cli_locks = tempfile::tempdir().unwrap();
 
@@ -405,13 +401,10 @@ async fn s3_destinations_work_through_the_standard_credential_chain() {
 #[tokio::test]
 async fn restore_dry_run_prints_the_chain_and_a_real_restore_needs_an_engine() {
     let (guard, destination) = local_destination();
-    let locks = tempfile::tempdir().unwrap();
-    let lock = take_lock(&destination, "app", &locks).await;
-    let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
-    let incr = make_copy(&destination, "app", CopyKind::Incremental, Some(&full.id), &lock).await;
-    lock.release().await.unwrap();
+    let (full, incr) = full_and_incremental(&destination, "app").await;
     let from = guard.path().join("backups");
     let target = postgres_url();
+    let locks = tempfile::tempdir().unwrap();
     let (code, out, err) = run(cairn(locks.path())
         .args(["restore", "--dry-run", "--source", "app", "--target", &target, "--from"])
         .arg(&from));

@@ -99,6 +99,16 @@ pub async fn make_copy(
         .unwrap()
 }
 
+/// Records a full copy of `source` and an incremental on top of it, under the source's lock.
+pub async fn full_and_incremental(destination: &Arc<dyn Destination>, source: &str) -> (CopyRecord, CopyRecord) {
+    let locks = tempfile::tempdir().unwrap();
+    let lock = take_lock(destination, source, &locks).await;
+    let full = make_copy(destination, source, CopyKind::Full, None, &lock).await;
+    let incr = make_copy(destination, source, CopyKind::Incremental, Some(&full.id), &lock).await;
+    lock.release().await.unwrap();
+    (full, incr)
+}
+
 /// Flips one byte in the middle of an object.
 pub async fn damage(destination: &Arc<dyn Destination>, key: &str) {
     let mut data = destination.get_bytes(key, 64 << 20).await.unwrap().to_vec();
