@@ -10,13 +10,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{Config, ConfigError};
-use crate::destination::{Destination, DestinationError, DestinationSpec, ObjectStream, PutCondition, md5_hex};
+use crate::destination::{Access, Destination, DestinationError, DestinationSpec, ObjectStream, PutCondition, md5_hex};
 use crate::exit::{Classify, ExitStatus};
 use crate::layout;
-use crate::lock::{LockError, SourceLock};
+use crate::lock::{LockError, LockOptions, SourceLock};
 use crate::manifest::{Manifest, ManifestFile};
 use crate::schedule::{CopyKind, RequestedType, RunType};
-use crate::source::{SourceError, SourceSpec, SourceUrl};
+use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl};
 use crate::status::{CopyInfo, CopyRecord, ManifestRef, StatusBody, StatusError, StatusStore};
 
 /// Errors of a backup run.
@@ -208,12 +208,14 @@ pub fn new_copy_id(started_at: DateTime<Utc>, kind: CopyKind) -> String {
 /// Files may be written from several tasks at once. Nothing is visible as a copy until
 /// [`CopyWriter::commit`] has written the manifest; a run that dies before leaves only files
 /// that no manifest names.
-#[derive(Debug)]
+///
+/// Clones share the list of files written, so workers can each hold one.
+#[derive(Debug, Clone)]
 pub struct CopyWriter {
     destination: Arc<dyn Destination>,
     source: String,
     copy_id: String,
-    files: Mutex<Vec<ManifestFile>>,
+    files: Arc<Mutex<Vec<ManifestFile>>>,
 }
 
 impl CopyWriter {
@@ -222,11 +224,12 @@ impl CopyWriter {
             destination,
             source: source.to_string(),
             copy_id: copy_id.to_string(),
-            files: Mutex::new(Vec::new()),
+            files: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Streams one file of the copy to the destination and notes it for the manifest.
+    /// Streams one file of the copy to the destination and notes it for the manifest, with the
+    /// details `describe` gives once the whole body has been read (row counts, for example).
     ///
     /// # Errors
     /// Destination errors.
@@ -234,15 +237,15 @@ impl CopyWriter {
         &self,
         path: &str,
         body: ObjectStream,
-        details: Map<String, Value>,
-    ) -> Result<ManifestFile, BackupError> {
+        describe: impl FnOnce() -> Map<String, Value> + Send,
+    ) -> Result<ManifestFile, DestinationError> {
         let key = format!("{}{path}", layout::copy_prefix(&self.source, &self.copy_id));
         let outcome = self.destination.put(&key, body).await?;
         let file = ManifestFile {
             path: path.to_string(),
             size: outcome.size,
             md5: outcome.md5,
-            details,
+            details: describe(),
         };
         self.files.lock().expect("file list lock poisoned").push(file.clone());
         Ok(file)
@@ -260,7 +263,7 @@ impl CopyWriter {
         status: &StatusStore,
         lock: &SourceLock,
     ) -> Result<CopyRecord, BackupError> {
-        let mut files = self.files.into_inner().expect("file list lock poisoned");
+        let mut files = std::mem::take(&mut *self.files.lock().expect("file list lock poisoned"));
         files.sort_by(|a, b| a.path.cmp(&b.path));
         info.id = self.copy_id.clone();
         info.files = files.len() as u64;
@@ -335,13 +338,116 @@ pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<PlannedCopy>, BackupError>
     Ok(planned)
 }
 
-/// Runs the plan. Every source's engine is checked before anything is opened.
+/// How one source's run ended.
+#[derive(Debug)]
+pub struct SourceOutcome {
+    pub source: String,
+    pub result: Result<CopyRecord, BackupError>,
+}
+
+/// Runs the plan, one source after the other; a failing source does not stop the others.
+///
+/// Every source's engine is opened (no I/O) before anything runs, so a plan that cannot work
+/// fails at once.
 ///
 /// # Errors
-/// [`BackupError::Source`] while no engine is available in this build.
-pub async fn run(plan: &BackupPlan) -> Result<Vec<CopyRecord>, BackupError> {
+/// [`BackupError::Source`] when an engine is not available; per-source failures are in the
+/// outcomes.
+pub async fn run(plan: &BackupPlan, lock_options: &LockOptions) -> Result<Vec<SourceOutcome>, BackupError> {
+    let mut engines = Vec::new();
     for item in &plan.sources {
-        crate::source::ensure_engine(&item.source.name, item.source.engine(), "back up")?;
+        engines.push(crate::source::open(&item.source)?);
     }
-    Ok(Vec::new())
+    let mut outcomes = Vec::new();
+    for (item, engine) in plan.sources.iter().zip(engines) {
+        let result = run_source(plan, item, engine, lock_options).await;
+        match &result {
+            Ok(copy) => tracing::info!(
+                "{}: {} copy {} recorded ({} files, {} bytes)",
+                item.source.name,
+                copy.kind,
+                copy.id,
+                copy.files,
+                copy.bytes
+            ),
+            Err(e) => tracing::error!("{}: backup failed: {e}", item.source.name),
+        }
+        outcomes.push(SourceOutcome {
+            source: item.source.name.clone(),
+            result,
+        });
+    }
+    Ok(outcomes)
+}
+
+async fn run_source(
+    plan: &BackupPlan,
+    item: &PlannedSource,
+    engine: Arc<dyn Source>,
+    lock_options: &LockOptions,
+) -> Result<CopyRecord, BackupError> {
+    let name = &item.source.name;
+    let destination = item.destination.open().await?;
+    destination.check(Access::Write).await?;
+    let lock = crate::lock::acquire(destination.clone(), name, "backup", lock_options).await?;
+    let result = async {
+        let status = StatusStore::new(destination.clone(), name);
+        let loaded = status.load().await?;
+        let mut decision = decide(
+            name,
+            &loaded.status.body,
+            plan.run_type,
+            plan.requested,
+            item.full_backup,
+        )?;
+        if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
+            if plan.requested == RequestedType::Incremental {
+                return Err(BackupError::Usage(format!(
+                    "source {name}: {} incremental copies are not available in this build; use --type full or auto",
+                    item.source.engine()
+                )));
+            }
+            tracing::info!(
+                "{name}: {} sources take full copies only in this build",
+                item.source.engine()
+            );
+            decision = Decision {
+                kind: CopyKind::Full,
+                parent: None,
+            };
+        }
+        let started_at = Utc::now();
+        let copy_id = new_copy_id(started_at, decision.kind);
+        tracing::info!(
+            "{name}: taking {} copy {copy_id} to {}",
+            decision.kind,
+            destination.location()
+        );
+        let writer = CopyWriter::new(destination.clone(), name, &copy_id);
+        let options = CopyOptions {
+            jobs: item.jobs,
+            ..CopyOptions::default()
+        };
+        let taken = engine.full_copy(&writer, &options).await?;
+        let info = CopyInfo {
+            id: copy_id,
+            kind: decision.kind,
+            run_type: plan.run_type,
+            parent: decision.parent,
+            started_at,
+            finished_at: Utc::now(),
+            log_range: taken.log_range,
+            server: taken.server,
+            bytes: 0,
+            files: 0,
+            cairn_version: crate::CAIRN_VERSION.to_string(),
+            details: taken.details,
+        };
+        writer.commit(info, &status, &lock).await
+    }
+    .await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("{name}: releasing the lock failed: {e}");
+    }
+    result
 }

@@ -18,6 +18,7 @@ pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod status;
+pub mod stream;
 
 /// The version written into every copy, manifest and status file.
 pub const CAIRN_VERSION: &str = env!("CARGO_PKG_VERSION");

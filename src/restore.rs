@@ -1,13 +1,16 @@
 //! Restore: choosing the copy and its chain from the status, and (with an engine) replaying it
 //! into a target database.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::destination::DestinationError;
+use crate::destination::{Access, Destination, DestinationError, DestinationExt, md5_hex};
 use crate::exit::{Classify, ExitStatus};
-use crate::source::{SourceError, SourceUrl};
-use crate::status::{CopyRecord, StatusError, StatusStore};
+use crate::manifest::Manifest;
+use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl};
+use crate::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
 
 /// Errors of a restore.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum RestoreError {
     Status(#[from] StatusError),
     #[error("source {source_name} has no copy at {location}")]
     NoCopy { source_name: String, location: String },
+    #[error("{0}")]
+    Manifest(String),
 }
 
 impl Classify for RestoreError {
@@ -34,7 +39,7 @@ impl Classify for RestoreError {
             RestoreError::Source(e) => e.exit_status(),
             RestoreError::Destination(e) => e.exit_status(),
             RestoreError::Status(e) => e.exit_status(),
-            RestoreError::NoCopy { .. } => ExitStatus::Failed,
+            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
         }
     }
 }
@@ -47,15 +52,24 @@ pub struct RestoreRequest {
     /// A copy id or `latest`.
     pub copy: Option<String>,
     pub target: String,
+    pub jobs: Option<u32>,
+    pub clean: bool,
 }
 
-/// The copies a restore applies, full first.
+/// The copies a restore applies, full first, and where they go.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestorePlan {
     pub source: String,
     pub destination: String,
+    /// The target URL, password masked.
     pub target: String,
+    pub jobs: u32,
+    pub clean: bool,
     pub chain: Vec<CopyRecord>,
+    #[serde(skip)]
+    target_url: SourceUrl,
+    #[serde(skip)]
+    store: Option<Arc<dyn Destination>>,
 }
 
 /// Resolves the copy and its chain from the status; writes nothing.
@@ -63,9 +77,17 @@ pub struct RestorePlan {
 /// # Errors
 /// Usage errors for bad arguments, status errors, or a broken chain.
 pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
-    let target = SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    let target_url = SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    if target_url.database().is_none() {
+        return Err(RestoreError::Usage(format!(
+            "--target {target_url}: name the database to restore into, e.g. postgres://user@host/app_restored"
+        )));
+    }
+    if request.jobs == Some(0) {
+        return Err(RestoreError::Usage("--jobs must be at least 1".into()));
+    }
     let destination = config.destination(&request.from)?.open().await?;
-    destination.check(crate::destination::Access::Read).await?;
+    destination.check(Access::Read).await?;
     let loaded = StatusStore::new(destination.clone(), &request.source).load().await?;
     let body = &loaded.status.body;
     let copy = match request.copy.as_deref() {
@@ -86,16 +108,53 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     Ok(RestorePlan {
         source: request.source.clone(),
         destination: destination.location(),
-        target: target.to_string(),
+        target: target_url.to_string(),
+        jobs: request.jobs.unwrap_or_else(crate::config::default_jobs),
+        clean: request.clean,
         chain,
+        target_url,
+        store: Some(destination),
     })
+}
+
+/// Reads each manifest of the chain and checks it against the MD5 the status recorded.
+///
+/// # Errors
+/// [`RestoreError::Manifest`] naming the manifest that does not match or does not parse.
+pub async fn manifests(
+    destination: &Arc<dyn Destination>,
+    chain: &[CopyRecord],
+) -> Result<Vec<Manifest>, RestoreError> {
+    let mut manifests = Vec::new();
+    for copy in chain {
+        let name = format!("{} at {}", copy.manifest.path, destination.location());
+        let bytes = destination.get_bytes(&copy.manifest.path, MAX_STATUS_BYTES).await?;
+        let actual = md5_hex(&bytes);
+        if actual != copy.manifest.md5 {
+            return Err(RestoreError::Manifest(format!(
+                "manifest {name} is damaged: the status records MD5 {}, it hashes to {actual}",
+                copy.manifest.md5
+            )));
+        }
+        manifests.push(Manifest::decode(&name, &bytes).map_err(|e| RestoreError::Manifest(e.to_string()))?);
+    }
+    Ok(manifests)
 }
 
 /// Replays a plan into its target.
 ///
 /// # Errors
-/// [`RestoreError::Source`] while no engine is available in this build.
-pub async fn run(plan: &RestorePlan, engine: crate::source::Engine) -> Result<(), RestoreError> {
-    crate::source::ensure_engine(&plan.source, engine, "restore")?;
-    Ok(())
+/// Engine errors (naming the file, table or statement), damaged manifests or files.
+pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let target = crate::source::open_target(&plan.target_url)?;
+    let destination = plan.store.clone().expect("plans are made by plan()");
+    let manifests = manifests(&destination, &plan.chain).await?;
+    let input = RestoreInput {
+        destination,
+        source: plan.source.clone(),
+        manifests,
+        jobs: plan.jobs,
+        clean: plan.clean,
+    };
+    Ok(target.restore(&input).await?)
 }

@@ -103,9 +103,12 @@ pub struct RestoreArgs {
     /// Database to restore into (postgres://…, mysql://…).
     #[arg(long, value_name = "URL")]
     pub target: String,
-    /// Parallel connections.
+    /// Parallel connections (default: the CPUs, at most 8).
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// Drop everything in the target database before restoring (it must otherwise be empty).
+    #[arg(long)]
+    pub clean: bool,
     /// Print the chain of copies that would be restored and exit.
     #[arg(long)]
     pub dry_run: bool,
@@ -175,6 +178,7 @@ pub fn init_logging(cli: &Cli) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -290,11 +294,50 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
         text.push_str("dry run: nothing was written\n");
         return print_out(&text);
     }
-    let copies = backup::run(&plan).await?;
-    if args.json {
-        return print_out(&to_json(&copies));
+    let outcomes = backup::run(&plan, &config.lock_options()).await?;
+    let mut worst = ExitStatus::Success;
+    let mut lines = String::new();
+    let mut reports = Vec::new();
+    for outcome in &outcomes {
+        match &outcome.result {
+            Ok(copy) => {
+                lines.push_str(&format!(
+                    "{}: {} copy {} recorded: {} files, {} bytes, {}s, log position {}\n",
+                    outcome.source,
+                    copy.kind,
+                    copy.id,
+                    copy.files,
+                    copy.bytes,
+                    (copy.finished_at - copy.started_at).num_seconds(),
+                    status::position(&copy.log_range.end)
+                ));
+                reports.push(serde_json::json!({"source": outcome.source, "ok": true, "copy": copy}));
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", outcome.source);
+                worst = worse(worst, e.exit_status());
+                reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
+            }
+        }
     }
-    Ok(ExitStatus::Success)
+    if args.json {
+        print_out(&to_json(&reports))?;
+    } else {
+        print_out(&lines)?;
+    }
+    Ok(worst)
+}
+
+/// The status of a run with several outcomes: a configuration error matters most, then a
+/// failure, then a temporary condition.
+fn worse(a: ExitStatus, b: ExitStatus) -> ExitStatus {
+    let rank = |s: ExitStatus| match s {
+        ExitStatus::Success => 0,
+        ExitStatus::Temporary => 1,
+        ExitStatus::Failed => 2,
+        ExitStatus::Usage => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
@@ -308,6 +351,8 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         source: args.source.clone(),
         copy: Some(args.copy.clone()),
         target: args.target.clone(),
+        jobs: args.jobs,
+        clean: args.clean,
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {
@@ -327,9 +372,17 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         text.push_str("dry run: nothing was written\n");
         return print_out(&text);
     }
-    let engine = crate::source::SourceUrl::parse(&args.target)
-        .map_err(|e| Failure::from(restore::RestoreError::Usage(format!("--target: {e}"))))?
-        .engine;
-    restore::run(&plan, engine).await?;
-    Ok(ExitStatus::Success)
+    let report = restore::run(&plan).await?;
+    if args.json {
+        return print_out(&to_json(&report));
+    }
+    print_out(&format!(
+        "restored {} into {}: {} tables, {} rows from {} files in {:.1}s\n",
+        plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
+        report.target,
+        report.tables,
+        report.rows,
+        report.files,
+        report.seconds
+    ))
 }

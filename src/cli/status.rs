@@ -129,7 +129,7 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn position(p: &LogPosition) -> String {
+pub(super) fn position(p: &LogPosition) -> String {
     match p {
         LogPosition::Postgres { lsn, .. } => lsn.clone(),
         LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),

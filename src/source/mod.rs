@@ -1,10 +1,22 @@
-//! Database sources: which engines exist, how a source URL is read, and (in later work) how each
-//! engine takes copies. Engine specifics stay in their own submodules.
+//! Database engines: which exist, how a source URL is read, and the [`Source`] and [`Target`]
+//! traits through which backups and restores use an engine. Engine specifics stay in their own
+//! submodules.
+
+pub mod postgres;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::backup::CopyWriter;
+use crate::destination::{Destination, DestinationError};
 use crate::exit::{Classify, ExitStatus};
+use crate::manifest::Manifest;
 use crate::secret::{MASK, Secret};
+use crate::status::{LogRange, ServerIdentity};
 
 /// The database engines cairn backs up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -83,6 +95,23 @@ impl SourceUrl {
         Ok(SourceUrl { engine, url, password })
     }
 
+    /// The database named in the URL's path, if any.
+    pub fn database(&self) -> Option<String> {
+        let path = self.url.path().trim_start_matches('/');
+        (!path.is_empty()).then(|| {
+            url::form_urlencoded::parse(format!("d={path}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Points the URL at another database of the same server.
+    pub fn set_database(&mut self, database: &str) {
+        let encoded: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
+        self.url.set_path(&format!("/{encoded}"));
+    }
+
     /// The URL without its password, for drivers that take the password separately.
     pub fn without_password(&self) -> &url::Url {
         &self.url
@@ -130,9 +159,145 @@ impl SourceSpec {
     }
 }
 
-/// Errors of sources.
+/// How a full copy is taken.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Parallel connections reading data.
+    pub jobs: u32,
+    /// Tables larger than this (on disk) are split into chunks of about this size.
+    pub chunk_bytes: u64,
+    /// How long to wait for a lock on a table before giving up.
+    pub lock_wait: Duration,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            jobs: crate::config::default_jobs(),
+            chunk_bytes: 128 * 1024 * 1024,
+            lock_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an engine reports about a copy it took; the rest of the record is filled by the job.
+#[derive(Debug, Clone)]
+pub struct TakenCopy {
+    pub log_range: LogRange,
+    pub server: ServerIdentity,
+    pub details: Map<String, Value>,
+}
+
+/// An engine reading a source database.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Whether this engine can take incremental copies.
+    fn supports_incremental(&self) -> bool;
+
+    /// Takes a consistent full copy, writing its files through `writer`.
+    async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError>;
+}
+
+/// What a restore replays.
+#[derive(Debug, Clone)]
+pub struct RestoreInput {
+    pub destination: Arc<dyn Destination>,
+    pub source: String,
+    /// The manifests of the chain, full first, each verified against the status.
+    pub manifests: Vec<Manifest>,
+    pub jobs: u32,
+    /// Drop what the target holds before restoring.
+    pub clean: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub target: String,
+    pub tables: u64,
+    pub rows: u64,
+    pub files: u64,
+    pub seconds: f64,
+}
+
+/// An engine writing into a target database.
+#[async_trait]
+pub trait Target: Send + Sync {
+    async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError>;
+}
+
+/// The engine reading `spec`.
+///
+/// # Errors
+/// [`SourceError::EngineNotAvailable`] for engines this build does not have yet.
+pub fn open(spec: &SourceSpec) -> Result<Arc<dyn Source>, SourceError> {
+    match spec.engine() {
+        Engine::Postgres => Ok(Arc::new(postgres::PostgresSource::new(spec.clone()))),
+        Engine::Mysql => Err(not_available(&spec.name, Engine::Mysql, "back up")),
+    }
+}
+
+/// The engine writing into `target`.
+///
+/// # Errors
+/// [`SourceError::EngineNotAvailable`] for engines this build does not have yet.
+pub fn open_target(target: &SourceUrl) -> Result<Arc<dyn Target>, SourceError> {
+    match target.engine {
+        Engine::Postgres => Ok(Arc::new(postgres::PostgresTarget::new(target.clone()))),
+        Engine::Mysql => Err(not_available(&target.to_string(), Engine::Mysql, "restore")),
+    }
+}
+
+fn not_available(name: &str, engine: Engine, action: &'static str) -> SourceError {
+    SourceError::EngineNotAvailable {
+        source_name: name.to_string(),
+        engine,
+        action,
+        cairn: crate::CAIRN_VERSION,
+    }
+}
+
+/// Errors of engines; each names the database and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error("cannot connect to {database}: {detail}")]
+    Unreachable { database: String, detail: String },
+    #[error("database {database} does not exist: {detail}")]
+    NoDatabase { database: String, detail: String },
+    #[error("{database} refused the login: {detail}; check the user and password")]
+    Authentication { database: String, detail: String },
+    #[error("{database}: {doing}: permission denied ({detail}); grant the privileges listed in docs/postgres.md")]
+    Privilege {
+        database: String,
+        doing: String,
+        detail: String,
+    },
+    #[error("{database}: {doing}: {detail}; another session holds a conflicting lock, try again when it is done")]
+    Locked {
+        database: String,
+        doing: String,
+        detail: String,
+    },
+    #[error("{database}: {doing}: {detail}")]
+    Database {
+        database: String,
+        doing: String,
+        detail: String,
+    },
+    #[error("{tool}: {detail}")]
+    Tool { tool: String, detail: String },
+    #[error(
+        "target database {database} is not empty ({detail}); restore into an empty database, or pass --clean to drop its contents first"
+    )]
+    TargetNotEmpty { database: String, detail: String },
+    #[error("{cause}\nthe restore stopped part way: {target} is incomplete; drop it, or restore again with --clean")]
+    Incomplete { target: String, cause: Box<SourceError> },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     #[error(
         "source {source_name} is a {engine} database, and this cairn {cairn} cannot {action} {engine} databases yet: \
          the engine is not part of this build"
@@ -148,22 +313,19 @@ pub enum SourceError {
 impl Classify for SourceError {
     fn exit_status(&self) -> ExitStatus {
         match self {
-            SourceError::EngineNotAvailable { .. } => ExitStatus::Usage,
+            SourceError::EngineNotAvailable { .. }
+            | SourceError::Authentication { .. }
+            | SourceError::NoDatabase { .. }
+            | SourceError::Privilege { .. }
+            | SourceError::Tool { .. }
+            | SourceError::TargetNotEmpty { .. }
+            | SourceError::Unsupported(_) => ExitStatus::Usage,
+            SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
+            SourceError::Destination(e) => e.exit_status(),
+            SourceError::Incomplete { cause, .. } => cause.exit_status(),
+            SourceError::Database { .. } | SourceError::Damaged(_) => ExitStatus::Failed,
         }
     }
-}
-
-/// Checks that this build can `action` ("back up", "restore") `source`'s engine.
-///
-/// # Errors
-/// [`SourceError::EngineNotAvailable`] until the engine lands.
-pub fn ensure_engine(source_name: &str, engine: Engine, action: &'static str) -> Result<(), SourceError> {
-    Err(SourceError::EngineNotAvailable {
-        source_name: source_name.to_string(),
-        engine,
-        action,
-        cairn: crate::CAIRN_VERSION,
-    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use cairn::status::{
     StatusError, StatusStore,
 };
 use chrono::Utc;
+use serde_json::Map;
 
 use crate::support::every_destination;
 
@@ -76,11 +77,7 @@ pub async fn make_copy(
         ("data/t.0.zst", id.repeat(50)),
     ] {
         writer
-            .put_file(
-                path,
-                Box::pin(std::io::Cursor::new(content.into_bytes())),
-                Default::default(),
-            )
+            .put_file(path, Box::pin(std::io::Cursor::new(content.into_bytes())), Map::new)
             .await
             .unwrap();
     }

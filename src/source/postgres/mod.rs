@@ -1,0 +1,418 @@
+//! PostgreSQL: consistent, parallel full copies and their restore (see docs/postgres.md).
+//!
+//! A copy is one snapshot shared by every connection: the leader locks the tables (ACCESS
+//! SHARE, so concurrent DDL cannot change them under the copy), exports its snapshot, and keeps
+//! its transaction open while pg_dump (schema) and the workers (data, `COPY … TO STDOUT` per
+//! chunk) import it. Each chunk is streamed through zstd and MD5 straight to the destination.
+
+mod inventory;
+mod schema;
+mod target;
+
+use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use serde_json::{Map, Value, json};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::backup::CopyWriter;
+use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
+use crate::status::{LogPosition, LogRange, ServerIdentity};
+use crate::stream::{Counters, Counting, compress};
+
+pub use target::PostgresTarget;
+
+/// `"identifier"`, with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'literal'`, with embedded quotes doubled (standard_conforming_strings is on everywhere cairn
+/// sends SQL).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A database cairn talks to, for connecting and for naming it in errors.
+#[derive(Debug, Clone)]
+pub struct Pg {
+    url: SourceUrl,
+    /// How messages name it: the URL without password.
+    name: String,
+}
+
+impl Pg {
+    pub fn new(url: SourceUrl) -> Self {
+        let name = url.to_string();
+        Pg { url, name }
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, database: &str) -> Pg {
+        let mut url = self.url.clone();
+        url.set_database(database);
+        Pg::new(url)
+    }
+
+    /// The database name in the URL.
+    pub fn database(&self) -> String {
+        self.url.database().unwrap_or_else(|| "postgres".into())
+    }
+
+    /// Opens a session; its connection task runs until the client is dropped.
+    ///
+    /// # Errors
+    /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
+    pub async fn connect(&self, purpose: &str) -> Result<Client, SourceError> {
+        let mut config: tokio_postgres::Config =
+            self.url
+                .without_password()
+                .as_str()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| {
+                    SourceError::Unsupported(format!("{}: not a usable PostgreSQL URL: {e}", self.name))
+                })?;
+        if let Some(password) = &self.url.password {
+            config.password(password.expose());
+        }
+        config.application_name(format!("cairn {purpose}"));
+        config.connect_timeout(std::time::Duration::from_secs(15));
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| self.error("connecting", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Classifies a driver error by SQLSTATE and names the database and what was being done.
+    pub fn error(&self, doing: &str, error: tokio_postgres::Error) -> SourceError {
+        let database = self.name.clone();
+        let doing = doing.to_string();
+        let Some(db) = error.as_db_error() else {
+            // No SQLSTATE: the connection itself failed (refused, reset, timed out, TLS).
+            let mut detail = error.to_string();
+            if let Some(source) = std::error::Error::source(&error) {
+                detail = format!("{detail}: {source}");
+            }
+            return if doing == "connecting" || error.is_closed() {
+                SourceError::Unreachable { database, detail }
+            } else {
+                SourceError::Database {
+                    database,
+                    doing,
+                    detail,
+                }
+            };
+        };
+        let detail = match db.detail() {
+            Some(extra) => format!("{} ({extra})", db.message()),
+            None => db.message().to_string(),
+        };
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            SourceError::Authentication { database, detail }
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            SourceError::Privilege {
+                database,
+                doing,
+                detail,
+            }
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            SourceError::Locked {
+                database,
+                doing,
+                detail,
+            }
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            SourceError::NoDatabase { database, detail }
+        } else if *code == SqlState::CANNOT_CONNECT_NOW || *code == SqlState::TOO_MANY_CONNECTIONS {
+            SourceError::Unreachable { database, detail }
+        } else {
+            SourceError::Database {
+                database,
+                doing,
+                detail,
+            }
+        }
+    }
+}
+
+/// Reads a PostgreSQL source.
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    spec: SourceSpec,
+    pg: Pg,
+}
+
+impl PostgresSource {
+    pub fn new(spec: SourceSpec) -> Self {
+        let pg = Pg::new(spec.url.clone());
+        PostgresSource { spec, pg }
+    }
+}
+
+/// What the leader learned at the snapshot.
+struct SnapshotPoint {
+    exported: String,
+    visibility: String,
+    lsn: String,
+    system_identifier: Option<String>,
+    timeline: Option<u32>,
+    version: String,
+    version_num: i32,
+}
+
+async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPoint, SourceError> {
+    // pg_control_* need privileges a backup user may lack; ask first, since an error would abort
+    // the snapshot's transaction.
+    let row = leader
+        .query_one(
+            "SELECT pg_export_snapshot(), pg_current_snapshot()::text,
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
+                    CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                         THEN (SELECT system_identifier::text FROM pg_control_system()) END,
+                    CASE WHEN has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
+                         THEN (SELECT timeline_id FROM pg_control_checkpoint()) END,
+                    current_setting('server_version'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| pg.error("exporting the snapshot", e))?;
+    Ok(SnapshotPoint {
+        exported: row.get(0),
+        visibility: row.get(1),
+        lsn: row.get(2),
+        system_identifier: row.get(3),
+        timeline: row.get::<_, Option<i32>>(4).map(|t| t as u32),
+        version: row.get(5),
+        version_num: row.get(6),
+    })
+}
+
+/// `LOCK TABLE … IN ACCESS SHARE MODE` for `tables`, in statements of bounded length.
+async fn lock_tables(pg: &Pg, leader: &Client, tables: &[inventory::Table]) -> Result<(), SourceError> {
+    for group in tables.chunks(500) {
+        let names: Vec<String> = group.iter().map(inventory::Table::qualified).collect();
+        leader
+            .batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))
+            .await
+            .map_err(|e| pg.error(&format!("locking {}", names.join(", ")), e))?;
+    }
+    Ok(())
+}
+
+/// The name of a table's folder in the copy: its OID and a readable, key-safe form of its name.
+fn table_folder(table: &inventory::Table) -> String {
+    let readable: String = format!("{}.{}", table.schema, table.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{}-{}", table.oid, readable.trim_start_matches('.'))
+}
+
+impl PostgresSource {
+    async fn worker(
+        &self,
+        snapshot: String,
+        queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
+        writer: CopyWriter,
+    ) -> Result<(u64, u64), SourceError> {
+        let pg = &self.pg;
+        let client = pg.connect("backup worker").await?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&snapshot)
+            ))
+            .await
+            .map_err(|e| pg.error("importing the copy's snapshot", e))?;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        loop {
+            let Some(chunk) = queue.lock().expect("chunk queue lock poisoned").pop_front() else {
+                break;
+            };
+            let sql = chunk.copy_out_sql();
+            let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
+            let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg.error(&doing, e))?;
+            let counters = Counters::default();
+            // Driver errors travel through the byte stream as io errors; keep the original text.
+            let reader = tokio_util::io::StreamReader::new(Box::pin(stream.map_err(std::io::Error::other)));
+            let body = compress(Counting::new(reader, counters.clone()));
+            let path = format!("data/{}/{:05}.copy.zst", table_folder(&chunk.table), chunk.index);
+            let counted = counters.clone();
+            let table = chunk.table.clone();
+            let condition = chunk.condition.clone();
+            writer
+                .put_file(&path, body, move || {
+                    let mut details = Map::new();
+                    details.insert("kind".into(), json!("data"));
+                    details.insert("schema".into(), json!(table.schema));
+                    details.insert("table".into(), json!(table.name));
+                    details.insert("columns".into(), json!(table.columns));
+                    details.insert("rows".into(), json!(counted.newlines()));
+                    details.insert("raw_bytes".into(), json!(counted.bytes()));
+                    if let Some(condition) = condition {
+                        details.insert("condition".into(), json!(condition));
+                    }
+                    details
+                })
+                .await
+                .map_err(|e| match e {
+                    crate::destination::DestinationError::Body { source, .. } => SourceError::Database {
+                        database: pg.name.clone(),
+                        doing: doing.clone(),
+                        detail: source.to_string(),
+                    },
+                    other => other.into(),
+                })?;
+            rows += counters.newlines();
+            bytes += counters.bytes();
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg.error("finishing a worker", e))?;
+        Ok((rows, bytes))
+    }
+}
+
+async fn put_sql(writer: &CopyWriter, path: &str, kind: &'static str, sql: String) -> Result<(), SourceError> {
+    let counters = Counters::default();
+    writer
+        .put_file(
+            path,
+            compress(Counting::new(std::io::Cursor::new(sql.into_bytes()), counters)),
+            move || {
+                let mut details = Map::new();
+                details.insert("kind".into(), Value::from(kind));
+                details
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn supports_incremental(&self) -> bool {
+        false
+    }
+
+    async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
+        let pg = &self.pg;
+        let started = Instant::now();
+        let leader = pg.connect("backup").await?;
+        leader
+            .batch_execute(&format!(
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = {}",
+                options.lock_wait.as_millis().max(1)
+            ))
+            .await
+            .map_err(|e| pg.error("preparing the session", e))?;
+        // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
+        // before the locks were granted is in the snapshot and no DDL can follow it.
+        let listed = inventory::tables(pg, &leader).await?;
+        leader
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg.error("starting the snapshot transaction", e))?;
+        lock_tables(pg, &leader, &listed).await?;
+        let point = take_snapshot(pg, &leader).await?;
+        // Tables created between the listing and the snapshot: lock them too.
+        let tables = inventory::tables(pg, &leader).await?;
+        let locked: BTreeSet<u32> = listed.iter().map(|t| t.oid).collect();
+        let late: Vec<inventory::Table> = tables.iter().filter(|t| !locked.contains(&t.oid)).cloned().collect();
+        lock_tables(pg, &leader, &late).await?;
+        let lock_wait_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            "{}: snapshot {} at WAL {} covering {} tables",
+            self.spec.name,
+            point.exported,
+            point.lsn,
+            tables.len()
+        );
+
+        let dump = schema::find_pg_dump((point.version_num / 10000) as u32).await?;
+        let pre = schema::dump_section(&dump, &self.spec.url, &point.exported, schema::Section::PreData).await?;
+        let post = schema::dump_section(&dump, &self.spec.url, &point.exported, schema::Section::PostData).await?;
+        let sequences = inventory::sequence_values(pg, &leader).await?;
+        let refreshes = inventory::materialized_view_refreshes(pg, &leader).await?;
+        put_sql(writer, "schema/pre-data.sql.zst", "pre-data", pre).await?;
+        put_sql(writer, "schema/post-data.sql.zst", "post-data", post).await?;
+        put_sql(writer, "schema/sequences.sql.zst", "sequences", sequences).await?;
+        put_sql(writer, "schema/refresh.sql.zst", "refresh", refreshes).await?;
+
+        let chunks = inventory::plan_chunks(pg, &leader, &tables, options.chunk_bytes).await?;
+        let chunk_count = chunks.len();
+        let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+        let writer = writer.clone();
+        let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let this = self.clone();
+            let (snapshot, queue, writer) = (point.exported.clone(), queue.clone(), writer.clone());
+            tasks.spawn(async move { this.worker(snapshot, queue, writer).await });
+        }
+        let (mut rows, mut raw_bytes) = (0u64, 0u64);
+        while let Some(joined) = tasks.join_next().await {
+            let (r, b) = joined.map_err(|e| SourceError::Database {
+                database: pg.name.clone(),
+                doing: "reading data".into(),
+                detail: format!("a worker stopped: {e}"),
+            })??;
+            rows += r;
+            raw_bytes += b;
+        }
+        // The snapshot was needed until the last worker imported it and finished.
+        leader
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg.error("ending the snapshot transaction", e))?;
+
+        let position = LogPosition::Postgres {
+            lsn: point.lsn.clone(),
+            timeline: point.timeline,
+            slot: None,
+        };
+        let mut details = Map::new();
+        details.insert("snapshot".into(), json!(point.visibility));
+        details.insert("tables".into(), json!(tables.len()));
+        details.insert("chunks".into(), json!(chunk_count));
+        details.insert("rows".into(), json!(rows));
+        details.insert("raw_bytes".into(), json!(raw_bytes));
+        details.insert("jobs".into(), json!(workers));
+        details.insert("lock_and_snapshot_ms".into(), json!(lock_wait_ms));
+        details.insert(
+            "pg_dump".into(),
+            json!(format!("{} {}", dump.path.display(), dump.version)),
+        );
+        Ok(TakenCopy {
+            log_range: LogRange {
+                start: position.clone(),
+                end: position,
+            },
+            server: ServerIdentity {
+                id: point
+                    .system_identifier
+                    .unwrap_or_else(|| "unknown (no access to pg_control_system)".into()),
+                version: point.version,
+            },
+            details,
+        })
+    }
+}

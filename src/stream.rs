@@ -1,0 +1,189 @@
+//! Streaming helpers shared by the engines: counting what passes, compressing, and verifying a
+//! stored file's MD5 while it is read, so nothing is ever held whole in memory.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use async_compression::Level;
+use async_compression::tokio::bufread::{ZstdDecoder, ZstdEncoder};
+use tokio::io::{AsyncRead, BufReader, ReadBuf};
+
+use crate::destination::ObjectStream;
+
+/// zstd level of stored files: fast, and most of the ratio.
+pub const ZSTD_LEVEL: i32 = 3;
+const BUFFER: usize = 256 * 1024;
+
+/// Counts bytes and newline characters flowing through a reader.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    bytes: Arc<AtomicU64>,
+    newlines: Arc<AtomicU64>,
+}
+
+impl Counters {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Rows of a text format that ends each row with a newline and escapes embedded ones
+    /// (PostgreSQL COPY text, MySQL LOAD DATA).
+    pub fn newlines(&self) -> u64 {
+        self.newlines.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader that updates [`Counters`] as data passes.
+pub struct Counting<R> {
+    inner: R,
+    counters: Counters,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R, counters: Counters) -> Self {
+        Counting { inner, counters }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            let new = &buf.filled()[before..];
+            self.counters.bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
+            let lines = new.iter().filter(|b| **b == b'\n').count() as u64;
+            self.counters.newlines.fetch_add(lines, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// Compresses `plain` with zstd as it is read.
+pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream {
+    Box::pin(ZstdEncoder::with_quality(
+        BufReader::with_capacity(BUFFER, plain),
+        Level::Precise(ZSTD_LEVEL),
+    ))
+}
+
+/// Decompresses a zstd stream as it is read.
+pub fn decompress<R: AsyncRead + Send + Unpin + 'static>(compressed: R) -> ObjectStream {
+    Box::pin(ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed)))
+}
+
+/// A reader that fails at the end of the stream, instead of ending, when the bytes read do not
+/// have the expected size and MD5. Whoever consumes it never sees a clean end of bad data.
+pub struct Verified<R> {
+    inner: R,
+    name: String,
+    expected_md5: String,
+    expected_size: u64,
+    size: u64,
+    hasher: Option<md5::Context>,
+}
+
+impl<R> Verified<R> {
+    /// `name` is what the error calls the file.
+    pub fn new(inner: R, name: impl Into<String>, expected_md5: &str, expected_size: u64) -> Self {
+        Verified {
+            inner,
+            name: name.into(),
+            expected_md5: expected_md5.to_string(),
+            expected_size,
+            size: 0,
+            hasher: Some(md5::Context::new()),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Verified<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let chunk = buf.filled()[before..].to_vec();
+            self.size += read as u64;
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.consume(&chunk);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let Some(hasher) = self.hasher.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let actual = format!("{:x}", hasher.compute());
+        if actual != self.expected_md5 || self.size != self.expected_size {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged: the manifest records {} bytes with MD5 {}, the stored file has {} bytes with MD5 {}",
+                    self.name, self.expected_size, self.expected_md5, self.size, actual
+                ),
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn compress_then_decompress_round_trips_and_counts() {
+        let data: Vec<u8> = (0..500_000u32).flat_map(|i| format!("{i}\tv\n").into_bytes()).collect();
+        let counters = Counters::default();
+        let mut compressed = Vec::new();
+        compress(Counting::new(std::io::Cursor::new(data.clone()), counters.clone()))
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        assert_eq!(counters.newlines(), 500_000);
+        assert_eq!(counters.bytes(), data.len() as u64);
+        assert!(compressed.len() < data.len() / 3);
+        let mut back = Vec::new();
+        decompress(std::io::Cursor::new(compressed))
+            .read_to_end(&mut back)
+            .await
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn verified_readers_fail_at_the_end_of_bad_data() {
+        let data = b"some stored bytes".to_vec();
+        let md5 = format!("{:x}", md5::compute(&data));
+        let mut out = Vec::new();
+        Verified::new(std::io::Cursor::new(data.clone()), "f", &md5, data.len() as u64)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+        let mut damaged = data.clone();
+        damaged[3] ^= 1;
+        let err = Verified::new(
+            std::io::Cursor::new(damaged),
+            "copies/x/data/t.0.zst",
+            &md5,
+            data.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("copies/x/data/t.0.zst is damaged"), "{err}");
+        let err = Verified::new(std::io::Cursor::new(data[..5].to_vec()), "f", &md5, data.len() as u64)
+            .read_to_end(&mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+}
