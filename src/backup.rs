@@ -76,6 +76,7 @@ pub struct PlannedSource {
     pub destination: DestinationSpec,
     pub full_backup: RunType,
     pub jobs: u32,
+    pub copy_options: CopyOptions,
 }
 
 /// A validated backup run: everything needed, nothing opened yet.
@@ -144,9 +145,11 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
             },
         };
         let key = config_name.as_deref().unwrap_or(&source.name);
+        let copy_options = config.copy_options_of(key, request.jobs);
         sources.push(PlannedSource {
             full_backup: config.full_backup_of(key),
-            jobs: request.jobs.unwrap_or_else(|| config.jobs_of(key)),
+            jobs: copy_options.jobs,
+            copy_options,
             source,
             destination,
         });
@@ -424,11 +427,7 @@ async fn run_source(
             destination.location()
         );
         let writer = CopyWriter::new(destination.clone(), name, &copy_id);
-        let options = CopyOptions {
-            jobs: item.jobs,
-            ..CopyOptions::default()
-        };
-        let taken = engine.full_copy(&writer, &options).await?;
+        let taken = engine.full_copy(&writer, &item.copy_options).await?;
         let info = CopyInfo {
             id: copy_id,
             kind: decision.kind,

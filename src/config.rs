@@ -35,6 +35,8 @@ const INTEGER_KEYS: &[&str] = &[
     "yearly",
     "part-size-mib",
     "upload-concurrency",
+    "chunk-size-mib",
+    "lock-wait-seconds",
 ];
 /// Settings whose environment value is `true` or `false`.
 const BOOLEAN_KEYS: &[&str] = &["path-style"];
@@ -79,6 +81,10 @@ pub struct SourceSettings {
     /// Overrides the top-level `full-backup` for this source.
     pub full_backup: Option<RunType>,
     pub jobs: Option<u32>,
+    /// Overrides the top-level `chunk-size-mib`.
+    pub chunk_size_mib: Option<u64>,
+    /// Overrides the top-level `lock-wait-seconds`.
+    pub lock_wait_seconds: Option<u64>,
 }
 
 /// The merged settings, as written in TOML.
@@ -95,6 +101,10 @@ pub struct Settings {
     pub lock_dir: Option<PathBuf>,
     /// Lease time of the lock on the destination (default 600).
     pub lock_ttl_seconds: Option<u64>,
+    /// Tables larger than this are read in chunks of about this size by several workers (default 128).
+    pub chunk_size_mib: Option<u64>,
+    /// How long a copy waits for a lock on a table before failing (default 30).
+    pub lock_wait_seconds: Option<u64>,
     #[serde(default)]
     pub retention: Retention,
     #[serde(default)]
@@ -236,6 +246,9 @@ impl Config {
         {
             return Err(self.invalid("lock-ttl-seconds", "expected at least 30 seconds"));
         }
+        if s.chunk_size_mib == Some(0) {
+            return Err(self.invalid("chunk-size-mib", "expected at least 1"));
+        }
         if let Some(name) = &s.destination
             && !s.destinations.contains_key(name)
         {
@@ -317,6 +330,9 @@ impl Config {
             }
             if src.jobs == Some(0) {
                 return Err(self.invalid(&key("jobs"), "expected at least 1"));
+            }
+            if src.chunk_size_mib == Some(0) {
+                return Err(self.invalid(&key("chunk-size-mib"), "expected at least 1"));
             }
         }
         Ok(())
@@ -436,6 +452,25 @@ impl Config {
             .and_then(|s| s.jobs)
             .or(self.settings.jobs)
             .unwrap_or_else(default_jobs)
+    }
+
+    /// How a source's copies are taken (`jobs` as given on the command line wins).
+    pub fn copy_options_of(&self, source: &str, jobs: Option<u32>) -> crate::source::CopyOptions {
+        let settings = self.settings.sources.get(source);
+        let mut options = crate::source::CopyOptions {
+            jobs: jobs.unwrap_or_else(|| self.jobs_of(source)),
+            ..Default::default()
+        };
+        if let Some(mib) = settings.and_then(|s| s.chunk_size_mib).or(self.settings.chunk_size_mib) {
+            options.chunk_bytes = mib * 1024 * 1024;
+        }
+        if let Some(seconds) = settings
+            .and_then(|s| s.lock_wait_seconds)
+            .or(self.settings.lock_wait_seconds)
+        {
+            options.lock_wait = Duration::from_secs(seconds);
+        }
+        options
     }
 
     /// How locks are taken.

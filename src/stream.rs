@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use async_compression::Level;
 use async_compression::tokio::bufread::{ZstdDecoder, ZstdEncoder};
-use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
 
 use crate::destination::ObjectStream;
 
@@ -62,17 +62,95 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
     }
 }
 
-/// Compresses `plain` with zstd as it is read.
+/// Compresses `plain` with zstd as it is read. Frames carry zstd's own content checksum, so
+/// damage is also caught by anything that only decompresses.
 pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream {
-    Box::pin(ZstdEncoder::with_quality(
+    Box::pin(ZstdEncoder::with_quality_and_params(
         BufReader::with_capacity(BUFFER, plain),
         Level::Precise(ZSTD_LEVEL),
+        &[async_compression::zstd::CParameter::checksum_flag(true)],
     ))
 }
 
 /// Decompresses a zstd stream as it is read.
 pub fn decompress<R: AsyncRead + Send + Unpin + 'static>(compressed: R) -> ObjectStream {
-    Box::pin(ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed)))
+    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed));
+    decoder.multiple_members(true);
+    Box::pin(decoder)
+}
+
+/// Decompresses a stored file while checking its size and MD5 against the manifest.
+///
+/// The consumer sees the end of the data only after the whole stored file was read and
+/// matched; damage, a short file or bytes after the compressed data end in an error instead.
+/// (A zstd decoder stops at the end of its frame without reading further, so the check cannot be
+/// left to it.)
+pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
+    stored: R,
+    name: impl Into<String>,
+    md5: &str,
+    size: u64,
+) -> ObjectStream {
+    let name = name.into();
+    let verified = Verified::new(stored, name.clone(), md5, size);
+    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, verified));
+    decoder.multiple_members(true);
+    Box::pin(DrainAtEnd {
+        decoder,
+        name,
+        finished: false,
+    })
+}
+
+struct DrainAtEnd<R> {
+    decoder: ZstdDecoder<BufReader<Verified<R>>>,
+    name: String,
+    finished: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.finished {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.decoder).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            Poll::Ready(Err(e)) => {
+                let message = if e.to_string().contains("is damaged") {
+                    e.to_string()
+                } else {
+                    format!("{} is damaged: it does not decompress ({e})", this.name)
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
+            }
+            other => return other,
+        }
+        // The decoder is done: read what is left of the stored file so Verified checks it all.
+        let mut trailing = 0u64;
+        loop {
+            let input = this.decoder.get_mut();
+            let available = match Pin::new(&mut *input).poll_fill_buf(cx) {
+                Poll::Ready(Ok(bytes)) => bytes.len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if available == 0 {
+                break;
+            }
+            trailing += available as u64;
+            Pin::new(&mut *input).consume(available);
+        }
+        if trailing > 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is damaged: {trailing} bytes follow the compressed data", this.name),
+            )));
+        }
+        this.finished = true;
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// A reader that fails at the end of the stream, instead of ending, when the bytes read do not
@@ -170,6 +248,49 @@ mod tests {
         assert_eq!(out, data);
         let mut damaged = data.clone();
         damaged[3] ^= 1;
+        // Through the decompressor too: a frame's end must not stop the check.
+        let mut compressed = Vec::new();
+        compress(std::io::Cursor::new(vec![b'x'; 100_000]))
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        let good_md5 = format!("{:x}", md5::compute(&compressed));
+        let mut tail_damaged = compressed.clone();
+        tail_damaged.push(0);
+        let err = decompress_verified(
+            std::io::Cursor::new(tail_damaged),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("t is damaged"), "{err}");
+        let mut whole = Vec::new();
+        decompress_verified(
+            std::io::Cursor::new(compressed.clone()),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut whole)
+        .await
+        .unwrap();
+        assert_eq!(whole, vec![b'x'; 100_000]);
+        let mut middle_damaged = compressed.clone();
+        let middle = middle_damaged.len() / 2;
+        middle_damaged[middle] ^= 0x10;
+        let err = decompress_verified(
+            std::io::Cursor::new(middle_damaged),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("t is damaged"), "{err}");
         let err = Verified::new(
             std::io::Cursor::new(damaged),
             "copies/x/data/t.0.zst",

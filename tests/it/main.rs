@@ -5,5 +5,6 @@ mod cli;
 mod destination;
 mod environment;
 mod lock;
+mod postgres;
 mod status;
 mod support;

@@ -42,11 +42,20 @@ impl Table {
 
 /// Tables with data to copy, in the current snapshot if a transaction is open.
 ///
+/// With `sizes`, each table's size is read too; that takes a lock on the table, so ask for it
+/// only once the copy holds its own locks (a pending DDL would block the listing, not the lock,
+/// and the error could not name the table).
+///
 /// # Errors
 /// Query errors.
-pub async fn tables(pg: &Pg, client: &Client) -> Result<Vec<Table>, SourceError> {
+pub async fn tables(pg: &Pg, client: &Client, sizes: bool) -> Result<Vec<Table>, SourceError> {
+    let size = if sizes {
+        "pg_relation_size(c.oid)::int8"
+    } else {
+        "0::int8"
+    };
     let sql = format!(
-        "SELECT c.oid, n.nspname::text, c.relname::text, pg_relation_size(c.oid)::int8,
+        "SELECT c.oid, n.nspname::text, c.relname::text, {size},
            ARRAY(SELECT a.attname::text FROM pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                  ORDER BY a.attnum),

@@ -196,16 +196,55 @@ async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPoint, Source
     })
 }
 
-/// `LOCK TABLE … IN ACCESS SHARE MODE` for `tables`, in statements of bounded length.
+/// `LOCK TABLE … IN ACCESS SHARE MODE` for `tables`, in statements of bounded length. When a
+/// lock cannot be had in time, the error names the tables other sessions hold and what those
+/// sessions are doing.
 async fn lock_tables(pg: &Pg, leader: &Client, tables: &[inventory::Table]) -> Result<(), SourceError> {
     for group in tables.chunks(500) {
         let names: Vec<String> = group.iter().map(inventory::Table::qualified).collect();
-        leader
+        let Err(e) = leader
             .batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))
             .await
-            .map_err(|e| pg.error(&format!("locking {}", names.join(", ")), e))?;
+        else {
+            continue;
+        };
+        let error = pg.error("locking the tables to copy", e);
+        let SourceError::Locked { database, detail, .. } = error else {
+            return Err(error);
+        };
+        let oids: Vec<u32> = group.iter().map(|t| t.oid).collect();
+        let holders = blockers(pg, &oids).await.unwrap_or_else(|| "another session".into());
+        return Err(SourceError::Locked {
+            database,
+            doing: format!("locking the tables to copy ({holders})"),
+            detail,
+        });
     }
     Ok(())
+}
+
+/// Who holds exclusive locks on these tables, read from a separate session.
+async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
+    let client = pg.connect("backup diagnostics").await.ok()?;
+    let oids: Vec<i64> = oids.iter().map(|o| i64::from(*o)).collect();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), l.pid, coalesce(left(a.query, 120), '')
+             FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation::int8 = ANY($1)",
+            &[&oids],
+        )
+        .await
+        .ok()?;
+    let found: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let (table, pid, query): (String, i32, String) = (r.get(0), r.get(1), r.get(2));
+            format!("table {table} is locked by pid {pid} ({query})")
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join("; "))
 }
 
 /// The name of a table's folder in the copy: its OID and a readable, key-safe form of its name.
@@ -326,7 +365,7 @@ impl Source for PostgresSource {
             .map_err(|e| pg.error("preparing the session", e))?;
         // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
         // before the locks were granted is in the snapshot and no DDL can follow it.
-        let listed = inventory::tables(pg, &leader).await?;
+        let listed = inventory::tables(pg, &leader, false).await?;
         leader
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -334,7 +373,7 @@ impl Source for PostgresSource {
         lock_tables(pg, &leader, &listed).await?;
         let point = take_snapshot(pg, &leader).await?;
         // Tables created between the listing and the snapshot: lock them too.
-        let tables = inventory::tables(pg, &leader).await?;
+        let tables = inventory::tables(pg, &leader, true).await?;
         let locked: BTreeSet<u32> = listed.iter().map(|t| t.oid).collect();
         let late: Vec<inventory::Table> = tables.iter().filter(|t| !locked.contains(&t.oid)).cloned().collect();
         lock_tables(pg, &leader, &late).await?;

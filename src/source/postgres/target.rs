@@ -18,7 +18,7 @@ use crate::destination::Destination;
 use crate::layout;
 use crate::manifest::{Manifest, ManifestFile};
 use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
-use crate::stream::{Verified, decompress};
+use crate::stream::decompress_verified;
 
 /// Schema files are read whole; a schema larger than this is refused rather than exhausting memory.
 const MAX_SCHEMA_BYTES: u64 = 1 << 30;
@@ -34,6 +34,15 @@ impl PostgresTarget {
     pub fn new(url: SourceUrl) -> Self {
         PostgresTarget { pg: Pg::new(url) }
     }
+}
+
+/// How streaming one file into COPY ended.
+enum Pumped {
+    Done(u64),
+    /// The stored file is damaged.
+    Damaged(std::io::Error),
+    /// The server refused the data.
+    Refused(tokio_postgres::Error),
 }
 
 /// A file of the copy, with where it is.
@@ -54,7 +63,7 @@ async fn open_verified(
 ) -> Result<crate::destination::ObjectStream, SourceError> {
     let raw = destination.get(&stored.key).await?;
     let name = format!("{} at {}", stored.key, destination.location());
-    Ok(decompress(Verified::new(raw, name, &stored.file.md5, stored.file.size)))
+    Ok(decompress_verified(raw, name, &stored.file.md5, stored.file.size))
 }
 
 async fn read_sql(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<String, SourceError> {
@@ -191,51 +200,87 @@ impl PostgresTarget {
                 )
             };
             let doing = format!("loading {table} from {}", stored.key);
-            client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(|e| self.pg.error(&doing, e))?;
-            let sink = client
-                .copy_in::<_, Bytes>(&format!("COPY {table}{column_list} FROM STDIN"))
-                .await
-                .map_err(|e| self.pg.error(&doing, e))?;
-            let mut sink = Box::pin(sink);
-            let mut reader = open_verified(&destination, &stored).await?;
-            let mut buffer = vec![0u8; COPY_BLOCK];
-            loop {
-                let n = match reader.read(&mut buffer).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        // Dropping the sink aborts the COPY; the rollback leaves nothing of this file.
-                        drop(sink);
-                        let _ = client.batch_execute("ROLLBACK").await;
-                        return Err(SourceError::Damaged(format!("{doing}: {e}")));
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                sink.send(Bytes::copy_from_slice(&buffer[..n]))
-                    .await
-                    .map_err(|e| self.pg.error(&doing, e))?;
-            }
-            let rows = sink.as_mut().finish().await.map_err(|e| self.pg.error(&doing, e))?;
-            let expected = stored.file.details.get("rows").and_then(|v| v.as_u64());
-            if let Some(expected) = expected
-                && expected != rows
-            {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(SourceError::Damaged(format!(
-                    "{doing}: loaded {rows} rows where the manifest records {expected}"
-                )));
-            }
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| self.pg.error(&doing, e))?;
+            let rows = self
+                .load_file(&client, &destination, &stored, &table, &column_list, &doing)
+                .await?;
             total += rows;
         }
         Ok(total)
+    }
+
+    /// Loads one file in one transaction. When the COPY fails, the rest of the file is read to
+    /// find out whether damage caused it, since that is the cause to report.
+    async fn load_file(
+        &self,
+        client: &Client,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        column_list: &str,
+        doing: &str,
+    ) -> Result<u64, SourceError> {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut reader = open_verified(destination, stored).await?;
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {table}{column_list} FROM STDIN"))
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut sink = Box::pin(sink);
+        let mut buffer = vec![0u8; COPY_BLOCK];
+        let pumped = loop {
+            match reader.read(&mut buffer).await {
+                Err(damage) => break Pumped::Damaged(damage),
+                Ok(0) => {
+                    break match sink.as_mut().finish().await {
+                        Ok(rows) => Pumped::Done(rows),
+                        Err(e) => Pumped::Refused(e),
+                    };
+                }
+                Ok(n) => {
+                    if let Err(e) = sink.send(Bytes::copy_from_slice(&buffer[..n])).await {
+                        break Pumped::Refused(e);
+                    }
+                }
+            }
+        };
+        let rows = match pumped {
+            Pumped::Done(rows) => rows,
+            Pumped::Damaged(damage) => {
+                // Dropping the unfinished sink aborts the COPY; the rollback keeps nothing of the file.
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(SourceError::Damaged(damage.to_string()));
+            }
+            Pumped::Refused(copy_error) => {
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                loop {
+                    match reader.read(&mut buffer).await {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(damage) => return Err(SourceError::Damaged(damage.to_string())),
+                    }
+                }
+                return Err(self.pg.error(doing, copy_error));
+            }
+        };
+        let expected = stored.file.details.get("rows").and_then(|v| v.as_u64());
+        if let Some(expected) = expected
+            && expected != rows
+        {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(SourceError::Damaged(format!(
+                "{doing}: loaded {rows} rows where the manifest records {expected}"
+            )));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        Ok(rows)
     }
 
     /// Runs entries on `jobs` connections at once, each first applying pg_dump's session settings.
