@@ -164,15 +164,17 @@ fn secrets_never_reach_output() {
 #[test]
 fn backup_without_an_engine_exits_2_and_writes_nothing() {
     let locks = tempfile::tempdir().unwrap();
-    for (url, engine) in [(mysql_url(), "MySQL/MariaDB")] {
-        let dir = tempfile::tempdir().unwrap();
-        let to = dir.path().join("backups");
-        let (code, out, err) = run(cairn(locks.path()).args(["backup", "--source", &url, "--to"]).arg(&to));
-        assert_eq!(code, 2, "{out}{err}");
-        assert!(err.contains(engine) && err.contains("not part of this build"), "{err}");
-        assert!(!err.contains("cairn-test-pw"), "password leaked: {err}");
-        assert!(files_under(dir.path()).is_empty(), "{:?}", files_under(dir.path()));
-    }
+    let url = mysql_url();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups");
+    let (code, out, err) = run(cairn(locks.path()).args(["backup", "--source", &url, "--to"]).arg(&to));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("MySQL/MariaDB") && err.contains("not part of this build"),
+        "{err}"
+    );
+    assert!(!err.contains("cairn-test-pw"), "password leaked: {err}");
+    assert!(files_under(dir.path()).is_empty(), "{:?}", files_under(dir.path()));
 }
 
 #[test]
