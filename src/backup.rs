@@ -67,6 +67,8 @@ pub struct BackupRequest {
     pub run_type: Option<RunType>,
     pub requested: RequestedType,
     pub jobs: Option<u32>,
+    /// Patterns added to every source's configured filters.
+    pub filters: crate::source::filter::Filters,
 }
 
 /// One source of a validated plan.
@@ -145,7 +147,8 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
             },
         };
         let key = config_name.as_deref().unwrap_or(&source.name);
-        let copy_options = config.copy_options_of(key, request.jobs);
+        let mut copy_options = config.copy_options_of(key, request.jobs);
+        copy_options.filters = copy_options.filters.merged(&request.filters);
         sources.push(PlannedSource {
             full_backup: config.full_backup_of(key),
             jobs: copy_options.jobs,

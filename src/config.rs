@@ -38,6 +38,13 @@ const INTEGER_KEYS: &[&str] = &[
     "chunk-size-mib",
     "lock-wait-seconds",
 ];
+/// Settings whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "include-schemas",
+    "exclude-schemas",
+    "exclude-tables",
+    "exclude-table-data",
+];
 /// Settings whose environment value is `true` or `false`.
 const BOOLEAN_KEYS: &[&str] = &["path-style"];
 
@@ -85,6 +92,18 @@ pub struct SourceSettings {
     pub chunk_size_mib: Option<u64>,
     /// Overrides the top-level `lock-wait-seconds`.
     pub lock_wait_seconds: Option<u64>,
+    /// Only these schemas (patterns, docs/postgres.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_schemas: Vec<String>,
+    /// Not these schemas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_schemas: Vec<String>,
+    /// Not these tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tables: Vec<String>,
+    /// These tables' definitions without their rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_table_data: Vec<String>,
 }
 
 /// The merged settings, as written in TOML.
@@ -470,6 +489,14 @@ impl Config {
         {
             options.lock_wait = Duration::from_secs(seconds);
         }
+        if let Some(settings) = settings {
+            options.filters = crate::source::filter::Filters {
+                include_schemas: settings.include_schemas.clone(),
+                exclude_schemas: settings.exclude_schemas.clone(),
+                exclude_tables: settings.exclude_tables.clone(),
+                exclude_table_data: settings.exclude_table_data.clone(),
+            };
+        }
         options
     }
 
@@ -535,6 +562,14 @@ fn overlay_env(
         let last = segments.last().expect("split yields at least one segment");
         let parsed = if INTEGER_KEYS.contains(&last.as_str()) {
             value.trim().parse::<i64>().map(toml::Value::Integer).ok()
+        } else if LIST_KEYS.contains(&last.as_str()) {
+            Some(toml::Value::Array(
+                value
+                    .split(',')
+                    .map(|p| toml::Value::String(p.trim().to_string()))
+                    .filter(|p| p.as_str() != Some(""))
+                    .collect(),
+            ))
         } else if BOOLEAN_KEYS.contains(&last.as_str()) {
             value.trim().parse::<bool>().map(toml::Value::Boolean).ok()
         } else {
@@ -698,6 +733,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sources.a.password") && !err.contains("\"y\""), "{err}");
+    }
+
+    #[test]
+    fn filters_come_from_the_file_and_the_environment() {
+        let config = load(
+            "[sources.app]\nurl = \"postgres://h/db\"\nexclude-tables = [\"public.tmp_*\"]\n",
+            &[("CAIRN_SOURCES__APP__EXCLUDE_SCHEMAS", "audit, scratch")],
+        )
+        .unwrap();
+        let options = config.copy_options_of("app", None);
+        assert_eq!(options.filters.exclude_tables, ["public.tmp_*"]);
+        assert_eq!(options.filters.exclude_schemas, ["audit", "scratch"]);
+        let err = load(
+            "[sources.app]\nurl = \"postgres://h/db\"\nexclude-table = [\"x\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exclude-table"), "{err}");
     }
 
     #[test]

@@ -81,6 +81,18 @@ pub struct BackupArgs {
     /// Parallel connections per source (default: from the configuration, else the CPUs, at most 8).
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// Copy only schemas matching PATTERN (`*`, `?`); adds to the configured filters. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub include_schema: Vec<String>,
+    /// Leave out schemas matching PATTERN. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude_schema: Vec<String>,
+    /// Leave out tables matching [SCHEMA.]TABLE. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude_table: Vec<String>,
+    /// Keep the definition of tables matching [SCHEMA.]TABLE but not their rows. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude_table_data: Vec<String>,
     /// Print the validated plan and exit; nothing is written.
     #[arg(long)]
     pub dry_run: bool,
@@ -269,6 +281,12 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
         run_type: Some(args.run_type),
         requested: args.kind,
         jobs: args.jobs,
+        filters: crate::source::filter::Filters {
+            include_schemas: args.include_schema.clone(),
+            exclude_schemas: args.exclude_schema.clone(),
+            exclude_tables: args.exclude_table.clone(),
+            exclude_table_data: args.exclude_table_data.clone(),
+        },
     };
     let plan = backup::plan(config, &request)?;
     if args.dry_run {

@@ -2,6 +2,7 @@
 //! traits through which backups and restores use an engine. Engine specifics stay in their own
 //! submodules.
 
+pub mod filter;
 pub mod postgres;
 
 use std::fmt;
@@ -168,6 +169,8 @@ pub struct CopyOptions {
     pub chunk_bytes: u64,
     /// How long to wait for a lock on a table before giving up.
     pub lock_wait: Duration,
+    /// Which schemas and tables to copy.
+    pub filters: filter::Filters,
 }
 
 impl Default for CopyOptions {
@@ -176,6 +179,7 @@ impl Default for CopyOptions {
             jobs: crate::config::default_jobs(),
             chunk_bytes: 128 * 1024 * 1024,
             lock_wait: Duration::from_secs(30),
+            filters: filter::Filters::default(),
         }
     }
 }

@@ -454,3 +454,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test]
+async fn filters_leave_out_schemas_tables_and_table_data() {
+    let source = fixture_database("pg_filter_src").await;
+    let target = format!("{source}_restored");
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "fx",
+        "--source",
+        &url_of(&source),
+        "--to",
+        &to,
+        "--exclude-schema",
+        "Sales Dept",
+        "--exclude-table",
+        "public.events_*",
+        "--exclude-table-data",
+        "big_values",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = restore(&mut cairn(locks.path()), &to, &target);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let (before, after) = (data_of(&source).await, data_of(&target).await);
+    let left_out = |name: &str| name.starts_with("\"Sales Dept\".") || name == "public.events_log";
+    for (name, summary) in &before {
+        if left_out(name) {
+            assert!(!after.contains_key(name), "{name} was restored");
+        } else if name == "public.big_values" {
+            assert!(after[name].starts_with("0 rows"), "{name}: {}", after[name]);
+        } else {
+            assert_eq!(Some(summary), after.get(name), "{name} differs");
+        }
+    }
+    let client = connect(&url_of(&target)).await;
+    let schemas: i64 = client
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'Sales Dept'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+}

@@ -5,6 +5,7 @@ use tokio_postgres::Client;
 
 use super::{Pg, quote_ident, quote_literal};
 use crate::source::SourceError;
+use crate::source::filter::Filters;
 
 /// Schemas that belong to the server, never to a copy.
 const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -48,7 +49,7 @@ impl Table {
 ///
 /// # Errors
 /// Query errors.
-pub async fn tables(pg: &Pg, client: &Client, sizes: bool) -> Result<Vec<Table>, SourceError> {
+pub async fn tables(pg: &Pg, client: &Client, sizes: bool, filters: &Filters) -> Result<Vec<Table>, SourceError> {
     let size = if sizes {
         "pg_relation_size(c.oid)::int8"
     } else {
@@ -75,6 +76,7 @@ pub async fn tables(pg: &Pg, client: &Client, sizes: bool) -> Result<Vec<Table>,
         .map_err(|e| pg.error("listing tables", e))?;
     Ok(rows
         .into_iter()
+        .filter(|row| filters.data_included(row.get(1), row.get(2)))
         .map(|row| Table {
             oid: row.get(0),
             schema: row.get(1),
@@ -93,7 +95,7 @@ pub async fn tables(pg: &Pg, client: &Client, sizes: bool) -> Result<Vec<Table>,
 ///
 /// # Errors
 /// Query errors.
-pub async fn sequence_values(pg: &Pg, client: &Client) -> Result<String, SourceError> {
+pub async fn sequence_values(pg: &Pg, client: &Client, filters: &Filters) -> Result<String, SourceError> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, has_sequence_privilege(c.oid, 'SELECT')
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -109,6 +111,9 @@ pub async fn sequence_values(pg: &Pg, client: &Client) -> Result<String, SourceE
     let mut out = String::new();
     for row in rows {
         let (schema, name, readable): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        if !filters.table_included(&schema, &name) {
+            continue;
+        }
         let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         if !readable {
             tracing::warn!("sequence {qualified} is not readable by this user; its value is not copied");
@@ -131,7 +136,7 @@ pub async fn sequence_values(pg: &Pg, client: &Client) -> Result<String, SourceE
 ///
 /// # Errors
 /// Query errors.
-pub async fn materialized_view_refreshes(pg: &Pg, client: &Client) -> Result<String, SourceError> {
+pub async fn materialized_view_refreshes(pg: &Pg, client: &Client, filters: &Filters) -> Result<String, SourceError> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind = 'm' AND c.relispopulated AND {SYSTEM_SCHEMAS} ORDER BY c.oid"
@@ -142,6 +147,7 @@ pub async fn materialized_view_refreshes(pg: &Pg, client: &Client) -> Result<Str
         .map_err(|e| pg.error("listing materialized views", e))?;
     Ok(rows
         .into_iter()
+        .filter(|row| filters.table_included(row.get(0), row.get(1)))
         .map(|row| {
             let (schema, name): (String, String) = (row.get(0), row.get(1));
             format!(
@@ -151,6 +157,64 @@ pub async fn materialized_view_refreshes(pg: &Pg, client: &Client) -> Result<Str
             )
         })
         .collect())
+}
+
+/// pg_dump arguments that make its schema match `filters`, naming the matching schemas and
+/// relations exactly (pg_dump's own pattern rules differ from cairn's).
+///
+/// # Errors
+/// Query errors.
+pub async fn pg_dump_filter_args(pg: &Pg, client: &Client, filters: &Filters) -> Result<Vec<String>, SourceError> {
+    if filters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = Vec::new();
+    let schemas = client
+        .query(
+            &format!("SELECT n.nspname::text FROM pg_namespace n WHERE {SYSTEM_SCHEMAS} ORDER BY 1"),
+            &[],
+        )
+        .await
+        .map_err(|e| pg.error("listing schemas", e))?;
+    let mut included = 0;
+    for row in schemas {
+        let schema: String = row.get(0);
+        if filters.schema_included(&schema) {
+            included += 1;
+            if !filters.include_schemas.is_empty() {
+                args.push(format!("--schema={}", quote_ident(&schema)));
+            }
+        } else if filters.include_schemas.is_empty() {
+            args.push(format!("--exclude-schema={}", quote_ident(&schema)));
+        }
+    }
+    if included == 0 {
+        return Err(SourceError::Unsupported(format!(
+            "{}: no schema matches the filters {:?}",
+            pg.name, filters
+        )));
+    }
+    let relations = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {SYSTEM_SCHEMAS} ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| pg.error("listing relations", e))?;
+    for row in relations {
+        let (schema, name): (String, String) = (row.get(0), row.get(1));
+        if filters.schema_included(&schema) && !filters.table_included(&schema, &name) {
+            args.push(format!(
+                "--exclude-table={}.{}",
+                quote_ident(&schema),
+                quote_ident(&name)
+            ));
+        }
+    }
+    Ok(args)
 }
 
 /// One piece of a table that one worker reads.

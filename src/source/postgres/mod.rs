@@ -365,7 +365,8 @@ impl Source for PostgresSource {
             .map_err(|e| pg.error("preparing the session", e))?;
         // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
         // before the locks were granted is in the snapshot and no DDL can follow it.
-        let listed = inventory::tables(pg, &leader, false).await?;
+        let filters = &options.filters;
+        let listed = inventory::tables(pg, &leader, false, filters).await?;
         leader
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -373,7 +374,7 @@ impl Source for PostgresSource {
         lock_tables(pg, &leader, &listed).await?;
         let point = take_snapshot(pg, &leader).await?;
         // Tables created between the listing and the snapshot: lock them too.
-        let tables = inventory::tables(pg, &leader, true).await?;
+        let tables = inventory::tables(pg, &leader, true, filters).await?;
         let locked: BTreeSet<u32> = listed.iter().map(|t| t.oid).collect();
         let late: Vec<inventory::Table> = tables.iter().filter(|t| !locked.contains(&t.oid)).cloned().collect();
         lock_tables(pg, &leader, &late).await?;
@@ -387,10 +388,12 @@ impl Source for PostgresSource {
         );
 
         let dump = schema::find_pg_dump((point.version_num / 10000) as u32).await?;
-        let pre = schema::dump_section(&dump, &self.spec.url, &point.exported, schema::Section::PreData).await?;
-        let post = schema::dump_section(&dump, &self.spec.url, &point.exported, schema::Section::PostData).await?;
-        let sequences = inventory::sequence_values(pg, &leader).await?;
-        let refreshes = inventory::materialized_view_refreshes(pg, &leader).await?;
+        let filter_args = inventory::pg_dump_filter_args(pg, &leader, filters).await?;
+        let url = &self.spec.url;
+        let pre = schema::dump_section(&dump, url, &point.exported, schema::Section::PreData, &filter_args).await?;
+        let post = schema::dump_section(&dump, url, &point.exported, schema::Section::PostData, &filter_args).await?;
+        let sequences = inventory::sequence_values(pg, &leader, filters).await?;
+        let refreshes = inventory::materialized_view_refreshes(pg, &leader, filters).await?;
         put_sql(writer, "schema/pre-data.sql.zst", "pre-data", pre).await?;
         put_sql(writer, "schema/post-data.sql.zst", "post-data", post).await?;
         put_sql(writer, "schema/sequences.sql.zst", "sequences", sequences).await?;

@@ -93,6 +93,7 @@ pub async fn dump_section(
     url: &SourceUrl,
     snapshot: &str,
     section: Section,
+    filter_args: &[String],
 ) -> Result<String, SourceError> {
     let mut command = Command::new(&dump.path);
     command
@@ -106,6 +107,7 @@ pub async fn dump_section(
         // not exist where it is restored.
         .arg("--no-subscriptions")
         .arg("--no-tablespaces")
+        .args(filter_args)
         .arg("--dbname")
         .arg(url.without_password().as_str())
         .env("PGAPPNAME", "cairn pg_dump")
