@@ -399,6 +399,17 @@ impl Source for PostgresSource {
         put_sql(writer, "schema/sequences.sql.zst", "sequences", sequences).await?;
         put_sql(writer, "schema/refresh.sql.zst", "refresh", refreshes).await?;
 
+        let large_objects: i64 = leader
+            .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+            .await
+            .map_err(|e| pg.error("counting large objects", e))?
+            .get(0);
+        if large_objects > 0 {
+            tracing::warn!(
+                "{}: {large_objects} large objects (pg_largeobject) are not part of cairn copies; back them up separately",
+                self.spec.name
+            );
+        }
         let chunks = inventory::plan_chunks(pg, &leader, &tables, options.chunk_bytes).await?;
         let chunk_count = chunks.len();
         let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
