@@ -36,17 +36,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 printf '%-6s %-22s %9s %12s %12s\n' scale run seconds bytes peak_rss_mib
 for scale in $SCALES; do
   db="bench_$scale"
+  name="bench-$scale"
   psql -q "$SERVER/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
   "$BIN/pgbench" -i -q -s "$scale" "$SERVER/$db" >/dev/null 2>&1
   psql -q "$SERVER/$db" -c "VACUUM ANALYZE"
 
-  read -r t_cairn m_cairn < <(measure "$CAIRN" backup --jobs "$JOBS" --name "$db" --source "$SERVER/$db" --to "$WORK/cairn")
-  b_cairn=$(du -sb "$WORK/cairn/$db" | cut -f1)
+  read -r t_cairn m_cairn < <(measure "$CAIRN" backup --jobs "$JOBS" --name "$name" --source "$SERVER/$db" --to "$WORK/cairn")
+  b_cairn=$(du -sb "$WORK/cairn/$name" | cut -f1)
   read -r t_dump m_dump < <(measure "$BIN/pg_dump" -Fd -j "$JOBS" -f "$WORK/pgdump_$db" "$SERVER/$db")
   b_dump=$(du -sb "$WORK/pgdump_$db" | cut -f1)
 
   psql -q "$SERVER/postgres" -c "DROP DATABASE IF EXISTS ${db}_c" -c "DROP DATABASE IF EXISTS ${db}_p" -c "CREATE DATABASE ${db}_p"
-  read -r t_crest m_crest < <(measure "$CAIRN" restore --jobs "$JOBS" --source "$db" --from "$WORK/cairn" --target "$SERVER/${db}_c")
+  read -r t_crest m_crest < <(measure "$CAIRN" restore --jobs "$JOBS" --source "$name" --from "$WORK/cairn" --target "$SERVER/${db}_c")
   read -r t_prest m_prest < <(measure "$BIN/pg_restore" -j "$JOBS" -d "$SERVER/${db}_p" "$WORK/pgdump_$db")
 
   # Both restores must hold the same rows, or the times mean nothing.

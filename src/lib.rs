@@ -13,6 +13,7 @@ pub mod exit;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod progress;
 pub mod restore;
 pub mod schedule;
 pub mod secret;

@@ -146,6 +146,18 @@ pub async fn manifests(
 /// # Errors
 /// Engine errors (naming the file, table or statement), damaged manifests or files.
 pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let copy_engine = plan.chain.first().map(|c| match c.log_range.end {
+        crate::status::LogPosition::Postgres { .. } => crate::source::Engine::Postgres,
+        crate::status::LogPosition::Mysql { .. } => crate::source::Engine::Mysql,
+    });
+    if let Some(engine) = copy_engine
+        && engine != plan.target_url.engine
+    {
+        return Err(RestoreError::Usage(format!(
+            "source {} holds {engine} copies; they cannot be restored into the {} database {}",
+            plan.source, plan.target_url.engine, plan.target
+        )));
+    }
     let target = crate::source::open_target(&plan.target_url)?;
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;

@@ -278,8 +278,10 @@ pub fn page_ranges(pages: u64, parts: u64) -> Vec<String> {
         .collect()
 }
 
-/// Chunks of every table, largest first. Tables above `chunk_bytes` are split by key range
-/// (bounds read in the snapshot), else by heap pages.
+/// Chunks of every table, largest first. Tables above `chunk_bytes` are split by heap page
+/// ranges; with `by_key` (servers before PostgreSQL 14, which cannot scan TID ranges), tables
+/// with a single-column integer primary key are split by key range instead (bounds read in the
+/// snapshot) and tables without one are read whole.
 ///
 /// # Errors
 /// Query errors while reading key bounds.
@@ -288,13 +290,15 @@ pub async fn plan_chunks(
     client: &Client,
     tables: &[Table],
     chunk_bytes: u64,
+    by_key: bool,
 ) -> Result<Vec<Chunk>, SourceError> {
     let mut chunks = Vec::new();
     for table in tables {
         let parts = table.bytes.div_ceil(chunk_bytes.max(1)).max(1);
+        let key = table.int_key.as_ref().filter(|_| by_key);
         let conditions: Vec<Option<String>> = if parts <= 1 {
             vec![None]
-        } else if let Some(key) = &table.int_key {
+        } else if let Some(key) = key {
             let bounds = client
                 .query_one(
                     &format!(
@@ -310,6 +314,9 @@ pub async fn plan_chunks(
                 (Some(min), Some(max)) => key_ranges(key, min, max, parts).into_iter().map(Some).collect(),
                 _ => vec![None],
             }
+        } else if by_key {
+            // Before PostgreSQL 14 a ctid condition scans the whole table: read it in one piece.
+            vec![None]
         } else {
             page_ranges(table.bytes / 8192 + 1, parts)
                 .into_iter()

@@ -21,11 +21,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use crate::backup::CopyWriter;
+use crate::progress::Progress;
 use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
 use crate::status::{LogPosition, LogRange, ServerIdentity};
 use crate::stream::{Counters, Counting, compress};
 
 pub use target::PostgresTarget;
+
+/// How often long work logs a progress line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `"identifier"`, with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
@@ -269,6 +273,7 @@ impl PostgresSource {
         snapshot: String,
         queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
         writer: CopyWriter,
+        progress: Arc<Progress>,
     ) -> Result<(u64, u64), SourceError> {
         let pg = &self.pg;
         let client = pg.connect("backup worker").await?;
@@ -321,6 +326,7 @@ impl PostgresSource {
                 })?;
             rows += counters.newlines();
             bytes += counters.bytes();
+            progress.done(counters.bytes());
         }
         client
             .batch_execute("COMMIT")
@@ -388,17 +394,6 @@ impl Source for PostgresSource {
         );
 
         let dump = schema::find_pg_dump((point.version_num / 10000) as u32).await?;
-        let filter_args = inventory::pg_dump_filter_args(pg, &leader, filters).await?;
-        let url = &self.spec.url;
-        let pre = schema::dump_section(&dump, url, &point.exported, schema::Section::PreData, &filter_args).await?;
-        let post = schema::dump_section(&dump, url, &point.exported, schema::Section::PostData, &filter_args).await?;
-        let sequences = inventory::sequence_values(pg, &leader, filters).await?;
-        let refreshes = inventory::materialized_view_refreshes(pg, &leader, filters).await?;
-        put_sql(writer, "schema/pre-data.sql.zst", "pre-data", pre).await?;
-        put_sql(writer, "schema/post-data.sql.zst", "post-data", post).await?;
-        put_sql(writer, "schema/sequences.sql.zst", "sequences", sequences).await?;
-        put_sql(writer, "schema/refresh.sql.zst", "refresh", refreshes).await?;
-
         let large_objects: i64 = leader
             .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
             .await
@@ -410,27 +405,53 @@ impl Source for PostgresSource {
                 self.spec.name
             );
         }
-        let chunks = inventory::plan_chunks(pg, &leader, &tables, options.chunk_bytes).await?;
+        // Heap pages are read once each by TID range scans (PostgreSQL 14+); key ranges would
+        // plan as index or filtered sequential scans. Older servers get key ranges.
+        let by_key = point.version_num < 140000;
+        let chunks = inventory::plan_chunks(pg, &leader, &tables, options.chunk_bytes, by_key).await?;
         let chunk_count = chunks.len();
-        let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
-        let writer = writer.clone();
+
+        // The schema is dumped while the workers copy data: both only need the snapshot.
+        let schema_files = async {
+            let filter_args = inventory::pg_dump_filter_args(pg, &leader, filters).await?;
+            let url = &self.spec.url;
+            let (pre, post) = tokio::try_join!(
+                schema::dump_section(&dump, url, &point.exported, schema::Section::PreData, &filter_args),
+                schema::dump_section(&dump, url, &point.exported, schema::Section::PostData, &filter_args),
+            )?;
+            let sequences = inventory::sequence_values(pg, &leader, filters).await?;
+            let refreshes = inventory::materialized_view_refreshes(pg, &leader, filters).await?;
+            put_sql(writer, "schema/pre-data.sql.zst", "pre-data", pre).await?;
+            put_sql(writer, "schema/post-data.sql.zst", "post-data", post).await?;
+            put_sql(writer, "schema/sequences.sql.zst", "sequences", sequences).await?;
+            put_sql(writer, "schema/refresh.sql.zst", "refresh", refreshes).await?;
+            Ok::<(), SourceError>(())
+        };
         let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers {
-            let this = self.clone();
-            let (snapshot, queue, writer) = (point.exported.clone(), queue.clone(), writer.clone());
-            tasks.spawn(async move { this.worker(snapshot, queue, writer).await });
-        }
-        let (mut rows, mut raw_bytes) = (0u64, 0u64);
-        while let Some(joined) = tasks.join_next().await {
-            let (r, b) = joined.map_err(|e| SourceError::Database {
-                database: pg.name.clone(),
-                doing: "reading data".into(),
-                detail: format!("a worker stopped: {e}"),
-            })??;
-            rows += r;
-            raw_bytes += b;
-        }
+        let data = async {
+            let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+            let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
+            let _reporter = progress.report_every(PROGRESS_EVERY);
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..workers {
+                let this = self.clone();
+                let (snapshot, queue, writer, progress) =
+                    (point.exported.clone(), queue.clone(), writer.clone(), progress.clone());
+                tasks.spawn(async move { this.worker(snapshot, queue, writer, progress).await });
+            }
+            let (mut rows, mut raw_bytes) = (0u64, 0u64);
+            while let Some(joined) = tasks.join_next().await {
+                let (r, b) = joined.map_err(|e| SourceError::Database {
+                    database: pg.name.clone(),
+                    doing: "reading data".into(),
+                    detail: format!("a worker stopped: {e}"),
+                })??;
+                rows += r;
+                raw_bytes += b;
+            }
+            Ok::<(u64, u64), SourceError>((rows, raw_bytes))
+        };
+        let ((), (rows, raw_bytes)) = tokio::try_join!(schema_files, data)?;
         // The snapshot was needed until the last worker imported it and finished.
         leader
             .batch_execute("COMMIT")

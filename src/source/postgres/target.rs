@@ -17,6 +17,7 @@ use super::{Pg, quote_ident};
 use crate::destination::Destination;
 use crate::layout;
 use crate::manifest::{Manifest, ManifestFile};
+use crate::progress::Progress;
 use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
 use crate::stream::decompress_verified;
 
@@ -170,6 +171,7 @@ impl PostgresTarget {
         &self,
         destination: Arc<dyn Destination>,
         queue: Arc<Mutex<VecDeque<StoredFile>>>,
+        progress: Arc<Progress>,
     ) -> Result<u64, SourceError> {
         let client = self.pg.connect("restore worker").await?;
         // Each file is one transaction; losing the last ones to a crash only means restoring again.
@@ -204,6 +206,7 @@ impl PostgresTarget {
                 .load_file(&client, &destination, &stored, &table, &column_list, &doing)
                 .await?;
             total += rows;
+            progress.done(stored.file.size);
         }
         Ok(total)
     }
@@ -449,10 +452,13 @@ impl PostgresTarget {
             input.jobs
         );
         let queue = Arc::new(Mutex::new(VecDeque::from(data)));
+        let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
+        let _reporter = progress.report_every(super::PROGRESS_EVERY);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..input.jobs.max(1) {
-            let (this, destination, queue) = (self.clone(), destination.clone(), queue.clone());
-            tasks.spawn(async move { this.load_worker(destination, queue).await });
+            let (this, destination, queue, progress) =
+                (self.clone(), destination.clone(), queue.clone(), progress.clone());
+            tasks.spawn(async move { this.load_worker(destination, queue, progress).await });
         }
         let mut rows = 0;
         while let Some(joined) = tasks.join_next().await {
