@@ -62,6 +62,84 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
     }
 }
 
+/// Reads until `buffer` is full or the stream ends; returns how much was read (0 at the end).
+///
+/// Decompressors and compressors hand out small pieces; passing each on as its own write or
+/// protocol message costs a system call or a message each.
+///
+/// # Errors
+/// The reader's error.
+pub async fn fill<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = reader.read(&mut buffer[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Turns a stream of small byte messages (one per row, as COPY sends them) into reads of up to
+/// the caller's buffer size, taking every message that is already there, so the layers above
+/// work per block instead of per row.
+pub struct Batched<S> {
+    stream: S,
+    pending: bytes::Bytes,
+    done: bool,
+    /// An error that arrived after this read had data; returned by the next read.
+    error: Option<io::Error>,
+}
+
+impl<S> Batched<S> {
+    pub fn new(stream: S) -> Self {
+        Batched {
+            stream,
+            pending: bytes::Bytes::new(),
+            done: false,
+            error: None,
+        }
+    }
+}
+
+impl<S> AsyncRead for Batched<S>
+where
+    S: futures::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+{
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let start = buf.filled().len();
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Err(error));
+        }
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                let chunk = self.pending.split_to(n);
+                buf.put_slice(&chunk);
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.pending = bytes,
+                Poll::Ready(Some(Err(e))) if buf.filled().len() > start => {
+                    self.error = Some(e);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 /// Compresses `plain` with zstd as it is read. Frames carry zstd's own content checksum, so
 /// damage is also caught by anything that only decompresses.
 pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream {
@@ -234,6 +312,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn batched_reads_join_small_messages_in_order() {
+        let messages: Vec<io::Result<bytes::Bytes>> = (0..10_000u32)
+            .map(|i| Ok(bytes::Bytes::from(format!("{i}\n"))))
+            .collect();
+        let expected: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let mut reader = Batched::new(futures::stream::iter(messages));
+        let mut first = vec![0u8; 4096];
+        let n = reader.read(&mut first).await.unwrap();
+        assert_eq!(n, 4096, "ready messages fill the whole buffer");
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&first[..n], &rest[..]].concat(), expected);
+        let failing = futures::stream::iter(vec![Ok(bytes::Bytes::from("a")), Err(io::Error::other("lost"))]);
+        assert!(Batched::new(failing).read_to_end(&mut Vec::new()).await.is_err());
     }
 
     #[tokio::test]

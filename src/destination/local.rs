@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 
 use super::{
     Access, Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject,
@@ -222,16 +221,19 @@ impl Destination for LocalDestination {
             let mut size = 0u64;
             let mut buffer = vec![0u8; STREAM_BUFFER];
             loop {
-                let n = body.read(&mut buffer).await.map_err(|source| DestinationError::Body {
-                    key: key.to_string(),
-                    source,
-                })?;
-                if n == 0 {
+                let filled =
+                    crate::stream::fill(&mut body, &mut buffer)
+                        .await
+                        .map_err(|source| DestinationError::Body {
+                            key: key.to_string(),
+                            source,
+                        })?;
+                if filled == 0 {
                     break;
                 }
-                hasher.consume(&buffer[..n]);
-                size += n as u64;
-                tokio::io::AsyncWriteExt::write_all(&mut file, &buffer[..n])
+                hasher.consume(&buffer[..filled]);
+                size += filled as u64;
+                tokio::io::AsyncWriteExt::write_all(&mut file, &buffer[..filled])
                     .await
                     .map_err(|e| DestinationError::io("writing", &temp, e))?;
             }

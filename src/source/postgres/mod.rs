@@ -295,7 +295,7 @@ impl PostgresSource {
             let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg.error(&doing, e))?;
             let counters = Counters::default();
             // Driver errors travel through the byte stream as io errors; keep the original text.
-            let reader = tokio_util::io::StreamReader::new(Box::pin(stream.map_err(std::io::Error::other)));
+            let reader = crate::stream::Batched::new(Box::pin(stream.map_err(std::io::Error::other)));
             let body = compress(Counting::new(reader, counters.clone()));
             let path = format!("data/{}/{:05}.copy.zst", table_folder(&chunk.table), chunk.index);
             let counted = counters.clone();

@@ -234,7 +234,7 @@ impl PostgresTarget {
         let mut sink = Box::pin(sink);
         let mut buffer = vec![0u8; COPY_BLOCK];
         let pumped = loop {
-            match reader.read(&mut buffer).await {
+            match crate::stream::fill(&mut reader, &mut buffer).await {
                 Err(damage) => break Pumped::Damaged(damage),
                 Ok(0) => {
                     break match sink.as_mut().finish().await {
