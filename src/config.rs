@@ -92,18 +92,9 @@ pub struct SourceSettings {
     pub chunk_size_mib: Option<u64>,
     /// Overrides the top-level `lock-wait-seconds`.
     pub lock_wait_seconds: Option<u64>,
-    /// Only these schemas (patterns, docs/postgres.md).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include_schemas: Vec<String>,
-    /// Not these schemas.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_schemas: Vec<String>,
-    /// Not these tables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_tables: Vec<String>,
-    /// These tables' definitions without their rows.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_table_data: Vec<String>,
+    /// Which schemas and tables to copy (docs/postgres.md, "Filters").
+    #[serde(default, skip_serializing_if = "crate::source::filter::Filters::is_empty")]
+    pub filters: crate::source::filter::Filters,
 }
 
 /// The merged settings, as written in TOML.
@@ -490,12 +481,7 @@ impl Config {
             options.lock_wait = Duration::from_secs(seconds);
         }
         if let Some(settings) = settings {
-            options.filters = crate::source::filter::Filters {
-                include_schemas: settings.include_schemas.clone(),
-                exclude_schemas: settings.exclude_schemas.clone(),
-                exclude_tables: settings.exclude_tables.clone(),
-                exclude_table_data: settings.exclude_table_data.clone(),
-            };
+            options.filters = settings.filters.clone();
         }
         options
     }
@@ -738,19 +724,23 @@ mod tests {
     #[test]
     fn filters_come_from_the_file_and_the_environment() {
         let config = load(
-            "[sources.app]\nurl = \"postgres://h/db\"\nexclude-tables = [\"public.tmp_*\"]\n",
-            &[("CAIRN_SOURCES__APP__EXCLUDE_SCHEMAS", "audit, scratch")],
+            "[sources.app]\nurl = \"postgres://h/db\"\n[sources.app.filters]\nexclude-tables = [\"public.tmp_*\"]\n",
+            &[("CAIRN_SOURCES__APP__FILTERS__EXCLUDE_SCHEMAS", "audit, scratch")],
         )
         .unwrap();
         let options = config.copy_options_of("app", None);
         assert_eq!(options.filters.exclude_tables, ["public.tmp_*"]);
         assert_eq!(options.filters.exclude_schemas, ["audit", "scratch"]);
         let err = load(
-            "[sources.app]\nurl = \"postgres://h/db\"\nexclude-table = [\"x\"]\n",
+            "[sources.app]\nurl = \"postgres://h/db\"\n[sources.app.filters]\nexclude-table = [\"x\"]\n",
             &[],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("exclude-table"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("sources.app.filters") && text.contains("exclude-table"),
+            "{text}"
+        );
     }
 
     #[test]
