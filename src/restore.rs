@@ -54,6 +54,9 @@ pub struct RestoreRequest {
     pub target: String,
     pub jobs: Option<u32>,
     pub clean: bool,
+    /// `FROM=TO` database renames (MySQL).
+    pub rename_databases: Vec<String>,
+    pub no_binlog: bool,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -65,6 +68,8 @@ pub struct RestorePlan {
     pub target: String,
     pub jobs: u32,
     pub clean: bool,
+    pub rename_databases: Vec<(String, String)>,
+    pub no_binlog: bool,
     pub chain: Vec<CopyRecord>,
     #[serde(skip)]
     target_url: SourceUrl,
@@ -85,6 +90,19 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     }
     if request.jobs == Some(0) {
         return Err(RestoreError::Usage("--jobs must be at least 1".into()));
+    }
+    let mut rename_databases = Vec::new();
+    for rename in &request.rename_databases {
+        let Some((from, to)) = rename.split_once('=').filter(|(f, t)| !f.is_empty() && !t.is_empty()) else {
+            return Err(RestoreError::Usage(format!("--rename-db {rename:?}: expected FROM=TO")));
+        };
+        rename_databases.push((from.to_string(), to.to_string()));
+    }
+    if target_url.engine == crate::source::Engine::Postgres && (!rename_databases.is_empty() || request.no_binlog) {
+        return Err(RestoreError::Usage(
+            "--rename-db and --no-binlog apply to MySQL targets; a PostgreSQL copy goes into the database of --target"
+                .into(),
+        ));
     }
     let destination = config.destination(&request.from)?.open().await?;
     destination.check(Access::Read).await?;
@@ -111,6 +129,8 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         target: target_url.to_string(),
         jobs: request.jobs.unwrap_or_else(crate::config::default_jobs),
         clean: request.clean,
+        rename_databases,
+        no_binlog: request.no_binlog,
         chain,
         target_url,
         store: Some(destination),
@@ -167,6 +187,8 @@ pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
         manifests,
         jobs: plan.jobs,
         clean: plan.clean,
+        rename_databases: plan.rename_databases.clone(),
+        no_binlog: plan.no_binlog,
     };
     Ok(target.restore(&input).await?)
 }

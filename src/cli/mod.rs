@@ -121,6 +121,12 @@ pub struct RestoreArgs {
     /// Drop everything in the target database before restoring (it must otherwise be empty).
     #[arg(long)]
     pub clean: bool,
+    /// Restore MySQL database FROM under the name TO. Repeatable.
+    #[arg(long, value_name = "FROM=TO")]
+    pub rename_db: Vec<String>,
+    /// Keep the restore out of the target's binary log (MySQL; needs SUPER or SYSTEM_VARIABLES_ADMIN).
+    #[arg(long)]
+    pub no_binlog: bool,
     /// Print the chain of copies that would be restored and exit.
     #[arg(long)]
     pub dry_run: bool,
@@ -371,6 +377,8 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         target: args.target.clone(),
         jobs: args.jobs,
         clean: args.clean,
+        rename_databases: args.rename_db.clone(),
+        no_binlog: args.no_binlog,
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {

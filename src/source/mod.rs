@@ -3,6 +3,7 @@
 //! submodules.
 
 pub mod filter;
+pub mod mysql;
 pub mod postgres;
 
 use std::fmt;
@@ -212,6 +213,10 @@ pub struct RestoreInput {
     pub jobs: u32,
     /// Drop what the target holds before restoring.
     pub clean: bool,
+    /// Databases restored under another name (MySQL).
+    pub rename_databases: Vec<(String, String)>,
+    /// Keep the restore out of the target's binary log (MySQL `sql_log_bin = 0`).
+    pub no_binlog: bool,
 }
 
 /// What a restore did.
@@ -233,31 +238,22 @@ pub trait Target: Send + Sync {
 /// The engine reading `spec`.
 ///
 /// # Errors
-/// [`SourceError::EngineNotAvailable`] for engines this build does not have yet.
+/// None today; engines that need checks before any I/O report them here.
 pub fn open(spec: &SourceSpec) -> Result<Arc<dyn Source>, SourceError> {
     match spec.engine() {
         Engine::Postgres => Ok(Arc::new(postgres::PostgresSource::new(spec.clone()))),
-        Engine::Mysql => Err(not_available(&spec.name, Engine::Mysql, "back up")),
+        Engine::Mysql => Ok(Arc::new(mysql::MysqlSource::new(spec.clone()))),
     }
 }
 
 /// The engine writing into `target`.
 ///
 /// # Errors
-/// [`SourceError::EngineNotAvailable`] for engines this build does not have yet.
+/// None today; engines that need checks before any I/O report them here.
 pub fn open_target(target: &SourceUrl) -> Result<Arc<dyn Target>, SourceError> {
     match target.engine {
         Engine::Postgres => Ok(Arc::new(postgres::PostgresTarget::new(target.clone()))),
-        Engine::Mysql => Err(not_available(&target.to_string(), Engine::Mysql, "restore")),
-    }
-}
-
-fn not_available(name: &str, engine: Engine, action: &'static str) -> SourceError {
-    SourceError::EngineNotAvailable {
-        source_name: name.to_string(),
-        engine,
-        action,
-        cairn: crate::CAIRN_VERSION,
+        Engine::Mysql => Ok(Arc::new(mysql::MysqlTarget::new(target.clone()))),
     }
 }
 
@@ -302,23 +298,12 @@ pub enum SourceError {
     Damaged(String),
     #[error(transparent)]
     Destination(#[from] DestinationError),
-    #[error(
-        "source {source_name} is a {engine} database, and this cairn {cairn} cannot {action} {engine} databases yet: \
-         the engine is not part of this build"
-    )]
-    EngineNotAvailable {
-        source_name: String,
-        engine: Engine,
-        action: &'static str,
-        cairn: &'static str,
-    },
 }
 
 impl Classify for SourceError {
     fn exit_status(&self) -> ExitStatus {
         match self {
-            SourceError::EngineNotAvailable { .. }
-            | SourceError::Authentication { .. }
+            SourceError::Authentication { .. }
             | SourceError::NoDatabase { .. }
             | SourceError::Privilege { .. }
             | SourceError::Tool { .. }

@@ -6,7 +6,7 @@ use cairn::layout;
 use cairn::schedule::CopyKind;
 
 use crate::status::{damage, full_and_incremental, make_copy, take_lock};
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, local_destination, mysql_url, postgres_url, run, s3_server};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, local_destination, postgres_url, run, s3_server};
 
 /// Every file under `dir`, relative.
 fn files_under(dir: &Path) -> Vec<String> {
@@ -159,22 +159,6 @@ fn secrets_never_reach_output() {
         .env("CAIRN_SOURCES__B__PASSWORD", "env-secret-3");
     let (_, out, err) = run(command.arg("--help"));
     assert!(!out.contains("env-secret-3") && !err.contains("env-secret-3"));
-}
-
-#[test]
-fn backup_without_an_engine_exits_2_and_writes_nothing() {
-    let locks = tempfile::tempdir().unwrap();
-    let url = mysql_url();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups");
-    let (code, out, err) = run(cairn(locks.path()).args(["backup", "--source", &url, "--to"]).arg(&to));
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("MySQL/MariaDB") && err.contains("not part of this build"),
-        "{err}"
-    );
-    assert!(!err.contains("cairn-test-pw"), "password leaked: {err}");
-    assert!(files_under(dir.path()).is_empty(), "{:?}", files_under(dir.path()));
 }
 
 #[test]

@@ -1,0 +1,117 @@
+//! The `LOAD DATA` text format of MySQL copies: fields separated by tab, rows ended by newline,
+//! `\` escapes, `\N` for NULL; bytes are written as they are, so any column is binary-safe. The
+//! parser reads it back for the `INSERT` fallback.
+
+/// Appends one row in `LOAD DATA` format.
+pub fn write_row<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = Option<&'a [u8]>>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match field {
+            None => out.extend_from_slice(b"\\N"),
+            Some(bytes) => {
+                for &b in bytes {
+                    match b {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        0 => out.extend_from_slice(b"\\0"),
+                        0x1a => out.extend_from_slice(b"\\Z"),
+                        _ => out.push(b),
+                    }
+                }
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Parses rows of `LOAD DATA` text; a trailing partial row is left in `input` for the next call.
+///
+/// Returns the complete rows and how many bytes of `input` they used.
+pub fn parse_rows(input: &[u8]) -> (Vec<Vec<Option<Vec<u8>>>>, usize) {
+    let mut rows = Vec::new();
+    let mut row: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut field: Vec<u8> = Vec::new();
+    let mut null = false;
+    let mut used = 0;
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        match b {
+            b'\\' => {
+                let Some(&next) = input.get(i + 1) else { break };
+                match next {
+                    b'N' if field.is_empty() => null = true,
+                    b'n' => field.push(b'\n'),
+                    b't' => field.push(b'\t'),
+                    b'r' => field.push(b'\r'),
+                    b'0' => field.push(0),
+                    b'Z' => field.push(0x1a),
+                    b'b' => field.push(0x08),
+                    other => field.push(other),
+                }
+                i += 2;
+                continue;
+            }
+            b'\t' | b'\n' => {
+                row.push(if null { None } else { Some(std::mem::take(&mut field)) });
+                field.clear();
+                null = false;
+                if b == b'\n' {
+                    rows.push(std::mem::take(&mut row));
+                    used = i + 1;
+                }
+            }
+            _ => field.push(b),
+        }
+        i += 1;
+    }
+    (rows, used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_byte_and_null_round_trip() {
+        let every_byte: Vec<u8> = (0..=255u8).collect();
+        let values: Vec<Option<&[u8]>> = vec![
+            None,
+            Some(b""),
+            Some(b"NULL"),
+            Some(b"\\N"),
+            Some(b"tab\there\nnew\rline\\back"),
+            Some(&every_byte),
+        ];
+        let mut out = Vec::new();
+        write_row(&mut out, values.clone());
+        write_row(&mut out, [Some(&b"second"[..])]);
+        assert_eq!(
+            out.iter().filter(|b| **b == b'\n').count(),
+            2,
+            "embedded newlines are escaped"
+        );
+        let (rows, used) = parse_rows(&out);
+        assert_eq!(used, out.len());
+        let expected: Vec<Option<Vec<u8>>> = values.iter().map(|v| v.map(|b| b.to_vec())).collect();
+        assert_eq!(rows, vec![expected, vec![Some(b"second".to_vec())]]);
+    }
+
+    #[test]
+    fn partial_rows_wait_for_more_input() {
+        let mut out = Vec::new();
+        write_row(&mut out, [Some(&b"a\\b"[..]), None]);
+        write_row(&mut out, [Some(&b"c"[..]), Some(&b"d"[..])]);
+        for cut in 0..out.len() {
+            let (first, used) = parse_rows(&out[..cut]);
+            let (rest, _) = parse_rows(&out[used..]);
+            let all: Vec<_> = first.into_iter().chain(rest).collect();
+            assert_eq!(all.len(), 2, "cut at {cut}");
+            assert_eq!(all[0], vec![Some(b"a\\b".to_vec()), None]);
+        }
+    }
+}

@@ -1,0 +1,745 @@
+//! MySQL and MariaDB: consistent, parallel full copies and their restore (see docs/mysql.md).
+//!
+//! The copy blocks DDL for its whole length (MariaDB `BACKUP STAGE BLOCK_DDL`, MySQL `LOCK
+//! INSTANCE FOR BACKUP`), takes the global read lock only while it reads the binary log
+//! coordinates and every worker starts `START TRANSACTION WITH CONSISTENT SNAPSHOT`, then
+//! releases it: writes stall for milliseconds, and every worker reads the same point in time.
+//! Rows travel in the `LOAD DATA` text format, streamed through zstd and MD5 to the destination.
+
+mod format;
+mod inventory;
+mod schema;
+mod target;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+use serde_json::{Map, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::backup::CopyWriter;
+use crate::progress::Progress;
+use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
+use crate::status::{LogPosition, LogRange, ServerIdentity};
+use crate::stream::{Counters, Counting, compress};
+
+pub use target::MysqlTarget;
+
+/// How often long work logs a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Bytes of formatted rows a worker gathers before handing them to the compressor.
+const ROW_BLOCK: usize = 256 * 1024;
+
+/// `` `identifier` ``, with embedded backticks doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `'literal'` for SQL text, escaping what MySQL's default sql_mode treats specially.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A server cairn talks to, for connecting and for naming it in errors.
+#[derive(Debug, Clone)]
+pub struct My {
+    url: SourceUrl,
+    name: String,
+}
+
+impl My {
+    pub fn new(url: SourceUrl) -> Self {
+        let name = url.to_string();
+        My { url, name }
+    }
+
+    /// Opens a session; `database` overrides the URL's.
+    ///
+    /// # Errors
+    /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
+    pub async fn connect(&self, database: Option<&str>) -> Result<Conn, SourceError> {
+        let mut url = self.url.without_password().clone();
+        // The driver only knows mysql://; mariadb:// is the same protocol.
+        let _ = url.set_scheme("mysql");
+        let opts = Opts::from_url(url.as_str())
+            .map_err(|e| SourceError::Unsupported(format!("{}: not a usable MySQL URL: {e}", self.name)))?;
+        let mut builder = OptsBuilder::from_opts(opts)
+            .pass(self.url.password.as_ref().map(|p| p.expose().to_string()))
+            .prefer_socket(false)
+            .wait_timeout(Some(28_800));
+        if let Some(database) = database {
+            builder = builder.db_name((!database.is_empty()).then(|| database.to_string()));
+        }
+        Conn::new(builder).await.map_err(|e| self.error("connecting", e))
+    }
+
+    /// Classifies a driver error by server error code and names the server and the work.
+    pub fn error(&self, doing: &str, error: mysql_async::Error) -> SourceError {
+        let database = self.name.clone();
+        let doing = doing.to_string();
+        match error {
+            mysql_async::Error::Server(server) => {
+                let detail = format!("{} (error {})", server.message, server.code);
+                match server.code {
+                    1045 => SourceError::Authentication { database, detail },
+                    1044 | 1142 | 1143 | 1227 | 1370 | 1419 => SourceError::Privilege {
+                        database,
+                        doing,
+                        detail,
+                    },
+                    1205 | 1213 | 1223 => SourceError::Locked {
+                        database,
+                        doing,
+                        detail,
+                    },
+                    1049 => SourceError::NoDatabase { database, detail },
+                    1040 | 1203 => SourceError::Unreachable { database, detail },
+                    _ => SourceError::Database {
+                        database,
+                        doing,
+                        detail,
+                    },
+                }
+            }
+            mysql_async::Error::Io(e) if doing == "connecting" => SourceError::Unreachable {
+                database,
+                detail: e.to_string(),
+            },
+            mysql_async::Error::Driver(e) if doing == "connecting" => SourceError::Unreachable {
+                database,
+                detail: e.to_string(),
+            },
+            other => SourceError::Database {
+                database,
+                doing,
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The server's flavour, which decides the statements a copy uses.
+#[derive(Debug, Clone)]
+struct Server {
+    version: String,
+    mariadb: bool,
+    /// (major, minor) of the version.
+    release: (u32, u32),
+    server_id: u64,
+    uuid: Option<String>,
+    log_bin: bool,
+}
+
+async fn server(my: &My, conn: &mut Conn) -> Result<Server, SourceError> {
+    let (version, comment, server_id, log_bin): (String, String, u64, u64) = conn
+        .query_first("SELECT VERSION(), @@version_comment, @@server_id, @@log_bin")
+        .await
+        .map_err(|e| my.error("reading the server's version", e))?
+        .ok_or_else(|| SourceError::Unsupported("the server returned no version".into()))?;
+    let mariadb = version.contains("MariaDB") || comment.contains("MariaDB");
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let release = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let uuid = if mariadb {
+        None
+    } else {
+        conn.query_first::<String, _>("SELECT @@server_uuid")
+            .await
+            .ok()
+            .flatten()
+    };
+    Ok(Server {
+        version,
+        mariadb,
+        release,
+        server_id,
+        uuid,
+        log_bin: log_bin == 1,
+    })
+}
+
+/// Binary log coordinates and GTID state, read while commits are blocked.
+async fn coordinates(my: &My, conn: &mut Conn, server: &Server) -> Result<LogPosition, SourceError> {
+    if !server.log_bin {
+        tracing::warn!(
+            "{}: the binary log is off: the copy records no log position, and incremental copies and replicas cannot continue from it",
+            my.name
+        );
+        return Ok(LogPosition::Mysql {
+            file: String::new(),
+            position: 0,
+            gtid: None,
+        });
+    }
+    // MySQL 8.2 renamed the statement; MariaDB keeps the old name.
+    let statement = if !server.mariadb && server.release >= (8, 2) {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
+    };
+    let row: Option<Row> = conn
+        .query_first(statement)
+        .await
+        .map_err(|e| my.error("reading the binary log position", e))?;
+    let row = row.ok_or_else(|| SourceError::Database {
+        database: my.name.clone(),
+        doing: "reading the binary log position".into(),
+        detail: format!("{statement} returned nothing"),
+    })?;
+    let file: String = row.get(0).unwrap_or_default();
+    let position: u64 = row.get(1).unwrap_or_default();
+    let gtid_query = if server.mariadb {
+        "SELECT @@gtid_binlog_pos"
+    } else {
+        "SELECT @@gtid_executed"
+    };
+    let gtid: Option<String> = conn
+        .query_first(gtid_query)
+        .await
+        .map_err(|e| my.error("reading the GTID state", e))?;
+    Ok(LogPosition::Mysql {
+        file,
+        position,
+        gtid: gtid.filter(|g| !g.is_empty()),
+    })
+}
+
+/// Refuses to start while a query runs longer than `limit`: the global read lock would wait for
+/// it, and every writer would wait for the lock.
+async fn guard_long_queries(my: &My, conn: &mut Conn, limit: Duration) -> Result<(), SourceError> {
+    let running: Vec<(u64, String, u64, Option<String>)> = conn
+        .query(format!(
+            "SELECT ID, USER, TIME, LEFT(INFO, 200) FROM information_schema.PROCESSLIST
+             WHERE COMMAND NOT IN ('Sleep', 'Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', 'Slave_SQL')
+               AND INFO IS NOT NULL AND ID <> CONNECTION_ID() AND TIME >= {}",
+            limit.as_secs()
+        ))
+        .await
+        .map_err(|e| my.error("checking for long-running queries", e))?;
+    if running.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = running
+        .iter()
+        .map(|(id, user, time, info)| format!("id {id} of {user} running {time}s: {}", info.as_deref().unwrap_or("")))
+        .collect();
+    Err(SourceError::Locked {
+        database: my.name.clone(),
+        doing: "checking for long-running queries before the global read lock".into(),
+        detail: format!(
+            "{}; the lock would stall every writer until they end (the limit is lock-wait-seconds = {})",
+            list.join("; "),
+            limit.as_secs()
+        ),
+    })
+}
+
+/// Reads a MySQL or MariaDB source.
+#[derive(Debug, Clone)]
+pub struct MysqlSource {
+    spec: SourceSpec,
+    my: My,
+}
+
+impl MysqlSource {
+    pub fn new(spec: SourceSpec) -> Self {
+        let my = My::new(spec.url.clone());
+        MysqlSource { spec, my }
+    }
+}
+
+/// Session settings of every dump connection: times in UTC, bytes as stored.
+const DUMP_SESSION: [&str; 2] = [
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SET SESSION time_zone = '+00:00', NAMES binary, SESSION net_write_timeout = 3600, SESSION net_read_timeout = 3600",
+];
+
+impl MysqlSource {
+    async fn worker(
+        &self,
+        mut conn: Conn,
+        queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
+        writer: CopyWriter,
+        progress: Arc<Progress>,
+    ) -> Result<(u64, u64), SourceError> {
+        let my = &self.my;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        loop {
+            let Some(chunk) = queue.lock().expect("chunk queue lock poisoned").pop_front() else {
+                break;
+            };
+            let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
+            let (pipe_writer, pipe_reader) = tokio::io::duplex(ROW_BLOCK * 2);
+            let counters = Counters::default();
+            let path = format!("data/{}/{:05}.tsv.zst", table_folder(&chunk.table), chunk.index);
+            let table = chunk.table.clone();
+            let condition = chunk.condition.clone();
+            let counted = counters.clone();
+            let upload = writer.put_file(
+                &path,
+                compress(Counting::new(pipe_reader, counters.clone())),
+                move || {
+                    let mut details = Map::new();
+                    details.insert("kind".into(), json!("data"));
+                    details.insert("database".into(), json!(table.database));
+                    details.insert("table".into(), json!(table.name));
+                    details.insert("columns".into(), json!(table.columns));
+                    details.insert("rows".into(), json!(counted.newlines()));
+                    details.insert("raw_bytes".into(), json!(counted.bytes()));
+                    if let Some(condition) = condition {
+                        details.insert("condition".into(), json!(condition));
+                    }
+                    details
+                },
+            );
+            let read = read_rows(my, &mut conn, &chunk, pipe_writer, &doing);
+            let (uploaded, read) = tokio::join!(upload, read);
+            read?;
+            uploaded?;
+            rows += counters.newlines();
+            bytes += counters.bytes();
+            progress.done(counters.bytes());
+        }
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| my.error("ending a worker's snapshot", e))?;
+        let _ = conn.disconnect().await;
+        Ok((rows, bytes))
+    }
+}
+
+/// Streams a chunk's rows, formatted, into `out`; closes it at the end.
+async fn read_rows(
+    my: &My,
+    conn: &mut Conn,
+    chunk: &inventory::Chunk,
+    mut out: tokio::io::DuplexStream,
+    doing: &str,
+) -> Result<(), SourceError> {
+    let mut result = conn
+        .query_iter(chunk.select_sql())
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    let mut block = Vec::with_capacity(ROW_BLOCK + 4096);
+    let no_columns = chunk.table.columns.is_empty();
+    while let Some(row) = result.next().await.map_err(|e| my.error(doing, e))? {
+        let values = row.unwrap();
+        if no_columns {
+            block.push(b'\n');
+        } else {
+            format::write_row(
+                &mut block,
+                values.iter().map(|v| match v {
+                    Value::NULL => None,
+                    Value::Bytes(bytes) => Some(bytes.as_slice()),
+                    // The text protocol sends every value as bytes.
+                    _ => None,
+                }),
+            );
+        }
+        if block.len() >= ROW_BLOCK {
+            out.write_all(&block).await.map_err(|e| SourceError::Database {
+                database: my.name.clone(),
+                doing: doing.to_string(),
+                detail: format!("the upload stopped: {e}"),
+            })?;
+            block.clear();
+        }
+    }
+    out.write_all(&block).await.map_err(|e| SourceError::Database {
+        database: my.name.clone(),
+        doing: doing.to_string(),
+        detail: format!("the upload stopped: {e}"),
+    })?;
+    out.shutdown().await.ok();
+    Ok(())
+}
+
+/// A table's folder in the copy: a readable, key-safe form of its name and a short hash that
+/// keeps different names apart.
+fn table_folder(table: &inventory::Table) -> String {
+    let full = format!("{}.{}", table.database, table.name);
+    let readable: String = full
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!(
+        "{}-{}",
+        &crate::destination::md5_hex(full.as_bytes())[..8],
+        readable.trim_start_matches('.')
+    )
+}
+
+async fn read_schema(
+    my: &My,
+    conn: &mut Conn,
+    tables: &[inventory::Table],
+    filters: &crate::source::filter::Filters,
+) -> Result<schema::Schema, SourceError> {
+    conn.query_drop("SET SESSION sql_mode = '', NAMES utf8mb4, SESSION sql_quote_show_create = 1")
+        .await
+        .map_err(|e| my.error("preparing the schema session", e))?;
+    let mut out = schema::Schema::default();
+    let (sql_mode, time_zone): (String, String) = conn
+        .query_first("SELECT @@GLOBAL.sql_mode, @@GLOBAL.time_zone")
+        .await
+        .map_err(|e| my.error("reading sql_mode", e))?
+        .unwrap_or_default();
+    out.sql_mode = sql_mode;
+    out.time_zone = time_zone;
+    let databases: Vec<(String, String, String)> = conn
+        .query(format!(
+            "SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA
+             WHERE SCHEMA_NAME NOT IN ({}) ORDER BY SCHEMA_NAME",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing databases", e))?;
+    for (name, charset, collation) in databases {
+        if filters.schema_included(&name) {
+            out.databases.push(schema::Database {
+                name,
+                charset,
+                collation,
+            });
+        }
+    }
+    let mut all_tables: Vec<(String, String)> = tables.iter().map(|t| (t.database.clone(), t.name.clone())).collect();
+    // Tables whose data is left out keep their definition.
+    let listed: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'
+             AND TABLE_SCHEMA NOT IN ({}) ORDER BY 1, 2",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing tables", e))?;
+    for (db, name) in listed {
+        if filters.table_included(&db, &name) && !all_tables.contains(&(db.clone(), name.clone())) {
+            all_tables.push((db, name));
+        }
+    }
+    all_tables.sort();
+    for (db, name) in all_tables {
+        let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
+        let row: Option<(String, String)> = conn
+            .query_first(format!("SHOW CREATE TABLE {qualified}"))
+            .await
+            .map_err(|e| my.error(&format!("reading the definition of {qualified}"), e))?;
+        let create = row.map(|(_, create)| create).unwrap_or_default();
+        let (create, indexes, foreign_keys) = schema::split_create_table(&create);
+        out.tables.push(schema::TableDef {
+            database: db,
+            name,
+            create,
+            indexes,
+            foreign_keys,
+        });
+    }
+    let views: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA NOT IN ({}) ORDER BY 1, 2",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing views", e))?;
+    for (db, name) in views.into_iter().filter(|(db, name)| filters.table_included(db, name)) {
+        let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE VIEW {qualified}"))
+            .await
+            .map_err(|e| my.error(&format!("reading the definition of view {qualified}"), e))?;
+        if let Some(row) = row {
+            out.objects.push(schema::Object {
+                database: db,
+                kind: "view".into(),
+                name,
+                create: row.get(1).unwrap_or_default(),
+                sql_mode: String::new(),
+                character_set_client: row.get(2).unwrap_or_else(|| "utf8mb4".into()),
+                collation_connection: row.get(3).unwrap_or_else(|| "utf8mb4_general_ci".into()),
+                time_zone: None,
+            });
+        }
+    }
+    let routines: Vec<(String, String, String)> = conn
+        .query(format!(
+            "SELECT ROUTINE_SCHEMA, ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES
+             WHERE ROUTINE_SCHEMA NOT IN ({}) ORDER BY ROUTINE_TYPE DESC, 1, 3",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing routines", e))?;
+    for (db, kind, name) in routines.into_iter().filter(|(db, _, _)| filters.schema_included(db)) {
+        let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE {kind} {qualified}"))
+            .await
+            .map_err(|e| my.error(&format!("reading {} {qualified}", kind.to_lowercase()), e))?;
+        if let Some(row) = row {
+            out.objects.push(schema::Object {
+                database: db,
+                kind: kind.to_lowercase(),
+                name,
+                sql_mode: row.get(1).unwrap_or_default(),
+                create: row.get::<Option<String>, _>(2).flatten().unwrap_or_default(),
+                character_set_client: row.get(3).unwrap_or_else(|| "utf8mb4".into()),
+                collation_connection: row.get(4).unwrap_or_else(|| "utf8mb4_general_ci".into()),
+                time_zone: None,
+            });
+        }
+    }
+    let triggers: Vec<(String, String, String)> = conn
+        .query(format!(
+            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS
+             WHERE TRIGGER_SCHEMA NOT IN ({}) ORDER BY 1, EVENT_OBJECT_TABLE, ACTION_ORDER",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing triggers", e))?;
+    for (db, name, table) in triggers
+        .into_iter()
+        .filter(|(db, _, table)| filters.table_included(db, table))
+    {
+        let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE TRIGGER {qualified}"))
+            .await
+            .map_err(|e| my.error(&format!("reading trigger {qualified} on {table}"), e))?;
+        if let Some(row) = row {
+            out.objects.push(schema::Object {
+                database: db,
+                kind: "trigger".into(),
+                name,
+                sql_mode: row.get(1).unwrap_or_default(),
+                create: row.get(2).unwrap_or_default(),
+                character_set_client: row.get(3).unwrap_or_else(|| "utf8mb4".into()),
+                collation_connection: row.get(4).unwrap_or_else(|| "utf8mb4_general_ci".into()),
+                time_zone: None,
+            });
+        }
+    }
+    let events: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA NOT IN ({}) ORDER BY 1, 2",
+            inventory::SYSTEM_DATABASES
+        ))
+        .await
+        .map_err(|e| my.error("listing events", e))?;
+    for (db, name) in events.into_iter().filter(|(db, _)| filters.schema_included(db)) {
+        let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE EVENT {qualified}"))
+            .await
+            .map_err(|e| my.error(&format!("reading event {qualified}"), e))?;
+        if let Some(row) = row {
+            out.objects.push(schema::Object {
+                database: db,
+                kind: "event".into(),
+                name,
+                sql_mode: row.get(1).unwrap_or_default(),
+                time_zone: row.get(2),
+                create: row.get(3).unwrap_or_default(),
+                character_set_client: row.get(4).unwrap_or_else(|| "utf8mb4".into()),
+                collation_connection: row.get(5).unwrap_or_else(|| "utf8mb4_general_ci".into()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    fn supports_incremental(&self) -> bool {
+        false
+    }
+
+    async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
+        let my = &self.my;
+        let mut filters = options.filters.clone();
+        // A database in the URL limits the copy to it.
+        if let Some(database) = self.spec.url.database() {
+            filters.include_schemas.push(database);
+        }
+        let mut leader = my.connect(None).await?;
+        let server = server(my, &mut leader).await?;
+        let lock_wait = options.lock_wait.as_secs().max(1);
+        leader
+            .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
+            .await
+            .map_err(|e| my.error("preparing the session", e))?;
+        guard_long_queries(my, &mut leader, options.lock_wait).await?;
+        let tables = inventory::tables(my, &mut leader, &filters).await?;
+        for table in tables.iter().filter(|t| !t.transactional()) {
+            tracing::warn!(
+                "{}: {} uses {}, which has no snapshots: its rows are read after the global read lock is released \
+                 and may not match the other tables",
+                self.spec.name,
+                table.qualified(),
+                table.engine
+            );
+        }
+
+        // DDL stays blocked for the whole copy where the server can do that.
+        let ddl_block = if server.mariadb && server.release >= (10, 4) {
+            Some((
+                &["BACKUP STAGE START", "BACKUP STAGE BLOCK_DDL"][..],
+                "BACKUP STAGE END",
+            ))
+        } else if !server.mariadb && server.release >= (8, 0) {
+            Some((&["LOCK INSTANCE FOR BACKUP"][..], "UNLOCK INSTANCE"))
+        } else {
+            None
+        };
+        let mut ddl_blocked = false;
+        if let Some((block, _)) = ddl_block {
+            let mut blocked = Ok(());
+            for statement in block {
+                blocked = leader.query_drop(*statement).await;
+                if blocked.is_err() {
+                    break;
+                }
+            }
+            match blocked {
+                Ok(()) => ddl_blocked = true,
+                Err(e) => {
+                    let error = my.error("blocking DDL for the copy", e);
+                    if matches!(error, SourceError::Privilege { .. }) {
+                        tracing::warn!("{}: DDL is not blocked during the copy: {error}", self.spec.name);
+                    } else {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+
+        let jobs = options.jobs.max(1) as usize;
+        let mut workers = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            let mut conn = my.connect(None).await?;
+            for statement in DUMP_SESSION {
+                conn.query_drop(statement)
+                    .await
+                    .map_err(|e| my.error("preparing a worker", e))?;
+            }
+            workers.push(conn);
+        }
+        let mut lock = my.connect(None).await?;
+        lock.query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
+            .await
+            .map_err(|e| my.error("preparing the lock session", e))?;
+        // Flushing first without the lock makes the locked flush quick.
+        lock.query_drop("FLUSH NO_WRITE_TO_BINLOG TABLES")
+            .await
+            .map_err(|e| my.error("flushing tables (needs RELOAD)", e))?;
+        lock.query_drop("FLUSH TABLES WITH READ LOCK")
+            .await
+            .map_err(|e| my.error("taking the global read lock (needs RELOAD)", e))?;
+        let stalled = Instant::now();
+        let snapshot = async {
+            let position = coordinates(my, &mut lock, &server).await?;
+            for conn in &mut workers {
+                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(|e| my.error("starting a worker's snapshot", e))?;
+            }
+            Ok::<LogPosition, SourceError>(position)
+        }
+        .await;
+        let unlocked = lock.query_drop("UNLOCK TABLES").await;
+        let write_stall = stalled.elapsed();
+        let position = snapshot?;
+        unlocked.map_err(|e| my.error("releasing the global read lock", e))?;
+        let _ = lock.disconnect().await;
+        tracing::info!(
+            "{}: snapshot at {} (writes blocked for {} ms) covering {} tables",
+            self.spec.name,
+            match &position {
+                LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
+                other => format!("{other:?}"),
+            },
+            write_stall.as_millis(),
+            tables.len()
+        );
+
+        // Definitions are read while DDL is blocked, so they match the data.
+        let schema = read_schema(my, &mut leader, &tables, &filters).await?;
+        let schema_json = serde_json::to_vec(&schema).expect("schemas serialize");
+        writer
+            .put_file(
+                "schema/schema.json.zst",
+                compress(std::io::Cursor::new(schema_json)),
+                || Map::from_iter([("kind".to_string(), json!("schema"))]),
+            )
+            .await?;
+
+        let chunks = inventory::plan_chunks(my, &mut workers[0], &tables, options.chunk_bytes).await?;
+        let chunk_count = chunks.len();
+        let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+        let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
+        let _reporter = progress.report_every(PROGRESS_EVERY);
+        let mut tasks = tokio::task::JoinSet::new();
+        for conn in workers {
+            let (this, queue, writer, progress) = (self.clone(), queue.clone(), writer.clone(), progress.clone());
+            tasks.spawn(async move { this.worker(conn, queue, writer, progress).await });
+        }
+        let (mut rows, mut raw_bytes) = (0u64, 0u64);
+        while let Some(joined) = tasks.join_next().await {
+            let (r, b) = joined.map_err(|e| SourceError::Database {
+                database: my.name.clone(),
+                doing: "reading data".into(),
+                detail: format!("a worker stopped: {e}"),
+            })??;
+            rows += r;
+            raw_bytes += b;
+        }
+        if ddl_blocked && let Some((_, release)) = ddl_block {
+            leader
+                .query_drop(release)
+                .await
+                .map_err(|e| my.error("releasing the DDL block", e))?;
+        }
+        let _ = leader.disconnect().await;
+
+        let mut details = Map::new();
+        details.insert("vendor".into(), json!(if server.mariadb { "mariadb" } else { "mysql" }));
+        details.insert("server_id".into(), json!(server.server_id));
+        details.insert("write_stall_ms".into(), json!(write_stall.as_millis() as u64));
+        details.insert("ddl_blocked".into(), json!(ddl_blocked));
+        details.insert("tables".into(), json!(tables.len()));
+        details.insert("chunks".into(), json!(chunk_count));
+        details.insert("rows".into(), json!(rows));
+        details.insert("raw_bytes".into(), json!(raw_bytes));
+        details.insert("jobs".into(), json!(jobs));
+        details.insert("sql_mode".into(), json!(schema.sql_mode));
+        if !filters.is_empty() {
+            details.insert("filters".into(), json!(filters));
+        }
+        Ok(TakenCopy {
+            log_range: LogRange {
+                start: position.clone(),
+                end: position,
+            },
+            server: ServerIdentity {
+                id: server
+                    .uuid
+                    .clone()
+                    .unwrap_or_else(|| format!("server_id {}", server.server_id)),
+                version: server.version.clone(),
+            },
+            details,
+        })
+    }
+}
