@@ -5,6 +5,7 @@ mod cli;
 mod destination;
 mod environment;
 mod lock;
+mod mysql;
 mod postgres;
 mod status;
 mod support;

@@ -22,6 +22,9 @@ pub enum Transfer {
     Float,
     /// BIT, read as an unsigned number and loaded back through `CAST`.
     Bit,
+    /// Types whose binary form differs from their text (MariaDB INET4, INET6, UUID): loaded
+    /// back through `CONVERT(… USING utf8mb4)` so the server parses the text.
+    Textual,
 }
 
 /// A column that is copied (generated columns are recomputed by the server).
@@ -39,6 +42,7 @@ impl Column {
             Transfer::Text => name,
             Transfer::Float => format!("{name} + 0e0"),
             Transfer::Bit => format!("CAST({name} AS UNSIGNED)"),
+            Transfer::Textual => name,
         }
     }
 }
@@ -136,6 +140,7 @@ pub async fn tables(my: &My, conn: &mut Conn, filters: &Filters) -> Result<Vec<T
                 transfer: match data_type.as_str() {
                     "float" => Transfer::Float,
                     "bit" => Transfer::Bit,
+                    "inet4" | "inet6" | "uuid" => Transfer::Textual,
                     _ => Transfer::Text,
                 },
             })

@@ -664,13 +664,13 @@ impl Source for MysqlSource {
         unlocked.map_err(|e| my.error("releasing the global read lock", e))?;
         let _ = lock.disconnect().await;
         tracing::info!(
-            "{}: snapshot at {} (writes blocked for {} ms) covering {} tables",
+            "{}: snapshot at {} (writes blocked for {:.3} ms) covering {} tables",
             self.spec.name,
             match &position {
                 LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
                 other => format!("{other:?}"),
             },
-            write_stall.as_millis(),
+            write_stall.as_secs_f64() * 1000.0,
             tables.len()
         );
 
@@ -716,7 +716,10 @@ impl Source for MysqlSource {
         let mut details = Map::new();
         details.insert("vendor".into(), json!(if server.mariadb { "mariadb" } else { "mysql" }));
         details.insert("server_id".into(), json!(server.server_id));
-        details.insert("write_stall_ms".into(), json!(write_stall.as_millis() as u64));
+        details.insert(
+            "write_stall_ms".into(),
+            json!((write_stall.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0),
+        );
         details.insert("ddl_blocked".into(), json!(ddl_blocked));
         details.insert("tables".into(), json!(tables.len()));
         details.insert("chunks".into(), json!(chunk_count));

@@ -116,6 +116,10 @@ fn load_columns(columns: &[Column]) -> String {
                 list.push(format!("@c{i}"));
                 set.push(format!("{} = CAST(@c{i} AS UNSIGNED)", quote_ident(&column.name)));
             }
+            Transfer::Textual => {
+                list.push(format!("@c{i}"));
+                set.push(format!("{} = CONVERT(@c{i} USING utf8mb4)", quote_ident(&column.name)));
+            }
             _ => list.push(quote_ident(&column.name)),
         }
     }
@@ -182,8 +186,9 @@ impl MysqlTarget {
                     self.finish_file(conn, stored, &doing, rows).await?;
                     return Ok(rows);
                 }
-                // 1148/3948: local_infile is off on the server; 2068: refused on this side.
-                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1148 | 3948 | 2068) => {
+                // 1148/3948 (MySQL), 4166 (MariaDB): local_infile is off on the server; 2068: refused
+                // on this side.
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1148 | 3948 | 4166 | 2068) => {
                     let _ = conn.query_drop("ROLLBACK").await;
                     if !by_insert.swap(true, Ordering::Relaxed) {
                         tracing::info!(
@@ -289,6 +294,7 @@ impl MysqlTarget {
                     .map(|(value, column)| match (value, column.transfer) {
                         (None, _) => "NULL".to_string(),
                         (Some(bytes), Transfer::Bit) => format!("CAST({} AS UNSIGNED)", hex_literal(bytes)),
+                        (Some(bytes), Transfer::Textual) => format!("CONVERT({} USING utf8mb4)", hex_literal(bytes)),
                         (Some(bytes), _) => hex_literal(bytes),
                     })
                     .collect();

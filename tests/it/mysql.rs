@@ -1,0 +1,536 @@
+//! MySQL/MariaDB full copies against the private MariaDB: exact round trips, a copy taken under
+//! a transfer workload that must be consistent, and failures that must be clear.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row, Value};
+
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server};
+
+/// Tests that change the server's global settings hold this exclusively; the others share it.
+static SERVER_SETTINGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+fn url_of(database: &str) -> String {
+    let base = mysql_url();
+    let (server, _) = base.rsplit_once('/').expect("the test URL names a database");
+    format!("{server}/{database}")
+}
+
+async fn connect(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+async fn fresh_database(hint: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{hint}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    connect(&mysql_url())
+        .await
+        .query_drop(format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    name
+}
+
+async fn fixture_database(hint: &str) -> String {
+    let name = fresh_database(hint).await;
+    let sql =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mysql/fixture.sql")).unwrap();
+    connect(&url_of(&name))
+        .await
+        .query_drop(sql)
+        .await
+        .expect("loading the fixture");
+    name
+}
+
+fn bytes_of(value: &Value) -> Vec<u8> {
+    match value {
+        Value::NULL => b"\\NULL".to_vec(),
+        Value::Bytes(b) => b.clone(),
+        other => format!("{other:?}").into_bytes(),
+    }
+}
+
+/// Everything a restore must reproduce, with the database's own name taken out.
+async fn contents_of(database: &str) -> BTreeMap<String, String> {
+    let mut conn = connect(&url_of(database)).await;
+    conn.query_drop("SET SESSION time_zone = '+00:00'").await.unwrap();
+    let unname = |text: String| text.replace(&format!("`{database}`"), "`DB`");
+    let mut out = BTreeMap::new();
+    let tables: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{database}' ORDER BY 1"
+        ))
+        .await
+        .unwrap();
+    for (table, kind) in tables {
+        let quoted = format!("`{}`", table.replace('`', "``"));
+        if kind == "VIEW" {
+            let row: Row = conn
+                .query_first(format!("SHOW CREATE VIEW {quoted}"))
+                .await
+                .unwrap()
+                .unwrap();
+            out.insert(format!("view {table}"), unname(row.get::<String, _>(1).unwrap()));
+            continue;
+        }
+        let (_, create): (String, String) = conn
+            .query_first(format!("SHOW CREATE TABLE {quoted}"))
+            .await
+            .unwrap()
+            .unwrap();
+        out.insert(format!("table {table}"), create);
+        let (_, checksum): (String, Option<u64>) = conn
+            .query_first(format!("CHECKSUM TABLE {quoted}"))
+            .await
+            .unwrap()
+            .unwrap();
+        // Every row's exact bytes as the server prints them, independent of row order.
+        let rows: Vec<Row> = conn.query(format!("SELECT * FROM {quoted}")).await.unwrap();
+        let mut digests: Vec<String> = rows
+            .into_iter()
+            .map(|row| {
+                let fields: Vec<Vec<u8>> = row.unwrap().iter().map(bytes_of).collect();
+                format!("{:x}", md5::compute(fields.join(&b"\x1f"[..])))
+            })
+            .collect();
+        digests.sort();
+        out.insert(
+            format!("data {table}"),
+            format!(
+                "{} rows, checksum {checksum:?}, rows md5 {:x}",
+                digests.len(),
+                md5::compute(digests.concat())
+            ),
+        );
+    }
+    for (kind, show, column) in [("PROCEDURE", "PROCEDURE", 2), ("FUNCTION", "FUNCTION", 2)] {
+        let names: Vec<String> = conn
+            .query(format!(
+                "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{database}' AND ROUTINE_TYPE = '{kind}'"
+            ))
+            .await
+            .unwrap();
+        for name in names {
+            let row: Row = conn
+                .query_first(format!("SHOW CREATE {show} `{name}`"))
+                .await
+                .unwrap()
+                .unwrap();
+            out.insert(format!("{kind} {name}"), unname(row.get::<String, _>(column).unwrap()));
+        }
+    }
+    let triggers: Vec<String> = conn
+        .query(format!(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{database}'"
+        ))
+        .await
+        .unwrap();
+    for name in triggers {
+        let row: Row = conn
+            .query_first(format!("SHOW CREATE TRIGGER `{name}`"))
+            .await
+            .unwrap()
+            .unwrap();
+        out.insert(format!("trigger {name}"), unname(row.get::<String, _>(2).unwrap()));
+    }
+    let events: Vec<String> = conn
+        .query(format!(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{database}'"
+        ))
+        .await
+        .unwrap();
+    for name in events {
+        let row: Row = conn
+            .query_first(format!("SHOW CREATE EVENT `{name}`"))
+            .await
+            .unwrap()
+            .unwrap();
+        out.insert(format!("event {name}"), unname(row.get::<String, _>(3).unwrap()));
+    }
+    out
+}
+
+async fn assert_same(source: &str, restored: &str) {
+    let (a, b) = (contents_of(source).await, contents_of(restored).await);
+    assert!(a.len() > 15, "the fixture has more objects than {:?}", a.keys());
+    for (name, value) in &a {
+        assert_eq!(Some(value), b.get(name), "{name} differs");
+    }
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+}
+
+fn backup(command: &mut std::process::Command, database: &str, to: &str) -> (i32, String, String) {
+    run(command.args([
+        "backup",
+        "--jobs",
+        "3",
+        "--name",
+        "fx",
+        "--source",
+        &url_of(database),
+        "--to",
+        to,
+    ]))
+}
+
+fn restore(command: &mut std::process::Command, from: &str, source: &str, target: &str) -> (i32, String, String) {
+    run(command.args([
+        "restore",
+        "--jobs",
+        "3",
+        "--source",
+        "fx",
+        "--from",
+        from,
+        "--target",
+        &mysql_url(),
+        "--rename-db",
+        &format!("{source}={target}"),
+    ]))
+}
+
+#[tokio::test]
+async fn a_full_copy_restores_identically_from_a_local_directory() {
+    let _shared = SERVER_SETTINGS.read().await;
+    let source = fixture_database("my_local").await;
+    let target = format!("{source}_restored");
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = backup(cairn(locks.path()).env("CAIRN_CHUNK_SIZE_MIB", "1"), &source, &to);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
+        "password leaked"
+    );
+    let (_, json, _) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let copy = &status[0]["copies"][0];
+    assert!(
+        copy["details"]["chunks"].as_u64().unwrap() > copy["details"]["tables"].as_u64().unwrap(),
+        "{copy}"
+    );
+    assert!(
+        copy["log_range"]["end"]["file"]
+            .as_str()
+            .unwrap()
+            .starts_with("binlog."),
+        "{copy}"
+    );
+    assert!(copy["log_range"]["end"]["gtid"].as_str().is_some(), "{copy}");
+    assert!(copy["details"]["write_stall_ms"].as_f64().unwrap() < 5_000.0, "{copy}");
+    assert_eq!(copy["details"]["ddl_blocked"], true, "{copy}");
+
+    let (code, out, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same(&source, &target).await;
+}
+
+#[tokio::test]
+async fn a_full_copy_restores_identically_from_s3() {
+    let _shared = SERVER_SETTINGS.read().await;
+    let source = fixture_database("my_s3").await;
+    let target = format!("{source}_restored");
+    let server = s3_server();
+    let bucket = server.new_bucket("my");
+    let to = server.url(&bucket, "nightly");
+    let locks = tempfile::tempdir().unwrap();
+    let keys = |command: &mut std::process::Command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+    };
+    let mut command = cairn(locks.path());
+    keys(&mut command);
+    let (code, out, err) = backup(&mut command, &source, &to);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut command = cairn(locks.path());
+    keys(&mut command);
+    let (code, out, err) = restore(&mut command, &to, &source, &target);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same(&source, &target).await;
+}
+
+#[tokio::test]
+async fn without_local_infile_the_restore_falls_back_to_insert() {
+    let _exclusive = SERVER_SETTINGS.write().await;
+    let source = fixture_database("my_noinfile").await;
+    let target = format!("{source}_restored");
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, _, err) = backup(&mut cairn(locks.path()), &source, &to);
+    assert_eq!(code, 0, "{err}");
+    let mut admin = connect(&mysql_url()).await;
+    admin.query_drop("SET GLOBAL local_infile = 0").await.unwrap();
+    let (code, out, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    admin.query_drop("SET GLOBAL local_infile = 1").await.unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("batched INSERT"), "the fallback must be announced: {err}");
+    assert_same(&source, &target).await;
+}
+
+#[tokio::test]
+async fn a_copy_taken_under_a_transfer_workload_is_consistent() {
+    let _shared = SERVER_SETTINGS.read().await;
+    let source = fresh_database("my_transfers").await;
+    let mut setup = connect(&url_of(&source)).await;
+    setup
+        .query_drop(
+            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, transfers BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB;
+             CREATE TABLE history (id BIGINT AUTO_INCREMENT PRIMARY KEY, from_id INT, to_id INT, amount BIGINT, pad CHAR(100)) ENGINE=InnoDB;
+             INSERT INTO accounts (id, balance) SELECT seq, 1000 FROM seq_1_to_200;",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let url = url_of(&source);
+            tokio::spawn(async move {
+                let mut conn = connect(&url).await;
+                let mut state = w * 7919 + 17;
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let (from, to, amount) = (
+                        1 + (state >> 33) % 200,
+                        1 + (state >> 17) % 200,
+                        1 + ((state >> 5) % 50) as i64,
+                    );
+                    if from == to {
+                        continue;
+                    }
+                    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
+                    // Rows are locked in id order, so two opposite transfers cannot deadlock.
+                    for id in [from.min(to), from.max(to)] {
+                        let (delta, counted) = if id == from { (-amount, 1) } else { (amount, 0) };
+                        tx.exec_drop(
+                            "UPDATE accounts SET balance = balance + ?, transfers = transfers + ? WHERE id = ?",
+                            (delta, counted, id),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                    tx.exec_drop(
+                        "INSERT INTO history (from_id, to_id, amount, pad) VALUES (?, ?, ?, 'p')",
+                        (from, to, amount),
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (source, to, locks) = (source.clone(), to.clone(), locks.path().to_path_buf());
+        move || backup(cairn(&locks).env("CAIRN_CHUNK_SIZE_MIB", "1"), &source, &to)
+    })
+    .await
+    .unwrap();
+    let still_running = Instant::now() < deadline;
+    let mut transfers = 0;
+    for worker in workers {
+        transfers += worker.await.unwrap();
+    }
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        still_running,
+        "the workload ended before the copy; the test proves nothing"
+    );
+    let (_, json, _) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stall = status[0]["copies"][0]["details"]["write_stall_ms"].as_f64().unwrap();
+    eprintln!("writes were blocked for {stall} ms during the copy ({transfers} transfers ran)");
+    assert!(stall < 2_000.0, "write stall of {stall} ms");
+
+    let target = format!("{source}_restored");
+    let (code, out, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut restored = connect(&url_of(&target)).await;
+    let (total, counted, history, moved): (i64, i64, i64, i64) = restored
+        .query_first(
+            "SELECT (SELECT CAST(SUM(balance) AS SIGNED) FROM accounts), (SELECT CAST(SUM(transfers) AS SIGNED) FROM accounts),
+                    (SELECT COUNT(*) FROM history), (SELECT CAST(COALESCE(SUM(amount), 0) AS SIGNED) FROM history)",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        total,
+        200 * 1000,
+        "money was created or lost: the copy is not one snapshot"
+    );
+    assert!(history > 0, "no transfer was in the copy");
+    assert_eq!(
+        counted, history,
+        "accounts and history are from different moments (moved {moved})"
+    );
+}
+
+#[tokio::test]
+async fn backup_failures_are_clear_and_leave_the_status_untouched() {
+    let _shared = SERVER_SETTINGS.read().await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let status_file = dir.path().join("backups/fx/status.json");
+    let source = fresh_database("my_fail").await;
+    connect(&url_of(&source))
+        .await
+        .query_drop("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("mysql://root:pw@127.0.0.1:{port}/x");
+    let (code, _, err) =
+        run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", &unreachable, "--to", &to]));
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("cannot connect") && !err.contains(":pw@"), "{err}");
+
+    let wrong = url_of(&source).replace("cairn-test-pw", "not-the-password");
+    let (code, _, err) = run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", &wrong, "--to", &to]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused the login") && !err.contains("not-the-password"),
+        "{err}"
+    );
+
+    // A user who may read but not lock (no RELOAD).
+    let mut admin = connect(&mysql_url()).await;
+    admin
+        .query_drop(
+            "CREATE USER IF NOT EXISTS 'cairn_ro'@'127.0.0.1' IDENTIFIED BY 'ro-pw';
+             GRANT SELECT, SHOW VIEW, EVENT, TRIGGER, PROCESS ON *.* TO 'cairn_ro'@'127.0.0.1'",
+        )
+        .await
+        .unwrap();
+    let limited = url_of(&source).replace("cairn:cairn-test-pw", "cairn_ro:ro-pw");
+    let (code, _, err) = run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", &limited, "--to", &to]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("RELOAD") && err.contains("denied"), "{err}");
+
+    // A long-running query: the global read lock would stall every writer behind it.
+    let mut sleeper = connect(&url_of(&source)).await;
+    let sleeper_id = sleeper.id();
+    let sleeping = tokio::spawn(async move {
+        let _ = sleeper.query_drop("SELECT SLEEP(30) FROM t").await;
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, _, err) = run(cairn(locks.path()).env("CAIRN_LOCK_WAIT_SECONDS", "1").args([
+        "backup",
+        "--name",
+        "fx",
+        "--source",
+        &url_of(&source),
+        "--to",
+        &to,
+    ]));
+    admin.query_drop(format!("KILL QUERY {sleeper_id}")).await.unwrap();
+    let _ = sleeping.await;
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("long-running") && err.contains("SLEEP(30)"), "{err}");
+
+    assert!(!status_file.exists(), "a failed backup wrote a status");
+}
+
+#[tokio::test]
+async fn restore_refuses_damage_and_non_empty_targets() {
+    let _shared = SERVER_SETTINGS.read().await;
+    let source = fresh_database("my_damage").await;
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_5000",
+        )
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, _, err) = backup(&mut cairn(locks.path()), &source, &to);
+    assert_eq!(code, 0, "{err}");
+
+    let target = format!("{source}_restored");
+    let (code, _, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not empty") && err.contains("--clean"), "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--clean",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--target",
+        &mysql_url(),
+        "--rename-db",
+        &format!("{source}={target}"),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(contents_of(&source).await, contents_of(&target).await);
+
+    let data_file = walk(&dir.path().join("backups"))
+        .into_iter()
+        .find(|p| p.ends_with("00000.tsv.zst"))
+        .expect("a data file");
+    let mut bytes = std::fs::read(&data_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&data_file, bytes).unwrap();
+    let damaged = format!("{source}_damaged");
+    let (code, _, err) = restore(&mut cairn(locks.path()), &to, &source, &damaged);
+    assert_eq!(code, 1, "{err}");
+    let name = data_file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains(&name) && err.contains("damaged") && err.contains("incomplete"),
+        "{err}"
+    );
+    let (rows,): (i64,) = connect(&url_of(&damaged))
+        .await
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, 0, "rows of a damaged file were committed");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
