@@ -75,6 +75,14 @@ pub struct DestinationSettings {
     pub upload_concurrency: Option<u32>,
 }
 
+/// How a MySQL/MariaDB copy gets its consistent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    Lock,
+    LockFree,
+}
+
 /// A named source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -92,6 +100,9 @@ pub struct SourceSettings {
     pub chunk_size_mib: Option<u64>,
     /// Overrides the top-level `lock-wait-seconds`.
     pub lock_wait_seconds: Option<u64>,
+    /// MySQL/MariaDB: `lock` (default: brief global read lock, parallel) or `lock-free`
+    /// (MariaDB only: one connection, no global lock).
+    pub consistency: Option<Consistency>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::source::filter::Filters::is_empty")]
     pub filters: crate::source::filter::Filters,
@@ -482,6 +493,7 @@ impl Config {
         }
         if let Some(settings) = settings {
             options.filters = settings.filters.clone();
+            options.lock_free = settings.consistency == Some(Consistency::LockFree);
         }
         options
     }

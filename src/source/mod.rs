@@ -172,6 +172,8 @@ pub struct CopyOptions {
     pub lock_wait: Duration,
     /// Which schemas and tables to copy.
     pub filters: filter::Filters,
+    /// MariaDB: one connection and no global read lock (`consistency = "lock-free"`).
+    pub lock_free: bool,
 }
 
 impl Default for CopyOptions {
@@ -181,6 +183,7 @@ impl Default for CopyOptions {
             chunk_bytes: 128 * 1024 * 1024,
             lock_wait: Duration::from_secs(30),
             filters: filter::Filters::default(),
+            lock_free: false,
         }
     }
 }

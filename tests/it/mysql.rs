@@ -283,6 +283,15 @@ async fn without_local_infile_the_restore_falls_back_to_insert() {
 
 #[tokio::test]
 async fn a_copy_taken_under_a_transfer_workload_is_consistent() {
+    copy_under_transfer_workload(false).await;
+}
+
+#[tokio::test]
+async fn a_lock_free_copy_taken_under_a_transfer_workload_is_consistent() {
+    copy_under_transfer_workload(true).await;
+}
+
+async fn copy_under_transfer_workload(lock_free: bool) {
     let _shared = SERVER_SETTINGS.read().await;
     let source = fresh_database("my_transfers").await;
     let mut setup = connect(&url_of(&source)).await;
@@ -342,9 +351,26 @@ async fn a_copy_taken_under_a_transfer_workload_is_consistent() {
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
+    // Lock-free mode is a setting of a configured source.
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.fx]\nurl = \"{}\"\nconsistency = \"{}\"\n",
+            url_of(&source),
+            if lock_free { "lock-free" } else { "lock" }
+        ),
+    )
+    .unwrap();
     let (code, out, err) = tokio::task::spawn_blocking({
-        let (source, to, locks) = (source.clone(), to.clone(), locks.path().to_path_buf());
-        move || backup(cairn(&locks).env("CAIRN_CHUNK_SIZE_MIB", "1"), &source, &to)
+        let (to, locks, config) = (to.clone(), locks.path().to_path_buf(), config.clone());
+        move || {
+            run(cairn(&locks)
+                .env("CAIRN_CHUNK_SIZE_MIB", "1")
+                .arg("--config")
+                .arg(&config)
+                .args(["backup", "--jobs", "3", "--source", "fx", "--to", &to]))
+        }
     })
     .await
     .unwrap();
@@ -363,6 +389,10 @@ async fn a_copy_taken_under_a_transfer_workload_is_consistent() {
     let stall = status[0]["copies"][0]["details"]["write_stall_ms"].as_f64().unwrap();
     eprintln!("writes were blocked for {stall} ms during the copy ({transfers} transfers ran)");
     assert!(stall < 2_000.0, "write stall of {stall} ms");
+    if lock_free {
+        assert_eq!(stall, 0.0, "a lock-free copy took the global read lock");
+        assert_eq!(status[0]["copies"][0]["details"]["jobs"], 1);
+    }
 
     let target = format!("{source}_restored");
     let (code, out, err) = restore(&mut cairn(locks.path()), &to, &source, &target);

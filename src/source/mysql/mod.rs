@@ -239,6 +239,77 @@ async fn guard_long_queries(my: &My, conn: &mut Conn, limit: Duration) -> Result
     })
 }
 
+/// Starts every worker's snapshot while the global read lock holds commits still, and reads the
+/// coordinates under the same lock; returns them and how long writes were blocked.
+async fn locked_snapshot(
+    my: &My,
+    server: &Server,
+    workers: &mut [Conn],
+    lock_wait: u64,
+) -> Result<(LogPosition, Duration), SourceError> {
+    let mut lock = my.connect(None).await?;
+    lock.query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
+        .await
+        .map_err(|e| my.error("preparing the lock session", e))?;
+    // Flushing first without the lock makes the locked flush quick.
+    lock.query_drop("FLUSH NO_WRITE_TO_BINLOG TABLES")
+        .await
+        .map_err(|e| my.error("flushing tables (needs RELOAD)", e))?;
+    lock.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(|e| my.error("taking the global read lock (needs RELOAD)", e))?;
+    let stalled = Instant::now();
+    let snapshot = async {
+        let position = coordinates(my, &mut lock, server).await?;
+        for conn in workers.iter_mut() {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(|e| my.error("starting a worker's snapshot", e))?;
+        }
+        Ok::<LogPosition, SourceError>(position)
+    }
+    .await;
+    let unlocked = lock.query_drop("UNLOCK TABLES").await;
+    let write_stall = stalled.elapsed();
+    let position = snapshot?;
+    unlocked.map_err(|e| my.error("releasing the global read lock", e))?;
+    let _ = lock.disconnect().await;
+    Ok((position, write_stall))
+}
+
+/// MariaDB's lock-free snapshot: the transaction itself says which binlog position it matches.
+async fn lock_free_snapshot(my: &My, conn: &mut Conn, server: &Server) -> Result<LogPosition, SourceError> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(|e| my.error("starting the snapshot", e))?;
+    if !server.log_bin {
+        return coordinates(my, conn, server).await;
+    }
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(|e| my.error("reading the snapshot's binlog position", e))?;
+    let value = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let file = value("binlog_snapshot_file").unwrap_or_default();
+    let position: u64 = value("binlog_snapshot_position")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let gtid: Option<String> = conn
+        .query_first(format!("SELECT BINLOG_GTID_POS({}, {position})", quote_literal(&file)))
+        .await
+        .map_err(|e| my.error("reading the snapshot's GTID position", e))?;
+    Ok(LogPosition::Mysql {
+        file,
+        position,
+        gtid: gtid.filter(|g| !g.is_empty()),
+    })
+}
+
 /// Reads a MySQL or MariaDB source.
 #[derive(Debug, Clone)]
 pub struct MysqlSource {
@@ -625,7 +696,18 @@ impl Source for MysqlSource {
             }
         }
 
-        let jobs = options.jobs.max(1) as usize;
+        // Lock-free: one connection whose snapshot reports its own binlog position (MariaDB).
+        let jobs = if options.lock_free {
+            1
+        } else {
+            options.jobs.max(1) as usize
+        };
+        if options.lock_free && !server.mariadb {
+            return Err(SourceError::Unsupported(format!(
+                "{}: lock-free copies need MariaDB (binlog_snapshot_file); this is MySQL {}",
+                self.spec.name, server.version
+            )));
+        }
         let mut workers = Vec::with_capacity(jobs);
         for _ in 0..jobs {
             let mut conn = my.connect(None).await?;
@@ -636,33 +718,11 @@ impl Source for MysqlSource {
             }
             workers.push(conn);
         }
-        let mut lock = my.connect(None).await?;
-        lock.query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
-            .await
-            .map_err(|e| my.error("preparing the lock session", e))?;
-        // Flushing first without the lock makes the locked flush quick.
-        lock.query_drop("FLUSH NO_WRITE_TO_BINLOG TABLES")
-            .await
-            .map_err(|e| my.error("flushing tables (needs RELOAD)", e))?;
-        lock.query_drop("FLUSH TABLES WITH READ LOCK")
-            .await
-            .map_err(|e| my.error("taking the global read lock (needs RELOAD)", e))?;
-        let stalled = Instant::now();
-        let snapshot = async {
-            let position = coordinates(my, &mut lock, &server).await?;
-            for conn in &mut workers {
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    .await
-                    .map_err(|e| my.error("starting a worker's snapshot", e))?;
-            }
-            Ok::<LogPosition, SourceError>(position)
-        }
-        .await;
-        let unlocked = lock.query_drop("UNLOCK TABLES").await;
-        let write_stall = stalled.elapsed();
-        let position = snapshot?;
-        unlocked.map_err(|e| my.error("releasing the global read lock", e))?;
-        let _ = lock.disconnect().await;
+        let (position, write_stall) = if options.lock_free {
+            (lock_free_snapshot(my, &mut workers[0], &server).await?, Duration::ZERO)
+        } else {
+            locked_snapshot(my, &server, &mut workers, lock_wait).await?
+        };
         tracing::info!(
             "{}: snapshot at {} (writes blocked for {:.3} ms) covering {} tables",
             self.spec.name,
