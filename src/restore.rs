@@ -83,7 +83,7 @@ pub struct RestorePlan {
 /// Usage errors for bad arguments, status errors, or a broken chain.
 pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
     let target_url = SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
-    if target_url.database().is_none() {
+    if target_url.engine == crate::source::Engine::Postgres && target_url.database().is_none() {
         return Err(RestoreError::Usage(format!(
             "--target {target_url}: name the database to restore into, e.g. postgres://user@host/app_restored"
         )));
