@@ -69,6 +69,8 @@ pub struct BackupRequest {
     pub jobs: Option<u32>,
     /// Patterns added to every source's configured filters.
     pub filters: crate::source::filter::Filters,
+    /// Record table checksums in MySQL copies.
+    pub checksums: bool,
 }
 
 /// One source of a validated plan.
@@ -149,6 +151,7 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
         let key = config_name.as_deref().unwrap_or(&source.name);
         let mut copy_options = config.copy_options_of(key, request.jobs);
         copy_options.filters = copy_options.filters.merged(&request.filters);
+        copy_options.checksums |= request.checksums;
         sources.push(PlannedSource {
             full_backup: config.full_backup_of(key),
             jobs: copy_options.jobs,

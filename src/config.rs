@@ -46,7 +46,7 @@ const LIST_KEYS: &[&str] = &[
     "exclude-table-data",
 ];
 /// Settings whose environment value is `true` or `false`.
-const BOOLEAN_KEYS: &[&str] = &["path-style"];
+const BOOLEAN_KEYS: &[&str] = &["path-style", "checksums"];
 
 /// Copies to keep per run type; used by `cairn purge`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,8 @@ pub struct SourceSettings {
     pub chunk_size_mib: Option<u64>,
     /// Overrides the top-level `lock-wait-seconds`.
     pub lock_wait_seconds: Option<u64>,
+    /// MySQL/MariaDB: record `CHECKSUM TABLE` of every table in the copy (a second full read).
+    pub checksums: Option<bool>,
     /// MySQL/MariaDB: `lock` (default: brief global read lock, parallel) or `lock-free`
     /// (MariaDB only: one connection, no global lock).
     pub consistency: Option<Consistency>,
@@ -494,6 +496,7 @@ impl Config {
         if let Some(settings) = settings {
             options.filters = settings.filters.clone();
             options.lock_free = settings.consistency == Some(Consistency::LockFree);
+            options.checksums = settings.checksums.unwrap_or(false);
         }
         options
     }

@@ -57,6 +57,7 @@ pub struct RestoreRequest {
     /// `FROM=TO` database renames (MySQL).
     pub rename_databases: Vec<String>,
     pub no_binlog: bool,
+    pub verify_checksums: bool,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -70,6 +71,7 @@ pub struct RestorePlan {
     pub clean: bool,
     pub rename_databases: Vec<(String, String)>,
     pub no_binlog: bool,
+    pub verify_checksums: bool,
     pub chain: Vec<CopyRecord>,
     #[serde(skip)]
     target_url: SourceUrl,
@@ -98,9 +100,12 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         };
         rename_databases.push((from.to_string(), to.to_string()));
     }
-    if target_url.engine == crate::source::Engine::Postgres && (!rename_databases.is_empty() || request.no_binlog) {
+    if target_url.engine == crate::source::Engine::Postgres
+        && (!rename_databases.is_empty() || request.no_binlog || request.verify_checksums)
+    {
         return Err(RestoreError::Usage(
-            "--rename-db and --no-binlog apply to MySQL targets; a PostgreSQL copy goes into the database of --target"
+            "--rename-db, --no-binlog and --checksum apply to MySQL targets; a PostgreSQL copy goes into the database \
+             of --target and is checked by row counts"
                 .into(),
         ));
     }
@@ -131,6 +136,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         clean: request.clean,
         rename_databases,
         no_binlog: request.no_binlog,
+        verify_checksums: request.verify_checksums,
         chain,
         target_url,
         store: Some(destination),
@@ -189,6 +195,7 @@ pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
         clean: plan.clean,
         rename_databases: plan.rename_databases.clone(),
         no_binlog: plan.no_binlog,
+        verify_checksums: plan.verify_checksums,
     };
     Ok(target.restore(&input).await?)
 }

@@ -174,6 +174,8 @@ pub struct CopyOptions {
     pub filters: filter::Filters,
     /// MariaDB: one connection and no global read lock (`consistency = "lock-free"`).
     pub lock_free: bool,
+    /// MySQL: record `CHECKSUM TABLE` of every table, in the copy's snapshot.
+    pub checksums: bool,
 }
 
 impl Default for CopyOptions {
@@ -184,6 +186,7 @@ impl Default for CopyOptions {
             lock_wait: Duration::from_secs(30),
             filters: filter::Filters::default(),
             lock_free: false,
+            checksums: false,
         }
     }
 }
@@ -220,6 +223,8 @@ pub struct RestoreInput {
     pub rename_databases: Vec<(String, String)>,
     /// Keep the restore out of the target's binary log (MySQL `sql_log_bin = 0`).
     pub no_binlog: bool,
+    /// Compare `CHECKSUM TABLE` of every restored table with the copy's (MySQL).
+    pub verify_checksums: bool,
 }
 
 /// What a restore did.

@@ -11,8 +11,10 @@ use mysql_async::{Conn, Opts, Row, Value};
 
 use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server};
 
-/// Tests that change the server's global settings hold this exclusively; the others share it.
-static SERVER_SETTINGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// MySQL tests run one at a time on the shared server: a copy's global read lock waits for other
+/// tests' running statements and DDL (as it would in production), and one test switches
+/// `local_infile` off for the whole server.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn url_of(database: &str) -> String {
     let base = mysql_url();
@@ -171,44 +173,27 @@ async fn assert_same(source: &str, restored: &str) {
 }
 
 fn backup(command: &mut std::process::Command, database: &str, to: &str) -> (i32, String, String) {
-    run(command.args([
-        "backup",
-        "--jobs",
-        "3",
-        "--name",
-        "fx",
-        "--source",
-        &url_of(database),
-        "--to",
-        to,
-    ]))
+    backup_with(command, database, to, &[])
 }
 
 fn restore(command: &mut std::process::Command, from: &str, source: &str, target: &str) -> (i32, String, String) {
-    run(command.args([
-        "restore",
-        "--jobs",
-        "3",
-        "--source",
-        "fx",
-        "--from",
-        from,
-        "--target",
-        &mysql_url(),
-        "--rename-db",
-        &format!("{source}={target}"),
-    ]))
+    restore_with(command, from, source, target, &[])
 }
 
 #[tokio::test]
 async fn a_full_copy_restores_identically_from_a_local_directory() {
-    let _shared = SERVER_SETTINGS.read().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let source = fixture_database("my_local").await;
     let target = format!("{source}_restored");
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
-    let (code, out, err) = backup(cairn(locks.path()).env("CAIRN_CHUNK_SIZE_MIB", "1"), &source, &to);
+    let (code, out, err) = backup_with(
+        cairn(locks.path()).env("CAIRN_CHUNK_SIZE_MIB", "1"),
+        &source,
+        &to,
+        &["--checksum"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
@@ -232,14 +217,18 @@ async fn a_full_copy_restores_identically_from_a_local_directory() {
     assert!(copy["details"]["write_stall_ms"].as_f64().unwrap() < 5_000.0, "{copy}");
     assert_eq!(copy["details"]["ddl_blocked"], true, "{copy}");
 
-    let (code, out, err) = restore(&mut cairn(locks.path()), &to, &source, &target);
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--checksum"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("CHECKSUM TABLE of all 6 restored tables matches the copy"),
+        "{err}"
+    );
     assert_same(&source, &target).await;
 }
 
 #[tokio::test]
 async fn a_full_copy_restores_identically_from_s3() {
-    let _shared = SERVER_SETTINGS.read().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let source = fixture_database("my_s3").await;
     let target = format!("{source}_restored");
     let server = s3_server();
@@ -264,7 +253,7 @@ async fn a_full_copy_restores_identically_from_s3() {
 
 #[tokio::test]
 async fn without_local_infile_the_restore_falls_back_to_insert() {
-    let _exclusive = SERVER_SETTINGS.write().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let source = fixture_database("my_noinfile").await;
     let target = format!("{source}_restored");
     let locks = tempfile::tempdir().unwrap();
@@ -292,7 +281,7 @@ async fn a_lock_free_copy_taken_under_a_transfer_workload_is_consistent() {
 }
 
 async fn copy_under_transfer_workload(lock_free: bool) {
-    let _shared = SERVER_SETTINGS.read().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let source = fresh_database("my_transfers").await;
     let mut setup = connect(&url_of(&source)).await;
     setup
@@ -420,7 +409,7 @@ async fn copy_under_transfer_workload(lock_free: bool) {
 
 #[tokio::test]
 async fn backup_failures_are_clear_and_leave_the_status_untouched() {
-    let _shared = SERVER_SETTINGS.read().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
@@ -491,7 +480,7 @@ async fn backup_failures_are_clear_and_leave_the_status_untouched() {
 
 #[tokio::test]
 async fn restore_refuses_damage_and_non_empty_targets() {
-    let _shared = SERVER_SETTINGS.read().await;
+    let _serial = ONE_AT_A_TIME.lock().await;
     let source = fresh_database("my_damage").await;
     connect(&url_of(&source))
         .await
@@ -527,6 +516,43 @@ async fn restore_refuses_damage_and_non_empty_targets() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(contents_of(&source).await, contents_of(&target).await);
 
+    // This copy has no checksums: asking to compare them is refused, not skipped.
+    let nock = format!("{source}_nock");
+    let (code, _, err) = restore_with(&mut cairn(locks.path()), &to, &source, &nock, &["--checksum"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds no table checksums"), "{err}");
+
+    // A copy whose recorded checksum does not match what is restored fails the comparison.
+    let checked = tempfile::tempdir().unwrap();
+    let checked_to = checked.path().join("backups").display().to_string();
+    let (code, _, err) = backup_with(&mut cairn(locks.path()), &source, &checked_to, &["--checksum"]);
+    assert_eq!(code, 0, "{err}");
+    let manifest_path = walk(&checked.path().join("backups"))
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json"))
+        .unwrap();
+    let opened = cairn::envelope::open("cairn-manifest", &std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut members = opened.members;
+    let recorded = &mut members["copy"]["details"]["checksums"][&source]["t"];
+    *recorded = serde_json::json!(recorded.as_u64().unwrap() ^ 1);
+    std::fs::write(
+        &manifest_path,
+        cairn::envelope::seal("cairn-manifest", opened.version, members),
+    )
+    .unwrap();
+    let (code, _, err) =
+        run(cairn(locks.path()).args(["status", "--rebuild", "--source", "fx", "--from", &checked_to]));
+    assert_eq!(code, 0, "{err}");
+    let altered = format!("{source}_ck");
+    let (code, _, err) = restore_with(
+        &mut cairn(locks.path()),
+        &checked_to,
+        &source,
+        &altered,
+        &["--checksum"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CHECKSUM TABLE differs") && err.contains("`t`"), "{err}");
     let data_file = walk(&dir.path().join("backups"))
         .into_iter()
         .find(|p| p.ends_with("00000.tsv.zst"))
@@ -563,4 +589,48 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+/// `backup` with extra flags of the subcommand.
+fn backup_with(command: &mut std::process::Command, database: &str, to: &str, extra: &[&str]) -> (i32, String, String) {
+    run(command
+        .args([
+            "backup",
+            "--jobs",
+            "3",
+            "--name",
+            "fx",
+            "--source",
+            &url_of(database),
+            "--to",
+            to,
+        ])
+        .args(extra))
+}
+
+/// `restore` with extra flags of the subcommand.
+fn restore_with(
+    command: &mut std::process::Command,
+    from: &str,
+    source: &str,
+    target: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let rename = format!("{source}={target}");
+    let target_url = mysql_url();
+    run(command
+        .args([
+            "restore",
+            "--jobs",
+            "3",
+            "--source",
+            "fx",
+            "--from",
+            from,
+            "--target",
+            &target_url,
+            "--rename-db",
+            &rename,
+        ])
+        .args(extra))
 }

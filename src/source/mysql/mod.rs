@@ -337,6 +337,7 @@ impl MysqlSource {
         queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
         writer: CopyWriter,
         progress: Arc<Progress>,
+        checksums: Arc<Mutex<Checksums>>,
     ) -> Result<(u64, u64), SourceError> {
         let my = &self.my;
         let (mut rows, mut bytes) = (0u64, 0u64);
@@ -376,12 +377,47 @@ impl MysqlSource {
             bytes += counters.bytes();
             progress.done(counters.bytes());
         }
+        // Still in the copy's snapshot: CHECKSUM TABLE there sees exactly the rows copied.
+        loop {
+            let Some(table) = checksums
+                .lock()
+                .expect("checksum queue lock poisoned")
+                .pending
+                .pop_front()
+            else {
+                break;
+            };
+            let doing = format!("checksumming {}", table.qualified());
+            let row: Option<(Vec<u8>, Option<u64>)> = conn
+                .query_first(format!("CHECKSUM TABLE {}", table.qualified()))
+                .await
+                .map_err(|e| my.error(&doing, e))?;
+            let value = row.and_then(|(_, value)| value).ok_or_else(|| SourceError::Database {
+                database: my.name.clone(),
+                doing,
+                detail: "the server gave no checksum".into(),
+            })?;
+            checksums
+                .lock()
+                .expect("checksum queue lock poisoned")
+                .values
+                .entry(table.database.clone())
+                .or_default()
+                .insert(table.name.clone(), value);
+        }
         conn.query_drop("COMMIT")
             .await
             .map_err(|e| my.error("ending a worker's snapshot", e))?;
         let _ = conn.disconnect().await;
         Ok((rows, bytes))
     }
+}
+
+/// Tables still to checksum, and the checksums taken (database → table → value).
+#[derive(Debug, Default)]
+struct Checksums {
+    pending: VecDeque<inventory::Table>,
+    values: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 /// Streams a chunk's rows, formatted, into `out`; closes it at the end.
@@ -750,10 +786,24 @@ impl Source for MysqlSource {
         let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
         let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
         let _reporter = progress.report_every(PROGRESS_EVERY);
+        let checksums = Arc::new(Mutex::new(Checksums {
+            pending: if options.checksums {
+                tables.iter().cloned().collect()
+            } else {
+                VecDeque::new()
+            },
+            values: Default::default(),
+        }));
         let mut tasks = tokio::task::JoinSet::new();
         for conn in workers {
-            let (this, queue, writer, progress) = (self.clone(), queue.clone(), writer.clone(), progress.clone());
-            tasks.spawn(async move { this.worker(conn, queue, writer, progress).await });
+            let (this, queue, writer, progress, checksums) = (
+                self.clone(),
+                queue.clone(),
+                writer.clone(),
+                progress.clone(),
+                checksums.clone(),
+            );
+            tasks.spawn(async move { this.worker(conn, queue, writer, progress, checksums).await });
         }
         let (mut rows, mut raw_bytes) = (0u64, 0u64);
         while let Some(joined) = tasks.join_next().await {
@@ -789,6 +839,10 @@ impl Source for MysqlSource {
         details.insert("sql_mode".into(), json!(schema.sql_mode));
         if !filters.is_empty() {
             details.insert("filters".into(), json!(filters));
+        }
+        if options.checksums {
+            let values = std::mem::take(&mut checksums.lock().expect("checksum lock poisoned").values);
+            details.insert("checksums".into(), json!(values));
         }
         Ok(TakenCopy {
             log_range: LogRange {

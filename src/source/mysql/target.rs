@@ -511,7 +511,57 @@ impl MysqlTarget {
                 .await
                 .map_err(|e| my.error(&format!("creating {} {}", object.kind, object.name), e))?;
         }
+        if input.verify_checksums {
+            self.verify_checksums(input, map, admin).await?;
+        }
         Ok((tables.len() as u64, rows, file_count))
+    }
+
+    /// Compares `CHECKSUM TABLE` of every restored table with the value the copy recorded.
+    async fn verify_checksums(
+        &self,
+        input: &RestoreInput,
+        map: &BTreeMap<String, String>,
+        admin: &mut Conn,
+    ) -> Result<(), SourceError> {
+        let copy = &input.manifests[0].copy;
+        let recorded: BTreeMap<String, BTreeMap<String, u64>> = copy
+            .details
+            .get("checksums")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| {
+                SourceError::Unsupported(format!(
+                    "copy {} holds no table checksums; take copies with `cairn backup --checksum` (or checksums = true) \
+                     to compare them",
+                    copy.id
+                ))
+            })?;
+        let mut differ = Vec::new();
+        let mut compared = 0;
+        for (database, tables) in &recorded {
+            let target = map.get(database).cloned().unwrap_or_else(|| database.clone());
+            for (table, expected) in tables {
+                let qualified = format!("{}.{}", quote_ident(&target), quote_ident(table));
+                let row: Option<(Vec<u8>, Option<u64>)> = admin
+                    .query_first(format!("CHECKSUM TABLE {qualified}"))
+                    .await
+                    .map_err(|e| self.my.error(&format!("checksumming {qualified}"), e))?;
+                let actual = row.and_then(|(_, v)| v);
+                if actual != Some(*expected) {
+                    differ.push(format!("{qualified} (copy {expected}, restored {actual:?})"));
+                }
+                compared += 1;
+            }
+        }
+        if !differ.is_empty() {
+            return Err(SourceError::Damaged(format!(
+                "CHECKSUM TABLE differs from the copy for {} of {compared} tables: {}",
+                differ.len(),
+                differ.join(", ")
+            )));
+        }
+        tracing::info!("CHECKSUM TABLE of all {compared} restored tables matches the copy");
+        Ok(())
     }
 
     async fn run_parallel(&self, statements: Vec<String>, jobs: usize, doing: &'static str) -> Result<(), SourceError> {
