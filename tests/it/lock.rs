@@ -135,13 +135,14 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
     for (_guard, destination) in every_destination("lock-renew").await {
         let dir = tempfile::tempdir().unwrap();
         let short = LockOptions {
-            ttl: Duration::from_millis(900),
+            // Renewed every third of this; generous, so a busy machine cannot starve the renewal.
+            ttl: Duration::from_millis(2000),
             ..options(&dir, "h")
         };
         let held = lock::acquire(destination.clone(), "app", "backup", &short)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(2000)).await;
+        tokio::time::sleep(Duration::from_millis(4500)).await;
         held.ensure_held()
             .expect("renewal keeps the lease alive past its first expiry");
         assert!(held.lease().expires_at > Utc::now());
@@ -151,7 +152,11 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
             .put_bytes(&layout::lock_key("app"), Bytes::from_static(b"{\"intruder\":true}"))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The next renewal (within a third of the lease time) notices; allow for a slow machine.
+        let noticed = Utc::now() + chrono::Duration::seconds(10);
+        while held.ensure_held().is_ok() && Utc::now() < noticed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let err = held.ensure_held().unwrap_err();
         assert!(matches!(err, LockError::Lost { .. }), "{err}");
         held.release().await.unwrap();
