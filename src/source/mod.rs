@@ -5,6 +5,7 @@
 pub mod filter;
 pub mod mysql;
 pub mod postgres;
+pub mod stored;
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server, walk};
 
 /// MySQL tests run one at a time on the shared server: a copy's global read lock waits for other
 /// tests' running statements and DDL (as it would in production), and one test switches
@@ -576,19 +576,6 @@ async fn restore_refuses_damage_and_non_empty_targets() {
         .unwrap()
         .unwrap();
     assert_eq!(rows, 0, "rows of a damaged file were committed");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// `backup` with extra flags of the subcommand.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_url, run, s3_server};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_url, run, s3_server, walk};
 
 /// The server's URL with another database.
 fn url_of(database: &str) -> String {
@@ -440,19 +440,6 @@ async fn restore_refuses_damage_and_non_empty_targets() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 0, "rows of a damaged file were committed");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::backup::CopyWriter;
 use crate::progress::Progress;
-use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
+use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy, stored};
 use crate::status::{LogPosition, LogRange, ServerIdentity};
 use crate::stream::{Counters, Counting, compress};
 
@@ -356,17 +356,13 @@ impl MysqlSource {
                 &path,
                 compress(Counting::new(pipe_reader, counters.clone())),
                 move || {
-                    let mut details = Map::new();
-                    details.insert("kind".into(), json!("data"));
-                    details.insert("database".into(), json!(table.database));
-                    details.insert("table".into(), json!(table.name));
-                    details.insert("columns".into(), json!(table.columns));
-                    details.insert("rows".into(), json!(counted.newlines()));
-                    details.insert("raw_bytes".into(), json!(counted.bytes()));
-                    if let Some(condition) = condition {
-                        details.insert("condition".into(), json!(condition));
-                    }
-                    details
+                    stored::data_details(
+                        ("database", &table.database),
+                        &table.name,
+                        json!(table.columns),
+                        &counted,
+                        condition,
+                    )
                 },
             );
             let read = read_rows(my, &mut conn, &chunk, pipe_writer, &doing);

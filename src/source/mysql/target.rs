@@ -17,14 +17,11 @@ use tokio::io::AsyncReadExt;
 use super::inventory::{Column, Transfer};
 use super::schema::{Object, Schema};
 use super::{My, format, quote_ident, quote_literal};
-use crate::destination::{Destination, ObjectStream};
-use crate::layout;
-use crate::manifest::ManifestFile;
+use crate::destination::Destination;
 use crate::progress::Progress;
+use crate::source::stored::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
 use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
-use crate::stream::decompress_verified;
 
-const MAX_SCHEMA_BYTES: u64 = 1 << 30;
 /// Size of one `INSERT` of the fallback.
 const INSERT_BATCH: usize = 1 << 20;
 /// Session of every loading connection: no checks the source already made, times in UTC, bytes
@@ -46,22 +43,6 @@ impl MysqlTarget {
             url,
         }
     }
-}
-
-#[derive(Debug, Clone)]
-struct StoredFile {
-    key: String,
-    file: ManifestFile,
-}
-
-fn detail<'a>(file: &'a ManifestFile, name: &str) -> Option<&'a str> {
-    file.details.get(name).and_then(|v| v.as_str())
-}
-
-async fn open_verified(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<ObjectStream, SourceError> {
-    let raw = destination.get(&stored.key).await?;
-    let name = format!("{} at {}", stored.key, destination.location());
-    Ok(decompress_verified(raw, name, &stored.file.md5, stored.file.size))
 }
 
 /// Where each database of the copy goes.
@@ -239,7 +220,7 @@ impl MysqlTarget {
         doing: &str,
         rows: u64,
     ) -> Result<(), SourceError> {
-        if let Some(expected) = stored.file.details.get("rows").and_then(|v| v.as_u64())
+        if let Some(expected) = stored.rows()
             && expected != rows
         {
             let _ = conn.query_drop("ROLLBACK").await;
@@ -378,8 +359,8 @@ impl MysqlTarget {
             .iter()
             .map(|f| {
                 (
-                    detail(&f.file, "database").unwrap_or_default().to_string(),
-                    detail(&f.file, "table").unwrap_or_default().to_string(),
+                    f.detail("database").unwrap_or_default().to_string(),
+                    f.detail("table").unwrap_or_default().to_string(),
                 )
             })
             .collect();
@@ -414,12 +395,12 @@ impl MysqlTarget {
                     let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
                         break;
                     };
-                    let database = detail(&stored.file, "database").unwrap_or_default();
+                    let database = stored.detail("database").unwrap_or_default();
                     let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
                     let table = format!(
                         "{}.{}",
                         quote_ident(&database),
-                        quote_ident(detail(&stored.file, "table").unwrap_or_default())
+                        quote_ident(stored.detail("table").unwrap_or_default())
                     );
                     let columns: Vec<Column> = stored
                         .file
@@ -448,36 +429,23 @@ impl MysqlTarget {
             }
         }
 
-        // Secondary indexes: one ALTER per table, a bounded number at a time.
-        let alters: Vec<String> = schema
-            .tables
-            .iter()
-            .filter(|t| !t.indexes.is_empty())
-            .map(|t| {
-                format!(
-                    "ALTER TABLE {}.{} {}",
-                    quote_ident(&target_of(&t.database)),
-                    quote_ident(&t.name),
-                    t.indexes.join(", ")
-                )
-            })
-            .collect();
-        self.run_parallel(alters, input.jobs as usize, "building indexes")
+        // Secondary indexes (a bounded number of tables at a time), then foreign keys: one ALTER
+        // per table each.
+        let alters = |clauses: fn(&super::schema::TableDef) -> &Vec<String>| -> Vec<String> {
+            schema
+                .tables
+                .iter()
+                .filter(|t| !clauses(t).is_empty())
+                .map(|t| {
+                    let table = format!("{}.{}", quote_ident(&target_of(&t.database)), quote_ident(&t.name));
+                    format!("ALTER TABLE {table} {}", clauses(t).join(", "))
+                })
+                .collect()
+        };
+        self.run_parallel(alters(|t| &t.indexes), input.jobs as usize, "building indexes")
             .await?;
-        let foreign: Vec<String> = schema
-            .tables
-            .iter()
-            .filter(|t| !t.foreign_keys.is_empty())
-            .map(|t| {
-                format!(
-                    "ALTER TABLE {}.{} {}",
-                    quote_ident(&target_of(&t.database)),
-                    quote_ident(&t.name),
-                    t.foreign_keys.join(", ")
-                )
-            })
-            .collect();
-        self.run_parallel(foreign, 1, "adding foreign keys").await?;
+        self.run_parallel(alters(|t| &t.foreign_keys), 1, "adding foreign keys")
+            .await?;
 
         // Views may use other views: create what can be, and retry the rest until nothing moves.
         let rename = |sql: &str| {
@@ -605,29 +573,10 @@ impl Target for MysqlTarget {
                 input.manifests.len()
             )));
         };
-        let files: Vec<StoredFile> = manifest
-            .files
-            .iter()
-            .map(|file| StoredFile {
-                key: format!("{}{}", layout::copy_prefix(&input.source, &manifest.copy.id), file.path),
-                file: file.clone(),
-            })
-            .collect();
-        let schema_file = files
-            .iter()
-            .find(|f| detail(&f.file, "kind") == Some("schema"))
-            .cloned()
-            .ok_or_else(|| {
-                SourceError::Damaged(format!("copy {} has no schema file in its manifest", manifest.copy.id))
-            })?;
-        let mut text = Vec::new();
-        open_verified(&input.destination, &schema_file)
-            .await?
-            .take(MAX_SCHEMA_BYTES)
-            .read_to_end(&mut text)
-            .await
-            .map_err(|e| SourceError::Damaged(e.to_string()))?;
-        let schema: Schema = serde_json::from_slice(&text)
+        let files = files_of(&input.source, manifest);
+        let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
+        let text = read_text(&input.destination, &schema_file).await?;
+        let schema: Schema = serde_json::from_str(&text)
             .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
         let map = database_map(input, &schema, &self.url)?;
 
@@ -667,11 +616,7 @@ impl Target for MysqlTarget {
                 .await
                 .map_err(|e| self.my.error(&format!("creating database {name}"), e))?;
         }
-        let mut data: Vec<StoredFile> = files
-            .into_iter()
-            .filter(|f| detail(&f.file, "kind") == Some("data"))
-            .collect();
-        data.sort_by_key(|f| std::cmp::Reverse(f.file.size));
+        let data = data_files(&files);
         let (tables, rows, file_count) = self
             .write(input, &schema, &map, data, &mut admin)
             .await

@@ -22,7 +22,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::backup::CopyWriter;
 use crate::progress::Progress;
-use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
+use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy, stored};
 use crate::status::{LogPosition, LogRange, ServerIdentity};
 use crate::stream::{Counters, Counting, compress};
 
@@ -303,17 +303,13 @@ impl PostgresSource {
             let condition = chunk.condition.clone();
             writer
                 .put_file(&path, body, move || {
-                    let mut details = Map::new();
-                    details.insert("kind".into(), json!("data"));
-                    details.insert("schema".into(), json!(table.schema));
-                    details.insert("table".into(), json!(table.name));
-                    details.insert("columns".into(), json!(table.columns));
-                    details.insert("rows".into(), json!(counted.newlines()));
-                    details.insert("raw_bytes".into(), json!(counted.bytes()));
-                    if let Some(condition) = condition {
-                        details.insert("condition".into(), json!(condition));
-                    }
-                    details
+                    stored::data_details(
+                        ("schema", &table.schema),
+                        &table.name,
+                        json!(table.columns),
+                        &counted,
+                        condition,
+                    )
                 })
                 .await
                 .map_err(|e| match e {

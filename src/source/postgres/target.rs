@@ -15,14 +15,10 @@ use tokio_postgres::Client;
 use super::schema::{self, Entry};
 use super::{Pg, quote_ident};
 use crate::destination::Destination;
-use crate::layout;
-use crate::manifest::{Manifest, ManifestFile};
 use crate::progress::Progress;
+use crate::source::stored::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
 use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
-use crate::stream::decompress_verified;
 
-/// Schema files are read whole; a schema larger than this is refused rather than exhausting memory.
-const MAX_SCHEMA_BYTES: u64 = 1 << 30;
 const COPY_BLOCK: usize = 256 * 1024;
 
 /// Writes a copy into a PostgreSQL database.
@@ -44,38 +40,6 @@ enum Pumped {
     Damaged(std::io::Error),
     /// The server refused the data.
     Refused(tokio_postgres::Error),
-}
-
-/// A file of the copy, with where it is.
-#[derive(Debug, Clone)]
-struct StoredFile {
-    key: String,
-    file: ManifestFile,
-}
-
-fn detail<'a>(file: &'a ManifestFile, name: &str) -> Option<&'a str> {
-    file.details.get(name).and_then(|v| v.as_str())
-}
-
-/// Opens a stored file as a decompressed stream that fails at its end if its MD5 is wrong.
-async fn open_verified(
-    destination: &Arc<dyn Destination>,
-    stored: &StoredFile,
-) -> Result<crate::destination::ObjectStream, SourceError> {
-    let raw = destination.get(&stored.key).await?;
-    let name = format!("{} at {}", stored.key, destination.location());
-    Ok(decompress_verified(raw, name, &stored.file.md5, stored.file.size))
-}
-
-async fn read_sql(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<String, SourceError> {
-    let mut text = Vec::new();
-    open_verified(destination, stored)
-        .await?
-        .take(MAX_SCHEMA_BYTES)
-        .read_to_end(&mut text)
-        .await
-        .map_err(|e| SourceError::Damaged(e.to_string()))?;
-    String::from_utf8(text).map_err(|_| SourceError::Damaged(format!("{} is not UTF-8 text", stored.key)))
 }
 
 impl PostgresTarget {
@@ -184,8 +148,8 @@ impl PostgresTarget {
             let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
                 break;
             };
-            let schema_name = detail(&stored.file, "schema").unwrap_or_default();
-            let table_name = detail(&stored.file, "table").unwrap_or_default();
+            let schema_name = stored.detail("schema").unwrap_or_default();
+            let table_name = stored.detail("table").unwrap_or_default();
             let table = schema::qualified(schema_name, table_name);
             let columns: Vec<String> = stored
                 .file
@@ -270,7 +234,7 @@ impl PostgresTarget {
                 return Err(self.pg.error(doing, copy_error));
             }
         };
-        let expected = stored.file.details.get("rows").and_then(|v| v.as_u64());
+        let expected = stored.rows();
         if let Some(expected) = expected
             && expected != rows
         {
@@ -321,26 +285,6 @@ impl PostgresTarget {
     }
 }
 
-/// The files of a manifest, with their keys, by role.
-fn files_of(source: &str, manifest: &Manifest) -> Vec<StoredFile> {
-    manifest
-        .files
-        .iter()
-        .map(|file| StoredFile {
-            key: format!("{}{}", layout::copy_prefix(source, &manifest.copy.id), file.path),
-            file: file.clone(),
-        })
-        .collect()
-}
-
-fn one_of(files: &[StoredFile], kind: &str, copy: &str) -> Result<StoredFile, SourceError> {
-    files
-        .iter()
-        .find(|f| detail(&f.file, "kind") == Some(kind))
-        .cloned()
-        .ok_or_else(|| SourceError::Damaged(format!("copy {copy} has no {kind} file in its manifest")))
-}
-
 #[async_trait]
 impl Target for PostgresTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
@@ -371,10 +315,10 @@ impl Target for PostgresTarget {
         }
 
         // Schema files are small and read (and verified) before anything is created.
-        let pre_sql = read_sql(destination, &pre).await?;
-        let post_sql = read_sql(destination, &post).await?;
-        let sequences_sql = read_sql(destination, &sequences).await?;
-        let refresh_sql = read_sql(destination, &refresh).await?;
+        let pre_sql = read_text(destination, &pre).await?;
+        let post_sql = read_text(destination, &post).await?;
+        let sequences_sql = read_text(destination, &sequences).await?;
+        let refresh_sql = read_text(destination, &refresh).await?;
         let roles: BTreeSet<String> = client
             .query("SELECT rolname::text FROM pg_roles", &[])
             .await
@@ -429,18 +373,13 @@ impl PostgresTarget {
         let copy = &input.manifests[0].copy.id;
         let destination = &input.destination;
 
-        let mut data: Vec<StoredFile> = files
-            .iter()
-            .filter(|f| detail(&f.file, "kind") == Some("data"))
-            .cloned()
-            .collect();
-        data.sort_by_key(|f| std::cmp::Reverse(f.file.size));
+        let data = data_files(files);
         let tables: BTreeSet<(String, String)> = data
             .iter()
             .map(|f| {
                 (
-                    detail(&f.file, "schema").unwrap_or_default().to_string(),
-                    detail(&f.file, "table").unwrap_or_default().to_string(),
+                    f.detail("schema").unwrap_or_default().to_string(),
+                    f.detail("table").unwrap_or_default().to_string(),
                 )
             })
             .collect();
