@@ -29,16 +29,18 @@ async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<
             // Every folder of the destination holding a status file is a source.
             let destination = config.destination(from)?.open().await?;
             destination.check(Access::Read).await?;
-            let mut names: Vec<String> = destination
-                .list("")
-                .await?
-                .into_iter()
-                .filter_map(|o| {
-                    let (name, file) = o.key.split_once('/')?;
-                    (file == "status.json" || file == "status.previous.json").then(|| name.to_string())
-                })
-                .collect();
-            names.dedup();
+            // One folder per source; only those with a status file are sources.
+            let mut names = Vec::new();
+            for name in destination.folders("").await? {
+                let has_status = destination.head(&crate::layout::status_key(&name)).await?.is_some()
+                    || destination
+                        .head(&crate::layout::status_previous_key(&name))
+                        .await?
+                        .is_some();
+                if has_status {
+                    names.push(name);
+                }
+            }
             for name in names {
                 found.push((name, destination.clone()));
             }

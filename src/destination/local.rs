@@ -379,6 +379,29 @@ impl Destination for LocalDestination {
         .map_err(|e| DestinationError::io("listing", self.root.clone(), io::Error::other(e)))?
     }
 
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let mut names = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(DestinationError::io("listing", &dir, e)),
+        };
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| DestinationError::io("listing", &dir, e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().await.map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), DestinationError> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {

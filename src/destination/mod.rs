@@ -183,6 +183,10 @@ pub trait Destination: Send + Sync + fmt::Debug {
     /// Every object whose key starts with `prefix`, sorted by key, however many there are.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, DestinationError>;
 
+    /// Names of the folders directly under `prefix` (`""` or ending in `/`), sorted, without
+    /// listing the objects inside them.
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, DestinationError>;
+
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), DestinationError>;
 }

@@ -669,6 +669,39 @@ impl Destination for S3Destination {
         Ok(found)
     }
 
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
+        let full_prefix = match (self.options.prefix.is_empty(), prefix.is_empty()) {
+            (true, _) => prefix.to_string(),
+            (false, true) => format!("{}/", self.options.prefix),
+            (false, false) => format!("{}/{prefix}", self.options.prefix),
+        };
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.options.bucket)
+                .prefix(&full_prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("listing", prefix, classify(&e)))?;
+            for common in output.common_prefixes() {
+                if let Some(name) = common.prefix().and_then(|p| p.strip_prefix(&full_prefix)) {
+                    names.push(name.trim_end_matches('/').to_string());
+                }
+            }
+            match output.next_continuation_token() {
+                Some(next) if output.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), DestinationError> {
         let full_key = self.full_key(key)?;
         match self

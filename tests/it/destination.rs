@@ -92,6 +92,12 @@ async fn put_get_head_list_delete_round_trip() {
             .map(|o| o.key)
             .collect();
         assert_eq!(keys, ["src/copies/c1/data/t.zst"]);
+        assert_eq!(destination.folders("").await.unwrap(), ["other", "src"]);
+        assert_eq!(destination.folders("src/").await.unwrap(), ["copies"]);
+        assert_eq!(
+            destination.folders("src/copies/c1/data/").await.unwrap(),
+            Vec::<String>::new()
+        );
         destination.delete("src/status.json").await.unwrap();
         destination.delete("src/status.json").await.unwrap();
         assert!(destination.head("src/status.json").await.unwrap().is_none());
