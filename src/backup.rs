@@ -315,23 +315,35 @@ pub struct PlannedCopy {
     pub parent: Option<String>,
 }
 
+/// Opens every source's engine (no I/O) and checks it can take what the plan asks for.
+fn open_engines(plan: &BackupPlan) -> Result<Vec<Arc<dyn Source>>, BackupError> {
+    let mut engines = Vec::new();
+    for item in &plan.sources {
+        let engine = crate::source::open(&item.source)?;
+        if plan.requested == RequestedType::Incremental && !engine.supports_incremental() {
+            return Err(BackupError::Usage(format!(
+                "source {}: {} incremental copies are not available in this build; use --type full or auto",
+                item.source.name,
+                item.source.engine()
+            )));
+        }
+        engines.push(engine);
+    }
+    Ok(engines)
+}
+
 /// Reads each source's status and reports what a run would take, writing nothing.
 ///
 /// # Errors
 /// Destination, status or decision errors of the first source that fails.
 pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<PlannedCopy>, BackupError> {
+    let engines = open_engines(plan)?;
     let mut planned = Vec::new();
-    for item in &plan.sources {
+    for (item, engine) in plan.sources.iter().zip(engines) {
         // No check(): on a local destination it would create the folder, and a dry run writes nothing.
         let destination = item.destination.open().await?;
         let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
-        let decision = decide(
-            &item.source.name,
-            &loaded.status.body,
-            plan.run_type,
-            plan.requested,
-            item.full_backup,
-        )?;
+        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan)?;
         planned.push(PlannedCopy {
             source: item.source.name.clone(),
             engine: item.source.engine(),
@@ -345,6 +357,35 @@ pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<PlannedCopy>, BackupError>
         });
     }
     Ok(planned)
+}
+
+/// [`decide`], then a full copy instead of an incremental the engine cannot take (only reached
+/// with `--type auto`; an explicit `--type incremental` was refused when the engines opened).
+fn decide_for(
+    engine: &dyn Source,
+    item: &PlannedSource,
+    status: &StatusBody,
+    plan: &BackupPlan,
+) -> Result<Decision, BackupError> {
+    let decision = decide(
+        &item.source.name,
+        status,
+        plan.run_type,
+        plan.requested,
+        item.full_backup,
+    )?;
+    if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
+        tracing::info!(
+            "{}: {} sources take full copies only in this build",
+            item.source.name,
+            item.source.engine()
+        );
+        return Ok(Decision {
+            kind: CopyKind::Full,
+            parent: None,
+        });
+    }
+    Ok(decision)
 }
 
 /// How one source's run ended.
@@ -363,10 +404,7 @@ pub struct SourceOutcome {
 /// [`BackupError::Source`] when an engine is not available; per-source failures are in the
 /// outcomes.
 pub async fn run(plan: &BackupPlan, lock_options: &LockOptions) -> Result<Vec<SourceOutcome>, BackupError> {
-    let mut engines = Vec::new();
-    for item in &plan.sources {
-        engines.push(crate::source::open(&item.source)?);
-    }
+    let engines = open_engines(plan)?;
     let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
         let result = run_source(plan, item, engine, lock_options).await;
@@ -402,29 +440,7 @@ async fn run_source(
     let result = async {
         let status = StatusStore::new(destination.clone(), name);
         let loaded = status.load().await?;
-        let mut decision = decide(
-            name,
-            &loaded.status.body,
-            plan.run_type,
-            plan.requested,
-            item.full_backup,
-        )?;
-        if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
-            if plan.requested == RequestedType::Incremental {
-                return Err(BackupError::Usage(format!(
-                    "source {name}: {} incremental copies are not available in this build; use --type full or auto",
-                    item.source.engine()
-                )));
-            }
-            tracing::info!(
-                "{name}: {} sources take full copies only in this build",
-                item.source.engine()
-            );
-            decision = Decision {
-                kind: CopyKind::Full,
-                parent: None,
-            };
-        }
+        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan)?;
         let started_at = Utc::now();
         let copy_id = new_copy_id(started_at, decision.kind);
         tracing::info!(
