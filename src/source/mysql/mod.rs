@@ -801,16 +801,10 @@ impl Source for MysqlSource {
             );
             tasks.spawn(async move { this.worker(conn, queue, writer, progress, checksums).await });
         }
-        let (mut rows, mut raw_bytes) = (0u64, 0u64);
-        while let Some(joined) = tasks.join_next().await {
-            let (r, b) = joined.map_err(|e| SourceError::Database {
-                database: my.name.clone(),
-                doing: "reading data".into(),
-                detail: format!("a worker stopped: {e}"),
-            })??;
-            rows += r;
-            raw_bytes += b;
-        }
+        let (rows, raw_bytes) = crate::source::join_workers(tasks, "reading data")
+            .await?
+            .into_iter()
+            .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b));
         if ddl_blocked && let Some((_, release)) = ddl_block {
             leader
                 .query_drop(release)

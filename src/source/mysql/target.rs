@@ -417,17 +417,10 @@ impl MysqlTarget {
                 Ok::<u64, SourceError>(rows)
             });
         }
-        let mut rows = 0;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(loaded)) => rows += loaded,
-                Ok(Err(e)) => {
-                    tasks.abort_all();
-                    return Err(e);
-                }
-                Err(e) => return Err(SourceError::Damaged(format!("a loader stopped: {e}"))),
-            }
-        }
+        let rows: u64 = crate::source::join_workers(tasks, "loading data")
+            .await?
+            .into_iter()
+            .sum();
 
         // Secondary indexes (a bounded number of tables at a time), then foreign keys: one ALTER
         // per table each.
@@ -556,9 +549,7 @@ impl MysqlTarget {
                 Ok::<(), SourceError>(())
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined.map_err(|e| SourceError::Damaged(format!("{doing}: a worker stopped: {e}")))??;
-        }
+        crate::source::join_workers(tasks, doing).await?;
         Ok(())
     }
 }

@@ -435,17 +435,11 @@ impl Source for PostgresSource {
                     (point.exported.clone(), queue.clone(), writer.clone(), progress.clone());
                 tasks.spawn(async move { this.worker(snapshot, queue, writer, progress).await });
             }
-            let (mut rows, mut raw_bytes) = (0u64, 0u64);
-            while let Some(joined) = tasks.join_next().await {
-                let (r, b) = joined.map_err(|e| SourceError::Database {
-                    database: pg.name.clone(),
-                    doing: "reading data".into(),
-                    detail: format!("a worker stopped: {e}"),
-                })??;
-                rows += r;
-                raw_bytes += b;
-            }
-            Ok::<(u64, u64), SourceError>((rows, raw_bytes))
+            let done = crate::source::join_workers(tasks, "reading data").await?;
+            Ok::<(u64, u64), SourceError>(
+                done.into_iter()
+                    .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b)),
+            )
         };
         let ((), (rows, raw_bytes)) = tokio::try_join!(schema_files, data)?;
         // The snapshot was needed until the last worker imported it and finished.

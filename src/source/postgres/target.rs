@@ -278,9 +278,7 @@ impl PostgresTarget {
                 Ok::<(), SourceError>(())
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined.map_err(|e| SourceError::Damaged(format!("a post-data worker stopped: {e}")))??;
-        }
+        crate::source::join_workers(tasks, "creating post-data objects").await?;
         Ok(())
     }
 }
@@ -399,17 +397,10 @@ impl PostgresTarget {
                 (self.clone(), destination.clone(), queue.clone(), progress.clone());
             tasks.spawn(async move { this.load_worker(destination, queue, progress).await });
         }
-        let mut rows = 0;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(loaded)) => rows += loaded,
-                Ok(Err(e)) => {
-                    tasks.abort_all();
-                    return Err(e);
-                }
-                Err(e) => return Err(SourceError::Damaged(format!("a loader stopped: {e}"))),
-            }
-        }
+        let rows: u64 = crate::source::join_workers(tasks, "loading data")
+            .await?
+            .into_iter()
+            .sum();
 
         tracing::info!("restoring copy {copy}: indexes, constraints, triggers");
         let script = schema::split(post_sql);
