@@ -23,6 +23,8 @@ cairn_test_env_install() {
   command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
   # mariadb-install-db looks the host name up with `hostname`, which slim images lack.
   command -v hostname >/dev/null 2>&1 || missing+=(hostname)
+  # Certificates for the private PostgreSQL's TLS.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
     cairn_test_env_fail "missing ${missing[*]}: install them (apt-get install ${missing[*]}) or run as root"
@@ -64,7 +66,23 @@ cairn_test_env_start_postgres() {
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$CAIRN_TEST_ENV_DIR/pg.pw" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; cairn_test_env_fail "initdb failed"; return 1; }
+  # A throwaway CA and a server certificate for 127.0.0.1, so TLS (and its verification) is tested.
+  (
+    cd "$dir" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=cairn test CA" -keyout ca.key -out ca.pem &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 -extfile server.ext \
+        -out server.pem
+  ) >"$dir/certs.log" 2>&1 || { cat "$dir/certs.log" >&2; cairn_test_env_fail "making test certificates failed"; return 1; }
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/server.key" "$dir/server.pem"
+  # The role cairn_tls may only connect over TLS.
+  sed -i '1i hostnossl all cairn_tls 127.0.0.1/32 reject' "$dir/data/pg_hba.conf"
   cat >>"$dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$dir/server.pem'
+ssl_key_file = '$dir/server.key'
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
@@ -81,6 +99,7 @@ CONF
   CAIRN_TEST_ENV_PG_STOP="${as[*]} $bin/pg_ctl -D $dir/data -m immediate stop"
   export CAIRN_TEST_PG_URL="postgres://postgres:cairn-test-pw@127.0.0.1:$port/postgres"
   export CAIRN_TEST_PG_BIN="$bin"
+  export CAIRN_TEST_PG_CA="$dir/ca.pem"
   echo "test-env: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 }
 

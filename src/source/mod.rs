@@ -299,6 +299,8 @@ pub enum SourceError {
     Unreachable { database: String, detail: String },
     #[error("database {database} does not exist: {detail}")]
     NoDatabase { database: String, detail: String },
+    #[error("TLS with {database} failed: {detail}; check sslmode and sslrootcert in the URL")]
+    Tls { database: String, detail: String },
     #[error("{database} refused the login: {detail}; check the user and password")]
     Authentication { database: String, detail: String },
     #[error("{database}: {doing}: permission denied ({detail}); grant the privileges listed in docs/postgres.md")]
@@ -339,6 +341,7 @@ impl Classify for SourceError {
     fn exit_status(&self) -> ExitStatus {
         match self {
             SourceError::Authentication { .. }
+            | SourceError::Tls { .. }
             | SourceError::NoDatabase { .. }
             | SourceError::Privilege { .. }
             | SourceError::Tool { .. }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_url, run, s3_server, walk};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_ca, postgres_url, run, s3_server, walk};
 
 /// The server's URL with another database.
 fn url_of(database: &str) -> String {
@@ -486,4 +486,66 @@ async fn filters_leave_out_schemas_tables_and_table_data() {
         .unwrap()
         .get(0);
     assert_eq!(schemas, 0);
+}
+
+#[tokio::test]
+async fn tls_is_used_and_verified_as_the_url_asks() {
+    let ca = postgres_ca();
+    connect(&postgres_url())
+        .await
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE cairn_tls LOGIN SUPERUSER PASSWORD 'tls-pw';
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
+        )
+        .await
+        .unwrap();
+    let source = fresh_database("pg_tls").await;
+    connect(&url_of(&source))
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 1000) i;")
+        .await
+        .unwrap();
+    // The server admits cairn_tls over TLS only (pg_hba `hostnossl … reject`).
+    let as_tls_user = |database: &str, query: &str| {
+        format!(
+            "{}?{query}",
+            url_of(database).replace("postgres:cairn-test-pw", "cairn_tls:tls-pw")
+        )
+    };
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let backup_with =
+        |url: &str| run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", url, "--to", &to]));
+
+    let (code, _, err) = backup_with(&as_tls_user(&source, "sslmode=disable"));
+    assert_eq!(code, 2, "without TLS the server refuses this user: {err}");
+    assert!(
+        err.contains("refused the login") && err.contains("no encryption"),
+        "{err}"
+    );
+
+    let (code, _, err) = backup_with(&as_tls_user(&source, "sslmode=verify-full"));
+    assert_eq!(code, 2, "the system's roots do not know the test CA: {err}");
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+
+    let verified = format!("sslmode=verify-full&sslrootcert={ca}");
+    let (code, out, err) = backup_with(&as_tls_user(&source, &verified));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let target = format!("{source}_restored");
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--target",
+        &as_tls_user(&target, &verified),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(data_of(&source).await, data_of(&target).await);
+
+    // `require` encrypts without checking the certificate, as libpq does.
+    let (code, _, err) = backup_with(&as_tls_user(&source, "sslmode=require"));
+    assert_eq!(code, 0, "{err}");
 }

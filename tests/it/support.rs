@@ -276,6 +276,14 @@ pub fn postgres_url() -> String {
     required_env("CAIRN_TEST_PG_URL", "PostgreSQL server (wal_level=logical)")
 }
 
+/// The CA that signed the private PostgreSQL's TLS certificate.
+pub fn postgres_ca() -> String {
+    required_env(
+        "CAIRN_TEST_PG_CA",
+        "PostgreSQL server with TLS (ssl = on) and its CA certificate",
+    )
+}
+
 /// URL of the private MariaDB (ROW binlog) of the test environment.
 pub fn mysql_url() -> String {
     required_env("CAIRN_TEST_MYSQL_URL", "MariaDB server (log_bin, binlog_format=ROW)")

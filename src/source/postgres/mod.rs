@@ -8,6 +8,7 @@
 mod inventory;
 mod schema;
 mod target;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::collections::VecDeque;
@@ -17,8 +18,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
 use crate::backup::CopyWriter;
 use crate::progress::Progress;
@@ -73,20 +74,26 @@ impl Pg {
     /// # Errors
     /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
     pub async fn connect(&self, purpose: &str) -> Result<Client, SourceError> {
-        let mut config: tokio_postgres::Config =
-            self.url
-                .without_password()
-                .as_str()
-                .parse()
-                .map_err(|e: tokio_postgres::Error| {
-                    SourceError::Unsupported(format!("{}: not a usable PostgreSQL URL: {e}", self.name))
-                })?;
+        let unusable = |e: String| SourceError::Unsupported(format!("{}: {e}", self.name));
+        let (plain, tls) = tls::split_url(self.url.without_password()).map_err(unusable)?;
+        let mut config: tokio_postgres::Config = plain
+            .as_str()
+            .parse()
+            .map_err(|e: tokio_postgres::Error| unusable(format!("not a usable PostgreSQL URL: {e}")))?;
         if let Some(password) = &self.url.password {
             config.password(password.expose());
         }
+        config.ssl_mode(tls.ssl_mode());
         config.application_name(format!("cairn {purpose}"));
         config.connect_timeout(std::time::Duration::from_secs(15));
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| self.error("connecting", e))?;
+        let connector = tls.connector().map_err(|detail| SourceError::Tls {
+            database: self.name.clone(),
+            detail,
+        })?;
+        let (client, connection) = config
+            .connect(connector)
+            .await
+            .map_err(|e| self.error("connecting", e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");
@@ -104,6 +111,9 @@ impl Pg {
             let mut detail = error.to_string();
             if let Some(source) = std::error::Error::source(&error) {
                 detail = format!("{detail}: {source}");
+            }
+            if detail.contains("TLS") || detail.contains("certificate") {
+                return SourceError::Tls { database, detail };
             }
             return if doing == "connecting" || error.is_closed() {
                 SourceError::Unreachable { database, detail }
