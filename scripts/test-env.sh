@@ -66,15 +66,7 @@ cairn_test_env_start_postgres() {
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$CAIRN_TEST_ENV_DIR/pg.pw" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; cairn_test_env_fail "initdb failed"; return 1; }
-  # A throwaway CA and a server certificate for 127.0.0.1, so TLS (and its verification) is tested.
-  (
-    cd "$dir" &&
-      openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=cairn test CA" -keyout ca.key -out ca.pem &&
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
-      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext &&
-      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 -extfile server.ext \
-        -out server.pem
-  ) >"$dir/certs.log" 2>&1 || { cat "$dir/certs.log" >&2; cairn_test_env_fail "making test certificates failed"; return 1; }
+  cp "$CAIRN_TEST_ENV_DIR/tls/server.pem" "$CAIRN_TEST_ENV_DIR/tls/server.key" "$dir/"
   chmod 600 "$dir/server.key"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/server.key" "$dir/server.pem"
   # The role cairn_tls may only connect over TLS.
@@ -99,8 +91,25 @@ CONF
   CAIRN_TEST_ENV_PG_STOP="${as[*]} $bin/pg_ctl -D $dir/data -m immediate stop"
   export CAIRN_TEST_PG_URL="postgres://postgres:cairn-test-pw@127.0.0.1:$port/postgres"
   export CAIRN_TEST_PG_BIN="$bin"
-  export CAIRN_TEST_PG_CA="$dir/ca.pem"
   echo "test-env: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+}
+
+# A throwaway CA and a certificate for 127.0.0.1 that both servers use, so TLS and its
+# verification are tested; exports CAIRN_TEST_CA.
+cairn_test_env_certs() {
+  local dir="$CAIRN_TEST_ENV_DIR/tls"
+  mkdir -p "$dir"
+  (
+    cd "$dir" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=cairn test CA" -keyout ca.key -out ca.pem &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 -extfile server.ext \
+        -out server.pem
+  ) >"$dir/certs.log" 2>&1 || { cat "$dir/certs.log" >&2; cairn_test_env_fail "making test certificates failed"; return 1; }
+  chmod 755 "$dir"
+  chmod 644 "$dir/ca.pem" "$dir/server.pem"
+  export CAIRN_TEST_CA="$dir/ca.pem"
 }
 
 cairn_test_env_start_mariadb() {
@@ -111,6 +120,8 @@ cairn_test_env_start_mariadb() {
   mkdir -p "$dir"
   local user=mysql
   [ "$(id -u)" = 0 ] || user=$(id -un)
+  cp "$CAIRN_TEST_ENV_DIR/tls/server.pem" "$CAIRN_TEST_ENV_DIR/tls/server.key" "$CAIRN_TEST_ENV_DIR/tls/ca.pem" "$dir/"
+  chmod 600 "$dir/server.key"
   [ "$(id -u)" = 0 ] && chown -R mysql:mysql "$dir"
   mariadb-install-db --no-defaults --user="$user" --datadir="$dir/data" --auth-root-authentication-method=socket \
     >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; cairn_test_env_fail "mariadb-install-db failed"; return 1; }
@@ -120,7 +131,8 @@ cairn_test_env_start_mariadb() {
     --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
     --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --server-id=1 \
     --log-slave-updates --local-infile=1 --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 \
-    --skip-name-resolve --max-connections=300 >/dev/null 2>&1 &
+    --skip-name-resolve --max-connections=300 \
+    --ssl-ca="$dir/ca.pem" --ssl-cert="$dir/server.pem" --ssl-key="$dir/server.key" >/dev/null 2>&1 &
   for _ in $(seq 1 120); do
     [ -S "$socket" ] && mariadb --no-defaults -S "$socket" -u root -e 'select 1' >/dev/null 2>&1 && break
     sleep 0.5
@@ -151,6 +163,7 @@ cairn_test_env_stop() {
 cairn_test_env_start() {
   cairn_test_env_install || return 1
   CAIRN_TEST_ENV_DIR=$(mktemp -d /tmp/cairn-test-env.XXXXXX) || return 1
+  cairn_test_env_certs || return 1
   if [ -z "${CAIRN_TEST_PG_URL:-}" ]; then cairn_test_env_start_postgres || return 1; fi
   if [ -z "${CAIRN_TEST_MYSQL_URL:-}" ]; then cairn_test_env_start_mariadb || return 1; fi
 }

@@ -299,7 +299,10 @@ pub enum SourceError {
     Unreachable { database: String, detail: String },
     #[error("database {database} does not exist: {detail}")]
     NoDatabase { database: String, detail: String },
-    #[error("TLS with {database} failed: {detail}; check sslmode and sslrootcert in the URL")]
+    #[error(
+        "TLS with {database} failed: {detail}; check the TLS settings in the URL (PostgreSQL: sslmode, sslrootcert; \
+         MySQL: ssl-mode, ssl-ca)"
+    )]
     Tls { database: String, detail: String },
     #[error("{database} refused the login: {detail}; check the user and password")]
     Authentication { database: String, detail: String },

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server, walk};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_server, test_ca, walk};
 
 /// MySQL tests run one at a time on the shared server: a copy's global read lock waits for other
 /// tests' running statements and DDL (as it would in production), and one test switches
@@ -620,4 +620,67 @@ fn restore_with(
             &rename,
         ])
         .args(extra))
+}
+
+#[tokio::test]
+async fn tls_is_used_and_verified_as_the_url_asks() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ca = test_ca();
+    connect(&mysql_url())
+        .await
+        .query_drop(
+            "CREATE USER IF NOT EXISTS 'cairn_tls'@'127.0.0.1' IDENTIFIED BY 'tls-pw' REQUIRE SSL;
+             GRANT ALL PRIVILEGES ON *.* TO 'cairn_tls'@'127.0.0.1'",
+        )
+        .await
+        .unwrap();
+    let source = fresh_database("my_tls").await;
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_1000",
+        )
+        .await
+        .unwrap();
+    let as_tls_user = |database: &str, query: &str| {
+        format!(
+            "{}?{query}",
+            url_of(database).replace("cairn:cairn-test-pw", "cairn_tls:tls-pw")
+        )
+    };
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let backup_from =
+        |url: &str| run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", url, "--to", &to]));
+
+    // The user is REQUIRE SSL: without TLS the login is refused.
+    let (code, _, err) = backup_from(&as_tls_user(&source, "ssl-mode=DISABLED"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused the login"), "{err}");
+
+    let (code, _, err) = backup_from(&as_tls_user(&source, "ssl-mode=VERIFY_IDENTITY"));
+    assert_eq!(code, 2, "the built-in roots do not know the test CA: {err}");
+    assert!(err.contains("TLS"), "{err}");
+
+    let verified = format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}");
+    let (code, out, err) = backup_from(&as_tls_user(&source, &verified));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let target = format!("{source}_restored");
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--target",
+        &as_tls_user("", &verified).replacen("/?", "?", 1),
+        "--rename-db",
+        &format!("{source}={target}"),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(contents_of(&source).await, contents_of(&target).await);
+
+    let (code, _, err) = backup_from(&as_tls_user(&source, "ssl-mode=REQUIRED"));
+    assert_eq!(code, 0, "REQUIRED encrypts without checking the certificate: {err}");
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_ca, postgres_url, run, s3_server, walk};
+use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_url, run, s3_server, test_ca, walk};
 
 /// The server's URL with another database.
 fn url_of(database: &str) -> String {
@@ -490,7 +490,7 @@ async fn filters_leave_out_schemas_tables_and_table_data() {
 
 #[tokio::test]
 async fn tls_is_used_and_verified_as_the_url_asks() {
-    let ca = postgres_ca();
+    let ca = test_ca();
     connect(&postgres_url())
         .await
         .batch_execute(

@@ -276,11 +276,11 @@ pub fn postgres_url() -> String {
     required_env("CAIRN_TEST_PG_URL", "PostgreSQL server (wal_level=logical)")
 }
 
-/// The CA that signed the private PostgreSQL's TLS certificate.
-pub fn postgres_ca() -> String {
+/// The CA that signed the private servers' TLS certificates.
+pub fn test_ca() -> String {
     required_env(
-        "CAIRN_TEST_PG_CA",
-        "PostgreSQL server with TLS (ssl = on) and its CA certificate",
+        "CAIRN_TEST_CA",
+        "PostgreSQL and MariaDB with TLS on and the CA that signed their certificates",
     )
 }
 

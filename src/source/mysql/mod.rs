@@ -62,12 +62,19 @@ impl My {
     /// # Errors
     /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, SourceError> {
-        let mut url = self.url.without_password().clone();
+        let (mut url, ssl) = ssl_opts(self.url.without_password())
+            .map_err(|e| SourceError::Unsupported(format!("{}: {e}", self.name)))?;
         // The driver only knows mysql://; mariadb:// is the same protocol.
         let _ = url.set_scheme("mysql");
         let opts = Opts::from_url(url.as_str())
             .map_err(|e| SourceError::Unsupported(format!("{}: not a usable MySQL URL: {e}", self.name)))?;
+        if ssl.is_some() {
+            // The driver's TLS asks rustls for the process's crypto provider; there are two in
+            // the build, so name one. Installing twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let mut builder = OptsBuilder::from_opts(opts)
+            .ssl_opts(ssl)
             .pass(self.url.password.as_ref().map(|p| p.expose().to_string()))
             .prefer_socket(false)
             .wait_timeout(Some(28_800));
@@ -105,6 +112,20 @@ impl My {
                     },
                 }
             }
+            mysql_async::Error::Io(mysql_async::IoError::Tls(e)) => SourceError::Tls {
+                database,
+                detail: e.to_string(),
+            },
+            // rustls reports certificate problems as I/O errors wrapping its own error.
+            mysql_async::Error::Io(mysql_async::IoError::Io(e))
+                if e.get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+            {
+                SourceError::Tls {
+                    database,
+                    detail: e.to_string(),
+                }
+            }
             mysql_async::Error::Io(e) if doing == "connecting" => SourceError::Unreachable {
                 database,
                 detail: e.to_string(),
@@ -120,6 +141,49 @@ impl My {
             },
         }
     }
+}
+
+/// TLS settings in MySQL's client terms, taken out of the URL: `ssl-mode=DISABLED|REQUIRED|
+/// VERIFY_CA|VERIFY_IDENTITY` and `ssl-ca=/path/ca.pem` (default: no TLS). `REQUIRED` encrypts
+/// without checking the certificate, as the mysql client does.
+fn ssl_opts(url: &url::Url) -> Result<(url::Url, Option<mysql_async::SslOpts>), String> {
+    let mut mode: Option<String> = None;
+    let mut ca: Option<std::path::PathBuf> = None;
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "ssl-mode" | "ssl_mode" => mode = Some(value.to_ascii_uppercase()),
+            "ssl-ca" | "ssl_ca" => ca = Some(value.as_ref().into()),
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    let mut plain = url.clone();
+    if kept.is_empty() {
+        plain.set_query(None);
+    } else {
+        plain.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let roots = |opts: mysql_async::SslOpts| match &ca {
+        Some(path) => opts.with_root_certs(vec![path.clone().into()]),
+        None => opts,
+    };
+    let ssl = match mode.as_deref() {
+        None | Some("DISABLED") => None,
+        Some("PREFERRED") => return Err("ssl-mode=PREFERRED is not supported: use REQUIRED or VERIFY_IDENTITY".into()),
+        Some("REQUIRED") => Some(
+            mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ),
+        Some("VERIFY_CA") => Some(roots(mysql_async::SslOpts::default()).with_danger_skip_domain_validation(true)),
+        Some("VERIFY_IDENTITY") => Some(roots(mysql_async::SslOpts::default())),
+        Some(other) => {
+            return Err(format!(
+                "ssl-mode={other}: expected DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY"
+            ));
+        }
+    };
+    Ok((plain, ssl))
 }
 
 /// The server's flavour, which decides the statements a copy uses.
@@ -848,5 +912,34 @@ impl Source for MysqlSource {
             },
             details,
         })
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn ssl_settings_are_taken_out_of_the_url() {
+        let url =
+            url::Url::parse("mysql://u@h/db?ssl-mode=verify_identity&ssl-ca=/etc/ca.pem&prefer_socket=false").unwrap();
+        let (plain, ssl) = ssl_opts(&url).unwrap();
+        assert_eq!(plain.as_str(), "mysql://u@h/db?prefer_socket=false");
+        let ssl = ssl.expect("TLS asked for");
+        assert_eq!(ssl.root_certs().len(), 1);
+        assert!(!ssl.skip_domain_validation() && !ssl.accept_invalid_certs());
+        assert!(
+            ssl_opts(&url::Url::parse("mysql://u@h/db").unwrap())
+                .unwrap()
+                .1
+                .is_none()
+        );
+        let (_, required) = ssl_opts(&url::Url::parse("mysql://u@h?ssl-mode=REQUIRED").unwrap()).unwrap();
+        assert!(required.unwrap().accept_invalid_certs());
+        assert!(
+            ssl_opts(&url::Url::parse("mysql://u@h?ssl-mode=SOMETIMES").unwrap())
+                .unwrap_err()
+                .contains("SOMETIMES")
+        );
     }
 }
