@@ -35,6 +35,23 @@ pub fn data_details(
     details
 }
 
+/// A table's folder in a copy: `unique` (what keeps different tables apart: an OID, a hash),
+/// then a readable, key-safe form of `container.table`.
+pub fn table_folder(unique: &str, container: &str, table: &str) -> String {
+    let readable: String = format!("{container}.{table}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{unique}-{}", readable.trim_start_matches('.'))
+}
+
 /// A file of a copy, with its key on the destination.
 #[derive(Debug, Clone)]
 pub struct StoredFile {
@@ -119,4 +136,18 @@ pub async fn read_text(destination: &Arc<dyn Destination>, stored: &StoredFile) 
         .await
         .map_err(|e| SourceError::Damaged(e.to_string()))?;
     String::from_utf8(text).map_err(|_| SourceError::Damaged(format!("{} is not UTF-8 text", stored.key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_folders_are_key_safe_and_kept_apart_by_their_unique_part() {
+        assert_eq!(table_folder("16385", "public", "orders"), "16385-public.orders");
+        let odd = table_folder("ab12", "Sales Dept", "odd `name`/../x");
+        assert_eq!(odd, "ab12-Sales_Dept.odd__name__.._x");
+        assert!(crate::destination::validate_key(&format!("src/copies/c/data/{odd}/00000.zst")).is_ok());
+        assert_eq!(table_folder("1", "s", &"t".repeat(100)).len(), "1-".len() + 60);
+    }
 }

@@ -412,7 +412,16 @@ impl MysqlSource {
             let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
             let (pipe_writer, pipe_reader) = tokio::io::duplex(ROW_BLOCK * 2);
             let counters = Counters::default();
-            let path = format!("data/{}/{:05}.tsv.zst", table_folder(&chunk.table), chunk.index);
+            let path = format!(
+                "data/{}/{:05}.tsv.zst",
+                stored::table_folder(
+                    &crate::destination::md5_hex(format!("{}.{}", chunk.table.database, chunk.table.name).as_bytes())
+                        [..8],
+                    &chunk.table.database,
+                    &chunk.table.name,
+                ),
+                chunk.index
+            );
             let table = chunk.table.clone();
             let condition = chunk.condition.clone();
             let counted = counters.clone();
@@ -525,28 +534,6 @@ async fn read_rows(
     })?;
     out.shutdown().await.ok();
     Ok(())
-}
-
-/// A table's folder in the copy: a readable, key-safe form of its name and a short hash that
-/// keeps different names apart.
-fn table_folder(table: &inventory::Table) -> String {
-    let full = format!("{}.{}", table.database, table.name);
-    let readable: String = full
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(60)
-        .collect();
-    format!(
-        "{}-{}",
-        &crate::destination::md5_hex(full.as_bytes())[..8],
-        readable.trim_start_matches('.')
-    )
 }
 
 async fn read_schema(

@@ -261,22 +261,6 @@ async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
     (!found.is_empty()).then(|| found.join("; "))
 }
 
-/// The name of a table's folder in the copy: its OID and a readable, key-safe form of its name.
-fn table_folder(table: &inventory::Table) -> String {
-    let readable: String = format!("{}.{}", table.schema, table.name)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(60)
-        .collect();
-    format!("{}-{}", table.oid, readable.trim_start_matches('.'))
-}
-
 impl PostgresSource {
     async fn worker(
         &self,
@@ -307,7 +291,11 @@ impl PostgresSource {
             // Driver errors travel through the byte stream as io errors; keep the original text.
             let reader = crate::stream::Batched::new(Box::pin(stream.map_err(std::io::Error::other)));
             let body = compress(Counting::new(reader, counters.clone()));
-            let path = format!("data/{}/{:05}.copy.zst", table_folder(&chunk.table), chunk.index);
+            let path = format!(
+                "data/{}/{:05}.copy.zst",
+                stored::table_folder(&chunk.table.oid.to_string(), &chunk.table.schema, &chunk.table.name),
+                chunk.index
+            );
             let counted = counters.clone();
             let table = chunk.table.clone();
             let condition = chunk.condition.clone();
