@@ -322,6 +322,39 @@ impl S3Destination {
         }
     }
 
+    /// Every page of `ListObjectsV2` under `prefix` (with `delimiter` if given), handed to `each`
+    /// with the bucket-level prefix that was listed.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output, &str),
+    ) -> Result<(), DestinationError> {
+        let full_prefix = if self.options.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.options.prefix)
+        };
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.options.bucket)
+                .prefix(&full_prefix)
+                .set_delimiter(delimiter.map(str::to_string))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("listing", prefix, classify(&e)))?;
+            each(&page, &full_prefix);
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     async fn put_single(
         &self,
         key: &str,
@@ -636,68 +669,31 @@ impl Destination for S3Destination {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, DestinationError> {
-        let full_prefix = if self.options.prefix.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{}/{prefix}", self.options.prefix)
-        };
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let output = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.options.bucket)
-                .prefix(&full_prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.error("listing", prefix, classify(&e)))?;
-            for object in output.contents() {
+        self.list_pages(prefix, None, |page, _| {
+            for object in page.contents() {
                 let Some(full) = object.key() else { continue };
                 found.push(ObjectMeta {
                     key: self.relative_key(full).to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                 });
             }
-            match output.next_continuation_token() {
-                Some(next) if output.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
+        })
+        .await?;
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
     }
 
     async fn folders(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
-        let full_prefix = match (self.options.prefix.is_empty(), prefix.is_empty()) {
-            (true, _) => prefix.to_string(),
-            (false, true) => format!("{}/", self.options.prefix),
-            (false, false) => format!("{}/{prefix}", self.options.prefix),
-        };
         let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let output = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.options.bucket)
-                .prefix(&full_prefix)
-                .delimiter("/")
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.error("listing", prefix, classify(&e)))?;
-            for common in output.common_prefixes() {
-                if let Some(name) = common.prefix().and_then(|p| p.strip_prefix(&full_prefix)) {
+        self.list_pages(prefix, Some("/"), |page, full_prefix| {
+            for common in page.common_prefixes() {
+                if let Some(name) = common.prefix().and_then(|p| p.strip_prefix(full_prefix)) {
                     names.push(name.trim_end_matches('/').to_string());
                 }
             }
-            match output.next_continuation_token() {
-                Some(next) if output.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
+        })
+        .await?;
         names.sort();
         Ok(names)
     }
