@@ -133,6 +133,38 @@ impl MysqlTarget {
         Ok(conn)
     }
 
+    /// [`MysqlTarget::load_file`], again when it lost a deadlock or a lock wait: parallel bulk
+    /// loads into one InnoDB table can deadlock, and the failed file's transaction was rolled
+    /// back, so loading it again from its start is safe.
+    async fn load_file_retrying(
+        &self,
+        conn: &mut Conn,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        columns: &[Column],
+        by_insert: &AtomicBool,
+    ) -> Result<u64, SourceError> {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match self
+                .load_file(conn, destination, stored, table, columns, by_insert)
+                .await
+            {
+                Err(SourceError::Locked { detail, .. }) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        "loading {table} from {} (attempt {attempt} of {ATTEMPTS}): {detail}; loading it again",
+                        stored.key
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Loads one file in one transaction; returns the rows loaded.
     async fn load_file(
         &self,
@@ -409,7 +441,7 @@ impl MysqlTarget {
                         .and_then(|v| serde_json::from_value(v.clone()).ok())
                         .unwrap_or_default();
                     rows += this
-                        .load_file(&mut conn, &destination, &stored, &table, &columns, &by_insert)
+                        .load_file_retrying(&mut conn, &destination, &stored, &table, &columns, &by_insert)
                         .await?;
                     progress.done(stored.file.size);
                 }
