@@ -377,7 +377,9 @@ async fn copy_under_transfer_workload(lock_free: bool) {
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
     let stall = status[0]["copies"][0]["details"]["write_stall_ms"].as_f64().unwrap();
     eprintln!("writes were blocked for {stall} ms during the copy ({transfers} transfers ran)");
-    assert!(stall < 2_000.0, "write stall of {stall} ms");
+    // Measured from the first request for the global read lock; a retried request adds about
+    // a second (FTWRL_ATTEMPT).
+    assert!(stall < 5_000.0, "write stall of {stall} ms");
     if lock_free {
         assert_eq!(stall, 0.0, "a lock-free copy took the global read lock");
         assert_eq!(status[0]["copies"][0]["details"]["jobs"], 1);

@@ -31,6 +31,8 @@ pub use target::MysqlTarget;
 
 /// How often long work logs a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long one request for the global read lock may wait before it is withdrawn and retried.
+const FTWRL_ATTEMPT: Duration = Duration::from_secs(1);
 /// Bytes of formatted rows a worker gathers before handing them to the compressor.
 const ROW_BLOCK: usize = 256 * 1024;
 
@@ -319,10 +321,30 @@ async fn locked_snapshot(
     lock.query_drop("FLUSH NO_WRITE_TO_BINLOG TABLES")
         .await
         .map_err(|e| my.error("flushing tables (needs RELOAD)", e))?;
-    lock.query_drop("FLUSH TABLES WITH READ LOCK")
+    // A pending global read lock blocks new statements while it waits for running ones; a
+    // running statement waiting for a row lock held by a blocked transaction makes a cycle the
+    // server does not detect. Short attempts break it: each timeout lets the writers through.
+    // Writers are blocked from the first request on, so the stall is measured from there.
+    lock.query_drop(format!("SET SESSION lock_wait_timeout = {}", FTWRL_ATTEMPT.as_secs()))
         .await
-        .map_err(|e| my.error("taking the global read lock (needs RELOAD)", e))?;
+        .map_err(|e| my.error("preparing the lock session", e))?;
     let stalled = Instant::now();
+    let deadline = stalled + Duration::from_secs(lock_wait);
+    let mut attempts = 1;
+    loop {
+        match lock.query_drop("FLUSH TABLES WITH READ LOCK").await {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e)) if e.code == 1205 && Instant::now() < deadline => {
+                tracing::info!(
+                    "the global read lock was not granted within {}s (attempt {attempts}); trying again",
+                    FTWRL_ATTEMPT.as_secs()
+                );
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(my.error("taking the global read lock (needs RELOAD)", e)),
+        }
+    }
     let snapshot = async {
         let position = coordinates(my, &mut lock, server).await?;
         for conn in workers.iter_mut() {
