@@ -448,13 +448,34 @@ async fn run_source(
             decision.kind,
             destination.location()
         );
-        let writer = CopyWriter::new(destination.clone(), name, &copy_id);
-        let taken = engine.full_copy(&writer, &item.copy_options).await?;
+        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id);
+        let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
+            Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
+                Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
+                Err(gap @ SourceError::LogGap { .. }) if item.copy_options.full_on_log_gap => {
+                    tracing::warn!("{name}: {gap}");
+                    let full_id = new_copy_id(Utc::now(), CopyKind::Full);
+                    tracing::warn!("{name}: on-log-gap = \"full\": taking full copy {full_id} instead");
+                    writer = CopyWriter::new(destination.clone(), name, &full_id);
+                    (
+                        CopyKind::Full,
+                        None,
+                        engine.full_copy(&writer, &item.copy_options).await?,
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => (
+                CopyKind::Full,
+                None,
+                engine.full_copy(&writer, &item.copy_options).await?,
+            ),
+        };
         let info = CopyInfo {
-            id: copy_id,
-            kind: decision.kind,
+            id: String::new(),
+            kind,
             run_type: plan.run_type,
-            parent: decision.parent,
+            parent,
             started_at,
             finished_at: Utc::now(),
             log_range: taken.log_range,

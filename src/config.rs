@@ -27,6 +27,7 @@ const FOREIGN_PREFIXES: &[&str] = &["CAIRN_TEST_"];
 /// Settings whose environment value is a number.
 const INTEGER_KEYS: &[&str] = &[
     "jobs",
+    "replica-server-id",
     "lock-ttl-seconds",
     "hourly",
     "daily",
@@ -83,6 +84,14 @@ pub enum Consistency {
     LockFree,
 }
 
+/// What to do when an incremental cannot continue from its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLogGap {
+    Fail,
+    Full,
+}
+
 /// A named source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -105,6 +114,12 @@ pub struct SourceSettings {
     /// MySQL/MariaDB: `lock` (default: brief global read lock, parallel) or `lock-free`
     /// (MariaDB only: one connection, no global lock).
     pub consistency: Option<Consistency>,
+    /// MySQL/MariaDB: the server id incremental copies read the binary log with (default: derived
+    /// from the source name, in 4000000000..4200000000).
+    pub replica_server_id: Option<u32>,
+    /// What an incremental does when the log no longer reaches back to its parent: `fail`
+    /// (default) or `full` (take a full copy instead, and say so).
+    pub on_log_gap: Option<OnLogGap>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::source::filter::Filters::is_empty")]
     pub filters: crate::source::filter::Filters,
@@ -497,6 +512,8 @@ impl Config {
             options.filters = settings.filters.clone();
             options.lock_free = settings.consistency == Some(Consistency::LockFree);
             options.checksums = settings.checksums.unwrap_or(false);
+            options.replica_server_id = settings.replica_server_id;
+            options.full_on_log_gap = settings.on_log_gap == Some(OnLogGap::Full);
         }
         options
     }

@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::destination::{Access, Destination, DestinationError, DestinationExt, md5_hex};
 use crate::exit::{Classify, ExitStatus};
 use crate::manifest::Manifest;
-use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl};
+use crate::source::{RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
 use crate::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
 
 /// Errors of a restore.
@@ -58,6 +58,10 @@ pub struct RestoreRequest {
     pub rename_databases: Vec<String>,
     pub no_binlog: bool,
     pub verify_checksums: bool,
+    /// Where replay of incrementals stops (MySQL).
+    pub until: Option<Until>,
+    /// Continue an interrupted replay (MySQL).
+    pub resume: bool,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -72,6 +76,9 @@ pub struct RestorePlan {
     pub rename_databases: Vec<(String, String)>,
     pub no_binlog: bool,
     pub verify_checksums: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Until>,
+    pub resume: bool,
     pub chain: Vec<CopyRecord>,
     #[serde(skip)]
     target_url: SourceUrl,
@@ -101,12 +108,21 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         rename_databases.push((from.to_string(), to.to_string()));
     }
     if target_url.engine == crate::source::Engine::Postgres
-        && (!rename_databases.is_empty() || request.no_binlog || request.verify_checksums)
+        && (!rename_databases.is_empty()
+            || request.no_binlog
+            || request.verify_checksums
+            || request.until.is_some()
+            || request.resume)
     {
         return Err(RestoreError::Usage(
-            "--rename-db, --no-binlog and --checksum apply to MySQL targets; a PostgreSQL copy goes into the database \
-             of --target and is checked by row counts"
+            "--rename-db, --no-binlog, --checksum, --until* and --resume apply to MySQL targets; a PostgreSQL copy goes \
+             into the database of --target and is checked by row counts"
                 .into(),
+        ));
+    }
+    if request.resume && request.clean {
+        return Err(RestoreError::Usage(
+            "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
         ));
     }
     let destination = config.destination(&request.from)?.open().await?;
@@ -127,7 +143,14 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .map_err(StatusError::from)?
         .into_iter()
         .cloned()
-        .collect();
+        .collect::<Vec<_>>();
+    if let (Some(until), [only]) = (&request.until, chain.as_slice()) {
+        return Err(RestoreError::Usage(format!(
+            "copy {} is a full copy with no incremental after it in its chain; it cannot stop at {until}. Restore the \
+             latest copy (--copy latest) or an incremental whose chain reaches the point",
+            only.id
+        )));
+    }
     Ok(RestorePlan {
         source: request.source.clone(),
         destination: destination.location(),
@@ -137,6 +160,8 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         rename_databases,
         no_binlog: request.no_binlog,
         verify_checksums: request.verify_checksums,
+        until: request.until.clone(),
+        resume: request.resume,
         chain,
         target_url,
         store: Some(destination),
@@ -196,6 +221,151 @@ pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
         rename_databases: plan.rename_databases.clone(),
         no_binlog: plan.no_binlog,
         verify_checksums: plan.verify_checksums,
+        until: plan.until.clone(),
+        resume: plan.resume,
     };
     Ok(target.restore(&input).await?)
+}
+
+/// Reads the `--until`, `--until-gtid` and `--until-position` arguments (at most one is given).
+///
+/// # Errors
+/// [`RestoreError::Usage`] naming the argument and the form expected.
+pub fn parse_until(
+    time: Option<&str>,
+    gtid: Option<&str>,
+    position: Option<&str>,
+) -> Result<Option<Until>, RestoreError> {
+    if let Some(text) = time {
+        let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()))
+            .map_err(|_| {
+                RestoreError::Usage(format!(
+                    "--until {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
+                     \"2026-11-21 08:30:00\" (UTC)"
+                ))
+            })?;
+        return Ok(Some(Until::Time(parsed)));
+    }
+    if let Some(text) = gtid {
+        crate::source::mysql::binlog::Gtid::parse(text)
+            .map_err(|e| RestoreError::Usage(format!("--until-gtid {e}")))?;
+        return Ok(Some(Until::Gtid(text.trim().to_string())));
+    }
+    if let Some(text) = position {
+        let parsed = text
+            .rsplit_once(':')
+            .and_then(|(file, pos)| Some((file, pos.parse::<u64>().ok()?)))
+            .filter(|(file, _)| !file.is_empty());
+        let Some((file, position)) = parsed else {
+            return Err(RestoreError::Usage(format!(
+                "--until-position {text:?}: expected FILE:POS, e.g. binlog.000042:1234"
+            )));
+        };
+        return Ok(Some(Until::Position {
+            file: file.to_string(),
+            position,
+        }));
+    }
+    Ok(None)
+}
+
+/// What `restore --dry-run` prints: the chain, each copy's files and log range, and the stop point.
+///
+/// # Errors
+/// Destination errors reading the manifests, or a damaged manifest.
+pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
+    let destination = plan.store.clone().expect("plans are made by plan()");
+    let manifests = manifests(&destination, &plan.chain).await?;
+    let mut text = format!(
+        "restore of source {} from {} into {}\n",
+        plan.source, plan.destination, plan.target
+    );
+    if plan.resume {
+        text.push_str("  --resume: the full copy is already in the target; the replay continues where it stopped\n");
+    }
+    for (copy, manifest) in plan.chain.iter().zip(&manifests) {
+        text.push_str(&format!(
+            "  {} {} ({}), {} files, {} bytes, log {} .. {}\n",
+            copy.id,
+            copy.kind,
+            copy.run_type,
+            copy.files,
+            copy.bytes,
+            show_position(&copy.log_range.start),
+            show_position(&copy.log_range.end)
+        ));
+        if copy.kind == crate::schedule::CopyKind::Incremental {
+            let detail = |name: &str| copy.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
+            text.push_str(&format!(
+                "    {} transactions, events from {} to {}\n",
+                detail("transactions"),
+                detail("first_event_at").as_str().unwrap_or("-"),
+                detail("last_event_at").as_str().unwrap_or("-")
+            ));
+            for file in &manifest.files {
+                let detail = |name: &str| file.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                text.push_str(&format!(
+                    "    {}: {} {}..{}, {} events\n",
+                    file.path,
+                    detail("server_file").as_str().unwrap_or("?"),
+                    detail("start"),
+                    detail("end"),
+                    detail("events")
+                ));
+            }
+        }
+    }
+    match (&plan.until, plan.chain.last()) {
+        (Some(until), _) => text.push_str(&format!(
+            "stop: after {until} (located exactly when the files are read, before anything is applied)\n"
+        )),
+        (None, Some(last)) if plan.chain.len() > 1 => text.push_str(&format!(
+            "stop: at the end of the chain, {}\n",
+            show_position(&last.log_range.end)
+        )),
+        _ => {}
+    }
+    Ok(text)
+}
+
+fn show_position(position: &crate::status::LogPosition) -> String {
+    match position {
+        crate::status::LogPosition::Mysql { file, position, gtid } => format!(
+            "{file}:{position}{}",
+            gtid.as_deref().map(|g| format!(" (GTID {g})")).unwrap_or_default()
+        ),
+        crate::status::LogPosition::Postgres { lsn, .. } => format!("LSN {lsn}"),
+    }
+}
+
+/// Writes the position a restore reached, for seeding a replica: JSON, replaced atomically.
+///
+/// # Errors
+/// [`RestoreError::Usage`] naming the file when it cannot be written.
+pub fn write_position(
+    path: &std::path::Path,
+    plan: &RestorePlan,
+    position: &crate::status::LogPosition,
+) -> Result<(), RestoreError> {
+    let body = serde_json::json!({
+        "source": plan.source,
+        "copy": plan.chain.last().map(|c| c.id.clone()),
+        "full_copy": plan.chain.first().map(|c| c.id.clone()),
+        "target": plan.target,
+        "until": plan.until,
+        "position": position,
+        "written_at": chrono::Utc::now(),
+    });
+    let text = serde_json::to_string_pretty(&body).expect("positions serialize") + "\n";
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| {
+            RestoreError::Usage(format!(
+                "the restore finished, but its position could not be written to {}: {e}; pass --position-file PATH",
+                path.display()
+            ))
+        })
 }

@@ -133,7 +133,24 @@ pub struct RestoreArgs {
     /// MySQL: compare CHECKSUM TABLE of every restored table with the one recorded by `backup --checksum`.
     #[arg(long)]
     pub checksum: bool,
-    /// Print the chain of copies that would be restored and exit.
+    /// MySQL: replay the incrementals up to the last transaction started at or before TIME
+    /// (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["until_gtid", "until_position"])]
+    pub until: Option<String>,
+    /// MySQL: replay up to and including the transaction with this GTID (`0-1-42`, `uuid:42`).
+    #[arg(long, value_name = "GTID", conflicts_with = "until_position")]
+    pub until_gtid: Option<String>,
+    /// MySQL: replay every transaction that ends at or before this binary log position.
+    #[arg(long, value_name = "FILE:POS")]
+    pub until_position: Option<String>,
+    /// MySQL: continue a replay that stopped, from the position the target recorded.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to write the binary log position the restored data corresponds to, as JSON
+    /// (default: cairn-restore-SOURCE.json in the current folder).
+    #[arg(long, value_name = "PATH")]
+    pub position_file: Option<std::path::PathBuf>,
+    /// Print the chain of copies, their files and the stop point that would be used, and exit.
     #[arg(long)]
     pub dry_run: bool,
     /// Print results as JSON on stdout.
@@ -387,36 +404,55 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         rename_databases: args.rename_db.clone(),
         no_binlog: args.no_binlog,
         verify_checksums: args.checksum,
+        until: restore::parse_until(
+            args.until.as_deref(),
+            args.until_gtid.as_deref(),
+            args.until_position.as_deref(),
+        )?,
+        resume: args.resume,
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {
         if args.json {
             return print_out(&to_json(&plan));
         }
-        let mut text = format!(
-            "restore of source {} from {} into {}\n",
-            plan.source, plan.destination, plan.target
-        );
-        for copy in &plan.chain {
-            text.push_str(&format!(
-                "  {} {} ({}), {} files, {} bytes\n",
-                copy.id, copy.kind, copy.run_type, copy.files, copy.bytes
-            ));
-        }
-        text.push_str("dry run: nothing was written\n");
-        return print_out(&text);
+        let text = restore::describe(&plan).await?;
+        return print_out(&format!("{text}dry run: nothing was written\n"));
     }
     let report = restore::run(&plan).await?;
+    let position_file = args
+        .position_file
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("cairn-restore-{}.json", plan.source)));
+    if let Some(position) = &report.position {
+        restore::write_position(&position_file, &plan, position)?;
+    }
     if args.json {
         return print_out(&to_json(&report));
     }
-    print_out(&format!(
-        "restored {} into {}: {} tables, {} rows from {} files in {:.1}s\n",
-        plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
+    let mut text = format!(
+        "restored {} into {}: {} tables, {} rows from {} files",
+        plan.chain.first().map(|c| c.id.as_str()).unwrap_or_default(),
         report.target,
         report.tables,
         report.rows,
         report.files,
-        report.seconds
-    ))
+    );
+    if report.incrementals > 0 {
+        text.push_str(&format!(
+            "; replayed {} incrementals: {} transactions, {} row changes",
+            report.incrementals, report.transactions, report.row_changes
+        ));
+    }
+    text.push_str(&format!(" in {:.1}s\n", report.seconds));
+    if let Some(crate::status::LogPosition::Mysql { file, position, gtid }) = &report.position
+        && !file.is_empty()
+    {
+        text.push_str(&format!(
+            "binary log position: {file}:{position}{}\nwritten to {}\n",
+            gtid.as_deref().map(|g| format!(", GTID {g}")).unwrap_or_default(),
+            position_file.display()
+        ));
+    }
+    print_out(&text)
 }

@@ -19,7 +19,7 @@ use crate::destination::{Destination, DestinationError};
 use crate::exit::{Classify, ExitStatus};
 use crate::manifest::Manifest;
 use crate::secret::{MASK, Secret};
-use crate::status::{LogRange, ServerIdentity};
+use crate::status::{CopyRecord, LogPosition, LogRange, ServerIdentity};
 
 /// The database engines cairn backs up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -177,6 +177,12 @@ pub struct CopyOptions {
     pub lock_free: bool,
     /// MySQL: record `CHECKSUM TABLE` of every table, in the copy's snapshot.
     pub checksums: bool,
+    /// MySQL: the server id cairn uses when it reads the binary log as a replica would; it must
+    /// differ from every real replica's. `None`: derived from the source name (docs/mysql.md).
+    pub replica_server_id: Option<u32>,
+    /// When the log no longer reaches back to the parent: take a full copy instead of failing
+    /// (`on-log-gap = "full"`).
+    pub full_on_log_gap: bool,
 }
 
 impl Default for CopyOptions {
@@ -188,6 +194,8 @@ impl Default for CopyOptions {
             filters: filter::Filters::default(),
             lock_free: false,
             checksums: false,
+            replica_server_id: None,
+            full_on_log_gap: false,
         }
     }
 }
@@ -208,6 +216,23 @@ pub trait Source: Send + Sync {
 
     /// Takes a consistent full copy, writing its files through `writer`.
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError>;
+
+    /// Takes the changes since `parent` ended, writing their files through `writer`.
+    ///
+    /// # Errors
+    /// [`SourceError::LogGap`] when the log no longer reaches back to the parent's end.
+    async fn incremental_copy(
+        &self,
+        writer: &CopyWriter,
+        options: &CopyOptions,
+        parent: &CopyRecord,
+    ) -> Result<TakenCopy, SourceError> {
+        let _ = (writer, options);
+        Err(SourceError::Unsupported(format!(
+            "incremental copies after {} are not available for this engine",
+            parent.id
+        )))
+    }
 }
 
 /// What a restore replays.
@@ -226,6 +251,35 @@ pub struct RestoreInput {
     pub no_binlog: bool,
     /// Compare `CHECKSUM TABLE` of every restored table with the copy's (MySQL).
     pub verify_checksums: bool,
+    /// Where replay of the incrementals stops; `None`: at the end of the chain.
+    pub until: Option<Until>,
+    /// Continue an interrupted replay from the position the target recorded.
+    pub resume: bool,
+}
+
+/// A point in the source's history where a replay stops, after the last whole transaction
+/// before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Until {
+    /// Every transaction that started at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+    /// Up to and including this transaction.
+    Gtid(String),
+    /// Every transaction that ended at or before this position.
+    Position { file: String, position: u64 },
+}
+
+impl fmt::Display for Until {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Until::Time(time) => write!(f, "the last transaction started at or before {}", time.to_rfc3339()),
+            Until::Gtid(gtid) => write!(f, "transaction {gtid}"),
+            Until::Position { file, position } => {
+                write!(f, "the last transaction ending at or before {file}:{position}")
+            }
+        }
+    }
 }
 
 /// What a restore did.
@@ -236,6 +290,21 @@ pub struct RestoreReport {
     pub rows: u64,
     pub files: u64,
     pub seconds: f64,
+    /// Incremental copies replayed on top of the full one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub incrementals: u64,
+    /// Transactions and row changes applied from the incrementals.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transactions: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub row_changes: u64,
+    /// The source's log position the restored data corresponds to: a replica continues from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<LogPosition>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// An engine writing into a target database.
@@ -332,8 +401,24 @@ pub enum SourceError {
     TargetNotEmpty { database: String, detail: String },
     #[error("{cause}\nthe restore stopped part way: {target} is incomplete; drop it, or restore again with --clean")]
     Incomplete { target: String, cause: Box<SourceError> },
+    #[error(
+        "{cause}\nthe replay stopped: {target} holds the full copy and every transaction up to the position recorded \
+         in cairn_replay.progress; fix the cause and run the same restore with --resume"
+    )]
+    ReplayStopped { target: String, cause: Box<SourceError> },
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "source {source_name}: the binary log no longer reaches back to where copy {parent} ended ({needed}): {detail}; \
+         an incremental would have a hole. Take a full copy (--type full), or set on-log-gap = \"full\" for this \
+         source, and keep binary logs longer than the time between copies"
+    )]
+    LogGap {
+        source_name: String,
+        parent: String,
+        needed: String,
+        detail: String,
+    },
     #[error("{0}")]
     Damaged(String),
     #[error(transparent)]
@@ -352,8 +437,8 @@ impl Classify for SourceError {
             | SourceError::Unsupported(_) => ExitStatus::Usage,
             SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
             SourceError::Destination(e) => e.exit_status(),
-            SourceError::Incomplete { cause, .. } => cause.exit_status(),
-            SourceError::Database { .. } | SourceError::Damaged(_) => ExitStatus::Failed,
+            SourceError::Incomplete { cause, .. } | SourceError::ReplayStopped { cause, .. } => cause.exit_status(),
+            SourceError::Database { .. } | SourceError::Damaged(_) | SourceError::LogGap { .. } => ExitStatus::Failed,
         }
     }
 }

@@ -6,8 +6,11 @@
 //! releases it: writes stall for milliseconds, and every worker reads the same point in time.
 //! Rows travel in the `LOAD DATA` text format, streamed through zstd and MD5 to the destination.
 
+pub mod binlog;
+mod capture;
 mod format;
 mod inventory;
+mod replay;
 mod schema;
 mod target;
 
@@ -64,6 +67,18 @@ impl My {
     /// # Errors
     /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, SourceError> {
+        self.connect_tuned(database, |builder| builder).await
+    }
+
+    /// [`My::connect`] with driver options adjusted by `tune`.
+    ///
+    /// # Errors
+    /// As [`My::connect`].
+    pub async fn connect_tuned(
+        &self,
+        database: Option<&str>,
+        tune: impl FnOnce(OptsBuilder) -> OptsBuilder,
+    ) -> Result<Conn, SourceError> {
         let (mut url, ssl) = ssl_opts(self.url.without_password())
             .map_err(|e| SourceError::Unsupported(format!("{}: {e}", self.name)))?;
         // The driver only knows mysql://; mariadb:// is the same protocol.
@@ -83,7 +98,7 @@ impl My {
         if let Some(database) = database {
             builder = builder.db_name((!database.is_empty()).then(|| database.to_string()));
         }
-        Conn::new(builder).await.map_err(|e| self.error("connecting", e))
+        Conn::new(tune(builder)).await.map_err(|e| self.error("connecting", e))
     }
 
     /// Classifies a driver error by server error code and names the server and the work.
@@ -739,7 +754,16 @@ async fn read_schema(
 #[async_trait]
 impl Source for MysqlSource {
     fn supports_incremental(&self) -> bool {
-        false
+        true
+    }
+
+    async fn incremental_copy(
+        &self,
+        writer: &CopyWriter,
+        options: &CopyOptions,
+        parent: &crate::status::CopyRecord,
+    ) -> Result<TakenCopy, SourceError> {
+        capture::incremental_copy(&self.my, &self.spec.name, writer, options, parent).await
     }
 
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use super::inventory::{Column, Transfer};
 use super::schema::{Object, Schema};
-use super::{My, format, quote_ident, quote_literal};
+use super::{My, format, quote_ident, quote_literal, replay};
 use crate::destination::Destination;
 use crate::progress::Progress;
 use crate::source::stored::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
@@ -590,12 +590,7 @@ impl MysqlTarget {
 impl Target for MysqlTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
-        let [manifest] = input.manifests.as_slice() else {
-            return Err(SourceError::Unsupported(format!(
-                "the chain of {} copies ends in an incremental copy; MySQL incremental copies cannot be restored by this cairn",
-                input.manifests.len()
-            )));
-        };
+        let manifest = &input.manifests[0];
         let files = files_of(&input.source, manifest);
         let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
         let text = read_text(&input.destination, &schema_file).await?;
@@ -603,6 +598,52 @@ impl Target for MysqlTarget {
             .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
         let map = database_map(input, &schema, &self.url)?;
 
+        let mut report = if input.resume {
+            tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
+            RestoreReport {
+                target: self.my.name.clone(),
+                ..Default::default()
+            }
+        } else {
+            self.restore_full(input, &schema, &map, &files).await?
+        };
+        report.position = Some(manifest.copy.log_range.end.clone());
+        if input.manifests.len() > 1 {
+            let replayed = replay::replay(&self.my, input, &map)
+                .await
+                .map_err(|cause| SourceError::ReplayStopped {
+                    target: format!(
+                        "{} ({})",
+                        self.my.name,
+                        map.values().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    cause: Box::new(cause),
+                })?;
+            report.incrementals = input.manifests.len() as u64 - 1;
+            report.transactions = replayed.transactions;
+            report.row_changes = replayed.row_changes;
+            report.position = replayed.position;
+        } else if input.resume {
+            return Err(SourceError::Unsupported(format!(
+                "--resume continues the replay of incremental copies; copy {} is a full copy with nothing to replay",
+                manifest.copy.id
+            )));
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+impl MysqlTarget {
+    /// Restores the full copy of a chain: databases, tables, data, then the other objects.
+    async fn restore_full(
+        &self,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+        files: &[StoredFile],
+    ) -> Result<RestoreReport, SourceError> {
+        let started = Instant::now();
         let mut admin = self.admin().await?;
         for database in &schema.databases {
             let name = &map[&database.name];
@@ -639,9 +680,9 @@ impl Target for MysqlTarget {
                 .await
                 .map_err(|e| self.my.error(&format!("creating database {name}"), e))?;
         }
-        let data = data_files(&files);
+        let data = data_files(files);
         let (tables, rows, file_count) = self
-            .write(input, &schema, &map, data, &mut admin)
+            .write(input, schema, map, data, &mut admin)
             .await
             .map_err(|cause| SourceError::Incomplete {
                 target: format!(
@@ -657,6 +698,7 @@ impl Target for MysqlTarget {
             rows,
             files: file_count,
             seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
         })
     }
 }

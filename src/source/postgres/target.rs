@@ -353,6 +353,7 @@ impl Target for PostgresTarget {
             rows,
             files: file_count,
             seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
         })
     }
 }
