@@ -6,6 +6,7 @@ mod destination;
 mod environment;
 mod lock;
 mod mysql;
+mod mysql_binlog;
 mod postgres;
 mod status;
 mod support;

@@ -14,21 +14,21 @@ use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, mysql_url, run, s3_ser
 /// MySQL tests run one at a time on the shared server: a copy's global read lock waits for other
 /// tests' running statements and DDL (as it would in production), and one test switches
 /// `local_infile` off for the whole server.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn url_of(database: &str) -> String {
+pub fn url_of(database: &str) -> String {
     let base = mysql_url();
     let (server, _) = base.rsplit_once('/').expect("the test URL names a database");
     format!("{server}/{database}")
 }
 
-async fn connect(url: &str) -> Conn {
+pub async fn connect(url: &str) -> Conn {
     Conn::new(Opts::from_url(url).unwrap())
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
-async fn fresh_database(hint: &str) -> String {
+pub async fn fresh_database(hint: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{hint}_{}_{}",
@@ -43,7 +43,7 @@ async fn fresh_database(hint: &str) -> String {
     name
 }
 
-async fn fixture_database(hint: &str) -> String {
+pub async fn fixture_database(hint: &str) -> String {
     let name = fresh_database(hint).await;
     let sql =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mysql/fixture.sql")).unwrap();
@@ -64,7 +64,7 @@ fn bytes_of(value: &Value) -> Vec<u8> {
 }
 
 /// Everything a restore must reproduce, with the database's own name taken out.
-async fn contents_of(database: &str) -> BTreeMap<String, String> {
+pub async fn contents_of(database: &str) -> BTreeMap<String, String> {
     let mut conn = connect(&url_of(database)).await;
     conn.query_drop("SET SESSION time_zone = '+00:00'").await.unwrap();
     let unname = |text: String| text.replace(&format!("`{database}`"), "`DB`");
@@ -163,7 +163,7 @@ async fn contents_of(database: &str) -> BTreeMap<String, String> {
     out
 }
 
-async fn assert_same(source: &str, restored: &str) {
+pub async fn assert_same(source: &str, restored: &str) {
     let (a, b) = (contents_of(source).await, contents_of(restored).await);
     assert!(a.len() > 15, "the fixture has more objects than {:?}", a.keys());
     for (name, value) in &a {
@@ -581,7 +581,12 @@ async fn restore_refuses_damage_and_non_empty_targets() {
 }
 
 /// `backup` with extra flags of the subcommand.
-fn backup_with(command: &mut std::process::Command, database: &str, to: &str, extra: &[&str]) -> (i32, String, String) {
+pub fn backup_with(
+    command: &mut std::process::Command,
+    database: &str,
+    to: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
     run(command
         .args([
             "backup",
@@ -598,7 +603,7 @@ fn backup_with(command: &mut std::process::Command, database: &str, to: &str, ex
 }
 
 /// `restore` with extra flags of the subcommand.
-fn restore_with(
+pub fn restore_with(
     command: &mut std::process::Command,
     from: &str,
     source: &str,

@@ -299,6 +299,7 @@ pub fn cairn(lock_dir: &Path) -> Command {
         }
     }
     command
+        .current_dir(lock_dir)
         .env("CAIRN_LOCK_DIR", lock_dir)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent")

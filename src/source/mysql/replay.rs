@@ -272,6 +272,9 @@ struct Applier<'a> {
     my: &'a My,
     conn: Conn,
     source: String,
+    /// The target databases, sorted and joined by commas: with the source, what a progress row
+    /// belongs to.
+    targets: String,
     /// Source database → target database, for every database the full copy holds.
     databases: &'a BTreeMap<String, String>,
     filters: Filters,
@@ -338,7 +341,7 @@ impl Applier<'_> {
             .exec_drop(
                 format!(
                     "UPDATE {PROGRESS_DATABASE}.progress SET copy_id = ?, server_file = ?, position = ?, gtid = ?, \
-                     transactions = transactions + 1 WHERE source = ?"
+                     transactions = transactions + 1 WHERE source = ? AND target_databases = ?"
                 ),
                 (
                     &boundary.copy,
@@ -346,6 +349,7 @@ impl Applier<'_> {
                     boundary.position,
                     boundary.gtids.to_string(),
                     &self.source,
+                    &self.targets,
                 ),
             )
             .await;
@@ -564,9 +568,9 @@ impl Applier<'_> {
             self.conn
                 .exec_drop(
                     format!(
-                        "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND db = ? AND name = ?"
+                        "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND target_databases = ? AND db = ? AND name = ?"
                     ),
-                    (&self.source, &target, &name),
+                    (&self.source, &self.targets, &target, &name),
                 )
                 .await
                 .map_err(|e| self.my.error("forgetting a dropped trigger", e))?;
@@ -766,6 +770,16 @@ fn convert(value: BinlogValue<'static>, column: &ColumnInfo) -> Result<Value, St
             }
             Value::UInt(mask)
         }
+        // A signed MEDIUMINT decodes without its sign extended.
+        ("mediumint", Value::Int(v)) if !column.unsigned && v > 0x7f_ffff => Value::Int(v - 0x100_0000),
+        // MariaDB's fixed-size binary types leave trailing zero bytes out of the log.
+        ("uuid" | "inet6" | "inet4", Value::Bytes(mut bytes)) => {
+            let size = if column.data_type == "inet4" { 4 } else { 16 };
+            if bytes.len() < size {
+                bytes.resize(size, 0);
+            }
+            Value::Bytes(bytes)
+        }
         // Unsigned columns decode as signed when the log does not say they are unsigned.
         (kind, Value::Int(v)) if column.unsigned && v < 0 => {
             let bits = match kind {
@@ -829,11 +843,13 @@ async fn set_aside_triggers(applier: &mut Applier<'_>) -> Result<(), SourceError
             .conn
             .exec_drop(
                 format!(
-                    "REPLACE INTO {PROGRESS_DATABASE}.deferred_triggers (source, db, name, table_name, action_order, \
-                     sql_mode, statement, character_set_client, collation_connection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "REPLACE INTO {PROGRESS_DATABASE}.deferred_triggers (source, target_databases, db, name, table_name, \
+                     action_order, sql_mode, statement, character_set_client, collation_connection) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     &applier.source,
+                    &applier.targets,
                     &db,
                     &name,
                     &table,
@@ -865,9 +881,9 @@ async fn restore_triggers(applier: &mut Applier<'_>) -> Result<(), SourceError> 
         .exec(
             format!(
                 "SELECT db, name, table_name, sql_mode, statement, character_set_client, collation_connection \
-                 FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? ORDER BY db, table_name, action_order"
+                 FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND target_databases = ? ORDER BY db, table_name, action_order"
             ),
-            (&applier.source,),
+            (&applier.source, &applier.targets),
         )
         .await
         .map_err(|e| applier.my.error("reading the triggers set aside", e))?;
@@ -906,8 +922,8 @@ async fn restore_triggers(applier: &mut Applier<'_>) -> Result<(), SourceError> 
         applier
             .conn
             .exec_drop(
-                format!("DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND db = ? AND name = ?"),
-                (&applier.source, &db, &name),
+                format!("DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND target_databases = ? AND db = ? AND name = ?"),
+                (&applier.source, &applier.targets, &db, &name),
             )
             .await
             .map_err(|e| applier.my.error("forgetting a recreated trigger", e))?;
@@ -920,17 +936,18 @@ async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), SourceError> 
     for statement in [
         format!("CREATE DATABASE IF NOT EXISTS {PROGRESS_DATABASE} CHARACTER SET utf8mb4"),
         format!(
-            "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.progress (source VARCHAR(191) NOT NULL PRIMARY KEY, \
+            "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.progress (source VARCHAR(191) NOT NULL, target_databases VARCHAR(300) NOT NULL, \
              full_copy VARCHAR(64) NOT NULL, copy_id VARCHAR(64) NOT NULL, server_file VARCHAR(255) NOT NULL, \
              position BIGINT UNSIGNED NOT NULL, gtid TEXT, transactions BIGINT UNSIGNED NOT NULL DEFAULT 0, \
-             updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)) \
+             updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), \
+             PRIMARY KEY (source, target_databases)) \
              ENGINE=InnoDB"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.deferred_triggers (source VARCHAR(191) NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.deferred_triggers (source VARCHAR(191) NOT NULL, target_databases VARCHAR(300) NOT NULL, \
              db VARCHAR(64) NOT NULL, name VARCHAR(64) NOT NULL, table_name VARCHAR(64) NOT NULL, \
              action_order BIGINT UNSIGNED NOT NULL, sql_mode TEXT, statement LONGBLOB NOT NULL, \
-             character_set_client VARCHAR(64), collation_connection VARCHAR(64), PRIMARY KEY (source, db, name)) \
+             character_set_client VARCHAR(64), collation_connection VARCHAR(64), PRIMARY KEY (source, target_databases, db, name)) \
              ENGINE=InnoDB"
         ),
     ] {
@@ -983,6 +1000,11 @@ pub(super) async fn replay(
         .get("filters")
         .and_then(|f| serde_json::from_value(f.clone()).ok())
         .unwrap_or_default();
+    let targets = {
+        let mut names: Vec<&str> = databases.values().map(String::as_str).collect();
+        names.sort_unstable();
+        names.join(",")
+    };
     let conn = my
         .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
         .await?;
@@ -990,6 +1012,7 @@ pub(super) async fn replay(
         my,
         conn,
         source: input.source.clone(),
+        targets: targets.clone(),
         databases,
         filters,
         tables: HashMap::new(),
@@ -1019,8 +1042,8 @@ pub(super) async fn replay(
         let row: Option<(String, String, String, u64, Option<String>)> = applier
             .conn
             .exec_first(
-                format!("SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ?"),
-                (&input.source,),
+                format!("SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+                (&input.source, &targets),
             )
             .await
             .map_err(|e| my.error("reading the replay progress", e))?;
@@ -1053,10 +1076,10 @@ pub(super) async fn replay(
             .conn
             .exec_drop(
                 format!(
-                    "REPLACE INTO {PROGRESS_DATABASE}.progress (source, full_copy, copy_id, server_file, position, gtid, \
-                     transactions) VALUES (?, ?, ?, ?, ?, ?, 0)"
+                    "REPLACE INTO {PROGRESS_DATABASE}.progress (source, target_databases, full_copy, copy_id, server_file, \
+                     position, gtid, transactions) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
                 ),
-                (&input.source, &full.copy.id, &full.copy.id, file, position, start_gtids.to_string()),
+                (&input.source, &targets, &full.copy.id, &full.copy.id, file, position, start_gtids.to_string()),
             )
             .await
             .map_err(|e| my.error("recording the replay start", e))?;
@@ -1064,8 +1087,9 @@ pub(super) async fn replay(
             .exec(
                 "clearing triggers set aside earlier",
                 &format!(
-                    "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = {}",
-                    quote_literal(&input.source)
+                    "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = {} AND target_databases = {}",
+                    quote_literal(&input.source),
+                    quote_literal(&targets)
                 ),
             )
             .await?;
@@ -1195,8 +1219,8 @@ pub(super) async fn replay(
     let position: Option<(String, u64, String)> = applier
         .conn
         .exec_first(
-            format!("SELECT server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ?"),
-            (&input.source,),
+            format!("SELECT server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+            (&input.source, &targets),
         )
         .await
         .map_err(|e| my.error("reading the replay position", e))?;
@@ -1222,9 +1246,9 @@ pub(super) async fn replay(
             .conn
             .exec_drop(
                 format!(
-                    "UPDATE {PROGRESS_DATABASE}.progress SET server_file = ?, position = ?, gtid = ? WHERE source = ?"
+                    "UPDATE {PROGRESS_DATABASE}.progress SET server_file = ?, position = ?, gtid = ? WHERE source = ? AND target_databases = ?"
                 ),
-                (file, at, gtid.clone().unwrap_or_default(), &input.source),
+                (file, at, gtid.clone().unwrap_or_default(), &input.source, &targets),
             )
             .await
             .map_err(|e| my.error("recording the replay's end", e))?;

@@ -1,0 +1,507 @@
+//! MySQL/MariaDB incremental copies and their replay against the private MariaDB: chains taken
+//! under a workload across binary log rotations, points in time, damaged and missing logs, an
+//! interrupted replay, and every column type changed by UPDATE and DELETE.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use crate::mysql::{
+    ONE_AT_A_TIME, assert_same, backup_with, connect, contents_of, fixture_database, fresh_database, restore_with,
+    url_of,
+};
+use crate::support::{cairn, mysql_url, run};
+
+/// Transfers between 200 accounts until `stop` is set: the total never changes, and every
+/// transfer adds one history row and one to the sender's count.
+fn transfer_workload(database: &str, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..3u64)
+        .map(|w| {
+            let (url, stop) = (url_of(database), stop.clone());
+            tokio::spawn(async move {
+                let mut conn = connect(&url).await;
+                let mut state = w * 7919 + 17;
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let (from, to, amount) = (
+                        1 + (state >> 33) % 200,
+                        1 + (state >> 17) % 200,
+                        1 + ((state >> 5) % 50) as i64,
+                    );
+                    if from == to {
+                        continue;
+                    }
+                    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
+                    for id in [from.min(to), from.max(to)] {
+                        let (delta, counted) = if id == from { (-amount, 1) } else { (amount, 0) };
+                        tx.exec_drop(
+                            "UPDATE accounts SET balance = balance + ?, transfers = transfers + ? WHERE id = ?",
+                            (delta, counted, id),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                    tx.exec_drop(
+                        "INSERT INTO history (from_id, to_id, amount) VALUES (?, ?, ?)",
+                        (from, to, amount),
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+async fn accounts_database(hint: &str) -> String {
+    let source = fresh_database(hint).await;
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, transfers BIGINT NOT NULL DEFAULT 0);
+             CREATE TABLE history (id BIGINT AUTO_INCREMENT PRIMARY KEY, from_id INT, to_id INT, amount BIGINT);
+             INSERT INTO accounts (id, balance) SELECT seq, 1000 FROM seq_1_to_200;",
+        )
+        .await
+        .unwrap();
+    source
+}
+
+async fn server(sql: &str) {
+    connect(&mysql_url()).await.query_drop(sql).await.unwrap();
+}
+
+fn status_json(locks: &Path, to: &str) -> serde_json::Value {
+    let (code, json, err) = run(cairn(locks).args(["status", "--json", "--source", "fx", "--from", to]));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(&json).unwrap()[0]["copies"].clone()
+}
+
+/// Backs up `database` as source `fx`, expecting success.
+async fn backup_ok(locks: &Path, database: &str, to: &str, kind: &str) {
+    let (locks, database, to, kind) = (
+        locks.to_path_buf(),
+        database.to_string(),
+        to.to_string(),
+        kind.to_string(),
+    );
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || backup_with(&mut cairn(&locks), &database, &to, &["--type", &kind]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[tokio::test]
+async fn incrementals_under_a_workload_and_rotations_replay_to_the_source() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = accounts_database("my_chain").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = transfer_workload(&source, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    backup_ok(locks.path(), &source, &to, "full").await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server("FLUSH BINARY LOGS").await;
+        if round == 1 {
+            // A rotation while the incremental reads the log.
+            let rotating = tokio::spawn(async {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    server("FLUSH BINARY LOGS").await;
+                }
+            });
+            backup_ok(locks.path(), &source, &to, "incremental").await;
+            rotating.await.unwrap();
+        } else {
+            backup_ok(locks.path(), &source, &to, "incremental").await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for worker in workers {
+        transfers += worker.await.unwrap();
+    }
+    assert!(transfers > 100, "only {transfers} transfers ran");
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+
+    let copies = status_json(locks.path(), &to);
+    let copies = copies.as_array().unwrap();
+    assert_eq!(copies.len(), 5);
+    for pair in copies.windows(2) {
+        assert_eq!(pair[1]["parent"], pair[0]["id"]);
+        assert_eq!(
+            pair[1]["log_range"]["start"], pair[0]["log_range"]["end"],
+            "an incremental must start exactly where its parent ended"
+        );
+    }
+    let files_touched: u64 = copies[1..]
+        .iter()
+        .map(|c| c["details"]["binlog_files"].as_array().unwrap().len() as u64)
+        .sum();
+    assert!(files_touched >= 4, "the chain should span several rotated binlog files");
+
+    // Stored logs are real binary logs: mysqlbinlog lists the same transactions.
+    if let Ok(status) = std::process::Command::new("mysqlbinlog").arg("--version").output()
+        && status.status.success()
+    {
+        let mut gtids = 0;
+        let mut recorded = 0;
+        for copy in &copies[1..] {
+            recorded += copy["details"]["transactions"].as_u64().unwrap();
+        }
+        for file in crate::support::walk(dir.path()) {
+            if !file.to_string_lossy().contains("/binlog/") {
+                continue;
+            }
+            let plain = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
+            let path = dir.path().join("plain.bin");
+            std::fs::write(&path, plain).unwrap();
+            let out = std::process::Command::new("mysqlbinlog")
+                .arg("--no-defaults")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            gtids += text.lines().filter(|l| l.contains("\tGTID ")).count() as u64;
+        }
+        assert_eq!(
+            gtids, recorded,
+            "mysqlbinlog sees other transactions than the copies recorded"
+        );
+    }
+
+    let target = format!("{source}_replayed");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("replayed 3 incrementals") || out.contains("replayed 4 incrementals"),
+        "{out}"
+    );
+    let last = &copies[4]["log_range"]["end"];
+    assert!(
+        out.contains(&format!(
+            "binary log position: {}:{}",
+            last["file"].as_str().unwrap(),
+            last["position"]
+        )),
+        "{out}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(locks.path().join("cairn-restore-fx.json")).unwrap()).unwrap();
+    assert_eq!(&written["position"], last);
+    let (a, b) = (contents_of(&source).await, contents_of(&target).await);
+    assert_eq!(a, b, "the replayed database differs from the source");
+}
+
+#[tokio::test]
+async fn a_restore_stops_at_a_time_a_gtid_or_a_position() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_pitr").await;
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop("CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(20))")
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    conn.query_drop("INSERT INTO marks (label) VALUES ('early')")
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO marks (label) VALUES ('before')")
+        .await
+        .unwrap();
+    let gtid: String = conn.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    let master: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    let (file, position): (String, u64) = (master.get(0).unwrap(), master.get(1).unwrap());
+    // Binary log times have one-second resolution: the point lies strictly between seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let point = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    conn.query_drop("INSERT INTO marks (label) VALUES ('after')")
+        .await
+        .unwrap();
+    server("FLUSH BINARY LOGS").await;
+    conn.query_drop("INSERT INTO marks (label) VALUES ('later')")
+        .await
+        .unwrap();
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+
+    let position_arg = format!("{file}:{position}");
+    let time_arg = point.to_rfc3339();
+    for (name, flag, value) in [
+        ("gtid", "--until-gtid", gtid.as_str()),
+        ("time", "--until", time_arg.as_str()),
+        ("pos", "--until-position", position_arg.as_str()),
+    ] {
+        let target = format!("{source}_{name}");
+        let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[flag, value]);
+        assert_eq!(code, 0, "{flag} {value}: {out}\n{err}");
+        let labels: Vec<String> = connect(&url_of(&target))
+            .await
+            .query("SELECT label FROM marks ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(labels, ["early", "before"], "{flag} {value}");
+        assert!(out.contains(&format!("GTID {gtid}")), "{flag}: {out}");
+        assert!(
+            out.contains(&format!("binary log position: {file}:{position}")),
+            "{flag}: {out}"
+        );
+    }
+
+    // A GTID the chain does not hold fails before anything is applied; a dry run names the stop.
+    let (code, _, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &format!("{source}_none"),
+        &["--until-gtid", "0-1-999999999"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no transaction of the chain has this GTID"), "{err}");
+    let (code, out, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &format!("{source}_dry"),
+        &["--until-gtid", &gtid, "--dry-run"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("stop: after transaction {gtid}")) && out.contains("binlog/"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_purged").await;
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    let parent_file = status_json(locks.path(), &to)[0]["log_range"]["end"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    conn.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    // The server keeps a file it still needs for crash recovery; purge until the parent's is gone.
+    let mut gone = false;
+    for _ in 0..50 {
+        server("FLUSH BINARY LOGS").await;
+        let current: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+        let current: String = current.get(0).unwrap();
+        server(&format!("PURGE BINARY LOGS TO '{current}'")).await;
+        let logs: Vec<String> = conn
+            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                row.get::<String, _>(0).unwrap()
+            })
+            .await
+            .unwrap();
+        if !logs.contains(&parent_file) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the server kept {parent_file}");
+
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &["--type", "incremental"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&parent_file) && err.contains("no longer on the server") && err.contains("on-log-gap"),
+        "{err}"
+    );
+    assert_eq!(status_json(locks.path(), &to).as_array().unwrap().len(), 1);
+
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.fx]\nurl = \"{}\"\non-log-gap = \"full\"\n", url_of(&source)),
+    )
+    .unwrap();
+    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
+        "backup",
+        "--type",
+        "incremental",
+        "--source",
+        "fx",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("taking full copy"), "{err}");
+    let copies = status_json(locks.path(), &to);
+    assert_eq!(copies.as_array().unwrap().len(), 2);
+    assert_eq!(copies[1]["kind"], "full");
+}
+
+#[tokio::test]
+async fn a_damaged_incremental_is_refused_before_anything_is_applied() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_damaged").await;
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    conn.query_drop("INSERT INTO t VALUES (1, 'one')").await.unwrap();
+    server("FLUSH BINARY LOGS").await;
+    conn.query_drop("INSERT INTO t VALUES (2, 'two')").await.unwrap();
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+    // Damage the second log file: the first must not be applied either.
+    let mut logs: Vec<_> = crate::support::walk(dir.path())
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("/binlog/"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let mut bytes = std::fs::read(&logs[1]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&logs[1], bytes).unwrap();
+
+    let target = format!("{source}_damaged");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let name = logs[1].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "the error names the damaged file: {err}");
+    let rows: Vec<i64> = connect(&url_of(&target)).await.query("SELECT id FROM t").await.unwrap();
+    assert!(rows.is_empty(), "rows {rows:?} were applied from a damaged chain");
+}
+
+#[tokio::test]
+async fn an_interrupted_replay_resumes_to_the_same_result() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = accounts_database("my_resume").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = transfer_workload(&source, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for worker in workers {
+        transfers += worker.await.unwrap();
+    }
+    assert!(transfers > 500, "only {transfers} transfers: too few to interrupt");
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+
+    let whole = format!("{source}_whole");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &whole, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let target = format!("{source}_resumed");
+    let rename = format!("{source}={target}");
+    let mut child = cairn(locks.path())
+        .args([
+            "restore",
+            "--source",
+            "fx",
+            "--from",
+            &to,
+            "--target",
+            &mysql_url(),
+            "--rename-db",
+            &rename,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut probe = connect(&mysql_url()).await;
+    let mut applied = 0u64;
+    for _ in 0..600 {
+        applied = probe
+            .exec_first(
+                "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
+                (&target,),
+            )
+            .await
+            .unwrap_or(None)
+            .unwrap_or(0);
+        if applied > 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    let ended = child.wait().unwrap();
+    eprintln!("the replay was killed after {applied} of {transfers} transactions ({ended})");
+    assert!(
+        applied > 20 && applied < transfers,
+        "killed after {applied} of {transfers} transactions"
+    );
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--resume"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("replayed 1 incrementals"), "{out}");
+    let (a, b) = (contents_of(&whole).await, contents_of(&target).await);
+    assert_eq!(a, b, "a resumed replay differs from an uninterrupted one");
+    assert_eq!(a, contents_of(&source).await);
+}
+
+#[tokio::test]
+async fn updates_and_deletes_of_every_type_replay_identically() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fixture_database("my_types_replay").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00';
+             UPDATE every_type SET t_tinyint = 5, t_tinyint_u = 254, t_bigint_u = 18446744073709551614,
+               t_int_u = 4294967294, t_mediumint_u = 16777214, t_smallint_u = 65534,
+               t_decimal = -t_decimal, t_float = -t_float, t_double = t_double / 3, t_bit64 = b'1010',
+               t_date = '1000-01-01', t_datetime = '2001-02-03 04:05:06.789012', t_timestamp = '2020-02-29 23:59:59.5',
+               t_time = '-12:34:56.000001', t_year = 1901, t_char = 'ch', t_varchar = CONCAT(t_varchar, ' é'),
+               t_text = REPEAT('t', 70000), t_binary = x'0001020300', t_varbinary = x'ff00fe', t_blob = x'00',
+               t_enum = 'b', t_set = 'y,z', t_json = '{\"k\": [true]}', t_geometry = ST_GeomFromText('LINESTRING(0 0,1 1)'),
+               t_point = POINT(-1, 1), t_inet6 = '2001:db8::1', t_uuid = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', t_int = t_int - 1
+               WHERE id IN (1, 4);
+             UPDATE every_type SET t_timestamp = NULL, t_year = 0, t_set = '', t_enum = NULL WHERE id = 2;
+             DELETE FROM every_type WHERE id = 3;
+             INSERT INTO every_type (id, t_tinyint, t_timestamp, t_year, t_bit1) VALUES (0, 1, '1970-01-01 00:00:01', 0, b'0');
+             UPDATE log_lines SET message = CONCAT(message, '!') WHERE at < '2026-01-01 00:00:10';
+             DELETE FROM log_lines WHERE level = 'warn' AND at < '2026-01-01 00:01:00';
+             UPDATE order_items SET qty = qty + 1, line = line + 10 WHERE order_id < 5;
+             DELETE FROM order_items WHERE order_id BETWEEN 5 AND 7;
+             UPDATE `odd ``name`` here` SET `select` = 'changed', `from` = '2000-01-01' WHERE `col with space` = 2;
+             INSERT INTO orders (customer_id, placed_at, amount, note) VALUES (2, '2026-11-21 01:00:00', 2.50, 'replayed');
+             DELETE FROM customers WHERE id = 3;
+             ALTER TABLE customers ADD COLUMN tier TINYINT NOT NULL DEFAULT 1;
+             UPDATE customers SET tier = 2 WHERE id < 10;",
+        )
+        .await
+        .unwrap();
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+    let target = format!("{source}_restored");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same(&source, &target).await;
+}
