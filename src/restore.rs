@@ -129,12 +129,20 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     destination.check(Access::Read).await?;
     let loaded = StatusStore::new(destination.clone(), &request.source).load().await?;
     let body = &loaded.status.body;
-    let copy = match request.copy.as_deref() {
-        None | Some("latest") => body.latest().ok_or_else(|| RestoreError::NoCopy {
+    let copy = match (request.copy.as_deref(), &request.until) {
+        (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
+            RestoreError::Usage(format!(
+                "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
+                 (cairn status)",
+                time.to_rfc3339(),
+                request.source
+            ))
+        })?,
+        (None | Some("latest"), _) => body.latest().ok_or_else(|| RestoreError::NoCopy {
             source_name: request.source.clone(),
             location: destination.location(),
         })?,
-        Some(id) => body
+        (Some(id), _) => body
             .copy(id)
             .ok_or_else(|| StatusError::Chain(crate::status::ChainError::UnknownCopy(id.to_string())))?,
     };
@@ -144,6 +152,17 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .into_iter()
         .cloned()
         .collect::<Vec<_>>();
+    if let (Some(Until::Time(time)), Some(full)) = (&request.until, chain.first())
+        && *time < full.started_at
+    {
+        return Err(RestoreError::Usage(format!(
+            "--until {}: full copy {} of this chain was started later ({}); it cannot go back in time. Restore an \
+             older copy (--copy ID, see cairn status), or leave --copy out to let cairn choose",
+            time.to_rfc3339(),
+            full.id,
+            full.started_at.to_rfc3339()
+        )));
+    }
     if let (Some(until), [only]) = (&request.until, chain.as_slice()) {
         return Err(RestoreError::Usage(format!(
             "copy {} is a full copy with no incremental after it in its chain; it cannot stop at {until}. Restore the \
@@ -166,6 +185,30 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         target_url,
         store: Some(destination),
     })
+}
+
+/// The copy whose chain reaches `time`: the newest full copy started before it, then the first
+/// copy of that full's chain that finished after it (or the chain's last, when none did).
+fn copy_covering(body: &crate::status::StatusBody, time: chrono::DateTime<chrono::Utc>) -> Option<&CopyRecord> {
+    let full = body
+        .copies
+        .iter()
+        .filter(|c| c.kind == crate::schedule::CopyKind::Full && c.started_at <= time)
+        .max_by_key(|c| c.started_at)?;
+    let mut in_chain: Vec<&CopyRecord> = body
+        .copies
+        .iter()
+        .filter(|c| {
+            body.chain(&c.id)
+                .is_ok_and(|chain| chain.first().is_some_and(|f| f.id == full.id))
+        })
+        .collect();
+    in_chain.sort_by_key(|c| c.finished_at);
+    in_chain
+        .iter()
+        .find(|c| c.kind == crate::schedule::CopyKind::Incremental && c.finished_at >= time)
+        .or(in_chain.last())
+        .copied()
 }
 
 /// Reads each manifest of the chain and checks it against the MD5 the status recorded.
@@ -368,4 +411,56 @@ pub fn write_position(
                 path.display()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::RunType::{Daily, Hourly};
+    use crate::status::StatusBody;
+    use crate::status::query::tests::copy;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_time_picks_the_chain_that_reaches_it() {
+        let body = StatusBody {
+            source: "s".into(),
+            copies: vec![
+                copy("f1", Daily, None, 0),
+                copy("i1", Hourly, Some("f1"), 10),
+                copy("i2", Hourly, Some("i1"), 20),
+                copy("f2", Daily, None, 30),
+                copy("i3", Hourly, Some("f2"), 40),
+            ],
+        };
+        let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
+        assert_eq!(copy_covering(&body, at(5)).unwrap().id, "i1");
+        assert_eq!(copy_covering(&body, at(15)).unwrap().id, "i2");
+        assert_eq!(
+            copy_covering(&body, at(25)).unwrap().id,
+            "i2",
+            "after the chain's end: its last copy"
+        );
+        assert_eq!(copy_covering(&body, at(35)).unwrap().id, "i3");
+        assert!(copy_covering(&body, chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()).is_none());
+    }
+
+    #[test]
+    fn until_arguments_are_checked() {
+        assert!(matches!(
+            parse_until(Some("2026-11-21 08:30:00"), None, None).unwrap(),
+            Some(Until::Time(_))
+        ));
+        assert!(parse_until(Some("yesterday"), None, None).is_err());
+        assert_eq!(
+            parse_until(None, None, Some("binlog.000042:1234")).unwrap(),
+            Some(Until::Position {
+                file: "binlog.000042".into(),
+                position: 1234
+            })
+        );
+        assert!(parse_until(None, None, Some("binlog.000042")).is_err());
+        assert!(parse_until(None, Some("0-1"), None).is_err());
+        assert_eq!(parse_until(None, None, None).unwrap(), None);
+    }
 }

@@ -451,6 +451,25 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
     child.kill().unwrap();
     let ended = child.wait().unwrap();
     eprintln!("the replay was killed after {applied} of {transfers} transactions ({ended})");
+    // Every replayed transfer inserts one history row: what the target committed and the
+    // position it recorded must agree at any moment, or a resume would repeat or skip one.
+    let rows: u64 = probe
+        .query_first(format!("SELECT COUNT(*) FROM {target}.history"))
+        .await
+        .unwrap()
+        .unwrap();
+    let recorded: u64 = probe
+        .exec_first(
+            "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
+            (&target,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rows, recorded,
+        "committed rows and the recorded position disagree after the kill"
+    );
     assert!(
         applied > 20 && applied < transfers,
         "killed after {applied} of {transfers} transactions"

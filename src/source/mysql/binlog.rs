@@ -459,7 +459,17 @@ impl Transactions {
     /// Advances past `event`.
     pub fn step(&mut self, event: &RawEvent, checksums: bool) -> Step {
         match event.kind() {
-            kind::MARIADB_GTID | kind::MYSQL_GTID | kind::MYSQL_ANONYMOUS_GTID => {
+            // MariaDB's GTID event stands for BEGIN, unless the transaction is one statement.
+            kind::MARIADB_GTID => {
+                let standalone = matches!(event.gtid(checksums), Some(Gtid::Mariadb { standalone: true, .. }));
+                *self = if standalone {
+                    Transactions::AfterGtid
+                } else {
+                    Transactions::Open
+                };
+                Step::Within
+            }
+            kind::MYSQL_GTID | kind::MYSQL_ANONYMOUS_GTID => {
                 *self = Transactions::AfterGtid;
                 Step::Within
             }
@@ -693,34 +703,37 @@ mod tests {
 
     #[test]
     fn transactions_end_at_commit_xid_or_after_a_standalone_statement() {
+        let query_event = |pos, text| event(kind::QUERY, pos, 0, &query(text), false);
         let mut t = Transactions::default();
+        // MariaDB: the GTID event itself begins the transaction.
         let gtid = event(kind::MARIADB_GTID, 10, 0, &[0u8; 13], false);
         assert_eq!(t.step(&gtid, false), Step::Within);
-        assert_eq!(
-            t.step(&event(kind::QUERY, 20, 0, &query("BEGIN"), false), false),
-            Step::Within
-        );
+        assert_eq!(t, Transactions::Open);
         assert_eq!(
             t.step(&event(kind::TABLE_MAP, 30, 0, &[0; 8], false), false),
             Step::Within
         );
-        assert!(t.is_open());
         assert_eq!(t.step(&event(kind::XID, 40, 0, &[0; 8], false), false), Step::Ends);
         assert!(!t.is_open());
-        t.step(&gtid, false);
+        // A standalone MariaDB transaction is its one statement.
+        let mut body = [0u8; 13];
+        body[12] = 1;
+        t.step(&event(kind::MARIADB_GTID, 10, 0, &body, false), false);
+        assert_eq!(t, Transactions::AfterGtid);
+        assert_eq!(t.step(&query_event(50, "CREATE TABLE x (a int)"), false), Step::Ends);
+        // MySQL: a GTID, then BEGIN … COMMIT, or one DDL statement.
+        let mysql = event(kind::MYSQL_GTID, 10, 0, &[0u8; 25], false);
+        t.step(&mysql, false);
+        assert_eq!(t, Transactions::AfterGtid);
+        assert_eq!(t.step(&query_event(60, "BEGIN"), false), Step::Within);
+        assert!(t.is_open());
         assert_eq!(
-            t.step(
-                &event(kind::QUERY, 50, 0, &query("CREATE TABLE x (a int)"), false),
-                false
-            ),
-            Step::Ends
+            t.step(&query_event(65, "INSERT INTO x VALUES (1)"), false),
+            Step::Within
         );
-        t.step(&gtid, false);
-        t.step(&event(kind::QUERY, 60, 0, &query("BEGIN"), false), false);
-        assert_eq!(
-            t.step(&event(kind::QUERY, 70, 0, &query("COMMIT"), false), false),
-            Step::Ends
-        );
+        assert_eq!(t.step(&query_event(70, "COMMIT"), false), Step::Ends);
+        t.step(&mysql, false);
+        assert_eq!(t.step(&query_event(80, "DROP TABLE x"), false), Step::Ends);
     }
 
     #[test]

@@ -281,6 +281,8 @@ struct Applier<'a> {
     tables: HashMap<(String, String), Arc<TableInfo>>,
     statements: HashMap<(String, usize), String>,
     foreign_key_checks: bool,
+    /// A target transaction is open (started ahead of the next source transaction).
+    open: bool,
     gtids: GtidState,
     transactions: u64,
     row_changes: u64,
@@ -335,6 +337,38 @@ impl Applier<'_> {
     }
 
     /// Records the position after a transaction, inside it when one is open.
+    /// The progress update of `boundary` as SQL text with literals.
+    fn record_sql(&self, boundary: &Boundary) -> String {
+        format!(
+            "UPDATE {PROGRESS_DATABASE}.progress SET copy_id = {}, server_file = {}, position = {}, gtid = {}, \
+             transactions = transactions + 1 WHERE source = {} AND target_databases = {}",
+            quote_literal(&boundary.copy),
+            quote_literal(&boundary.server_file),
+            boundary.position,
+            quote_literal(&boundary.gtids.to_string()),
+            quote_literal(&self.source),
+            quote_literal(&self.targets)
+        )
+    }
+
+    /// Records `boundary` inside the open transaction, commits it and opens the next one, in one
+    /// round trip.
+    async fn commit(&mut self, boundary: &Boundary, at: &str) -> Result<(), SourceError> {
+        let sql = format!("{}; COMMIT; BEGIN", self.record_sql(boundary));
+        self.exec(&format!("{at}: committing"), &sql).await?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Commits the open (empty) transaction before a statement that must run on its own.
+    async fn close(&mut self, at: &str) -> Result<(), SourceError> {
+        if self.open {
+            self.exec(&format!("{at}: committing"), "COMMIT").await?;
+            self.open = false;
+        }
+        Ok(())
+    }
+
     async fn record(&mut self, boundary: &Boundary) -> Result<(), SourceError> {
         let result = self
             .conn
@@ -931,6 +965,45 @@ async fn restore_triggers(applier: &mut Applier<'_>) -> Result<(), SourceError> 
     applier.exec("restoring the row session", ROW_SESSION).await
 }
 
+/// Ends the session of an interrupted replay before its position is read: a client that died
+/// may have left its last COMMIT in the server's socket buffer, and the server would still run it
+/// after the position was read, so that transaction would be applied twice.
+async fn settle_earlier_replay(applier: &mut Applier<'_>) -> Result<(), SourceError> {
+    let earlier: Option<u64> = applier
+        .conn
+        .exec_first(
+            format!("SELECT connection_id FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+            (&applier.source, &applier.targets),
+        )
+        .await
+        .map_err(|e| applier.my.error("reading the replay progress", e))?;
+    let Some(id) = earlier.filter(|id| *id != 0) else {
+        return Ok(());
+    };
+    for attempt in 0..300 {
+        let alive: Option<u64> = applier
+            .conn
+            .exec_first("SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
+            .await
+            .map_err(|e| applier.my.error("looking for the interrupted replay's session", e))?;
+        if alive.is_none() {
+            return Ok(());
+        }
+        if attempt == 0 {
+            tracing::warn!("--resume: the interrupted replay's session {id} is still on the server; ending it");
+            if let Err(e) = applier.conn.query_drop(format!("KILL {id}")).await {
+                tracing::warn!("--resume: ending session {id}: {e}");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(SourceError::Locked {
+        database: applier.my.name.clone(),
+        doing: "resuming the replay".into(),
+        detail: format!("session {id} of the interrupted replay is still running after 30 s"),
+    })
+}
+
 /// Creates the progress database and tables when missing.
 async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), SourceError> {
     for statement in [
@@ -939,6 +1012,7 @@ async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), SourceError> 
             "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.progress (source VARCHAR(191) NOT NULL, target_databases VARCHAR(300) NOT NULL, \
              full_copy VARCHAR(64) NOT NULL, copy_id VARCHAR(64) NOT NULL, server_file VARCHAR(255) NOT NULL, \
              position BIGINT UNSIGNED NOT NULL, gtid TEXT, transactions BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+             connection_id BIGINT UNSIGNED NOT NULL DEFAULT 0, \
              updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), \
              PRIMARY KEY (source, target_databases)) \
              ENGINE=InnoDB"
@@ -1018,6 +1092,7 @@ pub(super) async fn replay(
         tables: HashMap::new(),
         statements: HashMap::new(),
         foreign_key_checks: true,
+        open: false,
         gtids: start_gtids.clone(),
         transactions: 0,
         row_changes: 0,
@@ -1039,14 +1114,34 @@ pub(super) async fn replay(
     // Where to start: after the full copy, or after what an interrupted replay committed.
     let mut skip_to: Option<(String, String, u64)> = None;
     if input.resume {
+        settle_earlier_replay(&mut applier).await?;
+        // A locking read: a replay that was killed while its last COMMIT was still running on
+        // the server holds this row until that commit ends, and a plain read would see the
+        // position before it and apply that transaction a second time.
+        applier.exec("reading the replay progress", "BEGIN").await?;
         let row: Option<(String, String, String, u64, Option<String>)> = applier
             .conn
             .exec_first(
-                format!("SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+                format!(
+                    "SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress \
+                     WHERE source = ? AND target_databases = ? FOR UPDATE"
+                ),
                 (&input.source, &targets),
             )
             .await
             .map_err(|e| my.error("reading the replay progress", e))?;
+        applier.exec("reading the replay progress", "COMMIT").await?;
+        applier
+            .conn
+            .exec_drop(
+                format!(
+                    "UPDATE {PROGRESS_DATABASE}.progress SET connection_id = CONNECTION_ID() WHERE source = ? AND \
+                     target_databases = ?"
+                ),
+                (&input.source, &targets),
+            )
+            .await
+            .map_err(|e| my.error("recording the replay's session", e))?;
         let Some((full_copy, copy_id, server_file, position, gtid)) = row else {
             return Err(SourceError::Unsupported(format!(
                 "--resume: the target has no replay progress for source {} ({PROGRESS_DATABASE}.progress); restore \
@@ -1077,7 +1172,7 @@ pub(super) async fn replay(
             .exec_drop(
                 format!(
                     "REPLACE INTO {PROGRESS_DATABASE}.progress (source, target_databases, full_copy, copy_id, server_file, \
-                     position, gtid, transactions) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+                     position, gtid, transactions, connection_id) VALUES (?, ?, ?, ?, ?, ?, ?, 0, CONNECTION_ID())"
                 ),
                 (&input.source, &targets, &full.copy.id, &full.copy.id, file, position, start_gtids.to_string()),
             )
@@ -1124,7 +1219,7 @@ pub(super) async fn replay(
                     .with_footer(event.footer());
                 continue;
             }
-            let was_open = transactions.is_open();
+            let inside_begin = transactions == Transactions::Open;
             let step = transactions.step(&raw, checksums);
             if skipping {
                 if step == Step::Ends
@@ -1139,6 +1234,11 @@ pub(super) async fn replay(
             }
             if let Some(gtid) = raw.gtid(checksums) {
                 current_gtid = Some(gtid);
+            }
+            // A source transaction began (BEGIN, or MariaDB's GTID event that stands for it).
+            if transactions == Transactions::Open && !inside_begin && !applier.open {
+                applier.exec(&format!("{at}: BEGIN"), "BEGIN").await?;
+                applier.open = true;
             }
             match raw.kind() {
                 kind::TABLE_MAP => {
@@ -1163,9 +1263,14 @@ pub(super) async fn replay(
                 kind::QUERY => {
                     let statement = raw.query(checksums).map(|(_, q)| binlog::statement_kind(q));
                     match statement {
-                        Some(Statement::Begin) => applier.exec(&format!("{at}: BEGIN"), "BEGIN").await?,
-                        Some(Statement::Commit) if was_open => {}
-                        _ => applier.statement(&event, &raw, checksums, &at).await?,
+                        Some(Statement::Begin) => {}
+                        Some(Statement::Commit) if inside_begin => {}
+                        _ if inside_begin => applier.statement(&event, &raw, checksums, &at).await?,
+                        _ => {
+                            // DDL commits by itself: nothing of ours may be open when it runs.
+                            applier.close(&at).await?;
+                            applier.statement(&event, &raw, checksums, &at).await?;
+                        }
                     }
                 }
                 _ => {}
@@ -1181,23 +1286,20 @@ pub(super) async fn replay(
                     gtids: applier.gtids.clone(),
                     copy: log.copy.clone(),
                 };
-                applier.record(&boundary).await?;
                 let rollback = raw.kind() == kind::QUERY
                     && raw
                         .query(checksums)
                         .is_some_and(|(_, q)| String::from_utf8_lossy(q).trim().eq_ignore_ascii_case("ROLLBACK"));
-                if was_open {
-                    applier
-                        .exec(
-                            &format!("{at}: committing"),
-                            if rollback { "ROLLBACK" } else { "COMMIT" },
-                        )
-                        .await?;
-                    if rollback {
-                        applier.record(&boundary).await?;
-                    }
+                if rollback {
+                    // The source undid the transaction's transactional part; so does the target.
+                    applier.exec(&format!("{at}: rolling back"), "ROLLBACK").await?;
+                    applier.open = false;
+                    applier.record(&boundary).await?;
+                } else if inside_begin {
+                    applier.commit(&boundary, &at).await?;
                 } else {
-                    // DDL commits by itself; the position is recorded right after it.
+                    // A statement that committed by itself: its position is recorded right after.
+                    applier.record(&boundary).await?;
                 }
                 applier.transactions += 1;
                 if stop
@@ -1209,6 +1311,7 @@ pub(super) async fn replay(
             }
         }
     }
+    applier.close("ending the replay").await?;
     if skipping && let Some((copy, file, position)) = &skip_to {
         return Err(SourceError::Damaged(format!(
             "--resume: the position the target recorded ({file}:{position} in copy {copy}) is not a transaction end \
