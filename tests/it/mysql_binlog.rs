@@ -524,3 +524,50 @@ async fn updates_and_deletes_of_every_type_replay_identically() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_same(&source, &target).await;
 }
+
+#[tokio::test]
+async fn a_replica_server_id_in_use_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_replica_id").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    // A replica registered with the id cairn is configured to use.
+    let mut replica = connect(&mysql_url()).await;
+    replica.query_drop("SET @mariadb_slave_capability = 4").await.unwrap();
+    let master: mysql_async::Row = replica.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    let (file, position): (String, u64) = (master.get(0).unwrap(), master.get(1).unwrap());
+    let stream = replica
+        .get_binlog_stream(
+            mysql_async::BinlogStreamRequest::new(4_000_000_123)
+                .with_filename(file.as_bytes())
+                .with_pos(position),
+        )
+        .await
+        .unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.fx]\nurl = \"{}\"\nreplica-server-id = 4000000123\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
+        "backup",
+        "--type",
+        "incremental",
+        "--source",
+        "fx",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("replica-server-id 4000000123 is used by a replica"),
+        "{err}"
+    );
+    drop(stream);
+}

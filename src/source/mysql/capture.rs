@@ -309,6 +309,19 @@ pub(super) async fn incremental_copy(
             "source {source_name}: replica-server-id {replica_id} is the source's own server_id; choose another"
         )));
     }
+    // A real replica with the same id would be disconnected by the server when cairn connects.
+    if let Ok(replicas) = conn.query::<Row, _>("SHOW SLAVE HOSTS").await {
+        for replica in replicas {
+            let id: u64 = replica.get(0).unwrap_or(0);
+            if id == u64::from(replica_id) {
+                let host: String = replica.get(1).unwrap_or_default();
+                return Err(SourceError::Unsupported(format!(
+                    "source {source_name}: replica-server-id {replica_id} is used by a replica of this server ({host}); \
+                     set another replica-server-id for this source"
+                )));
+            }
+        }
+    }
     if server.mariadb {
         // Without it, MariaDB replaces its own events (GTIDs, annotations) by dummies.
         conn.query_drop("SET @mariadb_slave_capability = 4")
