@@ -1068,12 +1068,12 @@ pub(super) async fn replay(
         }
     );
 
-    let filters: Filters = full
-        .copy
-        .details
-        .get("filters")
-        .and_then(|f| serde_json::from_value(f.clone()).ok())
-        .unwrap_or_default();
+    let filters: Filters = match full.copy.details.get("filters") {
+        Some(recorded) => serde_json::from_value(recorded.clone()).map_err(|e| {
+            SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.copy.id))
+        })?,
+        None => Filters::default(),
+    };
     let targets = {
         let mut names: Vec<&str> = databases.values().map(String::as_str).collect();
         names.sort_unstable();
