@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -41,6 +42,70 @@ pub async fn fresh_database(hint: &str) -> String {
         .await
         .unwrap();
     name
+}
+
+/// A database of 200 accounts holding 1000 each, and an empty transfer history.
+pub async fn accounts_database(hint: &str) -> String {
+    let source = fresh_database(hint).await;
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, transfers BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB;
+             CREATE TABLE history (id BIGINT AUTO_INCREMENT PRIMARY KEY, from_id INT, to_id INT, amount BIGINT, pad CHAR(100) NOT NULL DEFAULT 'p') ENGINE=InnoDB;
+             INSERT INTO accounts (id, balance) SELECT seq, 1000 FROM seq_1_to_200;",
+        )
+        .await
+        .unwrap();
+    source
+}
+
+/// Transfers between the accounts from `sessions` connections until `stop` is set; each task
+/// returns how many it committed. The total never changes, and every transfer adds one history
+/// row and one to the sender's count: a consistent copy keeps both invariants.
+pub fn transfer_workload(database: &str, sessions: u64, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..sessions)
+        .map(|w| {
+            let (url, stop) = (url_of(database), stop.clone());
+            tokio::spawn(async move {
+                let mut conn = connect(&url).await;
+                let mut state = w * 7919 + 17;
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let (from, to, amount) = (
+                        1 + (state >> 33) % 200,
+                        1 + (state >> 17) % 200,
+                        1 + ((state >> 5) % 50) as i64,
+                    );
+                    if from == to {
+                        continue;
+                    }
+                    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
+                    // Rows are locked in id order, so two opposite transfers cannot deadlock.
+                    for id in [from.min(to), from.max(to)] {
+                        let (delta, counted) = if id == from { (-amount, 1) } else { (amount, 0) };
+                        tx.exec_drop(
+                            "UPDATE accounts SET balance = balance + ?, transfers = transfers + ? WHERE id = ?",
+                            (delta, counted, id),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                    tx.exec_drop(
+                        "INSERT INTO history (from_id, to_id, amount) VALUES (?, ?, ?)",
+                        (from, to, amount),
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect()
 }
 
 pub async fn fixture_database(hint: &str) -> String {
@@ -282,60 +347,17 @@ async fn a_lock_free_copy_taken_under_a_transfer_workload_is_consistent() {
 
 async fn copy_under_transfer_workload(lock_free: bool) {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let source = fresh_database("my_transfers").await;
-    let mut setup = connect(&url_of(&source)).await;
-    setup
-        .query_drop(
-            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, transfers BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB;
-             CREATE TABLE history (id BIGINT AUTO_INCREMENT PRIMARY KEY, from_id INT, to_id INT, amount BIGINT, pad CHAR(100)) ENGINE=InnoDB;
-             INSERT INTO accounts (id, balance) SELECT seq, 1000 FROM seq_1_to_200;",
-        )
-        .await
-        .unwrap();
+    let source = accounts_database("my_transfers").await;
     let deadline = Instant::now() + Duration::from_secs(12);
-    let workers: Vec<_> = (0..4u64)
-        .map(|w| {
-            let url = url_of(&source);
-            tokio::spawn(async move {
-                let mut conn = connect(&url).await;
-                let mut state = w * 7919 + 17;
-                let mut done = 0u64;
-                while Instant::now() < deadline {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let (from, to, amount) = (
-                        1 + (state >> 33) % 200,
-                        1 + (state >> 17) % 200,
-                        1 + ((state >> 5) % 50) as i64,
-                    );
-                    if from == to {
-                        continue;
-                    }
-                    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
-                    // Rows are locked in id order, so two opposite transfers cannot deadlock.
-                    for id in [from.min(to), from.max(to)] {
-                        let (delta, counted) = if id == from { (-amount, 1) } else { (amount, 0) };
-                        tx.exec_drop(
-                            "UPDATE accounts SET balance = balance + ?, transfers = transfers + ? WHERE id = ?",
-                            (delta, counted, id),
-                        )
-                        .await
-                        .unwrap();
-                    }
-                    tx.exec_drop(
-                        "INSERT INTO history (from_id, to_id, amount, pad) VALUES (?, ?, ?, 'p')",
-                        (from, to, amount),
-                    )
-                    .await
-                    .unwrap();
-                    tx.commit().await.unwrap();
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = transfer_workload(&source, 4, stop.clone());
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -10,70 +10,50 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 
 use crate::mysql::{
-    ONE_AT_A_TIME, assert_same, backup_with, connect, contents_of, fixture_database, fresh_database, restore_with,
-    url_of,
+    ONE_AT_A_TIME, accounts_database, assert_same, backup_with, connect, contents_of, fixture_database, fresh_database,
+    restore_with, transfer_workload, url_of,
 };
 use crate::support::{cairn, mysql_url, run};
 
-/// Transfers between 200 accounts until `stop` is set: the total never changes, and every
-/// transfer adds one history row and one to the sender's count.
-fn transfer_workload(database: &str, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>> {
-    (0..3u64)
-        .map(|w| {
-            let (url, stop) = (url_of(database), stop.clone());
-            tokio::spawn(async move {
-                let mut conn = connect(&url).await;
-                let mut state = w * 7919 + 17;
-                let mut done = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let (from, to, amount) = (
-                        1 + (state >> 33) % 200,
-                        1 + (state >> 17) % 200,
-                        1 + ((state >> 5) % 50) as i64,
-                    );
-                    if from == to {
-                        continue;
-                    }
-                    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
-                    for id in [from.min(to), from.max(to)] {
-                        let (delta, counted) = if id == from { (-amount, 1) } else { (amount, 0) };
-                        tx.exec_drop(
-                            "UPDATE accounts SET balance = balance + ?, transfers = transfers + ? WHERE id = ?",
-                            (delta, counted, id),
-                        )
-                        .await
-                        .unwrap();
-                    }
-                    tx.exec_drop(
-                        "INSERT INTO history (from_id, to_id, amount) VALUES (?, ?, ?)",
-                        (from, to, amount),
-                    )
-                    .await
-                    .unwrap();
-                    tx.commit().await.unwrap();
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect()
+/// A lock folder, a folder for the destination, and the destination's path.
+fn workspace() -> (tempfile::TempDir, tempfile::TempDir, String) {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    (locks, dir, to)
 }
 
-async fn accounts_database(hint: &str) -> String {
+/// An incremental of source `fx` configured with `settings` (TOML lines) beside its URL.
+fn incremental_with_settings(locks: &Path, source: &str, to: &str, settings: &str) -> (i32, String, String) {
+    let config = locks.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.fx]\nurl = \"{}\"\n{settings}", url_of(source)),
+    )
+    .unwrap();
+    run(cairn(locks).arg("--config").arg(&config).args([
+        "backup",
+        "--type",
+        "incremental",
+        "--source",
+        "fx",
+        "--to",
+        to,
+    ]))
+}
+
+/// A fresh database holding what `create` makes, and its full copy (source `fx`) in a new
+/// workspace: the database, a session on it, the lock folder, the destination's folder and path.
+async fn with_full_copy(
+    hint: &str,
+    create: &str,
+) -> (String, mysql_async::Conn, tempfile::TempDir, tempfile::TempDir, String) {
     let source = fresh_database(hint).await;
-    connect(&url_of(&source))
-        .await
-        .query_drop(
-            "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, transfers BIGINT NOT NULL DEFAULT 0);
-             CREATE TABLE history (id BIGINT AUTO_INCREMENT PRIMARY KEY, from_id INT, to_id INT, amount BIGINT);
-             INSERT INTO accounts (id, balance) SELECT seq, 1000 FROM seq_1_to_200;",
-        )
-        .await
-        .unwrap();
-    source
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop(create).await.unwrap();
+    let (locks, dir, to) = workspace();
+    backup_ok(locks.path(), &source, &to, "full").await;
+    (source, conn, locks, dir, to)
 }
 
 async fn server(sql: &str) {
@@ -105,11 +85,9 @@ async fn backup_ok(locks: &Path, database: &str, to: &str, kind: &str) {
 async fn incrementals_under_a_workload_and_rotations_replay_to_the_source() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = accounts_database("my_chain").await;
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
+    let (locks, dir, to) = workspace();
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = transfer_workload(&source, stop.clone());
+    let workers = transfer_workload(&source, 3, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     backup_ok(locks.path(), &source, &to, "full").await;
     for round in 0..3 {
@@ -210,15 +188,11 @@ async fn incrementals_under_a_workload_and_rotations_replay_to_the_source() {
 #[tokio::test]
 async fn a_restore_stops_at_a_time_a_gtid_or_a_position() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let source = fresh_database("my_pitr").await;
-    let mut conn = connect(&url_of(&source)).await;
-    conn.query_drop("CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(20))")
-        .await
-        .unwrap();
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
-    backup_ok(locks.path(), &source, &to, "full").await;
+    let (source, mut conn, locks, _dir, to) = with_full_copy(
+        "my_pitr",
+        "CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(20))",
+    )
+    .await;
     conn.query_drop("INSERT INTO marks (label) VALUES ('early')")
         .await
         .unwrap();
@@ -291,13 +265,7 @@ async fn a_restore_stops_at_a_time_a_gtid_or_a_position() {
 #[tokio::test]
 async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let source = fresh_database("my_purged").await;
-    let mut conn = connect(&url_of(&source)).await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
-    backup_ok(locks.path(), &source, &to, "full").await;
+    let (source, mut conn, locks, _dir, to) = with_full_copy("my_purged", "CREATE TABLE t (id INT PRIMARY KEY)").await;
     let parent_file = status_json(locks.path(), &to)[0]["log_range"]["end"]["file"]
         .as_str()
         .unwrap()
@@ -332,21 +300,7 @@ async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
     );
     assert_eq!(status_json(locks.path(), &to).as_array().unwrap().len(), 1);
 
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!("[sources.fx]\nurl = \"{}\"\non-log-gap = \"full\"\n", url_of(&source)),
-    )
-    .unwrap();
-    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
-        "backup",
-        "--type",
-        "incremental",
-        "--source",
-        "fx",
-        "--to",
-        &to,
-    ]));
+    let (code, out, err) = incremental_with_settings(locks.path(), &source, &to, "on-log-gap = \"full\"\n");
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("taking full copy"), "{err}");
     let copies = status_json(locks.path(), &to);
@@ -357,15 +311,8 @@ async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
 #[tokio::test]
 async fn a_damaged_incremental_is_refused_before_anything_is_applied() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let source = fresh_database("my_damaged").await;
-    let mut conn = connect(&url_of(&source)).await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
-    backup_ok(locks.path(), &source, &to, "full").await;
+    let (source, mut conn, locks, dir, to) =
+        with_full_copy("my_damaged", "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await;
     conn.query_drop("INSERT INTO t VALUES (1, 'one')").await.unwrap();
     server("FLUSH BINARY LOGS").await;
     conn.query_drop("INSERT INTO t VALUES (2, 'two')").await.unwrap();
@@ -395,12 +342,10 @@ async fn a_damaged_incremental_is_refused_before_anything_is_applied() {
 async fn an_interrupted_replay_resumes_to_the_same_result() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = accounts_database("my_resume").await;
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
+    let (locks, _dir, to) = workspace();
     backup_ok(locks.path(), &source, &to, "full").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = transfer_workload(&source, stop.clone());
+    let workers = transfer_workload(&source, 3, stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let mut transfers = 0;
@@ -486,9 +431,7 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
 async fn updates_and_deletes_of_every_type_replay_identically() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = fixture_database("my_types_replay").await;
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
+    let (locks, _dir, to) = workspace();
     backup_ok(locks.path(), &source, &to, "full").await;
     connect(&url_of(&source))
         .await
@@ -529,9 +472,7 @@ async fn updates_and_deletes_of_every_type_replay_identically() {
 async fn a_replica_server_id_in_use_is_refused() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = fresh_database("my_replica_id").await;
-    let locks = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("backups").display().to_string();
+    let (locks, _dir, to) = workspace();
     backup_ok(locks.path(), &source, &to, "full").await;
     // A replica registered with the id cairn is configured to use.
     let mut replica = connect(&mysql_url()).await;
@@ -546,24 +487,7 @@ async fn a_replica_server_id_in_use_is_refused() {
         )
         .await
         .unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sources.fx]\nurl = \"{}\"\nreplica-server-id = 4000000123\n",
-            url_of(&source)
-        ),
-    )
-    .unwrap();
-    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
-        "backup",
-        "--type",
-        "incremental",
-        "--source",
-        "fx",
-        "--to",
-        &to,
-    ]));
+    let (code, out, err) = incremental_with_settings(locks.path(), &source, &to, "replica-server-id = 4000000123\n");
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains("replica-server-id 4000000123 is used by a replica"),

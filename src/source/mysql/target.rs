@@ -122,6 +122,15 @@ fn hex_literal(bytes: &[u8]) -> String {
 }
 
 impl MysqlTarget {
+    /// The server and the databases a restore writes, for messages about an incomplete target.
+    fn label(&self, map: &BTreeMap<String, String>) -> String {
+        format!(
+            "{} ({})",
+            self.my.name,
+            map.values().cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+
     async fn admin(&self) -> Result<Conn, SourceError> {
         // No default database: the one in the URL may not exist yet.
         let mut conn = self.my.connect(Some("")).await?;
@@ -612,11 +621,7 @@ impl Target for MysqlTarget {
             let replayed = replay::replay(&self.my, input, &map)
                 .await
                 .map_err(|cause| SourceError::ReplayStopped {
-                    target: format!(
-                        "{} ({})",
-                        self.my.name,
-                        map.values().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    target: self.label(&map),
                     cause: Box::new(cause),
                 })?;
             report.incrementals = input.manifests.len() as u64 - 1;
@@ -685,11 +690,7 @@ impl MysqlTarget {
             .write(input, schema, map, data, &mut admin)
             .await
             .map_err(|cause| SourceError::Incomplete {
-                target: format!(
-                    "{} ({})",
-                    self.my.name,
-                    map.values().cloned().collect::<Vec<_>>().join(", ")
-                ),
+                target: self.label(map),
                 cause: Box::new(cause),
             })?;
         Ok(RestoreReport {
