@@ -292,7 +292,7 @@ async fn a_full_copy_restores_identically_from_a_local_directory() {
 }
 
 #[tokio::test]
-async fn a_full_copy_restores_identically_from_s3() {
+async fn a_full_copy_and_an_incremental_restore_identically_from_s3() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = fixture_database("my_s3").await;
     let target = format!("{source}_restored");
@@ -314,6 +314,26 @@ async fn a_full_copy_restores_identically_from_s3() {
     let (code, out, err) = restore(&mut command, &to, &source, &target);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_same(&source, &target).await;
+
+    // An incremental through S3 too, replayed on its full copy.
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "UPDATE customers SET name = CONCAT(name, ' (s3)') WHERE id < 100; DELETE FROM log_lines WHERE level = 'info';",
+        )
+        .await
+        .unwrap();
+    let mut command = cairn(locks.path());
+    keys(&mut command);
+    let (code, out, err) = backup_with(&mut command, &source, &to, &["--type", "incremental"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let replayed = format!("{source}_replayed");
+    let mut command = cairn(locks.path());
+    keys(&mut command);
+    let (code, out, err) = restore(&mut command, &to, &source, &replayed);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("replayed 1 incrementals"), "{out}");
+    assert_same(&source, &replayed).await;
 }
 
 #[tokio::test]
