@@ -495,3 +495,49 @@ async fn a_replica_server_id_in_use_is_refused() {
     );
     drop(stream);
 }
+
+#[tokio::test]
+async fn tables_left_out_by_filters_stay_out_of_the_replay() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_filtered").await;
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop("CREATE TABLE kept (id INT PRIMARY KEY, v TEXT); CREATE TABLE tmp_scratch (id INT PRIMARY KEY);")
+        .await
+        .unwrap();
+    let (locks, _dir, to) = workspace();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.fx]\nurl = \"{}\"\n[sources.fx.filters]\nexclude-tables = [\"*.tmp_*\"]\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let backup = |kind: &str| {
+        run(cairn(locks.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "--type", kind, "--source", "fx", "--to", &to]))
+    };
+    let (code, out, err) = backup("full");
+    assert_eq!(code, 0, "{out}\n{err}");
+    conn.query_drop(
+        "INSERT INTO kept VALUES (1, 'one'), (2, 'two'); INSERT INTO tmp_scratch VALUES (1);
+         ALTER TABLE tmp_scratch ADD COLUMN c INT; UPDATE tmp_scratch SET c = 5;
+         CREATE TABLE tmp_later (a INT); INSERT INTO tmp_later VALUES (1);
+         ALTER TABLE kept ADD COLUMN w INT NOT NULL DEFAULT 7; DELETE FROM kept WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = backup("incremental");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let target = format!("{source}_filtered");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut restored = connect(&url_of(&target)).await;
+    let tables: Vec<String> = restored.query("SHOW TABLES").await.unwrap();
+    assert_eq!(tables, ["kept"]);
+    let rows: Vec<(i32, String, i32)> = restored.query("SELECT id, v, w FROM kept").await.unwrap();
+    assert_eq!(rows, [(1, "one".to_string(), 7)]);
+}

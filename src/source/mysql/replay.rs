@@ -597,6 +597,17 @@ impl Applier<'_> {
             tracing::info!("{at}: skipped an account or server statement: {}", first_words(text));
             return Ok(());
         }
+        if let Some((database, table)) = statement_table(text)
+            && !self
+                .filters
+                .table_included(database.as_deref().unwrap_or(&source_db), &table)
+        {
+            tracing::info!(
+                "{at}: skipped (table {table} is left out by the copy's filters): {}",
+                first_words(text)
+            );
+            return Ok(());
+        }
         if let Some((database, name)) = dropped_trigger(text, &schema) {
             let target = self.databases.get(&database).cloned().unwrap_or(database);
             self.conn
@@ -670,6 +681,97 @@ fn is_account_statement(text: &str) -> bool {
     ]
     .iter()
     .any(|prefix| upper.starts_with(prefix))
+}
+
+/// The table a table statement names first (`ALTER TABLE [db.]t`, `CREATE TABLE IF NOT EXISTS t`,
+/// `DROP TABLE t`, `TRUNCATE t`, `RENAME TABLE t …`, `CREATE INDEX i ON t`), with its database
+/// when it is qualified.
+fn statement_table(text: &str) -> Option<(Option<String>, String)> {
+    let tokens = sql_tokens(text, 24);
+    let word = |i: usize| match tokens.get(i) {
+        Some((false, t)) => t.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let skip = [
+        "OR",
+        "REPLACE",
+        "ONLINE",
+        "IGNORE",
+        "TEMPORARY",
+        "IF",
+        "NOT",
+        "EXISTS",
+        "UNIQUE",
+        "FULLTEXT",
+        "SPATIAL",
+    ];
+    let skip_from = |mut i: usize| {
+        while skip.contains(&word(i).as_str()) {
+            i += 1;
+        }
+        i
+    };
+    let first = word(0);
+    if !matches!(first.as_str(), "ALTER" | "CREATE" | "DROP" | "RENAME" | "TRUNCATE") {
+        return None;
+    }
+    let i = skip_from(1);
+    let name_at = match word(i).as_str() {
+        "TABLE" => skip_from(i + 1),
+        "INDEX" => (i..tokens.len()).find(|&j| word(j) == "ON")? + 1,
+        _ if first == "TRUNCATE" => i,
+        _ => return None,
+    };
+    let is_name = |i: usize| matches!(tokens.get(i), Some((quoted, t)) if *quoted || t.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$'));
+    if !is_name(name_at) {
+        return None;
+    }
+    let name = tokens[name_at].1.clone();
+    if tokens.get(name_at + 1).is_some_and(|(quoted, t)| !quoted && t == ".") && is_name(name_at + 2) {
+        return Some((Some(name), tokens[name_at + 2].1.clone()));
+    }
+    Some((None, name))
+}
+
+/// The first `limit` tokens of SQL text: (quoted, text) for `` `identifiers` `` (unquoted), bare
+/// words, and single punctuation characters.
+fn sql_tokens(text: &str, limit: usize) -> Vec<(bool, String)> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while tokens.len() < limit {
+        let Some(c) = chars.next() else { break };
+        if c.is_whitespace() {
+            continue;
+        }
+        if c == '`' {
+            let mut name = String::new();
+            while let Some(c) = chars.next() {
+                if c == '`' {
+                    if chars.peek() == Some(&'`') {
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                name.push(c);
+            }
+            tokens.push((true, name));
+        } else if c.is_alphanumeric() || c == '_' || c == '$' {
+            let mut word = c.to_string();
+            while let Some(&next) = chars.peek() {
+                if next.is_alphanumeric() || next == '_' || next == '$' {
+                    word.push(next);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            tokens.push((false, word));
+        } else {
+            tokens.push((false, c.to_string()));
+        }
+    }
+    tokens
 }
 
 /// `DROP TRIGGER [IF EXISTS] [db.]name`: the database and trigger it names.
@@ -1421,6 +1523,26 @@ mod tests {
             Some(("app".into(), "t2".into()))
         );
         assert_eq!(dropped_trigger("DROP TABLE t", "app"), None);
+        let table = |text| statement_table(text);
+        assert_eq!(
+            table("ALTER TABLE app.t ADD c INT"),
+            Some((Some("app".into()), "t".into()))
+        );
+        assert_eq!(
+            table("CREATE TABLE IF NOT EXISTS `tmp x`(a INT)"),
+            Some((None, "tmp x".into()))
+        );
+        assert_eq!(
+            table("drop temporary table if exists t1, t2"),
+            Some((None, "t1".into()))
+        );
+        assert_eq!(table("TRUNCATE t"), Some((None, "t".into())));
+        assert_eq!(
+            table("CREATE UNIQUE INDEX i ON `app`.`t` (a)"),
+            Some((Some("app".into()), "t".into()))
+        );
+        assert_eq!(table("CREATE VIEW v AS SELECT 1"), None);
+        assert_eq!(table("INSERT INTO t VALUES (1)"), None);
         assert!(is_account_statement("GRANT SELECT ON *.* TO x"));
         let databases = BTreeMap::from([("app".to_string(), "app_copy".to_string())]);
         assert_eq!(
