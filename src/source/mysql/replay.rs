@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use super::binlog::{self, EventReader, Gtid, GtidState, RawEvent, Statement, Step, Transactions, kind};
 use super::{My, quote_ident, quote_literal};
 use crate::manifest::Manifest;
+use crate::progress::Progress;
 use crate::source::filter::Filters;
 use crate::source::stored::{StoredFile, files_of, open_verified};
 use crate::source::{RestoreInput, SourceError, Until};
@@ -30,6 +31,8 @@ use crate::status::LogPosition;
 
 /// The database holding replay progress and set-aside triggers on the target.
 pub const PROGRESS_DATABASE: &str = "cairn_replay";
+/// How often a long replay logs a progress line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Rows changed by one `INSERT` at most.
 const INSERT_ROWS: usize = 100;
 /// Session of the applying connection: row images carry bytes as stored and times in UTC.
@@ -55,6 +58,8 @@ struct LocalLog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Boundary {
     log: usize,
+    /// Transactions of the chain up to and including this one.
+    count: u64,
     server_file: String,
     position: u64,
     gtids: GtidState,
@@ -119,6 +124,17 @@ async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<Local
             )));
         }
     }
+    let total: usize = input.manifests[1..]
+        .iter()
+        .map(|m| {
+            m.files
+                .iter()
+                .filter(|f| f.details.get("kind").and_then(|k| k.as_str()) == Some("binlog"))
+                .count()
+        })
+        .sum();
+    let progress = Progress::new(format!("{}: replay, fetching log files", input.source), total as u64);
+    let _reporter = progress.report_every(PROGRESS_EVERY);
     for manifest in &input.manifests[1..] {
         let mut files: Vec<StoredFile> = files_of(&input.source, manifest)
             .into_iter()
@@ -143,6 +159,7 @@ async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<Local
             out.flush()
                 .await
                 .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;
+            progress.done(stored.file.size);
             logs.push(LocalLog {
                 copy: manifest.copy.id.clone(),
                 server_file: stored.detail("server_file").unwrap_or_default().to_string(),
@@ -226,6 +243,7 @@ async fn scan(
             }
             let boundary = Boundary {
                 log: index,
+                count: transactions_total,
                 server_file: log.server_file.clone(),
                 position: event.log_pos(),
                 gtids: gtids.clone(),
@@ -1294,6 +1312,10 @@ pub(super) async fn replay(
     set_aside_triggers(&mut applier).await?;
 
     let finished = stop.is_none() && input.until.is_some();
+    let to_apply = stop.as_ref().map_or(in_chain, |s| s.count);
+    let progress = Progress::new(format!("{}: replay, transactions", input.source), to_apply);
+    let _reporter = progress.report_every(PROGRESS_EVERY);
+    let mut pending_bytes = 0u64;
     let mut skipping = skip_to.is_some();
     'logs: for (index, log) in logs.iter().enumerate() {
         if finished {
@@ -1311,6 +1333,7 @@ pub(super) async fn replay(
         {
             let at = place(log, &raw);
             let checksums = reader.checksums();
+            pending_bytes += raw.bytes().len() as u64;
             let event = Event::read(&format, raw.bytes())
                 .map_err(|e| SourceError::Damaged(format!("{at}: an event does not decode: {e}")))?;
             if raw.kind() == kind::FORMAT_DESCRIPTION {
@@ -1383,6 +1406,7 @@ pub(super) async fn replay(
                 }
                 let boundary = Boundary {
                     log: index,
+                    count: 0,
                     server_file: log.server_file.clone(),
                     position: raw.log_pos(),
                     gtids: applier.gtids.clone(),
@@ -1404,6 +1428,7 @@ pub(super) async fn replay(
                     applier.record(&boundary).await?;
                 }
                 applier.transactions += 1;
+                progress.done(std::mem::take(&mut pending_bytes));
                 if stop
                     .as_ref()
                     .is_some_and(|s| s.log == index && s.position == boundary.position)
