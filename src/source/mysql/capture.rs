@@ -404,18 +404,24 @@ pub(super) async fn incremental_copy(
                     current_file = next_file;
                     expected = next_position;
                     format = None;
-                } else if next_file != current_file || (next_position != expected && next_position > 4) {
+                } else if next_file == current_file {
+                    // The server says where it reads from: exactly where the last event ended.
+                    if next_position > 4 && next_position != expected {
+                        return Err(SourceError::Damaged(format!(
+                            "source {source_name}: the server reads {current_file} from {next_position}, not from \
+                             {expected} where the log was taken up to; nothing was recorded"
+                        )));
+                    }
+                } else {
                     if segment.is_some() {
                         return Err(SourceError::Damaged(format!(
                             "source {source_name}: the server moved from {} to {next_file}:{next_position} without \
-                             ending the file",
+                             ending the file; nothing was recorded",
                             place(&current_file, expected)
                         )));
                     }
-                    if next_file != current_file {
-                        current_file = next_file;
-                        expected = next_position.max(4);
-                    }
+                    current_file = next_file;
+                    expected = next_position.max(4);
                 }
                 continue;
             }
