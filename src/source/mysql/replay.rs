@@ -1264,8 +1264,8 @@ pub(super) async fn replay(
             .map_err(|e| my.error("recording the replay's session", e))?;
         let Some((full_copy, copy_id, server_file, position, gtid)) = row else {
             return Err(SourceError::Unsupported(format!(
-                "--resume: the target has no replay progress for source {} ({PROGRESS_DATABASE}.progress); restore \
-                 without --resume",
+                "--resume: the target has no replay progress for source {} ({PROGRESS_DATABASE}.progress): the replay \
+                 never started (the full restore did not finish). Restore again with --clean instead of --resume",
                 input.source
             )));
         };
