@@ -240,6 +240,12 @@ pub async fn manifests(
 /// # Errors
 /// Engine errors (naming the file, table or statement), damaged manifests or files.
 pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let (target, input) = prepare(plan).await?;
+    Ok(target.restore(&input).await?)
+}
+
+/// The engine for the plan's target and what it restores, with every manifest read and checked.
+async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::source::Target>, RestoreInput), RestoreError> {
     let copy_engine = plan.chain.first().map(|c| match c.log_range.end {
         crate::status::LogPosition::Postgres { .. } => crate::source::Engine::Postgres,
         crate::status::LogPosition::Mysql { .. } => crate::source::Engine::Mysql,
@@ -267,7 +273,7 @@ pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
         until: plan.until.clone(),
         resume: plan.resume,
     };
-    Ok(target.restore(&input).await?)
+    Ok((target, input))
 }
 
 /// Reads the `--until`, `--until-gtid` and `--until-position` arguments (at most one is given).
@@ -314,13 +320,14 @@ pub fn parse_until(
     Ok(None)
 }
 
-/// What `restore --dry-run` prints: the chain, each copy's files and log range, and the stop point.
+/// What `restore --dry-run` prints: the chain, each copy's files and log range, and the exact
+/// stop point, found by reading (and checking) the incrementals' files; nothing is written.
 ///
 /// # Errors
-/// Destination errors reading the manifests, or a damaged manifest.
+/// Destination errors, a damaged manifest or file, or a stop point the chain does not hold.
 pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
-    let destination = plan.store.clone().expect("plans are made by plan()");
-    let manifests = manifests(&destination, &plan.chain).await?;
+    let (target, input) = prepare(plan).await?;
+    let manifests = &input.manifests;
     let mut text = format!(
         "restore of source {} from {} into {}\n",
         plan.source, plan.destination, plan.target
@@ -328,7 +335,7 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
     if plan.resume {
         text.push_str("  --resume: the full copy is already in the target; the replay continues where it stopped\n");
     }
-    for (copy, manifest) in plan.chain.iter().zip(&manifests) {
+    for (copy, manifest) in plan.chain.iter().zip(manifests) {
         text.push_str(&format!(
             "  {} {} ({}), {} files, {} bytes, log {} .. {}\n",
             copy.id,
@@ -360,15 +367,10 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
             }
         }
     }
-    match (&plan.until, plan.chain.last()) {
-        (Some(until), _) => text.push_str(&format!(
-            "stop: after {until} (located exactly when the files are read, before anything is applied)\n"
-        )),
-        (None, Some(last)) if plan.chain.len() > 1 => text.push_str(&format!(
-            "stop: at the end of the chain, {}\n",
-            show_position(&last.log_range.end)
-        )),
-        _ => {}
+    // Reading the incrementals' files finds the exact stop point and checks every file.
+    for line in target.preview(&input).await? {
+        text.push_str(&line);
+        text.push('\n');
     }
     Ok(text)
 }

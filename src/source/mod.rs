@@ -311,6 +311,16 @@ fn is_zero(value: &u64) -> bool {
 #[async_trait]
 pub trait Target: Send + Sync {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError>;
+
+    /// Lines for `restore --dry-run` about what the restore would replay and where it would stop,
+    /// found without touching the target.
+    ///
+    /// # Errors
+    /// Damaged files, or a stop point the chain does not hold.
+    async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        let _ = input;
+        Ok(Vec::new())
+    }
 }
 
 /// The engine reading `spec`.

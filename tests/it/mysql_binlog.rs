@@ -256,10 +256,35 @@ async fn a_restore_stops_at_a_time_a_gtid_or_a_position() {
         &["--until-gtid", &gtid, "--dry-run"],
     );
     assert_eq!(code, 0, "{err}");
+    // The dry run reads the files and names the exact transaction, position and GTID state.
     assert!(
-        out.contains(&format!("stop: after transaction {gtid}")) && out.contains("binlog/"),
+        out.contains(&format!(
+            "stop: transaction {gtid} is the transaction ending at {file}:{position}"
+        )) && out.contains(&format!("GTID position {gtid}"))
+            && out.contains("binlog/"),
         "{out}"
     );
+    let (code, out, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &format!("{source}_dry"),
+        &["--dry-run"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("stop: at the end of the chain, after transaction 4 of 4"),
+        "{out}"
+    );
+    let databases: Vec<String> = connect(&mysql_url())
+        .await
+        .exec(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (format!("{source}_dry"),),
+        )
+        .await
+        .unwrap();
+    assert!(databases.is_empty(), "a dry run created {databases:?}");
 }
 
 #[tokio::test]

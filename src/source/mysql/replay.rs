@@ -1150,6 +1150,52 @@ async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), SourceError> 
     Ok(())
 }
 
+/// What a replay of `input` would do: its files fetched and checked, and the exact stop point.
+pub(super) async fn preview(input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+    let full = &input.manifests[0];
+    let start_gtids = full_gtids(full)?;
+    let work = work_folder()?;
+    let logs = fetch(input, work.path()).await?;
+    let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
+    let mut lines = vec![format!(
+        "checked: {} log files of {} incrementals, {in_chain} transactions (MD5 and every event's CRC32)",
+        logs.len(),
+        input.manifests.len() - 1
+    )];
+    lines.push(match (&limit, &input.until) {
+        (_, None) => format!("stop: at the end of the chain, after transaction {in_chain} of {in_chain}"),
+        (Limit::Nothing, Some(until)) => {
+            format!("stop: {until} comes before the first transaction; only the full copy would be restored")
+        }
+        (Limit::After(b), Some(until)) => format!(
+            "stop: {until} is the transaction ending at {}:{} (copy {}), transaction {} of {in_chain}; GTID position \
+             {}",
+            b.server_file, b.position, b.copy, b.count, b.gtids
+        ),
+    });
+    Ok(lines)
+}
+
+/// The GTID position the full copy of a chain recorded.
+fn full_gtids(full: &Manifest) -> Result<GtidState, SourceError> {
+    let LogPosition::Mysql { gtid, .. } = &full.copy.log_range.end else {
+        return Err(SourceError::Unsupported(format!(
+            "copy {} is not a MySQL copy",
+            full.copy.id
+        )));
+    };
+    GtidState::parse(gtid.as_deref().unwrap_or_default())
+        .map_err(|e| SourceError::Damaged(format!("copy {}: recorded GTID position: {e}", full.copy.id)))
+}
+
+/// A folder for the chain's log files, removed when dropped.
+fn work_folder() -> Result<tempfile::TempDir, SourceError> {
+    tempfile::Builder::new()
+        .prefix("cairn-replay-")
+        .tempdir()
+        .map_err(|e| SourceError::Damaged(format!("creating a work folder for the replay: {e}")))
+}
+
 /// Replays the incrementals of `input` into the target, after its full copy was restored (or,
 /// with `resume`, from where an earlier replay stopped).
 pub(super) async fn replay(
@@ -1159,18 +1205,8 @@ pub(super) async fn replay(
 ) -> Result<Replayed, SourceError> {
     let full: &Manifest = &input.manifests[0];
     let last = input.manifests.last().expect("a chain has a full copy");
-    let LogPosition::Mysql { gtid: full_gtid, .. } = &full.copy.log_range.end else {
-        return Err(SourceError::Unsupported(format!(
-            "copy {} is not a MySQL copy",
-            full.copy.id
-        )));
-    };
-    let start_gtids = GtidState::parse(full_gtid.as_deref().unwrap_or_default())
-        .map_err(|e| SourceError::Damaged(format!("copy {}: recorded GTID position: {e}", full.copy.id)))?;
-    let work = tempfile::Builder::new()
-        .prefix("cairn-replay-")
-        .tempdir()
-        .map_err(|e| SourceError::Damaged(format!("creating a work folder for the replay: {e}")))?;
+    let start_gtids = full_gtids(full)?;
+    let work = work_folder()?;
     let logs = fetch(input, work.path()).await?;
     let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
     let stop = match &limit {

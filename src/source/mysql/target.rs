@@ -597,6 +597,13 @@ impl MysqlTarget {
 
 #[async_trait]
 impl Target for MysqlTarget {
+    async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        if input.manifests.len() < 2 {
+            return Ok(Vec::new());
+        }
+        replay::preview(input).await
+    }
+
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let manifest = &input.manifests[0];
