@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
+
+use crate::stream::fill;
 
 /// The first four bytes of every binary log file.
 pub const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
@@ -546,7 +548,7 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
     /// [`ReadError`] when the file does not start like a binary log.
     pub async fn open(mut input: R) -> Result<Self, ReadError> {
         let mut magic = [0u8; 4];
-        let got = read_full(&mut input, &mut magic).await.map_err(|e| ReadError {
+        let got = fill(&mut input, &mut magic).await.map_err(|e| ReadError {
             offset: 0,
             detail: e.to_string(),
         })?;
@@ -576,7 +578,7 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
         let at = self.offset;
         let fail = |detail: String| ReadError { offset: at, detail };
         let mut header = [0u8; HEADER_LEN];
-        let got = read_full(&mut self.input, &mut header)
+        let got = fill(&mut self.input, &mut header)
             .await
             .map_err(|e| fail(e.to_string()))?;
         if got == 0 {
@@ -595,7 +597,7 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
         }
         let mut bytes = vec![0u8; size];
         bytes[..HEADER_LEN].copy_from_slice(&header);
-        let got = read_full(&mut self.input, &mut bytes[HEADER_LEN..])
+        let got = fill(&mut self.input, &mut bytes[HEADER_LEN..])
             .await
             .map_err(|e| fail(e.to_string()))?;
         if got < size - HEADER_LEN {
@@ -614,19 +616,6 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
         self.offset += size as u64;
         Ok(Some(event))
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns how many bytes were read.
-async fn read_full<R: AsyncRead + Unpin>(input: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = input.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 /// Orders binary log file names: `binlog.000009` before `binlog.000010`, and a counter that
