@@ -12,29 +12,10 @@ TABLES=${TABLES:-4}
 SIZE=${SIZE:-100000}
 THREADS=${THREADS:-4}
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-30}
-missing=()
-for tool in sysbench; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-cargo build --release --locked --quiet
-CAIRN=$PWD/target/release/cairn
-
-# shellcheck source=scripts/test-env.sh
-source scripts/test-env.sh
-WORK=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-trap 'cairn_test_env_stop; rm -rf "$WORK"' EXIT
-HOSTPORT=${CAIRN_TEST_MYSQL_URL#*@}
-HOSTPORT=${HOSTPORT%%/*}
-HOST=${HOSTPORT%:*}
-PORT=${HOSTPORT#*:}
-USER=cairn
-PASS=cairn-test-pw
-SERVER="mysql://$USER:$PASS@$HOST:$PORT"
+BENCH_TOOLS="sysbench"
+# shellcheck source=bench/mysql-env.sh
+source bench/mysql-env.sh
 DATADIR="$CAIRN_TEST_ENV_DIR/mariadb/data"
-SQL() { mariadb --no-defaults -h "$HOST" -P "$PORT" -u "$USER" -p"$PASS" -N "$@"; }
 elapsed() { local start=$1; awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }'; }
 summary() { SQL -e "SELECT SUM(n), SUM(s) FROM ($(for t in $(seq 1 "$TABLES"); do
   [ "$t" -gt 1 ] && printf ' UNION ALL '; printf 'SELECT COUNT(*) n, SUM(k + id) + SUM(CRC32(c)) s FROM %s.sbtest%s' "$1" "$t"; done)) x"; }

@@ -11,28 +11,9 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"100000 250000"}
 TABLES=${TABLES:-4}
 JOBS=${JOBS:-2}
-missing=()
-for tool in mydumper sysbench; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-cargo build --release --locked --quiet
-CAIRN=$PWD/target/release/cairn
-
-# shellcheck source=scripts/test-env.sh
-source scripts/test-env.sh
-WORK=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-trap 'cairn_test_env_stop; rm -rf "$WORK"' EXIT
-HOSTPORT=${CAIRN_TEST_MYSQL_URL#*@}
-HOSTPORT=${HOSTPORT%%/*}
-HOST=${HOSTPORT%:*}
-PORT=${HOSTPORT#*:}
-USER=cairn
-PASS=cairn-test-pw
-SERVER="mysql://$USER:$PASS@$HOST:$PORT"
-SQL() { mariadb --no-defaults -h "$HOST" -P "$PORT" -u "$USER" -p"$PASS" -N "$@"; }
+BENCH_TOOLS="mydumper sysbench"
+# shellcheck source=bench/mysql-env.sh
+source bench/mysql-env.sh
 
 measure() {
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
