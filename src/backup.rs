@@ -260,6 +260,40 @@ impl CopyWriter {
         Ok(file)
     }
 
+    /// Checks, with one listing, that the destination holds every file of the copy at the size
+    /// that was written, so a copy is never recorded over files a full disk cut short.
+    async fn confirm_stored(&self, files: &[ManifestFile]) -> Result<(), DestinationError> {
+        let prefix = layout::copy_prefix(&self.source, &self.copy_id);
+        let stored: std::collections::HashMap<String, u64> = self
+            .destination
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|object| (object.key, object.size))
+            .collect();
+        for file in files {
+            let key = format!("{prefix}{}", file.path);
+            match stored.get(&key) {
+                Some(&size) if size == file.size => {}
+                Some(&size) => {
+                    return Err(DestinationError::Incomplete {
+                        location: self.destination.location(),
+                        key,
+                        expected: file.size,
+                        found: size,
+                    });
+                }
+                None => {
+                    return Err(DestinationError::NotFound {
+                        location: self.destination.location(),
+                        key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the manifest (create-only), then records the copy in the status.
     ///
     /// `info.files` and `info.bytes` are filled in from the files written.
@@ -282,6 +316,7 @@ impl CopyWriter {
             copy: info.clone(),
             files,
         };
+        self.confirm_stored(&manifest.files).await?;
         let bytes = manifest.encode();
         let key = layout::manifest_key(&self.source, &self.copy_id);
         lock.ensure_held()?;

@@ -98,13 +98,39 @@ fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf, DestinationError> {
         .open(&temp)
         .and_then(|mut f| {
             f.write_all(data)?;
-            f.sync_all()
+            f.flush()?;
+            f.sync_all()?;
+            f.metadata().map(|m| m.len())
         });
-    if let Err(e) = result {
+    let written = match result {
+        Ok(len) => len,
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            return Err(DestinationError::io("writing", &temp, e));
+        }
+    };
+    if written != data.len() as u64 {
         let _ = fs::remove_file(&temp);
-        return Err(DestinationError::io("writing", &temp, e));
+        return Err(DestinationError::io(
+            "writing",
+            &temp,
+            io::Error::other(format!("{written} of {} bytes were stored", data.len())),
+        ));
     }
     Ok(temp)
+}
+
+/// Fails unless the file that was written holds every byte that was sent to it.
+fn confirm_size(location: &str, key: &str, sent: u64, stored: u64) -> Result<(), DestinationError> {
+    if sent == stored {
+        return Ok(());
+    }
+    Err(DestinationError::Incomplete {
+        location: location.to_string(),
+        key: key.to_string(),
+        expected: sent,
+        found: stored,
+    })
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, DestinationError> {
@@ -237,9 +263,21 @@ impl Destination for LocalDestination {
                     .await
                     .map_err(|e| DestinationError::io("writing", &temp, e))?;
             }
+            // tokio hands each write to a background thread and reports its error on the next
+            // call; sync_all drops the error of the last one (a full disk, a file size limit),
+            // so flush first to collect it, then confirm what the file really holds.
+            tokio::io::AsyncWriteExt::flush(&mut file)
+                .await
+                .map_err(|e| DestinationError::io("writing", &temp, e))?;
             file.sync_all()
                 .await
                 .map_err(|e| DestinationError::io("syncing", &temp, e))?;
+            let stored = file
+                .metadata()
+                .await
+                .map_err(|e| DestinationError::io("inspecting", &temp, e))?
+                .len();
+            confirm_size(&self.location(), key, size, stored)?;
             Ok((size, format!("{:x}", hasher.compute())))
         }
         .await;

@@ -100,6 +100,16 @@ pub enum DestinationError {
         endpoint: String,
         detail: String,
     },
+    #[error(
+        "{key} at {location} holds {found} bytes after {expected} were written to it; the destination may be full or \
+         limited in file size"
+    )]
+    Incomplete {
+        location: String,
+        key: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("cannot reach {location}: {detail}")]
     Unreachable { location: String, detail: String },
     #[error("{operation} {key} at {location} failed after retries: the store answered {detail}; try again later")]

@@ -8,5 +8,6 @@ mod lock;
 mod mysql;
 mod mysql_binlog;
 mod postgres;
+mod safety;
 mod status;
 mod support;

@@ -11,13 +11,13 @@ use tokio_postgres::{Client, NoTls};
 use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, postgres_url, run, s3_server, test_ca, walk};
 
 /// The server's URL with another database.
-fn url_of(database: &str) -> String {
+pub(crate) fn url_of(database: &str) -> String {
     let base = postgres_url();
     let (server, _) = base.rsplit_once('/').expect("the test URL names a database");
     format!("{server}/{database}")
 }
 
-async fn connect(url: &str) -> Client {
+pub(crate) async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
@@ -26,7 +26,7 @@ async fn connect(url: &str) -> Client {
 }
 
 /// A new empty database with a unique name; returns its name.
-async fn fresh_database(hint: &str) -> String {
+pub(crate) async fn fresh_database(hint: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{hint}_{}_{}",
@@ -42,7 +42,7 @@ async fn fresh_database(hint: &str) -> String {
 }
 
 /// A new database holding the fixture.
-async fn fixture_database(hint: &str) -> String {
+pub(crate) async fn fixture_database(hint: &str) -> String {
     let name = fresh_database(hint).await;
     let sql =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postgres/fixture.sql")).unwrap();

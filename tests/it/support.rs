@@ -292,7 +292,22 @@ pub fn mysql_url() -> String {
 /// The cairn binary with a clean environment: no inherited CAIRN_ or AWS_ settings, its own
 /// lock folder, and no instance-metadata lookups.
 pub fn cairn(lock_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    clean_environment(Command::new(env!("CARGO_BIN_EXE_cairn")), lock_dir)
+}
+
+/// [`cairn`] started by a shell that first runs `setup` (`ulimit -f 20`, say); arguments added
+/// to the command go to cairn.
+pub fn cairn_under(lock_dir: &Path, setup: &str) -> Command {
+    let mut command = Command::new("bash");
+    command.args([
+        "-c",
+        &format!("{setup}; exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_cairn"),
+    ]);
+    clean_environment(command, lock_dir)
+}
+
+fn clean_environment(mut command: Command, lock_dir: &Path) -> Command {
     for (key, _) in std::env::vars() {
         if key.starts_with("CAIRN_") || key.starts_with("AWS_") {
             command.env_remove(key);
