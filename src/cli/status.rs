@@ -17,6 +17,9 @@ struct SourceReport {
     /// `latest`, `previous` (fallback after damage) or `none`.
     read_from: &'static str,
     generation: u64,
+    /// Copies the status file lacked and their manifests proved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    recovered: Vec<String>,
     copies: Vec<CopyRecord>,
 }
 
@@ -107,6 +110,7 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
                 LoadedFrom::Nothing => "none",
             },
             generation: loaded.status.generation,
+            recovered: loaded.recovered,
             copies: loaded.status.body.copies,
         });
     }
@@ -152,6 +156,12 @@ fn render_table(reports: &[SourceReport]) -> String {
                 ""
             }
         ));
+        if !report.recovered.is_empty() {
+            out.push_str(&format!(
+                "  recovered from their manifests (the status file lacked them; the next backup records them): {}\n",
+                report.recovered.join(", ")
+            ));
+        }
         if report.copies.is_empty() {
             out.push_str("  no copies\n");
             continue;

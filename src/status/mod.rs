@@ -61,15 +61,6 @@ pub enum StatusError {
         supported: u32,
         cairn: &'static str,
     },
-    #[error(
-        "source {source_name} has {copies} copies at {location} but no status file; run \
-         `cairn status --rebuild --source {source_name}` to rebuild it from their manifests"
-    )]
-    Missing {
-        source_name: String,
-        location: String,
-        copies: usize,
-    },
     #[error("status file {file} kept changing under {attempts} update attempts; another writer is active, try again")]
     Conflict { file: String, attempts: u32 },
     #[error("copy {id} is already recorded in status file {file}")]
@@ -103,7 +94,8 @@ pub enum LoadedFrom {
     Latest,
     /// `status.previous.json`, because the latest was damaged or missing for `reason`.
     Previous { reason: String },
-    /// Neither file exists and no copy does: a source with no copy yet.
+    /// Neither file exists: a source with no copy yet, or one whose copies all come from their
+    /// manifests (see [`Loaded::recovered`]).
     Nothing,
 }
 
@@ -112,6 +104,8 @@ pub enum LoadedFrom {
 pub struct Loaded {
     pub status: Status,
     pub from: LoadedFrom,
+    /// Copies found by their manifests that the status file lacked, now part of `status`.
+    pub recovered: Vec<String>,
     /// Version token of `status.json` as read, damaged or not; `None` when it does not exist.
     latest_etag: Option<String>,
     /// Bytes of `status.json` when they verified, to keep as the second copy on the next update.
@@ -197,18 +191,54 @@ impl StatusStore {
     }
 
     /// Reads the status, falling back to the second copy (with a warning) when the latest is
-    /// damaged or missing.
+    /// damaged or missing, then adds every copy whose manifest is on the destination but not in
+    /// the status (with a warning): a copy a manifest proves is never lost to a damaged, stale or
+    /// missing status file.
     ///
     /// # Errors
-    /// [`StatusError::BothDamaged`], [`StatusError::NewerVersion`], [`StatusError::Missing`] when
-    /// copies exist without any status, or a destination error.
+    /// [`StatusError::BothDamaged`], [`StatusError::NewerVersion`] or a destination error.
     pub async fn load(&self) -> Result<Loaded, StatusError> {
         self.load_recording(None).await
     }
 
-    /// [`StatusStore::load`], not counting the manifest of the copy `recording` is about to add
-    /// when deciding whether copies exist without a status.
+    /// [`StatusStore::load`], leaving out the manifest of the copy `recording` is about to add.
     async fn load_recording(&self, recording: Option<&str>) -> Result<Loaded, StatusError> {
+        let mut loaded = self.read_files().await?;
+        let known: Vec<String> = loaded.status.body.copies.iter().map(|c| c.id.clone()).collect();
+        let (found, skipped) = self.manifests_except(&known, recording).await?;
+        for (key, reason) in &skipped {
+            tracing::warn!("{}: left out: {reason}", self.describe(key));
+        }
+        if !found.is_empty() {
+            let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+            match &loaded.from {
+                LoadedFrom::Latest => tracing::warn!(
+                    "status of source {} at {} lacks copies whose manifests are there (a run stopped between its \
+                     manifest and the status); recovered from their manifests: {}",
+                    self.source,
+                    self.destination.location(),
+                    ids.join(", ")
+                ),
+                _ => tracing::warn!(
+                    "recovered copies of source {} from their manifests at {}: {}",
+                    self.source,
+                    self.destination.location(),
+                    ids.join(", ")
+                ),
+            }
+            loaded.status.body.copies.extend(found.iter().cloned());
+            loaded
+                .status
+                .body
+                .copies
+                .sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
+            loaded.recovered = ids.into_iter().map(str::to_string).collect();
+        }
+        Ok(loaded)
+    }
+
+    /// Reads `status.json`, or `status.previous.json` when it is damaged or missing.
+    async fn read_files(&self) -> Result<Loaded, StatusError> {
         let latest_key = layout::status_key(&self.source);
         let previous_key = layout::status_previous_key(&self.source);
         let latest = self.destination.get_versioned(&latest_key, MAX_STATUS_BYTES).await?;
@@ -219,6 +249,7 @@ impl StatusStore {
                     return Ok(Loaded {
                         status,
                         from: LoadedFrom::Latest,
+                        recovered: Vec::new(),
                         latest_etag,
                         latest_bytes: Some(object.data.clone()),
                     });
@@ -233,20 +264,20 @@ impl StatusStore {
             Some(object) => match decode(&self.describe(&previous_key), &object.data) {
                 Ok(mut status) => {
                     tracing::warn!(
-                        "status file {} is unusable ({latest_reason}); using the previous generation {} from {}. \
-                         Copies recorded after it are missing from it: run `cairn status --rebuild --source {}` to \
-                         recover them from their manifests",
+                        "status file {} is unusable ({latest_reason}); using the previous generation {} from {} and \
+                         the copies' manifests",
                         self.describe(&latest_key),
                         status.generation,
                         previous_key,
-                        self.source
                     );
-                    if let Some(latest) = &latest {
-                        status.generation = status.generation.max(generation_hint(&latest.data));
-                    }
+                    // The unusable latest was at least one generation further; the next write
+                    // must not reuse its number, whatever its damaged bytes claim.
+                    let damaged = latest.as_ref().map(|o| generation_hint(&o.data)).unwrap_or(0);
+                    status.generation = damaged.max(status.generation + 1);
                     return Ok(Loaded {
                         status,
                         from: LoadedFrom::Previous { reason: latest_reason },
+                        recovered: Vec::new(),
                         latest_etag,
                         latest_bytes: None,
                     });
@@ -257,26 +288,13 @@ impl StatusStore {
             None => "it does not exist".to_string(),
         };
         if latest.is_none() && previous.is_none() {
-            let own = recording.map(|id| layout::manifest_key(&self.source, id));
-            let copies = self
-                .manifest_keys()
-                .await?
-                .into_iter()
-                .filter(|k| Some(k) != own.as_ref())
-                .count();
-            if copies > 0 {
-                return Err(StatusError::Missing {
-                    source_name: self.source.clone(),
-                    location: self.destination.location(),
-                    copies,
-                });
-            }
             return Ok(Loaded {
                 status: Status {
                     generation: 0,
                     body: StatusBody::empty(&self.source),
                 },
                 from: LoadedFrom::Nothing,
+                recovered: Vec::new(),
                 latest_etag: None,
                 latest_bytes: None,
             });
@@ -288,6 +306,47 @@ impl StatusStore {
             previous: self.describe(&previous_key),
             previous_reason,
         })
+    }
+
+    /// The copies whose manifests are on the destination, except `known` ones and `recording`,
+    /// and the manifests left out with the reason. Copy folders without a manifest are the
+    /// leftovers of failed runs, not copies.
+    async fn manifests_except(
+        &self,
+        known: &[String],
+        recording: Option<&str>,
+    ) -> Result<(Vec<CopyRecord>, Vec<(String, String)>), StatusError> {
+        let mut found = Vec::new();
+        let mut skipped = Vec::new();
+        for id in self.destination.folders(&layout::copies_prefix(&self.source)).await? {
+            if known.contains(&id) || recording == Some(id.as_str()) {
+                continue;
+            }
+            let key = layout::manifest_key(&self.source, &id);
+            let bytes = match self.destination.get_bytes(&key, MAX_STATUS_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(DestinationError::NotFound { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            };
+            match Manifest::decode(&self.describe(&key), &bytes) {
+                Ok(manifest) if manifest.source == self.source && manifest.copy.id == id => found.push(CopyRecord {
+                    info: manifest.copy,
+                    manifest: ManifestRef {
+                        md5: md5_hex(&bytes),
+                        path: key,
+                    },
+                }),
+                Ok(manifest) => skipped.push((
+                    key,
+                    format!(
+                        "it records copy {:?} of source {:?}, not copy {id:?} of {:?}",
+                        manifest.copy.id, manifest.source, self.source
+                    ),
+                )),
+                Err(e) => skipped.push((key, e.to_string())),
+            }
+        }
+        Ok((found, skipped))
     }
 
     /// Applies `change` to the current status and writes the result as the next generation.
@@ -365,17 +424,6 @@ impl StatusStore {
         Ok(status)
     }
 
-    async fn manifest_keys(&self) -> Result<Vec<String>, StatusError> {
-        Ok(self
-            .destination
-            .list(&layout::copies_prefix(&self.source))
-            .await?
-            .into_iter()
-            .filter(|o| layout::copy_id_of_manifest(&self.source, &o.key).is_some())
-            .map(|o| o.key)
-            .collect())
-    }
-
     /// Rebuilds both status files from the manifests of the copies present on the destination.
     ///
     /// Damaged manifests are left out and reported. Run it under the source's lock.
@@ -384,24 +432,11 @@ impl StatusStore {
     /// Destination errors, or [`StatusError::Conflict`] when another writer changed the status
     /// during the rebuild.
     pub async fn rebuild(&self) -> Result<(Status, RebuildReport), StatusError> {
-        let mut report = RebuildReport::default();
-        let mut copies = Vec::new();
-        for key in self.manifest_keys().await? {
-            let bytes = self.destination.get_bytes(&key, MAX_STATUS_BYTES).await?;
-            match Manifest::decode(&self.describe(&key), &bytes) {
-                Ok(manifest) if manifest.source == self.source => copies.push(CopyRecord {
-                    info: manifest.copy,
-                    manifest: ManifestRef {
-                        md5: md5_hex(&bytes),
-                        path: key,
-                    },
-                }),
-                Ok(manifest) => report
-                    .skipped
-                    .push((key, format!("it belongs to source {:?}", manifest.source))),
-                Err(e) => report.skipped.push((key, e.to_string())),
-            }
-        }
+        let (mut copies, skipped) = self.manifests_except(&[], None).await?;
+        let mut report = RebuildReport {
+            skipped,
+            ..RebuildReport::default()
+        };
         copies.sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
         for (key, reason) in &report.skipped {
             tracing::warn!("left out of the rebuilt status: {key}: {reason}");

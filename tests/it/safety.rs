@@ -2,8 +2,10 @@
 //! a copy that cannot be restored, lose a copy a manifest proves, stay stuck after a crash, or
 //! touch files it was not asked to touch.
 
+use std::path::Path;
+
 use crate::postgres::{fixture_database, url_of};
-use crate::support::{cairn_under, run, walk};
+use crate::support::{cairn, cairn_under, run, walk};
 
 /// A file size limit (as a full disk does) cuts a data file short: the run must fail and
 /// record nothing, instead of recording a copy whose files are truncated.
@@ -28,4 +30,74 @@ async fn a_write_cut_short_fails_the_backup_and_records_nothing() {
         .filter(|p| p.ends_with("manifest.json") || p.ends_with("status.json"))
         .collect();
     assert!(leftovers.is_empty(), "nothing is recorded: {leftovers:?}");
+}
+
+/// Runs `cairn backup` of the PostgreSQL `database` as source `fx` into `to`.
+fn backup_pg(locks: &Path, database: &str, to: &str) -> (i32, String, String) {
+    run(cairn(locks).args(["backup", "--name", "fx", "--source", &url_of(database), "--to", to]))
+}
+
+/// `cairn status --json` of source `fx`.
+fn status_json(locks: &Path, to: &str) -> serde_json::Value {
+    let (code, out, err) = run(cairn(locks).args(["status", "--from", to, "--source", "fx", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+fn copy_ids(status: &serde_json::Value) -> Vec<String> {
+    status["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// One damaged byte in `status.json` must not hide the newest copy from a restore, nor make the
+/// next backup write a status without it or reuse a generation number.
+#[tokio::test]
+async fn a_damaged_status_never_hides_the_newest_copy() {
+    let source = fixture_database("pg_status_damage").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    for _ in 0..2 {
+        let (code, out, err) = backup_pg(locks.path(), &source, &to);
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    let before = copy_ids(&status_json(locks.path(), &to));
+    assert_eq!(before.len(), 2);
+    let status_file = dir.path().join("backups/fx/status.json");
+    let mut bytes = std::fs::read(&status_file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    std::fs::write(&status_file, bytes).unwrap();
+
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        &url_of(&format!("{source}_never")),
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["chain"][0]["id"], before[1], "latest is the newest copy: {out}");
+    assert!(
+        err.contains("status.json") && err.contains(&before[1]),
+        "said loudly: {err}"
+    );
+
+    let (code, out, err) = backup_pg(locks.path(), &source, &to);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let status = status_json(locks.path(), &to);
+    let after = copy_ids(&status);
+    assert_eq!(after.len(), 3, "{status}");
+    assert_eq!(after[..2], before[..]);
+    assert_eq!(status["read_from"], "latest");
+    assert_eq!(status["generation"], 3, "generation 2 was the damaged one: {status}");
 }

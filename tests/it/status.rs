@@ -176,10 +176,17 @@ async fn a_damaged_latest_falls_back_to_the_previous_generation_and_never_overwr
             reason.contains("checksum mismatch") || reason.contains("JSON"),
             "{reason}"
         );
+        // The previous generation holds the first copy; the second comes back from its manifest.
+        assert_eq!(ids(&loaded.status.body.copies), [full.id.clone(), incr.id.clone()]);
+        assert_eq!(loaded.recovered, [incr.id.clone()]);
         assert_eq!(
-            ids(&loaded.status.body.copies),
-            [full.id.as_str()],
-            "the previous generation holds the first copy"
+            loaded.status.body.latest().map(|c| c.id.clone()),
+            Some(incr.id.clone()),
+            "the newest copy a manifest proves is the latest"
+        );
+        assert!(
+            loaded.status.generation >= 2,
+            "the damaged generation 2 is never reused"
         );
         let previous_before = destination
             .get_bytes(&layout::status_previous_key("app"), 1 << 20)
@@ -198,14 +205,13 @@ async fn a_damaged_latest_falls_back_to_the_previous_generation_and_never_overwr
         );
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.from, LoadedFrom::Latest);
-        assert_eq!(ids(&loaded.status.body.copies), [full.id.clone(), third.id.clone()]);
-        assert!(
-            loaded.status.generation >= 3,
-            "generation went back to {}",
-            loaded.status.generation
+        assert!(loaded.recovered.is_empty(), "the update wrote the recovered copy");
+        assert_eq!(
+            ids(&loaded.status.body.copies),
+            [full.id.clone(), incr.id.clone(), third.id.clone()]
         );
+        assert_eq!(loaded.status.generation, 3, "generation 2 was the damaged one");
 
-        // The copy the damage hid comes back from its manifest.
         let (status, report) = store.rebuild().await.unwrap();
         assert!(report.skipped.is_empty(), "{:?}", report.skipped);
         assert_eq!(
@@ -261,16 +267,56 @@ async fn both_files_damaged_is_an_error_until_rebuilt_from_manifests() {
 }
 
 #[tokio::test]
-async fn status_files_gone_while_copies_exist_is_an_error() {
+async fn status_files_gone_while_copies_exist_are_recovered_from_the_manifests() {
     for (_guard, destination) in every_destination("missing").await {
         let locks = tempfile::tempdir().unwrap();
         let lock = take_lock(&destination, "app", &locks).await;
-        make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+        let copy = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
         destination.delete(&layout::status_key("app")).await.unwrap();
         destination.delete(&layout::status_previous_key("app")).await.unwrap();
-        let err = StatusStore::new(destination.clone(), "app").load().await.unwrap_err();
-        assert!(matches!(err, StatusError::Missing { copies: 1, .. }), "{err}");
-        assert!(err.to_string().contains("--rebuild"), "{err}");
+        let store = StatusStore::new(destination.clone(), "app");
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.status.body.copies, vec![copy.clone()]);
+        assert_eq!(loaded.recovered, [copy.id.clone()]);
+        // The next update writes the recovered history, not a new one.
+        let next = make_copy(&destination, "app", CopyKind::Incremental, Some(&copy.id), &lock).await;
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.from, LoadedFrom::Latest);
+        assert_eq!(ids(&loaded.status.body.copies), [copy.id.clone(), next.id.clone()]);
+        lock.release().await.unwrap();
+    }
+}
+
+/// A run that stopped after its manifest and before the status leaves a complete copy: the next
+/// load recovers it even though the status file itself is sound.
+#[tokio::test]
+async fn a_copy_whose_status_update_was_lost_is_recovered() {
+    for (_guard, destination) in every_destination("lost-update").await {
+        let locks = tempfile::tempdir().unwrap();
+        let lock = take_lock(&destination, "app", &locks).await;
+        let full = make_copy(&destination, "app", CopyKind::Full, None, &lock).await;
+        let before = destination
+            .get_bytes(&layout::status_key("app"), 1 << 20)
+            .await
+            .unwrap();
+        let incr = make_copy(&destination, "app", CopyKind::Incremental, Some(&full.id), &lock).await;
+        destination.put_bytes(&layout::status_key("app"), before).await.unwrap();
+        // A folder of a run that died before its manifest is not a copy.
+        destination
+            .put_bytes(
+                &format!(
+                    "{}data/t.0.zst",
+                    layout::copy_prefix("app", "20260101T000000.000Z-full")
+                ),
+                Bytes::from_static(b"partial"),
+            )
+            .await
+            .unwrap();
+        let loaded = StatusStore::new(destination.clone(), "app").load().await.unwrap();
+        assert_eq!(loaded.from, LoadedFrom::Latest);
+        assert_eq!(ids(&loaded.status.body.copies), [full.id.clone(), incr.id.clone()]);
+        assert_eq!(loaded.recovered, [incr.id.clone()]);
+        assert_eq!(loaded.status.body.copy(&incr.id), Some(&incr));
         lock.release().await.unwrap();
     }
 }
