@@ -4,7 +4,9 @@
 //! The lease (`<source>/lock.json`) is created with a create-only put, renewed in the background
 //! with replace-if-unchanged puts, and removed on release. A lease whose expiry has passed was
 //! left by a run that died; it is taken over with a warning. Expiry compares clocks of different
-//! hosts, so the lease time must be much longer than any expected clock skew.
+//! hosts, so the lease time must be much longer than any expected clock skew. A lease of this
+//! host whose process provably no longer exists (same boot and PID namespace, no such pid) is
+//! taken over at once.
 
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -52,6 +54,27 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".to_string())
 }
 
+/// This process's boot and PID namespace (Linux), in which pids of leases are compared;
+/// `None` where they cannot be read, and then only expiry frees a lease.
+pub fn process_scope() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), namespace.display()))
+}
+
+/// Whether the holder of `lease` provably no longer runs: same host, same boot and PID
+/// namespace as this process, and no process with its pid. Anything less certain waits for the
+/// lease to expire.
+fn holder_is_gone(lease: &Lease, host: &str) -> bool {
+    let Some(scope) = process_scope() else {
+        return false;
+    };
+    lease.host == host
+        && lease.process_scope.as_deref() == Some(scope.as_str())
+        && lease.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", lease.pid)).exists()
+}
+
 /// The content of a lease object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -64,6 +87,10 @@ pub struct Lease {
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub cairn_version: String,
+    /// Where `pid` is meaningful: the boot and the PID namespace of the holder (Linux), so a
+    /// run that finds its own host's lease can tell whether the holder still exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_scope: Option<String>,
 }
 
 impl Lease {
@@ -237,6 +264,7 @@ pub async fn acquire(
         started_at: now,
         expires_at: now + options.ttl,
         cairn_version: crate::CAIRN_VERSION.to_string(),
+        process_scope: process_scope(),
     };
     let encoded = Bytes::from(serde_json::to_vec_pretty(&lease).expect("leases serialize"));
     let etag = match destination
@@ -245,7 +273,7 @@ pub async fn acquire(
     {
         Ok(outcome) => outcome.etag,
         Err(DestinationError::ConditionFailed { .. }) => {
-            take_over_if_stale(&destination, source, &key, encoded).await?
+            take_over_if_stale(&destination, source, &key, encoded, &options.host).await?
         }
         Err(other) => return Err(other.into()),
     };
@@ -269,6 +297,7 @@ async fn take_over_if_stale(
     source: &str,
     key: &str,
     encoded: Bytes,
+    host: &str,
 ) -> Result<String, LockError> {
     let held = |holder: String| LockError::LeaseHeld {
         source_name: source.to_string(),
@@ -289,14 +318,23 @@ async fn take_over_if_stale(
         location: destination.location(),
         reason: e.to_string(),
     })?;
-    if current.expires_at > Utc::now() {
+    if holder_is_gone(&current, host) {
+        // This host's own run that was killed: waiting for its lease to expire would block the
+        // source for the whole lease time for nothing.
+        tracing::warn!(
+            "taking over the lease {key} at {} held by {}: no process with that pid runs on this host any more",
+            destination.location(),
+            current.describe()
+        );
+    } else if current.expires_at > Utc::now() {
         return Err(held(current.describe()));
+    } else {
+        tracing::warn!(
+            "taking over the expired lease {key} at {} held by {}; that run seems to have died",
+            destination.location(),
+            current.describe()
+        );
     }
-    tracing::warn!(
-        "taking over the expired lease {key} at {} held by {}; that run seems to have died",
-        destination.location(),
-        current.describe()
-    );
     match destination
         .put_if(key, encoded, PutCondition::IfMatch(existing.etag))
         .await

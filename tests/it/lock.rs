@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn::destination::DestinationExt;
-use cairn::exit::Classify;
+use cairn::exit::{Classify, ExitStatus};
 use cairn::layout;
 use cairn::lock::{self, Lease, LockError, LockOptions};
 use chrono::Utc;
@@ -93,6 +93,7 @@ async fn an_expired_lease_is_taken_over() {
             started_at: Utc::now() - chrono::Duration::hours(3),
             expires_at: Utc::now() - chrono::Duration::hours(2),
             cairn_version: "0.1.0".into(),
+            process_scope: None,
         };
         destination
             .put_bytes(
@@ -164,5 +165,73 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
             destination.head(&layout::lock_key("app")).await.unwrap().is_some(),
             "another run's lease is left alone"
         );
+    }
+}
+
+/// A pid that no process has now: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[tokio::test]
+async fn a_lease_of_a_killed_run_on_this_host_is_taken_over_at_once() {
+    for (_guard, destination) in every_destination("lock-killed").await {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = |host: &str, pid: u32, scope: Option<String>| Lease {
+            host: host.into(),
+            pid,
+            operation: "backup".into(),
+            token: "killed".into(),
+            started_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::minutes(10),
+            cairn_version: cairn::CAIRN_VERSION.into(),
+            process_scope: scope,
+        };
+        let put = |lease: Lease| {
+            let destination = destination.clone();
+            async move {
+                destination
+                    .put_bytes(
+                        &layout::lock_key("app"),
+                        Bytes::from(serde_json::to_vec(&lease).unwrap()),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let scope = lock::process_scope();
+        assert!(scope.is_some(), "the test machine is Linux");
+
+        // Not provably gone: another host, another PID namespace, a live pid, an old lease
+        // without a scope. Each waits for the lease to expire.
+        for (host, pid, scope) in [
+            ("other-host", dead_pid(), scope.clone()),
+            ("this-host", dead_pid(), Some("another-boot/pid:[1]".to_string())),
+            ("this-host", std::process::id(), scope.clone()),
+            ("this-host", dead_pid(), None),
+        ] {
+            put(lease(host, pid, scope.clone())).await;
+            let err = lock::acquire(destination.clone(), "app", "backup", &options(&dir, "this-host"))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.exit_status(),
+                ExitStatus::Temporary,
+                "{host} {pid} {scope:?}: {err}"
+            );
+        }
+
+        // This host, this namespace, no such process: taken over at once.
+        put(lease("this-host", dead_pid(), scope.clone())).await;
+        let taken = lock::acquire(destination.clone(), "app", "backup", &options(&dir, "this-host"))
+            .await
+            .unwrap();
+        let stored: Lease =
+            serde_json::from_slice(&destination.get_bytes(&layout::lock_key("app"), 4096).await.unwrap()).unwrap();
+        assert_eq!(stored.pid, std::process::id());
+        taken.release().await.unwrap();
     }
 }

@@ -101,3 +101,44 @@ async fn a_damaged_status_never_hides_the_newest_copy() {
     assert_eq!(status["read_from"], "latest");
     assert_eq!(status["generation"], 3, "generation 2 was the damaged one: {status}");
 }
+
+/// A backup killed with SIGKILL leaves its lease behind; the next run on the same host must not
+/// wait for the lease to expire (600 s) when the holder provably no longer exists.
+#[tokio::test]
+async fn a_killed_backup_does_not_block_the_next_one() {
+    let source = fixture_database("pg_killed").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    // Hold a lock the copy waits for, so the run is surely inside its lease when it is killed.
+    let blocker = crate::postgres::connect(&url_of(&source)).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut child = cairn(locks.path())
+        .args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lease = dir.path().join("backups/fx/lock.json");
+    for _ in 0..200 {
+        if lease.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(lease.exists(), "the run took its lease");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(lease.exists(), "a killed run cannot release its lease");
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = backup_pg(locks.path(), &source, &to);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("no process with that pid"), "the takeover is said: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(copy_ids(&status_json(locks.path(), &to)).len(), 1);
+}
