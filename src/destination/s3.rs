@@ -583,7 +583,26 @@ impl Destination for S3Destination {
     }
 
     async fn put_if(&self, key: &str, data: Bytes, condition: PutCondition) -> Result<PutOutcome, DestinationError> {
-        self.put_single(key, data, Some(&condition)).await
+        match self.put_single(key, data.clone(), Some(&condition)).await {
+            Err(DestinationError::ConditionFailed { location, key, reason }) => {
+                // The store may have applied this very request and lost its answer; the SDK's
+                // retry then finds the condition broken by our own write. Whoever wrote the
+                // object, if it holds exactly our bytes the put has happened. (Leases, manifests
+                // and status files carry unique tokens, ids or times, so equal bytes are ours.)
+                match self.get_versioned(&key, data.len() as u64).await {
+                    Ok(Some(current)) if current.data == data => {
+                        tracing::debug!("conditional write of {key} was applied though its answer was lost");
+                        Ok(PutOutcome {
+                            size: data.len() as u64,
+                            md5: md5_hex(&data),
+                            etag: current.etag,
+                        })
+                    }
+                    _ => Err(DestinationError::ConditionFailed { location, key, reason }),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<ObjectStream, DestinationError> {

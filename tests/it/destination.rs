@@ -424,3 +424,45 @@ async fn local_checks_create_only_for_writing_and_refuse_what_cannot_work() {
     let err = destination.check(Access::Write).await.unwrap_err();
     assert!(err.to_string().contains("a-file"), "{err}");
 }
+
+/// A conditional put whose answer was lost after the store applied it is retried by the SDK and
+/// meets its own write: that is success, while a real conflict still fails.
+#[tokio::test]
+async fn a_conditional_put_whose_answer_was_lost_succeeds() {
+    let server = s3_server();
+    let bucket = server.new_bucket("lossy");
+    let destination = server.destination_at(&bucket, "p").await;
+    let data = Bytes::from_static(b"{\"token\": \"mine\"}");
+    let outcome = destination
+        .put_if("src/lock.json", data.clone(), PutCondition::CreateOnly)
+        .await
+        .expect("our own write found by the retry is a success");
+    assert_eq!(outcome.md5, md5_hex(&data));
+    assert_eq!(destination.get_bytes("src/lock.json", 1024).await.unwrap(), data);
+    let replaced = Bytes::from_static(b"{\"token\": \"mine, renewed\"}");
+    let renewed = destination
+        .put_if(
+            "src/lock.json",
+            replaced.clone(),
+            PutCondition::IfMatch(outcome.etag.clone()),
+        )
+        .await
+        .expect("the lost answer of a replace too");
+    assert_eq!(destination.get_bytes("src/lock.json", 1024).await.unwrap(), replaced);
+    // Someone else's object is a conflict, whatever the answers.
+    let err = destination
+        .put_if("src/lock.json", Bytes::from_static(b"theirs"), PutCondition::CreateOnly)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DestinationError::ConditionFailed { .. }), "{err}");
+    let err = destination
+        .put_if(
+            "src/lock.json",
+            Bytes::from_static(b"x"),
+            PutCondition::IfMatch(outcome.etag),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DestinationError::ConditionFailed { .. }), "{err}");
+    assert_ne!(renewed.etag, "");
+}

@@ -142,3 +142,34 @@ async fn a_killed_backup_does_not_block_the_next_one() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert_eq!(copy_ids(&status_json(locks.path(), &to)).len(), 1);
 }
+
+/// Every conditional write of a backup (lease, manifest, status) loses its answer once, after
+/// the store applied it: the run must still succeed, record its copy and release its lease.
+#[tokio::test]
+async fn lost_answers_to_conditional_writes_do_not_fail_a_backup() {
+    let source = fixture_database("pg_lossy").await;
+    let server = crate::support::s3_server();
+    let bucket = server.new_bucket("lossy");
+    let to = server.url(&bucket, "b");
+    let locks = tempfile::tempdir().unwrap();
+    let with_keys = |mut command: std::process::Command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", crate::support::S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", crate::support::S3_SECRET_KEY);
+        command
+    };
+    let (code, out, err) =
+        run(with_keys(cairn(locks.path())).args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) =
+        run(with_keys(cairn(locks.path())).args(["status", "--from", &to, "--source", "fx", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(copy_ids(&status[0]).len(), 1, "{status}");
+    assert_eq!(status[0]["read_from"], "latest");
+    let destination = server.destination_at(&bucket, "b").await;
+    assert!(
+        destination.head("fx/lock.json").await.unwrap().is_none(),
+        "the lease was released"
+    );
+}

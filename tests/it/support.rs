@@ -23,10 +23,15 @@ pub const S3_SECRET_KEY: &str = "cairn-test-secret-key-never-printed";
 ///
 /// Buckets whose name starts with `flaky` answer the first [`FLAKY_FAILURES`] PUTs of each
 /// object (and each part) with `503 SlowDown`, as a throttling store does.
+///
+/// Buckets whose name starts with `lossy` apply the first conditional PUT of each object and
+/// then answer `503`, as when a connection resets after the store applied a request: the
+/// client's retry then meets its own write.
 struct StrictStore {
     inner: s3s_fs::FileSystem,
     writes: tokio::sync::RwLock<()>,
     attempts: WriteAttempts,
+    lost_answers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Write attempts seen by the server, per `bucket/key` (and `bucket/key#part`).
@@ -51,8 +56,19 @@ impl S3 for StrictStore {
         if self.throttle(&req.input.bucket, req.input.key.clone()) {
             return Err(s3_error!(SlowDown, "throttled by the test server"));
         }
+        let conditional = req.input.if_match.is_some() || req.input.if_none_match.is_some();
+        let object = format!("{}/{}", req.input.bucket, req.input.key);
+        let lose_answer =
+            req.input.bucket.starts_with("lossy") && conditional && self.lost_answers.lock().unwrap().insert(object);
         let _serialized = self.writes.write().await;
-        self.inner.put_object(req).await
+        let response = self.inner.put_object(req).await?;
+        if lose_answer {
+            return Err(s3_error!(
+                ServiceUnavailable,
+                "the answer was lost after the write was applied"
+            ));
+        }
+        Ok(response)
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
@@ -161,6 +177,7 @@ pub fn s3_server() -> &'static S3Server {
                     inner: s3s_fs::FileSystem::new(&served_root).expect("s3s-fs root"),
                     writes: tokio::sync::RwLock::new(()),
                     attempts: served_attempts,
+                    lost_answers: Default::default(),
                 };
                 let mut builder = s3s::service::S3ServiceBuilder::new(store);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
