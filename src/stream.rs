@@ -180,6 +180,14 @@ pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
     })
 }
 
+/// Whether a read failed because a destination could not deliver the bytes (a network error
+/// after retries), rather than because the bytes that arrived are wrong.
+pub fn carries_destination_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<crate::destination::DestinationError>())
+}
+
 struct DrainAtEnd<R> {
     decoder: ZstdDecoder<BufReader<Verified<R>>>,
     name: String,
@@ -195,6 +203,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
         let this = &mut *self;
         match Pin::new(&mut this.decoder).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            // Bytes that could not be fetched are not damage: pass the destination's error on.
+            Poll::Ready(Err(e)) if carries_destination_error(&e) => return Poll::Ready(Err(e)),
             Poll::Ready(Err(e)) => {
                 let message = if e.to_string().contains("is damaged") {
                     e.to_string()

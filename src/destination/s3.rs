@@ -480,6 +480,54 @@ impl S3Destination {
         }
     }
 
+    async fn get_versioned_once(&self, key: &str, limit: u64) -> Result<Option<VersionedObject>, DestinationError> {
+        let full_key = self.full_key(key)?;
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.options.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                return match classify(&e) {
+                    Failure::NotFound => Ok(None),
+                    other => Err(self.error("downloading", key, other)),
+                };
+            }
+        };
+        if output.content_length().unwrap_or(0) as u64 > limit {
+            return Err(DestinationError::TooLarge {
+                location: self.location(),
+                key: key.to_string(),
+                limit,
+            });
+        }
+        let etag = output.e_tag().unwrap_or_default().to_string();
+        let data = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| DestinationError::Body {
+                key: key.to_string(),
+                source: std::io::Error::other(e),
+            })?
+            .into_bytes();
+        // An ETag that is a plain MD5 lets us check what arrived; multipart ETags are not one.
+        let plain = etag.trim_matches('"');
+        if plain.len() == 32 && plain.chars().all(|c| c.is_ascii_hexdigit()) && md5_hex(&data) != plain {
+            return Err(DestinationError::Request {
+                operation: "downloading",
+                location: self.location(),
+                key: key.to_string(),
+                detail: format!("received bytes do not match the object's ETag {etag}"),
+            });
+        }
+        Ok(Some(VersionedObject { data, etag }))
+    }
+
     async fn upload_part(
         &self,
         key: &str,
@@ -507,6 +555,102 @@ impl S3Destination {
             .set_e_tag(output.e_tag().map(str::to_string))
             .build())
     }
+}
+
+/// Chunks of a download waiting for their reader.
+const RESUME_CHANNEL_CHUNKS: usize = 4;
+
+/// One download that survives broken connections: each break is followed by a ranged GET from
+/// the first byte not yet delivered, of the same version of the object (`If-Match`).
+struct Resumable {
+    destination: S3Destination,
+    key: String,
+    full_key: String,
+    etag: Option<String>,
+    length: Option<u64>,
+}
+
+impl Resumable {
+    async fn pump(self, body: ByteStream, sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+        let mut body = Some(body);
+        let mut offset = 0u64;
+        let mut failures = 0u32;
+        let attempts = self.destination.options.max_attempts.max(1);
+        loop {
+            let Some(current) = body.as_mut() else {
+                match self.reopen(offset).await {
+                    Ok(reopened) => body = Some(reopened),
+                    Err(Failure::Unreachable(detail) | Failure::Unavailable(detail)) if failures < attempts => {
+                        failures += 1;
+                        tracing::debug!("downloading {} again from byte {offset} failed: {detail}", self.key);
+                        tokio::time::sleep(resume_backoff(failures)).await;
+                    }
+                    Err(failure) => {
+                        let error = self.destination.error("downloading", &self.key, failure);
+                        let _ = sender.send(Err(std::io::Error::other(error))).await;
+                        return;
+                    }
+                }
+                continue;
+            };
+            match current.try_next().await {
+                Ok(Some(chunk)) => {
+                    offset += chunk.len() as u64;
+                    failures = 0;
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return; // the reader is gone
+                    }
+                }
+                Ok(None) => return,
+                Err(e) if self.length == Some(offset) => {
+                    tracing::debug!("{}: the connection broke after the last byte: {e}", self.key);
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= attempts {
+                        let error = DestinationError::Unreachable {
+                            location: self.destination.location(),
+                            detail: format!(
+                                "downloading {} broke off at byte {offset} {failures} times in a row ({e}); try again later",
+                                self.key
+                            ),
+                        };
+                        let _ = sender.send(Err(std::io::Error::other(error))).await;
+                        return;
+                    }
+                    tracing::debug!("downloading {} broke off at byte {offset} ({e}); resuming", self.key);
+                    body = None;
+                    tokio::time::sleep(resume_backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    async fn reopen(&self, offset: u64) -> Result<ByteStream, Failure> {
+        let output = self
+            .destination
+            .client
+            .get_object()
+            .bucket(&self.destination.options.bucket)
+            .key(&self.full_key)
+            .range(format!("bytes={offset}-"))
+            .set_if_match(self.etag.clone())
+            .send()
+            .await
+            .map_err(|e| match classify(&e) {
+                Failure::Precondition(_) => Failure::Other(format!(
+                    "the object was replaced while it was read (it had ETag {})",
+                    self.etag.as_deref().unwrap_or("?")
+                )),
+                other => other,
+            })?;
+        Ok(output.body)
+    }
+}
+
+fn resume_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << failures.min(6))
 }
 
 fn join_part(
@@ -615,55 +759,46 @@ impl Destination for S3Destination {
             .send()
             .await
             .map_err(|e| self.error("downloading", key, classify(&e)))?;
-        Ok(Box::pin(output.body.into_async_read()))
+        // A task reads the body and resumes it where it broke; the reader gets its chunks through
+        // a small channel, so memory stays at a few chunks whatever the object's size.
+        let (sender, receiver) = tokio::sync::mpsc::channel(RESUME_CHANNEL_CHUNKS);
+        let resumable = Resumable {
+            destination: self.clone(),
+            key: key.to_string(),
+            full_key,
+            etag: output.e_tag().map(str::to_string),
+            length: output.content_length().map(|l| l.max(0) as u64),
+        };
+        tokio::spawn(resumable.pump(output.body, sender));
+        let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|chunk| (chunk, receiver))
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(Box::pin(chunks))))
     }
 
     async fn get_versioned(&self, key: &str, limit: u64) -> Result<Option<VersionedObject>, DestinationError> {
-        let full_key = self.full_key(key)?;
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.options.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) => {
-                return match classify(&e) {
-                    Failure::NotFound => Ok(None),
-                    other => Err(self.error("downloading", key, other)),
-                };
+        // The SDK retries requests, not bodies: a connection that breaks while the body arrives
+        // is retried here, and reported as unreachable (not as damage) when it keeps breaking.
+        let attempts = self.options.max_attempts.max(1);
+        let mut failures = 0;
+        loop {
+            match self.get_versioned_once(key, limit).await {
+                Err(DestinationError::Body { source, .. }) if failures + 1 < attempts => {
+                    failures += 1;
+                    tracing::debug!("reading {key} broke off ({source}); reading it again");
+                    tokio::time::sleep(resume_backoff(failures)).await;
+                }
+                Err(DestinationError::Body { source, .. }) => {
+                    return Err(DestinationError::Unreachable {
+                        location: self.location(),
+                        detail: format!(
+                            "reading {key} broke off {attempts} times in a row ({source}); try again later"
+                        ),
+                    });
+                }
+                other => return other,
             }
-        };
-        if output.content_length().unwrap_or(0) as u64 > limit {
-            return Err(DestinationError::TooLarge {
-                location: self.location(),
-                key: key.to_string(),
-                limit,
-            });
         }
-        let etag = output.e_tag().unwrap_or_default().to_string();
-        let data = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| DestinationError::Body {
-                key: key.to_string(),
-                source: std::io::Error::other(e),
-            })?
-            .into_bytes();
-        // An ETag that is a plain MD5 lets us check what arrived; multipart ETags are not one.
-        let plain = etag.trim_matches('"');
-        if plain.len() == 32 && plain.chars().all(|c| c.is_ascii_hexdigit()) && md5_hex(&data) != plain {
-            return Err(DestinationError::Request {
-                operation: "downloading",
-                location: self.location(),
-                key: key.to_string(),
-                detail: format!("received bytes do not match the object's ETag {etag}"),
-            });
-        }
-        Ok(Some(VersionedObject { data, etag }))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, DestinationError> {

@@ -435,6 +435,21 @@ pub enum SourceError {
     Destination(#[from] DestinationError),
 }
 
+impl SourceError {
+    /// The error of reading a stored file: the destination's own error when it could not deliver
+    /// the bytes (so an unreachable store is a temporary failure), damage otherwise.
+    pub fn from_read(error: std::io::Error) -> SourceError {
+        if !crate::stream::carries_destination_error(&error) {
+            return SourceError::Damaged(error.to_string());
+        }
+        let text = error.to_string();
+        match error.into_inner().map(|inner| inner.downcast::<DestinationError>()) {
+            Some(Ok(destination)) => SourceError::Destination(*destination),
+            _ => SourceError::Damaged(text),
+        }
+    }
+}
+
 impl Classify for SourceError {
     fn exit_status(&self) -> ExitStatus {
         match self {

@@ -134,7 +134,7 @@ pub async fn read_text(destination: &Arc<dyn Destination>, stored: &StoredFile) 
         .take(MAX_TEXT_BYTES)
         .read_to_end(&mut text)
         .await
-        .map_err(|e| SourceError::Damaged(e.to_string()))?;
+        .map_err(SourceError::from_read)?;
     String::from_utf8(text).map_err(|_| SourceError::Damaged(format!("{} is not UTF-8 text", stored.key)))
 }
 

@@ -119,7 +119,7 @@ fn assert_same_database(source: &str, restored: &str) {
     }
 }
 
-async fn assert_same_data(source: &str, restored: &str) {
+pub(crate) async fn assert_same_data(source: &str, restored: &str) {
     let (a, b) = (data_of(source).await, data_of(restored).await);
     assert!(a.len() > 15, "the fixture has more relations than {a:?}");
     for (name, summary) in &a {

@@ -173,3 +173,50 @@ async fn lost_answers_to_conditional_writes_do_not_fail_a_backup() {
         "the lease was released"
     );
 }
+
+/// Connections that break while a restore downloads: resumed where they broke, and, when they
+/// keep breaking, reported as unreachable (exit 75) — never as damaged files.
+#[tokio::test]
+async fn broken_downloads_are_resumed_and_never_called_damage() {
+    let source = fixture_database("pg_cut").await;
+    let server = crate::support::s3_server();
+    let bucket = server.new_bucket("cut");
+    let to = server.url(&bucket, "b");
+    let locks = tempfile::tempdir().unwrap();
+    let with_keys = |mut command: std::process::Command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", crate::support::S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", crate::support::S3_SECRET_KEY)
+            .env("CAIRN_CHUNK_SIZE_MIB", "1");
+        command
+    };
+    let (code, out, err) =
+        run(with_keys(cairn(locks.path())).args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let restore = |target: &str| {
+        run(with_keys(cairn(locks.path())).args([
+            "restore",
+            "--from",
+            &to,
+            "--source",
+            "fx",
+            "--target",
+            &url_of(target),
+        ]))
+    };
+
+    // Every object (status, manifest, each data file) breaks off twice before it arrives whole.
+    server.cut_downloads(&bucket, 2);
+    let target = format!("{source}_resumed");
+    let (code, out, err) = restore(&target);
+    assert_eq!(code, 0, "{out}\n{err}");
+    crate::postgres::assert_same_data(&source, &target).await;
+
+    // A store that never delivers a whole object: retry later, not "damaged".
+    server.cut_downloads(&bucket, u32::MAX);
+    let (code, out, err) = restore(&format!("{source}_severed"));
+    assert_eq!(code, 75, "{out}\n{err}");
+    assert!(!err.contains("damaged"), "{err}");
+    assert!(err.contains("cannot reach") && err.contains("broke off"), "{err}");
+    server.cut_downloads(&bucket, 0);
+}

@@ -32,6 +32,28 @@ struct StrictStore {
     writes: tokio::sync::RwLock<()>,
     attempts: WriteAttempts,
     lost_answers: std::sync::Mutex<std::collections::HashSet<String>>,
+    cuts: DownloadCuts,
+}
+
+/// Per bucket, how many times each object's download is cut off half way (see
+/// [`S3Server::cut_downloads`]), and how many cuts each `bucket/key` has had.
+#[derive(Default, Clone)]
+struct DownloadCuts {
+    per_bucket: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    done: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+impl DownloadCuts {
+    /// `true` when this download of `bucket/key` is to break off.
+    fn cut(&self, bucket: &str, key: &str) -> bool {
+        let Some(&times) = self.per_bucket.lock().unwrap().get(bucket) else {
+            return false;
+        };
+        let mut done = self.done.lock().unwrap();
+        let count = done.entry(format!("{bucket}/{key}")).or_insert(0);
+        *count += 1;
+        *count <= times
+    }
 }
 
 /// Write attempts seen by the server, per `bucket/key` (and `bucket/key#part`).
@@ -100,13 +122,31 @@ impl S3 for StrictStore {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         // s3s-fs streams the body after returning; reading it whole under the lock keeps the
         // response one version. Test objects are small enough for that.
+        let cut = self.cuts.cut(&req.input.bucket, &req.input.key);
         let _reading = self.writes.read().await;
         let mut response = self.inner.get_object(req).await?;
         if let Some(body) = response.output.body.take() {
             use futures::TryStreamExt;
             let chunks: Vec<bytes::Bytes> = body.try_collect().await.map_err(|_| s3_error!(InternalError))?;
             let data = bytes::Bytes::from(chunks.concat());
-            response.output.body = Some(s3s::dto::StreamingBlob::from(s3s::Body::from(data)));
+            response.output.body = Some(if cut {
+                // Half the body, then the connection breaks: the client sees fewer bytes than
+                // the Content-Length it was promised.
+                // The pause lets the headers and the first half reach the client first.
+                use futures::StreamExt;
+                let half = data.slice(..data.len() / 2);
+                s3s::dto::StreamingBlob::wrap(futures::stream::once(async move { Ok(half) }).chain(
+                    futures::stream::once(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "cut by the test server",
+                        ))
+                    }),
+                ))
+            } else {
+                s3s::dto::StreamingBlob::from(s3s::Body::from(data))
+            });
         }
         Ok(response)
     }
@@ -149,6 +189,7 @@ pub struct S3Server {
     pub endpoint: String,
     root: PathBuf,
     attempts: WriteAttempts,
+    cuts: DownloadCuts,
 }
 
 static S3_SERVER: OnceLock<S3Server> = OnceLock::new();
@@ -165,6 +206,8 @@ pub fn s3_server() -> &'static S3Server {
         let served_root = root.clone();
         let attempts = WriteAttempts::default();
         let served_attempts = attempts.clone();
+        let cuts = DownloadCuts::default();
+        let served_cuts = cuts.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -178,6 +221,7 @@ pub fn s3_server() -> &'static S3Server {
                     writes: tokio::sync::RwLock::new(()),
                     attempts: served_attempts,
                     lost_answers: Default::default(),
+                    cuts: served_cuts,
                 };
                 let mut builder = s3s::service::S3ServiceBuilder::new(store);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
@@ -207,6 +251,7 @@ pub fn s3_server() -> &'static S3Server {
             endpoint: format!("http://{address}"),
             root,
             attempts,
+            cuts,
         }
     })
 }
@@ -221,6 +266,17 @@ impl S3Server {
             .get(&format!("{bucket}/{what}"))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// From now on, the first `times` downloads of each object of `bucket` break off half way
+    /// (`u32::MAX`: every download); `0` ends it.
+    pub fn cut_downloads(&self, bucket: &str, times: u32) {
+        self.cuts.per_bucket.lock().unwrap().insert(bucket.to_string(), times);
+        self.cuts
+            .done
+            .lock()
+            .unwrap()
+            .retain(|key, _| !key.starts_with(&format!("{bucket}/")));
     }
 
     /// Creates an empty bucket with a unique name.

@@ -155,7 +155,12 @@ async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<Local
                 .map_err(|e| SourceError::Damaged(format!("creating {}: {e}", path.display())))?;
             tokio::io::copy(&mut body, &mut out)
                 .await
-                .map_err(|e| SourceError::Damaged(format!("copy {}: {}: {e}", manifest.copy.id, stored.key)))?;
+                .map_err(|e| match SourceError::from_read(e) {
+                    SourceError::Damaged(e) => {
+                        SourceError::Damaged(format!("copy {}: {}: {e}", manifest.copy.id, stored.key))
+                    }
+                    unreachable => unreachable,
+                })?;
             out.flush()
                 .await
                 .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;

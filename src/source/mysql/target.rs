@@ -225,6 +225,11 @@ impl MysqlTarget {
                     let _ = conn.query_drop("ROLLBACK").await;
                     // A damaged file surfaces as the driver's error; say which it was.
                     return Err(match e {
+                        mysql_async::Error::Io(mysql_async::IoError::Io(io))
+                            if crate::stream::carries_destination_error(&io) =>
+                        {
+                            SourceError::from_read(io)
+                        }
                         mysql_async::Error::Io(io) if io.to_string().contains("is damaged") => {
                             SourceError::Damaged(io.to_string())
                         }
@@ -302,10 +307,7 @@ impl MysqlTarget {
         let mut statement = String::new();
         let mut rows = 0u64;
         loop {
-            let n = reader
-                .read(&mut buffer)
-                .await
-                .map_err(|e| SourceError::Damaged(e.to_string()))?;
+            let n = reader.read(&mut buffer).await.map_err(SourceError::from_read)?;
             pending.extend_from_slice(&buffer[..n]);
             let (parsed, used) = format::parse_rows(&pending);
             pending.drain(..used);

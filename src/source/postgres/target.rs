@@ -219,7 +219,7 @@ impl PostgresTarget {
                 // Dropping the unfinished sink aborts the COPY; the rollback keeps nothing of the file.
                 drop(sink);
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(SourceError::Damaged(damage.to_string()));
+                return Err(SourceError::from_read(damage));
             }
             Pumped::Refused(copy_error) => {
                 drop(sink);
@@ -228,7 +228,7 @@ impl PostgresTarget {
                     match reader.read(&mut buffer).await {
                         Ok(0) => break,
                         Ok(_) => continue,
-                        Err(damage) => return Err(SourceError::Damaged(damage.to_string())),
+                        Err(damage) => return Err(SourceError::from_read(damage)),
                     }
                 }
                 return Err(self.pg.error(doing, copy_error));
