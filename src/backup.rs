@@ -523,6 +523,8 @@ async fn run_source(
         writer.commit(info, &status, &lock).await
     }
     .await;
+    // Workers cancelled by a failure may still be aborting their uploads.
+    destination.settle().await;
     if let Err(e) = lock.release().await {
         tracing::warn!("{name}: releasing the lock failed: {e}");
     }

@@ -20,6 +20,9 @@ struct SourceReport {
     /// Copies the status file lacked and their manifests proved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     recovered: Vec<String>,
+    /// Uploads of runs that were killed, never completed nor aborted (S3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unfinished_uploads: Vec<String>,
     copies: Vec<CopyRecord>,
 }
 
@@ -101,7 +104,16 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
     for (source, destination) in targets {
         destination.check(Access::Read).await?;
         let loaded = StatusStore::new(destination.clone(), &source).load().await?;
+        // Reported, not required: read-only credentials may not list uploads.
+        let unfinished_uploads = match destination.unfinished_uploads(&format!("{source}/")).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("{source}: cannot list unfinished uploads: {e}");
+                Vec::new()
+            }
+        };
         reports.push(SourceReport {
+            unfinished_uploads,
             source,
             destination: destination.location(),
             read_from: match loaded.from {
@@ -162,6 +174,13 @@ fn render_table(reports: &[SourceReport]) -> String {
                 report.recovered.join(", ")
             ));
         }
+        if !report.unfinished_uploads.is_empty() {
+            out.push_str(&format!(
+                "  {} left by runs that were killed (their parts are billed until removed): {}\n",
+                plural(report.unfinished_uploads.len(), "unfinished upload"),
+                report.unfinished_uploads.join(", ")
+            ));
+        }
         if report.copies.is_empty() {
             out.push_str("  no copies\n");
             continue;
@@ -213,4 +232,13 @@ fn render_table(reports: &[SourceReport]) -> String {
         }
     }
     out
+}
+
+/// `1 file`, `2 files`.
+pub(super) fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

@@ -199,6 +199,17 @@ pub trait Destination: Send + Sync + fmt::Debug {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), DestinationError>;
+
+    /// Keys of uploads started under `prefix` that were never completed nor aborted (left by
+    /// runs that were killed); a store bills their parts until they are removed.
+    async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+
+    /// Waits for cleanup that writers started in the background when they were cancelled
+    /// (aborting their uploads); call it before the process ends.
+    async fn settle(&self) {}
 }
 
 /// Convenience calls shared by every destination.

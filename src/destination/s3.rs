@@ -157,6 +157,8 @@ impl S3Options {
 pub struct S3Destination {
     client: Client,
     options: S3Options,
+    /// Aborts of uploads whose writer was cancelled, running in the background.
+    aborting: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl fmt::Debug for S3Destination {
@@ -263,6 +265,7 @@ impl S3Destination {
         Ok(S3Destination {
             client: Client::from_conf(builder.build()),
             options,
+            aborting: Default::default(),
         })
     }
 
@@ -406,6 +409,12 @@ impl S3Destination {
             .await
             .map_err(|e| self.error("starting a multipart upload of", key, classify(&e)))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let mut open = OpenUpload {
+            destination: self.clone(),
+            full_key: full_key.clone(),
+            upload_id: upload_id.clone(),
+            finished: false,
+        };
         let result = async {
             let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
             let mut completed = Vec::new();
@@ -458,6 +467,7 @@ impl S3Destination {
                 .map_err(|e| self.error("completing the multipart upload of", key, classify(&e)))
         }
         .await;
+        open.finished = true;
         match result {
             Ok(output) => Ok(PutOutcome {
                 size,
@@ -467,14 +477,7 @@ impl S3Destination {
             Err(e) => {
                 // Leave no orphaned parts behind to be billed; the original error matters more
                 // than a failed abort.
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.options.bucket)
-                    .key(&full_key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
+                self.abort_upload(&full_key, &upload_id).await;
                 Err(e)
             }
         }
@@ -528,6 +531,24 @@ impl S3Destination {
         Ok(Some(VersionedObject { data, etag }))
     }
 
+    async fn abort_upload(&self, full_key: &str, upload_id: &str) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.options.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(
+                "aborting the unfinished upload of {full_key} at {} failed ({}); `cairn status` lists it",
+                self.location(),
+                DisplayErrorContext(&e)
+            );
+        }
+    }
+
     async fn upload_part(
         &self,
         key: &str,
@@ -554,6 +575,35 @@ impl S3Destination {
             .part_number(part_number)
             .set_e_tag(output.e_tag().map(str::to_string))
             .build())
+    }
+}
+
+/// A multipart upload in progress. Dropped before it finished — its writer was cancelled, say
+/// because another worker of the copy failed — it aborts the upload in the background, so its
+/// parts do not stay in the bucket; [`Destination::settle`] waits for that.
+struct OpenUpload {
+    destination: S3Destination,
+    full_key: String,
+    upload_id: String,
+    finished: bool,
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let destination = self.destination.clone();
+        let (full_key, upload_id) = (std::mem::take(&mut self.full_key), std::mem::take(&mut self.upload_id));
+        let task = runtime.spawn(async move { destination.abort_upload(&full_key, &upload_id).await });
+        self.destination
+            .aborting
+            .lock()
+            .expect("abort list lock poisoned")
+            .push(task);
     }
 }
 
@@ -850,6 +900,56 @@ impl Destination for S3Destination {
         .await?;
         names.sort();
         Ok(names)
+    }
+
+    async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<String>, DestinationError> {
+        let full_prefix = if self.options.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.options.prefix)
+        };
+        let mut keys = Vec::new();
+        let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.options.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error("listing unfinished uploads under", prefix, classify(&e)))?;
+            keys.extend(
+                page.uploads()
+                    .iter()
+                    .filter_map(|upload| upload.key())
+                    .map(|key| self.relative_key(key).to_string()),
+            );
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && upload_marker.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn settle(&self) {
+        loop {
+            let pending = std::mem::take(&mut *self.aborting.lock().expect("abort list lock poisoned"));
+            if pending.is_empty() {
+                return;
+            }
+            for task in pending {
+                let _ = task.await;
+            }
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), DestinationError> {

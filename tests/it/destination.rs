@@ -466,3 +466,73 @@ async fn a_conditional_put_whose_answer_was_lost_succeeds() {
     assert!(matches!(err, DestinationError::ConditionFailed { .. }), "{err}");
     assert_ne!(renewed.etag, "");
 }
+
+/// A body that yields `remaining` bytes, then never another: a source that stalls.
+struct StallingBody {
+    remaining: usize,
+}
+
+impl tokio::io::AsyncRead for StallingBody {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Pending;
+        }
+        let n = buf.remaining().min(self.remaining).min(64 * 1024);
+        buf.put_slice(&vec![7u8; n]);
+        self.remaining -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Multipart uploads that fail, or whose writer is cancelled (a worker stopped because another
+/// failed), are aborted; one left by a killed run is listed so it can be cleaned.
+#[tokio::test]
+async fn unfinished_multipart_uploads_are_aborted_or_listed() {
+    let server = s3_server();
+    let bucket = server.new_bucket("uploads");
+    let destination = server.destination_at(&bucket, "p").await;
+    let part = cairn::destination::s3::MIN_PART_SIZE as usize;
+    let failed = destination
+        .put(
+            "s/failed",
+            Box::pin(FailingBody {
+                remaining: pattern(3, part * 5 / 2),
+            }),
+        )
+        .await;
+    assert!(failed.is_err());
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        destination.put(
+            "s/cancelled",
+            Box::pin(StallingBody {
+                remaining: part * 5 / 2,
+            }),
+        ),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the stalled put was cancelled");
+    destination.settle().await;
+    assert_eq!(
+        destination.unfinished_uploads("s/").await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    server
+        .client()
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("p/s/copies/x/data/t.zst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        destination.unfinished_uploads("s/").await.unwrap(),
+        ["s/copies/x/data/t.zst"]
+    );
+    assert!(destination.unfinished_uploads("other/").await.unwrap().is_empty());
+}

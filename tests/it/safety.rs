@@ -172,6 +172,23 @@ async fn lost_answers_to_conditional_writes_do_not_fail_a_backup() {
         destination.head("fx/lock.json").await.unwrap().is_none(),
         "the lease was released"
     );
+
+    // An upload a killed run left open is shown, so it can be cleaned.
+    server
+        .client()
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("b/fx/copies/killed/data/t.zst")
+        .send()
+        .await
+        .unwrap();
+    let (code, out, err) = run(with_keys(cairn(locks.path())).args(["status", "--from", &to, "--source", "fx"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("1 unfinished upload left by runs that were killed")
+            && out.contains("fx/copies/killed/data/t.zst"),
+        "{out}"
+    );
 }
 
 /// Connections that break while a restore downloads: resumed where they broke, and, when they

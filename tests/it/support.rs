@@ -10,7 +10,8 @@ use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, ETag,
     GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListObjectsV2Input, ListObjectsV2Output, PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
+    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsV2Input, ListObjectsV2Output, MultipartUpload,
+    PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
@@ -33,6 +34,9 @@ struct StrictStore {
     attempts: WriteAttempts,
     lost_answers: std::sync::Mutex<std::collections::HashSet<String>>,
     cuts: DownloadCuts,
+    /// Multipart uploads neither completed nor aborted: (bucket, upload id) → key. s3s-fs does
+    /// not list them, so the wrapper does.
+    open_uploads: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>>,
 }
 
 /// Per bucket, how many times each object's download is cut off half way (see
@@ -167,20 +171,56 @@ impl S3 for StrictStore {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.inner.create_multipart_upload(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.inner.create_multipart_upload(req).await?;
+        if let Some(id) = &response.output.upload_id {
+            self.open_uploads.lock().unwrap().insert((bucket, id.clone()), key);
+        }
+        Ok(response)
     }
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let upload = (req.input.bucket.clone(), req.input.upload_id.clone());
         let _serialized = self.writes.write().await;
-        self.inner.complete_multipart_upload(req).await
+        let response = self.inner.complete_multipart_upload(req).await?;
+        self.open_uploads.lock().unwrap().remove(&upload);
+        Ok(response)
     }
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.inner.abort_multipart_upload(req).await
+        let upload = (req.input.bucket.clone(), req.input.upload_id.clone());
+        let response = self.inner.abort_multipart_upload(req).await?;
+        self.open_uploads.lock().unwrap().remove(&upload);
+        Ok(response)
+    }
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let uploads: Vec<MultipartUpload> = self
+            .open_uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((bucket, _), key)| *bucket == req.input.bucket && key.starts_with(&prefix))
+            .map(|((_, id), key)| MultipartUpload {
+                key: Some(key.clone()),
+                upload_id: Some(id.clone()),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(req.input.bucket),
+            prefix: Some(prefix),
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
     }
 }
 
@@ -222,6 +262,7 @@ pub fn s3_server() -> &'static S3Server {
                     attempts: served_attempts,
                     lost_answers: Default::default(),
                     cuts: served_cuts,
+                    open_uploads: Default::default(),
                 };
                 let mut builder = s3s::service::S3ServiceBuilder::new(store);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
@@ -277,6 +318,25 @@ impl S3Server {
             .lock()
             .unwrap()
             .retain(|key, _| !key.starts_with(&format!("{bucket}/")));
+    }
+
+    /// A plain SDK client of the server, for doing what cairn never does (leaving an upload
+    /// open, as a killed run would).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                S3_ACCESS_KEY,
+                S3_SECRET_KEY,
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
     }
 
     /// Creates an empty bucket with a unique name.
