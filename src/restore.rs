@@ -385,7 +385,7 @@ fn show_position(position: &crate::status::LogPosition) -> String {
     }
 }
 
-/// Writes the position a restore reached, for seeding a replica: JSON, replaced atomically.
+/// Writes the position a restore reached to the file the user named, for seeding a replica.
 ///
 /// # Errors
 /// [`RestoreError::Usage`] naming the file when it cannot be written.
@@ -404,15 +404,12 @@ pub fn write_position(
         "written_at": chrono::Utc::now(),
     });
     let text = serde_json::to_string_pretty(&body).expect("positions serialize") + "\n";
-    let temporary = path.with_extension("json.tmp");
-    std::fs::write(&temporary, text)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|e| {
-            RestoreError::Usage(format!(
-                "the restore finished, but its position could not be written to {}: {e}; pass --position-file PATH",
-                path.display()
-            ))
-        })
+    crate::user_file::write(path, text.as_bytes()).map_err(|e| {
+        RestoreError::Usage(format!(
+            "the restore finished, but its position could not be written to {}: {e}; the position is printed above",
+            path.display()
+        ))
+    })
 }
 
 #[cfg(test)]

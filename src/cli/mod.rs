@@ -146,8 +146,8 @@ pub struct RestoreArgs {
     /// MySQL: continue a replay that stopped, from the position the target recorded.
     #[arg(long)]
     pub resume: bool,
-    /// Where to write the binary log position the restored data corresponds to, as JSON
-    /// (default: cairn-restore-SOURCE.json in the current folder).
+    /// Also write the log position the restored data corresponds to, as JSON, to PATH (it is
+    /// printed, and recorded in the target, in any case).
     #[arg(long, value_name = "PATH")]
     pub position_file: Option<std::path::PathBuf>,
     /// Print the chain of copies, their files and the stop point that would be used, and exit.
@@ -420,12 +420,8 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         return print_out(&format!("{text}dry run: nothing was written\n"));
     }
     let report = restore::run(&plan).await?;
-    let position_file = args
-        .position_file
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from(format!("cairn-restore-{}.json", plan.source)));
-    if let Some(position) = &report.position {
-        restore::write_position(&position_file, &plan, position)?;
+    if let (Some(path), Some(position)) = (&args.position_file, &report.position) {
+        restore::write_position(path, &plan, position)?;
     }
     if args.json {
         return print_out(&to_json(&report));
@@ -449,10 +445,12 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         && !file.is_empty()
     {
         text.push_str(&format!(
-            "binary log position: {file}:{position}{}\nwritten to {}\n",
+            "binary log position: {file}:{position}{}\n",
             gtid.as_deref().map(|g| format!(", GTID {g}")).unwrap_or_default(),
-            position_file.display()
         ));
+        if let Some(path) = &args.position_file {
+            text.push_str(&format!("written to {}\n", path.display()));
+        }
     }
     print_out(&text)
 }

@@ -163,7 +163,13 @@ async fn incrementals_under_a_workload_and_rotations_replay_to_the_source() {
     }
 
     let target = format!("{source}_replayed");
-    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    let (code, out, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &target,
+        &["--position-file", "replayed.json"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("replayed 3 incrementals") || out.contains("replayed 4 incrementals"),
@@ -179,8 +185,14 @@ async fn incrementals_under_a_workload_and_rotations_replay_to_the_source() {
         "{out}"
     );
     let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(locks.path().join("cairn-restore-fx.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(locks.path().join("replayed.json")).unwrap()).unwrap();
     assert_eq!(&written["position"], last);
+    let dropped: Vec<_> = std::fs::read_dir(locks.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("cairn-restore"))
+        .collect();
+    assert!(dropped.is_empty(), "a file the user did not ask for: {dropped:?}");
     let (a, b) = (contents_of(&source).await, contents_of(&target).await);
     assert_eq!(a, b, "the replayed database differs from the source");
 }
