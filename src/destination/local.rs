@@ -2,8 +2,9 @@
 //!
 //! Every write goes to a temporary file in the target's own directory, is fsynced, renamed over
 //! the key and followed by an fsync of the directory, so a crash leaves either the old object or
-//! the new one. Conditional replaces hold an exclusive lock on a sibling lock file while they
-//! compare and swap, which keeps two cairn processes on this host from both winning.
+//! the new one. Conditional replaces hold an exclusive lock on the object's folder while they
+//! compare and swap, which keeps two cairn processes on this host from both winning; deleting a
+//! folder's last object removes the folder, as on S3.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -51,14 +52,6 @@ fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{unique}", std::process::id()))
 }
 
-fn lock_path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.lock"))
-}
-
 /// Creates `dir` and its missing parents, fsyncing each parent that gained an entry.
 fn create_dirs(dir: &Path) -> Result<(), DestinationError> {
     if dir.is_dir() {
@@ -78,6 +71,29 @@ fn create_dirs(dir: &Path) -> Result<(), DestinationError> {
     Ok(())
 }
 
+/// Opens `dir`, creating it (and its parents) when a concurrent delete removed it as empty.
+fn open_folder(dir: &Path) -> Result<File, DestinationError> {
+    create_dirs(dir)?;
+    match File::open(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs(dir)?;
+            File::open(dir).map_err(|e| DestinationError::io("opening", dir, e))
+        }
+        other => other.map_err(|e| DestinationError::io("opening", dir, e)),
+    }
+}
+
+/// Removes `dir` and then each parent below `root` while they are empty, as S3 has no empty
+/// folders; a folder that is not empty (or is being filled) stays.
+fn remove_empty_folders(root: &Path, mut dir: &Path) {
+    while dir != root && dir.starts_with(root) {
+        if fs::remove_dir(dir).is_err() {
+            return;
+        }
+        dir = parent_of(dir);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), DestinationError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -92,16 +108,21 @@ fn parent_of(path: &Path) -> &Path {
 fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf, DestinationError> {
     create_dirs(parent_of(path))?;
     let temp = temp_path_for(path);
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .and_then(|mut f| {
-            f.write_all(data)?;
-            f.flush()?;
-            f.sync_all()?;
-            f.metadata().map(|m| m.len())
-        });
+    let create = || OpenOptions::new().write(true).create_new(true).open(&temp);
+    // A delete of the folder's last object may remove the folder between the two steps.
+    let opened = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs(parent_of(path))?;
+            create()
+        }
+        other => other,
+    };
+    let result = opened.and_then(|mut f| {
+        f.write_all(data)?;
+        f.flush()?;
+        f.sync_all()?;
+        f.metadata().map(|m| m.len())
+    });
     let written = match result {
         Ok(len) => len,
         Err(e) => {
@@ -154,16 +175,11 @@ impl LocalDestination {
             key: key.to_string(),
             reason,
         };
-        create_dirs(parent_of(&path))?;
-        let lock_path = lock_path_for(&path);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| DestinationError::io("opening lock file", &lock_path, e))?;
-        lock.lock()
-            .map_err(|e| DestinationError::io("locking", &lock_path, e))?;
+        // The compare and the swap happen under an exclusive lock on the object's folder, so
+        // no lock file is left beside the object.
+        let folder = parent_of(&path);
+        let lock = open_folder(folder)?;
+        lock.lock().map_err(|e| DestinationError::io("locking", folder, e))?;
         let current = read_if_exists(&path)?;
         match (condition, &current) {
             (PutCondition::CreateOnly, Some(_)) => return Err(refused("the object already exists".into())),
@@ -237,12 +253,21 @@ impl Destination for LocalDestination {
         .map_err(|e| DestinationError::io("creating directory", &dir, io::Error::other(e)))??;
         let temp = temp_path_for(&path);
         let result: Result<(u64, String), DestinationError> = async {
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .await
-                .map_err(|e| DestinationError::io("creating", &temp, e))?;
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            let create = || options.open(&temp);
+            // A delete of the folder's last object may remove the folder in between.
+            let mut file = match create().await {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || create_dirs(&dir))
+                        .await
+                        .map_err(|e| DestinationError::io("creating directory", &temp, io::Error::other(e)))??;
+                    create().await
+                }
+                other => other,
+            }
+            .map_err(|e| DestinationError::io("creating", &temp, e))?;
             let mut hasher = md5::Context::new();
             let mut size = 0u64;
             let mut buffer = vec![0u8; STREAM_BUFFER];
@@ -443,9 +468,12 @@ impl Destination for LocalDestination {
     async fn delete(&self, key: &str) -> Result<(), DestinationError> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DestinationError::io("removing", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DestinationError::io("removing", &path, e)),
         }
+        let root = self.root.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_empty_folders(&root, parent_of(&path))).await;
+        Ok(())
     }
 }

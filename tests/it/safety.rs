@@ -237,3 +237,46 @@ async fn broken_downloads_are_resumed_and_never_called_damage() {
     assert!(err.contains("cannot reach") && err.contains("broke off"), "{err}");
     server.cut_downloads(&bucket, 0);
 }
+
+/// The destination holds what docs/layout.md lists and nothing else: no hidden lock files
+/// beside status files and manifests, no folder left by a run whose source was mistyped.
+#[tokio::test]
+async fn the_destination_holds_only_what_the_layout_lists() {
+    let source = fixture_database("pg_droppings").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups");
+    let to = root.display().to_string();
+    for _ in 0..2 {
+        let (code, out, err) = backup_pg(locks.path(), &source, &to);
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "typo",
+        "--source",
+        "postgres://postgres@127.0.0.1:1/nothing",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 75, "{out}\n{err}");
+    let mut unexpected = Vec::new();
+    for path in walk(&root) {
+        let key = path.strip_prefix(&root).unwrap().display().to_string();
+        let listed = key == "fx/status.json"
+            || key == "fx/status.previous.json"
+            || (key.starts_with("fx/copies/")
+                && (key.ends_with("/manifest.json") || key.contains("/schema/") || key.contains("/data/")));
+        let hidden = key.split('/').any(|segment| segment.starts_with('.'));
+        if !listed || hidden {
+            unexpected.push(key);
+        }
+    }
+    assert!(unexpected.is_empty(), "not in docs/layout.md: {unexpected:?}");
+    let folders: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders, ["fx"], "the mistyped source left a folder");
+}
