@@ -443,16 +443,16 @@ pub async fn run(plan: &BackupPlan, lock_options: &LockOptions) -> Result<Vec<So
     let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
         let result = run_source(plan, item, engine, lock_options).await;
-        match &result {
-            Ok(copy) => tracing::info!(
-                "{}: {} copy {} recorded ({} files, {} bytes)",
+        // Failures are the command line's to report, once.
+        if let Ok(copy) = &result {
+            tracing::info!(
+                "{}: {} copy {} recorded ({}, {} bytes)",
                 item.source.name,
                 copy.kind,
                 copy.id,
-                copy.files,
+                crate::text::count(copy.files, "file"),
                 copy.bytes
-            ),
-            Err(e) => tracing::error!("{}: backup failed: {e}", item.source.name),
+            );
         }
         outcomes.push(SourceOutcome {
             source: item.source.name.clone(),

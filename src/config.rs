@@ -334,6 +334,9 @@ impl Config {
             {
                 return Err(self.invalid(&key("part-size-mib"), "expected at least 5 (S3's smallest part)"));
             }
+            if let Some(endpoint) = &d.endpoint {
+                crate::destination::s3::check_endpoint(endpoint).map_err(|e| self.invalid(&key("endpoint"), e))?;
+            }
             if d.upload_concurrency == Some(0) {
                 return Err(self.invalid(&key("upload-concurrency"), "expected at least 1"));
             }

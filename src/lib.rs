@@ -20,6 +20,7 @@ pub mod secret;
 pub mod source;
 pub mod status;
 pub mod stream;
+pub mod text;
 pub mod user_file;
 
 /// The version written into every copy, manifest and status file.

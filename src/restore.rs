@@ -127,7 +127,9 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     }
     let destination = config.destination(&request.from)?.open().await?;
     destination.check(Access::Read).await?;
-    let loaded = StatusStore::new(destination.clone(), &request.source).load().await?;
+    let loaded = StatusStore::new(destination.clone(), &request.source)
+        .load_existing()
+        .await?;
     let body = &loaded.status.body;
     let copy = match (request.copy.as_deref(), &request.until) {
         (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
@@ -337,11 +339,11 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
     }
     for (copy, manifest) in plan.chain.iter().zip(manifests) {
         text.push_str(&format!(
-            "  {} {} ({}), {} files, {} bytes, log {} .. {}\n",
+            "  {} {} ({}), {}, {} bytes, log {} .. {}\n",
             copy.id,
             copy.kind,
             copy.run_type,
-            copy.files,
+            crate::text::count(copy.files, "file"),
             copy.bytes,
             show_position(&copy.log_range.start),
             show_position(&copy.log_range.end)

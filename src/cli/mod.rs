@@ -32,7 +32,8 @@ pub struct Cli {
         global = true,
         env = "CAIRN_LOG",
         default_value = "info",
-        value_name = "FILTER"
+        value_name = "FILTER",
+        value_parser = parse_log_filter
     )]
     pub log: String,
     #[command(subcommand)]
@@ -212,10 +213,40 @@ where
 
 type CliResult = Result<ExitStatus, Failure>;
 
-/// Sets up logging to stderr.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Accepts a level (`info`) or directives in which every part is a level or `target=level`, so
+/// a mistyped level is an error instead of a filter that silently matches nothing.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    let explain = || {
+        format!(
+            "{text:?} is not a log filter: use one of {}, or directives like info,cairn=debug",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    let parts_valid = text.split(',').all(|part| {
+        let level = part.rsplit_once('=').map_or(part, |(_, level)| level);
+        LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    });
+    if !parts_valid || tracing_subscriber::EnvFilter::try_new(text).is_err() {
+        return Err(explain());
+    }
+    Ok(text.to_string())
+}
+
+/// Sets up logging to stderr. A plain level keeps the AWS SDK's own chatter (configuration
+/// files not found, region probes) down to errors; full directives are used as written.
 pub fn init_logging(cli: &Cli) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let directives = if LOG_LEVELS.contains(&cli.log.trim().to_ascii_lowercase().as_str()) {
+        format!(
+            "{},aws_config=error,aws_runtime=error,aws_smithy_runtime=error",
+            cli.log.trim()
+        )
+    } else {
+        cli.log.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -265,9 +296,9 @@ async fn dispatch(cli: Cli) -> CliResult {
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|| "environment".into());
                     print_out(&format!(
-                        "configuration is valid ({origin}): {} sources, {} destinations\n",
-                        config.settings.sources.len(),
-                        config.settings.destinations.len()
+                        "configuration is valid ({origin}): {}, {}\n",
+                        crate::text::count(config.settings.sources.len() as u64, "source"),
+                        crate::text::count(config.settings.destinations.len() as u64, "destination")
                     ))
                 }
             }
@@ -350,11 +381,11 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
         match &outcome.result {
             Ok(copy) => {
                 lines.push_str(&format!(
-                    "{}: {} copy {} recorded: {} files, {} bytes, {}s, log position {}\n",
+                    "{}: {} copy {} recorded: {}, {} bytes, {}s, log position {}\n",
                     outcome.source,
                     copy.kind,
                     copy.id,
-                    copy.files,
+                    crate::text::count(copy.files, "file"),
                     copy.bytes,
                     (copy.finished_at - copy.started_at).num_seconds(),
                     status::position(&copy.log_range.end)
@@ -363,6 +394,7 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", outcome.source);
+                lines.push_str(&format!("{}: failed, {}\n", outcome.source, e.exit_status()));
                 worst = worse(worst, e.exit_status());
                 reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
             }
@@ -427,17 +459,19 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         return print_out(&to_json(&report));
     }
     let mut text = format!(
-        "restored {} into {}: {} tables, {} rows from {} files",
+        "restored {} into {}: {}, {} from {}",
         plan.chain.first().map(|c| c.id.as_str()).unwrap_or_default(),
         report.target,
-        report.tables,
-        report.rows,
-        report.files,
+        crate::text::count(report.tables, "table"),
+        crate::text::count(report.rows, "row"),
+        crate::text::count(report.files, "file"),
     );
     if report.incrementals > 0 {
         text.push_str(&format!(
-            "; replayed {} incrementals: {} transactions, {} row changes",
-            report.incrementals, report.transactions, report.row_changes
+            "; replayed {}: {}, {}",
+            crate::text::count(report.incrementals, "incremental"),
+            crate::text::count(report.transactions, "transaction"),
+            crate::text::count(report.row_changes, "row change")
         ));
     }
     text.push_str(&format!(" in {:.1}s\n", report.seconds));

@@ -30,28 +30,43 @@ struct SourceReport {
 async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<dyn Destination>)>, Failure> {
     let mut found = Vec::new();
     match (&args.from, &args.source) {
-        (Some(from), Some(source)) => found.push((source.clone(), config.destination(from)?.open().await?)),
-        (Some(from), None) => {
-            // Every folder of the destination holding a status file is a source.
+        (Some(from), Some(source)) => {
             let destination = config.destination(from)?.open().await?;
             destination.check(Access::Read).await?;
-            // One folder per source; only those with a status file are sources.
-            let mut names = Vec::new();
-            for name in destination.folders("").await? {
-                let has_status = destination.head(&crate::layout::status_key(&name)).await?.is_some()
-                    || destination
-                        .head(&crate::layout::status_previous_key(&name))
-                        .await?
-                        .is_some();
-                if has_status {
-                    names.push(name);
+            // A name that is neither configured nor on the destination is a typo, not an
+            // empty source.
+            if !config.settings.sources.contains_key(source) {
+                let known = crate::status::sources_at(destination.as_ref()).await?;
+                if !known.contains(source) {
+                    return Err(Failure::from(crate::status::StatusError::UnknownSource {
+                        source_name: source.clone(),
+                        location: destination.location(),
+                        known,
+                    }));
                 }
             }
-            for name in names {
+            found.push((source.clone(), destination));
+        }
+        (Some(from), None) => {
+            let destination = config.destination(from)?.open().await?;
+            destination.check(Access::Read).await?;
+            for name in crate::status::sources_at(destination.as_ref()).await? {
                 found.push((name, destination.clone()));
             }
         }
-        (None, Some(source)) => found.push((source.clone(), config.destination_of(source)?.open().await?)),
+        (None, Some(source)) => {
+            if !config.settings.sources.contains_key(source) {
+                return Err(Failure::from(ConfigError::Unknown {
+                    kind: "source",
+                    name: source.clone(),
+                    hint: format!(
+                        "configured sources: {}; or pass --from DEST to look on a destination",
+                        config.settings.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                }));
+            }
+            found.push((source.clone(), config.destination_of(source)?.open().await?))
+        }
         (None, None) => {
             if config.settings.sources.is_empty() {
                 return Err(Failure::from(ConfigError::Invalid {
@@ -84,9 +99,9 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
         lock.release().await?;
         let (status, report) = result?;
         let mut text = format!(
-            "rebuilt the status of {source} at {} from {} manifests (generation {})\n",
+            "rebuilt the status of {source} at {} from {} (generation {})\n",
             destination.location(),
-            report.copies,
+            crate::text::count(report.copies as u64, "manifest"),
             status.generation
         );
         for (key, reason) in &report.skipped {
@@ -177,7 +192,7 @@ fn render_table(reports: &[SourceReport]) -> String {
         if !report.unfinished_uploads.is_empty() {
             out.push_str(&format!(
                 "  {} left by runs that were killed (their parts are billed until removed): {}\n",
-                plural(report.unfinished_uploads.len(), "unfinished upload"),
+                crate::text::count(report.unfinished_uploads.len() as u64, "unfinished upload"),
                 report.unfinished_uploads.join(", ")
             ));
         }
@@ -232,13 +247,4 @@ fn render_table(reports: &[SourceReport]) -> String {
         }
     }
     out
-}
-
-/// `1 file`, `2 files`.
-pub(super) fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
 }

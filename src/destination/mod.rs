@@ -110,6 +110,15 @@ pub enum DestinationError {
         expected: u64,
         found: u64,
     },
+    #[error(
+        "no S3 credentials for bucket {bucket:?} at endpoint {endpoint} ({detail}); set AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the destination's access-key-id and secret-access-key-file"
+    )]
+    NoCredentials {
+        bucket: String,
+        endpoint: String,
+        detail: String,
+    },
     #[error("cannot reach {location}: {detail}")]
     Unreachable { location: String, detail: String },
     #[error("{operation} {key} at {location} failed after retries: the store answered {detail}; try again later")]
@@ -157,7 +166,8 @@ impl Classify for DestinationError {
             DestinationError::InvalidUrl { .. }
             | DestinationError::Missing { .. }
             | DestinationError::BucketNotFound { .. }
-            | DestinationError::AccessDenied { .. } => ExitStatus::Usage,
+            | DestinationError::AccessDenied { .. }
+            | DestinationError::NoCredentials { .. } => ExitStatus::Usage,
             DestinationError::Unreachable { .. } | DestinationError::Unavailable { .. } => ExitStatus::Temporary,
             _ => ExitStatus::Failed,
         }

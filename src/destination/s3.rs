@@ -111,7 +111,10 @@ impl S3Options {
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
             match name {
-                "endpoint" => options.endpoint = Some(value),
+                "endpoint" => {
+                    check_endpoint(&value)?;
+                    options.endpoint = Some(value)
+                }
                 "region" => options.region = Some(value),
                 "path-style" => {
                     path_style = Some(match value.as_str() {
@@ -152,6 +155,23 @@ impl S3Options {
     }
 }
 
+/// Checks that an endpoint is an `http://` or `https://` URL with a host, before any request
+/// would find out.
+///
+/// # Errors
+/// A sentence naming the endpoint and what it should look like.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let valid = url::Url::parse(endpoint)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()));
+    match valid {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "endpoint {endpoint:?} is not an http:// or https:// URL with a host, e.g. https://minio.example:9000"
+        )),
+    }
+}
+
 /// A bucket prefix reached through the AWS SDK.
 #[derive(Clone)]
 pub struct S3Destination {
@@ -174,24 +194,74 @@ enum Failure {
     NoBucket,
     Denied(String),
     Unreachable(String),
+    /// No credentials could be found (environment, profile, instance role).
+    NoCredentials(String),
     /// 5xx after the SDK's retries.
     Unavailable(String),
     Other(String),
+}
+
+/// The errors an SDK error is made of, outermost first.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// One line saying why a request never got an answer: the operating system's words when there
+/// are some (connection refused, host not found), else the innermost cause — never the SDK's
+/// debug rendering.
+fn transport_detail(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(io) = causes(err).find_map(|e| e.downcast_ref::<std::io::Error>()) {
+        return match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                format!("{io}: nothing accepts connections there; check the endpoint and that the store runs")
+            }
+            std::io::ErrorKind::TimedOut => format!("{io}: check the endpoint, the network and firewalls"),
+            _ => io.to_string(),
+        };
+    }
+    causes(err)
+        .last()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| err.to_string())
 }
 
 fn classify<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    if let SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) = err {
-        return Failure::Unreachable(DisplayErrorContext(err).to_string());
+    if let SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ConstructionFailure(_) = err {
+        let chain: Vec<_> = causes(err).collect();
+        if let Some(credentials) = chain
+            .iter()
+            .find_map(|e| e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>())
+        {
+            use aws_credential_types::provider::error::CredentialsError;
+            return match credentials {
+                CredentialsError::ProviderTimedOut(_) => Failure::Unreachable(transport_detail(err)),
+                CredentialsError::CredentialsNotLoaded(_) => Failure::NoCredentials(
+                    "none were found in the environment, an AWS profile or the instance's metadata".into(),
+                ),
+                _ => Failure::NoCredentials(
+                    causes(credentials)
+                        .last()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| credentials.to_string()),
+                ),
+            };
+        }
+        return Failure::Unreachable(transport_detail(err));
     }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or("");
-    // The store's own words when it sent an error document; the SDK's full context otherwise.
+    // The store's own words when it sent an error document.
     let detail = match (code, status) {
-        ("", _) | (_, None) => DisplayErrorContext(err).to_string(),
-        (code, Some(status)) => format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message")),
+        (code, Some(status)) if !code.is_empty() => {
+            format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message"))
+        }
+        (_, Some(status)) => format!("HTTP {status}"),
+        (_, None) => transport_detail(err),
     };
     match (status, code) {
         (_, "NoSuchBucket") => Failure::NoBucket,
@@ -310,6 +380,12 @@ impl S3Destination {
                 detail,
             },
             Failure::Unreachable(detail) => DestinationError::Unreachable { location, detail },
+            Failure::NoCredentials(detail) => DestinationError::NoCredentials {
+                bucket: self.options.bucket.clone(),
+                endpoint: self.options.endpoint_name(),
+                detail,
+            },
+
             Failure::Unavailable(detail) => DestinationError::Unavailable {
                 operation,
                 location,

@@ -435,6 +435,40 @@ pub enum SourceError {
     Destination(#[from] DestinationError),
 }
 
+/// Adds what to check to a failed connection: the kind of the operating system's error when it
+/// has one, and whether the host name resolves at all (a typed answer, unlike the resolver's
+/// message).
+pub(crate) async fn explain_unreachable(url: &SourceUrl, error: SourceError) -> SourceError {
+    let SourceError::Unreachable { database, detail } = error else {
+        return error;
+    };
+    let address = url.without_password();
+    let host = address.host_str().unwrap_or_default().to_string();
+    let port = address.port().unwrap_or(match url.engine {
+        Engine::Postgres => 5432,
+        Engine::Mysql => 3306,
+    });
+    let hint = if tokio::net::lookup_host((host.as_str(), port)).await.is_err() {
+        format!("the host name {host:?} does not resolve: check it and DNS")
+    } else {
+        format!("check that {host}:{port} is the server's address, that it runs, and the network between")
+    };
+    SourceError::Unreachable {
+        database,
+        detail: format!("{detail}; {hint}"),
+    }
+}
+
+/// What the operating system's error inside a driver's error says to check, if it says.
+pub(crate) fn io_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let io = std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<std::io::Error>())?;
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => Some("nothing accepts connections there"),
+        std::io::ErrorKind::TimedOut => Some("no answer in time"),
+        _ => None,
+    }
+}
+
 impl SourceError {
     /// The error of reading a stored file: the destination's own error when it could not deliver
     /// the bytes (so an unreachable store is a temporary failure), damage otherwise.

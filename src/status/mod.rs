@@ -61,6 +61,12 @@ pub enum StatusError {
         supported: u32,
         cairn: &'static str,
     },
+    #[error("source {source_name:?} has no status and no copy at {location}; {}", known_sources(.known))]
+    UnknownSource {
+        source_name: String,
+        location: String,
+        known: Vec<String>,
+    },
     #[error("status file {file} kept changing under {attempts} update attempts; another writer is active, try again")]
     Conflict { file: String, attempts: u32 },
     #[error("copy {id} is already recorded in status file {file}")]
@@ -73,11 +79,38 @@ impl Classify for StatusError {
     fn exit_status(&self) -> ExitStatus {
         match self {
             StatusError::Destination(e) => e.exit_status(),
-            StatusError::NewerVersion { .. } => ExitStatus::Usage,
+            StatusError::NewerVersion { .. } | StatusError::UnknownSource { .. } => ExitStatus::Usage,
             StatusError::Conflict { .. } => ExitStatus::Temporary,
             _ => ExitStatus::Failed,
         }
     }
+}
+
+fn known_sources(known: &[String]) -> String {
+    if known.is_empty() {
+        "no source has copies there".to_string()
+    } else {
+        format!("sources there: {}", known.join(", "))
+    }
+}
+
+/// The sources on a destination: its folders holding a status file, a copy or the lease of a
+/// run in progress.
+///
+/// # Errors
+/// Destination errors.
+pub async fn sources_at(destination: &dyn Destination) -> Result<Vec<String>, DestinationError> {
+    let mut names = Vec::new();
+    for name in destination.folders("").await? {
+        let is_source = destination.head(&layout::status_key(&name)).await?.is_some()
+            || destination.head(&layout::status_previous_key(&name)).await?.is_some()
+            || !destination.folders(&layout::copies_prefix(&name)).await?.is_empty()
+            || destination.head(&layout::lock_key(&name)).await?.is_some();
+        if is_source {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// A status and its generation counter.
@@ -199,6 +232,22 @@ impl StatusStore {
     /// [`StatusError::BothDamaged`], [`StatusError::NewerVersion`] or a destination error.
     pub async fn load(&self) -> Result<Loaded, StatusError> {
         self.load_recording(None).await
+    }
+
+    /// [`StatusStore::load`] for a source that must already exist on the destination.
+    ///
+    /// # Errors
+    /// [`StatusError::UnknownSource`] naming the sources that do exist, or a load error.
+    pub async fn load_existing(&self) -> Result<Loaded, StatusError> {
+        let loaded = self.load().await?;
+        if loaded.from == LoadedFrom::Nothing && loaded.status.body.copies.is_empty() {
+            return Err(StatusError::UnknownSource {
+                source_name: self.source.clone(),
+                location: self.destination.location(),
+                known: sources_at(self.destination.as_ref()).await?,
+            });
+        }
+        Ok(loaded)
     }
 
     /// [`StatusStore::load`], leaving out the manifest of the copy `recording` is about to add.

@@ -295,7 +295,7 @@ async fn status_lists_copies_as_a_table_and_json_and_survives_damage() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("read from the previous copy"), "{out}");
     assert!(
-        err.contains("status.json") && err.contains("--rebuild"),
+        err.contains("status.json") && err.contains("unusable") && err.contains("recovered"),
         "the fallback must warn: {err}"
     );
 
@@ -343,6 +343,7 @@ async fn a_held_lock_makes_a_second_run_exit_75_naming_the_holder() {
     let from = guard.path().join("backups");
     let locks = tempfile::tempdir().unwrap();
     let held = take_lock(&destination, "app", &locks).await;
+    make_copy(&destination, "app", CopyKind::Full, None, &held).await;
     // Same host: the local lock file answers.
     let (code, _, err) = run(cairn(locks.path())
         .args(["status", "--rebuild", "--source", "app", "--from"])
@@ -445,4 +446,143 @@ async fn restore_dry_run_prints_the_chain_and_refuses_what_the_engine_cannot_rep
         .arg(&from));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("copy nope is not recorded"), "{err}");
+}
+
+/// Configuration problems of an S3 destination are the user's to fix (exit 2), said in one line
+/// without the SDK's debug output; cron must not retry them forever.
+#[tokio::test]
+async fn s3_configuration_problems_exit_2_in_one_line() {
+    let locks = tempfile::tempdir().unwrap();
+    let server = s3_server();
+    let bucket = server.new_bucket("nocreds");
+    let (code, _, err) = run(cairn(locks.path()).args(["status", "--from", &server.url(&bucket, "p")]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no S3 credentials") && err.contains(&bucket) && err.contains(&server.endpoint),
+        "{err}"
+    );
+    assert!(!err.contains("DispatchFailure") && !err.contains('{'), "{err}");
+
+    let (code, _, err) = run(cairn(locks.path()).args(["status", "--from", "s3://b/p?endpoint=htp:/x"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("htp:/x") && err.contains("http://"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[destinations.s]\nurl = \"s3://b/p\"\nendpoint = \"htp:/x\"\n").unwrap();
+    let (code, _, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("destinations.s.endpoint"), "{err}");
+
+    // A store that is not there is worth retrying later, and says what to check.
+    let (code, _, err) = run(cairn(locks.path())
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        .args(["status", "--from", "s3://b/p?endpoint=http://127.0.0.1:1"]));
+    assert_eq!(code, 75, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("check the endpoint"), "{err}");
+}
+
+/// A source name that is neither configured nor on the destination is a typo: exit 2, naming
+/// the sources that exist, and nothing is written.
+#[tokio::test]
+async fn unknown_sources_exit_2_and_list_the_known_ones() {
+    let locks = tempfile::tempdir().unwrap();
+    let (dir, destination) = local_destination();
+    full_and_incremental(&destination, "app").await;
+    let from = dir.path().join("backups").display().to_string();
+    let before = files_under(dir.path());
+    let attempts: [&[&str]; 4] = [
+        &[
+            "restore",
+            "--from",
+            &from,
+            "--source",
+            "typo",
+            "--target",
+            "postgres://u@127.0.0.1:1/x",
+        ],
+        &["status", "--from", &from, "--source", "typo"],
+        &["status", "--from", &from, "--source", "typo", "--json"],
+        &["status", "--from", &from, "--source", "typo", "--rebuild"],
+    ];
+    for args in attempts {
+        let (code, out, err) = run(cairn(locks.path()).args(args));
+        assert_eq!(code, 2, "{args:?}: {out}\n{err}");
+        assert!(
+            err.contains("\"typo\"") && err.contains("sources there: app"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(files_under(dir.path()), before, "nothing was written");
+
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[destinations.d]\nurl = \"{from}\"\n[sources.app]\nurl = \"postgres://u@127.0.0.1:1/app\"\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["status", "--source", "typo"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("configured sources: app"), "{err}");
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "check"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 source, 1 destination"), "{out}");
+}
+
+#[test]
+fn unknown_log_levels_exit_2() {
+    let locks = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(cairn(locks.path()).args(["--log", "verbose", "config", "check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("verbose") && err.contains("info"), "{err}");
+    let (code, _, err) = run(cairn(locks.path())
+        .env("CAIRN_LOG", "verbose")
+        .args(["config", "check"]));
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["--log", "info,cairn=debug", "config", "check"]));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A server that cannot be reached: retry later (75), once on stderr with what to check, and a
+/// line for the source on stdout.
+#[test]
+fn unreachable_sources_say_what_to_check_once() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("b").display().to_string();
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "x",
+        "--source",
+        "postgres://u:pw@127.0.0.1:1/db",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 75, "{err}");
+    assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
+    assert!(err.contains("nothing accepts connections"), "{err}");
+    assert!(out.starts_with("x: failed") && out.contains("75"), "{out}");
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "x",
+        "--source",
+        "mysql://u:pw@no-such-host.invalid/db",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("does not resolve"), "{err}");
 }

@@ -332,7 +332,7 @@ async fn a_full_copy_and_an_incremental_restore_identically_from_s3() {
     keys(&mut command);
     let (code, out, err) = restore(&mut command, &to, &source, &replayed);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("replayed 1 incrementals"), "{out}");
+    assert!(out.contains("replayed 1 incremental:"), "{out}");
     assert_same(&source, &replayed).await;
 }
 

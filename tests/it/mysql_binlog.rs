@@ -458,7 +458,7 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
     );
     let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--resume"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("replayed 1 incrementals"), "{out}");
+    assert!(out.contains("replayed 1 incremental:"), "{out}");
     let (a, b) = (contents_of(&whole).await, contents_of(&target).await);
     assert_eq!(a, b, "a resumed replay differs from an uninterrupted one");
     assert_eq!(a, contents_of(&source).await);

@@ -549,3 +549,22 @@ async fn tls_is_used_and_verified_as_the_url_asks() {
     let (code, _, err) = backup_with(&as_tls_user(&source, "sslmode=require"));
     assert_eq!(code, 0, "{err}");
 }
+
+/// The server asks for a password and none was given: the user's to fix (2), not a retry.
+#[tokio::test]
+async fn a_missing_password_is_a_usage_error() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let without = postgres_url().replacen(":cairn-test-pw@", "@", 1);
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "nopw",
+        "--source",
+        &without,
+        "--to",
+        &dir.path().join("b").display().to_string(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("password"), "{err}");
+}

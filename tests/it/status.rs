@@ -178,7 +178,7 @@ async fn a_damaged_latest_falls_back_to_the_previous_generation_and_never_overwr
         );
         // The previous generation holds the first copy; the second comes back from its manifest.
         assert_eq!(ids(&loaded.status.body.copies), [full.id.clone(), incr.id.clone()]);
-        assert_eq!(loaded.recovered, [incr.id.clone()]);
+        assert_eq!(loaded.recovered, std::slice::from_ref(&incr.id));
         assert_eq!(
             loaded.status.body.latest().map(|c| c.id.clone()),
             Some(incr.id.clone()),
@@ -277,7 +277,7 @@ async fn status_files_gone_while_copies_exist_are_recovered_from_the_manifests()
         let store = StatusStore::new(destination.clone(), "app");
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.status.body.copies, vec![copy.clone()]);
-        assert_eq!(loaded.recovered, [copy.id.clone()]);
+        assert_eq!(loaded.recovered, std::slice::from_ref(&copy.id));
         // The next update writes the recovered history, not a new one.
         let next = make_copy(&destination, "app", CopyKind::Incremental, Some(&copy.id), &lock).await;
         let loaded = store.load().await.unwrap();
@@ -315,7 +315,7 @@ async fn a_copy_whose_status_update_was_lost_is_recovered() {
         let loaded = StatusStore::new(destination.clone(), "app").load().await.unwrap();
         assert_eq!(loaded.from, LoadedFrom::Latest);
         assert_eq!(ids(&loaded.status.body.copies), [full.id.clone(), incr.id.clone()]);
-        assert_eq!(loaded.recovered, [incr.id.clone()]);
+        assert_eq!(loaded.recovered, std::slice::from_ref(&incr.id));
         assert_eq!(loaded.status.body.copy(&incr.id), Some(&incr));
         lock.release().await.unwrap();
     }

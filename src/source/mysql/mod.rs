@@ -98,7 +98,10 @@ impl My {
         if let Some(database) = database {
             builder = builder.db_name((!database.is_empty()).then(|| database.to_string()));
         }
-        Conn::new(tune(builder)).await.map_err(|e| self.error("connecting", e))
+        match Conn::new(tune(builder)).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => Err(crate::source::explain_unreachable(&self.url, self.error("connecting", e)).await),
+        }
     }
 
     /// Classifies a driver error by server error code and names the server and the work.
@@ -145,7 +148,13 @@ impl My {
             }
             mysql_async::Error::Io(e) if doing == "connecting" => SourceError::Unreachable {
                 database,
-                detail: e.to_string(),
+                detail: match match &e {
+                    mysql_async::IoError::Io(io) => crate::source::io_hint(io),
+                    _ => None,
+                } {
+                    Some(hint) => format!("{e} ({hint})"),
+                    None => e.to_string(),
+                },
             },
             mysql_async::Error::Driver(e) if doing == "connecting" => SourceError::Unreachable {
                 database,
@@ -853,14 +862,14 @@ impl Source for MysqlSource {
             locked_snapshot(my, &server, &mut workers, lock_wait).await?
         };
         tracing::info!(
-            "{}: snapshot at {} (writes blocked for {:.3} ms) covering {} tables",
+            "{}: snapshot at {} (writes blocked for {:.3} ms) covering {}",
             self.spec.name,
             match &position {
                 LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
                 other => format!("{other:?}"),
             },
             write_stall.as_secs_f64() * 1000.0,
-            tables.len()
+            crate::text::count(tables.len() as u64, "table")
         );
 
         // Definitions are read while DDL is blocked, so they match the data.

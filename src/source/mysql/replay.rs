@@ -1163,9 +1163,10 @@ pub(super) async fn preview(input: &RestoreInput) -> Result<Vec<String>, SourceE
     let logs = fetch(input, work.path()).await?;
     let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
     let mut lines = vec![format!(
-        "checked: {} log files of {} incrementals, {in_chain} transactions (MD5 and every event's CRC32)",
-        logs.len(),
-        input.manifests.len() - 1
+        "checked: {} of {}, {} (MD5 and every event's CRC32)",
+        crate::text::count(logs.len() as u64, "log file"),
+        crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
+        crate::text::count(in_chain, "transaction")
     )];
     lines.push(match (&limit, &input.until) {
         (_, None) => format!("stop: at the end of the chain, after transaction {in_chain} of {in_chain}"),
@@ -1219,9 +1220,10 @@ pub(super) async fn replay(
         Limit::After(boundary) => Some(boundary.clone()),
     };
     tracing::info!(
-        "replay: {} log files of {} incrementals checked, {in_chain} transactions; applying {}",
-        logs.len(),
-        input.manifests.len() - 1,
+        "replay: {} of {} checked, {}; applying {}",
+        crate::text::count(logs.len() as u64, "log file"),
+        crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
+        crate::text::count(in_chain, "transaction"),
         match (&input.until, &stop) {
             (None, _) => "all of them".to_string(),
             (Some(until), Some(b)) => format!("up to {until}: {}:{}", b.server_file, b.position),

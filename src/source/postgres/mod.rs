@@ -90,10 +90,10 @@ impl Pg {
             database: self.name.clone(),
             detail,
         })?;
-        let (client, connection) = config
-            .connect(connector)
-            .await
-            .map_err(|e| self.error("connecting", e))?;
+        let (client, connection) = match config.connect(connector).await {
+            Ok(connected) => connected,
+            Err(e) => return Err(crate::source::explain_unreachable(&self.url, self.error("connecting", e)).await),
+        };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");
@@ -114,6 +114,16 @@ impl Pg {
             }
             if detail.contains("TLS") || detail.contains("certificate") {
                 return SourceError::Tls { database, detail };
+            }
+            let from_network = std::iter::successors(std::error::Error::source(&error), |e| e.source())
+                .any(|e| e.is::<std::io::Error>());
+            if doing == "connecting" && !from_network && !error.is_closed() {
+                // The driver refused before any network I/O: its configuration (a password the
+                // server asks for and none was given) is the user's to fix.
+                return SourceError::Authentication { database, detail };
+            }
+            if let Some(hint) = crate::source::io_hint(&error) {
+                detail = format!("{detail} ({hint})");
             }
             return if doing == "connecting" || error.is_closed() {
                 SourceError::Unreachable { database, detail }
@@ -380,11 +390,11 @@ impl Source for PostgresSource {
         lock_tables(pg, &leader, &late).await?;
         let lock_wait_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
-            "{}: snapshot {} at WAL {} covering {} tables",
+            "{}: snapshot {} at WAL {} covering {}",
             self.spec.name,
             point.exported,
             point.lsn,
-            tables.len()
+            crate::text::count(tables.len() as u64, "table")
         );
 
         let dump = schema::find_pg_dump((point.version_num / 10000) as u32).await?;

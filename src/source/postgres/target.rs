@@ -384,10 +384,10 @@ impl PostgresTarget {
             .collect();
         let file_count = data.len() as u64;
         tracing::info!(
-            "restoring copy {copy}: {} data files of {} tables with {} jobs",
-            file_count,
-            tables.len(),
-            input.jobs
+            "restoring copy {copy}: {} of {} with {}",
+            crate::text::count(file_count, "data file"),
+            crate::text::count(tables.len() as u64, "table"),
+            crate::text::count(input.jobs, "job")
         );
         let queue = Arc::new(Mutex::new(VecDeque::from(data)));
         let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
