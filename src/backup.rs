@@ -91,6 +91,21 @@ pub struct BackupPlan {
     pub sources: Vec<PlannedSource>,
 }
 
+/// Checks every configured source as a backup of it would, without touching the network:
+/// its password file is read, its destination chosen (with its secret file), its engine opened.
+/// `cairn config check` runs this, so it refuses what `cairn backup` would refuse.
+///
+/// # Errors
+/// The first source's [`ConfigError`] or engine error.
+pub fn check_sources(config: &Config) -> Result<(), BackupError> {
+    for name in config.settings.sources.keys() {
+        let source = config.source(name)?;
+        config.destination_of(name)?;
+        crate::source::open(&source)?;
+    }
+    Ok(())
+}
+
 /// Turns a request into a plan without touching the network.
 ///
 /// # Errors
@@ -159,6 +174,15 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
             source,
             destination,
         });
+    }
+    if request.checksums
+        && sources
+            .iter()
+            .all(|s| s.source.engine() == crate::source::Engine::Postgres)
+    {
+        return Err(BackupError::Usage(
+            "--checksum records table checksums of MySQL/MariaDB copies; no source of this run is one".into(),
+        ));
     }
     Ok(BackupPlan {
         run_type,

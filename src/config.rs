@@ -369,6 +369,18 @@ impl Config {
                     format!("no destination named {dest:?} is configured"),
                 ));
             }
+            if url.engine == crate::source::Engine::Postgres {
+                for (setting, present) in [
+                    ("checksums", src.checksums.is_some()),
+                    ("consistency", src.consistency.is_some()),
+                    ("replica-server-id", src.replica_server_id.is_some()),
+                    ("on-log-gap", src.on_log_gap.is_some()),
+                ] {
+                    if present {
+                        return Err(self.invalid(&key(setting), "applies to MySQL/MariaDB sources only"));
+                    }
+                }
+            }
             if src.jobs == Some(0) {
                 return Err(self.invalid(&key("jobs"), "expected at least 1"));
             }

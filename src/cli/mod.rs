@@ -290,6 +290,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             match command {
                 ConfigCommand::Show => print_out(&config.show()),
                 ConfigCommand::Check => {
+                    backup::check_sources(&config)?;
                     let origin = config
                         .path
                         .as_ref()

@@ -117,13 +117,64 @@ fn configuration_errors_name_the_file_and_key() {
     let (code, _, err) = run(cairn(locks.path()).args(["--config", "/nonexistent/cairn.toml", "config", "check"]));
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/cairn.toml"), "{err}");
+    // The shipped example names a password file: config check reads it, as a backup would.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cairn.example.toml");
-    let (code, out, err) = run(cairn(locks.path())
+    let (code, _, err) = run(cairn(locks.path())
         .arg("--config")
         .arg(&example)
         .args(["config", "check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/etc/cairn/app-db.password"), "{err}");
+    let password = dir.path().join("app-db.password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("/etc/cairn/app-db.password", &password.display().to_string());
+    let copy = dir.path().join("example.toml");
+    std::fs::write(&copy, text).unwrap();
+    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&copy).args(["config", "check"]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("configuration is valid"), "{out}");
+}
+
+/// `config check` refuses what `backup` refuses, with the same key named.
+#[test]
+fn config_check_rejects_what_backup_rejects() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[destinations.d]\nurl = \"/tmp/d\"\n[sources.pg]\nurl = \"postgres://u@h/db\"\npassword-file = \"/nonexistent/pw\"\n",
+            "sources.pg.password-file",
+        ),
+        (
+            "[destinations.a]\nurl = \"/tmp/a\"\n[destinations.b]\nurl = \"/tmp/b\"\n[sources.pg]\nurl = \"postgres://u@h/db\"\n",
+            "sources.pg.destination",
+        ),
+        (
+            "[destinations.d]\nurl = \"/tmp/d\"\n[sources.pg]\nurl = \"postgres://u@h/db\"\nconsistency = \"lock-free\"\n",
+            "sources.pg.consistency",
+        ),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        for args in [&["config", "check"][..], &["backup", "--dry-run"][..]] {
+            let (code, _, err) = run(cairn(locks.path()).arg("--config").arg(&path).args(args));
+            assert_eq!(code, 2, "{args:?} {key}: {err}");
+            assert!(err.contains(key), "{args:?}: {err}");
+        }
+    }
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--source",
+        "postgres://u@127.0.0.1:1/db",
+        "--to",
+        &dir.path().join("b").display().to_string(),
+        "--checksum",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--checksum"), "{err}");
 }
 
 #[test]
