@@ -79,6 +79,9 @@ pub struct RestorePlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<Until>,
     pub resume: bool,
+    /// Why `until` lies beyond what the chain holds; the restore then goes to the chain's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_not_covered: Option<String>,
     pub chain: Vec<CopyRecord>,
     #[serde(skip)]
     target_url: SourceUrl,
@@ -107,18 +110,25 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         };
         rename_databases.push((from.to_string(), to.to_string()));
     }
-    if target_url.engine == crate::source::Engine::Postgres
-        && (!rename_databases.is_empty()
-            || request.no_binlog
-            || request.verify_checksums
-            || request.until.is_some()
-            || request.resume)
-    {
-        return Err(RestoreError::Usage(
-            "--rename-db, --no-binlog, --checksum, --until* and --resume apply to MySQL targets; a PostgreSQL copy goes \
-             into the database of --target and is checked by row counts"
-                .into(),
-        ));
+    if target_url.engine == crate::source::Engine::Postgres {
+        let given: Vec<&str> = [
+            ("--rename-db", !rename_databases.is_empty()),
+            ("--no-binlog", request.no_binlog),
+            ("--checksum", request.verify_checksums),
+            ("--until*", request.until.is_some()),
+            ("--resume", request.resume),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            return Err(RestoreError::Usage(format!(
+                "{} {} to MySQL/MariaDB targets only; a PostgreSQL copy goes into the database of --target and is \
+                 checked by row counts",
+                given.join(", "),
+                if given.len() == 1 { "applies" } else { "apply" }
+            )));
+        }
     }
     if request.resume && request.clean {
         return Err(RestoreError::Usage(
@@ -165,6 +175,23 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
             full.started_at.to_rfc3339()
         )));
     }
+    if request.verify_checksums
+        && let Some(full) = chain.first()
+        && !full.details.contains_key("checksums")
+    {
+        return Err(RestoreError::Usage(format!(
+            "--checksum: full copy {} was taken without table checksums, so there is nothing to compare; restore \
+             without --checksum, or take copies with `cairn backup --checksum` (checksums = true)",
+            full.id
+        )));
+    }
+    let until_not_covered = request
+        .until
+        .as_ref()
+        .and_then(|until| not_covered(until, chain.last()?));
+    if let (Some(until), Some(why)) = (&request.until, &until_not_covered) {
+        tracing::warn!("--until {until}: the requested point is not covered: {why}; restoring to the end of the chain");
+    }
     if let (Some(until), [only]) = (&request.until, chain.as_slice()) {
         return Err(RestoreError::Usage(format!(
             "copy {} is a full copy with no incremental after it in its chain; it cannot stop at {until}. Restore the \
@@ -183,10 +210,35 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         verify_checksums: request.verify_checksums,
         until: request.until.clone(),
         resume: request.resume,
+        until_not_covered,
         chain,
         target_url,
         store: Some(destination),
     })
+}
+
+/// Why `until` is past the end of a chain whose last copy is `last`, if it is.
+fn not_covered(until: &Until, last: &CopyRecord) -> Option<String> {
+    match (until, &last.log_range.end) {
+        (Until::Time(time), _) if *time > last.finished_at => Some(format!(
+            "the chain ends with copy {}, taken up to {}",
+            last.id,
+            last.finished_at.to_rfc3339()
+        )),
+        (
+            Until::Position { file, position },
+            crate::status::LogPosition::Mysql {
+                file: end,
+                position: at,
+                ..
+            },
+        ) => {
+            use crate::source::mysql::binlog::file_order;
+            ((file_order(file), *position) > (file_order(end), *at))
+                .then(|| format!("the chain ends with copy {} at {end}:{at}", last.id))
+        }
+        _ => None,
+    }
 }
 
 /// The copy whose chain reaches `time`: the newest full copy started before it, then the first
@@ -402,6 +454,7 @@ pub fn write_position(
         "full_copy": plan.chain.first().map(|c| c.id.clone()),
         "target": plan.target,
         "until": plan.until,
+        "until_covered": plan.until_not_covered.is_none(),
         "position": position,
         "written_at": chrono::Utc::now(),
     });

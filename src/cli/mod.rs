@@ -452,7 +452,8 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         let text = restore::describe(&plan).await?;
         return print_out(&format!("{text}dry run: nothing was written\n"));
     }
-    let report = restore::run(&plan).await?;
+    let mut report = restore::run(&plan).await?;
+    report.until_not_covered = plan.until_not_covered.clone();
     if let (Some(path), Some(position)) = (&args.position_file, &report.position) {
         restore::write_position(path, &plan, position)?;
     }
@@ -476,6 +477,11 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         ));
     }
     text.push_str(&format!(" in {:.1}s\n", report.seconds));
+    if let (Some(until), Some(why)) = (&plan.until, &plan.until_not_covered) {
+        text.push_str(&format!(
+            "the requested point ({until}) is not covered: {why}; restored to the end of the chain\n"
+        ));
+    }
     if let Some(crate::status::LogPosition::Mysql { file, position, gtid }) = &report.position
         && !file.is_empty()
     {

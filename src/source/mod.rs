@@ -301,6 +301,9 @@ pub struct RestoreReport {
     /// The source's log position the restored data corresponds to: a replica continues from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<LogPosition>,
+    /// Why the requested `--until` point lies beyond the chain, which was then restored to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_not_covered: Option<String>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -416,6 +419,8 @@ pub enum SourceError {
          in cairn_replay.progress; fix the cause and run the same restore with --resume"
     )]
     ReplayStopped { target: String, cause: Box<SourceError> },
+    #[error("--resume: there is nothing to resume in {target}: {detail}")]
+    NothingToResume { target: String, detail: String },
     #[error("{0}")]
     Unsupported(String),
     #[error(
@@ -493,6 +498,7 @@ impl Classify for SourceError {
             | SourceError::Privilege { .. }
             | SourceError::Tool { .. }
             | SourceError::TargetNotEmpty { .. }
+            | SourceError::NothingToResume { .. }
             | SourceError::Unsupported(_) => ExitStatus::Usage,
             SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
             SourceError::Destination(e) => e.exit_status(),

@@ -371,8 +371,11 @@ async fn a_damaged_incremental_is_refused_before_anything_is_applied() {
     assert_ne!(code, 0, "{out}\n{err}");
     let name = logs[1].file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "the error names the damaged file: {err}");
-    let rows: Vec<i64> = connect(&url_of(&target)).await.query("SELECT id FROM t").await.unwrap();
-    assert!(rows.is_empty(), "rows {rows:?} were applied from a damaged chain");
+    // Every log file is checked before the target is touched: not even the full copy is loaded.
+    assert!(
+        !database_exists(&target).await,
+        "the target was touched though the chain is damaged"
+    );
 }
 
 #[tokio::test]
@@ -577,4 +580,93 @@ async fn tables_left_out_by_filters_stay_out_of_the_replay() {
     assert_eq!(tables, ["kept"]);
     let rows: Vec<(i32, String, i32)> = restored.query("SELECT id, v, w FROM kept").await.unwrap();
     assert_eq!(rows, [(1, "one".to_string(), 7)]);
+}
+
+/// Whether a database exists on the test server.
+async fn database_exists(name: &str) -> bool {
+    let found: Option<u8> = connect(&mysql_url())
+        .await
+        .exec_first(
+            "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (name,),
+        )
+        .await
+        .unwrap();
+    found.is_some()
+}
+
+/// What a restore cannot do is refused before it loads anything, once and with one hint; a
+/// point past the end of the chain restores to the end and says so.
+#[tokio::test]
+async fn a_restore_refuses_what_it_cannot_do_before_loading_anything() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (source, mut conn, locks, _dir, to) = with_full_copy(
+        "my_refuse",
+        "CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(20))",
+    )
+    .await;
+    conn.query_drop("INSERT INTO marks (label) VALUES ('one'), ('two')")
+        .await
+        .unwrap();
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+
+    // A copy without checksums cannot be compared.
+    let target = format!("{source}_checksum");
+    let (code, _, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--checksum"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--checksum") && err.contains("without table checksums"),
+        "{err}"
+    );
+    assert!(!database_exists(&target).await, "nothing was loaded");
+
+    // Nothing to resume: said once, with one hint, touching nothing — dry run or not.
+    let target = format!("{source}_resume");
+    for extra in [&["--resume"][..], &["--resume", "--dry-run"][..]] {
+        let (code, _, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, extra);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert_eq!(err.matches("nothing to resume").count(), 1, "{err}");
+        assert!(err.contains("restore without --resume"), "{err}");
+        assert!(
+            !err.contains("already in the target") && !err.contains("run the same restore with --resume"),
+            "{err}"
+        );
+        assert!(!database_exists(&target).await);
+    }
+
+    // A transaction the chain does not hold fails before the full copy is loaded.
+    let target = format!("{source}_gtid");
+    let (code, _, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &target,
+        &["--until-gtid", "0-1-999999999"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(!database_exists(&target).await, "nothing was loaded");
+
+    // A point past the chain: restored to the end, and said clearly (exit 0).
+    let target = format!("{source}_future");
+    let (code, out, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &target,
+        &["--until", "2099-01-01T00:00:00Z", "--position-file", "future.json"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("is not covered") && err.contains("not covered"),
+        "{out}\n{err}"
+    );
+    let labels: Vec<String> = connect(&url_of(&target))
+        .await
+        .query("SELECT label FROM marks ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(labels, ["one", "two"]);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(locks.path().join("future.json")).unwrap()).unwrap();
+    assert_eq!(written["until_covered"], false, "{written}");
 }

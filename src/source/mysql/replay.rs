@@ -1202,20 +1202,123 @@ fn work_folder() -> Result<tempfile::TempDir, SourceError> {
         .map_err(|e| SourceError::Damaged(format!("creating a work folder for the replay: {e}")))
 }
 
-/// Replays the incrementals of `input` into the target, after its full copy was restored (or,
-/// with `resume`, from where an earlier replay stopped).
-pub(super) async fn replay(
+/// The key of a replay's progress row: the target databases, sorted.
+fn target_key(databases: &BTreeMap<String, String>) -> String {
+    let mut names: Vec<&str> = databases.values().map(String::as_str).collect();
+    names.sort_unstable();
+    names.join(",")
+}
+
+/// Checks, reading only, that the target holds a replay of this chain's full copy that
+/// `--resume` can continue; says in one sentence what to do when it does not.
+///
+/// # Errors
+/// [`SourceError::NothingToResume`], or a database error.
+pub(super) async fn check_resumable(
     my: &My,
     input: &RestoreInput,
     databases: &BTreeMap<String, String>,
-) -> Result<Replayed, SourceError> {
+    target: &str,
+) -> Result<(), SourceError> {
+    let full = &input.manifests[0].copy.id;
+    let mut conn = my.connect(Some("")).await?;
+    let doing = "reading the replay progress";
+    let has_table: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'progress'",
+            (PROGRESS_DATABASE,),
+        )
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    let recorded: Option<String> = match has_table {
+        Some(_) => conn
+            .exec_first(
+                format!("SELECT full_copy FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+                (&input.source, target_key(databases)),
+            )
+            .await
+            .map_err(|e| my.error(doing, e))?,
+        None => None,
+    };
+    let detail = match recorded {
+        Some(recorded) if &recorded == full => return Ok(()),
+        Some(recorded) => format!(
+            "it holds a replay of full copy {recorded}, not {full}; resume that chain (--copy), or restore again with \
+             --clean"
+        ),
+        None => {
+            let mut existing = 0usize;
+            for database in databases.values() {
+                let found: Option<u8> = conn
+                    .exec_first(
+                        "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                        (database,),
+                    )
+                    .await
+                    .map_err(|e| my.error(doing, e))?;
+                existing += usize::from(found.is_some());
+            }
+            if existing == 0 {
+                "the target databases do not exist; restore without --resume".to_string()
+            } else {
+                format!(
+                    "no replay of source {} was recorded there (the full restore did not finish); restore again with \
+                     --clean",
+                    input.source
+                )
+            }
+        }
+    };
+    Err(SourceError::NothingToResume {
+        target: target.to_string(),
+        detail,
+    })
+}
+
+/// The incrementals of a chain fetched into a work folder, every file checked (MD5, each
+/// event's CRC32) and the stop point found: what a replay needs before it touches the target.
+pub(super) struct Checked {
+    _work: tempfile::TempDir,
+    logs: Vec<LocalLog>,
+    limit: Limit,
+    in_chain: u64,
+}
+
+/// Fetches and checks the incrementals of `input` and finds where `until` stops, so a damaged
+/// file or a point the chain does not hold fails before anything is restored.
+///
+/// # Errors
+/// Damaged files, or an `until` the chain does not hold.
+pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
     let full: &Manifest = &input.manifests[0];
-    let last = input.manifests.last().expect("a chain has a full copy");
     let start_gtids = full_gtids(full)?;
     let work = work_folder()?;
     let logs = fetch(input, work.path()).await?;
     let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
-    let stop = match &limit {
+    Ok(Checked {
+        _work: work,
+        logs,
+        limit,
+        in_chain,
+    })
+}
+
+/// Replays the checked incrementals of `input` into the target, after its full copy was
+/// restored (or, with `resume`, from where an earlier replay stopped).
+pub(super) async fn replay(
+    my: &My,
+    input: &RestoreInput,
+    databases: &BTreeMap<String, String>,
+    checked: Checked,
+) -> Result<Replayed, SourceError> {
+    let full: &Manifest = &input.manifests[0];
+    let last = input.manifests.last().expect("a chain has a full copy");
+    let start_gtids = full_gtids(full)?;
+    let Checked {
+        logs, limit, in_chain, ..
+    } = &checked;
+    let (logs, limit, in_chain) = (logs, limit, *in_chain);
+    let stop = match limit {
         Limit::Nothing => None,
         Limit::After(boundary) => Some(boundary.clone()),
     };
@@ -1237,11 +1340,7 @@ pub(super) async fn replay(
         })?,
         None => Filters::default(),
     };
-    let targets = {
-        let mut names: Vec<&str> = databases.values().map(String::as_str).collect();
-        names.sort_unstable();
-        names.join(",")
-    };
+    let targets = target_key(databases);
     let conn = my
         .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
         .await?;

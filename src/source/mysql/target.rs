@@ -600,6 +600,11 @@ impl MysqlTarget {
 #[async_trait]
 impl Target for MysqlTarget {
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        if input.resume {
+            let (schema, _) = self.schema_of(input).await?;
+            let map = database_map(input, &schema, &self.url)?;
+            self.check_resume(input, &map).await?;
+        }
         if input.manifests.len() < 2 {
             return Ok(Vec::new());
         }
@@ -609,12 +614,17 @@ impl Target for MysqlTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let manifest = &input.manifests[0];
-        let files = files_of(&input.source, manifest);
-        let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
-        let text = read_text(&input.destination, &schema_file).await?;
-        let schema: Schema = serde_json::from_str(&text)
-            .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
+        let (schema, files) = self.schema_of(input).await?;
         let map = database_map(input, &schema, &self.url)?;
+        if input.resume {
+            self.check_resume(input, &map).await?;
+        }
+        // Every log file is fetched and checked, and the stop point found, before the target is
+        // touched: a damaged file or a point the chain does not hold fails with nothing loaded.
+        let checked = match input.manifests.len() {
+            1 => None,
+            _ => Some(replay::check(input).await?),
+        };
 
         let mut report = if input.resume {
             tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
@@ -626,22 +636,18 @@ impl Target for MysqlTarget {
             self.restore_full(input, &schema, &map, &files).await?
         };
         report.position = Some(manifest.copy.log_range.end.clone());
-        if input.manifests.len() > 1 {
-            let replayed = replay::replay(&self.my, input, &map)
-                .await
-                .map_err(|cause| SourceError::ReplayStopped {
-                    target: self.label(&map),
-                    cause: Box::new(cause),
-                })?;
+        if let Some(checked) = checked {
+            let replayed =
+                replay::replay(&self.my, input, &map, checked)
+                    .await
+                    .map_err(|cause| SourceError::ReplayStopped {
+                        target: self.label(&map),
+                        cause: Box::new(cause),
+                    })?;
             report.incrementals = input.manifests.len() as u64 - 1;
             report.transactions = replayed.transactions;
             report.row_changes = replayed.row_changes;
             report.position = replayed.position;
-        } else if input.resume {
-            return Err(SourceError::Unsupported(format!(
-                "--resume continues the replay of incremental copies; copy {} is a full copy with nothing to replay",
-                manifest.copy.id
-            )));
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
@@ -649,6 +655,28 @@ impl Target for MysqlTarget {
 }
 
 impl MysqlTarget {
+    /// The schema file of the chain's full copy, and the copy's files.
+    async fn schema_of(&self, input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
+        let manifest = &input.manifests[0];
+        let files = files_of(&input.source, manifest);
+        let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
+        let text = read_text(&input.destination, &schema_file).await?;
+        let schema: Schema = serde_json::from_str(&text)
+            .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
+        Ok((schema, files))
+    }
+
+    /// Refuses `--resume` unless the target holds a replay of this chain to continue.
+    async fn check_resume(&self, input: &RestoreInput, map: &BTreeMap<String, String>) -> Result<(), SourceError> {
+        if input.manifests.len() < 2 {
+            return Err(SourceError::Unsupported(format!(
+                "--resume continues the replay of incremental copies; copy {} is a full copy with nothing to replay",
+                input.manifests[0].copy.id
+            )));
+        }
+        replay::check_resumable(&self.my, input, map, &self.label(map)).await
+    }
+
     /// Restores the full copy of a chain: databases, tables, data, then the other objects.
     async fn restore_full(
         &self,
