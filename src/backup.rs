@@ -71,6 +71,8 @@ pub struct BackupRequest {
     pub filters: crate::source::filter::Filters,
     /// Record table checksums in MySQL copies.
     pub checksums: bool,
+    /// Password of the source given by URL.
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// One source of a validated plan.
@@ -129,11 +131,21 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
     if request.name.is_some() && names.len() != 1 {
         return Err(BackupError::Usage("--name applies to a single --source".into()));
     }
+    if request.password_file.is_some() && names.len() != 1 {
+        return Err(BackupError::Usage(
+            "--password-file applies to a single --source URL".into(),
+        ));
+    }
     let mut sources = Vec::new();
     for given in names {
-        let (source, config_name) = if given.contains("://") {
-            let url = SourceUrl::parse(&given)
+        // Anything that is not a configured name and could not be one is meant as a URL, so a
+        // malformed URL is reported as such, not as an unknown source.
+        let looks_like_url = given.contains("://") || given.contains([':', '/', '@']);
+        let (source, config_name) = if !config.settings.sources.contains_key(&given) && looks_like_url {
+            let mut url = SourceUrl::parse(&given)
                 .map_err(|e| BackupError::Usage(format!("--source {}: {e}", crate::secret::redact_url(&given))))?;
+            url.complete_from_command_line("--source", request.password_file.as_deref())
+                .map_err(BackupError::Usage)?;
             let name = request.name.clone().unwrap_or_else(|| url.default_name());
             if !name
                 .chars()

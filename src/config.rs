@@ -555,7 +555,11 @@ impl Config {
     }
 }
 
-fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+/// Reads a secret from a file, without its trailing newline.
+///
+/// # Errors
+/// [`ConfigError::SecretFile`] naming `key` and the path.
+pub fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
         key: key.to_string(),
         path: path.to_path_buf(),

@@ -52,6 +52,8 @@ pub struct RestoreRequest {
     /// A copy id or `latest`.
     pub copy: Option<String>,
     pub target: String,
+    /// Password of the target.
+    pub target_password_file: Option<std::path::PathBuf>,
     pub jobs: Option<u32>,
     pub clean: bool,
     /// `FROM=TO` database renames (MySQL).
@@ -94,7 +96,11 @@ pub struct RestorePlan {
 /// # Errors
 /// Usage errors for bad arguments, status errors, or a broken chain.
 pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
-    let target_url = SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    let mut target_url =
+        SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    target_url
+        .complete_from_command_line("--target", request.target_password_file.as_deref())
+        .map_err(RestoreError::Usage)?;
     if target_url.engine == crate::source::Engine::Postgres && target_url.database().is_none() {
         return Err(RestoreError::Usage(format!(
             "--target {target_url}: name the database to restore into, e.g. postgres://user@host/app_restored"

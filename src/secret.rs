@@ -64,7 +64,19 @@ pub fn redact_url(url: &str) -> String {
             let _ = parsed.set_password(Some(MASK));
             parsed.to_string()
         }
-        _ => url.to_string(),
+        Ok(parsed) if parsed.host_str().is_some() => url.to_string(),
+        // Not a URL with a host (`postgres//user:pw@host`, `postgres:/user:pw@host`): whatever
+        // stands between `user:` and `@` may still be a password.
+        _ => match url.rsplit_once('@') {
+            Some((before, after)) => {
+                let userinfo_start = before.rfind('/').map_or(0, |i| i + 1);
+                match before[userinfo_start..].find(':') {
+                    Some(colon) => format!("{}{MASK}@{after}", &before[..userinfo_start + colon + 1]),
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
+        },
     }
 }
 
@@ -88,5 +100,12 @@ mod tests {
         assert!(redacted.contains("backup:"), "{redacted}");
         assert_eq!(redact_url("mysql://root@db"), "mysql://root@db");
         assert_eq!(redact_url("/var/backups"), "/var/backups");
+        for text in ["postgres//backup:hunter2@db1/app", "postgres:/backup:hunter2@db1/app"] {
+            let malformed = redact_url(text);
+            assert!(
+                !malformed.contains("hunter2") && malformed.contains("db1/app"),
+                "{malformed}"
+            );
+        }
     }
 }

@@ -73,6 +73,10 @@ pub struct BackupArgs {
     /// Destination: a configured name, a local path, file:///path or s3://bucket/prefix.
     #[arg(long, value_name = "DEST")]
     pub to: Option<String>,
+    /// File holding the password of a --source URL (else PGPASSWORD or MYSQL_PWD; a password in
+    /// the URL is visible to every user in the process list).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Which periodic run this is; with the full-backup policy it decides full or incremental.
     #[arg(long, value_name = "RUN_TYPE", default_value = "daily", value_parser = parse_run_type)]
     pub run_type: RunType,
@@ -119,6 +123,10 @@ pub struct RestoreArgs {
     /// Database to restore into (postgres://…, mysql://…).
     #[arg(long, value_name = "URL")]
     pub target: String,
+    /// File holding the password of --target (else PGPASSWORD or MYSQL_PWD; a password in the URL
+    /// is visible to every user in the process list).
+    #[arg(long, value_name = "FILE")]
+    pub target_password_file: Option<PathBuf>,
     /// Parallel connections (default: the CPUs, at most 8).
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
@@ -349,6 +357,7 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
             exclude_table_data: args.exclude_table_data.clone(),
         },
         checksums: args.checksum,
+        password_file: args.password_file.clone(),
     };
     let plan = backup::plan(config, &request)?;
     if args.dry_run {
@@ -432,6 +441,7 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
         source: args.source.clone(),
         copy: Some(args.copy.clone()),
         target: args.target.clone(),
+        target_password_file: args.target_password_file.clone(),
         jobs: args.jobs,
         clean: args.clean,
         rename_databases: args.rename_db.clone(),

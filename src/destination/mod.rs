@@ -318,6 +318,16 @@ impl DestinationSpec {
                 root: PathBuf::from(rest),
             });
         }
+        for scheme in ["s3", "file"] {
+            if let Some(rest) = url.strip_prefix(scheme)
+                && !rest.starts_with("://")
+                && (rest.starts_with(':') || rest.starts_with("//"))
+            {
+                return Err(invalid(&format!(
+                    "malformed URL: {scheme} must be followed by :// (e.g. s3://bucket/prefix, file:///var/backups)"
+                )));
+            }
+        }
         if url.starts_with("s3://") {
             return S3Options::from_url(url)
                 .map(DestinationSpec::S3)
@@ -384,5 +394,9 @@ mod tests {
         let err = DestinationSpec::parse("ftp://host/x").unwrap_err().to_string();
         assert!(err.contains("unsupported scheme \"ftp\""), "{err}");
         assert!(DestinationSpec::parse("file://relative").is_err());
+        for malformed in ["s3:/bucket/p", "s3//bucket", "file:/var/b"] {
+            let err = DestinationSpec::parse(malformed).unwrap_err().to_string();
+            assert!(err.contains("malformed URL"), "{malformed}: {err}");
+        }
     }
 }

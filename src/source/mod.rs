@@ -73,6 +73,16 @@ impl SourceUrl {
     /// # Errors
     /// A sentence saying what is wrong; it never contains the password.
     pub fn parse(text: &str) -> Result<Self, String> {
+        for scheme in ["postgres", "postgresql", "mysql", "mariadb"] {
+            if let Some(rest) = text.strip_prefix(scheme)
+                && !rest.starts_with("://")
+                && (rest.starts_with(':') || rest.starts_with('/'))
+            {
+                return Err(format!(
+                    "malformed URL: {scheme} must be followed by ://, e.g. {scheme}://user@host/database"
+                ));
+            }
+        }
         let mut url = url::Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
         let engine = match url.scheme() {
             "postgres" | "postgresql" => Engine::Postgres,
@@ -96,6 +106,50 @@ impl SourceUrl {
         });
         let _ = url.set_password(None);
         Ok(SourceUrl { engine, url, password })
+    }
+
+    /// Gives a URL typed on the command line its password: from `password_file`, else from the
+    /// engine's usual environment variable (`PGPASSWORD`, `MYSQL_PWD`) when the URL has none.
+    /// A password inside the URL works, with a warning: every user of the machine sees it in the
+    /// process list.
+    ///
+    /// # Errors
+    /// A sentence naming `flag` when the password is given twice or the file cannot be read.
+    pub fn complete_from_command_line(
+        &mut self,
+        flag: &str,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<(), String> {
+        match (&self.password, password_file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{flag}: give the password once, in the URL or with a password file"
+                ));
+            }
+            (Some(_), None) => tracing::warn!(
+                "the password in {flag} is visible to every user of this machine (ps, /proc); use a password file \
+                 or the {} environment variable",
+                self.password_variable()
+            ),
+            (None, Some(path)) => {
+                self.password = Some(crate::config::read_secret(flag, path).map_err(|e| e.to_string())?);
+            }
+            (None, None) => {
+                self.password = std::env::var(self.password_variable())
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(Secret::new);
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment variable this engine's own clients read a password from.
+    pub fn password_variable(&self) -> &'static str {
+        match self.engine {
+            Engine::Postgres => "PGPASSWORD",
+            Engine::Mysql => "MYSQL_PWD",
+        }
     }
 
     /// The database named in the URL's path, if any.
@@ -538,6 +592,10 @@ mod tests {
                 .contains("unsupported scheme \"oracle\"")
         );
         assert!(SourceUrl::parse("not a url").unwrap_err().contains("not a valid URL"));
+        for malformed in ["postgres//u@h/db", "postgres:/u@h/db", "mysql:u@h"] {
+            let err = SourceUrl::parse(malformed).unwrap_err();
+            assert!(err.contains("malformed URL"), "{malformed}: {err}");
+        }
         let err = SourceUrl::parse("mysql://root:topsecret@/db").unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
     }

@@ -637,3 +637,68 @@ fn unreachable_sources_say_what_to_check_once() {
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("does not resolve"), "{err}");
 }
+
+/// A malformed URL is called malformed (not an unknown source, not a local folder), without
+/// showing its password.
+#[test]
+fn malformed_urls_are_named_as_such() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("b").display().to_string();
+    for source in [
+        "postgres//u:pw-in-url@127.0.0.1/db",
+        "postgres:/u:pw-in-url@127.0.0.1/db",
+    ] {
+        let (code, _, err) = run(cairn(locks.path()).args(["backup", "--source", source, "--to", &to, "--dry-run"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("malformed URL") && !err.contains("unknown source"),
+            "{err}"
+        );
+        assert!(!err.contains("pw-in-url"), "{err}");
+    }
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--source",
+        "postgres://u@127.0.0.1:1/db",
+        "--to",
+        "s3:/bucket/x",
+        "--dry-run",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("malformed URL"), "{err}");
+    assert!(!Path::new(&locks.path().join("s3:")).exists());
+}
+
+/// A password in a URL on the command line works but is visible in the process list: warned
+/// about, never printed; a password file or the engine's variable is the way.
+#[test]
+fn passwords_in_command_line_urls_are_warned_about() {
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("b").display().to_string();
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--source",
+        "postgres://u:pw-in-url@127.0.0.1:1/db",
+        "--to",
+        &to,
+    ]));
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("visible to every user"), "{err}");
+    assert!(!err.contains("pw-in-url"), "{err}");
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "pw-in-file\n").unwrap();
+    let (code, _, err) = run(cairn(locks.path())
+        .args([
+            "backup",
+            "--source",
+            "postgres://u:pw-in-url@127.0.0.1:1/db",
+            "--to",
+            &to,
+        ])
+        .arg("--password-file")
+        .arg(&password));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("once"), "{err}");
+}

@@ -568,3 +568,34 @@ async fn a_missing_password_is_a_usage_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("password"), "{err}");
 }
+
+/// A source or target URL without a password takes it from a password file or PGPASSWORD, as
+/// PostgreSQL's own clients do, so no password needs to be on the command line.
+#[tokio::test]
+async fn passwords_come_from_a_file_or_pgpassword() {
+    let source = fixture_database("pg_pwfile").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("b").display().to_string();
+    let without = |database: &str| url_of(database).replacen(":cairn-test-pw@", "@", 1);
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "cairn-test-pw\n").unwrap();
+    let (code, _, err) = run(cairn(locks.path())
+        .args(["backup", "--name", "fx", "--source", &without(&source), "--to", &to])
+        .arg("--password-file")
+        .arg(&password));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("visible to every user"), "{err}");
+    let target = format!("{source}_restored");
+    let (code, out, err) = run(cairn(locks.path()).env("PGPASSWORD", "cairn-test-pw").args([
+        "restore",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        &without(&target),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same_data(&source, &target).await;
+}

@@ -442,7 +442,7 @@ pub fn cairn_under(lock_dir: &Path, setup: &str) -> Command {
 
 fn clean_environment(mut command: Command, lock_dir: &Path) -> Command {
     for (key, _) in std::env::vars() {
-        if key.starts_with("CAIRN_") || key.starts_with("AWS_") {
+        if key.starts_with("CAIRN_") || key.starts_with("AWS_") || key == "PGPASSWORD" || key == "MYSQL_PWD" {
             command.env_remove(key);
         }
     }
