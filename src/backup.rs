@@ -16,7 +16,7 @@ use crate::layout;
 use crate::lock::{LockError, LockOptions, SourceLock};
 use crate::manifest::{Manifest, ManifestFile};
 use crate::schedule::{CopyKind, RequestedType, RunType};
-use crate::source::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl};
+use crate::source::{CopyOptions, Planned, Source, SourceError, SourceSpec, SourceUrl};
 use crate::status::{CopyInfo, CopyRecord, ManifestRef, StatusBody, StatusError, StatusStore};
 
 /// Errors of a backup run.
@@ -384,6 +384,8 @@ pub struct PlannedCopy {
     pub jobs: u32,
     pub kind: CopyKind,
     pub parent: Option<String>,
+    /// What the engine checked against the source, for people.
+    pub checks: Vec<String>,
 }
 
 /// Opens every source's engine (no I/O) and checks it can take what the plan asks for.
@@ -403,31 +405,82 @@ fn open_engines(plan: &BackupPlan) -> Result<Vec<Arc<dyn Source>>, BackupError> 
     Ok(engines)
 }
 
-/// Reads each source's status and reports what a run would take, writing nothing.
+/// What a dry run found for one source.
+#[derive(Debug)]
+pub struct DryRunOutcome {
+    pub source: String,
+    pub result: Result<PlannedCopy, BackupError>,
+}
+
+/// For each source: reads its status and runs every check a backup makes before it writes —
+/// connecting to the source, its settings, privileges and log — and reports what the run would
+/// take, writing nothing anywhere. A failing source does not stop the others.
 ///
 /// # Errors
-/// Destination, status or decision errors of the first source that fails.
-pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<PlannedCopy>, BackupError> {
+/// [`BackupError`] when an engine cannot take what the plan asks for; per-source failures are
+/// in the outcomes.
+pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<DryRunOutcome>, BackupError> {
     let engines = open_engines(plan)?;
-    let mut planned = Vec::new();
+    let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
-        // No check(): on a local destination it would create the folder, and a dry run writes nothing.
-        let destination = item.destination.open().await?;
-        let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
-        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan)?;
-        planned.push(PlannedCopy {
+        let result = async {
+            // No check(): on a local destination it would create the folder.
+            let destination = item.destination.open().await?;
+            let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
+            let (decision, checks) = preflight_source(plan, item, engine.as_ref(), &loaded.status.body).await?;
+            Ok(PlannedCopy {
+                source: item.source.name.clone(),
+                engine: item.source.engine(),
+                url: item.source.url.to_string(),
+                destination: destination.location(),
+                run_type: plan.run_type,
+                full_backup: item.full_backup,
+                jobs: item.jobs,
+                kind: decision.kind,
+                parent: decision.parent,
+                checks,
+            })
+        }
+        .await;
+        outcomes.push(DryRunOutcome {
             source: item.source.name.clone(),
-            engine: item.source.engine(),
-            url: item.source.url.to_string(),
-            destination: destination.location(),
-            run_type: plan.run_type,
-            full_backup: item.full_backup,
-            jobs: item.jobs,
-            kind: decision.kind,
-            parent: decision.parent,
+            result,
         });
     }
-    Ok(planned)
+    Ok(outcomes)
+}
+
+/// The copy a run of `item` takes, checked against the source by the engine's preflight: the
+/// decision (a full copy instead of an incremental whose log is gone, with `on-log-gap =
+/// "full"`) and the engine's notes.
+async fn preflight_source(
+    plan: &BackupPlan,
+    item: &PlannedSource,
+    engine: &dyn Source,
+    status: &StatusBody,
+) -> Result<(Decision, Vec<String>), BackupError> {
+    let decision = decide_for(engine, item, status, plan)?;
+    let planned = match decision.parent.as_deref().and_then(|id| status.copy(id)) {
+        Some(parent) => Planned::Incremental { parent },
+        None => Planned::Full,
+    };
+    match engine.preflight(&item.copy_options, planned).await {
+        Ok(notes) => Ok((decision, notes)),
+        Err(gap @ SourceError::LogGap { .. })
+            if item.copy_options.full_on_log_gap && matches!(planned, Planned::Incremental { .. }) =>
+        {
+            let mut notes = engine.preflight(&item.copy_options, Planned::Full).await?;
+            notes.insert(0, format!("{gap}; on-log-gap = \"full\": a full copy instead"));
+            Ok((
+                Decision {
+                    kind: CopyKind::Full,
+                    parent: None,
+                },
+                notes,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// [`decide`], then a full copy instead of an incremental the engine cannot take (only reached
@@ -506,6 +559,10 @@ async fn run_source(
 ) -> Result<CopyRecord, BackupError> {
     let name = &item.source.name;
     let destination = item.destination.open().await?;
+    // Everything that can be checked without writing is checked first: a mistyped URL, a wrong
+    // password or a missing privilege leaves the destination untouched.
+    let before = StatusStore::new(destination.clone(), name).load().await?;
+    preflight_source(plan, item, engine.as_ref(), &before.status.body).await?;
     destination.check(Access::Write).await?;
     let lock = crate::lock::acquire(destination.clone(), name, "backup", lock_options).await?;
     let result = async {

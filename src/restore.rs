@@ -301,7 +301,31 @@ pub async fn manifests(
 /// Engine errors (naming the file, table or statement), damaged manifests or files.
 pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
     let (target, input) = prepare(plan).await?;
+    target.preflight(&input).await?;
     Ok(target.restore(&input).await?)
+}
+
+/// Every check a restore makes before it loads, against the target too, changing nothing:
+/// the lines `restore --dry-run` prints about the target and the stop point.
+///
+/// # Errors
+/// What the restore would fail with before loading: login, a non-empty target, nothing to
+/// resume, a damaged file, a stop point the chain does not hold.
+pub async fn check(plan: &RestorePlan) -> Result<Vec<String>, RestoreError> {
+    let (target, input) = prepare(plan).await?;
+    check_prepared(target.as_ref(), &input).await
+}
+
+async fn check_prepared(target: &dyn crate::source::Target, input: &RestoreInput) -> Result<Vec<String>, RestoreError> {
+    let mut lines: Vec<String> = target
+        .preflight(input)
+        .await?
+        .into_iter()
+        .map(|note| format!("  checked: {note}"))
+        .collect();
+    // Reading the incrementals' files finds the exact stop point and checks every file.
+    lines.extend(target.preview(input).await?);
+    Ok(lines)
 }
 
 /// The engine for the plan's target and what it restores, with every manifest read and checked.
@@ -387,6 +411,7 @@ pub fn parse_until(
 /// Destination errors, a damaged manifest or file, or a stop point the chain does not hold.
 pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
     let (target, input) = prepare(plan).await?;
+    let checks = check_prepared(target.as_ref(), &input).await?;
     let manifests = &input.manifests;
     let mut text = format!(
         "restore of source {} from {} into {}\n",
@@ -427,8 +452,7 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
             }
         }
     }
-    // Reading the incrementals' files finds the exact stop point and checks every file.
-    for line in target.preview(&input).await? {
+    for line in checks {
         text.push_str(&line);
         text.push('\n');
     }

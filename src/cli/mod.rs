@@ -361,27 +361,45 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
     };
     let plan = backup::plan(config, &request)?;
     if args.dry_run {
-        let planned = backup::dry_run(&plan).await?;
-        if args.json {
-            return print_out(&to_json(&planned));
-        }
+        let outcomes = backup::dry_run(&plan).await?;
+        let mut worst = ExitStatus::Success;
         let mut text = String::new();
-        for p in &planned {
-            text.push_str(&format!(
-                "source {} ({}, {})\n  destination: {}\n  run type: {} (full-backup policy: {})\n  would take: {} copy{}\n  jobs: {}\n",
-                p.source,
-                p.engine,
-                p.url,
-                p.destination,
-                p.run_type,
-                p.full_backup,
-                p.kind,
-                p.parent.as_ref().map(|id| format!(" continuing from {id}")).unwrap_or_default(),
-                p.jobs
-            ));
+        let mut reports = Vec::new();
+        for outcome in &outcomes {
+            match &outcome.result {
+                Ok(p) => {
+                    text.push_str(&format!(
+                        "source {} ({}, {})\n  destination: {}\n  run type: {} (full-backup policy: {})\n  would take: {} copy{}\n  jobs: {}\n",
+                        p.source,
+                        p.engine,
+                        p.url,
+                        p.destination,
+                        p.run_type,
+                        p.full_backup,
+                        p.kind,
+                        p.parent.as_ref().map(|id| format!(" continuing from {id}")).unwrap_or_default(),
+                        p.jobs
+                    ));
+                    for check in &p.checks {
+                        text.push_str(&format!("  checked: {check}\n"));
+                    }
+                    reports.push(serde_json::json!({"source": outcome.source, "ok": true, "plan": p}));
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", outcome.source);
+                    text.push_str(&format!("source {}: would fail, {}\n", outcome.source, e.exit_status()));
+                    worst = worse(worst, e.exit_status());
+                    reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
+                }
+            }
         }
         text.push_str("dry run: nothing was written\n");
-        return print_out(&text);
+        if args.json {
+            print_out(&to_json(&reports))?;
+        } else {
+            print_out(&text)?;
+        }
+        return Ok(worst);
     }
     let outcomes = backup::run(&plan, &config.lock_options()).await?;
     let mut worst = ExitStatus::Success;
@@ -457,7 +475,10 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {
         if args.json {
-            return print_out(&to_json(&plan));
+            let checks = restore::check(&plan).await?;
+            let mut value = serde_json::to_value(&plan).expect("plans serialize");
+            value["checks"] = serde_json::json!(checks.iter().map(|c| c.trim()).collect::<Vec<_>>());
+            return print_out(&to_json(&value));
         }
         let text = restore::describe(&plan).await?;
         return print_out(&format!("{text}dry run: nothing was written\n"));

@@ -262,11 +262,27 @@ pub struct TakenCopy {
     pub details: Map<String, Value>,
 }
 
+/// What a run is about to take, for [`Source::preflight`].
+#[derive(Debug, Clone, Copy)]
+pub enum Planned<'a> {
+    Full,
+    Incremental { parent: &'a CopyRecord },
+}
+
 /// An engine reading a source database.
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Whether this engine can take incremental copies.
     fn supports_incremental(&self) -> bool;
+
+    /// Everything the copy checks before it writes, and nothing that changes anything: it
+    /// connects, reads settings, catalogs and privileges, and returns notes for a dry run. It
+    /// never locks, blocks DDL, starts reading a log or creates a slot. A backup runs it before
+    /// it touches the destination; a dry run runs only it.
+    ///
+    /// # Errors
+    /// The error the copy would fail with (login, privileges, settings, a log gap).
+    async fn preflight(&self, options: &CopyOptions, planned: Planned<'_>) -> Result<Vec<String>, SourceError>;
 
     /// Takes a consistent full copy, writing its files through `writer`.
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError>;
@@ -367,6 +383,14 @@ fn is_zero(value: &u64) -> bool {
 /// An engine writing into a target database.
 #[async_trait]
 pub trait Target: Send + Sync {
+    /// Everything the restore checks before it loads, and nothing that changes the target: it
+    /// connects and reads (the target's contents, the replay's progress, privileges), and
+    /// returns notes for a dry run. It never creates, drops or kills anything.
+    ///
+    /// # Errors
+    /// The error the restore would fail with before loading (login, a non-empty target, …).
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError>;
+
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError>;
 
     /// Lines for `restore --dry-run` about what the restore would replay and where it would stop,

@@ -300,7 +300,7 @@ async fn backup_dry_run_reports_the_copy_the_run_would_take() {
             "--name",
             "app",
             "--source",
-            "postgres://u@db/app",
+            &postgres_url(),
             "--to",
         ])
         .arg(&to));
@@ -308,8 +308,13 @@ async fn backup_dry_run_reports_the_copy_the_run_would_take() {
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
     // An hourly run below the daily policy would continue from the full, but PostgreSQL takes
     // full copies only in this build, and the dry run says what the run will really do.
-    assert_eq!(plan[0]["kind"], "full", "{out} (recorded full: {})", full.id);
-    assert_eq!(plan[0]["parent"], serde_json::Value::Null);
+    assert_eq!(plan[0]["plan"]["kind"], "full", "{out} (recorded full: {})", full.id);
+    assert_eq!(plan[0]["plan"]["parent"], serde_json::Value::Null);
+    // It connected and checked the source.
+    assert!(
+        plan[0]["plan"]["checks"][0].as_str().unwrap().contains("pg_dump"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -460,28 +465,51 @@ async fn s3_destinations_work_through_the_standard_credential_chain() {
 #[tokio::test]
 async fn restore_dry_run_prints_the_chain_and_refuses_what_the_engine_cannot_replay() {
     let (guard, destination) = local_destination();
-    let (full, incr) = full_and_incremental(&destination, "app").await;
+    let (full, _) = full_and_incremental(&destination, "app").await;
     let from = guard.path().join("backups");
-    let target = postgres_url();
+    let base = postgres_url();
+    let target = format!(
+        "{}/never_created_{}",
+        base.rsplit_once('/').unwrap().0,
+        std::process::id()
+    );
     let locks = tempfile::tempdir().unwrap();
+    // The full copy alone: the dry run lists it and checks the target (which it would create).
     let (code, out, err) = run(cairn(locks.path())
-        .args(["restore", "--dry-run", "--source", "app", "--target", &target, "--from"])
+        .args([
+            "restore",
+            "--dry-run",
+            "--source",
+            "app",
+            "--copy",
+            &full.id,
+            "--target",
+            &target,
+            "--from",
+        ])
         .arg(&from));
     assert_eq!(code, 0, "{err}");
-    let (at_full, at_incr) = (
-        out.find(&full.id).expect("full listed"),
-        out.find(&incr.id).expect("incr listed"),
-    );
-    assert!(at_full < at_incr, "the chain starts with the full:\n{out}");
-    assert!(!out.contains("cairn-test-pw"), "{out}");
-    let (code, _, err) = run(cairn(locks.path())
-        .args(["restore", "--source", "app", "--target", &target, "--from"])
-        .arg(&from));
-    assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("PostgreSQL incremental copies cannot be restored"),
-        "{err}"
+        out.contains(&full.id) && out.contains("does not exist: it is created"),
+        "{out}"
     );
+    assert!(!out.contains("cairn-test-pw"), "{out}");
+    // A chain ending in an incremental: the dry run refuses what the restore would refuse.
+    for dry_run in [true, false] {
+        let mut command = cairn(locks.path());
+        command
+            .args(["restore", "--source", "app", "--target", &target, "--from"])
+            .arg(&from);
+        if dry_run {
+            command.arg("--dry-run");
+        }
+        let (code, _, err) = run(&mut command);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("PostgreSQL incremental copies cannot be restored"),
+            "{err}"
+        );
+    }
     let (code, _, err) = run(cairn(locks.path())
         .args([
             "restore",

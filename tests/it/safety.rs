@@ -280,3 +280,107 @@ async fn the_destination_holds_only_what_the_layout_lists() {
         .collect();
     assert_eq!(folders, ["fx"], "the mistyped source left a folder");
 }
+
+/// Every file below `dir` (none when it does not exist).
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    if dir.exists() { walk(dir) } else { Vec::new() }
+}
+
+/// A dry run connects and checks what the run would (login, reachability), and a run that
+/// fails those checks fails before it writes anything: no destination folder, no lock file.
+#[tokio::test]
+async fn dry_runs_check_the_source_and_failed_checks_write_nothing() {
+    let pg = fixture_database("pg_preflight").await;
+    let my = crate::mysql::fresh_database("my_preflight").await;
+    let wrong_password = [
+        url_of(&pg).replacen(":cairn-test-pw@", ":wrong@", 1),
+        crate::mysql::url_of(&my).replacen(":cairn-test-pw@", ":wrong@", 1),
+    ];
+    let unreachable = ["postgres://u@127.0.0.1:1/db", "mysql://u@127.0.0.1:1/db"];
+    for (url, expected) in wrong_password
+        .iter()
+        .map(|u| (u.as_str(), 2))
+        .chain(unreachable.iter().map(|u| (*u, 75)))
+    {
+        for dry_run in [true, false] {
+            let locks = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let to = dir.path().join("backups");
+            let mut command = cairn(locks.path());
+            command
+                .args(["backup", "--name", "pf", "--source", url, "--to"])
+                .arg(&to);
+            if dry_run {
+                command.arg("--dry-run");
+            }
+            let (code, out, err) = run(&mut command);
+            assert_eq!(code, expected, "{url} dry run {dry_run}: {out}\n{err}");
+            assert!(!err.contains("wrong@") && !err.contains(":wrong"), "{err}");
+            assert!(!to.exists(), "{url} dry run {dry_run}: the destination was created");
+            assert!(files_in(locks.path()).is_empty(), "{url}: {:?}", files_in(locks.path()));
+        }
+    }
+    // A source that is fine: the dry run says what it checked.
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "pf",
+        "--source",
+        &url_of(&pg),
+        "--to",
+        &to,
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("checked: PostgreSQL") && out.contains("pg_dump"), "{out}");
+}
+
+/// A restore dry run checks the target as the restore would: a non-empty target is refused,
+/// and with --clean it says what would be dropped and drops nothing.
+#[tokio::test]
+async fn a_restore_dry_run_checks_the_target() {
+    let source = fixture_database("pg_dry_target").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = backup_pg(locks.path(), &source, &to);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let target = crate::postgres::fresh_database("pg_dry_busy").await;
+    crate::postgres::connect(&url_of(&target))
+        .await
+        .batch_execute("CREATE TABLE junk (id int)")
+        .await
+        .unwrap();
+    let restore = |extra: &[&str]| {
+        run(cairn(locks.path())
+            .args([
+                "restore",
+                "--from",
+                &to,
+                "--source",
+                "fx",
+                "--target",
+                &url_of(&target),
+                "--dry-run",
+            ])
+            .args(extra))
+    };
+    let (code, _, err) = restore(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    let (code, out, err) = restore(&["--clean"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("--clean drops"), "{out}");
+    let (code, _, err) = restore(&["--json"]);
+    assert_eq!(code, 2, "{err}");
+    let still: i64 = crate::postgres::connect(&url_of(&target))
+        .await
+        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'junk'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, 1, "the dry run dropped nothing");
+}

@@ -270,14 +270,28 @@ fn key_safe(name: &str) -> String {
         .collect()
 }
 
-/// Takes the incremental copy after `parent`.
-pub(super) async fn incremental_copy(
+/// Where an incremental continues, with the session that checked it.
+pub(super) struct Checked {
+    pub conn: Conn,
+    pub server: Server,
+    pub file: String,
+    pub position: u64,
+    pub gtids: GtidState,
+    pub replica_id: u32,
+}
+
+/// Everything an incremental checks before it reads the log: the parent's position, the
+/// server's settings and identity, the parent's log file still there, the replica server id
+/// free. Read-only; shared by the copy and by dry runs.
+///
+/// # Errors
+/// [`SourceError::LogGap`], [`SourceError::Unsupported`] or the server's error.
+pub(super) async fn check_incremental(
     my: &My,
     source_name: &str,
-    writer: &CopyWriter,
     options: &CopyOptions,
     parent: &CopyRecord,
-) -> Result<TakenCopy, SourceError> {
+) -> Result<Checked, SourceError> {
     let LogPosition::Mysql {
         file: start_file,
         position: start_position,
@@ -299,7 +313,7 @@ pub(super) async fn incremental_copy(
     let mut conn = my.connect(None).await?;
     let server = server(my, &mut conn).await?;
     preflight(my, &mut conn, &server, source_name, parent, start_file, *start_position).await?;
-    let mut gtids = GtidState::parse(start_gtid.as_deref().unwrap_or_default())
+    let gtids = GtidState::parse(start_gtid.as_deref().unwrap_or_default())
         .map_err(|e| SourceError::Damaged(format!("copy {}: recorded GTID position: {e}", parent.id)))?;
     let replica_id = options
         .replica_server_id
@@ -322,6 +336,33 @@ pub(super) async fn incremental_copy(
             }
         }
     }
+    Ok(Checked {
+        conn,
+        server,
+        file: start_file.clone(),
+        position: *start_position,
+        gtids,
+        replica_id,
+    })
+}
+
+/// Takes the incremental copy after `parent`.
+pub(super) async fn incremental_copy(
+    my: &My,
+    source_name: &str,
+    writer: &CopyWriter,
+    options: &CopyOptions,
+    parent: &CopyRecord,
+) -> Result<TakenCopy, SourceError> {
+    let Checked {
+        mut conn,
+        server,
+        file: start_file,
+        position: start_position,
+        mut gtids,
+        replica_id,
+    } = check_incremental(my, source_name, options, parent).await?;
+    let (start_file, start_position) = (&start_file, &start_position);
     if server.mariadb {
         // Without it, MariaDB replaces its own events (GTIDs, annotations) by dummies.
         conn.query_drop("SET @mariadb_slave_capability = 4")

@@ -10,6 +10,7 @@ pub mod binlog;
 mod capture;
 mod format;
 mod inventory;
+mod preflight;
 mod replay;
 mod schema;
 mod target;
@@ -766,6 +767,28 @@ impl Source for MysqlSource {
         true
     }
 
+    async fn preflight(
+        &self,
+        options: &CopyOptions,
+        planned: crate::source::Planned<'_>,
+    ) -> Result<Vec<String>, SourceError> {
+        match planned {
+            crate::source::Planned::Full => {
+                let mut conn = self.my.connect(None).await?;
+                let server = server(&self.my, &mut conn).await?;
+                let (_, notes) = preflight::check_full(&self.my, &self.spec, &mut conn, &server, options).await?;
+                Ok(notes)
+            }
+            crate::source::Planned::Incremental { parent } => {
+                let checked = capture::check_incremental(&self.my, &self.spec.name, options, parent).await?;
+                Ok(vec![format!(
+                    "the binary log still reaches back to {}:{}; it is read as replica server id {}",
+                    checked.file, checked.position, checked.replica_id
+                )])
+            }
+        }
+    }
+
     async fn incremental_copy(
         &self,
         writer: &CopyWriter,
@@ -777,11 +800,6 @@ impl Source for MysqlSource {
 
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
         let my = &self.my;
-        let mut filters = options.filters.clone();
-        // A database in the URL limits the copy to it.
-        if let Some(database) = self.spec.url.database() {
-            filters.include_schemas.push(database);
-        }
         let mut leader = my.connect(None).await?;
         let server = server(my, &mut leader).await?;
         let lock_wait = options.lock_wait.as_secs().max(1);
@@ -790,7 +808,8 @@ impl Source for MysqlSource {
             .await
             .map_err(|e| my.error("preparing the session", e))?;
         guard_long_queries(my, &mut leader, options.lock_wait).await?;
-        let tables = inventory::tables(my, &mut leader, &filters).await?;
+        let (tables, _) = preflight::check_full(my, &self.spec, &mut leader, &server, options).await?;
+        let filters = preflight::copy_filters(&self.spec, options);
         for table in tables.iter().filter(|t| !t.transactional()) {
             tracing::warn!(
                 "{}: {} uses {}, which has no snapshots: its rows are read after the global read lock is released \
@@ -840,12 +859,6 @@ impl Source for MysqlSource {
         } else {
             options.jobs.max(1) as usize
         };
-        if options.lock_free && !server.mariadb {
-            return Err(SourceError::Unsupported(format!(
-                "{}: lock-free copies need MariaDB (binlog_snapshot_file); this is MySQL {}",
-                self.spec.name, server.version
-            )));
-        }
         let mut workers = Vec::with_capacity(jobs);
         for _ in 0..jobs {
             let mut conn = my.connect(None).await?;

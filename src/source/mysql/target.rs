@@ -599,6 +599,36 @@ impl MysqlTarget {
 
 #[async_trait]
 impl Target for MysqlTarget {
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        let (schema, _) = self.schema_of(input).await?;
+        let map = database_map(input, &schema, &self.url)?;
+        let mut notes = Vec::new();
+        if input.resume {
+            self.check_resume(input, &map).await?;
+            notes.push(format!(
+                "--resume: {} holds a replay of this chain to continue",
+                self.label(&map)
+            ));
+        } else {
+            let mut admin = self.admin().await?;
+            for (database, objects) in self.check_empty(&mut admin, input, &schema, &map).await? {
+                notes.push(match objects {
+                    0 => format!("database {database}: empty or absent, restored into"),
+                    n => format!("database {database}: --clean drops its {n} tables, views, routines or events"),
+                });
+            }
+        }
+        if input.no_binlog {
+            // Session-only: proves the privilege without changing anything.
+            let mut conn = self.my.connect(Some("")).await?;
+            conn.query_drop("SET SESSION sql_log_bin = 0").await.map_err(|e| {
+                self.my
+                    .error("leaving the restore out of the binary log (--no-binlog)", e)
+            })?;
+        }
+        Ok(notes)
+    }
+
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         if input.resume {
             let (schema, _) = self.schema_of(input).await?;
@@ -655,6 +685,39 @@ impl Target for MysqlTarget {
 }
 
 impl MysqlTarget {
+    /// The target databases with the objects each holds (`0` for an empty or absent one);
+    /// [`SourceError::TargetNotEmpty`] for one that holds some, unless `--clean` drops them.
+    async fn check_empty(
+        &self,
+        admin: &mut Conn,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, u64)>, SourceError> {
+        let mut found = Vec::new();
+        for database in &schema.databases {
+            let name = &map[&database.name];
+            let (objects,): (u64,) = admin
+                .query_first(format!(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {n})
+                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {n})
+                          + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {n})",
+                    n = quote_literal(name)
+                ))
+                .await
+                .map_err(|e| self.my.error("inspecting the target", e))?
+                .unwrap_or((0,));
+            if objects > 0 && !input.clean {
+                return Err(SourceError::TargetNotEmpty {
+                    database: format!("{name} on {}", self.my.name),
+                    detail: format!("{objects} tables, views, routines or events"),
+                });
+            }
+            found.push((name.clone(), objects));
+        }
+        Ok(found)
+    }
+
     /// The schema file of the chain's full copy, and the copy's files.
     async fn schema_of(&self, input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
         let manifest = &input.manifests[0];
@@ -687,27 +750,12 @@ impl MysqlTarget {
     ) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let mut admin = self.admin().await?;
-        for database in &schema.databases {
-            let name = &map[&database.name];
-            let (objects,): (u64,) = admin
-                .query_first(format!(
-                    "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {n})
-                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {n})
-                          + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {n})",
-                    n = quote_literal(name)
-                ))
-                .await
-                .map_err(|e| self.my.error("inspecting the target", e))?
-                .unwrap_or((0,));
+        // Every target database is checked before any is dropped or created.
+        let contents = self.check_empty(&mut admin, input, schema, map).await?;
+        for (database, (name, objects)) in schema.databases.iter().zip(contents) {
             if objects > 0 {
-                if !input.clean {
-                    return Err(SourceError::TargetNotEmpty {
-                        database: format!("{name} on {}", self.my.name),
-                        detail: format!("{objects} tables, views, routines or events"),
-                    });
-                }
                 admin
-                    .query_drop(format!("DROP DATABASE {}", quote_ident(name)))
+                    .query_drop(format!("DROP DATABASE {}", quote_ident(&name)))
                     .await
                     .map_err(|e| self.my.error(&format!("dropping database {name} (--clean)"), e))?;
                 tracing::warn!("--clean: dropped database {name} on {}", self.my.name);
@@ -715,7 +763,7 @@ impl MysqlTarget {
             admin
                 .query_drop(format!(
                     "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {} COLLATE {}",
-                    quote_ident(name),
+                    quote_ident(&name),
                     database.charset,
                     database.collation
                 ))

@@ -362,6 +362,55 @@ impl Source for PostgresSource {
         false
     }
 
+    async fn preflight(
+        &self,
+        options: &CopyOptions,
+        planned: crate::source::Planned<'_>,
+    ) -> Result<Vec<String>, SourceError> {
+        if let crate::source::Planned::Incremental { parent } = planned {
+            return Err(SourceError::Unsupported(format!(
+                "incremental copies after {} are not available for PostgreSQL sources in this build",
+                parent.id
+            )));
+        }
+        let pg = &self.pg;
+        let client = pg.connect("backup").await?;
+        let version_num: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| pg.error("reading the server's version", e))?
+            .get(0);
+        let dump = schema::find_pg_dump((version_num / 10000) as u32).await?;
+        let tables = inventory::tables(pg, &client, false, &options.filters).await?;
+        let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+        let unreadable: Vec<String> = client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = ANY($1) AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))
+                  ORDER BY 1 LIMIT 10",
+                &[&oids],
+            )
+            .await
+            .map_err(|e| pg.error("checking the privileges on the tables to copy", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(SourceError::Privilege {
+                database: pg.name.clone(),
+                doing: "checking the privileges on the tables to copy".into(),
+                detail: format!("this role may not read {}", unreadable.join(", ")),
+            });
+        }
+        Ok(vec![format!(
+            "PostgreSQL {}, {} to copy, pg_dump {} at {}",
+            version_num,
+            crate::text::count(tables.len() as u64, "table"),
+            dump.version,
+            dump.path.display()
+        )])
+    }
+
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
         let pg = &self.pg;
         let started = Instant::now();

@@ -283,16 +283,61 @@ impl PostgresTarget {
     }
 }
 
+/// The one full copy a PostgreSQL restore takes.
+fn only_copy(input: &RestoreInput) -> Result<&crate::manifest::Manifest, SourceError> {
+    match input.manifests.as_slice() {
+        [manifest] => Ok(manifest),
+        _ => Err(SourceError::Unsupported(format!(
+            "the chain of {} copies ends in an incremental copy; PostgreSQL incremental copies cannot be restored by \
+             this cairn",
+            input.manifests.len()
+        ))),
+    }
+}
+
 #[async_trait]
 impl Target for PostgresTarget {
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        only_copy(input)?;
+        match self.pg.connect("restore").await {
+            Ok(client) => match self.contents(&client).await? {
+                Some(contents) if !input.clean => Err(SourceError::TargetNotEmpty {
+                    database: self.pg.name.clone(),
+                    detail: contents,
+                }),
+                Some(contents) => Ok(vec![format!("{}: --clean drops its {contents}", self.pg.name)]),
+                None => Ok(vec![format!("{}: exists and is empty", self.pg.name)]),
+            },
+            Err(SourceError::NoDatabase { .. }) => {
+                let admin = self.pg.with_database("postgres");
+                let client = admin.connect("restore").await?;
+                let may_create: bool = client
+                    .query_one(
+                        "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| admin.error("reading the role's attributes", e))?
+                    .get(0);
+                if !may_create {
+                    return Err(SourceError::Privilege {
+                        database: self.pg.name.clone(),
+                        doing: format!("creating database {}", self.pg.database()),
+                        detail: "the role may not create databases (CREATEDB); create it yourself first".into(),
+                    });
+                }
+                Ok(vec![format!(
+                    "database {} does not exist: it is created",
+                    self.pg.database()
+                )])
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
-        let [manifest] = input.manifests.as_slice() else {
-            return Err(SourceError::Unsupported(format!(
-                "the chain of {} copies ends in an incremental copy; PostgreSQL incremental copies cannot be restored by this cairn",
-                input.manifests.len()
-            )));
-        };
+        let manifest = only_copy(input)?;
         let copy = &manifest.copy.id;
         let files = files_of(&input.source, manifest);
         let destination = &input.destination;
