@@ -670,3 +670,97 @@ async fn a_restore_refuses_what_it_cannot_do_before_loading_anything() {
         serde_json::from_str(&std::fs::read_to_string(locks.path().join("future.json")).unwrap()).unwrap();
     assert_eq!(written["until_covered"], false, "{written}");
 }
+
+/// A source that names one database stores only that database's part of the server's binary
+/// log: other databases' rows and statements stay out (size and confidentiality), their
+/// positions and GTIDs are kept track of, and the replay still equals the source.
+#[tokio::test]
+async fn other_databases_stay_out_of_an_incremental() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (source, mut conn, locks, dir, to) = with_full_copy(
+        "my_scoped",
+        "CREATE TABLE own (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(60))",
+    )
+    .await;
+    // Created after the full copy: its CREATE DATABASE is in the log too.
+    let other = fresh_database("my_foreign").await;
+    let marker = format!("FOREIGN-{}-SECRET", std::process::id());
+    let mut foreign = connect(&url_of(&other)).await;
+    foreign
+        .query_drop(format!(
+            "CREATE TABLE secrets (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(60)) COMMENT '{marker}'"
+        ))
+        .await
+        .unwrap();
+    for i in 0..300 {
+        foreign
+            .exec_drop("INSERT INTO secrets (v) VALUES (?)", (&marker,))
+            .await
+            .unwrap();
+        if i % 50 == 0 {
+            conn.query_drop("INSERT INTO own (v) VALUES ('mine')").await.unwrap();
+        }
+        if i == 150 {
+            server("FLUSH BINARY LOGS").await;
+        }
+    }
+    // One transaction touching both: ours is kept, theirs left out of it.
+    conn.query_drop(format!(
+        "BEGIN; INSERT INTO own (v) VALUES ('mixed'); INSERT INTO `{other}`.secrets (v) VALUES ('{marker}'); COMMIT"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop("ALTER TABLE own ADD COLUMN w INT NOT NULL DEFAULT 3")
+        .await
+        .unwrap();
+    // A last file with other databases' transactions only.
+    server("FLUSH BINARY LOGS").await;
+    for _ in 0..20 {
+        foreign
+            .exec_drop("INSERT INTO secrets (v) VALUES (?)", (&marker,))
+            .await
+            .unwrap();
+    }
+    let position: String = conn.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    backup_ok(locks.path(), &source, &to, "incremental").await;
+
+    let mut stored_files = 0;
+    for file in crate::support::walk(dir.path()) {
+        if !file.to_string_lossy().contains("/binlog/") {
+            continue;
+        }
+        stored_files += 1;
+        let plain = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
+        assert!(
+            !plain.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} holds another database's data",
+            file.display()
+        );
+    }
+    assert!(stored_files >= 3, "the incremental spans the rotations");
+    let copies = status_json(locks.path(), &to);
+    let incremental = &copies.as_array().unwrap()[1]["details"];
+    assert_eq!(incremental["databases"], serde_json::json!([source]), "{incremental}");
+    assert_eq!(
+        incremental["transactions"], 8,
+        "6 inserts, the mixed one, the ALTER: {incremental}"
+    );
+    assert!(
+        incremental["skipped_transactions"].as_u64().unwrap() >= 322,
+        "CREATE DATABASE, CREATE TABLE and 320 inserts of the other database: {incremental}"
+    );
+    assert_eq!(
+        copies.as_array().unwrap()[1]["log_range"]["end"]["gtid"],
+        position.as_str(),
+        "the copy ends at the server's GTID position, other databases' transactions included"
+    );
+
+    // The replay checks the stored events and recorded skips cover the log, and equals the source.
+    let target = format!("{source}_scoped");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("GTID {position}")), "{out}");
+    assert_eq!(contents_of(&source).await, contents_of(&target).await);
+}

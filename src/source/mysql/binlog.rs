@@ -25,6 +25,9 @@ pub mod kind {
     pub const QUERY: u8 = 2;
     pub const STOP: u8 = 3;
     pub const ROTATE: u8 = 4;
+    pub const INTVAR: u8 = 5;
+    pub const RAND: u8 = 13;
+    pub const USER_VAR: u8 = 14;
     pub const FORMAT_DESCRIPTION: u8 = 15;
     pub const XID: u8 = 16;
     pub const TABLE_MAP: u8 = 19;
@@ -32,6 +35,7 @@ pub mod kind {
     pub const UPDATE_ROWS_V1: u8 = 24;
     pub const DELETE_ROWS_V1: u8 = 25;
     pub const HEARTBEAT: u8 = 27;
+    pub const MYSQL_ROWS_QUERY: u8 = 29;
     pub const WRITE_ROWS: u8 = 30;
     pub const UPDATE_ROWS: u8 = 31;
     pub const DELETE_ROWS: u8 = 32;
@@ -39,6 +43,7 @@ pub mod kind {
     pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
     pub const MYSQL_PARTIAL_UPDATE_ROWS: u8 = 39;
     pub const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+    pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
     pub const MARIADB_GTID: u8 = 162;
     pub const MARIADB_QUERY_COMPRESSED: u8 = 165;
     pub const MARIADB_ROWS_COMPRESSED_FIRST: u8 = 166;
@@ -220,6 +225,28 @@ impl RawEvent {
         Some((schema, &body[query_at..]))
     }
 
+    /// A table map event's database (its post-header is the table id, 6 bytes, and flags, 2).
+    pub fn table_map_database(&self, checksums: bool) -> Option<String> {
+        if self.kind() != kind::TABLE_MAP {
+            return None;
+        }
+        let body = self.body(checksums);
+        let length = *body.get(8)? as usize;
+        let name = body.get(9..9 + length)?;
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
+
+    /// Whether this is a rows event, and the last of its statement (flag `STMT_END_F` after the
+    /// 6-byte table id of its post-header).
+    pub fn rows_statement_end(&self, checksums: bool) -> Option<bool> {
+        if !is_rows(self.kind()) {
+            return None;
+        }
+        let body = self.body(checksums);
+        let flags = u16::from_le_bytes([*body.get(6)?, *body.get(7)?]);
+        Some(flags & 0x0001 != 0)
+    }
+
     /// A GTID event's transaction id, as the server writes it in its GTID positions.
     pub fn gtid(&self, checksums: bool) -> Option<Gtid> {
         let body = self.body(checksums);
@@ -249,6 +276,20 @@ impl RawEvent {
             _ => None,
         }
     }
+}
+
+/// Whether events of `kind` carry rows of a table map.
+pub fn is_rows(kind: u8) -> bool {
+    matches!(
+        kind,
+        kind::WRITE_ROWS_V1
+            | kind::UPDATE_ROWS_V1
+            | kind::DELETE_ROWS_V1
+            | kind::WRITE_ROWS
+            | kind::UPDATE_ROWS
+            | kind::DELETE_ROWS
+            | kind::MYSQL_PARTIAL_UPDATE_ROWS
+    )
 }
 
 /// One transaction's global id.
@@ -389,18 +430,34 @@ impl GtidState {
             } => {
                 self.mariadb.insert(*domain, (*server, *sequence));
             }
-            Gtid::Mysql { uuid, number } => {
-                let intervals = self.mysql.entry(uuid.clone()).or_default();
-                intervals.push((*number, *number));
-                intervals.sort_unstable();
-                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
-                for &(low, high) in intervals.iter() {
-                    match merged.last_mut() {
-                        Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
-                        _ => merged.push((low, high)),
-                    }
-                }
-                *intervals = merged;
+            Gtid::Mysql { uuid, number } => self.insert_interval(uuid, *number, *number),
+        }
+    }
+
+    /// Adds MySQL transactions `low..=high` of `uuid`, keeping the intervals sorted and joined.
+    fn insert_interval(&mut self, uuid: &str, low: u64, high: u64) {
+        let intervals = self.mysql.entry(uuid.to_string()).or_default();
+        intervals.push((low, high));
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for &(a, b) in intervals.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *intervals = merged;
+    }
+
+    /// Records that every transaction of `later` was applied after those of this state: for
+    /// MariaDB its last transaction per domain wins, for MySQL the sets are joined.
+    pub fn merge(&mut self, later: &GtidState) {
+        for (domain, (server, sequence)) in &later.mariadb {
+            self.mariadb.insert(*domain, (*server, *sequence));
+        }
+        for (uuid, intervals) in &later.mysql {
+            for &(low, high) in intervals {
+                self.insert_interval(uuid, low, high);
             }
         }
     }
@@ -632,6 +689,17 @@ pub fn file_order(name: &str) -> (String, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_states_merge_later_transactions() {
+        let mut mariadb = GtidState::parse("0-1-10,1-1-5").unwrap();
+        mariadb.merge(&GtidState::parse("0-1-12").unwrap());
+        assert_eq!(mariadb.to_string(), "0-1-12,1-1-5");
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut mysql = GtidState::parse(&format!("{uuid}:1-5")).unwrap();
+        mysql.merge(&GtidState::parse(&format!("{uuid}:6-9:12")).unwrap());
+        assert_eq!(mysql.to_string(), format!("{uuid}:1-9:12"));
+    }
 
     fn event(kind: u8, log_pos: u32, flags: u16, body: &[u8], crc: bool) -> RawEvent {
         let size = HEADER_LEN + body.len() + if crc { 4 } else { 0 };

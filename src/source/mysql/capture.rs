@@ -6,29 +6,22 @@
 //! current end of log, which is always a transaction boundary; if it were not, the run fails
 //! rather than record a position inside a transaction.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Row};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::binlog::{self, GtidState, RawEvent, Step, Transactions, kind};
+use super::scope::{Ended, ScopeFilter};
+use super::segment::Segment;
 use super::{My, Server, server};
 use crate::backup::CopyWriter;
-use crate::destination::DestinationError;
-use crate::manifest::ManifestFile;
+use crate::schedule::CopyKind;
+use crate::source::filter::Filters;
 use crate::source::{CopyOptions, SourceError, TakenCopy};
 use crate::status::{CopyRecord, LogPosition, LogRange, ServerIdentity};
-use crate::stream::compress;
-
-/// Bytes of events gathered before they go to the compressor.
-const BLOCK: usize = 256 * 1024;
-/// Blocks in flight between the reader and the upload of one file.
-const BLOCKS_IN_FLIGHT: usize = 8;
 
 /// The server id cairn reads the log with when none is configured: in a range real replicas
 /// rarely use, and different for each source name, so two sources on one server don't collide.
@@ -140,134 +133,22 @@ async fn preflight(
     }
 }
 
-/// One stored log file being written: the upload runs while events arrive.
-struct Segment {
-    server_file: String,
-    start: u64,
-    end: u64,
-    events: u64,
-    transactions: u64,
-    first_at: u32,
-    last_at: u32,
-    raw_bytes: u64,
-    block: Vec<u8>,
-    sender: mpsc::Sender<std::io::Result<Bytes>>,
-    details: Arc<Mutex<Map<String, Value>>>,
-    upload: JoinHandle<Result<ManifestFile, DestinationError>>,
-}
-
-impl Segment {
-    fn open(
-        writer: &CopyWriter,
-        folder: &str,
-        sequence: usize,
-        server_file: &str,
-        start: u64,
-        format: &RawEvent,
-    ) -> Self {
-        let (sender, mut receiver) = mpsc::channel::<std::io::Result<Bytes>>(BLOCKS_IN_FLIGHT);
-        let body = tokio_util::io::StreamReader::new(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)));
-        let details = Arc::new(Mutex::new(Map::new()));
-        let path = format!("binlog/{folder}/{sequence:05}-{}.zst", key_safe(server_file));
-        let (writer, shared) = (writer.clone(), details.clone());
-        let upload = tokio::spawn(async move {
-            writer
-                .put_file(&path, compress(body), move || {
-                    std::mem::take(&mut *shared.lock().expect("details lock poisoned"))
-                })
-                .await
-        });
-        let mut block = Vec::with_capacity(BLOCK);
-        block.extend_from_slice(&binlog::MAGIC);
-        block.extend_from_slice(format.bytes());
-        let mut segment = Segment {
-            server_file: server_file.to_string(),
-            start,
-            end: start,
-            events: 0,
-            transactions: 0,
-            first_at: 0,
-            last_at: 0,
-            raw_bytes: 0,
-            block,
-            sender,
-            details,
-            upload,
-        };
-        segment.details_insert("sequence", json!(sequence));
-        segment
-    }
-
-    fn details_insert(&mut self, key: &str, value: Value) {
-        self.details
-            .lock()
-            .expect("details lock poisoned")
-            .insert(key.into(), value);
-    }
-
-    async fn push(&mut self, event: &RawEvent) -> Result<(), SourceError> {
-        if self.events == 0 {
-            self.first_at = event.timestamp();
-        }
-        self.last_at = event.timestamp();
-        self.events += 1;
-        self.raw_bytes += event.bytes().len() as u64;
-        self.end = event.log_pos();
-        self.block.extend_from_slice(event.bytes());
-        if self.block.len() >= BLOCK {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), SourceError> {
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
-        if self.sender.send(Ok(Bytes::from(block))).await.is_err() {
-            // The upload stopped early; its own error says why.
-            return Ok(());
-        }
-        Ok(())
-    }
-
-    /// Ends the file and waits for its upload.
-    async fn close(mut self, sequence_details: &mut Vec<Value>) -> Result<(), SourceError> {
-        if !self.block.is_empty() {
-            self.flush().await?;
-        }
-        let details = Map::from_iter([
-            ("kind".to_string(), json!("binlog")),
-            ("server_file".to_string(), json!(self.server_file)),
-            ("start".to_string(), json!(self.start)),
-            ("end".to_string(), json!(self.end)),
-            ("events".to_string(), json!(self.events)),
-            ("transactions".to_string(), json!(self.transactions)),
-            ("first_event_at".to_string(), json!(self.first_at)),
-            ("last_event_at".to_string(), json!(self.last_at)),
-            ("raw_bytes".to_string(), json!(self.raw_bytes)),
-        ]);
-        self.details
-            .lock()
-            .expect("details lock poisoned")
-            .extend(details.clone());
-        sequence_details.push(Value::Object(details));
-        drop(self.sender);
-        match self.upload.await {
-            Ok(result) => result.map(|_| ()).map_err(SourceError::from),
-            Err(e) => Err(SourceError::Damaged(format!("storing {}: {e}", self.server_file))),
-        }
-    }
-}
-
-fn key_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// The databases whose events an incremental after `parent` keeps; `None` keeps all.
+///
+/// Only the database the URL names, and only when the chain holds nothing else: the parent is
+/// a full copy of that database alone, or an incremental that kept only its events. A source of
+/// a whole server, or a chain whose full copy holds more, keeps everything.
+fn log_scope(url_database: Option<String>, parent: &CopyRecord) -> Option<BTreeSet<String>> {
+    let database = url_database.filter(|d| !d.contains(['*', '?']))?;
+    let narrow = match parent.kind {
+        CopyKind::Full => parent
+            .details
+            .get("filters")
+            .and_then(|f| serde_json::from_value::<Filters>(f.clone()).ok())
+            .is_some_and(|f| f.include_schemas == [database.clone()]),
+        CopyKind::Incremental => parent.details.get("databases") == Some(&json!([database])),
+    };
+    narrow.then(|| BTreeSet::from([database]))
 }
 
 /// Where an incremental continues, with the session that checked it.
@@ -381,6 +262,16 @@ pub(super) async fn incremental_copy(
         .await
         .map_err(|e| my.error("requesting the binary log (needs REPLICATION SLAVE)", e))?;
 
+    let databases = log_scope(my.url.database(), parent);
+    let mut scope = databases.clone().map(ScopeFilter::new);
+    match &databases {
+        Some(names) => tracing::info!(
+            "{source_name}: keeping the events of {} only",
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        None => tracing::info!("{source_name}: keeping the events of every database"),
+    }
+    let (mut skipped_transactions, mut skipped_events) = (0u64, 0u64);
     let folder = identity_folder(&server);
     let mut current_file = start_file.clone();
     let mut expected = *start_position;
@@ -434,11 +325,16 @@ pub(super) async fn incremental_copy(
                 if !raw.is_artificial() {
                     // The last event of a file: it belongs to that file, then the log moves on.
                     check_follows(source_name, &current_file, expected, &raw)?;
+                    if scope.as_ref().is_some_and(|filter| !filter.idle()) {
+                        return Err(SourceError::Damaged(format!(
+                            "source {source_name}: {current_file} ends inside a transaction; nothing was recorded"
+                        )));
+                    }
                     if let Some(open) = segment.as_mut() {
                         open.push(&raw).await?;
                     }
                     if let Some(done) = segment.take() {
-                        done.close(&mut files).await?;
+                        done.close(raw.log_pos(), &mut files).await?;
                     }
                     events += 1;
                     raw_bytes += raw.bytes().len() as u64;
@@ -520,25 +416,52 @@ pub(super) async fn incremental_copy(
             sequence += 1;
         }
         let open = segment.as_mut().expect("opened above");
-        open.push(&raw).await?;
         expected = raw.log_pos();
-        events += 1;
-        raw_bytes += raw.bytes().len() as u64;
-        first_at.get_or_insert(raw.timestamp());
-        last_at = Some(raw.timestamp());
+        // Positions and GTIDs follow every event read, stored or left out: the copy ends
+        // exactly where the server's log was read up to.
         if let Some(gtid) = raw.gtid(crc) {
             gtids.add(&gtid);
         }
-        if transactions.step(&raw, crc) == Step::Ends {
-            committed += 1;
-            open.transactions += 1;
+        let ends = transactions.step(&raw, crc) == Step::Ends;
+        let Some(filter) = scope.as_mut() else {
+            events += 1;
+            raw_bytes += raw.bytes().len() as u64;
+            first_at.get_or_insert(raw.timestamp());
+            last_at = Some(raw.timestamp());
+            open.push(&raw).await?;
+            if ends {
+                committed += 1;
+                open.transactions += 1;
+            }
+            continue;
+        };
+        let pushed = filter.push(raw, crc);
+        skipped_events += pushed.dropped;
+        let dropped = match &pushed.ended {
+            Some(Ended::Dropped(gtid)) => Some(gtid.as_ref()),
+            _ => None,
+        };
+        open.left_out(pushed.dropped, dropped);
+        for event in &pushed.store {
+            events += 1;
+            raw_bytes += event.bytes().len() as u64;
+            first_at.get_or_insert(event.timestamp());
+            last_at = Some(event.timestamp());
+            open.push(event).await?;
+        }
+        match pushed.ended {
+            Some(Ended::Kept) => {
+                committed += 1;
+                open.transactions += 1;
+            }
+            Some(Ended::Dropped(_)) => skipped_transactions += 1,
+            None => {}
         }
     }
     let _ = stream.close().await;
     if transactions.is_open() {
         if let Some(open) = segment.take() {
-            drop(open.sender);
-            open.upload.abort();
+            open.abandon();
         }
         return Err(SourceError::Database {
             database: my.name.clone(),
@@ -550,10 +473,12 @@ pub(super) async fn incremental_copy(
         });
     }
     if let Some(done) = segment.take() {
-        done.close(&mut files).await?;
+        done.close(expected, &mut files).await?;
     }
     tracing::info!(
-        "{source_name}: {events} binary log events, {committed} transactions, up to {}",
+        "{source_name}: {} stored, {} of other databases left out, up to {}",
+        crate::text::count(committed, "transaction"),
+        crate::text::count(skipped_transactions, "transaction"),
         place(&current_file, expected)
     );
     let end = LogPosition::Mysql {
@@ -569,6 +494,12 @@ pub(super) async fn incremental_copy(
     details.insert("transactions".into(), json!(committed));
     details.insert("raw_bytes".into(), json!(raw_bytes));
     details.insert("annotations_left_out".into(), json!(omitted));
+    if let Some(filter) = &scope {
+        details.insert("databases".into(), json!(databases));
+        details.insert("skipped_transactions".into(), json!(skipped_transactions));
+        details.insert("skipped_events".into(), json!(skipped_events));
+        details.insert("mixed_statements".into(), json!(filter.mixed_statements));
+    }
     if let (Some(first), Some(last)) = (first_at, last_at) {
         details.insert("first_event_at".into(), json!(timestamp(first)));
         details.insert("last_event_at".into(), json!(timestamp(last)));

@@ -6,6 +6,7 @@
 //! releases it: writes stall for milliseconds, and every worker reads the same point in time.
 //! Rows travel in the `LOAD DATA` text format, streamed through zstd and MD5 to the destination.
 
+mod attribution;
 pub mod binlog;
 mod capture;
 mod format;
@@ -13,6 +14,8 @@ mod inventory;
 mod preflight;
 mod replay;
 mod schema;
+mod scope;
+mod segment;
 mod target;
 
 use std::collections::VecDeque;

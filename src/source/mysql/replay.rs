@@ -6,6 +6,8 @@
 //! event's CRC32 checked, and the stop point located; a damaged file or an unknown stop point
 //! fails the replay with the target untouched by it.
 
+use super::attribution::{find_unquoted_qualifier, is_account_statement, statement_database};
+use super::scope::{Skip, Tiling};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +54,22 @@ struct LocalLog {
     server_file: String,
     path: PathBuf,
     stored_key: String,
+    /// The server file's range the stored file covers, and what capture left out of it.
+    start: u64,
+    end: u64,
+    skips: Vec<Skip>,
+    mariadb: bool,
+}
+
+impl LocalLog {
+    /// The check that the file's events and recorded skips cover its range exactly.
+    fn tiling(&self) -> Tiling {
+        Tiling::new(self.start, self.end, self.skips.clone(), self.mariadb)
+    }
+
+    fn damaged(&self, problem: String) -> SourceError {
+        SourceError::Damaged(format!("copy {}: {}: {problem}", self.copy, self.stored_key))
+    }
 }
 
 /// A transaction boundary in the chain: which file, and the server position after it.
@@ -165,11 +183,35 @@ async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<Local
                 .await
                 .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;
             progress.done(stored.file.size);
+            let number = |name: &str| stored.file.details.get(name).and_then(|v| v.as_u64());
+            let (Some(start), Some(end)) = (number("start"), number("end")) else {
+                return Err(SourceError::Damaged(format!(
+                    "copy {}: {}: the manifest records no start and end",
+                    manifest.copy.id, stored.key
+                )));
+            };
+            let skips = match stored.file.details.get("skipped") {
+                Some(serde_json::Value::Array(skips)) => skips
+                    .iter()
+                    .map(Skip::from_json)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        SourceError::Damaged(format!(
+                            "copy {}: {}: recorded skips: {e}",
+                            manifest.copy.id, stored.key
+                        ))
+                    })?,
+                _ => Vec::new(),
+            };
             logs.push(LocalLog {
                 copy: manifest.copy.id.clone(),
                 server_file: stored.detail("server_file").unwrap_or_default().to_string(),
                 path,
                 stored_key: stored.key.clone(),
+                start,
+                end,
+                skips,
+                mariadb: manifest.copy.details.get("vendor").and_then(|v| v.as_str()) == Some("mariadb"),
             });
         }
     }
@@ -219,6 +261,7 @@ async fn scan(
         let mut transactions = Transactions::default();
         let mut started_at = None::<u32>;
         let mut current_gtid = None::<Gtid>;
+        let mut tiling = log.tiling();
         while let Some(event) = reader
             .next()
             .await
@@ -226,6 +269,10 @@ async fn scan(
         {
             if event.kind() == kind::FORMAT_DESCRIPTION {
                 continue;
+            }
+            // Transactions of other databases that capture left out still move the position.
+            if let Some(skip) = tiling.next(&event).map_err(|e| log.damaged(e))? {
+                gtids.merge(&skip.gtids);
             }
             let checksums = reader.checksums();
             if !transactions.is_open() {
@@ -277,6 +324,9 @@ async fn scan(
                 "copy {}: {} ends inside a transaction",
                 log.copy, log.stored_key
             )));
+        }
+        if let Some(skip) = tiling.finish().map_err(|e| log.damaged(e))? {
+            gtids.merge(&skip.gtids);
         }
     }
     if let Some(wanted) = &wanted_gtid
@@ -611,7 +661,7 @@ impl Applier<'_> {
                 "{at}: a statement in the binary log is not UTF-8 text; cairn cannot replay it"
             )));
         };
-        let Some(source_db) = statement_database(text, &schema, self.databases) else {
+        let Some(source_db) = statement_database(text, &schema, self.databases.keys()) else {
             tracing::debug!("{at}: skipped (it touches no restored database): {text}");
             return Ok(());
         };
@@ -682,28 +732,6 @@ impl Applier<'_> {
 fn first_words(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().take(6).collect();
     words.join(" ")
-}
-
-/// Statements about accounts and the server, not the restored databases: never replayed.
-fn is_account_statement(text: &str) -> bool {
-    let upper = text.trim_start().to_ascii_uppercase();
-    [
-        "GRANT ",
-        "REVOKE ",
-        "CREATE USER",
-        "DROP USER",
-        "ALTER USER",
-        "RENAME USER",
-        "CREATE ROLE",
-        "DROP ROLE",
-        "SET PASSWORD",
-        "SET DEFAULT ROLE",
-        "FLUSH ",
-        "INSTALL ",
-        "UNINSTALL ",
-    ]
-    .iter()
-    .any(|prefix| upper.starts_with(prefix))
 }
 
 /// The table a table statement names first (`ALTER TABLE [db.]t`, `CREATE TABLE IF NOT EXISTS t`,
@@ -814,50 +842,6 @@ fn dropped_trigger(text: &str, default_db: &str) -> Option<(String, String)> {
         Some((db, trigger)) => Some((unquote(db), unquote(trigger))),
         None => Some((default_db.to_string(), unquote(name))),
     }
-}
-
-/// Whether `text` names database `db` as a qualifier (`` `db`. `` or `db.`).
-fn mentions(text: &str, db: &str) -> bool {
-    find_unquoted_qualifier(text, db).is_some() || text.contains(&format!("{}.", quote_ident(db)))
-}
-
-fn find_unquoted_qualifier(text: &str, db: &str) -> Option<usize> {
-    let needle = format!("{db}.");
-    let mut from = 0;
-    while let Some(found) = text[from..].find(&needle) {
-        let at = from + found;
-        let before = text[..at].chars().next_back();
-        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '`' || c == '.') {
-            return Some(at);
-        }
-        from = at + needle.len();
-    }
-    None
-}
-
-/// The restored database a logged statement belongs to: its session's default database, or the
-/// one it names (`CREATE TABLE app.t …` run without a default database, `DROP DATABASE app`).
-fn statement_database(text: &str, schema: &str, databases: &BTreeMap<String, String>) -> Option<String> {
-    if databases.contains_key(schema) {
-        return Some(schema.to_string());
-    }
-    let words: Vec<String> = text
-        .split_whitespace()
-        .take(6)
-        .map(|w| w.trim_end_matches(';').to_ascii_uppercase())
-        .collect();
-    if words.len() >= 3
-        && matches!(words[0].as_str(), "CREATE" | "DROP" | "ALTER")
-        && matches!(words[1].as_str(), "DATABASE" | "SCHEMA")
-    {
-        let name = text
-            .split_whitespace()
-            .skip(2)
-            .find(|w| !matches!(w.to_ascii_uppercase().as_str(), "IF" | "NOT" | "EXISTS"))?;
-        let name = name.trim_end_matches(';').trim_matches('`').replace("``", "`");
-        return databases.contains_key(&name).then_some(name);
-    }
-    databases.keys().find(|db| mentions(text, db)).cloned()
 }
 
 /// Rewrites references to renamed databases (`` `from`. ``, `from.`, and a database statement's
@@ -1468,12 +1452,22 @@ pub(super) async fn replay(
         let mut table_maps: HashMap<u64, TableMapEvent<'static>> = HashMap::new();
         let mut transactions = Transactions::default();
         let mut current_gtid = None::<Gtid>;
+        let mut tiling = log.tiling();
         while let Some(raw) = reader
             .next()
             .await
             .map_err(|e| SourceError::Damaged(format!("copy {}: {}: {e}", log.copy, log.stored_key)))?
         {
             let at = place(log, &raw);
+            if raw.kind() != kind::FORMAT_DESCRIPTION
+                && let Some(skip) = tiling.next(&raw).map_err(|e| log.damaged(e))?
+                && !skipping
+            {
+                // Transactions of other databases, left out by capture, move the GTID state
+                // as they did on the source (not while skipping what a resumed replay had
+                // applied: the state read from the target already holds them).
+                applier.gtids.merge(&skip.gtids);
+            }
             let checksums = reader.checksums();
             pending_bytes += raw.bytes().len() as u64;
             let event = Event::read(&format, raw.bytes())
@@ -1578,6 +1572,11 @@ pub(super) async fn replay(
                     break 'logs;
                 }
             }
+        }
+        if let Some(skip) = tiling.finish().map_err(|e| log.damaged(e))?
+            && !skipping
+        {
+            applier.gtids.merge(&skip.gtids);
         }
     }
     applier.close("ending the replay").await?;
@@ -1713,18 +1712,21 @@ mod tests {
         assert!(is_account_statement("GRANT SELECT ON *.* TO x"));
         let databases = BTreeMap::from([("app".to_string(), "app_copy".to_string())]);
         assert_eq!(
-            statement_database("CREATE TABLE app.t (a int)", "", &databases).as_deref(),
+            statement_database("CREATE TABLE app.t (a int)", "", databases.keys()).as_deref(),
             Some("app")
         );
         assert_eq!(
-            statement_database("CREATE TABLE t (a int)", "app", &databases).as_deref(),
+            statement_database("CREATE TABLE t (a int)", "app", databases.keys()).as_deref(),
             Some("app")
         );
         assert_eq!(
-            statement_database("DROP DATABASE IF EXISTS `app`", "", &databases).as_deref(),
+            statement_database("DROP DATABASE IF EXISTS `app`", "", databases.keys()).as_deref(),
             Some("app")
         );
-        assert_eq!(statement_database("CREATE TABLE myapp.t (a int)", "", &databases), None);
+        assert_eq!(
+            statement_database("CREATE TABLE myapp.t (a int)", "", databases.keys()),
+            None
+        );
         assert_eq!(
             rename_references("ALTER TABLE app.t ADD c INT, ALGORITHM=INPLACE; -- `app`.x", &databases),
             "ALTER TABLE `app_copy`.t ADD c INT, ALGORITHM=INPLACE; -- `app_copy`.x"
