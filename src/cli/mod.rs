@@ -275,10 +275,24 @@ pub fn run(cli: Cli) -> ExitStatus {
     match runtime.block_on(dispatch(cli)) {
         Ok(status) => status,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error);
+            eprintln!("error: {}", render(&failure.error));
             failure.status
         }
     }
+}
+
+/// An error and its causes in one line, each cause once: most messages already name their
+/// cause, and printing the chain again would say it twice.
+fn render(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {

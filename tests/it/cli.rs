@@ -117,6 +117,7 @@ fn configuration_errors_name_the_file_and_key() {
     let (code, _, err) = run(cairn(locks.path()).args(["--config", "/nonexistent/cairn.toml", "config", "check"]));
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/cairn.toml"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "the cause is said once: {err}");
     // The shipped example names a password file: config check reads it, as a backup would.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cairn.example.toml");
     let (code, _, err) = run(cairn(locks.path())
