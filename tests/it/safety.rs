@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::postgres::{fixture_database, url_of};
-use crate::support::{cairn, cairn_under, run, walk};
+use crate::support::{cairn, cairn_s3, cairn_under, run, walk};
 
 /// A file size limit (as a full disk does) cuts a data file short: the run must fail and
 /// record nothing, instead of recording a copy whose files are truncated.
@@ -152,17 +152,10 @@ async fn lost_answers_to_conditional_writes_do_not_fail_a_backup() {
     let bucket = server.new_bucket("lossy");
     let to = server.url(&bucket, "b");
     let locks = tempfile::tempdir().unwrap();
-    let with_keys = |mut command: std::process::Command| {
-        command
-            .env("AWS_ACCESS_KEY_ID", crate::support::S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", crate::support::S3_SECRET_KEY);
-        command
-    };
     let (code, out, err) =
-        run(with_keys(cairn(locks.path())).args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to]));
+        run(cairn_s3(locks.path()).args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to]));
     assert_eq!(code, 0, "{out}\n{err}");
-    let (code, out, err) =
-        run(with_keys(cairn(locks.path())).args(["status", "--from", &to, "--source", "fx", "--json"]));
+    let (code, out, err) = run(cairn_s3(locks.path()).args(["status", "--from", &to, "--source", "fx", "--json"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(copy_ids(&status[0]).len(), 1, "{status}");
@@ -182,7 +175,7 @@ async fn lost_answers_to_conditional_writes_do_not_fail_a_backup() {
         .send()
         .await
         .unwrap();
-    let (code, out, err) = run(with_keys(cairn(locks.path())).args(["status", "--from", &to, "--source", "fx"]));
+    let (code, out, err) = run(cairn_s3(locks.path()).args(["status", "--from", &to, "--source", "fx"]));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("1 unfinished upload left by runs that were killed")
@@ -201,17 +194,21 @@ async fn broken_downloads_are_resumed_and_never_called_damage() {
     let to = server.url(&bucket, "b");
     let locks = tempfile::tempdir().unwrap();
     let with_keys = |mut command: std::process::Command| {
-        command
-            .env("AWS_ACCESS_KEY_ID", crate::support::S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", crate::support::S3_SECRET_KEY)
-            .env("CAIRN_CHUNK_SIZE_MIB", "1");
+        command.env("CAIRN_CHUNK_SIZE_MIB", "1");
         command
     };
-    let (code, out, err) =
-        run(with_keys(cairn(locks.path())).args(["backup", "--name", "fx", "--source", &url_of(&source), "--to", &to]));
+    let (code, out, err) = run(with_keys(cairn_s3(locks.path())).args([
+        "backup",
+        "--name",
+        "fx",
+        "--source",
+        &url_of(&source),
+        "--to",
+        &to,
+    ]));
     assert_eq!(code, 0, "{out}\n{err}");
     let restore = |target: &str| {
-        run(with_keys(cairn(locks.path())).args([
+        run(with_keys(cairn_s3(locks.path())).args([
             "restore",
             "--from",
             &to,

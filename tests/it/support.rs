@@ -428,6 +428,15 @@ pub fn cairn(lock_dir: &Path) -> Command {
     clean_environment(Command::new(env!("CARGO_BIN_EXE_cairn")), lock_dir)
 }
 
+/// [`cairn`] with the test S3 server's credentials in the standard AWS variables.
+pub fn cairn_s3(lock_dir: &Path) -> Command {
+    let mut command = cairn(lock_dir);
+    command
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+    command
+}
+
 /// [`cairn`] started by a shell that first runs `setup` (`ulimit -f 20`, say); arguments added
 /// to the command go to cairn.
 pub fn cairn_under(lock_dir: &Path, setup: &str) -> Command {
