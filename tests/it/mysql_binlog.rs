@@ -764,3 +764,82 @@ async fn other_databases_stay_out_of_an_incremental() {
     assert!(out.contains(&format!("GTID {position}")), "{out}");
     assert_eq!(contents_of(&source).await, contents_of(&target).await);
 }
+
+/// Runs of several run types: each incremental continues from the newest copy that is a full or
+/// of its own or a rarer run type, so a daily incremental never depends on hourly ones (which
+/// retention keeps for a shorter time), and its chain restores the source.
+#[tokio::test]
+async fn run_types_choose_the_parent_the_policy_says() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("my_runtypes").await;
+    let mut conn = connect(&url_of(&source)).await;
+    conn.query_drop("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, run VARCHAR(10))")
+        .await
+        .unwrap();
+    let (locks, _dir, to) = workspace();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "full-backup = \"weekly\"\n[sources.fx]\nurl = \"{}\"\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for run_type in ["weekly", "hourly", "hourly", "daily", "hourly"] {
+        conn.exec_drop("INSERT INTO t (run) VALUES (?)", (run_type,))
+            .await
+            .unwrap();
+        let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
+            "backup",
+            "--source",
+            "fx",
+            "--to",
+            &to,
+            "--run-type",
+            run_type,
+        ]));
+        assert_eq!(code, 0, "{run_type}: {out}\n{err}");
+        let copies = status_json(locks.path(), &to);
+        ids.push(
+            copies.as_array().unwrap().last().unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let copies = status_json(locks.path(), &to);
+    let parent = |i: usize| copies[i]["parent"].as_str().map(str::to_string);
+    assert_eq!(copies[0]["kind"], "full");
+    assert_eq!(
+        parent(1),
+        Some(ids[0].clone()),
+        "the first hourly continues from the full"
+    );
+    assert_eq!(
+        parent(2),
+        Some(ids[1].clone()),
+        "an hourly continues from the hourly before it"
+    );
+    assert_eq!(
+        parent(3),
+        Some(ids[0].clone()),
+        "a daily incremental continues from the full, never from hourly ones"
+    );
+    assert_eq!(
+        parent(4),
+        Some(ids[3].clone()),
+        "an hourly continues from the newer daily"
+    );
+    // The daily's chain (full, daily) holds everything up to it.
+    let target = format!("{source}_daily");
+    let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--copy", &ids[3]]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let runs: Vec<String> = connect(&url_of(&target))
+        .await
+        .query("SELECT run FROM t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(runs, ["weekly", "hourly", "hourly", "daily"]);
+}

@@ -82,7 +82,10 @@ impl S3 for StrictStore {
         // cairn sends Content-MD5 with every write so the store refuses what it did not receive
         // intact; the test store insists, so a write without it fails a test.
         if req.input.content_md5.is_none() {
-            return Err(s3_error!(InvalidRequest, "the test server requires Content-MD5 on every PUT"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "the test server requires Content-MD5 on every PUT"
+            ));
         }
         if self.throttle(&req.input.bucket, req.input.key.clone()) {
             return Err(s3_error!(SlowDown, "throttled by the test server"));
@@ -104,7 +107,10 @@ impl S3 for StrictStore {
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         if req.input.content_md5.is_none() {
-            return Err(s3_error!(InvalidRequest, "the test server requires Content-MD5 on every part"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "the test server requires Content-MD5 on every part"
+            ));
         }
         if self.throttle(
             &req.input.bucket,
