@@ -8,6 +8,7 @@ mod lock;
 mod mysql;
 mod mysql_binlog;
 mod postgres;
+mod proxy;
 mod safety;
 mod status;
 mod support;

@@ -843,3 +843,75 @@ async fn run_types_choose_the_parent_the_policy_says() {
         .unwrap();
     assert_eq!(runs, ["weekly", "hourly", "hourly", "daily"]);
 }
+
+/// The replication stream damaged between the server and cairn: a flipped byte is caught by the
+/// event's CRC32, a missing event by the position continuity check; either way the run fails
+/// and records nothing. The same proxy passing everything gives a good incremental.
+#[tokio::test]
+async fn a_damaged_or_incomplete_replication_stream_records_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (source, mut conn, locks, _dir, to) = with_full_copy(
+        "my_stream",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))",
+    )
+    .await;
+    for i in 0..5 {
+        conn.exec_drop("INSERT INTO t (v) VALUES (?)", (format!("row {i}"),))
+            .await
+            .unwrap();
+    }
+    let server = url_of(&source);
+    let address = server.split('@').nth(1).unwrap().split('/').next().unwrap().to_string();
+    let through = |port: u16| server.replacen(&address, &format!("127.0.0.1:{port}"), 1);
+    for (fault, says) in [
+        (crate::proxy::Fault::FlipByte { nth: 2 }, "CRC32"),
+        (crate::proxy::Fault::Drop { nth: 2 }, "does not follow"),
+    ] {
+        let proxy = crate::proxy::start(address.clone(), fault).await;
+        let url = through(proxy.port);
+        let (locks_path, to_owned) = (locks.path().to_path_buf(), to.clone());
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            run(cairn(&locks_path).args([
+                "backup",
+                "--type",
+                "incremental",
+                "--name",
+                "fx",
+                "--source",
+                &url,
+                "--to",
+                &to_owned,
+            ]))
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1, "{fault:?}: {out}\n{err}");
+        assert!(err.contains(says), "{fault:?}: {err}");
+        assert!(proxy.rows_events.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        assert_eq!(
+            status_json(locks.path(), &to).as_array().unwrap().len(),
+            1,
+            "nothing recorded"
+        );
+    }
+    let proxy = crate::proxy::start(address.clone(), crate::proxy::Fault::None).await;
+    let url = through(proxy.port);
+    let (locks_path, to_owned) = (locks.path().to_path_buf(), to.clone());
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(cairn(&locks_path).args([
+            "backup",
+            "--type",
+            "incremental",
+            "--name",
+            "fx",
+            "--source",
+            &url,
+            "--to",
+            &to_owned,
+        ]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "the proxy itself is sound: {out}\n{err}");
+    assert_eq!(status_json(locks.path(), &to).as_array().unwrap().len(), 2);
+}
