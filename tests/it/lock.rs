@@ -169,7 +169,7 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
 }
 
 /// A pid that no process has now: a child that has exited and been reaped.
-fn dead_pid() -> u32 {
+pub fn dead_pid() -> u32 {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();

@@ -4,6 +4,7 @@
 mod cli;
 mod destination;
 mod environment;
+mod faults;
 mod lock;
 mod mysql;
 mod mysql_binlog;

@@ -65,6 +65,17 @@ pub async fn make_copy(
     parent: Option<&str>,
     lock: &SourceLock,
 ) -> CopyRecord {
+    try_make_copy(destination, source, kind, parent, lock).await.unwrap()
+}
+
+/// [`make_copy`], returning what went wrong instead of panicking.
+pub async fn try_make_copy(
+    destination: &Arc<dyn Destination>,
+    source: &str,
+    kind: CopyKind,
+    parent: Option<&str>,
+    lock: &SourceLock,
+) -> Result<CopyRecord, String> {
     let started = Utc::now();
     let id = format!(
         "{}-{}",
@@ -79,7 +90,7 @@ pub async fn make_copy(
         writer
             .put_file(path, Box::pin(std::io::Cursor::new(content.into_bytes())), Map::new)
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
     }
     let run_type = if kind == CopyKind::Full {
         RunType::Daily
@@ -93,7 +104,7 @@ pub async fn make_copy(
             lock,
         )
         .await
-        .unwrap()
+        .map_err(|e| e.to_string())
 }
 
 /// Records a full copy of `source` and an incremental on top of it, under the source's lock.
