@@ -13,17 +13,15 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 
-# Everything the tests and the binary leave in the temporary folder (the in-process S3 server's
-# root, replay work folders, lock files) goes into one folder removed at the end, so repeated
-# runs leave /tmp as they found it.
-CAIRN_TEST_TMP=$(mktemp -d /tmp/cairn-test-tmp.XXXXXX)
-chmod 755 "$CAIRN_TEST_TMP"
-export TMPDIR="$CAIRN_TEST_TMP"
-trap 'rm -rf "$CAIRN_TEST_TMP"' EXIT
-
 # shellcheck source=scripts/test-env.sh
 source scripts/test-env.sh
+
+# Everything the tests and the binary leave in the temporary folder (the in-process S3 server's
+# root, replay work folders, lock files) goes into one folder removed at the end, so repeated
+# runs leave /tmp as they found it. Set after the servers started: they keep the system's.
+CAIRN_TEST_TMP=$(mktemp -d /tmp/cairn-test-tmp.XXXXXX)
 trap 'cairn_test_env_stop; rm -rf "$CAIRN_TEST_TMP"' EXIT
+export TMPDIR="$CAIRN_TEST_TMP"
 
 # Doc tests first, so the closing line of this run is the test suite's own summary.
 cargo test --locked --doc
