@@ -153,6 +153,17 @@ pub(crate) mod tests {
     use RunType::*;
 
     #[test]
+    fn a_copy_is_found_by_its_id_only() {
+        let body = StatusBody {
+            source: "s".into(),
+            copies: vec![copy("f1", RunType::Daily, None, 0), copy("i1", RunType::Hourly, Some("f1"), 1)],
+        };
+        assert_eq!(body.copy("i1").map(|c| c.id.as_str()), Some("i1"));
+        assert_eq!(body.copy("f1").map(|c| c.id.as_str()), Some("f1"));
+        assert!(body.copy("i2").is_none());
+    }
+
+    #[test]
     fn latest_and_latest_full() {
         let s = status(vec![
             copy("f1", Daily, None, 1),
