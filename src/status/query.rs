@@ -156,7 +156,10 @@ pub(crate) mod tests {
     fn a_copy_is_found_by_its_id_only() {
         let body = StatusBody {
             source: "s".into(),
-            copies: vec![copy("f1", RunType::Daily, None, 0), copy("i1", RunType::Hourly, Some("f1"), 1)],
+            copies: vec![
+                copy("f1", RunType::Daily, None, 0),
+                copy("i1", RunType::Hourly, Some("f1"), 1),
+            ],
         };
         assert_eq!(body.copy("i1").map(|c| c.id.as_str()), Some("i1"));
         assert_eq!(body.copy("f1").map(|c| c.id.as_str()), Some("f1"));

@@ -27,6 +27,8 @@ enum Fault {
     Fail,
     /// It is stored, then its answer is lost.
     LoseAnswer,
+    /// Reads (not writes) end half way, as a connection that breaks without an error would.
+    TruncateReads,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl Faulty {
                 write.await?;
                 Err(self.error(key))
             }
+            Fault::TruncateReads => write.await,
         }
     }
 }
@@ -86,7 +89,12 @@ impl Destination for Faulty {
         self.write(key, self.inner.put_if(key, data, condition)).await
     }
     async fn get(&self, key: &str) -> Result<ObjectStream, DestinationError> {
-        self.inner.get(key).await
+        let stream = self.inner.get(key).await?;
+        if self.fault != Fault::TruncateReads {
+            return Ok(stream);
+        }
+        let size = self.inner.head(key).await?.map_or(0, |m| m.size);
+        Ok(Box::pin(tokio::io::AsyncReadExt::take(stream, size / 2)))
     }
     async fn get_versioned(&self, key: &str, limit: u64) -> Result<Option<VersionedObject>, DestinationError> {
         self.inner.get_versioned(key, limit).await
@@ -194,4 +202,33 @@ async fn a_fault_at_any_write_of_a_backup_leaves_a_valid_state() {
             assert_recorded_copies_are_whole(&inner, "app", &context).await;
         }
     }
+}
+
+/// A read that ends early without an error (a truncated manifest) is damage: the status never
+/// takes a copy from it, and says which manifest it left out.
+#[tokio::test]
+async fn a_truncated_read_is_damage_never_a_copy() {
+    let (_guard, inner) = local_destination();
+    let locks = tempfile::tempdir().unwrap();
+    let lock = take_lock(&inner, "app", &locks).await;
+    let copy = make_copy(&inner, "app", CopyKind::Full, None, &lock).await;
+    lock.release().await.unwrap();
+    // The status forgets the copy, so only its manifest can bring it back.
+    inner.delete(&cairn::layout::status_key("app")).await.unwrap();
+    inner.delete(&cairn::layout::status_previous_key("app")).await.unwrap();
+    let faulty: Arc<dyn Destination> = Arc::new(Faulty {
+        inner: inner.clone(),
+        fault: Fault::TruncateReads,
+        nth: 0,
+        writes: AtomicU32::new(0),
+    });
+    let loaded = StatusStore::new(faulty, "app").load().await.unwrap();
+    assert!(
+        loaded.status.body.copies.is_empty(),
+        "a truncated manifest was taken for a copy: {:?}",
+        loaded.status.body.copies
+    );
+    // Read whole, the same manifest brings the copy back.
+    let loaded = StatusStore::new(inner, "app").load().await.unwrap();
+    assert_eq!(loaded.recovered, std::slice::from_ref(&copy.id));
 }
