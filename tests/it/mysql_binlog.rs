@@ -844,6 +844,26 @@ async fn run_types_choose_the_parent_the_policy_says() {
     assert_eq!(runs, ["weekly", "hourly", "hourly", "daily"]);
 }
 
+/// An incremental of source `fx` read from `url` (off the async runtime: the binary blocks).
+async fn incremental_from(locks: &Path, url: &str, to: &str) -> (i32, String, String) {
+    let (locks, url, to) = (locks.to_path_buf(), url.to_string(), to.to_string());
+    tokio::task::spawn_blocking(move || {
+        run(cairn(&locks).args([
+            "backup",
+            "--type",
+            "incremental",
+            "--name",
+            "fx",
+            "--source",
+            &url,
+            "--to",
+            &to,
+        ]))
+    })
+    .await
+    .unwrap()
+}
+
 /// The replication stream damaged between the server and cairn: a flipped byte is caught by the
 /// event's CRC32, a missing event by the position continuity check; either way the run fails
 /// and records nothing. The same proxy passing everything gives a good incremental.
@@ -869,22 +889,7 @@ async fn a_damaged_or_incomplete_replication_stream_records_nothing() {
     ] {
         let proxy = crate::proxy::start(address.clone(), fault).await;
         let url = through(proxy.port);
-        let (locks_path, to_owned) = (locks.path().to_path_buf(), to.clone());
-        let (code, out, err) = tokio::task::spawn_blocking(move || {
-            run(cairn(&locks_path).args([
-                "backup",
-                "--type",
-                "incremental",
-                "--name",
-                "fx",
-                "--source",
-                &url,
-                "--to",
-                &to_owned,
-            ]))
-        })
-        .await
-        .unwrap();
+        let (code, out, err) = incremental_from(locks.path(), &url, &to).await;
         assert_eq!(code, 1, "{fault:?}: {out}\n{err}");
         assert!(err.contains(says), "{fault:?}: {err}");
         assert!(proxy.rows_events.load(std::sync::atomic::Ordering::SeqCst) >= 2);
@@ -896,22 +901,7 @@ async fn a_damaged_or_incomplete_replication_stream_records_nothing() {
     }
     let proxy = crate::proxy::start(address.clone(), crate::proxy::Fault::None).await;
     let url = through(proxy.port);
-    let (locks_path, to_owned) = (locks.path().to_path_buf(), to.clone());
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        run(cairn(&locks_path).args([
-            "backup",
-            "--type",
-            "incremental",
-            "--name",
-            "fx",
-            "--source",
-            &url,
-            "--to",
-            &to_owned,
-        ]))
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = incremental_from(locks.path(), &url, &to).await;
     assert_eq!(code, 0, "the proxy itself is sound: {out}\n{err}");
     assert_eq!(status_json(locks.path(), &to).as_array().unwrap().len(), 2);
 }
