@@ -4,22 +4,16 @@
 //! The library holds every behaviour; `src/main.rs` only parses arguments, sets up logging and
 //! maps the outcome of [`cli::run`] to an exit code.
 
-pub mod backup;
 pub mod cli;
 pub mod config;
-pub mod destination;
-pub mod envelope;
+pub mod engine;
 pub mod exit;
-pub mod layout;
-pub mod lock;
-pub mod manifest;
+pub mod jobs;
 pub mod progress;
-pub mod restore;
-pub mod schedule;
+pub mod repo;
 pub mod secret;
-pub mod source;
-pub mod status;
-pub mod stream;
+pub mod storage;
+pub mod streams;
 pub mod text;
 pub mod user_file;
 

@@ -80,6 +80,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Reads a secret from a file, without its trailing newline.
+///
+/// # Errors
+/// The file's read error.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    // A trailing newline is how editors and `echo` leave files, never part of the secret.
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backup::{self, BackupRequest};
 use crate::config::Config;
 use crate::exit::{Classify, EXIT_CODES_HELP, ExitStatus};
-use crate::restore::{self, RestoreRequest};
-use crate::schedule::{RequestedType, RunType};
+use crate::jobs::backup::{self, BackupRequest};
+use crate::jobs::restore::{self, RestoreRequest};
+use crate::repo::kinds::{RequestedType, RunType};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -364,7 +364,7 @@ async fn backup_command(config: &Config, args: &BackupArgs) -> CliResult {
         run_type: Some(args.run_type),
         requested: args.kind,
         jobs: args.jobs,
-        filters: crate::source::filter::Filters {
+        filters: crate::engine::filter::Filters {
             include_schemas: args.include_schema.clone(),
             exclude_schemas: args.exclude_schema.clone(),
             exclude_tables: args.exclude_table.clone(),
@@ -527,7 +527,7 @@ async fn restore_command(config: &Config, args: &RestoreArgs) -> CliResult {
             "the requested point ({until}) is not covered: {why}; restored to the end of the chain\n"
         ));
     }
-    if let Some(crate::status::LogPosition::Mysql { file, position, gtid }) = &report.position
+    if let Some(crate::repo::status::LogPosition::Mysql { file, position, gtid }) = &report.position
         && !file.is_empty()
     {
         text.push_str(&format!(

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::{CliResult, Failure, StatusArgs, print_out, to_json};
 use crate::config::{Config, ConfigError};
-use crate::destination::{Access, Destination, DestinationSpec};
 use crate::exit::ExitStatus;
-use crate::status::{CopyRecord, LoadedFrom, LogPosition, StatusStore};
+use crate::repo::status::{CopyRecord, LoadedFrom, LogPosition, StatusStore};
+use crate::storage::{Access, Destination, DestinationSpec};
 
 #[derive(Serialize)]
 struct SourceReport {
@@ -36,9 +36,9 @@ async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<
             // A name that is neither configured nor on the destination is a typo, not an
             // empty source.
             if !config.settings.sources.contains_key(source) {
-                let known = crate::status::sources_at(destination.as_ref()).await?;
+                let known = crate::repo::status::sources_at(destination.as_ref()).await?;
                 if !known.contains(source) {
-                    return Err(Failure::from(crate::status::StatusError::UnknownSource {
+                    return Err(Failure::from(crate::repo::status::StatusError::UnknownSource {
                         source_name: source.clone(),
                         location: destination.location(),
                         known,
@@ -50,7 +50,7 @@ async fn targets(config: &Config, args: &StatusArgs) -> Result<Vec<(String, Arc<
         (Some(from), None) => {
             let destination = config.destination(from)?.open().await?;
             destination.check(Access::Read).await?;
-            for name in crate::status::sources_at(destination.as_ref()).await? {
+            for name in crate::repo::status::sources_at(destination.as_ref()).await? {
                 found.push((name, destination.clone()));
             }
         }
@@ -93,8 +93,8 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
     if args.rebuild {
         let (source, destination) = targets.into_iter().next().expect("--rebuild requires --source");
         destination.check(Access::Write).await?;
-        let lock =
-            crate::lock::acquire(destination.clone(), &source, "status --rebuild", &config.lock_options()).await?;
+        let lock = crate::repo::lock::acquire(destination.clone(), &source, "status --rebuild", &config.lock_options())
+            .await?;
         let result = StatusStore::new(destination.clone(), &source).rebuild().await;
         lock.release().await?;
         let (status, report) = result?;

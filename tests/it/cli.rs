@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use cairn::layout;
-use cairn::schedule::CopyKind;
+use cairn::repo::kinds::CopyKind;
+use cairn::repo::layout;
 
 use crate::status::{damage, full_and_incremental, make_copy, take_lock};
 use crate::support::{S3_ACCESS_KEY, S3_SECRET_KEY, cairn, local_destination, postgres_url, run, s3_server};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn::destination::{
+use cairn::storage::{
     Access, Destination, DestinationError, DestinationExt, LocalDestination, PutCondition, S3Destination, md5_hex,
 };
 use futures::StreamExt;
@@ -495,7 +495,7 @@ async fn unfinished_multipart_uploads_are_aborted_or_listed() {
     let server = s3_server();
     let bucket = server.new_bucket("uploads");
     let destination = server.destination_at(&bucket, "p").await;
-    let part = cairn::destination::s3::MIN_PART_SIZE as usize;
+    let part = cairn::storage::s3::MIN_PART_SIZE as usize;
     let failed = destination
         .put(
             "s/failed",

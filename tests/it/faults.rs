@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn::destination::{
+use cairn::repo::kinds::CopyKind;
+use cairn::repo::manifest::Manifest;
+use cairn::repo::status::StatusStore;
+use cairn::storage::{
     Access, Destination, DestinationError, DestinationExt, ObjectMeta, ObjectStream, PutCondition, PutOutcome,
     VersionedObject, md5_hex,
 };
-use cairn::manifest::Manifest;
-use cairn::schedule::CopyKind;
-use cairn::status::StatusStore;
 
 use crate::status::{make_copy, take_lock};
 
@@ -125,7 +125,7 @@ async fn assert_recorded_copies_are_whole(destination: &Arc<dyn Destination>, so
         assert_eq!(md5_hex(&bytes), copy.manifest.md5, "{context}: manifest of {}", copy.id);
         let manifest = Manifest::decode("m", &bytes).unwrap();
         for file in &manifest.files {
-            let key = format!("{}{}", cairn::layout::copy_prefix(source, &copy.id), file.path);
+            let key = format!("{}{}", cairn::repo::layout::copy_prefix(source, &copy.id), file.path);
             let stored = destination.get_bytes(&key, 1 << 20).await.unwrap();
             assert_eq!(
                 (stored.len() as u64, md5_hex(&stored)),
@@ -157,11 +157,11 @@ async fn a_fault_at_any_write_of_a_backup_leaves_a_valid_state() {
                 nth,
                 writes: AtomicU32::new(0),
             });
-            let options = cairn::lock::LockOptions {
+            let options = cairn::repo::lock::LockOptions {
                 lock_dir: locks.path().to_path_buf(),
                 ..Default::default()
             };
-            if let Ok(lock) = cairn::lock::acquire(faulty.clone(), "app", "test", &options).await {
+            if let Ok(lock) = cairn::repo::lock::acquire(faulty.clone(), "app", "test", &options).await {
                 // Failing or not, what it leaves must be valid.
                 let _ = crate::status::try_make_copy(&faulty, "app", CopyKind::Full, None, &lock).await;
                 let _ = lock.release().await;
@@ -176,15 +176,15 @@ async fn a_fault_at_any_write_of_a_backup_leaves_a_valid_state() {
             // The next run is not blocked. A lease the failed run could not remove names this
             // test's own (live) process; the next run is another process, and this one gone.
             if let Some(lease) = inner
-                .get_versioned(&cairn::layout::lock_key("app"), 1 << 20)
+                .get_versioned(&cairn::repo::layout::lock_key("app"), 1 << 20)
                 .await
                 .unwrap()
             {
-                let mut lease: cairn::lock::Lease = serde_json::from_slice(&lease.data).unwrap();
+                let mut lease: cairn::repo::lock::Lease = serde_json::from_slice(&lease.data).unwrap();
                 lease.pid = crate::lock::dead_pid();
                 inner
                     .put_bytes(
-                        &cairn::layout::lock_key("app"),
+                        &cairn::repo::layout::lock_key("app"),
                         Bytes::from(serde_json::to_vec(&lease).unwrap()),
                     )
                     .await
@@ -214,8 +214,11 @@ async fn a_truncated_read_is_damage_never_a_copy() {
     let copy = make_copy(&inner, "app", CopyKind::Full, None, &lock).await;
     lock.release().await.unwrap();
     // The status forgets the copy, so only its manifest can bring it back.
-    inner.delete(&cairn::layout::status_key("app")).await.unwrap();
-    inner.delete(&cairn::layout::status_previous_key("app")).await.unwrap();
+    inner.delete(&cairn::repo::layout::status_key("app")).await.unwrap();
+    inner
+        .delete(&cairn::repo::layout::status_previous_key("app"))
+        .await
+        .unwrap();
     let faulty: Arc<dyn Destination> = Arc::new(Faulty {
         inner: inner.clone(),
         fault: Fault::TruncateReads,

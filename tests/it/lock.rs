@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::destination::DestinationExt;
 use cairn::exit::{Classify, ExitStatus};
-use cairn::layout;
-use cairn::lock::{self, Lease, LockError, LockOptions};
+use cairn::repo::layout;
+use cairn::repo::lock::{self, Lease, LockError, LockOptions};
+use cairn::storage::DestinationExt;
 use chrono::Utc;
 
 use crate::support::every_destination;

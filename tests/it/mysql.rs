@@ -575,13 +575,13 @@ async fn restore_refuses_damage_and_non_empty_targets() {
         .into_iter()
         .find(|p| p.ends_with("manifest.json"))
         .unwrap();
-    let opened = cairn::envelope::open("cairn-manifest", &std::fs::read(&manifest_path).unwrap()).unwrap();
+    let opened = cairn::repo::envelope::open("cairn-manifest", &std::fs::read(&manifest_path).unwrap()).unwrap();
     let mut members = opened.members;
     let recorded = &mut members["copy"]["details"]["checksums"][&source]["t"];
     *recorded = serde_json::json!(recorded.as_u64().unwrap() ^ 1);
     std::fs::write(
         &manifest_path,
-        cairn::envelope::seal("cairn-manifest", opened.version, members),
+        cairn::repo::envelope::seal("cairn-manifest", opened.version, members),
     )
     .unwrap();
     let (code, _, err) =

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn::backup::{CopyWriter, new_copy_id};
-use cairn::destination::{Destination, DestinationExt, md5_hex};
-use cairn::layout;
-use cairn::lock::{self, LockOptions, SourceLock};
-use cairn::manifest::Manifest;
-use cairn::schedule::{CopyKind, RunType};
-use cairn::status::{
+use cairn::jobs::backup::new_copy_id;
+use cairn::repo::kinds::{CopyKind, RunType};
+use cairn::repo::layout;
+use cairn::repo::lock::{self, LockOptions, SourceLock};
+use cairn::repo::manifest::Manifest;
+use cairn::repo::status::{
     CopyInfo, CopyRecord, LoadedFrom, LogPosition, LogRange, STATUS_FORMAT, STATUS_VERSION, ServerIdentity,
     StatusError, StatusStore,
 };
+use cairn::repo::writer::CopyWriter;
+use cairn::storage::{Destination, DestinationExt, md5_hex};
 use chrono::Utc;
 use serde_json::Map;
 
@@ -85,10 +86,10 @@ pub async fn try_make_copy(
     let writer = CopyWriter::new(destination.clone(), source, &id);
     for (path, content) in [
         ("schema/pre-data.sql", format!("create table t_{id};")),
-        ("data/t.0.zst", id.repeat(50)),
+        ("data/t.0", id.repeat(50)),
     ] {
         writer
-            .put_file(path, Box::pin(std::io::Cursor::new(content.into_bytes())), Map::new)
+            .put_file(path, std::io::Cursor::new(content.into_bytes()), Map::new)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -261,7 +262,11 @@ async fn both_files_damaged_is_an_error_until_rebuilt_from_manifests() {
         assert_eq!(report.copies, 2);
         for key in [layout::status_key("app"), layout::status_previous_key("app")] {
             let bytes = destination.get_bytes(&key, 1 << 20).await.unwrap();
-            assert_eq!(cairn::status::decode(&key, &bytes).unwrap().body, status.body, "{key}");
+            assert_eq!(
+                cairn::repo::status::decode(&key, &bytes).unwrap().body,
+                status.body,
+                "{key}"
+            );
         }
         // A damaged manifest is left out and reported, never trusted.
         damage(&destination, &incr.manifest.path).await;
@@ -359,7 +364,7 @@ fn version_1_status() -> Vec<u8> {
             }]
         }),
     );
-    cairn::envelope::seal(STATUS_FORMAT, 1, members)
+    cairn::repo::envelope::seal(STATUS_FORMAT, 1, members)
 }
 
 #[tokio::test]
@@ -394,7 +399,7 @@ async fn older_versions_are_upgraded_when_read_and_written_back_in_the_newest() 
         let on_disk: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(on_disk["version"], serde_json::json!(STATUS_VERSION));
         assert_eq!(on_disk["generation"], serde_json::json!(5));
-        let reread = cairn::status::decode("s", &bytes).unwrap();
+        let reread = cairn::repo::status::decode("s", &bytes).unwrap();
         assert_eq!(reread.body.copies[0], *old);
         assert_eq!(reread.body.copies[1], new);
         // The second copy is the version-1 generation that was replaced, still readable.
@@ -420,7 +425,7 @@ async fn a_newer_version_is_refused_and_not_bypassed_through_the_previous_copy()
             "body".into(),
             serde_json::json!({"source": "app", "copies": [], "future": true}),
         );
-        let future = cairn::envelope::seal(STATUS_FORMAT, STATUS_VERSION + 1, members);
+        let future = cairn::repo::envelope::seal(STATUS_FORMAT, STATUS_VERSION + 1, members);
         destination
             .put_bytes(&layout::status_key("app"), Bytes::from(future.clone()))
             .await
@@ -487,7 +492,7 @@ async fn racing_writers_never_lose_an_update() {
 pub fn record_for_race(writer: usize, index: usize) -> CopyRecord {
     CopyRecord {
         info: info(CopyKind::Full, RunType::Daily, None),
-        manifest: cairn::status::ManifestRef {
+        manifest: cairn::repo::status::ManifestRef {
             path: format!("app/copies/w{writer}-c{index}/manifest.json"),
             md5: "0".repeat(32),
         },

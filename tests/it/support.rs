@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
-use cairn::destination::{Destination, LocalDestination, S3Destination, S3Options};
+use cairn::storage::{Destination, LocalDestination, S3Destination, S3Options};
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, ETag,
@@ -370,7 +370,7 @@ impl S3Server {
         options.path_style = true;
         options.access_key_id = Some(S3_ACCESS_KEY.into());
         options.secret_access_key = Some(cairn::secret::Secret::new(S3_SECRET_KEY));
-        options.part_size = cairn::destination::s3::MIN_PART_SIZE;
+        options.part_size = cairn::storage::s3::MIN_PART_SIZE;
         options.max_attempts = 2;
         options
     }

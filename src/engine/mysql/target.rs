@@ -1,0 +1,790 @@
+//! Restoring a MySQL full copy: databases (optionally renamed), tables without their secondary
+//! indexes and foreign keys, data with `LOAD DATA LOCAL` (or batched `INSERT` when the server
+//! refuses it) fed straight from the verified stream, then indexes, foreign keys, views,
+//! routines, triggers and events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use tokio::io::AsyncReadExt;
+
+use super::inventory::{Column, Transfer};
+use super::schema::{Object, Schema};
+use super::{My, format, quote_ident, quote_literal, replay};
+use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
+use crate::progress::Progress;
+use crate::repo::reader::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
+use crate::storage::Destination;
+
+/// Size of one `INSERT` of the fallback.
+const INSERT_BATCH: usize = 1 << 20;
+/// Session of every loading connection: no checks the source already made, times in UTC, bytes
+/// as stored, zero dates and explicit zero auto-increment values accepted.
+const LOAD_SESSION: &str = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0, \
+    SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', SESSION time_zone = '+00:00', NAMES binary";
+
+/// Writes a copy into a MySQL or MariaDB server.
+#[derive(Debug, Clone)]
+pub struct MysqlTarget {
+    my: My,
+    url: SourceUrl,
+}
+
+impl MysqlTarget {
+    pub fn new(url: SourceUrl) -> Self {
+        MysqlTarget {
+            my: My::new(url.clone()),
+            url,
+        }
+    }
+}
+
+/// Where each database of the copy goes.
+fn database_map(
+    input: &RestoreInput,
+    schema: &Schema,
+    target: &SourceUrl,
+) -> Result<BTreeMap<String, String>, SourceError> {
+    let mut map: BTreeMap<String, String> = schema
+        .databases
+        .iter()
+        .map(|d| (d.name.clone(), d.name.clone()))
+        .collect();
+    for (from, to) in &input.rename_databases {
+        let Some(entry) = map.get_mut(from) else {
+            return Err(SourceError::Unsupported(format!(
+                "--rename-db {from}={to}: the copy has no database {from} (it has {})",
+                map.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        *entry = to.clone();
+    }
+    if input.rename_databases.is_empty()
+        && let Some(database) = target.database()
+    {
+        match schema.databases.as_slice() {
+            [only] => {
+                map.insert(only.name.clone(), database);
+            }
+            _ => {
+                return Err(SourceError::Unsupported(format!(
+                    "the target URL names database {database} but the copy holds {} databases; leave the database \
+                     out of the URL, or map them with --rename-db FROM=TO",
+                    schema.databases.len()
+                )));
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// The `LOAD DATA` column list and `SET` clause for these columns.
+fn load_columns(columns: &[Column]) -> String {
+    if columns.is_empty() {
+        return String::new();
+    }
+    let mut list = Vec::new();
+    let mut set = Vec::new();
+    for (i, column) in columns.iter().enumerate() {
+        match column.transfer {
+            Transfer::Bit => {
+                list.push(format!("@c{i}"));
+                set.push(format!("{} = CAST(@c{i} AS UNSIGNED)", quote_ident(&column.name)));
+            }
+            Transfer::Textual => {
+                list.push(format!("@c{i}"));
+                set.push(format!("{} = CONVERT(@c{i} USING utf8mb4)", quote_ident(&column.name)));
+            }
+            _ => list.push(quote_ident(&column.name)),
+        }
+    }
+    let mut clause = format!(" ({})", list.join(", "));
+    if !set.is_empty() {
+        clause.push_str(&format!(" SET {}", set.join(", ")));
+    }
+    clause
+}
+
+fn hex_literal(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2 + 3);
+    out.push_str("X'");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('\'');
+    out
+}
+
+impl MysqlTarget {
+    /// The server and the databases a restore writes, for messages about an incomplete target.
+    fn label(&self, map: &BTreeMap<String, String>) -> String {
+        format!(
+            "{} ({})",
+            self.my.name,
+            map.values().cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    async fn admin(&self) -> Result<Conn, SourceError> {
+        // No default database: the one in the URL may not exist yet.
+        let mut conn = self.my.connect(Some("")).await?;
+        conn.query_drop(
+            "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', SESSION foreign_key_checks = 0, NAMES utf8mb4",
+        )
+        .await
+        .map_err(|e| self.my.error("preparing the restore session", e))?;
+        Ok(conn)
+    }
+
+    /// [`MysqlTarget::load_file`], again when it lost a deadlock or a lock wait: parallel bulk
+    /// loads into one InnoDB table can deadlock, and the failed file's transaction was rolled
+    /// back, so loading it again from its start is safe.
+    async fn load_file_retrying(
+        &self,
+        conn: &mut Conn,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        columns: &[Column],
+        by_insert: &AtomicBool,
+    ) -> Result<u64, SourceError> {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match self
+                .load_file(conn, destination, stored, table, columns, by_insert)
+                .await
+            {
+                Err(SourceError::Locked { detail, .. }) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        "loading {table} from {} (attempt {attempt} of {ATTEMPTS}): {detail}; loading it again",
+                        stored.key
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Loads one file in one transaction; returns the rows loaded.
+    async fn load_file(
+        &self,
+        conn: &mut Conn,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        columns: &[Column],
+        by_insert: &AtomicBool,
+    ) -> Result<u64, SourceError> {
+        let doing = format!("loading {table} from {}", stored.key);
+        conn.query_drop("BEGIN").await.map_err(|e| self.my.error(&doing, e))?;
+        if !by_insert.load(Ordering::Relaxed) {
+            let reader = open_verified(destination, stored).await?;
+            // The driver wants a Sync future; a Mutex makes the (Send-only) stream shareable.
+            let stream = std::sync::Mutex::new(Some(tokio_util::io::ReaderStream::new(reader).boxed()));
+            conn.set_infile_handler(async move {
+                Ok(stream
+                    .lock()
+                    .expect("infile stream lock poisoned")
+                    .take()
+                    .unwrap_or_else(|| futures::stream::empty().boxed()))
+            });
+            let statement = format!(
+                "LOAD DATA LOCAL INFILE 'cairn' INTO TABLE {table} CHARACTER SET binary \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'{}",
+                load_columns(columns)
+            );
+            match conn.query_drop(statement).await {
+                Ok(()) => {
+                    let rows = conn.affected_rows();
+                    self.finish_file(conn, stored, &doing, rows).await?;
+                    return Ok(rows);
+                }
+                // 1148/3948 (MySQL), 4166 (MariaDB): local_infile is off on the server; 2068: refused
+                // on this side.
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1148 | 3948 | 4166 | 2068) => {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    if !by_insert.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "{} refuses LOAD DATA LOCAL ({}); loading with batched INSERT statements instead",
+                            self.my.name,
+                            e.message
+                        );
+                    }
+                    conn.query_drop("BEGIN").await.map_err(|e| self.my.error(&doing, e))?;
+                }
+                Err(e) => {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    // A damaged file surfaces as the driver's error; say which it was.
+                    return Err(match e {
+                        mysql_async::Error::Io(mysql_async::IoError::Io(io))
+                            if crate::storage::carries_destination_error(&io) =>
+                        {
+                            SourceError::from_read(io)
+                        }
+                        mysql_async::Error::Io(io) if io.to_string().contains("is damaged") => {
+                            SourceError::Damaged(io.to_string())
+                        }
+                        other => {
+                            let text = other.to_string();
+                            if text.contains("is damaged") {
+                                SourceError::Damaged(text)
+                            } else {
+                                self.my.error(&doing, other)
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let rows = match self
+            .insert_file(conn, destination, stored, table, columns, &doing)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(e);
+            }
+        };
+        self.finish_file(conn, stored, &doing, rows).await?;
+        Ok(rows)
+    }
+
+    async fn finish_file(
+        &self,
+        conn: &mut Conn,
+        stored: &StoredFile,
+        doing: &str,
+        rows: u64,
+    ) -> Result<(), SourceError> {
+        if let Some(expected) = stored.rows()
+            && expected != rows
+        {
+            let _ = conn.query_drop("ROLLBACK").await;
+            return Err(SourceError::Damaged(format!(
+                "{doing}: loaded {rows} rows where the manifest records {expected}"
+            )));
+        }
+        let warnings = conn.get_warnings();
+        if warnings > 0 {
+            let shown: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS LIMIT 3").await.unwrap_or_default();
+            tracing::warn!(
+                "{doing}: the server reported {warnings} warnings, e.g. {}",
+                shown
+                    .iter()
+                    .map(|(_, code, text)| format!("{code}: {text}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        conn.query_drop("COMMIT").await.map_err(|e| self.my.error(doing, e))
+    }
+
+    /// The fallback: parses the file and sends multi-row `INSERT`s of bounded size.
+    async fn insert_file(
+        &self,
+        conn: &mut Conn,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        columns: &[Column],
+        doing: &str,
+    ) -> Result<u64, SourceError> {
+        let mut reader = open_verified(destination, stored).await?;
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let prefix = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut statement = String::new();
+        let mut rows = 0u64;
+        loop {
+            let n = reader.read(&mut buffer).await.map_err(SourceError::from_read)?;
+            pending.extend_from_slice(&buffer[..n]);
+            let (parsed, used) = format::parse_rows(&pending);
+            pending.drain(..used);
+            for row in parsed {
+                let values: Vec<String> = row
+                    .iter()
+                    .zip(columns)
+                    .map(|(value, column)| match (value, column.transfer) {
+                        (None, _) => "NULL".to_string(),
+                        (Some(bytes), Transfer::Bit) => format!("CAST({} AS UNSIGNED)", hex_literal(bytes)),
+                        (Some(bytes), Transfer::Textual) => format!("CONVERT({} USING utf8mb4)", hex_literal(bytes)),
+                        (Some(bytes), _) => hex_literal(bytes),
+                    })
+                    .collect();
+                if statement.is_empty() {
+                    statement.push_str(&prefix);
+                } else {
+                    statement.push(',');
+                }
+                statement.push_str(&format!("({})", values.join(",")));
+                if statement.len() >= INSERT_BATCH {
+                    conn.query_drop(std::mem::take(&mut statement))
+                        .await
+                        .map_err(|e| self.my.error(doing, e))?;
+                    rows += conn.affected_rows();
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(SourceError::Damaged(format!(
+                "{doing}: the file ends in the middle of a row"
+            )));
+        }
+        if !statement.is_empty() {
+            conn.query_drop(statement).await.map_err(|e| self.my.error(doing, e))?;
+            rows += conn.affected_rows();
+        }
+        Ok(rows)
+    }
+
+    /// Creates a view, routine, trigger or event under the session it was defined in.
+    async fn create_object(
+        &self,
+        conn: &mut Conn,
+        object: &Object,
+        database: &str,
+        sql: &str,
+    ) -> Result<(), mysql_async::Error> {
+        conn.query_drop(format!("USE {}", quote_ident(database))).await?;
+        conn.query_drop(format!(
+            "SET SESSION sql_mode = {}, SESSION character_set_client = {}, SESSION collation_connection = {}{}",
+            quote_literal(&object.sql_mode),
+            quote_literal(&object.character_set_client),
+            quote_literal(&object.collation_connection),
+            object
+                .time_zone
+                .as_ref()
+                .map(|tz| format!(", SESSION time_zone = {}", quote_literal(tz)))
+                .unwrap_or_default()
+        ))
+        .await?;
+        conn.query_drop(sql).await
+    }
+
+    async fn write(
+        &self,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+        data: Vec<StoredFile>,
+        admin: &mut Conn,
+    ) -> Result<(u64, u64, u64), SourceError> {
+        let my = &self.my;
+        let target_of = |db: &str| map.get(db).cloned().unwrap_or_else(|| db.to_string());
+        for table in &schema.tables {
+            let database = target_of(&table.database);
+            admin
+                .query_drop(format!("USE {}", quote_ident(&database)))
+                .await
+                .map_err(|e| my.error(&format!("using database {database}"), e))?;
+            admin
+                .query_drop(&table.create)
+                .await
+                .map_err(|e| my.error(&format!("creating table {}.{}", database, table.name), e))?;
+        }
+
+        let file_count = data.len() as u64;
+        let tables: std::collections::BTreeSet<(String, String)> = data
+            .iter()
+            .map(|f| {
+                (
+                    f.detail("database").unwrap_or_default().to_string(),
+                    f.detail("table").unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let queue = Arc::new(Mutex::new(VecDeque::from(data)));
+        let by_insert = Arc::new(AtomicBool::new(false));
+        let progress = Progress::new("restore: data files (stored size)", file_count);
+        let _reporter = progress.report_every(super::PROGRESS_EVERY);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..input.jobs.max(1) {
+            let (this, destination, queue, by_insert, progress, map) = (
+                self.clone(),
+                input.destination.clone(),
+                queue.clone(),
+                by_insert.clone(),
+                progress.clone(),
+                map.clone(),
+            );
+            let no_binlog = input.no_binlog;
+            tasks.spawn(async move {
+                let mut conn = this.my.connect(None).await?;
+                conn.query_drop(LOAD_SESSION)
+                    .await
+                    .map_err(|e| this.my.error("preparing a loader", e))?;
+                if no_binlog {
+                    conn.query_drop("SET SESSION sql_log_bin = 0").await.map_err(|e| {
+                        this.my
+                            .error("turning the binary log off for the restore (--no-binlog)", e)
+                    })?;
+                }
+                let mut rows = 0;
+                loop {
+                    let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
+                        break;
+                    };
+                    let database = stored.detail("database").unwrap_or_default();
+                    let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
+                    let table = format!(
+                        "{}.{}",
+                        quote_ident(&database),
+                        quote_ident(stored.detail("table").unwrap_or_default())
+                    );
+                    let columns: Vec<Column> = stored
+                        .file
+                        .details
+                        .get("columns")
+                        .and_then(|v| serde_json::from_value(v.clone()).ok())
+                        .unwrap_or_default();
+                    rows += this
+                        .load_file_retrying(&mut conn, &destination, &stored, &table, &columns, &by_insert)
+                        .await?;
+                    progress.done(stored.file.size);
+                }
+                let _ = conn.disconnect().await;
+                Ok::<u64, SourceError>(rows)
+            });
+        }
+        let rows: u64 = crate::engine::join_workers(tasks, "loading data")
+            .await?
+            .into_iter()
+            .sum();
+
+        // Secondary indexes (a bounded number of tables at a time), then foreign keys: one ALTER
+        // per table each.
+        let alters = |clauses: fn(&super::schema::TableDef) -> &Vec<String>| -> Vec<String> {
+            schema
+                .tables
+                .iter()
+                .filter(|t| !clauses(t).is_empty())
+                .map(|t| {
+                    let table = format!("{}.{}", quote_ident(&target_of(&t.database)), quote_ident(&t.name));
+                    format!("ALTER TABLE {table} {}", clauses(t).join(", "))
+                })
+                .collect()
+        };
+        self.run_parallel(alters(|t| &t.indexes), input.jobs as usize, "building indexes")
+            .await?;
+        self.run_parallel(alters(|t| &t.foreign_keys), 1, "adding foreign keys")
+            .await?;
+
+        // Views may use other views: create what can be, and retry the rest until nothing moves.
+        let rename = |sql: &str| {
+            map.iter()
+                .filter(|(from, to)| from != to)
+                .fold(sql.to_string(), |sql, (from, to)| {
+                    sql.replace(&format!("{}.", quote_ident(from)), &format!("{}.", quote_ident(to)))
+                })
+        };
+        let mut pending: Vec<&Object> = schema.objects.iter().filter(|o| o.kind == "view").collect();
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for object in &pending {
+                if let Err(e) = self
+                    .create_object(admin, object, &target_of(&object.database), &rename(&object.create))
+                    .await
+                {
+                    last_error = Some((object.name.clone(), e));
+                    failed.push(*object);
+                }
+            }
+            if failed.len() == pending.len() {
+                let (name, error) = last_error.expect("a failed view has an error");
+                return Err(my.error(&format!("creating view {name}"), error));
+            }
+            pending = failed;
+        }
+        for object in schema.objects.iter().filter(|o| o.kind != "view") {
+            self.create_object(admin, object, &target_of(&object.database), &rename(&object.create))
+                .await
+                .map_err(|e| my.error(&format!("creating {} {}", object.kind, object.name), e))?;
+        }
+        if input.verify_checksums {
+            self.verify_checksums(input, map, admin).await?;
+        }
+        Ok((tables.len() as u64, rows, file_count))
+    }
+
+    /// Compares `CHECKSUM TABLE` of every restored table with the value the copy recorded.
+    async fn verify_checksums(
+        &self,
+        input: &RestoreInput,
+        map: &BTreeMap<String, String>,
+        admin: &mut Conn,
+    ) -> Result<(), SourceError> {
+        let copy = &input.manifests[0].copy;
+        let recorded: BTreeMap<String, BTreeMap<String, u64>> = copy
+            .details
+            .get("checksums")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| {
+                SourceError::Unsupported(format!(
+                    "copy {} holds no table checksums; take copies with `cairn backup --checksum` (or checksums = true) \
+                     to compare them",
+                    copy.id
+                ))
+            })?;
+        let mut differ = Vec::new();
+        let mut compared = 0;
+        for (database, tables) in &recorded {
+            let target = map.get(database).cloned().unwrap_or_else(|| database.clone());
+            for (table, expected) in tables {
+                let qualified = format!("{}.{}", quote_ident(&target), quote_ident(table));
+                let row: Option<(Vec<u8>, Option<u64>)> = admin
+                    .query_first(format!("CHECKSUM TABLE {qualified}"))
+                    .await
+                    .map_err(|e| self.my.error(&format!("checksumming {qualified}"), e))?;
+                let actual = row.and_then(|(_, v)| v);
+                if actual != Some(*expected) {
+                    differ.push(format!("{qualified} (copy {expected}, restored {actual:?})"));
+                }
+                compared += 1;
+            }
+        }
+        if !differ.is_empty() {
+            return Err(SourceError::Damaged(format!(
+                "CHECKSUM TABLE differs from the copy for {} of {compared} tables: {}",
+                differ.len(),
+                differ.join(", ")
+            )));
+        }
+        tracing::info!("CHECKSUM TABLE of all {compared} restored tables matches the copy");
+        Ok(())
+    }
+
+    async fn run_parallel(&self, statements: Vec<String>, jobs: usize, doing: &'static str) -> Result<(), SourceError> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let queue = Arc::new(Mutex::new(VecDeque::from(statements)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..jobs.max(1) {
+            let (this, queue) = (self.clone(), queue.clone());
+            tasks.spawn(async move {
+                let mut conn = this.my.connect(None).await?;
+                conn.query_drop("SET SESSION foreign_key_checks = 0, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+                    .await
+                    .map_err(|e| this.my.error(doing, e))?;
+                loop {
+                    let Some(statement) = queue.lock().expect("statement queue lock poisoned").pop_front() else {
+                        break;
+                    };
+                    conn.query_drop(&statement)
+                        .await
+                        .map_err(|e| this.my.error(&format!("{doing}: {statement}"), e))?;
+                }
+                Ok::<(), SourceError>(())
+            });
+        }
+        crate::engine::join_workers(tasks, doing).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Target for MysqlTarget {
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        let (schema, _) = self.schema_of(input).await?;
+        let map = database_map(input, &schema, &self.url)?;
+        let mut notes = Vec::new();
+        if input.resume {
+            self.check_resume(input, &map).await?;
+            notes.push(format!(
+                "--resume: {} holds a replay of this chain to continue",
+                self.label(&map)
+            ));
+        } else {
+            let mut admin = self.admin().await?;
+            for (database, objects) in self.check_empty(&mut admin, input, &schema, &map).await? {
+                notes.push(match objects {
+                    0 => format!("database {database}: empty or absent, restored into"),
+                    n => format!("database {database}: --clean drops its {n} tables, views, routines or events"),
+                });
+            }
+        }
+        if input.no_binlog {
+            // Session-only: proves the privilege without changing anything.
+            let mut conn = self.my.connect(Some("")).await?;
+            conn.query_drop("SET SESSION sql_log_bin = 0").await.map_err(|e| {
+                self.my
+                    .error("leaving the restore out of the binary log (--no-binlog)", e)
+            })?;
+        }
+        Ok(notes)
+    }
+
+    async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        if input.resume {
+            let (schema, _) = self.schema_of(input).await?;
+            let map = database_map(input, &schema, &self.url)?;
+            self.check_resume(input, &map).await?;
+        }
+        if input.manifests.len() < 2 {
+            return Ok(Vec::new());
+        }
+        replay::preview(input).await
+    }
+
+    async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
+        let started = Instant::now();
+        let manifest = &input.manifests[0];
+        let (schema, files) = self.schema_of(input).await?;
+        let map = database_map(input, &schema, &self.url)?;
+        if input.resume {
+            self.check_resume(input, &map).await?;
+        }
+        // Every log file is fetched and checked, and the stop point found, before the target is
+        // touched: a damaged file or a point the chain does not hold fails with nothing loaded.
+        let checked = match input.manifests.len() {
+            1 => None,
+            _ => Some(replay::check(input).await?),
+        };
+
+        let mut report = if input.resume {
+            tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
+            RestoreReport {
+                target: self.my.name.clone(),
+                ..Default::default()
+            }
+        } else {
+            self.restore_full(input, &schema, &map, &files).await?
+        };
+        report.position = Some(manifest.copy.log_range.end.clone());
+        if let Some(checked) = checked {
+            let replayed =
+                replay::replay(&self.my, input, &map, checked)
+                    .await
+                    .map_err(|cause| SourceError::ReplayStopped {
+                        target: self.label(&map),
+                        cause: Box::new(cause),
+                    })?;
+            report.incrementals = input.manifests.len() as u64 - 1;
+            report.transactions = replayed.transactions;
+            report.row_changes = replayed.row_changes;
+            report.position = replayed.position;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+impl MysqlTarget {
+    /// The target databases with the objects each holds (`0` for an empty or absent one);
+    /// [`SourceError::TargetNotEmpty`] for one that holds some, unless `--clean` drops them.
+    async fn check_empty(
+        &self,
+        admin: &mut Conn,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, u64)>, SourceError> {
+        let mut found = Vec::new();
+        for database in &schema.databases {
+            let name = &map[&database.name];
+            let (objects,): (u64,) = admin
+                .query_first(format!(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {n})
+                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {n})
+                          + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {n})",
+                    n = quote_literal(name)
+                ))
+                .await
+                .map_err(|e| self.my.error("inspecting the target", e))?
+                .unwrap_or((0,));
+            if objects > 0 && !input.clean {
+                return Err(SourceError::TargetNotEmpty {
+                    database: format!("{name} on {}", self.my.name),
+                    detail: format!("{objects} tables, views, routines or events"),
+                });
+            }
+            found.push((name.clone(), objects));
+        }
+        Ok(found)
+    }
+
+    /// The schema file of the chain's full copy, and the copy's files.
+    async fn schema_of(&self, input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
+        let manifest = &input.manifests[0];
+        let files = files_of(&input.source, manifest);
+        let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
+        let text = read_text(&input.destination, &schema_file).await?;
+        let schema: Schema = serde_json::from_str(&text)
+            .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
+        Ok((schema, files))
+    }
+
+    /// Refuses `--resume` unless the target holds a replay of this chain to continue.
+    async fn check_resume(&self, input: &RestoreInput, map: &BTreeMap<String, String>) -> Result<(), SourceError> {
+        if input.manifests.len() < 2 {
+            return Err(SourceError::Unsupported(format!(
+                "--resume continues the replay of incremental copies; copy {} is a full copy with nothing to replay",
+                input.manifests[0].copy.id
+            )));
+        }
+        replay::check_resumable(&self.my, input, map, &self.label(map)).await
+    }
+
+    /// Restores the full copy of a chain: databases, tables, data, then the other objects.
+    async fn restore_full(
+        &self,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+        files: &[StoredFile],
+    ) -> Result<RestoreReport, SourceError> {
+        let started = Instant::now();
+        let mut admin = self.admin().await?;
+        // Every target database is checked before any is dropped or created.
+        let contents = self.check_empty(&mut admin, input, schema, map).await?;
+        for (database, (name, objects)) in schema.databases.iter().zip(contents) {
+            if objects > 0 {
+                admin
+                    .query_drop(format!("DROP DATABASE {}", quote_ident(&name)))
+                    .await
+                    .map_err(|e| self.my.error(&format!("dropping database {name} (--clean)"), e))?;
+                tracing::warn!("--clean: dropped database {name} on {}", self.my.name);
+            }
+            admin
+                .query_drop(format!(
+                    "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {} COLLATE {}",
+                    quote_ident(&name),
+                    database.charset,
+                    database.collation
+                ))
+                .await
+                .map_err(|e| self.my.error(&format!("creating database {name}"), e))?;
+        }
+        let data = data_files(files);
+        let (tables, rows, file_count) = self
+            .write(input, schema, map, data, &mut admin)
+            .await
+            .map_err(|cause| SourceError::Incomplete {
+                target: self.label(map),
+                cause: Box::new(cause),
+            })?;
+        Ok(RestoreReport {
+            target: self.my.name.clone(),
+            tables,
+            rows,
+            files: file_count,
+            seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,540 @@
+//! PostgreSQL: consistent, parallel full copies and their restore (see docs/postgres.md).
+//!
+//! A copy is one snapshot shared by every connection: the leader locks the tables (ACCESS
+//! SHARE, so concurrent DDL cannot change them under the copy), exports its snapshot, and keeps
+//! its transaction open while pg_dump (schema) and the workers (data, `COPY … TO STDOUT` per
+//! chunk) import it. Each chunk is streamed through zstd and MD5 straight to the destination.
+
+mod inventory;
+mod schema;
+mod target;
+mod tls;
+
+use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use serde_json::{Map, Value, json};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
+use crate::progress::Progress;
+use crate::repo::reader as stored;
+use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
+use crate::repo::writer::CopyWriter;
+use crate::streams::{Counters, Counting};
+
+pub use target::PostgresTarget;
+
+/// How often long work logs a progress line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `"identifier"`, with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'literal'`, with embedded quotes doubled (standard_conforming_strings is on everywhere cairn
+/// sends SQL).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A database cairn talks to, for connecting and for naming it in errors.
+#[derive(Debug, Clone)]
+pub struct Pg {
+    url: SourceUrl,
+    /// How messages name it: the URL without password.
+    name: String,
+}
+
+impl Pg {
+    pub fn new(url: SourceUrl) -> Self {
+        let name = url.to_string();
+        Pg { url, name }
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, database: &str) -> Pg {
+        let mut url = self.url.clone();
+        url.set_database(database);
+        Pg::new(url)
+    }
+
+    /// The database name in the URL.
+    pub fn database(&self) -> String {
+        self.url.database().unwrap_or_else(|| "postgres".into())
+    }
+
+    /// Opens a session; its connection task runs until the client is dropped.
+    ///
+    /// # Errors
+    /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
+    pub async fn connect(&self, purpose: &str) -> Result<Client, SourceError> {
+        let unusable = |e: String| SourceError::Unsupported(format!("{}: {e}", self.name));
+        let (plain, tls) = tls::split_url(self.url.without_password()).map_err(unusable)?;
+        let mut config: tokio_postgres::Config = plain
+            .as_str()
+            .parse()
+            .map_err(|e: tokio_postgres::Error| unusable(format!("not a usable PostgreSQL URL: {e}")))?;
+        if let Some(password) = &self.url.password {
+            config.password(password.expose());
+        }
+        config.ssl_mode(tls.ssl_mode());
+        config.application_name(format!("cairn {purpose}"));
+        config.connect_timeout(std::time::Duration::from_secs(15));
+        let connector = tls.connector().map_err(|detail| SourceError::Tls {
+            database: self.name.clone(),
+            detail,
+        })?;
+        let (client, connection) = match config.connect(connector).await {
+            Ok(connected) => connected,
+            Err(e) => return Err(crate::engine::explain_unreachable(&self.url, self.error("connecting", e)).await),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Classifies a driver error by SQLSTATE and names the database and what was being done.
+    pub fn error(&self, doing: &str, error: tokio_postgres::Error) -> SourceError {
+        let database = self.name.clone();
+        let doing = doing.to_string();
+        let Some(db) = error.as_db_error() else {
+            // No SQLSTATE: the connection itself failed (refused, reset, timed out, TLS).
+            let mut detail = error.to_string();
+            if let Some(source) = std::error::Error::source(&error) {
+                detail = format!("{detail}: {source}");
+            }
+            if detail.contains("TLS") || detail.contains("certificate") {
+                return SourceError::Tls { database, detail };
+            }
+            let from_network = std::iter::successors(std::error::Error::source(&error), |e| e.source())
+                .any(|e| e.is::<std::io::Error>());
+            if doing == "connecting" && !from_network && !error.is_closed() {
+                // The driver refused before any network I/O: its configuration (a password the
+                // server asks for and none was given) is the user's to fix.
+                return SourceError::Authentication { database, detail };
+            }
+            if let Some(hint) = crate::engine::io_hint(&error) {
+                detail = format!("{detail} ({hint})");
+            }
+            return if doing == "connecting" || error.is_closed() {
+                SourceError::Unreachable { database, detail }
+            } else {
+                SourceError::Database {
+                    database,
+                    doing,
+                    detail,
+                }
+            };
+        };
+        let detail = match db.detail() {
+            Some(extra) => format!("{} ({extra})", db.message()),
+            None => db.message().to_string(),
+        };
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            SourceError::Authentication { database, detail }
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            SourceError::Privilege {
+                database,
+                doing,
+                detail,
+            }
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            SourceError::Locked {
+                database,
+                doing,
+                detail,
+            }
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            SourceError::NoDatabase { database, detail }
+        } else if *code == SqlState::CANNOT_CONNECT_NOW || *code == SqlState::TOO_MANY_CONNECTIONS {
+            SourceError::Unreachable { database, detail }
+        } else {
+            SourceError::Database {
+                database,
+                doing,
+                detail,
+            }
+        }
+    }
+}
+
+/// Reads a PostgreSQL source.
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    spec: SourceSpec,
+    pg: Pg,
+}
+
+impl PostgresSource {
+    pub fn new(spec: SourceSpec) -> Self {
+        let pg = Pg::new(spec.url.clone());
+        PostgresSource { spec, pg }
+    }
+}
+
+/// What the leader learned at the snapshot.
+struct SnapshotPoint {
+    exported: String,
+    visibility: String,
+    lsn: String,
+    system_identifier: Option<String>,
+    timeline: Option<u32>,
+    version: String,
+    version_num: i32,
+}
+
+async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPoint, SourceError> {
+    // pg_control_* need privileges a backup user may lack; ask first, since an error would abort
+    // the snapshot's transaction.
+    let row = leader
+        .query_one(
+            "SELECT pg_export_snapshot(), pg_current_snapshot()::text,
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
+                    CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                         THEN (SELECT system_identifier::text FROM pg_control_system()) END,
+                    CASE WHEN has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
+                         THEN (SELECT timeline_id FROM pg_control_checkpoint()) END,
+                    current_setting('server_version'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| pg.error("exporting the snapshot", e))?;
+    Ok(SnapshotPoint {
+        exported: row.get(0),
+        visibility: row.get(1),
+        lsn: row.get(2),
+        system_identifier: row.get(3),
+        timeline: row.get::<_, Option<i32>>(4).map(|t| t as u32),
+        version: row.get(5),
+        version_num: row.get(6),
+    })
+}
+
+/// `LOCK TABLE … IN ACCESS SHARE MODE` for `tables`, in statements of bounded length. When a
+/// lock cannot be had in time, the error names the tables other sessions hold and what those
+/// sessions are doing.
+async fn lock_tables(pg: &Pg, leader: &Client, tables: &[inventory::Table]) -> Result<(), SourceError> {
+    for group in tables.chunks(500) {
+        let names: Vec<String> = group.iter().map(inventory::Table::qualified).collect();
+        let Err(e) = leader
+            .batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))
+            .await
+        else {
+            continue;
+        };
+        let error = pg.error("locking the tables to copy", e);
+        let SourceError::Locked { database, detail, .. } = error else {
+            return Err(error);
+        };
+        let oids: Vec<u32> = group.iter().map(|t| t.oid).collect();
+        let holders = blockers(pg, &oids).await.unwrap_or_else(|| "another session".into());
+        return Err(SourceError::Locked {
+            database,
+            doing: format!("locking the tables to copy ({holders})"),
+            detail,
+        });
+    }
+    Ok(())
+}
+
+/// Who holds exclusive locks on these tables, read from a separate session.
+async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
+    let client = pg.connect("backup diagnostics").await.ok()?;
+    let oids: Vec<i64> = oids.iter().map(|o| i64::from(*o)).collect();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), l.pid, coalesce(left(a.query, 120), '')
+             FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation::int8 = ANY($1)",
+            &[&oids],
+        )
+        .await
+        .ok()?;
+    let found: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let (table, pid, query): (String, i32, String) = (r.get(0), r.get(1), r.get(2));
+            format!("table {table} is locked by pid {pid} ({query})")
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+impl PostgresSource {
+    async fn worker(
+        &self,
+        snapshot: String,
+        queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
+        writer: CopyWriter,
+        progress: Arc<Progress>,
+    ) -> Result<(u64, u64), SourceError> {
+        let pg = &self.pg;
+        let client = pg.connect("backup worker").await?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&snapshot)
+            ))
+            .await
+            .map_err(|e| pg.error("importing the copy's snapshot", e))?;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        loop {
+            let Some(chunk) = queue.lock().expect("chunk queue lock poisoned").pop_front() else {
+                break;
+            };
+            let sql = chunk.copy_out_sql();
+            let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
+            let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg.error(&doing, e))?;
+            let counters = Counters::default();
+            // Driver errors travel through the byte stream as io errors; keep the original text.
+            let reader = crate::streams::Batched::new(Box::pin(stream.map_err(std::io::Error::other)));
+            let body = Counting::new(reader, counters.clone());
+            let path = format!(
+                "data/{}/{:05}.copy",
+                stored::table_folder(&chunk.table.oid.to_string(), &chunk.table.schema, &chunk.table.name),
+                chunk.index
+            );
+            let counted = counters.clone();
+            let table = chunk.table.clone();
+            let condition = chunk.condition.clone();
+            writer
+                .put_file(&path, body, move || {
+                    stored::data_details(
+                        ("schema", &table.schema),
+                        &table.name,
+                        json!(table.columns),
+                        &counted,
+                        condition,
+                    )
+                })
+                .await
+                .map_err(|e| match e {
+                    crate::storage::DestinationError::Body { source, .. } => SourceError::Database {
+                        database: pg.name.clone(),
+                        doing: doing.clone(),
+                        detail: source.to_string(),
+                    },
+                    other => other.into(),
+                })?;
+            rows += counters.newlines();
+            bytes += counters.bytes();
+            progress.done(counters.bytes());
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg.error("finishing a worker", e))?;
+        Ok((rows, bytes))
+    }
+}
+
+async fn put_sql(writer: &CopyWriter, path: &str, kind: &'static str, sql: String) -> Result<(), SourceError> {
+    let counters = Counters::default();
+    writer
+        .put_file(
+            path,
+            Counting::new(std::io::Cursor::new(sql.into_bytes()), counters),
+            move || {
+                let mut details = Map::new();
+                details.insert("kind".into(), Value::from(kind));
+                details
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn supports_incremental(&self) -> bool {
+        false
+    }
+
+    async fn preflight(
+        &self,
+        options: &CopyOptions,
+        planned: crate::engine::Planned<'_>,
+    ) -> Result<Vec<String>, SourceError> {
+        if let crate::engine::Planned::Incremental { parent } = planned {
+            return Err(SourceError::Unsupported(format!(
+                "incremental copies after {} are not available for PostgreSQL sources in this build",
+                parent.id
+            )));
+        }
+        let pg = &self.pg;
+        let client = pg.connect("backup").await?;
+        let version_num: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| pg.error("reading the server's version", e))?
+            .get(0);
+        let dump = schema::find_pg_dump((version_num / 10000) as u32).await?;
+        let tables = inventory::tables(pg, &client, false, &options.filters).await?;
+        let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+        let unreadable: Vec<String> = client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = ANY($1) AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))
+                  ORDER BY 1 LIMIT 10",
+                &[&oids],
+            )
+            .await
+            .map_err(|e| pg.error("checking the privileges on the tables to copy", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(SourceError::Privilege {
+                database: pg.name.clone(),
+                doing: "checking the privileges on the tables to copy".into(),
+                detail: format!("this role may not read {}", unreadable.join(", ")),
+            });
+        }
+        Ok(vec![format!(
+            "PostgreSQL {}, {} to copy, pg_dump {} at {}",
+            version_num,
+            crate::text::count(tables.len() as u64, "table"),
+            dump.version,
+            dump.path.display()
+        )])
+    }
+
+    async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
+        let pg = &self.pg;
+        let started = Instant::now();
+        let leader = pg.connect("backup").await?;
+        leader
+            .batch_execute(&format!(
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = {}",
+                options.lock_wait.as_millis().max(1)
+            ))
+            .await
+            .map_err(|e| pg.error("preparing the session", e))?;
+        // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
+        // before the locks were granted is in the snapshot and no DDL can follow it.
+        let filters = &options.filters;
+        let listed = inventory::tables(pg, &leader, false, filters).await?;
+        leader
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg.error("starting the snapshot transaction", e))?;
+        lock_tables(pg, &leader, &listed).await?;
+        let point = take_snapshot(pg, &leader).await?;
+        // Tables created between the listing and the snapshot: lock them too.
+        let tables = inventory::tables(pg, &leader, true, filters).await?;
+        let locked: BTreeSet<u32> = listed.iter().map(|t| t.oid).collect();
+        let late: Vec<inventory::Table> = tables.iter().filter(|t| !locked.contains(&t.oid)).cloned().collect();
+        lock_tables(pg, &leader, &late).await?;
+        let lock_wait_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            "{}: snapshot {} at WAL {} covering {}",
+            self.spec.name,
+            point.exported,
+            point.lsn,
+            crate::text::count(tables.len() as u64, "table")
+        );
+
+        let dump = schema::find_pg_dump((point.version_num / 10000) as u32).await?;
+        let large_objects: i64 = leader
+            .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+            .await
+            .map_err(|e| pg.error("counting large objects", e))?
+            .get(0);
+        if large_objects > 0 {
+            tracing::warn!(
+                "{}: {large_objects} large objects (pg_largeobject) are not part of cairn copies; back them up separately",
+                self.spec.name
+            );
+        }
+        // Heap pages are read once each by TID range scans (PostgreSQL 14+); key ranges would
+        // plan as index or filtered sequential scans. Older servers get key ranges.
+        let by_key = point.version_num < 140000;
+        let chunks = inventory::plan_chunks(pg, &leader, &tables, options.chunk_bytes, by_key).await?;
+        let chunk_count = chunks.len();
+
+        // The schema is dumped while the workers copy data: both only need the snapshot.
+        let schema_files = async {
+            let filter_args = inventory::pg_dump_filter_args(pg, &leader, filters).await?;
+            let url = &self.spec.url;
+            let (pre, post) = tokio::try_join!(
+                schema::dump_section(&dump, url, &point.exported, schema::Section::PreData, &filter_args),
+                schema::dump_section(&dump, url, &point.exported, schema::Section::PostData, &filter_args),
+            )?;
+            let sequences = inventory::sequence_values(pg, &leader, filters).await?;
+            let refreshes = inventory::materialized_view_refreshes(pg, &leader, filters).await?;
+            put_sql(writer, "schema/pre-data.sql", "pre-data", pre).await?;
+            put_sql(writer, "schema/post-data.sql", "post-data", post).await?;
+            put_sql(writer, "schema/sequences.sql", "sequences", sequences).await?;
+            put_sql(writer, "schema/refresh.sql", "refresh", refreshes).await?;
+            Ok::<(), SourceError>(())
+        };
+        let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));
+        let data = async {
+            let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+            let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
+            let _reporter = progress.report_every(PROGRESS_EVERY);
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..workers {
+                let this = self.clone();
+                let (snapshot, queue, writer, progress) =
+                    (point.exported.clone(), queue.clone(), writer.clone(), progress.clone());
+                tasks.spawn(async move { this.worker(snapshot, queue, writer, progress).await });
+            }
+            let done = crate::engine::join_workers(tasks, "reading data").await?;
+            Ok::<(u64, u64), SourceError>(
+                done.into_iter()
+                    .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b)),
+            )
+        };
+        let ((), (rows, raw_bytes)) = tokio::try_join!(schema_files, data)?;
+        // The snapshot was needed until the last worker imported it and finished.
+        leader
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg.error("ending the snapshot transaction", e))?;
+
+        let position = LogPosition::Postgres {
+            lsn: point.lsn.clone(),
+            timeline: point.timeline,
+            slot: None,
+        };
+        let mut details = Map::new();
+        details.insert("snapshot".into(), json!(point.visibility));
+        details.insert("tables".into(), json!(tables.len()));
+        details.insert("chunks".into(), json!(chunk_count));
+        details.insert("rows".into(), json!(rows));
+        details.insert("raw_bytes".into(), json!(raw_bytes));
+        details.insert("jobs".into(), json!(workers));
+        details.insert("lock_and_snapshot_ms".into(), json!(lock_wait_ms));
+        details.insert(
+            "pg_dump".into(),
+            json!(format!("{} {}", dump.path.display(), dump.version)),
+        );
+        Ok(TakenCopy {
+            log_range: LogRange {
+                start: position.clone(),
+                end: position,
+            },
+            server: ServerIdentity {
+                id: point
+                    .system_identifier
+                    .unwrap_or_else(|| "unknown (no access to pg_control_system)".into()),
+                version: point.version,
+            },
+            details,
+        })
+    }
+}

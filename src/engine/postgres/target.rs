@@ -1,0 +1,472 @@
+//! Restoring a PostgreSQL full copy: pre-data, data loaded in parallel with every file's MD5
+//! checked while it streams, post-data in phases (indexes and keys in parallel, then foreign keys,
+//! then triggers and the rest), sequences, materialized views, ANALYZE.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio::io::AsyncReadExt;
+use tokio_postgres::Client;
+
+use super::schema::{self, Entry};
+use super::{Pg, quote_ident};
+use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
+use crate::progress::Progress;
+use crate::repo::reader::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
+use crate::storage::Destination;
+
+const COPY_BLOCK: usize = 256 * 1024;
+
+/// Writes a copy into a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    pg: Pg,
+}
+
+impl PostgresTarget {
+    pub fn new(url: SourceUrl) -> Self {
+        PostgresTarget { pg: Pg::new(url) }
+    }
+}
+
+/// How streaming one file into COPY ended.
+enum Pumped {
+    Done(u64),
+    /// The stored file is damaged.
+    Damaged(std::io::Error),
+    /// The server refused the data.
+    Refused(tokio_postgres::Error),
+}
+
+impl PostgresTarget {
+    /// Connects to the target database, creating it when it does not exist.
+    async fn open_database(&self) -> Result<Client, SourceError> {
+        match self.pg.connect("restore").await {
+            Ok(client) => return Ok(client),
+            Err(SourceError::NoDatabase { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let database = self.pg.database();
+        let admin = self.pg.with_database("postgres");
+        let client = admin.connect("restore").await?;
+        // template0: a clean database, whatever was added to template1.
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&database)
+            ))
+            .await
+            .map_err(|e| {
+                admin.error(
+                    &format!("creating database {database} (create it yourself if this user may not)"),
+                    e,
+                )
+            })?;
+        tracing::info!("created database {database}");
+        self.pg.connect("restore").await
+    }
+
+    /// What the database holds besides what every new database has.
+    async fn contents(&self, client: &Client) -> Result<Option<String>, SourceError> {
+        let row = client
+            .query_one(
+                "SELECT
+                   (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'),
+                   (SELECT count(*) FROM pg_namespace
+                     WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+                       AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp\\_%'),
+                   (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                   (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'),
+                   (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                       AND n.nspname NOT LIKE 'pg\\_toast%' AND t.typrelid = 0 AND t.typelem = 0)",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error("inspecting the target", e))?;
+        let counts: Vec<(i64, &str)> = (0..5)
+            .map(|i| row.get::<_, i64>(i))
+            .zip(["relations", "schemas", "functions", "extensions", "types"])
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        Ok((!counts.is_empty()).then(|| {
+            counts
+                .iter()
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }))
+    }
+
+    /// Drops every schema (with what is in it), extension, event trigger and publication.
+    async fn clean(&self, client: &Client) -> Result<(), SourceError> {
+        let rows = client
+            .query(
+                "SELECT 'DROP SCHEMA ' || quote_ident(nspname) || ' CASCADE' FROM pg_namespace
+                  WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp\\_%'
+                 UNION ALL SELECT 'DROP EXTENSION IF EXISTS ' || quote_ident(extname) || ' CASCADE'
+                  FROM pg_extension WHERE extname <> 'plpgsql'
+                 UNION ALL SELECT 'DROP EVENT TRIGGER ' || quote_ident(evtname) FROM pg_event_trigger
+                 UNION ALL SELECT 'DROP PUBLICATION ' || quote_ident(pubname) FROM pg_publication",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error("listing what --clean drops", e))?;
+        let mut sql: Vec<String> = rows.into_iter().map(|r| r.get::<_, String>(0)).collect();
+        sql.push("CREATE SCHEMA IF NOT EXISTS public AUTHORIZATION pg_database_owner".into());
+        sql.push("GRANT USAGE ON SCHEMA public TO PUBLIC".into());
+        client
+            .batch_execute(&sql.join(";\n"))
+            .await
+            .map_err(|e| self.pg.error("dropping the target's contents (--clean)", e))?;
+        tracing::warn!("--clean: dropped the contents of {}", self.pg.name);
+        Ok(())
+    }
+
+    async fn load_worker(
+        &self,
+        destination: Arc<dyn Destination>,
+        queue: Arc<Mutex<VecDeque<StoredFile>>>,
+        progress: Arc<Progress>,
+    ) -> Result<u64, SourceError> {
+        let client = self.pg.connect("restore worker").await?;
+        // Each file is one transaction; losing the last ones to a crash only means restoring again.
+        client
+            .batch_execute("SET synchronous_commit = off; SET statement_timeout = 0")
+            .await
+            .map_err(|e| self.pg.error("preparing a loader", e))?;
+        let mut total = 0;
+        loop {
+            let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
+                break;
+            };
+            let schema_name = stored.detail("schema").unwrap_or_default();
+            let table_name = stored.detail("table").unwrap_or_default();
+            let table = schema::qualified(schema_name, table_name);
+            let columns: Vec<String> = stored
+                .file
+                .details
+                .get("columns")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let column_list = if columns.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let doing = format!("loading {table} from {}", stored.key);
+            let rows = self
+                .load_file(&client, &destination, &stored, &table, &column_list, &doing)
+                .await?;
+            total += rows;
+            progress.done(stored.file.size);
+        }
+        Ok(total)
+    }
+
+    /// Loads one file in one transaction. When the COPY fails, the rest of the file is read to
+    /// find out whether damage caused it, since that is the cause to report.
+    async fn load_file(
+        &self,
+        client: &Client,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        column_list: &str,
+        doing: &str,
+    ) -> Result<u64, SourceError> {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut reader = open_verified(destination, stored).await?;
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {table}{column_list} FROM STDIN"))
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut sink = Box::pin(sink);
+        let mut buffer = vec![0u8; COPY_BLOCK];
+        let pumped = loop {
+            match crate::streams::fill(&mut reader, &mut buffer).await {
+                Err(damage) => break Pumped::Damaged(damage),
+                Ok(0) => {
+                    break match sink.as_mut().finish().await {
+                        Ok(rows) => Pumped::Done(rows),
+                        Err(e) => Pumped::Refused(e),
+                    };
+                }
+                Ok(n) => {
+                    if let Err(e) = sink.send(Bytes::copy_from_slice(&buffer[..n])).await {
+                        break Pumped::Refused(e);
+                    }
+                }
+            }
+        };
+        let rows = match pumped {
+            Pumped::Done(rows) => rows,
+            Pumped::Damaged(damage) => {
+                // Dropping the unfinished sink aborts the COPY; the rollback keeps nothing of the file.
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(SourceError::from_read(damage));
+            }
+            Pumped::Refused(copy_error) => {
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                loop {
+                    match reader.read(&mut buffer).await {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(damage) => return Err(SourceError::from_read(damage)),
+                    }
+                }
+                return Err(self.pg.error(doing, copy_error));
+            }
+        };
+        let expected = stored.rows();
+        if let Some(expected) = expected
+            && expected != rows
+        {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(SourceError::Damaged(format!(
+                "{doing}: loaded {rows} rows where the manifest records {expected}"
+            )));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        Ok(rows)
+    }
+
+    /// Runs entries on `jobs` connections at once, each first applying pg_dump's session settings.
+    async fn run_entries(&self, entries: Vec<Entry>, preamble: &str, jobs: usize) -> Result<(), SourceError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let queue = Arc::new(Mutex::new(VecDeque::from(entries)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let workers = jobs.max(1).min(queue.lock().expect("entry queue lock poisoned").len());
+        for _ in 0..workers {
+            let (this, queue, preamble) = (self.clone(), queue.clone(), preamble.to_string());
+            tasks.spawn(async move {
+                let client = this.pg.connect("restore post-data").await?;
+                client
+                    .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
+                    .await
+                    .map_err(|e| this.pg.error("preparing a post-data session", e))?;
+                loop {
+                    let Some(entry) = queue.lock().expect("entry queue lock poisoned").pop_front() else {
+                        break;
+                    };
+                    client
+                        .batch_execute(&entry.sql)
+                        .await
+                        .map_err(|e| this.pg.error(&format!("creating {} {}", entry.kind, entry.name), e))?;
+                }
+                Ok::<(), SourceError>(())
+            });
+        }
+        crate::engine::join_workers(tasks, "creating post-data objects").await?;
+        Ok(())
+    }
+}
+
+/// The one full copy a PostgreSQL restore takes.
+fn only_copy(input: &RestoreInput) -> Result<&crate::repo::manifest::Manifest, SourceError> {
+    match input.manifests.as_slice() {
+        [manifest] => Ok(manifest),
+        _ => Err(SourceError::Unsupported(format!(
+            "the chain of {} copies ends in an incremental copy; PostgreSQL incremental copies cannot be restored by \
+             this cairn",
+            input.manifests.len()
+        ))),
+    }
+}
+
+#[async_trait]
+impl Target for PostgresTarget {
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        only_copy(input)?;
+        match self.pg.connect("restore").await {
+            Ok(client) => match self.contents(&client).await? {
+                Some(contents) if !input.clean => Err(SourceError::TargetNotEmpty {
+                    database: self.pg.name.clone(),
+                    detail: contents,
+                }),
+                Some(contents) => Ok(vec![format!("{}: --clean drops its {contents}", self.pg.name)]),
+                None => Ok(vec![format!("{}: exists and is empty", self.pg.name)]),
+            },
+            Err(SourceError::NoDatabase { .. }) => {
+                let admin = self.pg.with_database("postgres");
+                let client = admin.connect("restore").await?;
+                let may_create: bool = client
+                    .query_one(
+                        "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| admin.error("reading the role's attributes", e))?
+                    .get(0);
+                if !may_create {
+                    return Err(SourceError::Privilege {
+                        database: self.pg.name.clone(),
+                        doing: format!("creating database {}", self.pg.database()),
+                        detail: "the role may not create databases (CREATEDB); create it yourself first".into(),
+                    });
+                }
+                Ok(vec![format!(
+                    "database {} does not exist: it is created",
+                    self.pg.database()
+                )])
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
+        let started = Instant::now();
+        let manifest = only_copy(input)?;
+        let copy = &manifest.copy.id;
+        let files = files_of(&input.source, manifest);
+        let destination = &input.destination;
+        let pre = one_of(&files, "pre-data", copy)?;
+        let post = one_of(&files, "post-data", copy)?;
+        let sequences = one_of(&files, "sequences", copy)?;
+        let refresh = one_of(&files, "refresh", copy)?;
+
+        let client = self.open_database().await?;
+        if let Some(contents) = self.contents(&client).await? {
+            if !input.clean {
+                return Err(SourceError::TargetNotEmpty {
+                    database: self.pg.name.clone(),
+                    detail: contents,
+                });
+            }
+            self.clean(&client).await?;
+        }
+
+        // Schema files are small and read (and verified) before anything is created.
+        let pre_sql = read_text(destination, &pre).await?;
+        let post_sql = read_text(destination, &post).await?;
+        let sequences_sql = read_text(destination, &sequences).await?;
+        let refresh_sql = read_text(destination, &refresh).await?;
+        let roles: BTreeSet<String> = client
+            .query("SELECT rolname::text FROM pg_roles", &[])
+            .await
+            .map_err(|e| self.pg.error("listing roles", e))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let (pre_sql, missing) = schema::keep_known_roles(&pre_sql, &roles);
+        let (post_sql, missing_post) = schema::keep_known_roles(&post_sql, &roles);
+        let missing: BTreeSet<String> = missing.into_iter().chain(missing_post).collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "roles {} do not exist on the target: their ownership and privileges were not restored",
+                missing.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        tracing::info!("restoring copy {copy} into {}: schema", self.pg.name);
+        let written = async {
+            client
+                .batch_execute(&pre_sql)
+                .await
+                .map_err(|e| self.pg.error("creating the schema (pre-data)", e))?;
+            self.write(input, &files, &post_sql, &sequences_sql, &refresh_sql, &client)
+                .await
+        }
+        .await;
+        let (tables, rows, file_count) = written.map_err(|cause| SourceError::Incomplete {
+            target: self.pg.name.clone(),
+            cause: Box::new(cause),
+        })?;
+        Ok(RestoreReport {
+            target: self.pg.name.clone(),
+            tables,
+            rows,
+            files: file_count,
+            seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        })
+    }
+}
+
+impl PostgresTarget {
+    /// Everything after the schema exists: data, post-data, sequences, views, statistics.
+    async fn write(
+        &self,
+        input: &RestoreInput,
+        files: &[StoredFile],
+        post_sql: &str,
+        sequences_sql: &str,
+        refresh_sql: &str,
+        client: &Client,
+    ) -> Result<(u64, u64, u64), SourceError> {
+        let copy = &input.manifests[0].copy.id;
+        let destination = &input.destination;
+
+        let data = data_files(files);
+        let tables: BTreeSet<(String, String)> = data
+            .iter()
+            .map(|f| {
+                (
+                    f.detail("schema").unwrap_or_default().to_string(),
+                    f.detail("table").unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let file_count = data.len() as u64;
+        tracing::info!(
+            "restoring copy {copy}: {} of {} with {}",
+            crate::text::count(file_count, "data file"),
+            crate::text::count(tables.len() as u64, "table"),
+            crate::text::count(input.jobs, "job")
+        );
+        let queue = Arc::new(Mutex::new(VecDeque::from(data)));
+        let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
+        let _reporter = progress.report_every(super::PROGRESS_EVERY);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..input.jobs.max(1) {
+            let (this, destination, queue, progress) =
+                (self.clone(), destination.clone(), queue.clone(), progress.clone());
+            tasks.spawn(async move { this.load_worker(destination, queue, progress).await });
+        }
+        let rows: u64 = crate::engine::join_workers(tasks, "loading data")
+            .await?
+            .into_iter()
+            .sum();
+
+        tracing::info!("restoring copy {copy}: indexes, constraints, triggers");
+        let script = schema::split(post_sql);
+        let [keys, foreign, rest] = schema::post_data_phases(&script);
+        let jobs = input.jobs as usize;
+        self.run_entries(keys, &script.preamble, jobs).await?;
+        self.run_entries(foreign, &script.preamble, jobs).await?;
+        self.run_entries(rest, &script.preamble, 1).await?;
+        client
+            .batch_execute(sequences_sql)
+            .await
+            .map_err(|e| self.pg.error("setting sequences", e))?;
+        client
+            .batch_execute(refresh_sql)
+            .await
+            .map_err(|e| self.pg.error("refreshing materialized views", e))?;
+        client
+            .batch_execute("ANALYZE")
+            .await
+            .map_err(|e| self.pg.error("analyzing", e))?;
+        Ok((tables.len() as u64, rows, file_count))
+    }
+}

@@ -1,0 +1,510 @@
+//! The periodic backup job: from a request to a validated plan, then for each source the lock,
+//! the choice between full and incremental, and the commit of a copy in the order
+//! files → manifest → status.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{CopyOptions, Planned, Source, SourceError, SourceSpec, SourceUrl};
+use crate::exit::{Classify, ExitStatus};
+use crate::repo::RepoError;
+use crate::repo::kinds::{CopyKind, RequestedType, RunType};
+use crate::repo::lock::{LockError, LockOptions};
+use crate::repo::status::{CopyInfo, CopyRecord, StatusBody, StatusError, StatusStore};
+use crate::repo::writer::CopyWriter;
+use crate::storage::{Access, DestinationError, DestinationSpec};
+
+/// Errors of a backup run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(
+        "source {source_name} has no copy an incremental at run type {run_type} can continue from; take a full copy \
+         first (--type full) or let cairn choose (--type auto)"
+    )]
+    NoParent { source_name: String, run_type: RunType },
+}
+
+impl Classify for BackupError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            BackupError::Config(e) => e.exit_status(),
+            BackupError::Usage(_) => ExitStatus::Usage,
+            BackupError::Source(e) => e.exit_status(),
+            BackupError::Destination(e) => e.exit_status(),
+            BackupError::Status(e) => e.exit_status(),
+            BackupError::Lock(e) => e.exit_status(),
+            BackupError::NoParent { .. } => ExitStatus::Failed,
+        }
+    }
+}
+
+impl From<RepoError> for BackupError {
+    fn from(error: RepoError) -> Self {
+        match error {
+            RepoError::Destination(e) => BackupError::Destination(e),
+            RepoError::Status(e) => BackupError::Status(e),
+            RepoError::Lock(e) => BackupError::Lock(e),
+            other => BackupError::Source(SourceError::from(other)),
+        }
+    }
+}
+
+/// What `cairn backup` was asked for, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct BackupRequest {
+    /// Source names from the configuration or source URLs; empty means every configured source.
+    pub sources: Vec<String>,
+    /// Name for a source given by URL.
+    pub name: Option<String>,
+    /// Destination name or URL overriding the configuration.
+    pub to: Option<String>,
+    pub run_type: Option<RunType>,
+    pub requested: RequestedType,
+    pub jobs: Option<u32>,
+    /// Patterns added to every source's configured filters.
+    pub filters: crate::engine::filter::Filters,
+    /// Record table checksums in MySQL copies.
+    pub checksums: bool,
+    /// Password of the source given by URL.
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// One source of a validated plan.
+#[derive(Debug, Clone)]
+pub struct PlannedSource {
+    pub source: SourceSpec,
+    pub destination: DestinationSpec,
+    pub full_backup: RunType,
+    pub jobs: u32,
+    pub copy_options: CopyOptions,
+}
+
+/// A validated backup run: everything needed, nothing opened yet.
+#[derive(Debug, Clone)]
+pub struct BackupPlan {
+    pub run_type: RunType,
+    pub requested: RequestedType,
+    pub sources: Vec<PlannedSource>,
+}
+
+/// Checks every configured source as a backup of it would, without touching the network:
+/// its password file is read, its destination chosen (with its secret file), its engine opened.
+/// `cairn config check` runs this, so it refuses what `cairn backup` would refuse.
+///
+/// # Errors
+/// The first source's [`ConfigError`] or engine error.
+pub fn check_sources(config: &Config) -> Result<(), BackupError> {
+    for name in config.settings.sources.keys() {
+        let source = config.source(name)?;
+        config.destination_of(name)?;
+        crate::engine::open(&source)?;
+    }
+    Ok(())
+}
+
+/// Turns a request into a plan without touching the network.
+///
+/// # Errors
+/// [`BackupError::Usage`] or [`BackupError::Config`] for anything the user must fix.
+pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, BackupError> {
+    let run_type = request.run_type.unwrap_or(RunType::Daily);
+    if request.jobs == Some(0) {
+        return Err(BackupError::Usage("--jobs must be at least 1".into()));
+    }
+    let names: Vec<String> = if request.sources.is_empty() {
+        if config.settings.sources.is_empty() {
+            return Err(BackupError::Usage(
+                "no source to back up: pass --source URL|NAME, or configure sources (see config/cairn.example.toml)"
+                    .into(),
+            ));
+        }
+        config.settings.sources.keys().cloned().collect()
+    } else {
+        request.sources.clone()
+    };
+    if request.name.is_some() && names.len() != 1 {
+        return Err(BackupError::Usage("--name applies to a single --source".into()));
+    }
+    if request.password_file.is_some() && names.len() != 1 {
+        return Err(BackupError::Usage(
+            "--password-file applies to a single --source URL".into(),
+        ));
+    }
+    let mut sources = Vec::new();
+    for given in names {
+        // Anything that is not a configured name and could not be one is meant as a URL, so a
+        // malformed URL is reported as such, not as an unknown source.
+        let looks_like_url = given.contains("://") || given.contains([':', '/', '@']);
+        let (source, config_name) = if !config.settings.sources.contains_key(&given) && looks_like_url {
+            let mut url = SourceUrl::parse(&given)
+                .map_err(|e| BackupError::Usage(format!("--source {}: {e}", crate::secret::redact_url(&given))))?;
+            url.complete_from_command_line("--source", request.password_file.as_deref())
+                .map_err(BackupError::Usage)?;
+            let name = request.name.clone().unwrap_or_else(|| url.default_name());
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                || name.is_empty()
+            {
+                return Err(BackupError::Usage(format!(
+                    "--name {name:?}: names use lowercase letters, digits and '-'"
+                )));
+            }
+            (SourceSpec { name, url }, None)
+        } else {
+            if request.name.is_some() {
+                return Err(BackupError::Usage("--name only names a source given by URL".into()));
+            }
+            (config.source(&given)?, Some(given))
+        };
+        let destination = match &request.to {
+            Some(to) => config.destination(to)?,
+            None => match &config_name {
+                Some(name) => config.destination_of(name)?,
+                None => {
+                    return Err(BackupError::Usage(format!(
+                        "no destination for source {}: pass --to PATH|s3://bucket/prefix",
+                        source.name
+                    )));
+                }
+            },
+        };
+        let key = config_name.as_deref().unwrap_or(&source.name);
+        let mut copy_options = config.copy_options_of(key, request.jobs);
+        copy_options.filters = copy_options.filters.merged(&request.filters);
+        copy_options.checksums |= request.checksums;
+        sources.push(PlannedSource {
+            full_backup: config.full_backup_of(key),
+            jobs: copy_options.jobs,
+            copy_options,
+            source,
+            destination,
+        });
+    }
+    if request.checksums
+        && sources
+            .iter()
+            .all(|s| s.source.engine() == crate::engine::Engine::Postgres)
+    {
+        return Err(BackupError::Usage(
+            "--checksum records table checksums of MySQL/MariaDB copies; no source of this run is one".into(),
+        ));
+    }
+    Ok(BackupPlan {
+        run_type,
+        requested: request.requested,
+        sources,
+    })
+}
+
+/// The kind of copy a run takes and the copy it continues from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub kind: CopyKind,
+    pub parent: Option<String>,
+}
+
+/// Decides full or incremental from the status, the run type and what was asked.
+///
+/// # Errors
+/// [`BackupError::NoParent`] when an incremental was asked for and nothing can be its parent.
+pub fn decide(
+    source: &str,
+    status: &StatusBody,
+    run_type: RunType,
+    requested: RequestedType,
+    full_backup: RunType,
+) -> Result<Decision, BackupError> {
+    let kind = match requested {
+        RequestedType::Auto => status.next_backup_type(run_type, full_backup),
+        RequestedType::Full => CopyKind::Full,
+        RequestedType::Incremental => CopyKind::Incremental,
+    };
+    let parent =
+        match kind {
+            CopyKind::Full => None,
+            CopyKind::Incremental => Some(status.candidate_parent(run_type).map(|c| c.id.clone()).ok_or_else(
+                || BackupError::NoParent {
+                    source_name: source.to_string(),
+                    run_type,
+                },
+            )?),
+        };
+    Ok(Decision { kind, parent })
+}
+
+/// A new copy id: UTC start time to the millisecond, then the kind. Ids sort by start time.
+pub fn new_copy_id(started_at: DateTime<Utc>, kind: CopyKind) -> String {
+    let suffix = match kind {
+        CopyKind::Full => "full",
+        CopyKind::Incremental => "incr",
+    };
+    format!("{}-{suffix}", started_at.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// What a dry run or a run reports for one source.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedCopy {
+    pub source: String,
+    pub engine: crate::engine::Engine,
+    pub url: String,
+    pub destination: String,
+    pub run_type: RunType,
+    pub full_backup: RunType,
+    pub jobs: u32,
+    pub kind: CopyKind,
+    pub parent: Option<String>,
+    /// What the engine checked against the source, for people.
+    pub checks: Vec<String>,
+}
+
+/// Opens every source's engine (no I/O) and checks it can take what the plan asks for.
+fn open_engines(plan: &BackupPlan) -> Result<Vec<Arc<dyn Source>>, BackupError> {
+    let mut engines = Vec::new();
+    for item in &plan.sources {
+        let engine = crate::engine::open(&item.source)?;
+        if plan.requested == RequestedType::Incremental && !engine.supports_incremental() {
+            return Err(BackupError::Usage(format!(
+                "source {}: {} incremental copies are not available in this build; use --type full or auto",
+                item.source.name,
+                item.source.engine()
+            )));
+        }
+        engines.push(engine);
+    }
+    Ok(engines)
+}
+
+/// What a dry run found for one source.
+#[derive(Debug)]
+pub struct DryRunOutcome {
+    pub source: String,
+    pub result: Result<PlannedCopy, BackupError>,
+}
+
+/// For each source: reads its status and runs every check a backup makes before it writes —
+/// connecting to the source, its settings, privileges and log — and reports what the run would
+/// take, writing nothing anywhere. A failing source does not stop the others.
+///
+/// # Errors
+/// [`BackupError`] when an engine cannot take what the plan asks for; per-source failures are
+/// in the outcomes.
+pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<DryRunOutcome>, BackupError> {
+    let engines = open_engines(plan)?;
+    let mut outcomes = Vec::new();
+    for (item, engine) in plan.sources.iter().zip(engines) {
+        let result = async {
+            // No check(): on a local destination it would create the folder.
+            let destination = item.destination.open().await?;
+            let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
+            let (decision, checks) = preflight_source(plan, item, engine.as_ref(), &loaded.status.body).await?;
+            Ok(PlannedCopy {
+                source: item.source.name.clone(),
+                engine: item.source.engine(),
+                url: item.source.url.to_string(),
+                destination: destination.location(),
+                run_type: plan.run_type,
+                full_backup: item.full_backup,
+                jobs: item.jobs,
+                kind: decision.kind,
+                parent: decision.parent,
+                checks,
+            })
+        }
+        .await;
+        outcomes.push(DryRunOutcome {
+            source: item.source.name.clone(),
+            result,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// The copy a run of `item` takes, checked against the source by the engine's preflight: the
+/// decision (a full copy instead of an incremental whose log is gone, with `on-log-gap =
+/// "full"`) and the engine's notes.
+async fn preflight_source(
+    plan: &BackupPlan,
+    item: &PlannedSource,
+    engine: &dyn Source,
+    status: &StatusBody,
+) -> Result<(Decision, Vec<String>), BackupError> {
+    let decision = decide_for(engine, item, status, plan)?;
+    let planned = match decision.parent.as_deref().and_then(|id| status.copy(id)) {
+        Some(parent) => Planned::Incremental { parent },
+        None => Planned::Full,
+    };
+    match engine.preflight(&item.copy_options, planned).await {
+        Ok(notes) => Ok((decision, notes)),
+        Err(gap @ SourceError::LogGap { .. })
+            if item.copy_options.full_on_log_gap && matches!(planned, Planned::Incremental { .. }) =>
+        {
+            let mut notes = engine.preflight(&item.copy_options, Planned::Full).await?;
+            notes.insert(0, format!("{gap}; on-log-gap = \"full\": a full copy instead"));
+            Ok((
+                Decision {
+                    kind: CopyKind::Full,
+                    parent: None,
+                },
+                notes,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`decide`], then a full copy instead of an incremental the engine cannot take (only reached
+/// with `--type auto`; an explicit `--type incremental` was refused when the engines opened).
+fn decide_for(
+    engine: &dyn Source,
+    item: &PlannedSource,
+    status: &StatusBody,
+    plan: &BackupPlan,
+) -> Result<Decision, BackupError> {
+    let decision = decide(
+        &item.source.name,
+        status,
+        plan.run_type,
+        plan.requested,
+        item.full_backup,
+    )?;
+    if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
+        tracing::info!(
+            "{}: {} sources take full copies only in this build",
+            item.source.name,
+            item.source.engine()
+        );
+        return Ok(Decision {
+            kind: CopyKind::Full,
+            parent: None,
+        });
+    }
+    Ok(decision)
+}
+
+/// How one source's run ended.
+#[derive(Debug)]
+pub struct SourceOutcome {
+    pub source: String,
+    pub result: Result<CopyRecord, BackupError>,
+}
+
+/// Runs the plan, one source after the other; a failing source does not stop the others.
+///
+/// Every source's engine is opened (no I/O) before anything runs, so a plan that cannot work
+/// fails at once.
+///
+/// # Errors
+/// [`BackupError::Source`] when an engine is not available; per-source failures are in the
+/// outcomes.
+pub async fn run(plan: &BackupPlan, lock_options: &LockOptions) -> Result<Vec<SourceOutcome>, BackupError> {
+    let engines = open_engines(plan)?;
+    let mut outcomes = Vec::new();
+    for (item, engine) in plan.sources.iter().zip(engines) {
+        let result = run_source(plan, item, engine, lock_options).await;
+        // Failures are the command line's to report, once.
+        if let Ok(copy) = &result {
+            tracing::info!(
+                "{}: {} copy {} recorded ({}, {} bytes)",
+                item.source.name,
+                copy.kind,
+                copy.id,
+                crate::text::count(copy.files, "file"),
+                copy.bytes
+            );
+        }
+        outcomes.push(SourceOutcome {
+            source: item.source.name.clone(),
+            result,
+        });
+    }
+    Ok(outcomes)
+}
+
+async fn run_source(
+    plan: &BackupPlan,
+    item: &PlannedSource,
+    engine: Arc<dyn Source>,
+    lock_options: &LockOptions,
+) -> Result<CopyRecord, BackupError> {
+    let name = &item.source.name;
+    let destination = item.destination.open().await?;
+    // Everything that can be checked without writing is checked first: a mistyped URL, a wrong
+    // password or a missing privilege leaves the destination untouched.
+    let before = StatusStore::new(destination.clone(), name).load().await?;
+    preflight_source(plan, item, engine.as_ref(), &before.status.body).await?;
+    destination.check(Access::Write).await?;
+    let lock = crate::repo::lock::acquire(destination.clone(), name, "backup", lock_options).await?;
+    let result = async {
+        let status = StatusStore::new(destination.clone(), name);
+        let loaded = status.load().await?;
+        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan)?;
+        let started_at = Utc::now();
+        let copy_id = new_copy_id(started_at, decision.kind);
+        tracing::info!(
+            "{name}: taking {} copy {copy_id} to {}",
+            decision.kind,
+            destination.location()
+        );
+        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id);
+        let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
+            Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
+                Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
+                Err(gap @ SourceError::LogGap { .. }) if item.copy_options.full_on_log_gap => {
+                    tracing::warn!("{name}: {gap}");
+                    let full_id = new_copy_id(Utc::now(), CopyKind::Full);
+                    tracing::warn!("{name}: on-log-gap = \"full\": taking full copy {full_id} instead");
+                    writer = CopyWriter::new(destination.clone(), name, &full_id);
+                    (
+                        CopyKind::Full,
+                        None,
+                        engine.full_copy(&writer, &item.copy_options).await?,
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => (
+                CopyKind::Full,
+                None,
+                engine.full_copy(&writer, &item.copy_options).await?,
+            ),
+        };
+        let info = CopyInfo {
+            id: String::new(),
+            kind,
+            run_type: plan.run_type,
+            parent,
+            started_at,
+            finished_at: Utc::now(),
+            log_range: taken.log_range,
+            server: taken.server,
+            bytes: 0,
+            files: 0,
+            cairn_version: crate::CAIRN_VERSION.to_string(),
+            details: taken.details,
+        };
+        Ok(writer.commit(info, &status, &lock).await?)
+    }
+    .await;
+    // Workers cancelled by a failure may still be aborting their uploads.
+    destination.settle().await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!("{name}: releasing the lock failed: {e}");
+    }
+    result
+}

@@ -1,0 +1,5 @@
+//! The use cases: each plans first (pure, from the configuration and the repository), then runs
+//! the plan and reports what happened per source.
+
+pub mod backup;
+pub mod restore;

@@ -1,0 +1,550 @@
+//! Restore: choosing the copy and its chain from the status, and (with an engine) replaying it
+//! into a target database.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
+use crate::exit::{Classify, ExitStatus};
+use crate::repo::manifest::Manifest;
+use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
+use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
+
+/// Errors of a restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("source {source_name} has no copy at {location}")]
+    NoCopy { source_name: String, location: String },
+    #[error("{0}")]
+    Manifest(String),
+}
+
+impl Classify for RestoreError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            RestoreError::Config(e) => e.exit_status(),
+            RestoreError::Usage(_) => ExitStatus::Usage,
+            RestoreError::Source(e) => e.exit_status(),
+            RestoreError::Destination(e) => e.exit_status(),
+            RestoreError::Status(e) => e.exit_status(),
+            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+/// What `cairn restore` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    pub from: String,
+    pub source: String,
+    /// A copy id or `latest`.
+    pub copy: Option<String>,
+    pub target: String,
+    /// Password of the target.
+    pub target_password_file: Option<std::path::PathBuf>,
+    pub jobs: Option<u32>,
+    pub clean: bool,
+    /// `FROM=TO` database renames (MySQL).
+    pub rename_databases: Vec<String>,
+    pub no_binlog: bool,
+    pub verify_checksums: bool,
+    /// Where replay of incrementals stops (MySQL).
+    pub until: Option<Until>,
+    /// Continue an interrupted replay (MySQL).
+    pub resume: bool,
+}
+
+/// The copies a restore applies, full first, and where they go.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub source: String,
+    pub destination: String,
+    /// The target URL, password masked.
+    pub target: String,
+    pub jobs: u32,
+    pub clean: bool,
+    pub rename_databases: Vec<(String, String)>,
+    pub no_binlog: bool,
+    pub verify_checksums: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Until>,
+    pub resume: bool,
+    /// Why `until` lies beyond what the chain holds; the restore then goes to the chain's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_not_covered: Option<String>,
+    pub chain: Vec<CopyRecord>,
+    #[serde(skip)]
+    target_url: SourceUrl,
+    #[serde(skip)]
+    store: Option<Arc<dyn Destination>>,
+}
+
+/// Resolves the copy and its chain from the status; writes nothing.
+///
+/// # Errors
+/// Usage errors for bad arguments, status errors, or a broken chain.
+pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
+    let mut target_url =
+        SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    target_url
+        .complete_from_command_line("--target", request.target_password_file.as_deref())
+        .map_err(RestoreError::Usage)?;
+    if target_url.engine == crate::engine::Engine::Postgres && target_url.database().is_none() {
+        return Err(RestoreError::Usage(format!(
+            "--target {target_url}: name the database to restore into, e.g. postgres://user@host/app_restored"
+        )));
+    }
+    if request.jobs == Some(0) {
+        return Err(RestoreError::Usage("--jobs must be at least 1".into()));
+    }
+    let mut rename_databases = Vec::new();
+    for rename in &request.rename_databases {
+        let Some((from, to)) = rename.split_once('=').filter(|(f, t)| !f.is_empty() && !t.is_empty()) else {
+            return Err(RestoreError::Usage(format!("--rename-db {rename:?}: expected FROM=TO")));
+        };
+        rename_databases.push((from.to_string(), to.to_string()));
+    }
+    if target_url.engine == crate::engine::Engine::Postgres {
+        let given: Vec<&str> = [
+            ("--rename-db", !rename_databases.is_empty()),
+            ("--no-binlog", request.no_binlog),
+            ("--checksum", request.verify_checksums),
+            ("--until*", request.until.is_some()),
+            ("--resume", request.resume),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            return Err(RestoreError::Usage(format!(
+                "{} {} to MySQL/MariaDB targets only; a PostgreSQL copy goes into the database of --target and is \
+                 checked by row counts",
+                given.join(", "),
+                if given.len() == 1 { "applies" } else { "apply" }
+            )));
+        }
+    }
+    if request.resume && request.clean {
+        return Err(RestoreError::Usage(
+            "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
+        ));
+    }
+    let destination = config.destination(&request.from)?.open().await?;
+    destination.check(Access::Read).await?;
+    let loaded = StatusStore::new(destination.clone(), &request.source)
+        .load_existing()
+        .await?;
+    let body = &loaded.status.body;
+    let copy = match (request.copy.as_deref(), &request.until) {
+        (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
+            RestoreError::Usage(format!(
+                "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
+                 (cairn status)",
+                time.to_rfc3339(),
+                request.source
+            ))
+        })?,
+        (None | Some("latest"), _) => body.latest().ok_or_else(|| RestoreError::NoCopy {
+            source_name: request.source.clone(),
+            location: destination.location(),
+        })?,
+        (Some(id), _) => body
+            .copy(id)
+            .ok_or_else(|| StatusError::Chain(crate::repo::status::ChainError::UnknownCopy(id.to_string())))?,
+    };
+    let chain = body
+        .chain(&copy.id)
+        .map_err(StatusError::from)?
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    if let (Some(Until::Time(time)), Some(full)) = (&request.until, chain.first())
+        && *time < full.started_at
+    {
+        return Err(RestoreError::Usage(format!(
+            "--until {}: full copy {} of this chain was started later ({}); it cannot go back in time. Restore an \
+             older copy (--copy ID, see cairn status), or leave --copy out to let cairn choose",
+            time.to_rfc3339(),
+            full.id,
+            full.started_at.to_rfc3339()
+        )));
+    }
+    if request.verify_checksums
+        && let Some(full) = chain.first()
+        && !full.details.contains_key("checksums")
+    {
+        return Err(RestoreError::Usage(format!(
+            "--checksum: full copy {} was taken without table checksums, so there is nothing to compare; restore \
+             without --checksum, or take copies with `cairn backup --checksum` (checksums = true)",
+            full.id
+        )));
+    }
+    let until_not_covered = request
+        .until
+        .as_ref()
+        .and_then(|until| not_covered(until, chain.last()?));
+    if let (Some(until), Some(why)) = (&request.until, &until_not_covered) {
+        tracing::warn!("--until {until}: the requested point is not covered: {why}; restoring to the end of the chain");
+    }
+    if let (Some(until), [only]) = (&request.until, chain.as_slice()) {
+        return Err(RestoreError::Usage(format!(
+            "copy {} is a full copy with no incremental after it in its chain; it cannot stop at {until}. Restore the \
+             latest copy (--copy latest) or an incremental whose chain reaches the point",
+            only.id
+        )));
+    }
+    Ok(RestorePlan {
+        source: request.source.clone(),
+        destination: destination.location(),
+        target: target_url.to_string(),
+        jobs: request.jobs.unwrap_or_else(crate::engine::default_jobs),
+        clean: request.clean,
+        rename_databases,
+        no_binlog: request.no_binlog,
+        verify_checksums: request.verify_checksums,
+        until: request.until.clone(),
+        resume: request.resume,
+        until_not_covered,
+        chain,
+        target_url,
+        store: Some(destination),
+    })
+}
+
+/// Why `until` is past the end of a chain whose last copy is `last`, if it is.
+fn not_covered(until: &Until, last: &CopyRecord) -> Option<String> {
+    match (until, &last.log_range.end) {
+        (Until::Time(time), _) if *time > last.finished_at => Some(format!(
+            "the chain ends with copy {}, taken up to {}",
+            last.id,
+            last.finished_at.to_rfc3339()
+        )),
+        (
+            Until::Position { file, position },
+            crate::repo::status::LogPosition::Mysql {
+                file: end,
+                position: at,
+                ..
+            },
+        ) => {
+            use crate::engine::mysql::binlog::file_order;
+            ((file_order(file), *position) > (file_order(end), *at))
+                .then(|| format!("the chain ends with copy {} at {end}:{at}", last.id))
+        }
+        _ => None,
+    }
+}
+
+/// The copy whose chain reaches `time`: the newest full copy started before it, then the first
+/// copy of that full's chain that finished after it (or the chain's last, when none did).
+fn copy_covering(body: &crate::repo::status::StatusBody, time: chrono::DateTime<chrono::Utc>) -> Option<&CopyRecord> {
+    let full = body
+        .copies
+        .iter()
+        .filter(|c| c.kind == crate::repo::kinds::CopyKind::Full && c.started_at <= time)
+        .max_by_key(|c| c.started_at)?;
+    let mut in_chain: Vec<&CopyRecord> = body
+        .copies
+        .iter()
+        .filter(|c| {
+            body.chain(&c.id)
+                .is_ok_and(|chain| chain.first().is_some_and(|f| f.id == full.id))
+        })
+        .collect();
+    in_chain.sort_by_key(|c| c.finished_at);
+    in_chain
+        .iter()
+        .find(|c| c.kind == crate::repo::kinds::CopyKind::Incremental && c.finished_at >= time)
+        .or(in_chain.last())
+        .copied()
+}
+
+/// Reads each manifest of the chain and checks it against the MD5 the status recorded.
+///
+/// # Errors
+/// [`RestoreError::Manifest`] naming the manifest that does not match or does not parse.
+pub async fn manifests(
+    destination: &Arc<dyn Destination>,
+    chain: &[CopyRecord],
+) -> Result<Vec<Manifest>, RestoreError> {
+    let mut manifests = Vec::new();
+    for copy in chain {
+        let name = format!("{} at {}", copy.manifest.path, destination.location());
+        let bytes = destination.get_bytes(&copy.manifest.path, MAX_STATUS_BYTES).await?;
+        let actual = md5_hex(&bytes);
+        if actual != copy.manifest.md5 {
+            return Err(RestoreError::Manifest(format!(
+                "manifest {name} is damaged: the status records MD5 {}, it hashes to {actual}",
+                copy.manifest.md5
+            )));
+        }
+        manifests.push(Manifest::decode(&name, &bytes).map_err(|e| RestoreError::Manifest(e.to_string()))?);
+    }
+    Ok(manifests)
+}
+
+/// Replays a plan into its target.
+///
+/// # Errors
+/// Engine errors (naming the file, table or statement), damaged manifests or files.
+pub async fn run(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let (target, input) = prepare(plan).await?;
+    target.preflight(&input).await?;
+    Ok(target.restore(&input).await?)
+}
+
+/// Every check a restore makes before it loads, against the target too, changing nothing:
+/// the lines `restore --dry-run` prints about the target and the stop point.
+///
+/// # Errors
+/// What the restore would fail with before loading: login, a non-empty target, nothing to
+/// resume, a damaged file, a stop point the chain does not hold.
+pub async fn check(plan: &RestorePlan) -> Result<Vec<String>, RestoreError> {
+    let (target, input) = prepare(plan).await?;
+    check_prepared(target.as_ref(), &input).await
+}
+
+async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput) -> Result<Vec<String>, RestoreError> {
+    let mut lines: Vec<String> = target
+        .preflight(input)
+        .await?
+        .into_iter()
+        .map(|note| format!("  checked: {note}"))
+        .collect();
+    // Reading the incrementals' files finds the exact stop point and checks every file.
+    lines.extend(target.preview(input).await?);
+    Ok(lines)
+}
+
+/// The engine for the plan's target and what it restores, with every manifest read and checked.
+async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, RestoreInput), RestoreError> {
+    let copy_engine = plan.chain.first().map(|c| match c.log_range.end {
+        crate::repo::status::LogPosition::Postgres { .. } => crate::engine::Engine::Postgres,
+        crate::repo::status::LogPosition::Mysql { .. } => crate::engine::Engine::Mysql,
+    });
+    if let Some(engine) = copy_engine
+        && engine != plan.target_url.engine
+    {
+        return Err(RestoreError::Usage(format!(
+            "source {} holds {engine} copies; they cannot be restored into the {} database {}",
+            plan.source, plan.target_url.engine, plan.target
+        )));
+    }
+    let target = crate::engine::open_target(&plan.target_url)?;
+    let destination = plan.store.clone().expect("plans are made by plan()");
+    let manifests = manifests(&destination, &plan.chain).await?;
+    let input = RestoreInput {
+        destination,
+        source: plan.source.clone(),
+        manifests,
+        jobs: plan.jobs,
+        clean: plan.clean,
+        rename_databases: plan.rename_databases.clone(),
+        no_binlog: plan.no_binlog,
+        verify_checksums: plan.verify_checksums,
+        until: plan.until.clone(),
+        resume: plan.resume,
+    };
+    Ok((target, input))
+}
+
+/// Reads the `--until`, `--until-gtid` and `--until-position` arguments (at most one is given).
+///
+/// # Errors
+/// [`RestoreError::Usage`] naming the argument and the form expected.
+pub fn parse_until(
+    time: Option<&str>,
+    gtid: Option<&str>,
+    position: Option<&str>,
+) -> Result<Option<Until>, RestoreError> {
+    if let Some(text) = time {
+        let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()))
+            .map_err(|_| {
+                RestoreError::Usage(format!(
+                    "--until {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
+                     \"2026-11-21 08:30:00\" (UTC)"
+                ))
+            })?;
+        return Ok(Some(Until::Time(parsed)));
+    }
+    if let Some(text) = gtid {
+        crate::engine::mysql::binlog::Gtid::parse(text)
+            .map_err(|e| RestoreError::Usage(format!("--until-gtid {e}")))?;
+        return Ok(Some(Until::Gtid(text.trim().to_string())));
+    }
+    if let Some(text) = position {
+        let parsed = text
+            .rsplit_once(':')
+            .and_then(|(file, pos)| Some((file, pos.parse::<u64>().ok()?)))
+            .filter(|(file, _)| !file.is_empty());
+        let Some((file, position)) = parsed else {
+            return Err(RestoreError::Usage(format!(
+                "--until-position {text:?}: expected FILE:POS, e.g. binlog.000042:1234"
+            )));
+        };
+        return Ok(Some(Until::Position {
+            file: file.to_string(),
+            position,
+        }));
+    }
+    Ok(None)
+}
+
+/// What `restore --dry-run` prints: the chain, each copy's files and log range, and the exact
+/// stop point, found by reading (and checking) the incrementals' files; nothing is written.
+///
+/// # Errors
+/// Destination errors, a damaged manifest or file, or a stop point the chain does not hold.
+pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
+    let (target, input) = prepare(plan).await?;
+    let checks = check_prepared(target.as_ref(), &input).await?;
+    let manifests = &input.manifests;
+    let mut text = format!(
+        "restore of source {} from {} into {}\n",
+        plan.source, plan.destination, plan.target
+    );
+    if plan.resume {
+        text.push_str("  --resume: the full copy is already in the target; the replay continues where it stopped\n");
+    }
+    for (copy, manifest) in plan.chain.iter().zip(manifests) {
+        text.push_str(&format!(
+            "  {} {} ({}), {}, {} bytes, log {} .. {}\n",
+            copy.id,
+            copy.kind,
+            copy.run_type,
+            crate::text::count(copy.files, "file"),
+            copy.bytes,
+            show_position(&copy.log_range.start),
+            show_position(&copy.log_range.end)
+        ));
+        if copy.kind == crate::repo::kinds::CopyKind::Incremental {
+            let detail = |name: &str| copy.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
+            text.push_str(&format!(
+                "    {} transactions, events from {} to {}\n",
+                detail("transactions"),
+                detail("first_event_at").as_str().unwrap_or("-"),
+                detail("last_event_at").as_str().unwrap_or("-")
+            ));
+            for file in &manifest.files {
+                let detail = |name: &str| file.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                text.push_str(&format!(
+                    "    {}: {} {}..{}, {} events\n",
+                    file.path,
+                    detail("server_file").as_str().unwrap_or("?"),
+                    detail("start"),
+                    detail("end"),
+                    detail("events")
+                ));
+            }
+        }
+    }
+    for line in checks {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn show_position(position: &crate::repo::status::LogPosition) -> String {
+    match position {
+        crate::repo::status::LogPosition::Mysql { file, position, gtid } => format!(
+            "{file}:{position}{}",
+            gtid.as_deref().map(|g| format!(" (GTID {g})")).unwrap_or_default()
+        ),
+        crate::repo::status::LogPosition::Postgres { lsn, .. } => format!("LSN {lsn}"),
+    }
+}
+
+/// Writes the position a restore reached to the file the user named, for seeding a replica.
+///
+/// # Errors
+/// [`RestoreError::Usage`] naming the file when it cannot be written.
+pub fn write_position(
+    path: &std::path::Path,
+    plan: &RestorePlan,
+    position: &crate::repo::status::LogPosition,
+) -> Result<(), RestoreError> {
+    let body = serde_json::json!({
+        "source": plan.source,
+        "copy": plan.chain.last().map(|c| c.id.clone()),
+        "full_copy": plan.chain.first().map(|c| c.id.clone()),
+        "target": plan.target,
+        "until": plan.until,
+        "until_covered": plan.until_not_covered.is_none(),
+        "position": position,
+        "written_at": chrono::Utc::now(),
+    });
+    let text = serde_json::to_string_pretty(&body).expect("positions serialize") + "\n";
+    crate::user_file::write(path, text.as_bytes()).map_err(|e| {
+        RestoreError::Usage(format!(
+            "the restore finished, but its position could not be written to {}: {e}; the position is printed above",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::kinds::RunType::{Daily, Hourly};
+    use crate::repo::status::StatusBody;
+    use crate::repo::status::query::tests::copy;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_time_picks_the_chain_that_reaches_it() {
+        let body = StatusBody {
+            source: "s".into(),
+            copies: vec![
+                copy("f1", Daily, None, 0),
+                copy("i1", Hourly, Some("f1"), 10),
+                copy("i2", Hourly, Some("i1"), 20),
+                copy("f2", Daily, None, 30),
+                copy("i3", Hourly, Some("f2"), 40),
+            ],
+        };
+        let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
+        assert_eq!(copy_covering(&body, at(5)).unwrap().id, "i1");
+        assert_eq!(copy_covering(&body, at(15)).unwrap().id, "i2");
+        assert_eq!(
+            copy_covering(&body, at(25)).unwrap().id,
+            "i2",
+            "after the chain's end: its last copy"
+        );
+        assert_eq!(copy_covering(&body, at(35)).unwrap().id, "i3");
+        assert!(copy_covering(&body, chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()).is_none());
+    }
+
+    #[test]
+    fn until_arguments_are_checked() {
+        assert!(matches!(
+            parse_until(Some("2026-11-21 08:30:00"), None, None).unwrap(),
+            Some(Until::Time(_))
+        ));
+        assert!(parse_until(Some("yesterday"), None, None).is_err());
+        assert_eq!(
+            parse_until(None, None, Some("binlog.000042:1234")).unwrap(),
+            Some(Until::Position {
+                file: "binlog.000042".into(),
+                position: 1234
+            })
+        );
+        assert!(parse_until(None, None, Some("binlog.000042")).is_err());
+        assert!(parse_until(None, Some("0-1"), None).is_err());
+        assert_eq!(parse_until(None, None, None).unwrap(), None);
+    }
+}

@@ -1,0 +1,269 @@
+//! The codec between an engine's plain bytes and the stored bytes: zstd today (encryption goes
+//! here next), and the check of a stored file's size and MD5 while it is read, so nothing is
+//! ever held whole in memory.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_compression::Level;
+use async_compression::tokio::bufread::{ZstdDecoder, ZstdEncoder};
+use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
+
+use crate::storage::ObjectStream;
+
+/// zstd level of stored files: fast, and most of the ratio.
+pub const ZSTD_LEVEL: i32 = 3;
+/// The suffix the codec adds to a stored file's name.
+pub const SUFFIX: &str = ".zst";
+const BUFFER: usize = 256 * 1024;
+
+/// Compresses `plain` with zstd as it is read. Frames carry zstd's own content checksum, so
+/// damage is also caught by anything that only decompresses.
+pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream {
+    Box::pin(ZstdEncoder::with_quality_and_params(
+        BufReader::with_capacity(BUFFER, plain),
+        Level::Precise(ZSTD_LEVEL),
+        &[async_compression::zstd::CParameter::checksum_flag(true)],
+    ))
+}
+
+/// Decompresses a zstd stream as it is read.
+pub fn decompress<R: AsyncRead + Send + Unpin + 'static>(compressed: R) -> ObjectStream {
+    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed));
+    decoder.multiple_members(true);
+    Box::pin(decoder)
+}
+
+/// Decompresses a stored file while checking its size and MD5 against the manifest.
+///
+/// The consumer sees the end of the data only after the whole stored file was read and
+/// matched; damage, a short file or bytes after the compressed data end in an error instead.
+/// (A zstd decoder stops at the end of its frame without reading further, so the check cannot be
+/// left to it.)
+pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
+    stored: R,
+    name: impl Into<String>,
+    md5: &str,
+    size: u64,
+) -> ObjectStream {
+    let name = name.into();
+    let verified = Verified::new(stored, name.clone(), md5, size);
+    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, verified));
+    decoder.multiple_members(true);
+    Box::pin(DrainAtEnd {
+        decoder,
+        name,
+        finished: false,
+    })
+}
+
+struct DrainAtEnd<R> {
+    decoder: ZstdDecoder<BufReader<Verified<R>>>,
+    name: String,
+    finished: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.finished {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.decoder).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            // Bytes that could not be fetched are not damage: pass the destination's error on.
+            Poll::Ready(Err(e)) if crate::storage::carries_destination_error(&e) => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => {
+                let message = if e.to_string().contains("is damaged") {
+                    e.to_string()
+                } else {
+                    format!("{} is damaged: it does not decompress ({e})", this.name)
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
+            }
+            other => return other,
+        }
+        // The decoder is done: read what is left of the stored file so Verified checks it all.
+        let mut trailing = 0u64;
+        loop {
+            let input = this.decoder.get_mut();
+            let available = match Pin::new(&mut *input).poll_fill_buf(cx) {
+                Poll::Ready(Ok(bytes)) => bytes.len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if available == 0 {
+                break;
+            }
+            trailing += available as u64;
+            Pin::new(&mut *input).consume(available);
+        }
+        if trailing > 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is damaged: {trailing} bytes follow the compressed data", this.name),
+            )));
+        }
+        this.finished = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A reader that fails at the end of the stream, instead of ending, when the bytes read do not
+/// have the expected size and MD5. Whoever consumes it never sees a clean end of bad data.
+pub struct Verified<R> {
+    inner: R,
+    name: String,
+    expected_md5: String,
+    expected_size: u64,
+    size: u64,
+    hasher: Option<md5::Context>,
+}
+
+impl<R> Verified<R> {
+    /// `name` is what the error calls the file.
+    pub fn new(inner: R, name: impl Into<String>, expected_md5: &str, expected_size: u64) -> Self {
+        Verified {
+            inner,
+            name: name.into(),
+            expected_md5: expected_md5.to_string(),
+            expected_size,
+            size: 0,
+            hasher: Some(md5::Context::new()),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Verified<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let chunk = buf.filled()[before..].to_vec();
+            self.size += read as u64;
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.consume(&chunk);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let Some(hasher) = self.hasher.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let actual = format!("{:x}", hasher.compute());
+        if actual != self.expected_md5 || self.size != self.expected_size {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged: the manifest records {} bytes with MD5 {}, the stored file has {} bytes with MD5 {}",
+                    self.name, self.expected_size, self.expected_md5, self.size, actual
+                ),
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::{Counters, Counting};
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn compress_then_decompress_round_trips_and_counts() {
+        let data: Vec<u8> = (0..500_000u32).flat_map(|i| format!("{i}\tv\n").into_bytes()).collect();
+        let counters = Counters::default();
+        let mut compressed = Vec::new();
+        compress(Counting::new(std::io::Cursor::new(data.clone()), counters.clone()))
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        assert_eq!(counters.newlines(), 500_000);
+        assert_eq!(counters.bytes(), data.len() as u64);
+        assert!(compressed.len() < data.len() / 3);
+        let mut back = Vec::new();
+        decompress(std::io::Cursor::new(compressed))
+            .read_to_end(&mut back)
+            .await
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn verified_readers_fail_at_the_end_of_bad_data() {
+        let data = b"some stored bytes".to_vec();
+        let md5 = format!("{:x}", md5::compute(&data));
+        let mut out = Vec::new();
+        Verified::new(std::io::Cursor::new(data.clone()), "f", &md5, data.len() as u64)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+        let mut damaged = data.clone();
+        damaged[3] ^= 1;
+        // Through the decompressor too: a frame's end must not stop the check.
+        let mut compressed = Vec::new();
+        compress(std::io::Cursor::new(vec![b'x'; 100_000]))
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        let good_md5 = format!("{:x}", md5::compute(&compressed));
+        let mut tail_damaged = compressed.clone();
+        tail_damaged.push(0);
+        let err = decompress_verified(
+            std::io::Cursor::new(tail_damaged),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("t is damaged"), "{err}");
+        let mut whole = Vec::new();
+        decompress_verified(
+            std::io::Cursor::new(compressed.clone()),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut whole)
+        .await
+        .unwrap();
+        assert_eq!(whole, vec![b'x'; 100_000]);
+        let mut middle_damaged = compressed.clone();
+        let middle = middle_damaged.len() / 2;
+        middle_damaged[middle] ^= 0x10;
+        let err = decompress_verified(
+            std::io::Cursor::new(middle_damaged),
+            "t",
+            &good_md5,
+            compressed.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("t is damaged"), "{err}");
+        let err = Verified::new(
+            std::io::Cursor::new(damaged),
+            "copies/x/data/t.0.zst",
+            &md5,
+            data.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("copies/x/data/t.0.zst is damaged"), "{err}");
+        let err = Verified::new(std::io::Cursor::new(data[..5].to_vec()), "f", &md5, data.len() as u64)
+            .read_to_end(&mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+}

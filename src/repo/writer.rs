@@ -1,0 +1,144 @@
+//! The writer of one copy: its files streamed to the destination and confirmed there, then its
+//! manifest, then its record in the status, in that order (docs/status-format.md).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::RepoError;
+use crate::repo::layout;
+use crate::repo::lock::SourceLock;
+use crate::repo::manifest::{Manifest, ManifestFile};
+use crate::repo::model::{CopyInfo, CopyRecord, ManifestRef};
+use crate::repo::status::StatusStore;
+use tokio::io::AsyncRead;
+
+use crate::repo::codec;
+use crate::storage::{Destination, DestinationError, PutCondition, md5_hex};
+
+/// Writes the files of one copy, then its manifest, then records it in the status.
+///
+/// Files may be written from several tasks at once. Nothing is visible as a copy until
+/// [`CopyWriter::commit`] has written the manifest; a run that dies before leaves only files
+/// that no manifest names.
+///
+/// Clones share the list of files written, so workers can each hold one.
+#[derive(Debug, Clone)]
+pub struct CopyWriter {
+    destination: Arc<dyn Destination>,
+    source: String,
+    copy_id: String,
+    files: Arc<Mutex<Vec<ManifestFile>>>,
+}
+
+impl CopyWriter {
+    pub fn new(destination: Arc<dyn Destination>, source: &str, copy_id: &str) -> Self {
+        CopyWriter {
+            destination,
+            source: source.to_string(),
+            copy_id: copy_id.to_string(),
+            files: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Streams one file of the copy through the codec to the destination and notes it for the
+    /// manifest, with the details `describe` gives once the whole body has been read (row
+    /// counts, for example). `path` is the file's plain name; the codec adds its suffix.
+    ///
+    /// # Errors
+    /// Destination errors.
+    pub async fn put_file(
+        &self,
+        path: &str,
+        plain: impl AsyncRead + Send + Unpin + 'static,
+        describe: impl FnOnce() -> Map<String, Value> + Send,
+    ) -> Result<ManifestFile, DestinationError> {
+        let path = format!("{path}{}", codec::SUFFIX);
+        let key = format!("{}{path}", layout::copy_prefix(&self.source, &self.copy_id));
+        let outcome = self.destination.put(&key, codec::compress(plain)).await?;
+        let file = ManifestFile {
+            path,
+            size: outcome.size,
+            md5: outcome.md5,
+            details: describe(),
+        };
+        self.files.lock().expect("file list lock poisoned").push(file.clone());
+        Ok(file)
+    }
+
+    /// Checks, with one listing, that the destination holds every file of the copy at the size
+    /// that was written, so a copy is never recorded over files a full disk cut short.
+    async fn confirm_stored(&self, files: &[ManifestFile]) -> Result<(), DestinationError> {
+        let prefix = layout::copy_prefix(&self.source, &self.copy_id);
+        let stored: std::collections::HashMap<String, u64> = self
+            .destination
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|object| (object.key, object.size))
+            .collect();
+        for file in files {
+            let key = format!("{prefix}{}", file.path);
+            match stored.get(&key) {
+                Some(&size) if size == file.size => {}
+                Some(&size) => {
+                    return Err(DestinationError::Incomplete {
+                        location: self.destination.location(),
+                        key,
+                        expected: file.size,
+                        found: size,
+                    });
+                }
+                None => {
+                    return Err(DestinationError::NotFound {
+                        location: self.destination.location(),
+                        key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest (create-only), then records the copy in the status.
+    ///
+    /// `info.files` and `info.bytes` are filled in from the files written.
+    ///
+    /// # Errors
+    /// [`RepoError::Lock`] when the lease was lost, destination or status errors.
+    pub async fn commit(
+        self,
+        mut info: CopyInfo,
+        status: &StatusStore,
+        lock: &SourceLock,
+    ) -> Result<CopyRecord, RepoError> {
+        let mut files = std::mem::take(&mut *self.files.lock().expect("file list lock poisoned"));
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        info.id = self.copy_id.clone();
+        info.files = files.len() as u64;
+        info.bytes = files.iter().map(|f| f.size).sum();
+        let manifest = Manifest {
+            source: self.source.clone(),
+            copy: info.clone(),
+            files,
+        };
+        self.confirm_stored(&manifest.files).await?;
+        let bytes = manifest.encode();
+        let key = layout::manifest_key(&self.source, &self.copy_id);
+        lock.ensure_held()?;
+        self.destination
+            .put_if(&key, Bytes::from(bytes.clone()), PutCondition::CreateOnly)
+            .await?;
+        let record = CopyRecord {
+            info,
+            manifest: ManifestRef {
+                path: key,
+                md5: md5_hex(&bytes),
+            },
+        };
+        lock.ensure_held()?;
+        status.record(record.clone()).await?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,156 @@
+//! Byte-stream helpers every layer uses: reading into a whole buffer, counting what passes, and
+//! batching a stream of small messages into block reads.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Counts bytes and newline characters flowing through a reader.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    bytes: Arc<AtomicU64>,
+    newlines: Arc<AtomicU64>,
+}
+
+impl Counters {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Rows of a text format that ends each row with a newline and escapes embedded ones
+    /// (PostgreSQL COPY text, MySQL LOAD DATA).
+    pub fn newlines(&self) -> u64 {
+        self.newlines.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader that updates [`Counters`] as data passes.
+pub struct Counting<R> {
+    inner: R,
+    counters: Counters,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R, counters: Counters) -> Self {
+        Counting { inner, counters }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            let new = &buf.filled()[before..];
+            self.counters.bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
+            let lines = new.iter().filter(|b| **b == b'\n').count() as u64;
+            self.counters.newlines.fetch_add(lines, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// Reads until `buffer` is full or the stream ends; returns how much was read (0 at the end).
+///
+/// Decompressors and compressors hand out small pieces; passing each on as its own write or
+/// protocol message costs a system call or a message each.
+///
+/// # Errors
+/// The reader's error.
+pub async fn fill<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = reader.read(&mut buffer[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Turns a stream of small byte messages (one per row, as COPY sends them) into reads of up to
+/// the caller's buffer size, taking every message that is already there, so the layers above
+/// work per block instead of per row.
+pub struct Batched<S> {
+    stream: S,
+    pending: bytes::Bytes,
+    done: bool,
+    /// An error that arrived after this read had data; returned by the next read.
+    error: Option<io::Error>,
+}
+
+impl<S> Batched<S> {
+    pub fn new(stream: S) -> Self {
+        Batched {
+            stream,
+            pending: bytes::Bytes::new(),
+            done: false,
+            error: None,
+        }
+    }
+}
+
+impl<S> AsyncRead for Batched<S>
+where
+    S: futures::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+{
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let start = buf.filled().len();
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Err(error));
+        }
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                let chunk = self.pending.split_to(n);
+                buf.put_slice(&chunk);
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.pending = bytes,
+                Poll::Ready(Some(Err(e))) if buf.filled().len() > start => {
+                    self.error = Some(e);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn batched_reads_join_small_messages_in_order() {
+        let messages: Vec<io::Result<bytes::Bytes>> = (0..10_000u32)
+            .map(|i| Ok(bytes::Bytes::from(format!("{i}\n"))))
+            .collect();
+        let expected: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let mut reader = Batched::new(futures::stream::iter(messages));
+        let mut first = vec![0u8; 4096];
+        let n = reader.read(&mut first).await.unwrap();
+        assert_eq!(n, 4096, "ready messages fill the whole buffer");
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&first[..n], &rest[..]].concat(), expected);
+        let failing = futures::stream::iter(vec![Ok(bytes::Bytes::from("a")), Err(io::Error::other("lost"))]);
+        assert!(Batched::new(failing).read_to_end(&mut Vec::new()).await.is_err());
+    }
+}
