@@ -2,6 +2,7 @@
 //! traits through which backups and restores use an engine. Engine specifics stay in their own
 //! submodules.
 
+pub mod change;
 pub mod filter;
 pub mod mysql;
 pub mod postgres;

@@ -112,10 +112,7 @@ pub fn data_files(files: &[StoredFile]) -> Vec<StoredFile> {
 ///
 /// # Errors
 /// Destination errors.
-pub async fn open_verified(
-    destination: &Arc<dyn Destination>,
-    stored: &StoredFile,
-) -> Result<ObjectStream, RepoError> {
+pub async fn open_verified(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<ObjectStream, RepoError> {
     let raw = destination.get(&stored.key).await?;
     let name = format!("{} at {}", stored.key, destination.location());
     Ok(decompress_verified(raw, name, &stored.file.md5, stored.file.size))

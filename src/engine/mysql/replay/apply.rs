@@ -1,0 +1,443 @@
+//! The MySQL applier: the change stream applied to the target over one session, each source
+//! transaction in one target transaction that also records the position after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Value};
+
+use super::PROGRESS_DATABASE;
+use super::sql::{dropped_trigger, first_words, rename_references, statement_table};
+use super::values::values;
+use crate::engine::SourceError;
+use crate::engine::change::{Change, Commit, Ending, RowChange, Rows, Statement};
+use crate::engine::filter::Filters;
+use crate::engine::mysql::attribution::{is_account_statement, statement_database};
+use crate::engine::mysql::{My, quote_ident, quote_literal};
+use crate::progress::Progress;
+use crate::repo::model::LogPosition;
+
+/// Rows changed by one `INSERT` at most.
+const INSERT_ROWS: usize = 100;
+/// Session of the applying connection: row images carry bytes as stored and times in UTC.
+pub(super) const ROW_SESSION: &str =
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', SESSION time_zone = '+00:00', NAMES binary";
+
+/// `information_schema.COLUMNS` as read: name, data type, column type, key, extra, generation.
+type ColumnRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// A target table's columns, in order, as the apply needs them.
+#[derive(Debug)]
+pub(super) struct TableInfo {
+    pub(super) qualified: String,
+    pub(super) columns: Vec<ColumnInfo>,
+    /// Indexes of the primary key's columns; empty: rows are found by their whole image.
+    pub(super) key: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub(super) struct ColumnInfo {
+    pub(super) name: String,
+    pub(super) data_type: String,
+    pub(super) unsigned: bool,
+    pub(super) generated: bool,
+}
+
+/// Applies events to the target over one session.
+pub(super) struct Applier<'a> {
+    pub(super) my: &'a My,
+    pub(super) conn: Conn,
+    pub(super) source: String,
+    /// The target databases, sorted and joined by commas: with the source, what a progress row
+    /// belongs to.
+    pub(super) targets: String,
+    /// Source database → target database, for every database the full copy holds.
+    pub(super) databases: &'a BTreeMap<String, String>,
+    pub(super) filters: Filters,
+    pub(super) tables: HashMap<(String, String), Arc<TableInfo>>,
+    pub(super) statements: HashMap<(String, usize), String>,
+    pub(super) foreign_key_checks: bool,
+    /// A target transaction is open (started ahead of the next source transaction).
+    pub(super) open: bool,
+    pub(super) transactions: u64,
+    pub(super) row_changes: u64,
+}
+
+impl Applier<'_> {
+    fn error(&self, doing: &str, e: mysql_async::Error) -> SourceError {
+        self.my.error(doing, e)
+    }
+
+    pub(super) async fn exec(&mut self, doing: &str, sql: &str) -> Result<(), SourceError> {
+        let result = self.conn.query_drop(sql).await;
+        result.map_err(|e| self.error(doing, e))
+    }
+
+    async fn table(&mut self, database: &str, table: &str) -> Result<Arc<TableInfo>, SourceError> {
+        let key = (database.to_string(), table.to_string());
+        if let Some(info) = self.tables.get(&key) {
+            return Ok(info.clone());
+        }
+        let rows: Vec<ColumnRow> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COLUMN_KEY, EXTRA, GENERATION_EXPRESSION \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            .await
+            .map_err(|e| self.my.error(&format!("reading the columns of {database}.{table}"), e))?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut columns = Vec::new();
+        let mut primary = Vec::new();
+        for (i, (name, data_type, column_type, column_key, extra, expression)) in rows.into_iter().enumerate() {
+            if column_key == b"PRI" {
+                primary.push(i);
+            }
+            columns.push(ColumnInfo {
+                name: text(&name),
+                data_type: text(&data_type).to_ascii_lowercase(),
+                unsigned: text(&column_type).to_ascii_lowercase().contains("unsigned"),
+                generated: text(&extra).to_ascii_uppercase().contains("GENERATED")
+                    || expression.is_some_and(|e| !e.is_empty()),
+            });
+        }
+        let info = Arc::new(TableInfo {
+            qualified: format!("{}.{}", quote_ident(database), quote_ident(table)),
+            columns,
+            key: primary,
+        });
+        self.tables.insert(key, info.clone());
+        Ok(info)
+    }
+
+    /// The progress update after `commit` as SQL text with literals.
+    fn record_sql(&self, commit: &Commit) -> String {
+        let (file, position, gtid) = position_parts(&commit.position);
+        format!(
+            "UPDATE {PROGRESS_DATABASE}.progress SET copy_id = {}, server_file = {}, position = {position}, gtid = {}, \
+             transactions = transactions + 1 WHERE source = {} AND target_databases = {}",
+            quote_literal(&commit.copy),
+            quote_literal(file),
+            quote_literal(gtid),
+            quote_literal(&self.source),
+            quote_literal(&self.targets)
+        )
+    }
+
+    /// Records `commit` inside the open transaction, commits it and opens the next one, in one
+    /// round trip.
+    async fn commit(&mut self, commit: &Commit) -> Result<(), SourceError> {
+        let sql = format!("{}; COMMIT; BEGIN", self.record_sql(commit));
+        self.exec(&format!("{}: committing", commit.at), &sql).await?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Commits the open (empty) transaction before a statement that must run on its own.
+    pub(super) async fn close(&mut self, at: &str) -> Result<(), SourceError> {
+        if self.open {
+            self.exec(&format!("{at}: committing"), "COMMIT").await?;
+            self.open = false;
+        }
+        Ok(())
+    }
+
+    /// Records the position after `commit` on its own.
+    async fn record(&mut self, commit: &Commit) -> Result<(), SourceError> {
+        let (file, position, gtid) = position_parts(&commit.position);
+        let result = self
+            .conn
+            .exec_drop(
+                format!(
+                    "UPDATE {PROGRESS_DATABASE}.progress SET copy_id = ?, server_file = ?, position = ?, gtid = ?, \
+                     transactions = transactions + 1 WHERE source = ? AND target_databases = ?"
+                ),
+                (&commit.copy, file, position, gtid, &self.source, &self.targets),
+            )
+            .await;
+        result.map_err(|e| self.error("recording the replay position", e))
+    }
+
+    /// Applies one change of the stream.
+    pub(super) async fn apply(&mut self, change: Change, progress: &Progress) -> Result<(), SourceError> {
+        match change {
+            Change::Begin { at } => {
+                if !self.open {
+                    self.exec(&format!("{at}: BEGIN"), "BEGIN").await?;
+                    self.open = true;
+                }
+            }
+            Change::Rows(rows) => self.apply_rows(rows).await?,
+            Change::Statement(statement) => {
+                if statement.standalone {
+                    // DDL commits by itself: nothing of ours may be open when it runs.
+                    self.close(&statement.at).await?;
+                }
+                self.statement(statement).await?;
+            }
+            Change::Commit(commit) => {
+                match commit.ending {
+                    Ending::Rollback => {
+                        // The source undid the transaction's transactional part; so does the target.
+                        self.exec(&format!("{}: rolling back", commit.at), "ROLLBACK").await?;
+                        self.open = false;
+                        self.record(&commit).await?;
+                    }
+                    Ending::Commit => self.commit(&commit).await?,
+                    // A statement that committed by itself: its position is recorded right after.
+                    Ending::Standalone => self.record(&commit).await?,
+                }
+                self.transactions += 1;
+                progress.done(commit.bytes);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_rows(&mut self, rows: Rows) -> Result<(), SourceError> {
+        let Rows {
+            at,
+            database: source_db,
+            table,
+            columns,
+            foreign_key_checks,
+            changes,
+        } = rows;
+        let at = at.as_str();
+        let Some(target_db) = self.databases.get(&source_db).cloned() else {
+            return Ok(());
+        };
+        if !self.filters.data_included(&source_db, &table) {
+            return Ok(());
+        }
+        if foreign_key_checks != self.foreign_key_checks {
+            self.foreign_key_checks = foreign_key_checks;
+            let value = u8::from(self.foreign_key_checks);
+            self.exec(
+                "setting foreign_key_checks",
+                &format!("SET SESSION foreign_key_checks = {value}"),
+            )
+            .await?;
+        }
+        let info = self.table(&target_db, &table).await?;
+        if info.columns.len() as u64 != columns {
+            return Err(SourceError::Damaged(format!(
+                "{at}: {} has {} columns on the target but {columns} in the binary log; the target's schema differs \
+                 from the source's",
+                info.qualified,
+                info.columns.len(),
+            )));
+        }
+        let batch = INSERT_ROWS.min(60_000 / info.columns.len().max(1)).max(1);
+        let mut pending: Vec<Vec<Value>> = Vec::new();
+        for change in changes {
+            self.row_changes += 1;
+            match change {
+                RowChange::Insert { after } => {
+                    pending.push(values(after, &info, at)?);
+                    if pending.len() == batch {
+                        self.insert(&info, std::mem::take(&mut pending), at).await?;
+                    }
+                }
+                RowChange::Update { before, after } => {
+                    let (before, after) = (values(before, &info, at)?, values(after, &info, at)?);
+                    self.update(&info, before, after, at).await?;
+                }
+                RowChange::Delete { before } => {
+                    let before = values(before, &info, at)?;
+                    self.delete(&info, before, at).await?;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            self.insert(&info, pending, at).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, info: &TableInfo, rows: Vec<Vec<Value>>, at: &str) -> Result<(), SourceError> {
+        let count = rows.len();
+        let key = (info.qualified.clone(), count);
+        if !self.statements.contains_key(&key) {
+            let names: Vec<String> = info
+                .columns
+                .iter()
+                .filter(|c| !c.generated)
+                .map(|c| quote_ident(&c.name))
+                .collect();
+            let one = format!("({})", vec!["?"; names.len()].join(", "));
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                info.qualified,
+                names.join(", "),
+                vec![one; count].join(", ")
+            );
+            self.statements.insert(key.clone(), sql);
+        }
+        let params: Vec<Value> = rows
+            .into_iter()
+            .flat_map(|row| {
+                row.into_iter()
+                    .zip(&info.columns)
+                    .filter(|(_, c)| !c.generated)
+                    .map(|(v, _)| v)
+            })
+            .collect();
+        let sql = &self.statements[&key];
+        let result = self.conn.exec_drop(sql.as_str(), Params::Positional(params)).await;
+        result.map_err(|e| self.error(&format!("{at}: inserting into {}", info.qualified), e))?;
+        let affected = self.conn.affected_rows();
+        if affected != count as u64 {
+            return Err(SourceError::Damaged(format!(
+                "{at}: inserting {count} rows into {} changed {affected}",
+                info.qualified
+            )));
+        }
+        Ok(())
+    }
+
+    /// `WHERE` clause finding a row by its key, or by its whole image, and its parameters.
+    fn locate(info: &TableInfo, before: Vec<Value>) -> (String, Vec<Value>) {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        for (i, (value, column)) in before.into_iter().zip(&info.columns).enumerate() {
+            let used = if info.key.is_empty() {
+                !column.generated
+            } else {
+                info.key.contains(&i)
+            };
+            if used {
+                conditions.push(format!("{} <=> ?", quote_ident(&column.name)));
+                params.push(value);
+            }
+        }
+        (format!("{} LIMIT 1", conditions.join(" AND ")), params)
+    }
+
+    async fn update(
+        &mut self,
+        info: &TableInfo,
+        before: Vec<Value>,
+        after: Vec<Value>,
+        at: &str,
+    ) -> Result<(), SourceError> {
+        let mut sets = Vec::new();
+        let mut params = Vec::new();
+        for (value, column) in after.into_iter().zip(&info.columns) {
+            if !column.generated {
+                sets.push(format!("{} = ?", quote_ident(&column.name)));
+                params.push(value);
+            }
+        }
+        let (condition, keys) = Self::locate(info, before);
+        params.extend(keys);
+        let sql = format!("UPDATE {} SET {} WHERE {condition}", info.qualified, sets.join(", "));
+        self.changed_one(&sql, params, info, "updating", at).await
+    }
+
+    async fn delete(&mut self, info: &TableInfo, before: Vec<Value>, at: &str) -> Result<(), SourceError> {
+        let (condition, params) = Self::locate(info, before);
+        let sql = format!("DELETE FROM {} WHERE {condition}", info.qualified);
+        self.changed_one(&sql, params, info, "deleting from", at).await
+    }
+
+    async fn changed_one(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        info: &TableInfo,
+        doing: &str,
+        at: &str,
+    ) -> Result<(), SourceError> {
+        let result = self.conn.exec_drop(sql, Params::Positional(params)).await;
+        result.map_err(|e| self.error(&format!("{at}: {doing} {}", info.qualified), e))?;
+        if self.conn.affected_rows() != 1 {
+            return Err(SourceError::Damaged(format!(
+                "{at}: {doing} {} found no matching row: the target differs from the source at this point (was it \
+                 changed after the restore?)",
+                info.qualified
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a statement the source logged as text (DDL), under the session it ran in.
+    async fn statement(&mut self, statement: Statement) -> Result<(), SourceError> {
+        let Statement {
+            at,
+            database: schema,
+            text,
+            session: logged,
+            ..
+        } = statement;
+        let (at, text) = (at.as_str(), text.as_str());
+        let Some(source_db) = statement_database(text, &schema, self.databases.keys()) else {
+            tracing::debug!("{at}: skipped (it touches no restored database): {text}");
+            return Ok(());
+        };
+        let target_db = self.databases[&source_db].clone();
+        if is_account_statement(text) {
+            tracing::info!("{at}: skipped an account or server statement: {}", first_words(text));
+            return Ok(());
+        }
+        if let Some((database, table)) = statement_table(text)
+            && !self
+                .filters
+                .table_included(database.as_deref().unwrap_or(&source_db), &table)
+        {
+            tracing::info!(
+                "{at}: skipped (table {table} is left out by the copy's filters): {}",
+                first_words(text)
+            );
+            return Ok(());
+        }
+        if let Some((database, name)) = dropped_trigger(text, &schema) {
+            let target = self.databases.get(&database).cloned().unwrap_or(database);
+            self.conn
+                .exec_drop(
+                    format!(
+                        "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = ? AND target_databases = ? AND db = ? AND name = ?"
+                    ),
+                    (&self.source, &self.targets, &target, &name),
+                )
+                .await
+                .map_err(|e| self.my.error("forgetting a dropped trigger", e))?;
+            return Ok(());
+        }
+        let mut session = vec![format!("USE {}", quote_ident(&target_db))];
+        if let Some(mode) = logged.sql_mode {
+            session.push(format!("SET SESSION sql_mode = {mode}"));
+        }
+        if let Some((client, connection, server)) = logged.charset {
+            session.push(format!(
+                "SET SESSION character_set_client = {client}, SESSION collation_connection = {connection}, SESSION \
+                 collation_server = {server}"
+            ));
+        }
+        if let Some(zone) = &logged.time_zone {
+            session.push(format!("SET SESSION time_zone = {}", quote_literal(zone)));
+        }
+        for statement in session {
+            self.exec(&format!("{at}: preparing the session for a statement"), &statement)
+                .await?;
+        }
+        let text = rename_references(text, self.databases);
+        let result = self.conn.query_drop(text.as_str()).await;
+        result.map_err(|e| self.error(&format!("{at}: running {}", first_words(&text)), e))?;
+        self.exec("restoring the row session", ROW_SESSION).await?;
+        self.tables.clear();
+        self.statements.clear();
+        Ok(())
+    }
+}
+
+/// File, position and GTID state of a MySQL position (empty for another engine's, which a MySQL
+/// change stream never holds).
+fn position_parts(position: &LogPosition) -> (&str, u64, &str) {
+    match position {
+        LogPosition::Mysql { file, position, gtid } => (file, *position, gtid.as_deref().unwrap_or_default()),
+        LogPosition::Postgres { .. } => ("", 0, ""),
+    }
+}

@@ -1,0 +1,150 @@
+//! The chain's stored binary log files fetched into a work folder, each checked against its
+//! manifest (MD5) and its neighbours (no hole between copies), and opened for reading.
+
+use std::path::PathBuf;
+
+use tokio::io::AsyncWriteExt;
+
+use super::PROGRESS_EVERY;
+use crate::engine::mysql::binlog::{EventReader, RawEvent};
+use crate::engine::mysql::scope::{Skip, Tiling};
+use crate::engine::{RestoreInput, SourceError};
+use crate::progress::Progress;
+use crate::repo::reader::{StoredFile, files_of, open_verified};
+
+/// A stored log file opened for reading its events.
+pub(super) type LogReader = EventReader<tokio::io::BufReader<tokio::fs::File>>;
+
+/// One stored log file, fetched and checked.
+#[derive(Debug)]
+pub(super) struct LocalLog {
+    pub copy: String,
+    pub server_file: String,
+    pub path: PathBuf,
+    pub stored_key: String,
+    /// The server file's range the stored file covers, and what capture left out of it.
+    pub start: u64,
+    pub end: u64,
+    pub skips: Vec<Skip>,
+    pub mariadb: bool,
+}
+
+impl LocalLog {
+    /// The check that the file's events and recorded skips cover its range exactly.
+    pub(super) fn tiling(&self) -> Tiling {
+        Tiling::new(self.start, self.end, self.skips.clone(), self.mariadb)
+    }
+
+    pub(super) fn damaged(&self, problem: String) -> SourceError {
+        SourceError::Damaged(format!("copy {}: {}: {problem}", self.copy, self.stored_key))
+    }
+}
+
+/// Where an event is, for errors.
+pub(super) fn place(log: &LocalLog, event: &RawEvent) -> String {
+    format!(
+        "copy {}, {} at {} ({})",
+        log.copy,
+        log.server_file,
+        event.start(),
+        log.stored_key
+    )
+}
+
+/// Fetches every log file of the incrementals into `work`, checking MD5s, CRC32s and that each
+/// copy starts where the one before it ended.
+pub(super) async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<LocalLog>, SourceError> {
+    let mut logs = Vec::new();
+    for pair in input.manifests.windows(2) {
+        let (before, after) = (&pair[0].copy, &pair[1].copy);
+        if after.log_range.start != before.log_range.end {
+            return Err(SourceError::Damaged(format!(
+                "copy {} starts at {:?} but its parent {} ended at {:?}: the chain has a hole",
+                after.id, after.log_range.start, before.id, before.log_range.end
+            )));
+        }
+    }
+    let total: usize = input.manifests[1..]
+        .iter()
+        .map(|m| {
+            m.files
+                .iter()
+                .filter(|f| f.details.get("kind").and_then(|k| k.as_str()) == Some("binlog"))
+                .count()
+        })
+        .sum();
+    let progress = Progress::new(format!("{}: replay, fetching log files", input.source), total as u64);
+    let _reporter = progress.report_every(PROGRESS_EVERY);
+    for manifest in &input.manifests[1..] {
+        let mut files: Vec<StoredFile> = files_of(&input.source, manifest)
+            .into_iter()
+            .filter(|f| f.detail("kind") == Some("binlog"))
+            .collect();
+        files.sort_by_key(|f| {
+            f.file
+                .details
+                .get("sequence")
+                .and_then(|s| s.as_u64())
+                .unwrap_or(u64::MAX)
+        });
+        for stored in files {
+            let path = work.join(format!("{:05}.binlog", logs.len()));
+            let mut body = open_verified(&input.destination, &stored).await?;
+            let mut out = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| SourceError::Damaged(format!("creating {}: {e}", path.display())))?;
+            tokio::io::copy(&mut body, &mut out)
+                .await
+                .map_err(|e| match SourceError::from_read(e) {
+                    SourceError::Damaged(e) => {
+                        SourceError::Damaged(format!("copy {}: {}: {e}", manifest.copy.id, stored.key))
+                    }
+                    unreachable => unreachable,
+                })?;
+            out.flush()
+                .await
+                .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;
+            progress.done(stored.file.size);
+            let number = |name: &str| stored.file.details.get(name).and_then(|v| v.as_u64());
+            let (Some(start), Some(end)) = (number("start"), number("end")) else {
+                return Err(SourceError::Damaged(format!(
+                    "copy {}: {}: the manifest records no start and end",
+                    manifest.copy.id, stored.key
+                )));
+            };
+            let skips = match stored.file.details.get("skipped") {
+                Some(serde_json::Value::Array(skips)) => skips
+                    .iter()
+                    .map(Skip::from_json)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        SourceError::Damaged(format!(
+                            "copy {}: {}: recorded skips: {e}",
+                            manifest.copy.id, stored.key
+                        ))
+                    })?,
+                _ => Vec::new(),
+            };
+            logs.push(LocalLog {
+                copy: manifest.copy.id.clone(),
+                server_file: stored.detail("server_file").unwrap_or_default().to_string(),
+                path,
+                stored_key: stored.key.clone(),
+                start,
+                end,
+                skips,
+                mariadb: manifest.copy.details.get("vendor").and_then(|v| v.as_str()) == Some("mariadb"),
+            });
+        }
+    }
+    Ok(logs)
+}
+
+pub(super) async fn open_log(log: &LocalLog) -> Result<LogReader, SourceError> {
+    let file = tokio::fs::File::open(&log.path)
+        .await
+        .map_err(|e| SourceError::Damaged(format!("opening {}: {e}", log.path.display())))?;
+    EventReader::open(tokio::io::BufReader::with_capacity(1 << 20, file))
+        .await
+        .map_err(|e| SourceError::Damaged(format!("copy {}: {}: {e}", log.copy, log.stored_key)))
+}

@@ -1,0 +1,432 @@
+//! Replay of incremental copies: the stored binary logs applied to a restored database as SQL,
+//! transaction by transaction, up to a chosen point, with the applied position recorded in the
+//! target in the same transaction as the data (docs/mysql.md, "Replay").
+//!
+//! Before anything is applied, every file of every incremental is fetched, its MD5 and every
+//! event's CRC32 checked, and the stop point located; a damaged file or an unknown stop point
+//! fails the replay with the target untouched by it.
+
+mod apply;
+mod decode;
+mod fetch;
+mod scan;
+mod sql;
+mod triggers;
+mod values;
+
+use std::collections::{BTreeMap, HashMap};
+
+use mysql_async::prelude::Queryable;
+
+use self::apply::{Applier, ROW_SESSION};
+use self::decode::{Decoder, ResumeAfter};
+use self::fetch::{LocalLog, fetch};
+use self::scan::scan;
+use self::triggers::{prepare_progress, restore_triggers, set_aside_triggers, settle_earlier_replay};
+use super::binlog::GtidState;
+use super::{My, quote_literal};
+use crate::engine::filter::Filters;
+use crate::engine::{RestoreInput, SourceError};
+use crate::progress::Progress;
+use crate::repo::manifest::Manifest;
+use crate::repo::model::LogPosition;
+
+/// The database holding replay progress and set-aside triggers on the target.
+pub const PROGRESS_DATABASE: &str = "cairn_replay";
+/// How often a long replay logs a progress line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A transaction boundary in the chain: which file, and the server position after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Boundary {
+    log: usize,
+    /// Transactions of the chain up to and including this one.
+    count: u64,
+    server_file: String,
+    position: u64,
+    gtids: GtidState,
+    copy: String,
+}
+
+/// How far the replay goes.
+#[derive(Debug, Clone)]
+enum Limit {
+    /// No transaction of the incrementals: the point is before the first one.
+    Nothing,
+    /// Up to and including the transaction ending at this boundary.
+    After(Boundary),
+}
+
+/// What the replay did.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub transactions: u64,
+    pub row_changes: u64,
+    pub position: Option<LogPosition>,
+}
+
+/// What a replay of `input` would do: its files fetched and checked, and the exact stop point.
+pub(super) async fn preview(input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+    let full = &input.manifests[0];
+    let start_gtids = full_gtids(full)?;
+    let work = work_folder()?;
+    let logs = fetch(input, work.path()).await?;
+    let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
+    let mut lines = vec![format!(
+        "checked: {} of {}, {} (MD5 and every event's CRC32)",
+        crate::text::count(logs.len() as u64, "log file"),
+        crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
+        crate::text::count(in_chain, "transaction")
+    )];
+    lines.push(match (&limit, &input.until) {
+        (_, None) => format!("stop: at the end of the chain, after transaction {in_chain} of {in_chain}"),
+        (Limit::Nothing, Some(until)) => {
+            format!("stop: {until} comes before the first transaction; only the full copy would be restored")
+        }
+        (Limit::After(b), Some(until)) => format!(
+            "stop: {until} is the transaction ending at {}:{} (copy {}), transaction {} of {in_chain}; GTID position \
+             {}",
+            b.server_file, b.position, b.copy, b.count, b.gtids
+        ),
+    });
+    Ok(lines)
+}
+
+/// The GTID position the full copy of a chain recorded.
+fn full_gtids(full: &Manifest) -> Result<GtidState, SourceError> {
+    let LogPosition::Mysql { gtid, .. } = &full.copy.log_range.end else {
+        return Err(SourceError::Unsupported(format!(
+            "copy {} is not a MySQL copy",
+            full.copy.id
+        )));
+    };
+    GtidState::parse(gtid.as_deref().unwrap_or_default())
+        .map_err(|e| SourceError::Damaged(format!("copy {}: recorded GTID position: {e}", full.copy.id)))
+}
+
+/// A folder for the chain's log files, removed when dropped.
+fn work_folder() -> Result<tempfile::TempDir, SourceError> {
+    tempfile::Builder::new()
+        .prefix("cairn-replay-")
+        .tempdir()
+        .map_err(|e| SourceError::Damaged(format!("creating a work folder for the replay: {e}")))
+}
+
+/// The key of a replay's progress row: the target databases, sorted.
+fn target_key(databases: &BTreeMap<String, String>) -> String {
+    let mut names: Vec<&str> = databases.values().map(String::as_str).collect();
+    names.sort_unstable();
+    names.join(",")
+}
+
+/// Checks, reading only, that the target holds a replay of this chain's full copy that
+/// `--resume` can continue; says in one sentence what to do when it does not.
+///
+/// # Errors
+/// [`SourceError::NothingToResume`], or a database error.
+pub(super) async fn check_resumable(
+    my: &My,
+    input: &RestoreInput,
+    databases: &BTreeMap<String, String>,
+    target: &str,
+) -> Result<(), SourceError> {
+    let full = &input.manifests[0].copy.id;
+    let mut conn = my.connect(Some("")).await?;
+    let doing = "reading the replay progress";
+    let has_table: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'progress'",
+            (PROGRESS_DATABASE,),
+        )
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    let recorded: Option<String> = match has_table {
+        Some(_) => conn
+            .exec_first(
+                format!("SELECT full_copy FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+                (&input.source, target_key(databases)),
+            )
+            .await
+            .map_err(|e| my.error(doing, e))?,
+        None => None,
+    };
+    let detail = match recorded {
+        Some(recorded) if &recorded == full => return Ok(()),
+        Some(recorded) => format!(
+            "it holds a replay of full copy {recorded}, not {full}; resume that chain (--copy), or restore again with \
+             --clean"
+        ),
+        None => {
+            let mut existing = 0usize;
+            for database in databases.values() {
+                let found: Option<u8> = conn
+                    .exec_first(
+                        "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                        (database,),
+                    )
+                    .await
+                    .map_err(|e| my.error(doing, e))?;
+                existing += usize::from(found.is_some());
+            }
+            if existing == 0 {
+                "the target databases do not exist; restore without --resume".to_string()
+            } else {
+                format!(
+                    "no replay of source {} was recorded there (the full restore did not finish); restore again with \
+                     --clean",
+                    input.source
+                )
+            }
+        }
+    };
+    Err(SourceError::NothingToResume {
+        target: target.to_string(),
+        detail,
+    })
+}
+
+/// The incrementals of a chain fetched into a work folder, every file checked (MD5, each
+/// event's CRC32) and the stop point found: what a replay needs before it touches the target.
+pub(super) struct Checked {
+    _work: tempfile::TempDir,
+    logs: Vec<LocalLog>,
+    limit: Limit,
+    in_chain: u64,
+}
+
+/// Fetches and checks the incrementals of `input` and finds where `until` stops, so a damaged
+/// file or a point the chain does not hold fails before anything is restored.
+///
+/// # Errors
+/// Damaged files, or an `until` the chain does not hold.
+pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
+    let full: &Manifest = &input.manifests[0];
+    let start_gtids = full_gtids(full)?;
+    let work = work_folder()?;
+    let logs = fetch(input, work.path()).await?;
+    let (limit, in_chain) = scan(&logs, &start_gtids, input.until.as_ref(), &full.copy.log_range.end).await?;
+    Ok(Checked {
+        _work: work,
+        logs,
+        limit,
+        in_chain,
+    })
+}
+
+/// Replays the checked incrementals of `input` into the target, after its full copy was
+/// restored (or, with `resume`, from where an earlier replay stopped).
+pub(super) async fn replay(
+    my: &My,
+    input: &RestoreInput,
+    databases: &BTreeMap<String, String>,
+    checked: Checked,
+) -> Result<Replayed, SourceError> {
+    let full: &Manifest = &input.manifests[0];
+    let last = input.manifests.last().expect("a chain has a full copy");
+    let start_gtids = full_gtids(full)?;
+    let Checked {
+        logs, limit, in_chain, ..
+    } = &checked;
+    let (logs, limit, in_chain) = (logs, limit, *in_chain);
+    let stop = match limit {
+        Limit::Nothing => None,
+        Limit::After(boundary) => Some(boundary.clone()),
+    };
+    tracing::info!(
+        "replay: {} of {} checked, {}; applying {}",
+        crate::text::count(logs.len() as u64, "log file"),
+        crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
+        crate::text::count(in_chain, "transaction"),
+        match (&input.until, &stop) {
+            (None, _) => "all of them".to_string(),
+            (Some(until), Some(b)) => format!("up to {until}: {}:{}", b.server_file, b.position),
+            (Some(until), None) => format!("none of them ({until} is before the first)"),
+        }
+    );
+
+    let filters: Filters = match full.copy.details.get("filters") {
+        Some(recorded) => serde_json::from_value(recorded.clone()).map_err(|e| {
+            SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.copy.id))
+        })?,
+        None => Filters::default(),
+    };
+    let targets = target_key(databases);
+    let conn = my
+        .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
+        .await?;
+    let mut applier = Applier {
+        my,
+        conn,
+        source: input.source.clone(),
+        targets: targets.clone(),
+        databases,
+        filters: filters.clone(),
+        tables: HashMap::new(),
+        statements: HashMap::new(),
+        foreign_key_checks: true,
+        open: false,
+        transactions: 0,
+        row_changes: 0,
+    };
+    if input.no_binlog {
+        applier
+            .exec(
+                "leaving the replay out of the binary log",
+                "SET SESSION sql_log_bin = 0",
+            )
+            .await?;
+    }
+    prepare_progress(&mut applier).await?;
+    applier.exec("preparing the replay session", ROW_SESSION).await?;
+    applier
+        .exec("preparing the replay session", "SET SESSION foreign_key_checks = 1")
+        .await?;
+
+    // Where to start: after the full copy, or after what an interrupted replay committed.
+    let mut gtids = start_gtids.clone();
+    let mut resume_after = None;
+    if input.resume {
+        settle_earlier_replay(&mut applier).await?;
+        // A locking read: a replay that was killed while its last COMMIT was still running on
+        // the server holds this row until that commit ends, and a plain read would see the
+        // position before it and apply that transaction a second time.
+        applier.exec("reading the replay progress", "BEGIN").await?;
+        let row: Option<(String, String, String, u64, Option<String>)> = applier
+            .conn
+            .exec_first(
+                format!(
+                    "SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress \
+                     WHERE source = ? AND target_databases = ? FOR UPDATE"
+                ),
+                (&input.source, &targets),
+            )
+            .await
+            .map_err(|e| my.error("reading the replay progress", e))?;
+        applier.exec("reading the replay progress", "COMMIT").await?;
+        applier
+            .conn
+            .exec_drop(
+                format!(
+                    "UPDATE {PROGRESS_DATABASE}.progress SET connection_id = CONNECTION_ID() WHERE source = ? AND \
+                     target_databases = ?"
+                ),
+                (&input.source, &targets),
+            )
+            .await
+            .map_err(|e| my.error("recording the replay's session", e))?;
+        let Some((full_copy, copy_id, server_file, position, gtid)) = row else {
+            return Err(SourceError::Unsupported(format!(
+                "--resume: the target has no replay progress for source {} ({PROGRESS_DATABASE}.progress): the replay \
+                 never started (the full restore did not finish). Restore again with --clean instead of --resume",
+                input.source
+            )));
+        };
+        if full_copy != full.copy.id {
+            return Err(SourceError::Unsupported(format!(
+                "--resume: the target holds a replay of full copy {full_copy}, not {}; restore that chain, or \
+                 restore again with --clean",
+                full.copy.id
+            )));
+        }
+        gtids = GtidState::parse(gtid.as_deref().unwrap_or_default())
+            .map_err(|e| SourceError::Damaged(format!("the replay progress's GTID position: {e}")))?;
+        tracing::info!("--resume: the target has everything up to {server_file}:{position} (copy {copy_id})");
+        if copy_id != full.copy.id {
+            resume_after = Some(ResumeAfter {
+                copy: copy_id,
+                server_file,
+                position,
+            });
+        }
+    } else {
+        let (file, position) = match &full.copy.log_range.end {
+            LogPosition::Mysql { file, position, .. } => (file.clone(), *position),
+            LogPosition::Postgres { .. } => unreachable!("checked above"),
+        };
+        applier
+            .conn
+            .exec_drop(
+                format!(
+                    "REPLACE INTO {PROGRESS_DATABASE}.progress (source, target_databases, full_copy, copy_id, server_file, \
+                     position, gtid, transactions, connection_id) VALUES (?, ?, ?, ?, ?, ?, ?, 0, CONNECTION_ID())"
+                ),
+                (&input.source, &targets, &full.copy.id, &full.copy.id, file, position, start_gtids.to_string()),
+            )
+            .await
+            .map_err(|e| my.error("recording the replay start", e))?;
+        applier
+            .exec(
+                "clearing triggers set aside earlier",
+                &format!(
+                    "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = {} AND target_databases = {}",
+                    quote_literal(&input.source),
+                    quote_literal(&targets)
+                ),
+            )
+            .await?;
+    }
+    set_aside_triggers(&mut applier).await?;
+
+    let to_apply = stop.as_ref().map_or(in_chain, |s| s.count);
+    let progress = Progress::new(format!("{}: replay, transactions", input.source), to_apply);
+    let _reporter = progress.report_every(PROGRESS_EVERY);
+    let nothing = stop.is_none() && input.until.is_some();
+    let wanted =
+        |database: &str, table: &str| databases.contains_key(database) && filters.data_included(database, table);
+    let mut decoder = Decoder::new(
+        logs,
+        gtids,
+        stop.as_ref().map(|s| (s.log, s.position)),
+        nothing,
+        resume_after,
+        &wanted,
+    );
+    while let Some(change) = decoder.next().await? {
+        applier.apply(change, &progress).await?;
+    }
+    applier.close("ending the replay").await?;
+    restore_triggers(&mut applier).await?;
+    let position: Option<(String, u64, String)> = applier
+        .conn
+        .exec_first(
+            format!("SELECT server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
+            (&input.source, &targets),
+        )
+        .await
+        .map_err(|e| my.error("reading the replay position", e))?;
+    let applied_all = input.until.is_none();
+    let position = match (applied_all, position) {
+        // Everything was applied: the chain's end is exact, including events after the last
+        // transaction (rotations).
+        (true, _) => last.copy.log_range.end.clone(),
+        (false, Some((file, position, gtid))) => LogPosition::Mysql {
+            file,
+            position,
+            gtid: (!gtid.is_empty()).then_some(gtid),
+        },
+        (false, None) => full.copy.log_range.end.clone(),
+    };
+    if let LogPosition::Mysql {
+        file,
+        position: at,
+        gtid,
+    } = &position
+    {
+        applier
+            .conn
+            .exec_drop(
+                format!(
+                    "UPDATE {PROGRESS_DATABASE}.progress SET server_file = ?, position = ?, gtid = ? WHERE source = ? AND target_databases = ?"
+                ),
+                (file, at, gtid.clone().unwrap_or_default(), &input.source, &targets),
+            )
+            .await
+            .map_err(|e| my.error("recording the replay's end", e))?;
+    }
+    let _ = applier.conn.disconnect().await;
+    Ok(Replayed {
+        transactions: applier.transactions,
+        row_changes: applier.row_changes,
+        position: Some(position),
+    })
+}
