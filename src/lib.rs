@@ -11,6 +11,7 @@ pub mod exit;
 pub mod jobs;
 pub mod progress;
 pub mod repo;
+pub mod retry;
 pub mod secret;
 pub mod storage;
 pub mod streams;

@@ -5,6 +5,7 @@
 pub mod change;
 pub mod filter;
 pub mod mysql;
+pub mod pool;
 pub mod postgres;
 
 use std::fmt;
@@ -438,32 +439,6 @@ pub fn open_target(target: &SourceUrl) -> Result<Arc<dyn Target>, SourceError> {
     }
 }
 
-/// Waits for every worker; at the first failure the others are stopped and that failure is
-/// returned, so no worker goes on writing after the run has failed.
-///
-/// # Errors
-/// The first worker's error, or [`SourceError::Damaged`] for a worker that panicked.
-pub(crate) async fn join_workers<T: 'static>(
-    mut tasks: tokio::task::JoinSet<Result<T, SourceError>>,
-    what: &str,
-) -> Result<Vec<T>, SourceError> {
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(value)) => results.push(value),
-            Ok(Err(e)) => {
-                tasks.abort_all();
-                return Err(e);
-            }
-            Err(e) => {
-                tasks.abort_all();
-                return Err(SourceError::Damaged(format!("{what}: a worker stopped: {e}")));
-            }
-        }
-    }
-    Ok(results)
-}
-
 /// Errors of engines; each names the database and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -528,6 +503,12 @@ pub enum SourceError {
     Damaged(String),
     #[error(transparent)]
     Destination(#[from] DestinationError),
+    #[error("{what}: a worker stopped: {source}")]
+    Worker {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl From<RepoError> for SourceError {
@@ -595,7 +576,10 @@ impl Classify for SourceError {
             SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
             SourceError::Destination(e) => e.exit_status(),
             SourceError::Incomplete { cause, .. } | SourceError::ReplayStopped { cause, .. } => cause.exit_status(),
-            SourceError::Database { .. } | SourceError::Damaged(_) | SourceError::LogGap { .. } => ExitStatus::Failed,
+            SourceError::Database { .. }
+            | SourceError::Damaged(_)
+            | SourceError::LogGap { .. }
+            | SourceError::Worker { .. } => ExitStatus::Failed,
         }
     }
 }

@@ -75,13 +75,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
             Poll::Ready(Ok(())) if buf.filled().len() == before => {}
             // Bytes that could not be fetched are not damage: pass the destination's error on.
             Poll::Ready(Err(e)) if crate::storage::carries_destination_error(&e) => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) if damage_in(&e).is_some() => return Poll::Ready(Err(e)),
             Poll::Ready(Err(e)) => {
-                let message = if e.to_string().contains("is damaged") {
-                    e.to_string()
-                } else {
-                    format!("{} is damaged: it does not decompress ({e})", this.name)
-                };
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
+                return Poll::Ready(Err(damaged(&this.name, format!("it does not decompress ({e})"))));
             }
             other => return other,
         }
@@ -101,14 +97,50 @@ impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
             Pin::new(&mut *input).consume(available);
         }
         if trailing > 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is damaged: {trailing} bytes follow the compressed data", this.name),
+            return Poll::Ready(Err(damaged(
+                &this.name,
+                format!("{trailing} bytes follow the compressed data"),
             )));
         }
         this.finished = true;
         Poll::Ready(Ok(()))
     }
+}
+
+/// A stored file that is not what its manifest says: its size, MD5 or compressed data.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} is damaged: {reason}")]
+pub struct FileDamaged {
+    pub name: String,
+    pub reason: String,
+}
+
+fn damaged(name: &str, reason: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        FileDamaged {
+            name: name.to_string(),
+            reason,
+        },
+    )
+}
+
+/// The damage an error reports, found anywhere in its chain of causes (inside I/O errors too,
+/// which is how a driver hands back the error of a stream it was reading).
+pub fn damage_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a FileDamaged> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(damage) = error.downcast_ref::<FileDamaged>() {
+            return Some(damage);
+        }
+        if let Some(inner) = error.downcast_ref::<io::Error>().and_then(|io| io.get_ref())
+            && let Some(damage) = damage_in(inner)
+        {
+            return Some(damage);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// A reader that fails at the end of the stream, instead of ending, when the bytes read do not
@@ -157,11 +189,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for Verified<R> {
         };
         let actual = format!("{:x}", hasher.compute());
         if actual != self.expected_md5 || self.size != self.expected_size {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
+            return Poll::Ready(Err(damaged(
+                &self.name,
                 format!(
-                    "{} is damaged: the manifest records {} bytes with MD5 {}, the stored file has {} bytes with MD5 {}",
-                    self.name, self.expected_size, self.expected_md5, self.size, actual
+                    "the manifest records {} bytes with MD5 {}, the stored file has {} bytes with MD5 {}",
+                    self.expected_size, self.expected_md5, self.size, actual
                 ),
             )));
         }

@@ -28,11 +28,13 @@ use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
 use serde_json::{Map, json};
 use tokio::io::AsyncWriteExt;
 
+use crate::engine::pool::{self, Queue};
 use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
 use crate::progress::Progress;
 use crate::repo::reader as stored;
 use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
+use crate::retry::Retry;
 use crate::streams::{Counters, Counting};
 
 pub use target::MysqlTarget;
@@ -105,12 +107,17 @@ impl My {
         }
         match Conn::new(tune(builder)).await {
             Ok(conn) => Ok(conn),
-            Err(e) => Err(crate::engine::explain_unreachable(&self.url, self.error("connecting", e)).await),
+            Err(e) => Err(crate::engine::explain_unreachable(&self.url, self.classify("connecting", true, e)).await),
         }
     }
 
     /// Classifies a driver error by server error code and names the server and the work.
     pub fn error(&self, doing: &str, error: mysql_async::Error) -> SourceError {
+        self.classify(doing, false, error)
+    }
+
+    /// [`My::error`], for an error while `connecting` or on an established session.
+    fn classify(&self, doing: &str, connecting: bool, error: mysql_async::Error) -> SourceError {
         let database = self.name.clone();
         let doing = doing.to_string();
         match error {
@@ -151,7 +158,7 @@ impl My {
                     detail: e.to_string(),
                 }
             }
-            mysql_async::Error::Io(e) if doing == "connecting" => SourceError::Unreachable {
+            mysql_async::Error::Io(e) if connecting => SourceError::Unreachable {
                 database,
                 detail: match match &e {
                     mysql_async::IoError::Io(io) => crate::engine::io_hint(io),
@@ -161,7 +168,7 @@ impl My {
                     None => e.to_string(),
                 },
             },
-            mysql_async::Error::Driver(e) if doing == "connecting" => SourceError::Unreachable {
+            mysql_async::Error::Driver(e) if connecting => SourceError::Unreachable {
                 database,
                 detail: e.to_string(),
             },
@@ -359,17 +366,22 @@ async fn locked_snapshot(
         .map_err(|e| my.error("preparing the lock session", e))?;
     let stalled = Instant::now();
     let deadline = stalled + Duration::from_secs(lock_wait);
-    let mut attempts = 1;
+    let mut retry = Retry::until(deadline, Duration::from_millis(100));
     loop {
         match lock.query_drop("FLUSH TABLES WITH READ LOCK").await {
             Ok(()) => break,
             Err(mysql_async::Error::Server(e)) if e.code == 1205 && Instant::now() < deadline => {
                 tracing::info!(
-                    "the global read lock was not granted within {}s (attempt {attempts}); trying again",
-                    FTWRL_ATTEMPT.as_secs()
+                    "the global read lock was not granted within {}s (attempt {}); trying again",
+                    FTWRL_ATTEMPT.as_secs(),
+                    retry.failed() + 1
                 );
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !retry.wait().await {
+                    return Err(my.error(
+                        "taking the global read lock (needs RELOAD)",
+                        mysql_async::Error::Server(e),
+                    ));
+                }
             }
             Err(e) => return Err(my.error("taking the global read lock (needs RELOAD)", e)),
         }
@@ -449,17 +461,14 @@ impl MysqlSource {
     async fn worker(
         &self,
         mut conn: Conn,
-        queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
+        queue: Queue<inventory::Chunk>,
         writer: CopyWriter,
         progress: Arc<Progress>,
         checksums: Arc<Mutex<Checksums>>,
     ) -> Result<(u64, u64), SourceError> {
         let my = &self.my;
         let (mut rows, mut bytes) = (0u64, 0u64);
-        loop {
-            let Some(chunk) = queue.lock().expect("chunk queue lock poisoned").pop_front() else {
-                break;
-            };
+        while let Some(chunk) = queue.next() {
             let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
             let (pipe_writer, pipe_reader) = tokio::io::duplex(ROW_BLOCK * 2);
             let counters = Counters::default();
@@ -895,7 +904,7 @@ impl Source for MysqlSource {
 
         let chunks = inventory::plan_chunks(my, &mut workers[0], &tables, options.chunk_bytes).await?;
         let chunk_count = chunks.len();
-        let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+        let queue = Queue::new(chunks);
         let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
         let _reporter = progress.report_every(PROGRESS_EVERY);
         let checksums = Arc::new(Mutex::new(Checksums {
@@ -906,8 +915,7 @@ impl Source for MysqlSource {
             },
             values: Default::default(),
         }));
-        let mut tasks = tokio::task::JoinSet::new();
-        for conn in workers {
+        let (rows, raw_bytes) = pool::run("reading data", workers, |conn| {
             let (this, queue, writer, progress, checksums) = (
                 self.clone(),
                 queue.clone(),
@@ -915,12 +923,11 @@ impl Source for MysqlSource {
                 progress.clone(),
                 checksums.clone(),
             );
-            tasks.spawn(async move { this.worker(conn, queue, writer, progress, checksums).await });
-        }
-        let (rows, raw_bytes) = crate::engine::join_workers(tasks, "reading data")
-            .await?
-            .into_iter()
-            .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b));
+            async move { this.worker(conn, queue, writer, progress, checksums).await }
+        })
+        .await?
+        .into_iter()
+        .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b));
         if ddl_blocked && let Some((_, release)) = ddl_block {
             leader
                 .query_drop(release)

@@ -3,9 +3,9 @@
 //! refuses it) fed straight from the verified stream, then indexes, foreign keys, views,
 //! routines, triggers and events.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -17,9 +17,11 @@ use tokio::io::AsyncReadExt;
 use super::inventory::{Column, Transfer};
 use super::schema::{Object, Schema};
 use super::{My, format, quote_ident, quote_literal, replay};
+use crate::engine::pool::{self, Queue};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
 use crate::progress::Progress;
 use crate::repo::reader::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
+use crate::retry::Retry;
 use crate::storage::Destination;
 
 /// Size of one `INSERT` of the fallback.
@@ -154,20 +156,24 @@ impl MysqlTarget {
         columns: &[Column],
         by_insert: &AtomicBool,
     ) -> Result<u64, SourceError> {
-        const ATTEMPTS: u32 = 5;
-        let mut attempt = 1;
+        const ATTEMPTS: usize = 5;
+        let mut retry = Retry::exponential(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(2),
+            ATTEMPTS - 1,
+        );
         loop {
             match self
                 .load_file(conn, destination, stored, table, columns, by_insert)
                 .await
             {
-                Err(SourceError::Locked { detail, .. }) if attempt < ATTEMPTS => {
+                Err(SourceError::Locked { detail, .. }) if (retry.failed() as usize) < ATTEMPTS - 1 => {
                     tracing::warn!(
-                        "loading {table} from {} (attempt {attempt} of {ATTEMPTS}): {detail}; loading it again",
-                        stored.key
+                        "loading {table} from {} (attempt {} of {ATTEMPTS}): {detail}; loading it again",
+                        stored.key,
+                        retry.failed() + 1
                     );
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
+                    retry.wait().await;
                 }
                 result => return result,
             }
@@ -230,17 +236,10 @@ impl MysqlTarget {
                         {
                             SourceError::from_read(io)
                         }
-                        mysql_async::Error::Io(io) if io.to_string().contains("is damaged") => {
-                            SourceError::Damaged(io.to_string())
-                        }
-                        other => {
-                            let text = other.to_string();
-                            if text.contains("is damaged") {
-                                SourceError::Damaged(text)
-                            } else {
-                                self.my.error(&doing, other)
-                            }
-                        }
+                        other => match crate::repo::codec::damage_in(&other) {
+                            Some(damage) => SourceError::Damaged(damage.to_string()),
+                            None => self.my.error(&doing, other),
+                        },
                     });
                 }
             }
@@ -407,12 +406,11 @@ impl MysqlTarget {
                 )
             })
             .collect();
-        let queue = Arc::new(Mutex::new(VecDeque::from(data)));
+        let queue = Queue::new(data);
         let by_insert = Arc::new(AtomicBool::new(false));
         let progress = Progress::new("restore: data files (stored size)", file_count);
         let _reporter = progress.report_every(super::PROGRESS_EVERY);
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..input.jobs.max(1) {
+        let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
             let (this, destination, queue, by_insert, progress, map) = (
                 self.clone(),
                 input.destination.clone(),
@@ -422,7 +420,7 @@ impl MysqlTarget {
                 map.clone(),
             );
             let no_binlog = input.no_binlog;
-            tasks.spawn(async move {
+            async move {
                 let mut conn = this.my.connect(None).await?;
                 conn.query_drop(LOAD_SESSION)
                     .await
@@ -434,10 +432,7 @@ impl MysqlTarget {
                     })?;
                 }
                 let mut rows = 0;
-                loop {
-                    let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
-                        break;
-                    };
+                while let Some(stored) = queue.next() {
                     let database = stored.detail("database").unwrap_or_default();
                     let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
                     let table = format!(
@@ -458,12 +453,11 @@ impl MysqlTarget {
                 }
                 let _ = conn.disconnect().await;
                 Ok::<u64, SourceError>(rows)
-            });
-        }
-        let rows: u64 = crate::engine::join_workers(tasks, "loading data")
-            .await?
-            .into_iter()
-            .sum();
+            }
+        })
+        .await?
+        .into_iter()
+        .sum();
 
         // Secondary indexes (a bounded number of tables at a time), then foreign keys: one ALTER
         // per table each.
@@ -572,27 +566,23 @@ impl MysqlTarget {
         if statements.is_empty() {
             return Ok(());
         }
-        let queue = Arc::new(Mutex::new(VecDeque::from(statements)));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..jobs.max(1) {
+        let queue = Queue::new(statements);
+        pool::run(doing, 0..jobs.max(1), |_| {
             let (this, queue) = (self.clone(), queue.clone());
-            tasks.spawn(async move {
+            async move {
                 let mut conn = this.my.connect(None).await?;
                 conn.query_drop("SET SESSION foreign_key_checks = 0, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
                     .await
                     .map_err(|e| this.my.error(doing, e))?;
-                loop {
-                    let Some(statement) = queue.lock().expect("statement queue lock poisoned").pop_front() else {
-                        break;
-                    };
+                while let Some(statement) = queue.next() {
                     conn.query_drop(&statement)
                         .await
                         .map_err(|e| this.my.error(&format!("{doing}: {statement}"), e))?;
                 }
                 Ok::<(), SourceError>(())
-            });
-        }
-        crate::engine::join_workers(tasks, doing).await?;
+            }
+        })
+        .await?;
         Ok(())
     }
 }

@@ -11,8 +11,7 @@ mod target;
 mod tls;
 
 use std::collections::BTreeSet;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -21,6 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
+use crate::engine::pool::{self, Queue};
 use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
 use crate::progress::Progress;
 use crate::repo::reader as stored;
@@ -93,7 +93,9 @@ impl Pg {
         })?;
         let (client, connection) = match config.connect(connector).await {
             Ok(connected) => connected,
-            Err(e) => return Err(crate::engine::explain_unreachable(&self.url, self.error("connecting", e)).await),
+            Err(e) => {
+                return Err(crate::engine::explain_unreachable(&self.url, self.classify("connecting", true, e)).await);
+            }
         };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -105,6 +107,11 @@ impl Pg {
 
     /// Classifies a driver error by SQLSTATE and names the database and what was being done.
     pub fn error(&self, doing: &str, error: tokio_postgres::Error) -> SourceError {
+        self.classify(doing, false, error)
+    }
+
+    /// [`Pg::error`], for an error while `connecting` or on an established session.
+    fn classify(&self, doing: &str, connecting: bool, error: tokio_postgres::Error) -> SourceError {
         let database = self.name.clone();
         let doing = doing.to_string();
         let Some(db) = error.as_db_error() else {
@@ -113,12 +120,12 @@ impl Pg {
             if let Some(source) = std::error::Error::source(&error) {
                 detail = format!("{detail}: {source}");
             }
-            if detail.contains("TLS") || detail.contains("certificate") {
+            if tls_failed(&error) {
                 return SourceError::Tls { database, detail };
             }
             let from_network = std::iter::successors(std::error::Error::source(&error), |e| e.source())
                 .any(|e| e.is::<std::io::Error>());
-            if doing == "connecting" && !from_network && !error.is_closed() {
+            if connecting && !from_network && !error.is_closed() {
                 // The driver refused before any network I/O: its configuration (a password the
                 // server asks for and none was given) is the user's to fix.
                 return SourceError::Authentication { database, detail };
@@ -126,7 +133,7 @@ impl Pg {
             if let Some(hint) = crate::engine::io_hint(&error) {
                 detail = format!("{detail} ({hint})");
             }
-            return if doing == "connecting" || error.is_closed() {
+            return if connecting || error.is_closed() {
                 SourceError::Unreachable { database, detail }
             } else {
                 SourceError::Database {
@@ -276,7 +283,7 @@ impl PostgresSource {
     async fn worker(
         &self,
         snapshot: String,
-        queue: Arc<Mutex<VecDeque<inventory::Chunk>>>,
+        queue: Queue<inventory::Chunk>,
         writer: CopyWriter,
         progress: Arc<Progress>,
     ) -> Result<(u64, u64), SourceError> {
@@ -291,10 +298,7 @@ impl PostgresSource {
             .await
             .map_err(|e| pg.error("importing the copy's snapshot", e))?;
         let (mut rows, mut bytes) = (0u64, 0u64);
-        loop {
-            let Some(chunk) = queue.lock().expect("chunk queue lock poisoned").pop_front() else {
-                break;
-            };
+        while let Some(chunk) = queue.next() {
             let sql = chunk.copy_out_sql();
             let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
             let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg.error(&doing, e))?;
@@ -355,6 +359,24 @@ async fn put_sql(writer: &CopyWriter, path: &str, kind: &'static str, sql: Strin
         )
         .await?;
     Ok(())
+}
+
+/// Whether a connection failed in TLS: a rustls error (a certificate not trusted, a name that
+/// does not match) anywhere in its causes, inside I/O errors too.
+fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && tls_failed(inner)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 #[async_trait]
@@ -483,17 +505,16 @@ impl Source for PostgresSource {
         };
         let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));
         let data = async {
-            let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+            let queue = Queue::new(chunks);
             let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
             let _reporter = progress.report_every(PROGRESS_EVERY);
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..workers {
+            let done = pool::run("reading data", 0..workers, |_| {
                 let this = self.clone();
                 let (snapshot, queue, writer, progress) =
                     (point.exported.clone(), queue.clone(), writer.clone(), progress.clone());
-                tasks.spawn(async move { this.worker(snapshot, queue, writer, progress).await });
-            }
-            let done = crate::engine::join_workers(tasks, "reading data").await?;
+                async move { this.worker(snapshot, queue, writer, progress).await }
+            })
+            .await?;
             Ok::<(u64, u64), SourceError>(
                 done.into_iter()
                     .fold((0u64, 0u64), |(rows, bytes), (r, b)| (rows + r, bytes + b)),

@@ -2,8 +2,8 @@
 //! checked while it streams, post-data in phases (indexes and keys in parallel, then foreign keys,
 //! then triggers and the rest), sequences, materialized views, ANALYZE.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 
 use super::schema::{self, Entry};
 use super::{Pg, quote_ident};
+use crate::engine::pool::{self, Queue};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
 use crate::progress::Progress;
 use crate::repo::reader::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
@@ -134,7 +135,7 @@ impl PostgresTarget {
     async fn load_worker(
         &self,
         destination: Arc<dyn Destination>,
-        queue: Arc<Mutex<VecDeque<StoredFile>>>,
+        queue: Queue<StoredFile>,
         progress: Arc<Progress>,
     ) -> Result<u64, SourceError> {
         let client = self.pg.connect("restore worker").await?;
@@ -144,10 +145,7 @@ impl PostgresTarget {
             .await
             .map_err(|e| self.pg.error("preparing a loader", e))?;
         let mut total = 0;
-        loop {
-            let Some(stored) = queue.lock().expect("file queue lock poisoned").pop_front() else {
-                break;
-            };
+        while let Some(stored) = queue.next() {
             let schema_name = stored.detail("schema").unwrap_or_default();
             let table_name = stored.detail("table").unwrap_or_default();
             let table = schema::qualified(schema_name, table_name);
@@ -255,30 +253,26 @@ impl PostgresTarget {
         if entries.is_empty() {
             return Ok(());
         }
-        let queue = Arc::new(Mutex::new(VecDeque::from(entries)));
-        let mut tasks = tokio::task::JoinSet::new();
-        let workers = jobs.max(1).min(queue.lock().expect("entry queue lock poisoned").len());
-        for _ in 0..workers {
+        let queue = Queue::new(entries);
+        let workers = jobs.max(1).min(queue.len());
+        pool::run("creating post-data objects", 0..workers, |_| {
             let (this, queue, preamble) = (self.clone(), queue.clone(), preamble.to_string());
-            tasks.spawn(async move {
+            async move {
                 let client = this.pg.connect("restore post-data").await?;
                 client
                     .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
                     .await
                     .map_err(|e| this.pg.error("preparing a post-data session", e))?;
-                loop {
-                    let Some(entry) = queue.lock().expect("entry queue lock poisoned").pop_front() else {
-                        break;
-                    };
+                while let Some(entry) = queue.next() {
                     client
                         .batch_execute(&entry.sql)
                         .await
                         .map_err(|e| this.pg.error(&format!("creating {} {}", entry.kind, entry.name), e))?;
                 }
                 Ok::<(), SourceError>(())
-            });
-        }
-        crate::engine::join_workers(tasks, "creating post-data objects").await?;
+            }
+        })
+        .await?;
         Ok(())
     }
 }
@@ -434,19 +428,17 @@ impl PostgresTarget {
             crate::text::count(tables.len() as u64, "table"),
             crate::text::count(input.jobs, "job")
         );
-        let queue = Arc::new(Mutex::new(VecDeque::from(data)));
+        let queue = Queue::new(data);
         let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
         let _reporter = progress.report_every(super::PROGRESS_EVERY);
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..input.jobs.max(1) {
+        let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
             let (this, destination, queue, progress) =
                 (self.clone(), destination.clone(), queue.clone(), progress.clone());
-            tasks.spawn(async move { this.load_worker(destination, queue, progress).await });
-        }
-        let rows: u64 = crate::engine::join_workers(tasks, "loading data")
-            .await?
-            .into_iter()
-            .sum();
+            async move { this.load_worker(destination, queue, progress).await }
+        })
+        .await?
+        .into_iter()
+        .sum();
 
         tracing::info!("restoring copy {copy}: indexes, constraints, triggers");
         let script = schema::split(post_sql);

@@ -8,7 +8,6 @@
 
 pub mod query;
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use crate::exit::{Classify, ExitStatus};
 use crate::repo::envelope::{self, EnvelopeError};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
+use crate::retry::Retry;
 use crate::storage::{Destination, DestinationError, DestinationExt, PutCondition, md5_hex};
 
 pub use crate::repo::model::{
@@ -30,7 +30,7 @@ pub use query::ChainError;
 /// Status files larger than this are refused rather than read into memory.
 pub const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
 /// Conditional-put attempts before an update gives up with [`StatusError::Conflict`].
-const UPDATE_ATTEMPTS: u32 = 10;
+const UPDATE_ATTEMPTS: usize = 10;
 
 /// Errors about status files; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -419,7 +419,12 @@ impl StatusStore {
     ) -> Result<(Status, T), StatusError> {
         let latest_key = layout::status_key(&self.source);
         let previous_key = layout::status_previous_key(&self.source);
-        for attempt in 1..=UPDATE_ATTEMPTS {
+        let mut retry = Retry::exponential(
+            Duration::from_millis(20),
+            Duration::from_millis(1280),
+            UPDATE_ATTEMPTS - 1,
+        );
+        loop {
             let loaded = self.load_recording(recording).await?;
             let mut body = loaded.status.body.clone();
             let outcome = change(&mut body)?;
@@ -439,16 +444,17 @@ impl StatusStore {
             {
                 Ok(_) => return Ok((Status { generation, body }, outcome)),
                 Err(DestinationError::ConditionFailed { reason, .. }) => {
-                    tracing::debug!(attempt, %reason, "status of {} changed while updating it; reading it again", self.source);
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tracing::debug!(attempt = retry.failed() + 1, %reason, "status of {} changed while updating it; reading it again", self.source);
+                    if !retry.wait().await {
+                        return Err(StatusError::Conflict {
+                            file: self.describe(&latest_key),
+                            attempts: retry.failed(),
+                        });
+                    }
                 }
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(StatusError::Conflict {
-            file: self.describe(&latest_key),
-            attempts: UPDATE_ATTEMPTS,
-        })
     }
 
     /// Records a new copy; refuses an id that is already recorded.
@@ -533,13 +539,6 @@ pub struct RebuildReport {
     pub copies: usize,
     /// Manifests left out, with the reason.
     pub skipped: Vec<(String, String)>,
-}
-
-/// Exponential backoff with jitter, so racing writers do not keep colliding in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = 20u64 << attempt.min(6);
-    let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % base;
-    Duration::from_millis(base + jitter)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::PROGRESS_DATABASE;
 use super::apply::{Applier, ROW_SESSION};
 use crate::engine::SourceError;
 use crate::engine::mysql::{quote_ident, quote_literal};
+use crate::retry::Retry;
 
 /// `information_schema.TRIGGERS` as read: schema, name, table, action order.
 type TriggerRow = (Vec<u8>, Vec<u8>, Vec<u8>, u64);
@@ -154,7 +155,8 @@ pub(super) async fn settle_earlier_replay(applier: &mut Applier<'_>) -> Result<(
     let Some(id) = earlier.filter(|id| *id != 0) else {
         return Ok(());
     };
-    for attempt in 0..300 {
+    let mut retry = Retry::constant(std::time::Duration::from_millis(100), 300);
+    loop {
         let alive: Option<u64> = applier
             .conn
             .exec_first("SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
@@ -163,13 +165,15 @@ pub(super) async fn settle_earlier_replay(applier: &mut Applier<'_>) -> Result<(
         if alive.is_none() {
             return Ok(());
         }
-        if attempt == 0 {
+        if retry.failed() == 0 {
             tracing::warn!("--resume: the interrupted replay's session {id} is still on the server; ending it");
             if let Err(e) = applier.conn.query_drop(format!("KILL {id}")).await {
                 tracing::warn!("--resume: ending session {id}: {e}");
             }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if !retry.wait().await {
+            break;
+        }
     }
     Err(SourceError::Locked {
         database: applier.my.name.clone(),
