@@ -17,7 +17,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
@@ -30,6 +30,18 @@ use super::{
     md5_hex, validate_key,
 };
 use crate::secret::Secret;
+
+mod download;
+mod failure;
+mod resume;
+#[cfg(test)]
+mod tests;
+mod upload;
+mod upload_parts;
+
+use failure::{Failure, classify};
+use resume::{RESUME_CHANNEL_CHUNKS, Resumable};
+use upload_parts::{OpenUpload, join_part, read_part};
 
 /// S3's smallest allowed part (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -187,105 +199,6 @@ impl fmt::Debug for S3Destination {
     }
 }
 
-/// What went wrong with one request, before it is given the object's name.
-enum Failure {
-    NotFound,
-    Precondition(String),
-    NoBucket,
-    Denied(String),
-    Unreachable(String),
-    /// No credentials could be found (environment, profile, instance role).
-    NoCredentials(String),
-    /// 5xx after the SDK's retries.
-    Unavailable(String),
-    Other(String),
-}
-
-/// The errors an SDK error is made of, outermost first.
-fn causes<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(err), |e| e.source())
-}
-
-/// One line saying why a request never got an answer: the operating system's words when there
-/// are some (connection refused, host not found), else the innermost cause — never the SDK's
-/// debug rendering.
-fn transport_detail(err: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(io) = causes(err).find_map(|e| e.downcast_ref::<std::io::Error>()) {
-        return match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                format!("{io}: nothing accepts connections there; check the endpoint and that the store runs")
-            }
-            std::io::ErrorKind::TimedOut => format!("{io}: check the endpoint, the network and firewalls"),
-            _ => io.to_string(),
-        };
-    }
-    causes(err)
-        .last()
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| err.to_string())
-}
-
-fn classify<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    if let SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ConstructionFailure(_) = err {
-        let chain: Vec<_> = causes(err).collect();
-        if let Some(credentials) = chain
-            .iter()
-            .find_map(|e| e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>())
-        {
-            use aws_credential_types::provider::error::CredentialsError;
-            return match credentials {
-                CredentialsError::ProviderTimedOut(_) => Failure::Unreachable(transport_detail(err)),
-                CredentialsError::CredentialsNotLoaded(_) => Failure::NoCredentials(
-                    "none were found in the environment, an AWS profile or the instance's metadata".into(),
-                ),
-                _ => Failure::NoCredentials(
-                    causes(credentials)
-                        .last()
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| credentials.to_string()),
-                ),
-            };
-        }
-        return Failure::Unreachable(transport_detail(err));
-    }
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or("");
-    // The store's own words when it sent an error document.
-    let detail = match (code, status) {
-        (code, Some(status)) if !code.is_empty() => {
-            format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message"))
-        }
-        (_, Some(status)) => format!("HTTP {status}"),
-        (_, None) => transport_detail(err),
-    };
-    match (status, code) {
-        (_, "NoSuchBucket") => Failure::NoBucket,
-        (_, "NoSuchKey") | (Some(404), _) => Failure::NotFound,
-        (Some(412), _) | (Some(409), "ConditionalRequestConflict") | (_, "PreconditionFailed") => {
-            Failure::Precondition(if code.is_empty() {
-                "precondition failed".into()
-            } else {
-                code.to_string()
-            })
-        }
-        (Some(401 | 403), _)
-        | (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken") => {
-            Failure::Denied(if code.is_empty() {
-                format!("HTTP {}", status.unwrap_or(403))
-            } else {
-                code.to_string()
-            })
-        }
-        (Some(500..=599), _) => Failure::Unavailable(detail),
-        _ => Failure::Other(detail),
-    }
-}
-
 impl S3Destination {
     /// Builds a client; no request is sent until the first call.
     ///
@@ -433,385 +346,6 @@ impl S3Destination {
             }
         }
     }
-
-    async fn put_single(
-        &self,
-        key: &str,
-        data: Bytes,
-        condition: Option<&PutCondition>,
-    ) -> Result<PutOutcome, DestinationError> {
-        let full_key = self.full_key(key)?;
-        let digest = md5::compute(&data);
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.options.bucket)
-            .key(&full_key)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
-            .content_length(data.len() as i64);
-        match condition {
-            Some(PutCondition::CreateOnly) => request = request.if_none_match("*"),
-            Some(PutCondition::IfMatch(etag)) => request = request.if_match(etag),
-            None => {}
-        }
-        let size = data.len() as u64;
-        let output = request
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| self.error("uploading", key, classify(&e)))?;
-        Ok(PutOutcome {
-            size,
-            md5: format!("{digest:x}"),
-            etag: output.e_tag().unwrap_or_default().to_string(),
-        })
-    }
-
-    async fn put_multipart(
-        &self,
-        key: &str,
-        first_parts: Vec<Bytes>,
-        mut body: ObjectStream,
-        mut hasher: md5::Context,
-        mut size: u64,
-    ) -> Result<PutOutcome, DestinationError> {
-        let full_key = self.full_key(key)?;
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.options.bucket)
-            .key(&full_key)
-            .send()
-            .await
-            .map_err(|e| self.error("starting a multipart upload of", key, classify(&e)))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let mut open = OpenUpload {
-            destination: self.clone(),
-            full_key: full_key.clone(),
-            upload_id: upload_id.clone(),
-            finished: false,
-        };
-        let result = async {
-            let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
-            let mut completed = Vec::new();
-            let mut queued: std::collections::VecDeque<Bytes> = first_parts.into();
-            let mut part_number: i32 = 0;
-            loop {
-                let part = match queued.pop_front() {
-                    Some(part) => part,
-                    None => {
-                        let part = read_part(&mut body, self.options.part_size, key).await?;
-                        if part.is_empty() {
-                            break;
-                        }
-                        hasher.consume(&part);
-                        size += part.len() as u64;
-                        part
-                    }
-                };
-                part_number += 1;
-                if part_number > MAX_PARTS {
-                    return Err(DestinationError::Request {
-                        operation: "uploading",
-                        location: self.location(),
-                        key: key.to_string(),
-                        detail: format!(
-                            "the object needs more than {MAX_PARTS} parts of {} bytes; raise part-size-mib",
-                            self.options.part_size
-                        ),
-                    });
-                }
-                while in_flight.len() >= self.options.upload_concurrency.max(1) {
-                    completed.push(join_part(in_flight.join_next().await, key)?);
-                }
-                let this = self.clone();
-                let (full_key, upload_id, key) = (full_key.clone(), upload_id.clone(), key.to_string());
-                in_flight.spawn(async move { this.upload_part(&key, &full_key, &upload_id, part_number, part).await });
-            }
-            while let Some(joined) = in_flight.join_next().await {
-                completed.push(join_part(Some(joined), key)?);
-            }
-            completed.sort_by_key(|p| p.part_number());
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.options.bucket)
-                .key(&full_key)
-                .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
-                .send()
-                .await
-                .map_err(|e| self.error("completing the multipart upload of", key, classify(&e)))
-        }
-        .await;
-        open.finished = true;
-        match result {
-            Ok(output) => Ok(PutOutcome {
-                size,
-                md5: format!("{:x}", hasher.compute()),
-                etag: output.e_tag().unwrap_or_default().to_string(),
-            }),
-            Err(e) => {
-                // Leave no orphaned parts behind to be billed; the original error matters more
-                // than a failed abort.
-                self.abort_upload(&full_key, &upload_id).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn get_versioned_once(&self, key: &str, limit: u64) -> Result<Option<VersionedObject>, DestinationError> {
-        let full_key = self.full_key(key)?;
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.options.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) => {
-                return match classify(&e) {
-                    Failure::NotFound => Ok(None),
-                    other => Err(self.error("downloading", key, other)),
-                };
-            }
-        };
-        if output.content_length().unwrap_or(0) as u64 > limit {
-            return Err(DestinationError::TooLarge {
-                location: self.location(),
-                key: key.to_string(),
-                limit,
-            });
-        }
-        let etag = output.e_tag().unwrap_or_default().to_string();
-        let data = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| DestinationError::Body {
-                key: key.to_string(),
-                source: std::io::Error::other(e),
-            })?
-            .into_bytes();
-        // An ETag that is a plain MD5 lets us check what arrived; multipart ETags are not one.
-        let plain = etag.trim_matches('"');
-        if plain.len() == 32 && plain.chars().all(|c| c.is_ascii_hexdigit()) && md5_hex(&data) != plain {
-            return Err(DestinationError::Request {
-                operation: "downloading",
-                location: self.location(),
-                key: key.to_string(),
-                detail: format!("received bytes do not match the object's ETag {etag}"),
-            });
-        }
-        Ok(Some(VersionedObject { data, etag }))
-    }
-
-    async fn abort_upload(&self, full_key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.options.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            tracing::warn!(
-                "aborting the unfinished upload of {full_key} at {} failed ({}); `cairn status` lists it",
-                self.location(),
-                DisplayErrorContext(&e)
-            );
-        }
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        full_key: &str,
-        upload_id: &str,
-        part_number: i32,
-        data: Bytes,
-    ) -> Result<CompletedPart, DestinationError> {
-        let digest = md5::compute(&data);
-        let output = self
-            .client
-            .upload_part()
-            .bucket(&self.options.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .part_number(part_number)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| self.error("uploading a part of", key, classify(&e)))?;
-        Ok(CompletedPart::builder()
-            .part_number(part_number)
-            .set_e_tag(output.e_tag().map(str::to_string))
-            .build())
-    }
-}
-
-/// A multipart upload in progress. Dropped before it finished — its writer was cancelled, say
-/// because another worker of the copy failed — it aborts the upload in the background, so its
-/// parts do not stay in the bucket; [`Destination::settle`] waits for that.
-struct OpenUpload {
-    destination: S3Destination,
-    full_key: String,
-    upload_id: String,
-    finished: bool,
-}
-
-impl Drop for OpenUpload {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let destination = self.destination.clone();
-        let (full_key, upload_id) = (std::mem::take(&mut self.full_key), std::mem::take(&mut self.upload_id));
-        let task = runtime.spawn(async move { destination.abort_upload(&full_key, &upload_id).await });
-        self.destination
-            .aborting
-            .lock()
-            .expect("abort list lock poisoned")
-            .push(task);
-    }
-}
-
-/// Chunks of a download waiting for their reader.
-const RESUME_CHANNEL_CHUNKS: usize = 4;
-
-/// One download that survives broken connections: each break is followed by a ranged GET from
-/// the first byte not yet delivered, of the same version of the object (`If-Match`).
-struct Resumable {
-    destination: S3Destination,
-    key: String,
-    full_key: String,
-    etag: Option<String>,
-    length: Option<u64>,
-}
-
-impl Resumable {
-    async fn pump(self, body: ByteStream, sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
-        let mut body = Some(body);
-        let mut offset = 0u64;
-        let mut failures = 0u32;
-        let attempts = self.destination.options.max_attempts.max(1);
-        loop {
-            let Some(current) = body.as_mut() else {
-                match self.reopen(offset).await {
-                    Ok(reopened) => body = Some(reopened),
-                    Err(Failure::Unreachable(detail) | Failure::Unavailable(detail)) if failures < attempts => {
-                        failures += 1;
-                        tracing::debug!("downloading {} again from byte {offset} failed: {detail}", self.key);
-                        tokio::time::sleep(resume_backoff(failures)).await;
-                    }
-                    Err(failure) => {
-                        let error = self.destination.error("downloading", &self.key, failure);
-                        let _ = sender.send(Err(std::io::Error::other(error))).await;
-                        return;
-                    }
-                }
-                continue;
-            };
-            match current.try_next().await {
-                Ok(Some(chunk)) => {
-                    offset += chunk.len() as u64;
-                    failures = 0;
-                    if sender.send(Ok(chunk)).await.is_err() {
-                        return; // the reader is gone
-                    }
-                }
-                Ok(None) => return,
-                Err(e) if self.length == Some(offset) => {
-                    tracing::debug!("{}: the connection broke after the last byte: {e}", self.key);
-                    return;
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures >= attempts {
-                        let error = DestinationError::Unreachable {
-                            location: self.destination.location(),
-                            detail: format!(
-                                "downloading {} broke off at byte {offset} {failures} times in a row ({e}); try again later",
-                                self.key
-                            ),
-                        };
-                        let _ = sender.send(Err(std::io::Error::other(error))).await;
-                        return;
-                    }
-                    tracing::debug!("downloading {} broke off at byte {offset} ({e}); resuming", self.key);
-                    body = None;
-                    tokio::time::sleep(resume_backoff(failures)).await;
-                }
-            }
-        }
-    }
-
-    async fn reopen(&self, offset: u64) -> Result<ByteStream, Failure> {
-        let output = self
-            .destination
-            .client
-            .get_object()
-            .bucket(&self.destination.options.bucket)
-            .key(&self.full_key)
-            .range(format!("bytes={offset}-"))
-            .set_if_match(self.etag.clone())
-            .send()
-            .await
-            .map_err(|e| match classify(&e) {
-                Failure::Precondition(_) => Failure::Other(format!(
-                    "the object was replaced while it was read (it had ETag {})",
-                    self.etag.as_deref().unwrap_or("?")
-                )),
-                other => other,
-            })?;
-        Ok(output.body)
-    }
-}
-
-fn resume_backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64 << failures.min(6))
-}
-
-fn join_part(
-    joined: Option<Result<Result<CompletedPart, DestinationError>, tokio::task::JoinError>>,
-    key: &str,
-) -> Result<CompletedPart, DestinationError> {
-    match joined {
-        Some(Ok(result)) => result,
-        Some(Err(e)) => Err(DestinationError::Body {
-            key: key.to_string(),
-            source: std::io::Error::other(e),
-        }),
-        None => Err(DestinationError::Body {
-            key: key.to_string(),
-            source: std::io::Error::other("part upload vanished"),
-        }),
-    }
-}
-
-/// Reads up to `size` bytes; fewer only at the end of the stream.
-async fn read_part(body: &mut ObjectStream, size: u64, key: &str) -> Result<Bytes, DestinationError> {
-    let mut buffer = BytesMut::with_capacity(size as usize);
-    while (buffer.len() as u64) < size {
-        let n = body
-            .read_buf(&mut buffer)
-            .await
-            .map_err(|source| DestinationError::Body {
-                key: key.to_string(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buffer.freeze())
 }
 
 #[async_trait]
@@ -906,13 +440,12 @@ impl Destination for S3Destination {
         // The SDK retries requests, not bodies: a connection that breaks while the body arrives
         // is retried here, and reported as unreachable (not as damage) when it keeps breaking.
         let attempts = self.options.max_attempts.max(1);
-        let mut failures = 0;
+        let mut retry = resume::resume_policy(attempts as usize - 1);
         loop {
             match self.get_versioned_once(key, limit).await {
-                Err(DestinationError::Body { source, .. }) if failures + 1 < attempts => {
-                    failures += 1;
+                Err(DestinationError::Body { source, .. }) if retry.failed() + 1 < attempts => {
                     tracing::debug!("reading {key} broke off ({source}); reading it again");
-                    tokio::time::sleep(resume_backoff(failures)).await;
+                    retry.wait().await;
                 }
                 Err(DestinationError::Body { source, .. }) => {
                     return Err(DestinationError::Unreachable {
@@ -1044,41 +577,5 @@ impl Destination for S3Destination {
                 other => Err(self.error("removing", key, other)),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn s3_urls_parse_with_options() {
-        let options =
-            S3Options::from_url("s3://bkt/a/b/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1").unwrap();
-        assert_eq!(options.bucket, "bkt");
-        assert_eq!(options.prefix, "a/b");
-        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert_eq!(options.region.as_deref(), Some("eu-west-1"));
-        assert!(options.path_style, "an explicit endpoint defaults to path-style");
-        let plain = S3Options::from_url("s3://bkt").unwrap();
-        assert_eq!(plain.prefix, "");
-        assert!(!plain.path_style);
-        assert!(
-            S3Options::from_url("s3:///x")
-                .unwrap_err()
-                .contains("bucket name is missing")
-        );
-        assert!(
-            S3Options::from_url("s3://b?colour=red")
-                .unwrap_err()
-                .contains("unknown URL parameter")
-        );
-    }
-
-    #[test]
-    fn debug_output_hides_the_secret_key() {
-        let mut options = S3Options::new("b", "");
-        options.secret_access_key = Some(Secret::new("wJalrXUtnFEMI"));
-        assert!(!format!("{options:?}").contains("wJalr"));
     }
 }
