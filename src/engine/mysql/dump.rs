@@ -1,0 +1,147 @@
+//! The data of a full copy: workers that each take the next chunk of a table, read its rows in
+//! the snapshot and stream them, formatted, to the copy; and table checksums on request.
+
+use super::*;
+
+/// Bytes of formatted rows a worker gathers before handing them to the compressor.
+pub(super) const ROW_BLOCK: usize = 256 * 1024;
+
+/// Session settings of every dump connection: times in UTC, bytes as stored.
+pub(super) const DUMP_SESSION: [&str; 2] = [
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SET SESSION time_zone = '+00:00', NAMES binary, SESSION net_write_timeout = 3600, SESSION net_read_timeout = 3600",
+];
+
+impl MysqlSource {
+    pub(super) async fn worker(
+        &self,
+        mut conn: Conn,
+        queue: Queue<inventory::Chunk>,
+        writer: CopyWriter,
+        progress: Arc<Progress>,
+        checksums: Arc<Mutex<Checksums>>,
+    ) -> Result<(u64, u64), SourceError> {
+        let my = &self.my;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        while let Some(chunk) = queue.next() {
+            let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
+            let (pipe_writer, pipe_reader) = tokio::io::duplex(ROW_BLOCK * 2);
+            let counters = Counters::default();
+            let path = format!(
+                "data/{}/{:05}.tsv",
+                stored::table_folder(
+                    &crate::storage::md5_hex(format!("{}.{}", chunk.table.database, chunk.table.name).as_bytes())[..8],
+                    &chunk.table.database,
+                    &chunk.table.name,
+                ),
+                chunk.index
+            );
+            let table = chunk.table.clone();
+            let condition = chunk.condition.clone();
+            let counted = counters.clone();
+            let upload = writer.put_file(&path, Counting::new(pipe_reader, counters.clone()), move || {
+                stored::data_details(
+                    ("database", &table.database),
+                    &table.name,
+                    json!(table.columns),
+                    &counted,
+                    condition,
+                )
+            });
+            let read = read_rows(my, &mut conn, &chunk, pipe_writer, &doing);
+            let (uploaded, read) = tokio::join!(upload, read);
+            read?;
+            uploaded?;
+            rows += counters.newlines();
+            bytes += counters.bytes();
+            progress.done(counters.bytes());
+        }
+        // Still in the copy's snapshot: CHECKSUM TABLE there sees exactly the rows copied.
+        loop {
+            let Some(table) = checksums
+                .lock()
+                .expect("checksum queue lock poisoned")
+                .pending
+                .pop_front()
+            else {
+                break;
+            };
+            let doing = format!("checksumming {}", table.qualified());
+            let row: Option<(Vec<u8>, Option<u64>)> = conn
+                .query_first(format!("CHECKSUM TABLE {}", table.qualified()))
+                .await
+                .map_err(|e| my.error(&doing, e))?;
+            let value = row.and_then(|(_, value)| value).ok_or_else(|| SourceError::Database {
+                database: my.name.clone(),
+                doing,
+                detail: "the server gave no checksum".into(),
+            })?;
+            checksums
+                .lock()
+                .expect("checksum queue lock poisoned")
+                .values
+                .entry(table.database.clone())
+                .or_default()
+                .insert(table.name.clone(), value);
+        }
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| my.error("ending a worker's snapshot", e))?;
+        let _ = conn.disconnect().await;
+        Ok((rows, bytes))
+    }
+}
+
+/// Tables still to checksum, and the checksums taken (database → table → value).
+#[derive(Debug, Default)]
+pub(super) struct Checksums {
+    pub(super) pending: VecDeque<inventory::Table>,
+    pub(super) values: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+}
+
+/// Streams a chunk's rows, formatted, into `out`; closes it at the end.
+pub(super) async fn read_rows(
+    my: &My,
+    conn: &mut Conn,
+    chunk: &inventory::Chunk,
+    mut out: tokio::io::DuplexStream,
+    doing: &str,
+) -> Result<(), SourceError> {
+    let mut result = conn
+        .query_iter(chunk.select_sql())
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    let mut block = Vec::with_capacity(ROW_BLOCK + 4096);
+    let no_columns = chunk.table.columns.is_empty();
+    while let Some(row) = result.next().await.map_err(|e| my.error(doing, e))? {
+        let values = row.unwrap();
+        if no_columns {
+            block.push(b'\n');
+        } else {
+            format::write_row(
+                &mut block,
+                values.iter().map(|v| match v {
+                    Value::NULL => None,
+                    Value::Bytes(bytes) => Some(bytes.as_slice()),
+                    // The text protocol sends every value as bytes.
+                    _ => None,
+                }),
+            );
+        }
+        if block.len() >= ROW_BLOCK {
+            out.write_all(&block).await.map_err(|e| SourceError::Database {
+                database: my.name.clone(),
+                doing: doing.to_string(),
+                detail: format!("the upload stopped: {e}"),
+            })?;
+            block.clear();
+        }
+    }
+    out.write_all(&block).await.map_err(|e| SourceError::Database {
+        database: my.name.clone(),
+        doing: doing.to_string(),
+        detail: format!("the upload stopped: {e}"),
+    })?;
+    out.shutdown().await.ok();
+    Ok(())
+}
