@@ -1,14 +1,31 @@
 //! `cairn status`: the copies of each source as a table or JSON, and `--rebuild`.
 
+use clap::Args;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{CliResult, Failure, StatusArgs, print_out, to_json};
+use super::{CliResult, Failure, print_out, to_json};
 use crate::config::{Config, ConfigError};
 use crate::exit::ExitStatus;
-use crate::repo::status::{CopyRecord, LoadedFrom, LogPosition, StatusStore};
+use crate::repo::status::{CopyRecord, LoadedFrom, StatusStore};
 use crate::storage::{Access, Destination, DestinationSpec};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Destination: a configured name, a path or s3://bucket/prefix (default: each configured source's).
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
+    /// Only this source.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Rebuild the status of --source from its copies' manifests.
+    #[arg(long, requires = "source")]
+    pub rebuild: bool,
+}
 
 #[derive(Serialize)]
 struct SourceReport {
@@ -162,13 +179,6 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-pub(super) fn position(p: &LogPosition) -> String {
-    match p {
-        LogPosition::Postgres { lsn, .. } => lsn.clone(),
-        LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
-    }
-}
-
 fn render_table(reports: &[SourceReport]) -> String {
     let mut out = String::new();
     for report in reports {
@@ -224,7 +234,7 @@ fn render_table(reports: &[SourceReport]) -> String {
                     format!("{}s", (c.finished_at - c.started_at).num_seconds()),
                     human_bytes(c.bytes),
                     c.files.to_string(),
-                    position(&c.log_range.end),
+                    c.log_range.end.coordinates(),
                 ]
             })
             .collect();

@@ -187,7 +187,7 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
         let key = config_name.as_deref().unwrap_or(&source.name);
         let mut copy_options = config.copy_options_of(key, request.jobs);
         copy_options.filters = copy_options.filters.merged(&request.filters);
-        copy_options.checksums |= request.checksums;
+        copy_options.mysql.checksums |= request.checksums;
         sources.push(PlannedSource {
             full_backup: config.full_backup_of(key),
             jobs: copy_options.jobs,

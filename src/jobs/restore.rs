@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
+use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
 use crate::exit::{Classify, ExitStatus};
 use crate::repo::manifest::Manifest;
 use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
@@ -75,9 +75,8 @@ pub struct RestorePlan {
     pub target: String,
     pub jobs: u32,
     pub clean: bool,
-    pub rename_databases: Vec<(String, String)>,
-    pub no_binlog: bool,
-    pub verify_checksums: bool,
+    #[serde(flatten)]
+    pub mysql: MysqlRestoreOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<Until>,
     pub resume: bool,
@@ -116,26 +115,15 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         };
         rename_databases.push((from.to_string(), to.to_string()));
     }
-    if target_url.engine == crate::engine::Engine::Postgres {
-        let given: Vec<&str> = [
-            ("--rename-db", !rename_databases.is_empty()),
-            ("--no-binlog", request.no_binlog),
-            ("--checksum", request.verify_checksums),
-            ("--until*", request.until.is_some()),
-            ("--resume", request.resume),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect();
-        if !given.is_empty() {
-            return Err(RestoreError::Usage(format!(
-                "{} {} to MySQL/MariaDB targets only; a PostgreSQL copy goes into the database of --target and is \
-                 checked by row counts",
-                given.join(", "),
-                if given.len() == 1 { "applies" } else { "apply" }
-            )));
-        }
-    }
+    let mysql = MysqlRestoreOptions {
+        rename_databases,
+        no_binlog: request.no_binlog,
+        verify_checksums: request.verify_checksums,
+    };
+    target_url
+        .engine
+        .check_restore(&mysql, request.until.is_some(), request.resume)
+        .map_err(RestoreError::Usage)?;
     if request.resume && request.clean {
         return Err(RestoreError::Usage(
             "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
@@ -211,9 +199,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         target: target_url.to_string(),
         jobs: request.jobs.unwrap_or_else(crate::engine::default_jobs),
         clean: request.clean,
-        rename_databases,
-        no_binlog: request.no_binlog,
-        verify_checksums: request.verify_checksums,
+        mysql,
         until: request.until.clone(),
         resume: request.resume,
         until_not_covered,
@@ -225,24 +211,17 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
 
 /// Why `until` is past the end of a chain whose last copy is `last`, if it is.
 fn not_covered(until: &Until, last: &CopyRecord) -> Option<String> {
-    match (until, &last.log_range.end) {
-        (Until::Time(time), _) if *time > last.finished_at => Some(format!(
+    match until {
+        Until::Time(time) if *time > last.finished_at => Some(format!(
             "the chain ends with copy {}, taken up to {}",
             last.id,
             last.finished_at.to_rfc3339()
         )),
-        (
-            Until::Position { file, position },
-            crate::repo::status::LogPosition::Mysql {
-                file: end,
-                position: at,
-                ..
-            },
-        ) => {
-            use crate::engine::mysql::binlog::file_order;
-            ((file_order(file), *position) > (file_order(end), *at))
-                .then(|| format!("the chain ends with copy {} at {end}:{at}", last.id))
-        }
+        Until::Position { .. } if until.is_after(&last.log_range.end) => Some(format!(
+            "the chain ends with copy {} at {}",
+            last.id,
+            last.log_range.end.coordinates()
+        )),
         _ => None,
     }
 }
@@ -351,9 +330,7 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
         manifests,
         jobs: plan.jobs,
         clean: plan.clean,
-        rename_databases: plan.rename_databases.clone(),
-        no_binlog: plan.no_binlog,
-        verify_checksums: plan.verify_checksums,
+        mysql: plan.mysql.clone(),
         until: plan.until.clone(),
         resume: plan.resume,
     };
@@ -369,39 +346,7 @@ pub fn parse_until(
     gtid: Option<&str>,
     position: Option<&str>,
 ) -> Result<Option<Until>, RestoreError> {
-    if let Some(text) = time {
-        let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()))
-            .map_err(|_| {
-                RestoreError::Usage(format!(
-                    "--until {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
-                     \"2026-11-21 08:30:00\" (UTC)"
-                ))
-            })?;
-        return Ok(Some(Until::Time(parsed)));
-    }
-    if let Some(text) = gtid {
-        crate::engine::mysql::binlog::Gtid::parse(text)
-            .map_err(|e| RestoreError::Usage(format!("--until-gtid {e}")))?;
-        return Ok(Some(Until::Gtid(text.trim().to_string())));
-    }
-    if let Some(text) = position {
-        let parsed = text
-            .rsplit_once(':')
-            .and_then(|(file, pos)| Some((file, pos.parse::<u64>().ok()?)))
-            .filter(|(file, _)| !file.is_empty());
-        let Some((file, position)) = parsed else {
-            return Err(RestoreError::Usage(format!(
-                "--until-position {text:?}: expected FILE:POS, e.g. binlog.000042:1234"
-            )));
-        };
-        return Ok(Some(Until::Position {
-            file: file.to_string(),
-            position,
-        }));
-    }
-    Ok(None)
+    Until::parse(time, gtid, position).map_err(RestoreError::Usage)
 }
 
 /// What `restore --dry-run` prints: the chain, each copy's files and log range, and the exact
@@ -428,8 +373,8 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
             copy.run_type,
             crate::text::count(copy.files, "file"),
             copy.bytes,
-            show_position(&copy.log_range.start),
-            show_position(&copy.log_range.end)
+            copy.log_range.start,
+            copy.log_range.end
         ));
         if copy.kind == crate::repo::kinds::CopyKind::Incremental {
             let detail = |name: &str| copy.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
@@ -457,16 +402,6 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
         text.push('\n');
     }
     Ok(text)
-}
-
-fn show_position(position: &crate::repo::status::LogPosition) -> String {
-    match position {
-        crate::repo::status::LogPosition::Mysql { file, position, gtid } => format!(
-            "{file}:{position}{}",
-            gtid.as_deref().map(|g| format!(" (GTID {g})")).unwrap_or_default()
-        ),
-        crate::repo::status::LogPosition::Postgres { lsn, .. } => format!("LSN {lsn}"),
-    }
 }
 
 /// Writes the position a restore reached to the file the user named, for seeding a replica.

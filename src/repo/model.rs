@@ -35,6 +35,32 @@ pub enum LogPosition {
     },
 }
 
+impl LogPosition {
+    /// The coordinates alone: `FILE:POS` of a binary log, the LSN of a WAL.
+    pub fn coordinates(&self) -> String {
+        match self {
+            LogPosition::Postgres { lsn, .. } => lsn.clone(),
+            LogPosition::Mysql { file, position, .. } => format!("{file}:{position}"),
+        }
+    }
+}
+
+impl std::fmt::Display for LogPosition {
+    /// The position as messages show it: coordinates and, for MySQL, the GTID state.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogPosition::Mysql { file, position, gtid } => {
+                write!(f, "{file}:{position}")?;
+                match gtid {
+                    Some(gtid) => write!(f, " (GTID {gtid})"),
+                    None => Ok(()),
+                }
+            }
+            LogPosition::Postgres { lsn, .. } => write!(f, "LSN {lsn}"),
+        }
+    }
+}
+
 /// The part of the source's log a copy covers: a full copy's start and end are its snapshot
 /// point; an incremental starts exactly where its parent ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

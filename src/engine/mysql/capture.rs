@@ -197,6 +197,7 @@ pub(super) async fn check_incremental(
     let gtids = GtidState::parse(start_gtid.as_deref().unwrap_or_default())
         .map_err(|e| SourceError::Damaged(format!("copy {}: recorded GTID position: {e}", parent.id)))?;
     let replica_id = options
+        .mysql
         .replica_server_id
         .unwrap_or_else(|| default_replica_server_id(source_name));
     if u64::from(replica_id) == server.server_id {

@@ -170,7 +170,7 @@ impl Source for MysqlSource {
         }
 
         // Lock-free: one connection whose snapshot reports its own binlog position (MariaDB).
-        let jobs = if options.lock_free {
+        let jobs = if options.mysql.lock_free {
             1
         } else {
             options.jobs.max(1) as usize
@@ -185,7 +185,7 @@ impl Source for MysqlSource {
             }
             workers.push(conn);
         }
-        let (position, write_stall) = if options.lock_free {
+        let (position, write_stall) = if options.mysql.lock_free {
             (lock_free_snapshot(my, &mut workers[0], &server).await?, Duration::ZERO)
         } else {
             locked_snapshot(my, &server, &mut workers, lock_wait).await?
@@ -216,7 +216,7 @@ impl Source for MysqlSource {
         let progress = Progress::new(format!("{}: copy, chunks", self.spec.name), chunk_count as u64);
         let _reporter = progress.report_every(PROGRESS_EVERY);
         let checksums = Arc::new(Mutex::new(Checksums {
-            pending: if options.checksums {
+            pending: if options.mysql.checksums {
                 tables.iter().cloned().collect()
             } else {
                 VecDeque::new()
@@ -261,7 +261,7 @@ impl Source for MysqlSource {
         if !filters.is_empty() {
             details.insert("filters".into(), json!(filters));
         }
-        if options.checksums {
+        if options.mysql.checksums {
             let values = std::mem::take(&mut checksums.lock().expect("checksum lock poisoned").values);
             details.insert("checksums".into(), json!(values));
         }

@@ -20,7 +20,7 @@ pub(super) async fn check_full(
     server: &Server,
     options: &CopyOptions,
 ) -> Result<(Vec<inventory::Table>, Vec<String>), SourceError> {
-    if options.lock_free && !server.mariadb {
+    if options.mysql.lock_free && !server.mariadb {
         return Err(SourceError::Unsupported(format!(
             "{}: lock-free copies need MariaDB (binlog_snapshot_file); this is MySQL {}",
             spec.name, server.version
@@ -33,7 +33,7 @@ pub(super) async fn check_full(
         server.version,
         crate::text::count(tables.len() as u64, "table")
     )];
-    if !options.lock_free && !has_global_privilege(my, conn, "RELOAD").await? {
+    if !options.mysql.lock_free && !has_global_privilege(my, conn, "RELOAD").await? {
         return Err(SourceError::Privilege {
             database: my.name.clone(),
             doing: "checking the privileges of a consistent copy".into(),

@@ -49,7 +49,7 @@ fn database_map(
         .iter()
         .map(|d| (d.name.clone(), d.name.clone()))
         .collect();
-    for (from, to) in &input.rename_databases {
+    for (from, to) in &input.mysql.rename_databases {
         let Some(entry) = map.get_mut(from) else {
             return Err(SourceError::Unsupported(format!(
                 "--rename-db {from}={to}: the copy has no database {from} (it has {})",
@@ -58,7 +58,7 @@ fn database_map(
         };
         *entry = to.clone();
     }
-    if input.rename_databases.is_empty()
+    if input.mysql.rename_databases.is_empty()
         && let Some(database) = target.database()
     {
         match schema.databases.as_slice() {
@@ -167,7 +167,7 @@ impl MysqlTarget {
                 progress.clone(),
                 map.clone(),
             );
-            let no_binlog = input.no_binlog;
+            let no_binlog = input.mysql.no_binlog;
             async move {
                 let mut conn = this.my.connect(None).await?;
                 conn.query_drop(LOAD_SESSION)
@@ -257,7 +257,7 @@ impl MysqlTarget {
                 .await
                 .map_err(|e| my.error(&format!("creating {} {}", object.kind, object.name), e))?;
         }
-        if input.verify_checksums {
+        if input.mysql.verify_checksums {
             self.verify_checksums(input, map, admin).await?;
         }
         Ok((tables.len() as u64, rows, file_count))
@@ -356,7 +356,7 @@ impl Target for MysqlTarget {
                 });
             }
         }
-        if input.no_binlog {
+        if input.mysql.no_binlog {
             // Session-only: proves the privilege without changing anything.
             let mut conn = self.my.connect(Some("")).await?;
             conn.query_drop("SET SESSION sql_log_bin = 0").await.map_err(|e| {

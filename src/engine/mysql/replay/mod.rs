@@ -268,7 +268,7 @@ pub(super) async fn replay(
         transactions: 0,
         row_changes: 0,
     };
-    if input.no_binlog {
+    if input.mysql.no_binlog {
         applier
             .exec(
                 "leaving the replay out of the binary log",

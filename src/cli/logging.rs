@@ -1,0 +1,45 @@
+//! Logging to stderr: the `--log` filter, checked, and the subscriber set up from it.
+
+use super::Cli;
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Accepts a level (`info`) or directives in which every part is a level or `target=level`, so
+/// a mistyped level is an error instead of a filter that silently matches nothing.
+pub(super) fn parse_log_filter(text: &str) -> Result<String, String> {
+    let explain = || {
+        format!(
+            "{text:?} is not a log filter: use one of {}, or directives like info,cairn=debug",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    let parts_valid = text.split(',').all(|part| {
+        let level = part.rsplit_once('=').map_or(part, |(_, level)| level);
+        LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    });
+    if !parts_valid || tracing_subscriber::EnvFilter::try_new(text).is_err() {
+        return Err(explain());
+    }
+    Ok(text.to_string())
+}
+
+/// Sets up logging to stderr. A plain level keeps the AWS SDK's own chatter (configuration
+/// files not found, region probes) down to errors; full directives are used as written.
+pub fn init_logging(cli: &Cli) {
+    let directives = if LOG_LEVELS.contains(&cli.log.trim().to_ascii_lowercase().as_str()) {
+        format!(
+            "{},aws_config=error,aws_runtime=error,aws_smithy_runtime=error",
+            cli.log.trim()
+        )
+    } else {
+        cli.log.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}

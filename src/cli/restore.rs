@@ -1,0 +1,146 @@
+//! `cairn restore`: its arguments, the dry run's description, the restore and its report.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CliResult, Failure, print_out, to_json};
+use crate::config::Config;
+use crate::jobs::restore::{self, RestoreRequest};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// Name of the source whose copy to restore.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// Copy id, or `latest`.
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub copy: String,
+    /// Database to restore into (postgres://…, mysql://…).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// File holding the password of --target (else PGPASSWORD or MYSQL_PWD; a password in the URL
+    /// is visible to every user in the process list).
+    #[arg(long, value_name = "FILE")]
+    pub target_password_file: Option<PathBuf>,
+    /// Parallel connections (default: the CPUs, at most 8).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Drop everything in the target database before restoring (it must otherwise be empty).
+    #[arg(long)]
+    pub clean: bool,
+    /// Restore MySQL database FROM under the name TO. Repeatable.
+    #[arg(long, value_name = "FROM=TO")]
+    pub rename_db: Vec<String>,
+    /// Keep the restore out of the target's binary log (MySQL; needs SUPER or SYSTEM_VARIABLES_ADMIN).
+    #[arg(long)]
+    pub no_binlog: bool,
+    /// MySQL: compare CHECKSUM TABLE of every restored table with the one recorded by `backup --checksum`.
+    #[arg(long)]
+    pub checksum: bool,
+    /// MySQL: replay the incrementals up to the last transaction started at or before TIME
+    /// (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["until_gtid", "until_position"])]
+    pub until: Option<String>,
+    /// MySQL: replay up to and including the transaction with this GTID (`0-1-42`, `uuid:42`).
+    #[arg(long, value_name = "GTID", conflicts_with = "until_position")]
+    pub until_gtid: Option<String>,
+    /// MySQL: replay every transaction that ends at or before this binary log position.
+    #[arg(long, value_name = "FILE:POS")]
+    pub until_position: Option<String>,
+    /// MySQL: continue a replay that stopped, from the position the target recorded.
+    #[arg(long)]
+    pub resume: bool,
+    /// Also write the log position the restored data corresponds to, as JSON, to PATH (it is
+    /// printed, and recorded in the target, in any case).
+    #[arg(long, value_name = "PATH")]
+    pub position_file: Option<std::path::PathBuf>,
+    /// Print the chain of copies, their files and the stop point that would be used, and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
+    if args.jobs == Some(0) {
+        return Err(Failure::from(restore::RestoreError::Usage(
+            "--jobs must be at least 1".into(),
+        )));
+    }
+    let request = RestoreRequest {
+        from: args.from.clone(),
+        source: args.source.clone(),
+        copy: Some(args.copy.clone()),
+        target: args.target.clone(),
+        target_password_file: args.target_password_file.clone(),
+        jobs: args.jobs,
+        clean: args.clean,
+        rename_databases: args.rename_db.clone(),
+        no_binlog: args.no_binlog,
+        verify_checksums: args.checksum,
+        until: restore::parse_until(
+            args.until.as_deref(),
+            args.until_gtid.as_deref(),
+            args.until_position.as_deref(),
+        )?,
+        resume: args.resume,
+    };
+    let plan = restore::plan(config, &request).await?;
+    if args.dry_run {
+        if args.json {
+            let checks = restore::check(&plan).await?;
+            let mut value = serde_json::to_value(&plan).expect("plans serialize");
+            value["checks"] = serde_json::json!(checks.iter().map(|c| c.trim()).collect::<Vec<_>>());
+            return print_out(&to_json(&value));
+        }
+        let text = restore::describe(&plan).await?;
+        return print_out(&format!("{text}dry run: nothing was written\n"));
+    }
+    let mut report = restore::run(&plan).await?;
+    report.until_not_covered = plan.until_not_covered.clone();
+    if let (Some(path), Some(position)) = (&args.position_file, &report.position) {
+        restore::write_position(path, &plan, position)?;
+    }
+    if args.json {
+        return print_out(&to_json(&report));
+    }
+    let mut text = format!(
+        "restored {} into {}: {}, {} from {}",
+        plan.chain.first().map(|c| c.id.as_str()).unwrap_or_default(),
+        report.target,
+        crate::text::count(report.tables, "table"),
+        crate::text::count(report.rows, "row"),
+        crate::text::count(report.files, "file"),
+    );
+    if report.incrementals > 0 {
+        text.push_str(&format!(
+            "; replayed {}: {}, {}",
+            crate::text::count(report.incrementals, "incremental"),
+            crate::text::count(report.transactions, "transaction"),
+            crate::text::count(report.row_changes, "row change")
+        ));
+    }
+    text.push_str(&format!(" in {:.1}s\n", report.seconds));
+    if let (Some(until), Some(why)) = (&plan.until, &plan.until_not_covered) {
+        text.push_str(&format!(
+            "the requested point ({until}) is not covered: {why}; restored to the end of the chain\n"
+        ));
+    }
+    if let Some(crate::repo::status::LogPosition::Mysql { file, position, gtid }) = &report.position
+        && !file.is_empty()
+    {
+        text.push_str(&format!(
+            "binary log position: {file}:{position}{}\n",
+            gtid.as_deref().map(|g| format!(", GTID {g}")).unwrap_or_default(),
+        ));
+        if let Some(path) = &args.position_file {
+            text.push_str(&format!("written to {}\n", path.display()));
+        }
+    }
+    print_out(&text)
+}

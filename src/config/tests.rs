@@ -1,0 +1,168 @@
+//! Unit tests of loading, validating and overlaying the configuration.
+
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn unknown_keys_name_the_file_and_the_key() {
+    let err = load("[sources.app]\nurl = \"postgres://h/db\"\njobz = 3\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cairn.toml") && err.contains("sources.app") && err.contains("jobz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_say_what_was_expected() {
+    let err = load("full-backup = \"dayly\"\n", &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("full-backup") && err.contains("dayly") && err.contains("daily"),
+        "{err}"
+    );
+    let err = load("[retention]\nhourly = -1\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("retention.hourly"), "{err}");
+    let err = load("[sources.app]\nurl = \"oracle://h\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.app.url") && err.contains("unsupported scheme"),
+        "{err}"
+    );
+    let err = load("jobs = 0\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("jobs: expected at least 1"), "{err}");
+    let err = load("[sources.app]\nurl = \"mysql://h\"\ndestination = \"nowhere\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.app.destination") && err.contains("nowhere"),
+        "{err}"
+    );
+    let err = load("[destinations.local]\nurl = \"/b\"\nregion = \"x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations.local.region") && err.contains("only S3"),
+        "{err}"
+    );
+    let err = load("[sources.App]\nurl = \"mysql://h\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sources.App"), "{err}");
+    let err = load("jobs = [", &[]).unwrap_err().to_string();
+    assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn environment_overrides_and_adds_settings() {
+    let config = load(
+        "jobs = 2\n[sources.app-db]\nurl = \"postgres://backup@h/app\"\n",
+        &[
+            ("CAIRN_JOBS", "6"),
+            ("CAIRN_RETENTION__HOURLY", "24"),
+            ("CAIRN_SOURCES__APP_DB__PASSWORD", "from-env"),
+            ("CAIRN_SOURCES__OTHER__URL", "mysql://root@h2"),
+            ("CAIRN_CONFIG", "/ignored"),
+            ("CAIRN_TEST_PG_URL", "postgres://ignored"),
+            ("PATH", "/bin"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.settings.jobs, Some(6));
+    assert_eq!(config.settings.retention.hourly, Some(24));
+    assert_eq!(
+        config.source("app-db").unwrap().url.password.unwrap().expose(),
+        "from-env"
+    );
+    assert_eq!(config.source("other").unwrap().url.engine, crate::engine::Engine::Mysql);
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    let err = load("", &[("CAIRN_JOBS", "many")]).unwrap_err().to_string();
+    assert!(
+        err.contains("environment variable CAIRN_JOBS") && err.contains("jobs"),
+        "{err}"
+    );
+    let err = load("", &[("CAIRN_COLOUR", "red")]).unwrap_err().to_string();
+    assert!(
+        err.contains("environment variable CAIRN_COLOUR") && err.contains("colour"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_are_masked_and_read_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("pw");
+    std::fs::write(&secret_file, "file-secret\n").unwrap();
+    let text = format!(
+        "[sources.a]\nurl = \"postgres://u:url-secret@h/db\"\n[sources.b]\nurl = \"mysql://u@h\"\npassword-file = {:?}\n\
+         [destinations.s3]\nurl = \"s3://bkt/p\"\naccess-key-id = \"AKIA\"\nsecret-access-key = \"key-secret\"\n",
+        secret_file.display().to_string()
+    );
+    let config = load(
+        &text,
+        &[
+            ("CAIRN_SOURCES__C__URL", "mysql://u@h"),
+            ("CAIRN_SOURCES__C__PASSWORD", "env-secret"),
+        ],
+    )
+    .unwrap();
+    let shown = config.show();
+    for secret in ["url-secret", "file-secret", "key-secret", "env-secret"] {
+        assert!(!shown.contains(secret), "{secret} leaked into:\n{shown}");
+    }
+    assert!(!format!("{config:?}").contains("key-secret"));
+    assert_eq!(
+        config.source("b").unwrap().url.password.unwrap().expose(),
+        "file-secret"
+    );
+    let DestinationSpec::S3(options) = config.destination("s3").unwrap() else {
+        panic!("not S3")
+    };
+    assert_eq!(options.secret_access_key.unwrap().expose(), "key-secret");
+    let err = load("[sources.a]\nurl = \"postgres://u:x@h/db\"\npassword = \"y\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sources.a.password") && !err.contains("\"y\""), "{err}");
+}
+
+#[test]
+fn filters_come_from_the_file_and_the_environment() {
+    let config = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\n[sources.app.filters]\nexclude-tables = [\"public.tmp_*\"]\n",
+        &[("CAIRN_SOURCES__APP__FILTERS__EXCLUDE_SCHEMAS", "audit, scratch")],
+    )
+    .unwrap();
+    let options = config.copy_options_of("app", None);
+    assert_eq!(options.filters.exclude_tables, ["public.tmp_*"]);
+    assert_eq!(options.filters.exclude_schemas, ["audit", "scratch"]);
+    let err = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\n[sources.app.filters]\nexclude-table = [\"x\"]\n",
+        &[],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("sources.app.filters") && text.contains("exclude-table"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_example_configuration_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cairn.example.toml");
+    let config = Config::load(Some(&path), std::iter::empty()).unwrap();
+    assert!(!config.settings.sources.is_empty() && !config.settings.destinations.is_empty());
+    for name in config.settings.sources.keys() {
+        config.destination_of(name).unwrap();
+    }
+}

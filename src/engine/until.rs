@@ -1,0 +1,91 @@
+//! Where a replay stops: a point in the source's history, after the last whole transaction
+//! before it.
+
+use std::fmt;
+
+use crate::engine::mysql::binlog::{Gtid, file_order};
+use crate::repo::model::LogPosition;
+
+/// A point in the source's history where a replay stops, after the last whole transaction
+/// before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Until {
+    /// Every transaction that started at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+    /// Up to and including this transaction.
+    Gtid(String),
+    /// Every transaction that ended at or before this position.
+    Position { file: String, position: u64 },
+}
+
+impl fmt::Display for Until {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Until::Time(time) => write!(f, "the last transaction started at or before {}", time.to_rfc3339()),
+            Until::Gtid(gtid) => write!(f, "transaction {gtid}"),
+            Until::Position { file, position } => {
+                write!(f, "the last transaction ending at or before {file}:{position}")
+            }
+        }
+    }
+}
+
+impl Until {
+    /// The stop point of the `--until` (a time), `--until-gtid` or `--until-position` argument;
+    /// at most one is given.
+    ///
+    /// # Errors
+    /// One sentence naming the argument and the form expected.
+    pub fn parse(time: Option<&str>, gtid: Option<&str>, position: Option<&str>) -> Result<Option<Until>, String> {
+        if let Some(text) = time {
+            let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc())
+                })
+                .map_err(|_| {
+                    format!(
+                        "--until {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
+                     \"2026-11-21 08:30:00\" (UTC)"
+                    )
+                })?;
+            return Ok(Some(Until::Time(parsed)));
+        }
+        if let Some(text) = gtid {
+            Gtid::parse(text).map_err(|e| format!("--until-gtid {e}"))?;
+            return Ok(Some(Until::Gtid(text.trim().to_string())));
+        }
+        if let Some(text) = position {
+            let parsed = text
+                .rsplit_once(':')
+                .and_then(|(file, pos)| Some((file, pos.parse::<u64>().ok()?)))
+                .filter(|(file, _)| !file.is_empty());
+            let Some((file, position)) = parsed else {
+                return Err(format!(
+                    "--until-position {text:?}: expected FILE:POS, e.g. binlog.000042:1234"
+                ));
+            };
+            return Ok(Some(Until::Position {
+                file: file.to_string(),
+                position,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Whether this is a log position beyond `end` (in the same engine's log).
+    pub fn is_after(&self, end: &LogPosition) -> bool {
+        match (self, end) {
+            (
+                Until::Position { file, position },
+                LogPosition::Mysql {
+                    file: end,
+                    position: at,
+                    ..
+                },
+            ) => (file_order(file), *position) > (file_order(end), *at),
+            _ => false,
+        }
+    }
+}
