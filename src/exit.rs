@@ -1,9 +1,17 @@
 //! Exit codes and the classification of every library error into one of them.
 //!
-//! Deciding "is this the user's fault, a temporary condition, or a failed job" happens here and in
-//! each error's `exit_status`, never in the CLI's string matching.
+//! Deciding "is this the user's fault, a temporary condition, or a failed job" happens here, in
+//! one place, from each layer's error variants — never from message text.
 
 use std::fmt;
+
+use crate::config::ConfigError;
+use crate::engine::SourceError;
+use crate::jobs::backup::BackupError;
+use crate::jobs::restore::RestoreError;
+use crate::repo::lock::LockError;
+use crate::repo::status::StatusError;
+use crate::storage::DestinationError;
 
 /// The process exit codes cairn documents (see docs/exit-codes.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,3 +63,93 @@ Exit codes:
   1   the job failed (nothing new was recorded as a valid copy)
   2   usage or configuration error (bad flag, bad config, unknown source, command not available yet)
   75  temporary failure: another run holds the lock, or a server or store is unreachable; retry later";
+
+impl Classify for BackupError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            BackupError::Config(e) => e.exit_status(),
+            BackupError::Usage(_) => ExitStatus::Usage,
+            BackupError::Source(e) => e.exit_status(),
+            BackupError::Destination(e) => e.exit_status(),
+            BackupError::Status(e) => e.exit_status(),
+            BackupError::Lock(e) => e.exit_status(),
+            BackupError::NoParent { .. } => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for RestoreError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            RestoreError::Config(e) => e.exit_status(),
+            RestoreError::Usage(_) => ExitStatus::Usage,
+            RestoreError::Source(e) => e.exit_status(),
+            RestoreError::Destination(e) => e.exit_status(),
+            RestoreError::Status(e) => e.exit_status(),
+            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for ConfigError {
+    fn exit_status(&self) -> ExitStatus {
+        ExitStatus::Usage
+    }
+}
+
+impl Classify for SourceError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            SourceError::Authentication { .. }
+            | SourceError::Tls { .. }
+            | SourceError::NoDatabase { .. }
+            | SourceError::Privilege { .. }
+            | SourceError::Tool { .. }
+            | SourceError::TargetNotEmpty { .. }
+            | SourceError::NothingToResume { .. }
+            | SourceError::Unsupported(_) => ExitStatus::Usage,
+            SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
+            SourceError::Destination(e) => e.exit_status(),
+            SourceError::Incomplete { cause, .. } | SourceError::ReplayStopped { cause, .. } => cause.exit_status(),
+            SourceError::Database { .. }
+            | SourceError::Damaged(_)
+            | SourceError::LogGap { .. }
+            | SourceError::Worker { .. } => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for LockError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            LockError::LocalHeld { .. } | LockError::LeaseHeld { .. } => ExitStatus::Temporary,
+            LockError::Destination(e) => e.exit_status(),
+            _ => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for StatusError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            StatusError::Destination(e) => e.exit_status(),
+            StatusError::NewerVersion { .. } | StatusError::UnknownSource { .. } => ExitStatus::Usage,
+            StatusError::Conflict { .. } => ExitStatus::Temporary,
+            _ => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for DestinationError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            DestinationError::InvalidUrl { .. }
+            | DestinationError::Missing { .. }
+            | DestinationError::BucketNotFound { .. }
+            | DestinationError::AccessDenied { .. }
+            | DestinationError::NoCredentials { .. } => ExitStatus::Usage,
+            DestinationError::Unreachable { .. } | DestinationError::Unavailable { .. } => ExitStatus::Temporary,
+            _ => ExitStatus::Failed,
+        }
+    }
+}

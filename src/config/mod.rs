@@ -18,7 +18,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{SourceSpec, SourceUrl};
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::kinds::RunType;
 use crate::repo::lock::LockOptions;
 use crate::secret::{Secret, redact_url};
@@ -156,12 +155,6 @@ pub enum ConfigError {
         name: String,
         hint: String,
     },
-}
-
-impl Classify for ConfigError {
-    fn exit_status(&self) -> ExitStatus {
-        ExitStatus::Usage
-    }
 }
 
 /// Validated configuration.

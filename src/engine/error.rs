@@ -2,7 +2,6 @@
 //! failed connection gets.
 
 use super::{Engine, SourceUrl};
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::RepoError;
 use crate::storage::DestinationError;
 
@@ -126,27 +125,5 @@ impl SourceError {
     /// the bytes (so an unreachable store is a temporary failure), damage otherwise.
     pub fn from_read(error: std::io::Error) -> SourceError {
         RepoError::from_read(error).into()
-    }
-}
-
-impl Classify for SourceError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            SourceError::Authentication { .. }
-            | SourceError::Tls { .. }
-            | SourceError::NoDatabase { .. }
-            | SourceError::Privilege { .. }
-            | SourceError::Tool { .. }
-            | SourceError::TargetNotEmpty { .. }
-            | SourceError::NothingToResume { .. }
-            | SourceError::Unsupported(_) => ExitStatus::Usage,
-            SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
-            SourceError::Destination(e) => e.exit_status(),
-            SourceError::Incomplete { cause, .. } | SourceError::ReplayStopped { cause, .. } => cause.exit_status(),
-            SourceError::Database { .. }
-            | SourceError::Damaged(_)
-            | SourceError::LogGap { .. }
-            | SourceError::Worker { .. } => ExitStatus::Failed,
-        }
     }
 }

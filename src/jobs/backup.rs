@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{CopyOptions, Planned, Source, SourceError, SourceSpec, SourceUrl};
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::RepoError;
 use crate::repo::kinds::{CopyKind, RequestedType, RunType};
 use crate::repo::lock::{LockError, LockOptions};
@@ -37,20 +36,6 @@ pub enum BackupError {
          first (--type full) or let cairn choose (--type auto)"
     )]
     NoParent { source_name: String, run_type: RunType },
-}
-
-impl Classify for BackupError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            BackupError::Config(e) => e.exit_status(),
-            BackupError::Usage(_) => ExitStatus::Usage,
-            BackupError::Source(e) => e.exit_status(),
-            BackupError::Destination(e) => e.exit_status(),
-            BackupError::Status(e) => e.exit_status(),
-            BackupError::Lock(e) => e.exit_status(),
-            BackupError::NoParent { .. } => ExitStatus::Failed,
-        }
-    }
 }
 
 impl From<RepoError> for BackupError {

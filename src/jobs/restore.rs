@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::manifest::Manifest;
 use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
 use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
@@ -29,19 +28,6 @@ pub enum RestoreError {
     NoCopy { source_name: String, location: String },
     #[error("{0}")]
     Manifest(String),
-}
-
-impl Classify for RestoreError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            RestoreError::Config(e) => e.exit_status(),
-            RestoreError::Usage(_) => ExitStatus::Usage,
-            RestoreError::Source(e) => e.exit_status(),
-            RestoreError::Destination(e) => e.exit_status(),
-            RestoreError::Status(e) => e.exit_status(),
-            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
-        }
-    }
 }
 
 /// What `cairn restore` was asked for.

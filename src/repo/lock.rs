@@ -19,7 +19,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::layout;
 use crate::storage::{Destination, DestinationError, PutCondition, md5_hex};
 
@@ -149,16 +148,6 @@ pub enum LockError {
     },
     #[error(transparent)]
     Destination(#[from] DestinationError),
-}
-
-impl Classify for LockError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            LockError::LocalHeld { .. } | LockError::LeaseHeld { .. } => ExitStatus::Temporary,
-            LockError::Destination(e) => e.exit_status(),
-            _ => ExitStatus::Failed,
-        }
-    }
 }
 
 fn local_lock_path(options: &LockOptions, destination: &dyn Destination, source: &str) -> PathBuf {

@@ -18,8 +18,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::exit::{Classify, ExitStatus};
-
 pub use local::LocalDestination;
 pub use s3::{S3Destination, S3Options};
 
@@ -156,20 +154,6 @@ impl DestinationError {
             operation,
             path: path.into(),
             source,
-        }
-    }
-}
-
-impl Classify for DestinationError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            DestinationError::InvalidUrl { .. }
-            | DestinationError::Missing { .. }
-            | DestinationError::BucketNotFound { .. }
-            | DestinationError::AccessDenied { .. }
-            | DestinationError::NoCredentials { .. } => ExitStatus::Usage,
-            DestinationError::Unreachable { .. } | DestinationError::Unavailable { .. } => ExitStatus::Temporary,
-            _ => ExitStatus::Failed,
         }
     }
 }

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use crate::exit::{Classify, ExitStatus};
 use crate::repo::envelope::{self, EnvelopeError};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -72,17 +71,6 @@ pub enum StatusError {
     DuplicateCopy { file: String, id: String },
     #[error(transparent)]
     Chain(#[from] ChainError),
-}
-
-impl Classify for StatusError {
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            StatusError::Destination(e) => e.exit_status(),
-            StatusError::NewerVersion { .. } | StatusError::UnknownSource { .. } => ExitStatus::Usage,
-            StatusError::Conflict { .. } => ExitStatus::Temporary,
-            _ => ExitStatus::Failed,
-        }
-    }
 }
 
 fn known_sources(known: &[String]) -> String {
