@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod envelope;
+pub mod file_kind;
 pub mod kinds;
 pub mod layout;
 pub mod lock;

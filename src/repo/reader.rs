@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::repo::RepoError;
 use crate::repo::codec::decompress_verified;
+use crate::repo::file_kind::{BinlogFile, DataFile, FileKind};
 use crate::repo::layout;
 use crate::repo::manifest::{Manifest, ManifestFile};
 use crate::storage::{Destination, ObjectStream};
@@ -23,17 +24,20 @@ pub fn data_details(
     counted: &Counters,
     condition: Option<String>,
 ) -> Map<String, Value> {
-    let mut details = Map::new();
-    details.insert("kind".into(), json!("data"));
-    details.insert(container.0.into(), json!(container.1));
-    details.insert("table".into(), json!(table));
-    details.insert("columns".into(), columns);
-    details.insert("rows".into(), json!(counted.newlines()));
-    details.insert("raw_bytes".into(), json!(counted.bytes()));
-    if let Some(condition) = condition {
-        details.insert("condition".into(), json!(condition));
-    }
-    details
+    let (database, schema) = match container.0 {
+        "schema" => (None, Some(container.1.to_string())),
+        _ => (Some(container.1.to_string()), None),
+    };
+    FileKind::Data(DataFile {
+        database,
+        schema,
+        table: table.to_string(),
+        columns,
+        rows: Some(counted.newlines()),
+        raw_bytes: Some(counted.bytes()),
+        condition,
+    })
+    .into_details()
 }
 
 /// A table's folder in a copy: `unique` (what keeps different tables apart: an OID, a hash),
@@ -58,28 +62,55 @@ pub fn table_folder(unique: &str, container: &str, table: &str) -> String {
 pub struct StoredFile {
     pub key: String,
     pub file: ManifestFile,
+    /// What the file holds.
+    pub kind: FileKind,
 }
 
 impl StoredFile {
-    /// A string detail of the file (`kind`, `table`, …).
-    pub fn detail(&self, name: &str) -> Option<&str> {
-        self.file.details.get(name).and_then(|v| v.as_str())
+    /// The file's table and counts, if it is a data file.
+    pub fn data(&self) -> Option<&DataFile> {
+        match &self.kind {
+            FileKind::Data(data) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The file's stretch of binary log, if it is one.
+    pub fn binlog(&self) -> Option<&BinlogFile> {
+        match &self.kind {
+            FileKind::Binlog(binlog) => Some(binlog),
+            _ => None,
+        }
     }
 
     /// Rows the manifest records, if it does.
     pub fn rows(&self) -> Option<u64> {
-        self.file.details.get("rows").and_then(|v| v.as_u64())
+        self.data()?.rows
+    }
+
+    fn is(&self, kind: &FileKind) -> bool {
+        std::mem::discriminant(&self.kind) == std::mem::discriminant(kind)
     }
 }
 
 /// Every file of a copy.
-pub fn files_of(source: &str, manifest: &Manifest) -> Vec<StoredFile> {
+///
+/// # Errors
+/// [`RepoError::Damaged`] for a file whose manifest entry does not say what it holds: a restore
+/// must not leave out a file it does not understand.
+pub fn files_of(source: &str, manifest: &Manifest) -> Result<Vec<StoredFile>, RepoError> {
     manifest
         .files
         .iter()
-        .map(|file| StoredFile {
-            key: format!("{}{}", layout::copy_prefix(source, &manifest.copy.id), file.path),
-            file: file.clone(),
+        .map(|file| {
+            let kind = file
+                .kind()
+                .map_err(|e| RepoError::Damaged(format!("copy {}: {e}", manifest.copy.id)))?;
+            Ok(StoredFile {
+                key: format!("{}{}", layout::copy_prefix(source, &manifest.copy.id), file.path),
+                file: file.clone(),
+                kind,
+            })
         })
         .collect()
 }
@@ -88,21 +119,19 @@ pub fn files_of(source: &str, manifest: &Manifest) -> Vec<StoredFile> {
 ///
 /// # Errors
 /// [`RepoError::Damaged`] when the manifest has none.
-pub fn one_of(files: &[StoredFile], kind: &str, copy: &str) -> Result<StoredFile, RepoError> {
-    files
-        .iter()
-        .find(|f| f.detail("kind") == Some(kind))
-        .cloned()
-        .ok_or_else(|| RepoError::Damaged(format!("copy {copy} has no {kind} file in its manifest")))
+pub fn one_of(files: &[StoredFile], kind: FileKind, copy: &str) -> Result<StoredFile, RepoError> {
+    files.iter().find(|f| f.is(&kind)).cloned().ok_or_else(|| {
+        let name = kind.into_details().remove("kind").unwrap_or_default();
+        RepoError::Damaged(format!(
+            "copy {copy} has no {} file in its manifest",
+            name.as_str().unwrap_or("?")
+        ))
+    })
 }
 
 /// The data files, largest first.
 pub fn data_files(files: &[StoredFile]) -> Vec<StoredFile> {
-    let mut data: Vec<StoredFile> = files
-        .iter()
-        .filter(|f| f.detail("kind") == Some("data"))
-        .cloned()
-        .collect();
+    let mut data: Vec<StoredFile> = files.iter().filter(|f| f.data().is_some()).cloned().collect();
     data.sort_by_key(|f| std::cmp::Reverse(f.file.size));
     data
 }
@@ -147,5 +176,27 @@ mod tests {
         assert_eq!(odd, "ab12-Sales_Dept.odd__name__.._x");
         assert!(crate::storage::validate_key(&format!("src/copies/c/data/{odd}/00000.zst")).is_ok());
         assert_eq!(table_folder("1", "s", &"t".repeat(100)).len(), "1-".len() + 60);
+    }
+
+    #[test]
+    fn a_file_the_manifest_does_not_describe_fails_the_listing_instead_of_being_left_out() {
+        use crate::repo::kinds::RunType;
+        let entry = |details: serde_json::Value| ManifestFile {
+            path: "data/t.zst".into(),
+            size: 1,
+            md5: "x".into(),
+            details: details.as_object().cloned().unwrap_or_default(),
+        };
+        let mut manifest = Manifest {
+            source: "app".into(),
+            copy: crate::repo::status::query::tests::copy("c1", RunType::Daily, None, 1).info,
+            files: vec![entry(serde_json::json!({"kind": "data", "database": "app", "table": "t"}))],
+        };
+        let files = files_of("app", &manifest).unwrap();
+        assert_eq!(files[0].data().map(|d| d.table.as_str()), Some("t"));
+        assert_eq!(files[0].key, "app/copies/c1/data/t.zst");
+        manifest.files.push(entry(serde_json::json!({"kind": "photo"})));
+        let err = files_of("app", &manifest).unwrap_err().to_string();
+        assert!(err.contains("copy c1") && err.contains("photo"), "{err}");
     }
 }

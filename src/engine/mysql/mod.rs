@@ -37,6 +37,7 @@ use tokio::io::AsyncWriteExt;
 use crate::engine::pool::{self, Queue};
 use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
 use crate::progress::Progress;
+use crate::repo::file_kind::FileKind;
 use crate::repo::reader as stored;
 use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
@@ -206,7 +207,7 @@ impl Source for MysqlSource {
         let schema_json = serde_json::to_vec(&schema).expect("schemas serialize");
         writer
             .put_file("schema/schema.json", std::io::Cursor::new(schema_json), || {
-                Map::from_iter([("kind".to_string(), json!("schema"))])
+                FileKind::Schema.into_details()
             })
             .await?;
 

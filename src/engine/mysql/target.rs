@@ -18,6 +18,7 @@ use super::{My, quote_ident, quote_literal, replay};
 use crate::engine::pool::{self, Queue};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
 use crate::progress::Progress;
+use crate::repo::file_kind::FileKind;
 use crate::repo::reader::{StoredFile, data_files, files_of, one_of, read_text};
 
 use super::load_sql::LOAD_SESSION;
@@ -149,8 +150,8 @@ impl MysqlTarget {
             .iter()
             .map(|f| {
                 (
-                    f.detail("database").unwrap_or_default().to_string(),
-                    f.detail("table").unwrap_or_default().to_string(),
+                    f.data().map(|d| d.container().to_string()).unwrap_or_default(),
+                    f.data().map(|d| d.table.clone()).unwrap_or_default(),
                 )
             })
             .collect();
@@ -181,13 +182,15 @@ impl MysqlTarget {
                 }
                 let mut rows = 0;
                 while let Some(stored) = queue.next() {
-                    let database = stored.detail("database").unwrap_or_default();
+                    let Some(data) = stored.data() else {
+                        return Err(SourceError::Damaged(format!(
+                            "{}: the manifest does not describe it as a data file",
+                            stored.key
+                        )));
+                    };
+                    let database = data.container();
                     let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
-                    let table = format!(
-                        "{}.{}",
-                        quote_ident(&database),
-                        quote_ident(stored.detail("table").unwrap_or_default())
-                    );
+                    let table = format!("{}.{}", quote_ident(&database), quote_ident(&data.table));
                     let columns: Vec<Column> = stored
                         .file
                         .details
@@ -459,8 +462,8 @@ impl MysqlTarget {
     /// The schema file of the chain's full copy, and the copy's files.
     async fn schema_of(&self, input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
         let manifest = &input.manifests[0];
-        let files = files_of(&input.source, manifest);
-        let schema_file = one_of(&files, "schema", &manifest.copy.id)?;
+        let files = files_of(&input.source, manifest)?;
+        let schema_file = one_of(&files, FileKind::Schema, &manifest.copy.id)?;
         let text = read_text(&input.destination, &schema_file).await?;
         let schema: Schema = serde_json::from_str(&text)
             .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;

@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::engine::pool::{self, Queue};
 use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, TakenCopy};
 use crate::progress::Progress;
+use crate::repo::file_kind::FileKind;
 use crate::repo::reader as stored;
 use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
@@ -345,17 +346,13 @@ impl PostgresSource {
     }
 }
 
-async fn put_sql(writer: &CopyWriter, path: &str, kind: &'static str, sql: String) -> Result<(), SourceError> {
+async fn put_sql(writer: &CopyWriter, path: &str, kind: FileKind, sql: String) -> Result<(), SourceError> {
     let counters = Counters::default();
     writer
         .put_file(
             path,
             Counting::new(std::io::Cursor::new(sql.into_bytes()), counters),
-            move || {
-                let mut details = Map::new();
-                details.insert("kind".into(), Value::from(kind));
-                details
-            },
+            move || kind.into_details(),
         )
         .await?;
     Ok(())
@@ -497,10 +494,10 @@ impl Source for PostgresSource {
             )?;
             let sequences = inventory::sequence_values(pg, &leader, filters).await?;
             let refreshes = inventory::materialized_view_refreshes(pg, &leader, filters).await?;
-            put_sql(writer, "schema/pre-data.sql", "pre-data", pre).await?;
-            put_sql(writer, "schema/post-data.sql", "post-data", post).await?;
-            put_sql(writer, "schema/sequences.sql", "sequences", sequences).await?;
-            put_sql(writer, "schema/refresh.sql", "refresh", refreshes).await?;
+            put_sql(writer, "schema/pre-data.sql", FileKind::PreData, pre).await?;
+            put_sql(writer, "schema/post-data.sql", FileKind::PostData, post).await?;
+            put_sql(writer, "schema/sequences.sql", FileKind::Sequences, sequences).await?;
+            put_sql(writer, "schema/refresh.sql", FileKind::Refresh, refreshes).await?;
             Ok::<(), SourceError>(())
         };
         let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));

@@ -17,6 +17,7 @@ use super::{Pg, quote_ident};
 use crate::engine::pool::{self, Queue};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
 use crate::progress::Progress;
+use crate::repo::file_kind::FileKind;
 use crate::repo::reader::{StoredFile, data_files, files_of, one_of, open_verified, read_text};
 use crate::storage::Destination;
 
@@ -146,8 +147,13 @@ impl PostgresTarget {
             .map_err(|e| self.pg.error("preparing a loader", e))?;
         let mut total = 0;
         while let Some(stored) = queue.next() {
-            let schema_name = stored.detail("schema").unwrap_or_default();
-            let table_name = stored.detail("table").unwrap_or_default();
+            let Some(data) = stored.data() else {
+                return Err(SourceError::Damaged(format!(
+                    "{}: the manifest does not describe it as a data file",
+                    stored.key
+                )));
+            };
+            let (schema_name, table_name) = (data.container(), data.table.as_str());
             let table = schema::qualified(schema_name, table_name);
             let columns: Vec<String> = stored
                 .file
@@ -333,12 +339,12 @@ impl Target for PostgresTarget {
         let started = Instant::now();
         let manifest = only_copy(input)?;
         let copy = &manifest.copy.id;
-        let files = files_of(&input.source, manifest);
+        let files = files_of(&input.source, manifest)?;
         let destination = &input.destination;
-        let pre = one_of(&files, "pre-data", copy)?;
-        let post = one_of(&files, "post-data", copy)?;
-        let sequences = one_of(&files, "sequences", copy)?;
-        let refresh = one_of(&files, "refresh", copy)?;
+        let pre = one_of(&files, FileKind::PreData, copy)?;
+        let post = one_of(&files, FileKind::PostData, copy)?;
+        let sequences = one_of(&files, FileKind::Sequences, copy)?;
+        let refresh = one_of(&files, FileKind::Refresh, copy)?;
 
         let client = self.open_database().await?;
         if let Some(contents) = self.contents(&client).await? {
@@ -416,8 +422,8 @@ impl PostgresTarget {
             .iter()
             .map(|f| {
                 (
-                    f.detail("schema").unwrap_or_default().to_string(),
-                    f.detail("table").unwrap_or_default().to_string(),
+                    f.data().map(|d| d.container().to_string()).unwrap_or_default(),
+                    f.data().map(|d| d.table.clone()).unwrap_or_default(),
                 )
             })
             .collect();

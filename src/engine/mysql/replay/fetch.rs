@@ -64,29 +64,19 @@ pub(super) async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Resul
             )));
         }
     }
-    let total: usize = input.manifests[1..]
-        .iter()
-        .map(|m| {
-            m.files
-                .iter()
-                .filter(|f| f.details.get("kind").and_then(|k| k.as_str()) == Some("binlog"))
-                .count()
-        })
-        .sum();
+    let mut chain = Vec::new();
+    for manifest in &input.manifests[1..] {
+        let mut files: Vec<StoredFile> = files_of(&input.source, manifest)?
+            .into_iter()
+            .filter(|f| f.binlog().is_some())
+            .collect();
+        files.sort_by_key(|f| f.binlog().and_then(|b| b.sequence).unwrap_or(u64::MAX));
+        chain.push((manifest, files));
+    }
+    let total: usize = chain.iter().map(|(_, files)| files.len()).sum();
     let progress = Progress::new(format!("{}: replay, fetching log files", input.source), total as u64);
     let _reporter = progress.report_every(PROGRESS_EVERY);
-    for manifest in &input.manifests[1..] {
-        let mut files: Vec<StoredFile> = files_of(&input.source, manifest)
-            .into_iter()
-            .filter(|f| f.detail("kind") == Some("binlog"))
-            .collect();
-        files.sort_by_key(|f| {
-            f.file
-                .details
-                .get("sequence")
-                .and_then(|s| s.as_u64())
-                .unwrap_or(u64::MAX)
-        });
+    for (manifest, files) in chain {
         for stored in files {
             let path = work.join(format!("{:05}.binlog", logs.len()));
             let mut body = open_verified(&input.destination, &stored).await?;
@@ -105,33 +95,27 @@ pub(super) async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Resul
                 .await
                 .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;
             progress.done(stored.file.size);
-            let number = |name: &str| stored.file.details.get(name).and_then(|v| v.as_u64());
-            let (Some(start), Some(end)) = (number("start"), number("end")) else {
-                return Err(SourceError::Damaged(format!(
-                    "copy {}: {}: the manifest records no start and end",
-                    manifest.copy.id, stored.key
-                )));
+            let Some(binlog) = stored.binlog() else {
+                continue; // only binlog files are in the list
             };
-            let skips = match stored.file.details.get("skipped") {
-                Some(serde_json::Value::Array(skips)) => skips
-                    .iter()
-                    .map(Skip::from_json)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        SourceError::Damaged(format!(
-                            "copy {}: {}: recorded skips: {e}",
-                            manifest.copy.id, stored.key
-                        ))
-                    })?,
-                _ => Vec::new(),
-            };
+            let skips = binlog
+                .skipped
+                .iter()
+                .map(Skip::from_json)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    SourceError::Damaged(format!(
+                        "copy {}: {}: recorded skips: {e}",
+                        manifest.copy.id, stored.key
+                    ))
+                })?;
             logs.push(LocalLog {
                 copy: manifest.copy.id.clone(),
-                server_file: stored.detail("server_file").unwrap_or_default().to_string(),
+                server_file: binlog.server_file.clone(),
                 path,
                 stored_key: stored.key.clone(),
-                start,
-                end,
+                start: binlog.start,
+                end: binlog.end,
                 skips,
                 mariadb: manifest.copy.details.get("vendor").and_then(|v| v.as_str()) == Some("mariadb"),
             });
