@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{CopyOptions, Planned, Source, SourceError, SourceSpec, SourceUrl};
+use crate::jobs::events::{BackupEvent, Log, Observer};
 use crate::repo::RepoError;
 use crate::repo::kinds::{CopyKind, RequestedType, RunType};
 use crate::repo::lock::{LockError, LockOptions};
@@ -297,7 +298,7 @@ pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<DryRunOutcome>, BackupErro
             // No check(): on a local destination it would create the folder.
             let destination = item.destination.open().await?;
             let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
-            let (decision, checks) = preflight_source(plan, item, engine.as_ref(), &loaded.status.body).await?;
+            let (decision, checks) = preflight_source(plan, item, engine.as_ref(), &loaded.status.body, &Log).await?;
             Ok(PlannedCopy {
                 source: item.source.name.clone(),
                 engine: item.source.engine(),
@@ -328,8 +329,9 @@ async fn preflight_source(
     item: &PlannedSource,
     engine: &dyn Source,
     status: &StatusBody,
+    observer: &dyn Observer,
 ) -> Result<(Decision, Vec<String>), BackupError> {
-    let decision = decide_for(engine, item, status, plan)?;
+    let decision = decide_for(engine, item, status, plan, observer)?;
     let planned = match decision.parent.as_deref().and_then(|id| status.copy(id)) {
         Some(parent) => Planned::Incremental { parent },
         None => Planned::Full,
@@ -360,6 +362,7 @@ fn decide_for(
     item: &PlannedSource,
     status: &StatusBody,
     plan: &BackupPlan,
+    observer: &dyn Observer,
 ) -> Result<Decision, BackupError> {
     let decision = decide(
         &item.source.name,
@@ -369,11 +372,10 @@ fn decide_for(
         item.full_backup,
     )?;
     if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
-        tracing::info!(
-            "{}: {} sources take full copies only in this build",
-            item.source.name,
-            item.source.engine()
-        );
+        observer.backup(&BackupEvent::FullOnly {
+            source: &item.source.name,
+            engine: &item.source.engine().to_string(),
+        });
         return Ok(Decision {
             kind: CopyKind::Full,
             parent: None,
@@ -397,21 +399,20 @@ pub struct SourceOutcome {
 /// # Errors
 /// [`BackupError::Source`] when an engine is not available; per-source failures are in the
 /// outcomes.
-pub async fn run(plan: &BackupPlan, lock_options: &LockOptions) -> Result<Vec<SourceOutcome>, BackupError> {
+pub async fn run(
+    plan: &BackupPlan,
+    lock_options: &LockOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<SourceOutcome>, BackupError> {
     let engines = open_engines(plan)?;
     let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
-        let result = run_source(plan, item, engine, lock_options).await;
-        // Failures are the command line's to report, once.
+        let result = run_source(plan, item, engine, lock_options, observer).await;
         if let Ok(copy) = &result {
-            tracing::info!(
-                "{}: {} copy {} recorded ({}, {} bytes)",
-                item.source.name,
-                copy.kind,
-                copy.id,
-                crate::text::count(copy.files, "file"),
-                copy.bytes
-            );
+            observer.backup(&BackupEvent::Recorded {
+                source: &item.source.name,
+                copy,
+            });
         }
         outcomes.push(SourceOutcome {
             source: item.source.name.clone(),
@@ -426,34 +427,39 @@ async fn run_source(
     item: &PlannedSource,
     engine: Arc<dyn Source>,
     lock_options: &LockOptions,
+    observer: &dyn Observer,
 ) -> Result<CopyRecord, BackupError> {
     let name = &item.source.name;
     let destination = item.destination.open().await?;
     // Everything that can be checked without writing is checked first: a mistyped URL, a wrong
     // password or a missing privilege leaves the destination untouched.
     let before = StatusStore::new(destination.clone(), name).load().await?;
-    preflight_source(plan, item, engine.as_ref(), &before.status.body).await?;
+    preflight_source(plan, item, engine.as_ref(), &before.status.body, observer).await?;
     destination.check(Access::Write).await?;
     let lock = crate::repo::lock::acquire(destination.clone(), name, "backup", lock_options).await?;
     let result = async {
         let status = StatusStore::new(destination.clone(), name);
         let loaded = status.load().await?;
-        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan)?;
+        let decision = decide_for(engine.as_ref(), item, &loaded.status.body, plan, observer)?;
         let started_at = Utc::now();
         let copy_id = new_copy_id(started_at, decision.kind);
-        tracing::info!(
-            "{name}: taking {} copy {copy_id} to {}",
-            decision.kind,
-            destination.location()
-        );
+        observer.backup(&BackupEvent::Taking {
+            source: name,
+            kind: decision.kind,
+            copy: &copy_id,
+            destination: &destination.location(),
+        });
         let mut writer = CopyWriter::new(destination.clone(), name, &copy_id);
         let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
             Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
                 Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
                 Err(gap @ SourceError::LogGap { .. }) if item.copy_options.full_on_log_gap => {
-                    tracing::warn!("{name}: {gap}");
                     let full_id = new_copy_id(Utc::now(), CopyKind::Full);
-                    tracing::warn!("{name}: on-log-gap = \"full\": taking full copy {full_id} instead");
+                    observer.backup(&BackupEvent::FullAfterLogGap {
+                        source: name,
+                        gap: &gap,
+                        copy: &full_id,
+                    });
                     writer = CopyWriter::new(destination.clone(), name, &full_id);
                     (
                         CopyKind::Full,
@@ -488,8 +494,11 @@ async fn run_source(
     .await;
     // Workers cancelled by a failure may still be aborting their uploads.
     destination.settle().await;
-    if let Err(e) = lock.release().await {
-        tracing::warn!("{name}: releasing the lock failed: {e}");
+    if let Err(error) = lock.release().await {
+        observer.backup(&BackupEvent::LockNotReleased {
+            source: name,
+            error: &error,
+        });
     }
     result
 }

@@ -2,4 +2,5 @@
 //! the plan and reports what happened per source.
 
 pub mod backup;
+pub mod events;
 pub mod restore;

@@ -190,7 +190,9 @@ mod tests {
         let mut manifest = Manifest {
             source: "app".into(),
             copy: crate::repo::status::query::tests::copy("c1", RunType::Daily, None, 1).info,
-            files: vec![entry(serde_json::json!({"kind": "data", "database": "app", "table": "t"}))],
+            files: vec![entry(
+                serde_json::json!({"kind": "data", "database": "app", "table": "t"}),
+            )],
         };
         let files = files_of("app", &manifest).unwrap();
         assert_eq!(files[0].data().map(|d| d.table.as_str()), Some("t"));
