@@ -13,9 +13,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Row};
 use serde_json::{Map, Value, json};
 
-use super::binlog::{self, GtidState, RawEvent, Step, Transactions, kind};
-use super::scope::{Ended, ScopeFilter};
-use super::segment::Segment;
+use super::binlog::GtidState;
+use super::capture_read::Capture;
 use super::{My, Server, server};
 use crate::engine::filter::Filters;
 use crate::engine::{CopyOptions, SourceError, TakenCopy};
@@ -241,10 +240,9 @@ pub(super) async fn incremental_copy(
         server,
         file: start_file,
         position: start_position,
-        mut gtids,
+        gtids,
         replica_id,
     } = check_incremental(my, source_name, options, parent).await?;
-    let (start_file, start_position) = (&start_file, &start_position);
     if server.mariadb {
         // Without it, MariaDB replaces its own events (GTIDs, annotations) by dummies.
         conn.query_drop("SET @mariadb_slave_capability = 4")
@@ -256,7 +254,7 @@ pub(super) async fn incremental_copy(
     );
     let request = BinlogStreamRequest::new(replica_id)
         .with_filename(start_file.as_bytes())
-        .with_pos(*start_position)
+        .with_pos(start_position)
         .with_non_blocking();
     let mut stream = conn
         .get_binlog_stream(request)
@@ -264,7 +262,6 @@ pub(super) async fn incremental_copy(
         .map_err(|e| my.error("requesting the binary log (needs REPLICATION SLAVE)", e))?;
 
     let databases = log_scope(my.url.database(), parent);
-    let mut scope = databases.clone().map(ScopeFilter::new);
     match &databases {
         Some(names) => tracing::info!(
             "{source_name}: keeping the events of {} only",
@@ -272,240 +269,53 @@ pub(super) async fn incremental_copy(
         ),
         None => tracing::info!("{source_name}: keeping the events of every database"),
     }
-    let (mut skipped_transactions, mut skipped_events) = (0u64, 0u64);
-    let folder = identity_folder(&server);
-    let mut current_file = start_file.clone();
-    let mut expected = *start_position;
-    let mut format: Option<RawEvent> = None;
-    let mut segment: Option<Segment> = None;
-    let mut sequence = 0usize;
-    let mut files = Vec::new();
-    let mut transactions = Transactions::default();
-    let (mut events, mut committed, mut raw_bytes, mut omitted) = (0u64, 0u64, 0u64, 0u64);
-    let (mut first_at, mut last_at) = (None::<u32>, None::<u32>);
-    let place = |file: &str, at: u64| format!("{file}:{at}");
-
+    let mut capture = Capture::new(
+        source_name,
+        writer,
+        &server,
+        databases.clone(),
+        gtids,
+        start_file,
+        start_position,
+    );
     while let Some(next) = stream.next().await {
         let event = next.map_err(|e| my.error("reading the binary log", e))?;
-        let mut bytes = Vec::with_capacity(event.data().len() + binlog::HEADER_LEN + 9);
-        let alg = event.footer().get_checksum_alg().ok().flatten();
-        if alg == Some(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-            && let Some(stored) = event.checksum()
-            && u32::from_le_bytes(stored)
-                != event.calc_checksum(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-        {
-            return Err(SourceError::Damaged(format!(
-                "source {source_name}: the binary log event ending at {} fails its CRC32 check; the server's log or the \
-                 network is damaging data",
-                place(&current_file, u64::from(event.header().log_pos()))
-            )));
-        }
-        event
-            .write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes)
-            .map_err(|e| SourceError::Damaged(format!("re-encoding a binary log event: {e}")))?;
-        let raw = RawEvent::new(bytes).map_err(|e| SourceError::Damaged(format!("a binary log event: {e}")))?;
-        // Whether this event's bytes end with a CRC (the driver re-encodes what the server sent).
-        // Before the first format event the driver cannot know, and leaves the CRC in the data:
-        // then a CRC that matches says it is one.
-        let crc = raw.kind() != kind::FORMAT_DESCRIPTION
-            && (raw.bytes().len() > binlog::HEADER_LEN + event.data().len() || raw.verify(true).is_ok());
-        tracing::trace!(
-            "binlog event type {} start {} end {} size {} flags {:#x} data {}",
-            raw.kind(),
-            raw.start(),
-            raw.log_pos(),
-            raw.bytes().len(),
-            raw.flags(),
-            event.data().len()
-        );
-        match raw.kind() {
-            kind::ROTATE => {
-                let Some((next_file, next_position)) = raw.rotate_target(crc) else {
-                    return Err(SourceError::Damaged("a rotate event without a file name".into()));
-                };
-                if !raw.is_artificial() {
-                    // The last event of a file: it belongs to that file, then the log moves on.
-                    check_follows(source_name, &current_file, expected, &raw)?;
-                    if scope.as_ref().is_some_and(|filter| !filter.idle()) {
-                        return Err(SourceError::Damaged(format!(
-                            "source {source_name}: {current_file} ends inside a transaction; nothing was recorded"
-                        )));
-                    }
-                    if let Some(open) = segment.as_mut() {
-                        open.push(&raw).await?;
-                    }
-                    if let Some(done) = segment.take() {
-                        done.close(raw.log_pos(), &mut files).await?;
-                    }
-                    events += 1;
-                    raw_bytes += raw.bytes().len() as u64;
-                    current_file = next_file;
-                    expected = next_position;
-                    format = None;
-                } else if next_file == current_file {
-                    // The server says where it reads from: exactly where the last event ended.
-                    if next_position > 4 && next_position != expected {
-                        return Err(SourceError::Damaged(format!(
-                            "source {source_name}: the server reads {current_file} from {next_position}, not from \
-                             {expected} where the log was taken up to; nothing was recorded"
-                        )));
-                    }
-                } else {
-                    if segment.is_some() {
-                        return Err(SourceError::Damaged(format!(
-                            "source {source_name}: the server moved from {} to {next_file}:{next_position} without \
-                             ending the file; nothing was recorded",
-                            place(&current_file, expected)
-                        )));
-                    }
-                    current_file = next_file;
-                    expected = next_position.max(4);
-                }
-                continue;
-            }
-            kind::FORMAT_DESCRIPTION => {
-                raw.checksum_algorithm()
-                    .map_err(|e| SourceError::Damaged(format!("source {source_name}: {e}")))?;
-                let is_file_start = raw.log_pos() != 0 && raw.start() == 4 && expected == 4;
-                if is_file_start {
-                    expected = raw.log_pos();
-                }
-                if segment.is_none() {
-                    format = Some(raw);
-                }
-                continue;
-            }
-            kind::MARIADB_QUERY_COMPRESSED | kind::MYSQL_TRANSACTION_PAYLOAD => {
-                return Err(SourceError::Unsupported(format!(
-                    "source {source_name}: the binary log holds compressed events (at {}); turn off log_bin_compress / \
-                     binlog_transaction_compression",
-                    place(&current_file, raw.log_pos())
-                )));
-            }
-            k if (kind::MARIADB_ROWS_COMPRESSED_FIRST..=kind::MARIADB_ROWS_COMPRESSED_LAST).contains(&k) => {
-                return Err(SourceError::Unsupported(format!(
-                    "source {source_name}: the binary log holds compressed row events; turn off log_bin_compress"
-                )));
-            }
-            _ => {}
-        }
-        if raw.is_artificial() {
-            continue;
-        }
-        // MariaDB leaves out Annotate_rows events (a statement's text, for people reading the
-        // log) unless the replica asks for them, which the driver cannot; they always stand just
-        // before a table map, and nothing else may be missing.
-        if server.mariadb && raw.kind() == kind::TABLE_MAP && raw.start() > expected {
-            omitted += 1;
-        } else {
-            check_follows(source_name, &current_file, expected, &raw)?;
-        }
-        if segment.is_none() {
-            let Some(header) = format.as_ref() else {
-                return Err(SourceError::Damaged(format!(
-                    "source {source_name}: the server sent events of {current_file} before its format description"
-                )));
-            };
-            segment = Some(Segment::open(
-                writer,
-                &folder,
-                sequence,
-                &current_file,
-                expected,
-                header,
-            ));
-            sequence += 1;
-        }
-        let open = segment.as_mut().expect("opened above");
-        expected = raw.log_pos();
-        // Positions and GTIDs follow every event read, stored or left out: the copy ends
-        // exactly where the server's log was read up to.
-        if let Some(gtid) = raw.gtid(crc) {
-            gtids.add(&gtid);
-        }
-        let ends = transactions.step(&raw, crc) == Step::Ends;
-        let Some(filter) = scope.as_mut() else {
-            events += 1;
-            raw_bytes += raw.bytes().len() as u64;
-            first_at.get_or_insert(raw.timestamp());
-            last_at = Some(raw.timestamp());
-            open.push(&raw).await?;
-            if ends {
-                committed += 1;
-                open.transactions += 1;
-            }
-            continue;
-        };
-        let pushed = filter.push(raw, crc);
-        skipped_events += pushed.dropped;
-        let dropped = match &pushed.ended {
-            Some(Ended::Dropped(gtid)) => Some(gtid.as_ref()),
-            _ => None,
-        };
-        open.left_out(pushed.dropped, dropped);
-        for event in &pushed.store {
-            events += 1;
-            raw_bytes += event.bytes().len() as u64;
-            first_at.get_or_insert(event.timestamp());
-            last_at = Some(event.timestamp());
-            open.push(event).await?;
-        }
-        match pushed.ended {
-            Some(Ended::Kept) => {
-                committed += 1;
-                open.transactions += 1;
-            }
-            Some(Ended::Dropped(_)) => skipped_transactions += 1,
-            None => {}
-        }
+        capture.read(&event).await?;
     }
     let _ = stream.close().await;
-    if transactions.is_open() {
-        if let Some(open) = segment.take() {
-            open.abandon();
-        }
-        return Err(SourceError::Database {
-            database: my.name.clone(),
-            doing: "reading the binary log".into(),
-            detail: format!(
-                "the log ended inside a transaction at {}; nothing was recorded, run the backup again",
-                place(&current_file, expected)
-            ),
-        });
-    }
-    if let Some(done) = segment.take() {
-        done.close(expected, &mut files).await?;
-    }
+    let read = capture.finish(my).await?;
     tracing::info!(
-        "{source_name}: {} stored, {} of other databases left out, up to {}",
-        crate::text::count(committed, "transaction"),
-        crate::text::count(skipped_transactions, "transaction"),
-        place(&current_file, expected)
+        "{source_name}: {} stored, {} of other databases left out, up to {}:{}",
+        crate::text::count(read.counts.committed, "transaction"),
+        crate::text::count(read.counts.skipped_transactions, "transaction"),
+        read.file,
+        read.position
     );
+    let counts = &read.counts;
     let end = LogPosition::Mysql {
-        file: current_file,
-        position: expected,
-        gtid: (!gtids.is_empty()).then(|| gtids.to_string()),
+        file: read.file.clone(),
+        position: read.position,
+        gtid: (!read.gtids.is_empty()).then(|| read.gtids.to_string()),
     };
     let mut details = Map::new();
     details.insert("vendor".into(), json!(if server.mariadb { "mariadb" } else { "mysql" }));
     details.insert("server_id".into(), json!(server.server_id));
     details.insert("replica_server_id".into(), json!(replica_id));
-    details.insert("events".into(), json!(events));
-    details.insert("transactions".into(), json!(committed));
-    details.insert("raw_bytes".into(), json!(raw_bytes));
-    details.insert("annotations_left_out".into(), json!(omitted));
-    if let Some(filter) = &scope {
+    details.insert("events".into(), json!(counts.events));
+    details.insert("transactions".into(), json!(counts.committed));
+    details.insert("raw_bytes".into(), json!(counts.raw_bytes));
+    details.insert("annotations_left_out".into(), json!(counts.omitted));
+    if let Some(mixed) = read.mixed_statements {
         details.insert("databases".into(), json!(databases));
-        details.insert("skipped_transactions".into(), json!(skipped_transactions));
-        details.insert("skipped_events".into(), json!(skipped_events));
-        details.insert("mixed_statements".into(), json!(filter.mixed_statements));
+        details.insert("skipped_transactions".into(), json!(counts.skipped_transactions));
+        details.insert("skipped_events".into(), json!(counts.skipped_events));
+        details.insert("mixed_statements".into(), json!(mixed));
     }
-    if let (Some(first), Some(last)) = (first_at, last_at) {
+    if let (Some(first), Some(last)) = (counts.first_at, counts.last_at) {
         details.insert("first_event_at".into(), json!(timestamp(first)));
         details.insert("last_event_at".into(), json!(timestamp(last)));
     }
-    details.insert("binlog_files".into(), Value::Array(files));
+    details.insert("binlog_files".into(), Value::Array(read.files));
     Ok(TakenCopy {
         log_range: LogRange {
             start: parent.log_range.end.clone(),
@@ -517,18 +327,6 @@ pub(super) async fn incremental_copy(
         },
         details,
     })
-}
-
-/// An event must start where the previous one ended: anything else is a hole or an overlap.
-fn check_follows(source_name: &str, file: &str, expected: u64, event: &RawEvent) -> Result<(), SourceError> {
-    if event.start() == expected {
-        return Ok(());
-    }
-    Err(SourceError::Damaged(format!(
-        "source {source_name}: the binary log event at {file}:{} does not follow the previous one, which ended at \
-         {expected}; nothing was recorded",
-        event.start()
-    )))
 }
 
 /// Seconds since the epoch as RFC 3339.

@@ -9,6 +9,7 @@
 mod attribution;
 pub mod binlog;
 mod capture;
+mod capture_read;
 mod connection;
 mod dump;
 mod format;
