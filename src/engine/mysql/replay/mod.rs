@@ -9,6 +9,7 @@
 mod apply;
 mod decode;
 mod fetch;
+mod progress;
 mod scan;
 mod sql;
 mod triggers;
@@ -19,12 +20,12 @@ use std::collections::{BTreeMap, HashMap};
 use mysql_async::prelude::Queryable;
 
 use self::apply::{Applier, ROW_SESSION};
-use self::decode::{Decoder, ResumeAfter};
+use self::decode::Decoder;
 use self::fetch::{LocalLog, fetch};
 use self::scan::scan;
-use self::triggers::{prepare_progress, restore_triggers, set_aside_triggers, settle_earlier_replay};
+use self::triggers::{prepare_progress, restore_triggers, set_aside_triggers};
+use super::My;
 use super::binlog::GtidState;
-use super::{My, quote_literal};
 use crate::engine::filter::Filters;
 use crate::engine::{RestoreInput, SourceError};
 use crate::progress::Progress;
@@ -222,7 +223,6 @@ pub(super) async fn replay(
     checked: Checked,
 ) -> Result<Replayed, SourceError> {
     let full: &Manifest = &input.manifests[0];
-    let last = input.manifests.last().expect("a chain has a full copy");
     let start_gtids = full_gtids(full)?;
     let Checked {
         logs, limit, in_chain, ..
@@ -282,89 +282,7 @@ pub(super) async fn replay(
         .exec("preparing the replay session", "SET SESSION foreign_key_checks = 1")
         .await?;
 
-    // Where to start: after the full copy, or after what an interrupted replay committed.
-    let mut gtids = start_gtids.clone();
-    let mut resume_after = None;
-    if input.resume {
-        settle_earlier_replay(&mut applier).await?;
-        // A locking read: a replay that was killed while its last COMMIT was still running on
-        // the server holds this row until that commit ends, and a plain read would see the
-        // position before it and apply that transaction a second time.
-        applier.exec("reading the replay progress", "BEGIN").await?;
-        let row: Option<(String, String, String, u64, Option<String>)> = applier
-            .conn
-            .exec_first(
-                format!(
-                    "SELECT full_copy, copy_id, server_file, position, gtid FROM {PROGRESS_DATABASE}.progress \
-                     WHERE source = ? AND target_databases = ? FOR UPDATE"
-                ),
-                (&input.source, &targets),
-            )
-            .await
-            .map_err(|e| my.error("reading the replay progress", e))?;
-        applier.exec("reading the replay progress", "COMMIT").await?;
-        applier
-            .conn
-            .exec_drop(
-                format!(
-                    "UPDATE {PROGRESS_DATABASE}.progress SET connection_id = CONNECTION_ID() WHERE source = ? AND \
-                     target_databases = ?"
-                ),
-                (&input.source, &targets),
-            )
-            .await
-            .map_err(|e| my.error("recording the replay's session", e))?;
-        let Some((full_copy, copy_id, server_file, position, gtid)) = row else {
-            return Err(SourceError::Unsupported(format!(
-                "--resume: the target has no replay progress for source {} ({PROGRESS_DATABASE}.progress): the replay \
-                 never started (the full restore did not finish). Restore again with --clean instead of --resume",
-                input.source
-            )));
-        };
-        if full_copy != full.copy.id {
-            return Err(SourceError::Unsupported(format!(
-                "--resume: the target holds a replay of full copy {full_copy}, not {}; restore that chain, or \
-                 restore again with --clean",
-                full.copy.id
-            )));
-        }
-        gtids = GtidState::parse(gtid.as_deref().unwrap_or_default())
-            .map_err(|e| SourceError::Damaged(format!("the replay progress's GTID position: {e}")))?;
-        tracing::info!("--resume: the target has everything up to {server_file}:{position} (copy {copy_id})");
-        if copy_id != full.copy.id {
-            resume_after = Some(ResumeAfter {
-                copy: copy_id,
-                server_file,
-                position,
-            });
-        }
-    } else {
-        let (file, position) = match &full.copy.log_range.end {
-            LogPosition::Mysql { file, position, .. } => (file.clone(), *position),
-            LogPosition::Postgres { .. } => unreachable!("checked above"),
-        };
-        applier
-            .conn
-            .exec_drop(
-                format!(
-                    "REPLACE INTO {PROGRESS_DATABASE}.progress (source, target_databases, full_copy, copy_id, server_file, \
-                     position, gtid, transactions, connection_id) VALUES (?, ?, ?, ?, ?, ?, ?, 0, CONNECTION_ID())"
-                ),
-                (&input.source, &targets, &full.copy.id, &full.copy.id, file, position, start_gtids.to_string()),
-            )
-            .await
-            .map_err(|e| my.error("recording the replay start", e))?;
-        applier
-            .exec(
-                "clearing triggers set aside earlier",
-                &format!(
-                    "DELETE FROM {PROGRESS_DATABASE}.deferred_triggers WHERE source = {} AND target_databases = {}",
-                    quote_literal(&input.source),
-                    quote_literal(&targets)
-                ),
-            )
-            .await?;
-    }
+    let (gtids, resume_after) = progress::begin(&mut applier, input, full, &start_gtids).await?;
     set_aside_triggers(&mut applier).await?;
 
     let to_apply = stop.as_ref().map_or(in_chain, |s| s.count);
@@ -386,43 +304,7 @@ pub(super) async fn replay(
     }
     applier.close("ending the replay").await?;
     restore_triggers(&mut applier).await?;
-    let position: Option<(String, u64, String)> = applier
-        .conn
-        .exec_first(
-            format!("SELECT server_file, position, gtid FROM {PROGRESS_DATABASE}.progress WHERE source = ? AND target_databases = ?"),
-            (&input.source, &targets),
-        )
-        .await
-        .map_err(|e| my.error("reading the replay position", e))?;
-    let applied_all = input.until.is_none();
-    let position = match (applied_all, position) {
-        // Everything was applied: the chain's end is exact, including events after the last
-        // transaction (rotations).
-        (true, _) => last.copy.log_range.end.clone(),
-        (false, Some((file, position, gtid))) => LogPosition::Mysql {
-            file,
-            position,
-            gtid: (!gtid.is_empty()).then_some(gtid),
-        },
-        (false, None) => full.copy.log_range.end.clone(),
-    };
-    if let LogPosition::Mysql {
-        file,
-        position: at,
-        gtid,
-    } = &position
-    {
-        applier
-            .conn
-            .exec_drop(
-                format!(
-                    "UPDATE {PROGRESS_DATABASE}.progress SET server_file = ?, position = ?, gtid = ? WHERE source = ? AND target_databases = ?"
-                ),
-                (file, at, gtid.clone().unwrap_or_default(), &input.source, &targets),
-            )
-            .await
-            .map_err(|e| my.error("recording the replay's end", e))?;
-    }
+    let position = progress::end(&mut applier, input).await?;
     let _ = applier.conn.disconnect().await;
     Ok(Replayed {
         transactions: applier.transactions,
