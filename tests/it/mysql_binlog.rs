@@ -459,6 +459,32 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
         applied > 20 && applied < transfers,
         "killed after {applied} of {transfers} transactions"
     );
+    // A replay cannot go back: resuming towards a stop point before what the target already
+    // holds (here the full copy's own position, before every transaction) is refused, and the
+    // target keeps what it had.
+    let (code, out, err) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
+    assert_eq!(code, 0, "{err}");
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let full_end = &reports[0]["copies"][0]["log_range"]["end"];
+    let before_all = format!("{}:{}", full_end["file"].as_str().unwrap(), full_end["position"]);
+    let (code, out, err) = restore_with(
+        &mut cairn(locks.path()),
+        &to,
+        &source,
+        &target,
+        &["--resume", "--until-position", &before_all],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("past the stop point"), "{err}");
+    let still: u64 = probe
+        .exec_first(
+            "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
+            (&target,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still, recorded, "a refused resume changed the target");
     let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--resume"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("replayed 1 incremental:"), "{out}");

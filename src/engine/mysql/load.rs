@@ -31,26 +31,29 @@ impl MysqlTarget {
         columns: &[Column],
         by_insert: &AtomicBool,
     ) -> Result<u64, SourceError> {
-        pub(super) const ATTEMPTS: usize = 5;
+        const ATTEMPTS: u32 = 5;
         let mut retry = Retry::exponential(
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(2),
-            ATTEMPTS - 1,
+            ATTEMPTS as usize - 1,
         );
         loop {
-            match self
+            let error = match self
                 .load_file(conn, destination, stored, table, columns, by_insert)
                 .await
             {
-                Err(SourceError::Locked { detail, .. }) if (retry.failed() as usize) < ATTEMPTS - 1 => {
-                    tracing::warn!(
-                        "loading {table} from {} (attempt {} of {ATTEMPTS}): {detail}; loading it again",
-                        stored.key,
-                        retry.failed() + 1
-                    );
-                    retry.wait().await;
-                }
+                Err(error @ SourceError::Locked { .. }) if retry.failed() + 1 < ATTEMPTS => error,
                 result => return result,
+            };
+            if let SourceError::Locked { detail, .. } = &error {
+                tracing::warn!(
+                    "loading {table} from {} (attempt {} of {ATTEMPTS}): {detail}; loading it again",
+                    stored.key,
+                    retry.failed() + 1
+                );
+            }
+            if !retry.wait().await {
+                return Err(error);
             }
         }
     }

@@ -443,11 +443,13 @@ impl Destination for S3Destination {
         let mut retry = resume::resume_policy(attempts as usize - 1);
         loop {
             match self.get_versioned_once(key, limit).await {
-                Err(DestinationError::Body { source, .. }) if retry.failed() + 1 < attempts => {
-                    tracing::debug!("reading {key} broke off ({source}); reading it again");
-                    retry.wait().await;
-                }
                 Err(DestinationError::Body { source, .. }) => {
+                    if retry.failed() + 1 < attempts {
+                        tracing::debug!("reading {key} broke off ({source}); reading it again");
+                        if retry.wait().await {
+                            continue;
+                        }
+                    }
                     return Err(DestinationError::Unreachable {
                         location: self.location(),
                         detail: format!(

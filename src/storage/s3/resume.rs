@@ -30,7 +30,13 @@ impl Resumable {
                         if retry.failed() < attempts as u32 =>
                     {
                         tracing::debug!("downloading {} again from byte {offset} failed: {detail}", self.key);
-                        retry.wait().await;
+                        if !retry.wait().await {
+                            let error = self
+                                .destination
+                                .error("downloading", &self.key, Failure::Unreachable(detail));
+                            let _ = sender.send(Err(std::io::Error::other(error))).await;
+                            return;
+                        }
                     }
                     Err(failure) => {
                         let error = self.destination.error("downloading", &self.key, failure);
@@ -70,7 +76,17 @@ impl Resumable {
                     }
                     tracing::debug!("downloading {} broke off at byte {offset} ({e}); resuming", self.key);
                     body = None;
-                    retry.wait().await;
+                    if !retry.wait().await {
+                        let error = DestinationError::Unreachable {
+                            location: self.destination.location(),
+                            detail: format!(
+                                "downloading {} broke off at byte {offset} ({e}); try again later",
+                                self.key
+                            ),
+                        };
+                        let _ = sender.send(Err(std::io::Error::other(error))).await;
+                        return;
+                    }
                 }
             }
         }

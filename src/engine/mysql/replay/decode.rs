@@ -93,6 +93,10 @@ impl<'a> Decoder<'a> {
                 return Ok(Some(change));
             }
             if self.finished {
+                // The stop point came before the transaction a resumed replay had reached.
+                if let Some(resume) = self.resume_after.take() {
+                    return Err(past_stop(&resume));
+                }
                 return Ok(None);
             }
             self.read_event().await?;
@@ -171,13 +175,16 @@ impl<'a> Decoder<'a> {
         let inside_begin = open.transactions == Transactions::Open;
         let step = open.transactions.step(&raw, checksums);
         if let Some(resume) = &self.resume_after {
-            if step == Step::Ends
-                && log.copy == resume.copy
-                && log.server_file == resume.server_file
-                && raw.log_pos() == resume.position
-            {
-                self.resume_after = None;
-                self.bytes = 0;
+            if step == Step::Ends {
+                let at_stop = self.stop == Some((open.index, raw.log_pos()));
+                if log.copy == resume.copy && log.server_file == resume.server_file && raw.log_pos() == resume.position
+                {
+                    self.resume_after = None;
+                    self.bytes = 0;
+                    self.finished = at_stop;
+                } else if at_stop {
+                    return Err(past_stop(resume));
+                }
             }
             return Ok(());
         }
@@ -251,6 +258,15 @@ impl<'a> Decoder<'a> {
         }
         Ok(())
     }
+}
+
+/// A resumed replay whose target already went past the stop point: a replay cannot go back.
+fn past_stop(resume: &ResumeAfter) -> SourceError {
+    SourceError::Unsupported(format!(
+        "--resume: the target already holds every transaction up to {}:{} (copy {}), which is past the stop \
+         point; a replay cannot go back. Restore again with --clean to stop earlier, or resume without --until*",
+        resume.server_file, resume.position, resume.copy
+    ))
 }
 
 /// The row changes of a rows event, or `None` for a table that is not wanted.
