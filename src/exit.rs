@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::restore::RestoreError;
+use crate::repo::RepoError;
 use crate::repo::lock::LockError;
 use crate::repo::status::StatusError;
 use crate::storage::DestinationError;
@@ -115,6 +116,12 @@ impl Classify for SourceError {
             | SourceError::Damaged(_)
             | SourceError::LogGap { .. }
             | SourceError::Worker { .. } => ExitStatus::Failed,
+            SourceError::Repo(e) => match e {
+                RepoError::Destination(e) => e.exit_status(),
+                RepoError::Status(e) => e.exit_status(),
+                RepoError::Lock(e) => e.exit_status(),
+                RepoError::Manifest(_) | RepoError::Damaged(_) => ExitStatus::Failed,
+            },
         }
     }
 }

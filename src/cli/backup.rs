@@ -81,7 +81,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
     };
     let plan = backup::plan(config, &request)?;
     if args.dry_run {
-        let outcomes = backup::dry_run(&plan).await?;
+        let outcomes = backup::dry_run(&plan, &crate::jobs::events::Log).await?;
         let mut worst = ExitStatus::Success;
         let mut text = String::new();
         let mut reports = Vec::new();

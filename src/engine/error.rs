@@ -69,6 +69,9 @@ pub enum SourceError {
     Damaged(String),
     #[error(transparent)]
     Destination(#[from] DestinationError),
+    /// The repository's status, lock or manifest, with its own error kept.
+    #[error(transparent)]
+    Repo(RepoError),
     #[error("{what}: a worker stopped: {source}")]
     Worker {
         what: String,
@@ -81,7 +84,8 @@ impl From<RepoError> for SourceError {
     fn from(error: RepoError) -> Self {
         match error {
             RepoError::Destination(e) => SourceError::Destination(e),
-            other => SourceError::Damaged(other.to_string()),
+            RepoError::Damaged(text) => SourceError::Damaged(text),
+            other => SourceError::Repo(other),
         }
     }
 }

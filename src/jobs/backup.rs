@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{CopyOptions, Planned, Source, SourceError, SourceSpec, SourceUrl};
-use crate::jobs::events::{BackupEvent, Log, Observer};
+use crate::jobs::events::{BackupEvent, Observer};
 use crate::repo::RepoError;
 use crate::repo::kinds::{CopyKind, RequestedType, RunType};
 use crate::repo::lock::{LockError, LockOptions};
@@ -290,7 +290,7 @@ pub struct DryRunOutcome {
 /// # Errors
 /// [`BackupError`] when an engine cannot take what the plan asks for; per-source failures are
 /// in the outcomes.
-pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<DryRunOutcome>, BackupError> {
+pub async fn dry_run(plan: &BackupPlan, observer: &dyn Observer) -> Result<Vec<DryRunOutcome>, BackupError> {
     let engines = open_engines(plan)?;
     let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
@@ -298,7 +298,8 @@ pub async fn dry_run(plan: &BackupPlan) -> Result<Vec<DryRunOutcome>, BackupErro
             // No check(): on a local destination it would create the folder.
             let destination = item.destination.open().await?;
             let loaded = StatusStore::new(destination.clone(), &item.source.name).load().await?;
-            let (decision, checks) = preflight_source(plan, item, engine.as_ref(), &loaded.status.body, &Log).await?;
+            let (decision, checks) =
+                preflight_source(plan, item, engine.as_ref(), &loaded.status.body, observer).await?;
             Ok(PlannedCopy {
                 source: item.source.name.clone(),
                 engine: item.source.engine(),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
+use crate::repo::file_kind::FileKind;
 use crate::repo::manifest::Manifest;
 use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
 use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
@@ -371,14 +372,16 @@ pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
                 detail("last_event_at").as_str().unwrap_or("-")
             ));
             for file in &manifest.files {
-                let detail = |name: &str| file.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                let Ok(FileKind::Binlog(binlog)) = file.kind() else {
+                    continue;
+                };
                 text.push_str(&format!(
                     "    {}: {} {}..{}, {} events\n",
                     file.path,
-                    detail("server_file").as_str().unwrap_or("?"),
-                    detail("start"),
-                    detail("end"),
-                    detail("events")
+                    binlog.server_file,
+                    binlog.start,
+                    binlog.end,
+                    binlog.events.map_or("null".to_string(), |n| n.to_string())
                 ));
             }
         }

@@ -31,14 +31,6 @@ pub fn default_replica_server_id(source: &str) -> u32 {
     4_000_000_000 + hash % 200_000_000
 }
 
-/// The server's identity as a key-safe folder name: log file names restart on another server.
-pub fn identity_folder(server: &Server) -> String {
-    match &server.uuid {
-        Some(uuid) => uuid.clone(),
-        None => format!("server-id-{}", server.server_id),
-    }
-}
-
 /// The identity recorded in copies (the same text full copies record).
 pub fn identity(server: &Server) -> String {
     server

@@ -8,9 +8,9 @@ use mysql_async::binlog::events::Event;
 use serde_json::Value;
 
 use super::binlog::{self, GtidState, RawEvent, Step, Transactions, kind};
-use super::capture::identity_folder;
 use super::scope::{Ended, ScopeFilter};
 use super::segment::Segment;
+use super::snapshot::identity_folder;
 use super::{My, Server};
 use crate::engine::SourceError;
 use crate::repo::writer::CopyWriter;

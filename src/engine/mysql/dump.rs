@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Bytes of formatted rows a worker gathers before handing them to the compressor.
+/// Bytes of formatted rows a worker gathers before handing them to the copy writer.
 pub(super) const ROW_BLOCK: usize = 256 * 1024;
 
 /// Session settings of every dump connection: times in UTC, bytes as stored.

@@ -4,7 +4,8 @@
 //! INSTANCE FOR BACKUP`), takes the global read lock only while it reads the binary log
 //! coordinates and every worker starts `START TRANSACTION WITH CONSISTENT SNAPSHOT`, then
 //! releases it: writes stall for milliseconds, and every worker reads the same point in time.
-//! Rows travel in the `LOAD DATA` text format, streamed through zstd and MD5 to the destination.
+//! Rows travel in the `LOAD DATA` text format, streamed to the copy writer (which encodes and
+//! checksums them on their way to the destination).
 
 mod attribution;
 pub mod binlog;

@@ -16,7 +16,7 @@ use crate::repo::manifest::ManifestFile;
 use crate::repo::writer::CopyWriter;
 use crate::storage::DestinationError;
 
-/// Bytes of events gathered before they go to the compressor.
+/// Bytes of events gathered before they go to the copy writer.
 const BLOCK: usize = 256 * 1024;
 /// Blocks in flight between the reader and the upload of one file.
 const BLOCKS_IN_FLIGHT: usize = 8;

@@ -219,3 +219,11 @@ pub(super) async fn lock_free_snapshot(my: &My, conn: &mut Conn, server: &Server
         gtid: gtid.filter(|g| !g.is_empty()),
     })
 }
+
+/// The server's identity as a key-safe folder name: log file names restart on another server.
+pub fn identity_folder(server: &Server) -> String {
+    match &server.uuid {
+        Some(uuid) => uuid.clone(),
+        None => format!("server-id-{}", server.server_id),
+    }
+}

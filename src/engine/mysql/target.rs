@@ -191,12 +191,7 @@ impl MysqlTarget {
                     let database = data.container();
                     let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
                     let table = format!("{}.{}", quote_ident(&database), quote_ident(&data.table));
-                    let columns: Vec<Column> = stored
-                        .file
-                        .details
-                        .get("columns")
-                        .and_then(|v| serde_json::from_value(v.clone()).ok())
-                        .unwrap_or_default();
+                    let columns: Vec<Column> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
                     rows += this
                         .load_file_retrying(&mut conn, &destination, &stored, &table, &columns, &by_insert)
                         .await?;

@@ -3,7 +3,7 @@
 //! A copy is one snapshot shared by every connection: the leader locks the tables (ACCESS
 //! SHARE, so concurrent DDL cannot change them under the copy), exports its snapshot, and keeps
 //! its transaction open while pg_dump (schema) and the workers (data, `COPY … TO STDOUT` per
-//! chunk) import it. Each chunk is streamed through zstd and MD5 straight to the destination.
+//! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
 mod inventory;
 mod schema;
@@ -363,7 +363,7 @@ async fn put_sql(writer: &CopyWriter, path: &str, kind: FileKind, sql: String) -
 fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
-        if error.is::<rustls::Error>() {
+        if error.is::<rustls::Error>() || error.is::<rustls::pki_types::InvalidDnsNameError>() {
             return true;
         }
         if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())

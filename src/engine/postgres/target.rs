@@ -155,12 +155,7 @@ impl PostgresTarget {
             };
             let (schema_name, table_name) = (data.container(), data.table.as_str());
             let table = schema::qualified(schema_name, table_name);
-            let columns: Vec<String> = stored
-                .file
-                .details
-                .get("columns")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+            let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
             let column_list = if columns.is_empty() {
                 String::new()
             } else {

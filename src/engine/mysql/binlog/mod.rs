@@ -2,7 +2,7 @@
 //! an incremental copy's log files, where transactions begin and end, and GTID positions.
 //!
 //! Stored files are real binary logs (`\xfebin`, the format description event, then the server's
-//! events unchanged), so `mysqlbinlog` reads them once decompressed.
+//! events unchanged), so `mysqlbinlog` reads them once decoded (`zstd -d` today).
 
 use std::fmt;
 

@@ -9,7 +9,7 @@ use mysql_async::{Conn, Params, Value};
 
 use super::PROGRESS_DATABASE;
 use super::sql::{dropped_trigger, first_words, rename_references, statement_table};
-use super::values::values;
+use super::values::{ColumnInfo, TableInfo, values};
 use crate::engine::SourceError;
 use crate::engine::change::{Change, Commit, Ending, RowChange, Rows, Statement};
 use crate::engine::filter::Filters;
@@ -26,23 +26,6 @@ pub(super) const ROW_SESSION: &str =
 
 /// `information_schema.COLUMNS` as read: name, data type, column type, key, extra, generation.
 type ColumnRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
-
-/// A target table's columns, in order, as the apply needs them.
-#[derive(Debug)]
-pub(super) struct TableInfo {
-    pub(super) qualified: String,
-    pub(super) columns: Vec<ColumnInfo>,
-    /// Indexes of the primary key's columns; empty: rows are found by their whole image.
-    pub(super) key: Vec<usize>,
-}
-
-#[derive(Debug)]
-pub(super) struct ColumnInfo {
-    pub(super) name: String,
-    pub(super) data_type: String,
-    pub(super) unsigned: bool,
-    pub(super) generated: bool,
-}
 
 /// Applies events to the target over one session.
 pub(super) struct Applier<'a> {

@@ -4,9 +4,25 @@
 use mysql_async::Value as MyValue;
 use mysql_async::binlog::value::BinlogValue;
 
-use super::apply::{ColumnInfo, TableInfo};
 use crate::engine::SourceError;
 use crate::engine::change::Value;
+
+/// A target table's columns, in order, as the apply needs them.
+#[derive(Debug)]
+pub(super) struct TableInfo {
+    pub(super) qualified: String,
+    pub(super) columns: Vec<ColumnInfo>,
+    /// Indexes of the primary key's columns; empty: rows are found by their whole image.
+    pub(super) key: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub(super) struct ColumnInfo {
+    pub(super) name: String,
+    pub(super) data_type: String,
+    pub(super) unsigned: bool,
+    pub(super) generated: bool,
+}
 
 /// A value of a decoded row image in the change model.
 ///
