@@ -5,8 +5,8 @@
 # mutant — so it is not part of CI; docs/testing.md records the results.
 #
 #   scripts/mutants.sh                      every safety-critical file, the whole suite
-#   scripts/mutants.sh src/envelope.rs      one file
-#   MUTANTS_TESTS="--lib" scripts/mutants.sh src/envelope.rs   only the unit tests (fast)
+#   scripts/mutants.sh src/repo/envelope.rs      one file
+#   MUTANTS_TESTS="--lib" scripts/mutants.sh src/repo/envelope.rs   only the unit tests (fast)
 #
 # Results land in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
 set -euo pipefail
@@ -19,9 +19,11 @@ fi
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
   files=(
-    src/envelope.rs src/stream.rs src/status/mod.rs src/status/query.rs src/lock.rs
-    src/destination/local.rs src/destination/s3.rs src/backup.rs
-    src/source/mysql/capture.rs src/source/mysql/segment.rs src/source/mysql/scope.rs src/source/mysql/replay.rs
+    src/repo/envelope.rs src/repo/codec.rs src/repo/status/mod.rs src/repo/status/query.rs src/repo/lock.rs
+    src/repo/writer.rs src/repo/reader.rs src/repo/file_kind.rs
+    src/storage/local.rs src/storage/s3/*.rs src/jobs/backup.rs src/engine/pool.rs src/retry.rs
+    src/engine/mysql/capture.rs src/engine/mysql/capture_read.rs src/engine/mysql/segment.rs
+    src/engine/mysql/scope.rs src/engine/mysql/replay/*.rs
   )
 fi
 

@@ -378,6 +378,18 @@ async fn a_damaged_incremental_is_refused_before_anything_is_applied() {
     );
 }
 
+/// Transactions the replay of source `fx` into `target` recorded (0 before it started).
+async fn applied_by(probe: &mut mysql_async::Conn, target: &str) -> u64 {
+    probe
+        .exec_first(
+            "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
+            (target,),
+        )
+        .await
+        .unwrap_or(None)
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn an_interrupted_replay_resumes_to_the_same_result() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -420,14 +432,7 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
     let mut probe = connect(&mysql_url()).await;
     let mut applied = 0u64;
     for _ in 0..600 {
-        applied = probe
-            .exec_first(
-                "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
-                (&target,),
-            )
-            .await
-            .unwrap_or(None)
-            .unwrap_or(0);
+        applied = applied_by(&mut probe, &target).await;
         if applied > 20 {
             break;
         }
@@ -443,14 +448,7 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
         .await
         .unwrap()
         .unwrap();
-    let recorded: u64 = probe
-        .exec_first(
-            "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
-            (&target,),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded: u64 = applied_by(&mut probe, &target).await;
     assert_eq!(
         rows, recorded,
         "committed rows and the recorded position disagree after the kill"
@@ -476,14 +474,7 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
     );
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("past the stop point"), "{err}");
-    let still: u64 = probe
-        .exec_first(
-            "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
-            (&target,),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let still: u64 = applied_by(&mut probe, &target).await;
     assert_eq!(still, recorded, "a refused resume changed the target");
     let (code, out, err) = restore_with(&mut cairn(locks.path()), &to, &source, &target, &["--resume"]);
     assert_eq!(code, 0, "{out}\n{err}");
