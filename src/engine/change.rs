@@ -40,6 +40,9 @@ pub enum Value {
     },
     /// A JSON document, as text.
     Json(Vec<u8>),
+    /// A value the change does not carry (PostgreSQL leaves unchanged TOASTed values out of
+    /// updates, and non-key columns out of a key-only old image): never written.
+    Unchanged,
 }
 
 /// What happened to one row.
@@ -59,6 +62,11 @@ pub struct Rows {
     pub table: String,
     /// Columns the source's table had when it logged the rows.
     pub columns: u64,
+    /// Their names, when the log gives them (PostgreSQL); empty: by position (MySQL).
+    pub names: Vec<String>,
+    /// Positions of the columns that identify a row, when the log says (PostgreSQL's replica
+    /// identity); empty: the applier finds them on its target.
+    pub key: Vec<usize>,
     /// Whether the source checked foreign keys when it made these changes.
     pub foreign_key_checks: bool,
     pub changes: Vec<RowChange>,
@@ -111,14 +119,29 @@ pub struct Commit {
     pub bytes: u64,
 }
 
+/// Tables emptied by one `TRUNCATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncate {
+    /// Where in the log, for errors.
+    pub at: String,
+    /// (schema or database, table) of each table.
+    pub tables: Vec<(String, String)>,
+    pub cascade: bool,
+    pub restart_identity: bool,
+}
+
 /// One item of the change stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// A source transaction began.
+    /// A source transaction began: its id on the source and its commit time, when the log
+    /// gives them before its changes (PostgreSQL does; MySQL's come with the events).
     Begin {
         at: String,
+        transaction: Option<u64>,
+        committed_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     Rows(Rows),
     Statement(Statement),
+    Truncate(Truncate),
     Commit(Commit),
 }

@@ -9,6 +9,7 @@ mod lock;
 mod mysql;
 mod mysql_binlog;
 mod postgres;
+mod postgres_decoding;
 mod proxy;
 mod safety;
 mod status;

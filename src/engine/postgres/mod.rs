@@ -6,6 +6,7 @@
 //! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
 mod inventory;
+pub mod pgoutput;
 mod schema;
 mod target;
 mod tls;

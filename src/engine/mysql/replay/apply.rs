@@ -146,13 +146,21 @@ impl Applier<'_> {
     /// Applies one change of the stream.
     pub(super) async fn apply(&mut self, change: Change, progress: &Progress) -> Result<(), SourceError> {
         match change {
-            Change::Begin { at } => {
+            Change::Begin { at, .. } => {
                 if !self.open {
                     self.exec(&format!("{at}: BEGIN"), "BEGIN").await?;
                     self.open = true;
                 }
             }
             Change::Rows(rows) => self.apply_rows(rows).await?,
+            Change::Truncate(truncate) => {
+                // MySQL logs TRUNCATE as a statement; a stream from another engine is not
+                // replayed into MySQL by this applier.
+                return Err(SourceError::Unsupported(format!(
+                    "{}: a TRUNCATE from another engine's log cannot be applied to MySQL",
+                    truncate.at
+                )));
+            }
             Change::Statement(statement) => {
                 if statement.standalone {
                     // DDL commits by itself: nothing of ours may be open when it runs.
@@ -187,6 +195,7 @@ impl Applier<'_> {
             columns,
             foreign_key_checks,
             changes,
+            ..
         } = rows;
         let at = at.as_str();
         let Some(target_db) = self.databases.get(&source_db).cloned() else {

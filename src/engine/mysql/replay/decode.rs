@@ -193,7 +193,11 @@ impl<'a> Decoder<'a> {
         }
         // A source transaction began (BEGIN, or MariaDB's GTID event that stands for it).
         if open.transactions == Transactions::Open && !inside_begin {
-            self.pending.push_back(Change::Begin { at: at.clone() });
+            self.pending.push_back(Change::Begin {
+                at: at.clone(),
+                transaction: None,
+                committed_at: None,
+            });
         }
         match raw.kind() {
             kind::TABLE_MAP => {
@@ -324,6 +328,8 @@ fn rows(
         database,
         table,
         columns: map.columns_count(),
+        names: Vec::new(),
+        key: Vec::new(),
         foreign_key_checks,
         changes,
     }))

@@ -76,6 +76,8 @@ fn to_mysql(value: Value) -> MyValue {
     match value {
         Value::Null => MyValue::NULL,
         Value::Bytes(bytes) | Value::Json(bytes) => MyValue::Bytes(bytes),
+        // Refused by `values` before it gets here: a MySQL row image carries every column.
+        Value::Unchanged => MyValue::NULL,
         Value::Int(v) => MyValue::Int(v),
         Value::UInt(v) => MyValue::UInt(v),
         Value::Float(v) => MyValue::Float(v),
@@ -113,6 +115,12 @@ pub(super) fn values(row: Vec<Value>, info: &TableInfo, at: &str) -> Result<Vec<
     row.into_iter()
         .zip(&info.columns)
         .map(|(value, column)| {
+            if value == Value::Unchanged {
+                return Err(SourceError::Unsupported(format!(
+                    "{at}: {}: the change does not carry this column's value",
+                    column.name
+                )));
+            }
             convert(to_mysql(value), column)
                 .map_err(|e| SourceError::Unsupported(format!("{at}: {}: {e}", column.name)))
         })
