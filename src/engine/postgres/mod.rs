@@ -5,6 +5,7 @@
 //! its transaction open while pg_dump (schema) and the workers (data, `COPY … TO STDOUT` per
 //! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
+pub mod apply;
 mod inventory;
 pub mod pgoutput;
 mod schema;
