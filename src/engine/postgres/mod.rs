@@ -6,11 +6,13 @@
 //! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
 pub mod apply;
+pub mod changes_file;
 mod inventory;
 pub mod pgoutput;
 mod schema;
 mod target;
 mod tls;
+pub mod visibility;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
