@@ -94,6 +94,8 @@ pub struct SourceSettings {
     /// What an incremental does when the log no longer reaches back to its parent: `fail`
     /// (default) or `full` (take a full copy instead, and say so).
     pub on_log_gap: Option<OnLogGap>,
+    /// PostgreSQL: keep a logical replication slot so incrementals can follow full copies.
+    pub incrementals: Option<bool>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -334,12 +336,17 @@ impl Config {
                     ("checksums", src.checksums.is_some()),
                     ("consistency", src.consistency.is_some()),
                     ("replica-server-id", src.replica_server_id.is_some()),
-                    ("on-log-gap", src.on_log_gap.is_some()),
+                    ("on-log-gap", src.on_log_gap.is_some() && src.incrementals != Some(true)),
                 ] {
                     if present {
                         return Err(self.invalid(&key(setting), "applies to MySQL/MariaDB sources only"));
                     }
                 }
+            } else if src.incrementals.is_some() {
+                return Err(self.invalid(
+                    &key("incrementals"),
+                    "applies to PostgreSQL sources only (MySQL/MariaDB sources always can take incrementals)",
+                ));
             }
             if src.jobs == Some(0) {
                 return Err(self.invalid(&key("jobs"), "expected at least 1"));
@@ -489,6 +496,7 @@ impl Config {
             options.mysql.checksums = settings.checksums.unwrap_or(false);
             options.mysql.replica_server_id = settings.replica_server_id;
             options.full_on_log_gap = settings.on_log_gap == Some(OnLogGap::Full);
+            options.postgres.incrementals = settings.incrementals.unwrap_or(false);
         }
         options
     }

@@ -51,6 +51,16 @@ pub struct CopyOptions {
     pub full_on_log_gap: bool,
     /// What only MySQL and MariaDB sources use.
     pub mysql: MysqlCopyOptions,
+    /// What only PostgreSQL sources use.
+    pub postgres: PostgresCopyOptions,
+}
+
+/// Copy options of PostgreSQL sources.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresCopyOptions {
+    /// Keep a logical replication slot from each full copy on, so incrementals can follow
+    /// (`incrementals = true`).
+    pub incrementals: bool,
 }
 
 /// Copy options of MySQL and MariaDB sources.
@@ -74,6 +84,7 @@ impl Default for CopyOptions {
             filters: filter::Filters::default(),
             full_on_log_gap: false,
             mysql: MysqlCopyOptions::default(),
+            postgres: PostgresCopyOptions::default(),
         }
     }
 }
@@ -97,7 +108,7 @@ pub enum Planned<'a> {
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Whether this engine can take incremental copies.
-    fn supports_incremental(&self) -> bool;
+    fn supports_incremental(&self, options: &CopyOptions) -> bool;
 
     /// Everything the copy checks before it writes, and nothing that changes anything: it
     /// connects, reads settings, catalogs and privileges, and returns notes for a dry run. It

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::MysqlRestoreOptions;
+use super::{MysqlRestoreOptions, Until};
 use crate::secret::{MASK, Secret};
 
 /// The database engines cairn backs up.
@@ -20,16 +20,20 @@ impl Engine {
     ///
     /// # Errors
     /// One sentence naming the options and what the engine does instead.
-    pub fn check_restore(self, mysql: &MysqlRestoreOptions, until: bool, resume: bool) -> Result<(), String> {
+    pub fn check_restore(self, mysql: &MysqlRestoreOptions, until: Option<&Until>, resume: bool) -> Result<(), String> {
         if self == Engine::Mysql {
             return Ok(());
         }
+        // PostgreSQL chains replay to their end: stop points come with #11's next part.
+        let until = match until {
+            Some(Until::Gtid(_)) => Some("--until-gtid"),
+            Some(Until::Position { .. }) => Some("--until-position"),
+            Some(Until::Time(_)) => Some("--until"),
+            None => None,
+        };
         let mut given = mysql.flags_given();
-        given.extend(
-            [("--until*", until), ("--resume", resume)]
-                .into_iter()
-                .filter_map(|(f, g)| g.then_some(f)),
-        );
+        given.extend(until);
+        given.extend(resume.then_some("--resume"));
         if given.is_empty() {
             return Ok(());
         }

@@ -264,9 +264,11 @@ fn open_engines(plan: &BackupPlan) -> Result<Vec<Arc<dyn Source>>, BackupError> 
     let mut engines = Vec::new();
     for item in &plan.sources {
         let engine = crate::engine::open(&item.source)?;
-        if plan.requested == RequestedType::Incremental && !engine.supports_incremental() {
+        if plan.requested == RequestedType::Incremental && !engine.supports_incremental(&item.copy_options) {
             return Err(BackupError::Usage(format!(
-                "source {}: {} incremental copies are not available in this build; use --type full or auto",
+                "source {}: {} incremental copies are not available for this source: turn them on with \
+                 incrementals = true in its settings (CAIRN_SOURCES__<NAME>__INCREMENTALS); use --type full or auto \
+                 meanwhile",
                 item.source.name,
                 item.source.engine()
             )));
@@ -372,7 +374,7 @@ fn decide_for(
         plan.requested,
         item.full_backup,
     )?;
-    if decision.kind == CopyKind::Incremental && !engine.supports_incremental() {
+    if decision.kind == CopyKind::Incremental && !engine.supports_incremental(&item.copy_options) {
         observer.backup(&BackupEvent::FullOnly {
             source: &item.source.name,
             engine: &item.source.engine().to_string(),

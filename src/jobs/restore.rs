@@ -109,7 +109,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     };
     target_url
         .engine
-        .check_restore(&mysql, request.until.is_some(), request.resume)
+        .check_restore(&mysql, request.until.as_ref(), request.resume)
         .map_err(RestoreError::Usage)?;
     if request.resume && request.clean {
         return Err(RestoreError::Usage(

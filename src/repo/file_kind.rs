@@ -17,6 +17,8 @@ pub enum FileKind {
     Schema,
     /// A stored stretch of a MySQL binary log.
     Binlog(BinlogFile),
+    /// PostgreSQL: an incremental's changes, as logical decoding gave them.
+    PgChanges(PgChangesFile),
     /// PostgreSQL: the schema script parts pg_dump gives, and the sequences' values.
     PreData,
     PostData,
@@ -71,6 +73,15 @@ pub struct BinlogFile {
     /// What capture left out of the range, in the engine's own form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Value>,
+}
+
+/// A PostgreSQL change file (docs/postgres.md, "Change files").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PgChangesFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u64>,
 }
 
 impl FileKind {

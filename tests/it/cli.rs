@@ -507,7 +507,7 @@ async fn restore_dry_run_prints_the_chain_and_refuses_what_the_engine_cannot_rep
         let (code, _, err) = run(&mut command);
         assert_eq!(code, 2, "{err}");
         assert!(
-            err.contains("PostgreSQL incremental copies cannot be restored"),
+            err.contains("taken without incrementals") && err.contains("cannot be replayed"),
             "{err}"
         );
     }

@@ -10,6 +10,7 @@ mod mysql;
 mod mysql_binlog;
 mod postgres;
 mod postgres_decoding;
+mod postgres_incrementals;
 mod proxy;
 mod safety;
 mod status;

@@ -82,7 +82,7 @@ impl MysqlSource {
 
 #[async_trait]
 impl Source for MysqlSource {
-    fn supports_incremental(&self) -> bool {
+    fn supports_incremental(&self, _options: &CopyOptions) -> bool {
         true
     }
 

@@ -3,7 +3,7 @@
 //! triggers and foreign keys already did their work). Rows are found by the columns that
 //! identify them; a value the change does not carry is never written.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{Pg, quote_ident, quote_literal};
 use crate::engine::SourceError;
@@ -75,21 +75,35 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// Runs literal SQL in one round trip; returns the rows the last statement changed.
     async fn exec(&self, doing: &str, sql: &str) -> Result<u64, SourceError> {
-        self.client.execute(sql, &[]).await.map_err(|e| self.pg.error(doing, e))
+        let messages = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        Ok(messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
+                _ => None,
+            })
+            .unwrap_or(0))
     }
 
+    /// Records the position (in the transaction) and commits, in one round trip.
     async fn commit(&mut self, commit: Commit, record: &str) -> Result<(), SourceError> {
-        if !record.is_empty() {
-            self.client.batch_execute(record).await.map_err(|e| {
-                self.pg
-                    .error(&format!("{}: recording the replay position", commit.at), e)
-            })?;
+        let sql = match (self.open, record.is_empty()) {
+            (true, true) => "COMMIT".to_string(),
+            (true, false) => format!("{record}; COMMIT"),
+            (false, true) => String::new(),
+            (false, false) => record.to_string(),
+        };
+        if !sql.is_empty() {
+            self.exec(&format!("{}: committing", commit.at), &sql).await?;
         }
-        if self.open {
-            self.exec(&format!("{}: COMMIT", commit.at), "COMMIT").await?;
-            self.open = false;
-        }
+        self.open = false;
         self.applied.transactions += 1;
         Ok(())
     }

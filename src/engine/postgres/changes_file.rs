@@ -55,9 +55,14 @@ impl<R: AsyncRead + Unpin> Records<R> {
     pub async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
         if !self.started {
             let mut header = vec![0u8; HEADER.len()];
-            self.input.read_exact(&mut header).await.map_err(ReadError::from_short)?;
+            self.input
+                .read_exact(&mut header)
+                .await
+                .map_err(ReadError::from_short)?;
             if header != HEADER {
-                return Err(ReadError::Format("it does not start with the change-file header".into()));
+                return Err(ReadError::Format(
+                    "it does not start with the change-file header".into(),
+                ));
             }
             self.started = true;
         }
@@ -76,10 +81,16 @@ impl<R: AsyncRead + Unpin> Records<R> {
         let lsn = u64::from_be_bytes(head[..8].try_into().expect("eight bytes"));
         let len = u32::from_be_bytes(head[8..].try_into().expect("four bytes"));
         if len > MAX_MESSAGE {
-            return Err(ReadError::Format(format!("record {} claims {len} bytes", self.read + 1)));
+            return Err(ReadError::Format(format!(
+                "record {} claims {len} bytes",
+                self.read + 1
+            )));
         }
         let mut message = vec![0u8; len as usize];
-        self.input.read_exact(&mut message).await.map_err(ReadError::from_short)?;
+        self.input
+            .read_exact(&mut message)
+            .await
+            .map_err(ReadError::from_short)?;
         self.read += 1;
         Ok(Some((lsn, message)))
     }

@@ -6,9 +6,11 @@
 //! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
 pub mod apply;
+mod capture;
 pub mod changes_file;
 mod inventory;
 pub mod pgoutput;
+mod replay;
 mod schema;
 mod target;
 mod tls;
@@ -29,7 +31,7 @@ use crate::engine::{CopyOptions, Source, SourceError, SourceSpec, SourceUrl, Tak
 use crate::progress::Progress;
 use crate::repo::file_kind::FileKind;
 use crate::repo::reader as stored;
-use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
+use crate::repo::status::{CopyRecord, LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
 use crate::streams::{Counters, Counting};
 
@@ -382,8 +384,8 @@ fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
 
 #[async_trait]
 impl Source for PostgresSource {
-    fn supports_incremental(&self) -> bool {
-        false
+    fn supports_incremental(&self, options: &CopyOptions) -> bool {
+        options.postgres.incrementals
     }
 
     async fn preflight(
@@ -391,14 +393,22 @@ impl Source for PostgresSource {
         options: &CopyOptions,
         planned: crate::engine::Planned<'_>,
     ) -> Result<Vec<String>, SourceError> {
-        if let crate::engine::Planned::Incremental { parent } = planned {
-            return Err(SourceError::Unsupported(format!(
-                "incremental copies after {} are not available for PostgreSQL sources in this build",
-                parent.id
-            )));
-        }
         let pg = &self.pg;
+        if let crate::engine::Planned::Incremental { parent } = planned {
+            if !options.postgres.incrementals {
+                return Err(SourceError::Unsupported(format!(
+                    "incremental copies after {} need incrementals = true for this source",
+                    parent.id
+                )));
+            }
+            let client = pg.connect("incremental").await?;
+            let (slot, lsn) = capture::check_slot(pg, &client, &self.spec.name, parent).await?;
+            return Ok(vec![format!("replication slot {slot} holds the changes since {lsn}")]);
+        }
         let client = pg.connect("backup").await?;
+        if options.postgres.incrementals {
+            capture::check_source(pg, &client).await?;
+        }
         let version_num: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
@@ -435,6 +445,15 @@ impl Source for PostgresSource {
         )])
     }
 
+    async fn incremental_copy(
+        &self,
+        writer: &CopyWriter,
+        options: &CopyOptions,
+        parent: &CopyRecord,
+    ) -> Result<TakenCopy, SourceError> {
+        capture::incremental_copy(&self.pg, &self.spec.name, writer, options, parent).await
+    }
+
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError> {
         let pg = &self.pg;
         let started = Instant::now();
@@ -446,6 +465,17 @@ impl Source for PostgresSource {
             ))
             .await
             .map_err(|e| pg.error("preparing the session", e))?;
+        // With incrementals, the slot exists before the snapshot: every change the snapshot does
+        // not hold is in the slot (docs/postgres.md, "Incrementals").
+        let slot = match options.postgres.incrementals {
+            true => {
+                capture::check_source(pg, &leader).await?;
+                let slot = capture::slot_name(&self.spec.name, &pg.database());
+                let lsn = capture::create_slot(pg, &leader, &slot).await?;
+                Some((slot, lsn))
+            }
+            false => None,
+        };
         // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
         // before the locks were granted is in the snapshot and no DDL can follow it.
         let filters = &options.filters;
@@ -528,13 +558,16 @@ impl Source for PostgresSource {
             .await
             .map_err(|e| pg.error("ending the snapshot transaction", e))?;
 
+        // With a slot, the copy ends at the slot's starting point: the first incremental reads
+        // from there and leaves out what the snapshot holds.
         let position = LogPosition::Postgres {
-            lsn: point.lsn.clone(),
+            lsn: slot.as_ref().map_or(point.lsn.clone(), |(_, lsn)| lsn.clone()),
             timeline: point.timeline,
-            slot: None,
+            slot: slot.as_ref().map(|(name, _)| name.clone()),
         };
         let mut details = Map::new();
         details.insert("snapshot".into(), json!(point.visibility));
+        details.insert("snapshot_lsn".into(), json!(point.lsn));
         details.insert("tables".into(), json!(tables.len()));
         details.insert("chunks".into(), json!(chunk_count));
         details.insert("rows".into(), json!(rows));

@@ -71,8 +71,14 @@ mod tests {
     fn transactions_before_the_snapshot_are_held_and_the_others_are_not() {
         let snapshot = Snapshot::parse("100:110:103,107").unwrap();
         assert!(snapshot.holds(99));
-        assert!(snapshot.holds(100) && snapshot.holds(105), "committed between xmin and xmax");
-        assert!(!snapshot.holds(103) && !snapshot.holds(107), "in progress at the snapshot");
+        assert!(
+            snapshot.holds(100) && snapshot.holds(105),
+            "committed between xmin and xmax"
+        );
+        assert!(
+            !snapshot.holds(103) && !snapshot.holds(107),
+            "in progress at the snapshot"
+        );
         assert!(!snapshot.holds(110) && !snapshot.holds(200), "began after the snapshot");
         assert_eq!(Snapshot::parse("5:5:").unwrap().in_progress, Vec::<u64>::new());
         assert!(Snapshot::parse("5:4:").is_err() && Snapshot::parse("a:b:").is_err());

@@ -1,0 +1,280 @@
+//! Replay of PostgreSQL incrementals onto a restored full copy (docs/postgres.md,
+//! "Incrementals"): every change file fetched, its MD5 checked and every message decoded, and
+//! the stop point found, before anything is applied; then the changes applied in commit order,
+//! one target transaction per source transaction, leaving out the transactions the full copy's
+//! snapshot already holds. Each applied transaction records its source position in a
+//! replication origin, in the same commit.
+
+use std::path::PathBuf;
+
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::Client;
+
+use super::Pg;
+use super::apply::Applier;
+use super::changes_file::{ReadError, Records};
+use super::pgoutput::{Decoder, lsn_text};
+use super::visibility::Snapshot;
+use crate::engine::change::Change;
+use crate::engine::{RestoreInput, SourceError, Until};
+use crate::repo::file_kind::FileKind;
+use crate::repo::model::LogPosition;
+use crate::repo::reader::{StoredFile, files_of, one_of, open_verified, read_text};
+
+/// One incremental's change file, fetched and checked.
+struct LocalChanges {
+    copy: String,
+    path: PathBuf,
+    key: String,
+    /// Its sequences' values at the incremental's end.
+    sequences: StoredFile,
+}
+
+/// The chain checked and fetched, with the stop point found.
+pub(super) struct Checked {
+    _work: tempfile::TempDir,
+    files: Vec<LocalChanges>,
+    snapshot: Snapshot,
+    /// Transactions to apply (of those the snapshot does not hold); `None`: all of them.
+    stop_after: Option<u64>,
+    pub in_chain: u64,
+}
+
+fn damaged(copy: &str, key: &str, problem: impl std::fmt::Display) -> SourceError {
+    SourceError::Damaged(format!("copy {copy}: {key}: {problem}"))
+}
+
+/// Fetches and checks every change file of `input`'s incrementals, and finds the stop point.
+///
+/// # Errors
+/// A damaged or missing file, a hole in the chain, or a stop point PostgreSQL replay does not
+/// take.
+pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
+    let full = &input.manifests[0];
+    let snapshot = full
+        .copy
+        .details
+        .get("snapshot")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| SourceError::Damaged(format!("copy {}: the snapshot is not recorded", full.copy.id)))
+        .and_then(|text| Snapshot::parse(text).map_err(SourceError::Damaged))?;
+    let until = match &input.until {
+        None => None,
+        Some(Until::Time(time)) => Some(*time),
+        Some(other) => {
+            return Err(SourceError::Unsupported(format!(
+                "PostgreSQL replay stops at a time (--until); {other} is a MySQL/MariaDB stop point"
+            )));
+        }
+    };
+    for pair in input.manifests.windows(2) {
+        let (before, after) = (&pair[0].copy, &pair[1].copy);
+        if after.log_range.start != before.log_range.end {
+            return Err(SourceError::Damaged(format!(
+                "copy {} starts at {} but its parent {} ended at {}: the chain has a hole",
+                after.id, after.log_range.start, before.id, before.log_range.end
+            )));
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("cairn-replay-")
+        .tempdir()
+        .map_err(|e| SourceError::Damaged(format!("creating a work folder for the replay: {e}")))?;
+    let mut files = Vec::new();
+    for manifest in &input.manifests[1..] {
+        let copy = &manifest.copy.id;
+        let stored = files_of(&input.source, manifest)?;
+        let changes = stored
+            .iter()
+            .find(|f| matches!(f.kind, FileKind::PgChanges(_)))
+            .cloned()
+            .ok_or_else(|| SourceError::Damaged(format!("copy {copy} has no change file in its manifest")))?;
+        let sequences = one_of(&stored, FileKind::Sequences, copy)?;
+        let path = work.path().join(format!("{:05}.pgoutput", files.len()));
+        let mut body = open_verified(&input.destination, &changes).await?;
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| SourceError::Damaged(format!("creating {}: {e}", path.display())))?;
+        tokio::io::copy(&mut body, &mut out)
+            .await
+            .map_err(SourceError::from_read)?;
+        out.flush()
+            .await
+            .map_err(|e| SourceError::Damaged(format!("writing {}: {e}", path.display())))?;
+        files.push(LocalChanges {
+            copy: copy.clone(),
+            path,
+            key: changes.key.clone(),
+            sequences,
+        });
+    }
+    // Every message decodes, and the stop point is a transaction of the chain.
+    let (mut in_chain, mut stop_after) = (0u64, None);
+    for file in &files {
+        let mut records = open(file).await?;
+        let mut decoder = Decoder::default();
+        let mut held = false;
+        while let Some((lsn, message)) = next(&mut records, file).await? {
+            match decoder
+                .decode(&lsn_text(lsn), &message)
+                .map_err(|e| damaged(&file.copy, &file.key, e))?
+            {
+                Some(Change::Begin {
+                    transaction,
+                    committed_at,
+                    ..
+                }) => {
+                    held = transaction.is_some_and(|xid| snapshot.holds(xid as u32));
+                    if !held {
+                        in_chain += 1;
+                        if let (Some(until), Some(at)) = (until, committed_at)
+                            && at > until
+                            && stop_after.is_none()
+                        {
+                            stop_after = Some(in_chain - 1);
+                        }
+                    }
+                }
+                Some(Change::Commit(_)) => held = false,
+                _ => {}
+            }
+        }
+        let _ = held;
+    }
+    Ok(Checked {
+        _work: work,
+        files,
+        snapshot,
+        stop_after,
+        in_chain,
+    })
+}
+
+async fn open(file: &LocalChanges) -> Result<Records<tokio::io::BufReader<tokio::fs::File>>, SourceError> {
+    let opened = tokio::fs::File::open(&file.path)
+        .await
+        .map_err(|e| SourceError::Damaged(format!("opening {}: {e}", file.path.display())))?;
+    Ok(Records::new(tokio::io::BufReader::with_capacity(1 << 20, opened)))
+}
+
+async fn next(
+    records: &mut Records<tokio::io::BufReader<tokio::fs::File>>,
+    file: &LocalChanges,
+) -> Result<Option<(u64, Vec<u8>)>, SourceError> {
+    records.next().await.map_err(|e| match e {
+        ReadError::Format(problem) => damaged(&file.copy, &file.key, problem),
+        ReadError::Io(io) => damaged(&file.copy, &file.key, io),
+    })
+}
+
+/// What the replay did.
+pub(super) struct Replayed {
+    pub transactions: u64,
+    pub row_changes: u64,
+    pub position: LogPosition,
+}
+
+/// Applies the checked chain to `client`'s database, which holds the full copy.
+///
+/// # Errors
+/// A change the target cannot apply (a row it does not hold as the source did), or its error.
+pub(super) async fn replay(
+    pg: &Pg,
+    client: &Client,
+    input: &RestoreInput,
+    checked: Checked,
+) -> Result<Replayed, SourceError> {
+    let origin = format!("cairn_{}", input.manifests[0].copy.id);
+    client
+        .execute(
+            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| pg.error("creating the replay's replication origin", e))?;
+    client
+        .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+        .await
+        .map_err(|e| pg.error("using the replay's replication origin", e))?;
+    let mut applier = Applier::new(pg, client).await?;
+    let mut position = input.manifests[0].copy.log_range.end.clone();
+    let mut applied = 0u64;
+    let mut last_sequences = None;
+    'files: for (index, file) in checked.files.iter().enumerate() {
+        if checked.stop_after == Some(applied) {
+            break;
+        }
+        let mut records = open(file).await?;
+        let mut decoder = Decoder::default();
+        let mut skipping = false;
+        while let Some((lsn, message)) = next(&mut records, file).await? {
+            let Some(change) = decoder
+                .decode(&lsn_text(lsn), &message)
+                .map_err(|e| damaged(&file.copy, &file.key, e))?
+            else {
+                continue;
+            };
+            if let Change::Begin { transaction, .. } = &change {
+                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32));
+            }
+            if skipping {
+                if matches!(change, Change::Commit(_)) {
+                    skipping = false;
+                }
+                continue;
+            }
+            let record = match &change {
+                Change::Commit(commit) => match &commit.position {
+                    LogPosition::Postgres { lsn, .. } => {
+                        format!("SELECT pg_replication_origin_xact_setup('{lsn}'::pg_lsn, now())")
+                    }
+                    LogPosition::Mysql { .. } => String::new(),
+                },
+                _ => String::new(),
+            };
+            let commit_lsn = match &change {
+                Change::Commit(commit) => Some(commit.position.clone()),
+                _ => None,
+            };
+            applier.apply(change, &record).await?;
+            if let Some(LogPosition::Postgres { lsn, .. }) = commit_lsn {
+                applied += 1;
+                position = LogPosition::Postgres {
+                    lsn,
+                    timeline: None,
+                    slot: None,
+                };
+                if checked.stop_after == Some(applied) {
+                    last_sequences = Some(index);
+                    break 'files;
+                }
+            }
+        }
+        last_sequences = Some(index);
+    }
+    // Sequences are not decoded: each incremental recorded their values at its end.
+    if let Some(index) = last_sequences {
+        let sql = read_text(&input.destination, &checked.files[index].sequences).await?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg.error("setting sequences after the replay", e))?;
+    }
+    if checked.stop_after.is_none() {
+        position = input
+            .manifests
+            .last()
+            .expect("a chain has a full copy")
+            .copy
+            .log_range
+            .end
+            .clone();
+    }
+    let done = applier.applied();
+    Ok(Replayed {
+        transactions: done.transactions,
+        row_changes: done.row_changes,
+        position,
+    })
+}
