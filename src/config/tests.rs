@@ -166,3 +166,29 @@ fn the_example_configuration_parses() {
         config.destination_of(name).unwrap();
     }
 }
+
+#[test]
+fn incrementals_are_a_postgres_setting_and_wait_for_filters() {
+    let err = load("[sources.app]\nurl = \"mysql://h/db\"\nincrementals = true\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.app.incrementals") && err.contains("PostgreSQL sources only"),
+        "{err}"
+    );
+    let err = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\nincrementals = true\n[sources.app.filters]\nexclude-tables = [\"t\"]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("filters"), "{err}");
+    let config = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\non-log-gap = \"full\"\n",
+        &[("CAIRN_SOURCES__APP__INCREMENTALS", "true")],
+    )
+    .unwrap();
+    let options = config.copy_options_of("app", None);
+    assert!(options.postgres.incrementals && options.full_on_log_gap);
+    assert!(load("[sources.app]\nurl = \"postgres://h/db\"\non-log-gap = \"full\"\n", &[]).is_err());
+}
