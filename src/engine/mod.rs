@@ -235,6 +235,23 @@ pub trait Target: Send + Sync {
     }
 }
 
+/// Checks that each copy of a chain starts exactly where its parent ended.
+///
+/// # Errors
+/// [`SourceError::Damaged`] naming the copy after the hole.
+pub fn check_chain(manifests: &[Manifest]) -> Result<(), SourceError> {
+    for pair in manifests.windows(2) {
+        let (before, after) = (&pair[0].copy, &pair[1].copy);
+        if after.log_range.start != before.log_range.end {
+            return Err(SourceError::Damaged(format!(
+                "copy {} starts at {} but its parent {} ended at {}: the chain has a hole",
+                after.id, after.log_range.start, before.id, before.log_range.end
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The engine reading `spec`.
 ///
 /// # Errors

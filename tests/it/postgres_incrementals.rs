@@ -31,6 +31,16 @@ fn backup(locks: &Path, config: &Path, to: &str, kind: &str) -> (i32, String, St
         .args(["backup", "--jobs", "3", "--type", kind, "--source", "fx", "--to", to]))
 }
 
+/// `cairn restore` of source `fx` from `to` into `database`, with `extra` arguments.
+fn restore(locks: &Path, to: &str, database: &str, extra: &[&str]) -> (i32, String, String) {
+    let target = url_of(database);
+    run(cairn(locks)
+        .args([
+            "restore", "--jobs", "3", "--source", "fx", "--from", to, "--target", &target,
+        ])
+        .args(extra))
+}
+
 /// Transfers between accounts, each one transaction that also writes a ledger row, until told
 /// to stop; returns how many committed.
 fn transfers(database: &str, writers: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>> {
@@ -131,17 +141,7 @@ async fn incrementals_taken_under_writes_restore_to_exactly_the_source() {
     assert_eq!(code, 0, "{out}\n{err}");
 
     let target = fresh_database("pg_incr_restored").await;
-    let (code, out, err) = run(cairn(locks.path()).args([
-        "restore",
-        "--jobs",
-        "3",
-        "--source",
-        "fx",
-        "--from",
-        &to,
-        "--target",
-        &url_of(&target),
-    ]));
+    let (code, out, err) = restore(locks.path(), &to, &target, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 incrementals"), "{out}");
     let (accounts, ledger) = rows_of(&source).await;
@@ -163,17 +163,7 @@ async fn incrementals_taken_under_writes_restore_to_exactly_the_source() {
     assert_eq!(next(target.clone()).await, next(source.clone()).await);
 
     // A dry run checks every change file of the chain.
-    let (code, out, err) = run(cairn(locks.path()).args([
-        "restore",
-        "--dry-run",
-        "--source",
-        "fx",
-        "--from",
-        &to,
-        "--target",
-        &url_of(&target),
-        "--clean",
-    ]));
+    let (code, out, err) = restore(locks.path(), &to, &target, &["--dry-run", "--clean"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("checked: 2 incrementals"), "{out}");
 
@@ -187,15 +177,7 @@ async fn incrementals_taken_under_writes_restore_to_exactly_the_source() {
     bytes[middle] ^= 0x55;
     std::fs::write(&change_file, bytes).unwrap();
     let untouched = fresh_database("pg_incr_damaged").await;
-    let (code, out, err) = run(cairn(locks.path()).args([
-        "restore",
-        "--source",
-        "fx",
-        "--from",
-        &to,
-        "--target",
-        &url_of(&untouched),
-    ]));
+    let (code, out, err) = restore(locks.path(), &to, &untouched, &[]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("damaged"), "{err}");
     let tables: i64 = connect(&url_of(&untouched))

@@ -67,15 +67,7 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
             )));
         }
     };
-    for pair in input.manifests.windows(2) {
-        let (before, after) = (&pair[0].copy, &pair[1].copy);
-        if after.log_range.start != before.log_range.end {
-            return Err(SourceError::Damaged(format!(
-                "copy {} starts at {} but its parent {} ended at {}: the chain has a hole",
-                after.id, after.log_range.start, before.id, before.log_range.end
-            )));
-        }
-    }
+    crate::engine::check_chain(&input.manifests)?;
     let work = tempfile::Builder::new()
         .prefix("cairn-replay-")
         .tempdir()

@@ -55,15 +55,7 @@ pub(super) fn place(log: &LocalLog, event: &RawEvent) -> String {
 /// copy starts where the one before it ended.
 pub(super) async fn fetch(input: &RestoreInput, work: &std::path::Path) -> Result<Vec<LocalLog>, SourceError> {
     let mut logs = Vec::new();
-    for pair in input.manifests.windows(2) {
-        let (before, after) = (&pair[0].copy, &pair[1].copy);
-        if after.log_range.start != before.log_range.end {
-            return Err(SourceError::Damaged(format!(
-                "copy {} starts at {:?} but its parent {} ended at {:?}: the chain has a hole",
-                after.id, after.log_range.start, before.id, before.log_range.end
-            )));
-        }
-    }
+    crate::engine::check_chain(&input.manifests)?;
     let mut chain = Vec::new();
     for manifest in &input.manifests[1..] {
         let mut files: Vec<StoredFile> = files_of(&input.source, manifest)?
