@@ -1,6 +1,6 @@
 //! Replay of PostgreSQL incrementals onto a restored full copy (docs/postgres.md,
-//! "Incrementals"): every change file fetched, its MD5 checked and every message decoded, and
-//! the stop point found, before anything is applied; then the changes applied in commit order,
+//! "Incrementals"): every change file fetched, its MD5 checked and every message decoded
+//! before anything is applied; then the changes applied in commit order,
 //! one target transaction per source transaction, leaving out the transactions the full copy's
 //! snapshot already holds. Each applied transaction records its source position in a
 //! replication origin, in the same commit.
@@ -16,7 +16,7 @@ use super::changes_file::{ReadError, Records};
 use super::pgoutput::{Decoder, lsn_text};
 use super::visibility::Snapshot;
 use crate::engine::change::Change;
-use crate::engine::{RestoreInput, SourceError, Until};
+use crate::engine::{RestoreInput, SourceError};
 use crate::repo::file_kind::FileKind;
 use crate::repo::model::LogPosition;
 use crate::repo::reader::{StoredFile, files_of, one_of, open_verified, read_text};
@@ -30,13 +30,11 @@ struct LocalChanges {
     sequences: StoredFile,
 }
 
-/// The chain checked and fetched, with the stop point found.
+/// The chain checked and fetched.
 pub(super) struct Checked {
     _work: tempfile::TempDir,
     files: Vec<LocalChanges>,
     snapshot: Snapshot,
-    /// Transactions to apply (of those the snapshot does not hold); `None`: all of them.
-    stop_after: Option<u64>,
     pub in_chain: u64,
 }
 
@@ -44,11 +42,11 @@ fn damaged(copy: &str, key: &str, problem: impl std::fmt::Display) -> SourceErro
     SourceError::Damaged(format!("copy {copy}: {key}: {problem}"))
 }
 
-/// Fetches and checks every change file of `input`'s incrementals, and finds the stop point.
+/// Fetches and checks every change file of `input`'s incrementals.
 ///
 /// # Errors
-/// A damaged or missing file, a hole in the chain, or a stop point PostgreSQL replay does not
-/// take.
+/// A damaged or missing file, a hole in the chain, or a stop point (PostgreSQL chains replay to
+/// their end for now).
 pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
     let full = &input.manifests[0];
     let snapshot = full
@@ -58,15 +56,11 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
         .and_then(|s| s.as_str())
         .ok_or_else(|| SourceError::Damaged(format!("copy {}: the snapshot is not recorded", full.copy.id)))
         .and_then(|text| Snapshot::parse(text).map_err(SourceError::Damaged))?;
-    let until = match &input.until {
-        None => None,
-        Some(Until::Time(time)) => Some(*time),
-        Some(other) => {
-            return Err(SourceError::Unsupported(format!(
-                "PostgreSQL replay stops at a time (--until); {other} is a MySQL/MariaDB stop point"
-            )));
-        }
-    };
+    if let Some(until) = &input.until {
+        return Err(SourceError::Unsupported(format!(
+            "PostgreSQL chains replay to their end; stopping at {until} is not available yet"
+        )));
+    }
     crate::engine::check_chain(&input.manifests)?;
     let work = tempfile::Builder::new()
         .prefix("cairn-replay-")
@@ -100,44 +94,26 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
             sequences,
         });
     }
-    // Every message decodes, and the stop point is a transaction of the chain.
-    let (mut in_chain, mut stop_after) = (0u64, None);
+    // Every message decodes; count the transactions the replay applies.
+    let mut in_chain = 0u64;
     for file in &files {
         let mut records = open(file).await?;
         let mut decoder = Decoder::default();
-        let mut held = false;
         while let Some((lsn, message)) = next(&mut records, file).await? {
-            match decoder
+            let change = decoder
                 .decode(&lsn_text(lsn), &message)
-                .map_err(|e| damaged(&file.copy, &file.key, e))?
+                .map_err(|e| damaged(&file.copy, &file.key, e))?;
+            if let Some(Change::Begin { transaction, .. }) = change
+                && !transaction.is_some_and(|xid| snapshot.holds(xid as u32))
             {
-                Some(Change::Begin {
-                    transaction,
-                    committed_at,
-                    ..
-                }) => {
-                    held = transaction.is_some_and(|xid| snapshot.holds(xid as u32));
-                    if !held {
-                        in_chain += 1;
-                        if let (Some(until), Some(at)) = (until, committed_at)
-                            && at > until
-                            && stop_after.is_none()
-                        {
-                            stop_after = Some(in_chain - 1);
-                        }
-                    }
-                }
-                Some(Change::Commit(_)) => held = false,
-                _ => {}
+                in_chain += 1;
             }
         }
-        let _ = held;
     }
     Ok(Checked {
         _work: work,
         files,
         snapshot,
-        stop_after,
         in_chain,
     })
 }
@@ -190,13 +166,7 @@ pub(super) async fn replay(
         .await
         .map_err(|e| pg.error("using the replay's replication origin", e))?;
     let mut applier = Applier::new(pg, client).await?;
-    let mut position = input.manifests[0].copy.log_range.end.clone();
-    let mut applied = 0u64;
-    let mut last_sequences = None;
-    'files: for (index, file) in checked.files.iter().enumerate() {
-        if checked.stop_after == Some(applied) {
-            break;
-        }
+    for file in &checked.files {
         let mut records = open(file).await?;
         let mut decoder = Decoder::default();
         let mut skipping = false;
@@ -225,44 +195,19 @@ pub(super) async fn replay(
                 },
                 _ => String::new(),
             };
-            let commit_lsn = match &change {
-                Change::Commit(commit) => Some(commit.position.clone()),
-                _ => None,
-            };
             applier.apply(change, &record).await?;
-            if let Some(LogPosition::Postgres { lsn, .. }) = commit_lsn {
-                applied += 1;
-                position = LogPosition::Postgres {
-                    lsn,
-                    timeline: None,
-                    slot: None,
-                };
-                if checked.stop_after == Some(applied) {
-                    last_sequences = Some(index);
-                    break 'files;
-                }
-            }
         }
-        last_sequences = Some(index);
     }
     // Sequences are not decoded: each incremental recorded their values at its end.
-    if let Some(index) = last_sequences {
-        let sql = read_text(&input.destination, &checked.files[index].sequences).await?;
+    if let Some(last) = checked.files.last() {
+        let sql = read_text(&input.destination, &last.sequences).await?;
         client
             .batch_execute(&sql)
             .await
             .map_err(|e| pg.error("setting sequences after the replay", e))?;
     }
-    if checked.stop_after.is_none() {
-        position = input
-            .manifests
-            .last()
-            .expect("a chain has a full copy")
-            .copy
-            .log_range
-            .end
-            .clone();
-    }
+    // The whole chain was applied: its end is exact.
+    let position = input.manifests[input.manifests.len() - 1].copy.log_range.end.clone();
     let done = applier.applied();
     Ok(Replayed {
         transactions: done.transactions,
