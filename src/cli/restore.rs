@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{CliResult, Failure, print_out, to_json};
 use crate::config::Config;
+use crate::engine::UntilArgs;
 use crate::jobs::restore::{self, RestoreRequest};
 
 #[derive(Debug, Args)]
@@ -41,17 +42,24 @@ pub struct RestoreArgs {
     /// MySQL: compare CHECKSUM TABLE of every restored table with the one recorded by `backup --checksum`.
     #[arg(long)]
     pub checksum: bool,
-    /// MySQL: replay the incrementals up to the last transaction started at or before TIME
-    /// (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
-    #[arg(long, value_name = "TIME", conflicts_with_all = ["until_gtid", "until_position"])]
+    /// Replay the incrementals up to TIME (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC): MySQL, the
+    /// last transaction started at or before it; PostgreSQL, the last committed at or before it.
+    #[arg(long, value_name = "TIME", group = "stop")]
     pub until: Option<String>,
     /// MySQL: replay up to and including the transaction with this GTID (`0-1-42`, `uuid:42`).
-    #[arg(long, value_name = "GTID", conflicts_with = "until_position")]
+    #[arg(long, value_name = "GTID", group = "stop")]
     pub until_gtid: Option<String>,
     /// MySQL: replay every transaction that ends at or before this binary log position.
-    #[arg(long, value_name = "FILE:POS")]
+    #[arg(long, value_name = "FILE:POS", group = "stop")]
     pub until_position: Option<String>,
-    /// MySQL: continue a replay that stopped, from the position the target recorded.
+    /// PostgreSQL: replay every transaction whose commit ends at or before this LSN (`16/B374D848`).
+    #[arg(long, value_name = "LSN", group = "stop")]
+    pub until_lsn: Option<String>,
+    /// PostgreSQL: replay up to and including the transaction with this id (`xmin`, or
+    /// `pg_current_xact_id()`).
+    #[arg(long, value_name = "XID", group = "stop")]
+    pub until_xid: Option<String>,
+    /// Continue a replay that stopped, from the position the target recorded.
     #[arg(long)]
     pub resume: bool,
     /// Also write the log position the restored data corresponds to, as JSON, to PATH (it is
@@ -83,11 +91,13 @@ pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
         rename_databases: args.rename_db.clone(),
         no_binlog: args.no_binlog,
         verify_checksums: args.checksum,
-        until: restore::parse_until(
-            args.until.as_deref(),
-            args.until_gtid.as_deref(),
-            args.until_position.as_deref(),
-        )?,
+        until: restore::parse_until(UntilArgs {
+            time: args.until.as_deref(),
+            gtid: args.until_gtid.as_deref(),
+            position: args.until_position.as_deref(),
+            lsn: args.until_lsn.as_deref(),
+            xid: args.until_xid.as_deref(),
+        })?,
         resume: args.resume,
     };
     let plan = restore::plan(config, &request).await?;
@@ -131,16 +141,25 @@ pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
             "the requested point ({until}) is not covered: {why}; restored to the end of the chain\n"
         ));
     }
-    if let Some(crate::repo::status::LogPosition::Mysql { file, position, gtid }) = &report.position
-        && !file.is_empty()
-    {
-        text.push_str(&format!(
-            "binary log position: {file}:{position}{}\n",
-            gtid.as_deref().map(|g| format!(", GTID {g}")).unwrap_or_default(),
-        ));
-        if let Some(path) = &args.position_file {
-            text.push_str(&format!("written to {}\n", path.display()));
+    let shown = match &report.position {
+        Some(crate::repo::status::LogPosition::Mysql { file, position, gtid }) if !file.is_empty() => {
+            text.push_str(&format!(
+                "binary log position: {file}:{position}{}\n",
+                gtid.as_deref().map(|g| format!(", GTID {g}")).unwrap_or_default(),
+            ));
+            true
         }
+        Some(crate::repo::status::LogPosition::Postgres { lsn, slot, .. }) if report.incrementals > 0 => {
+            text.push_str(&format!(
+                "source position: LSN {lsn}{}\n",
+                slot.as_deref().map(|s| format!(" (slot {s})")).unwrap_or_default()
+            ));
+            true
+        }
+        _ => false,
+    };
+    if shown && let Some(path) = &args.position_file {
+        text.push_str(&format!("written to {}\n", path.display()));
     }
     print_out(&text)
 }

@@ -47,9 +47,14 @@ pub enum SourceError {
     Incomplete { target: String, cause: Box<SourceError> },
     #[error(
         "{cause}\nthe replay stopped: {target} holds the full copy and every transaction up to the position recorded \
-         in cairn_replay.progress; fix the cause and run the same restore with --resume"
+         in {progress}; fix the cause and run the same restore with --resume"
     )]
-    ReplayStopped { target: String, cause: Box<SourceError> },
+    ReplayStopped {
+        target: String,
+        /// Where the target records the replay's position.
+        progress: String,
+        cause: Box<SourceError>,
+    },
     #[error("--resume: there is nothing to resume in {target}: {detail}")]
     NothingToResume { target: String, detail: String },
     #[error("{0}")]

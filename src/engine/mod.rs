@@ -13,7 +13,7 @@ mod url;
 
 pub use error::SourceError;
 pub(crate) use error::{explain_unreachable, io_hint};
-pub use until::Until;
+pub use until::{Until, UntilArgs};
 pub use url::{Engine, SourceSpec, SourceUrl};
 
 use std::sync::Arc;

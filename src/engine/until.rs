@@ -4,7 +4,23 @@
 use std::fmt;
 
 use crate::engine::mysql::binlog::{Gtid, file_order};
+use crate::engine::postgres::pgoutput::{lsn_text, parse_lsn};
 use crate::repo::model::LogPosition;
+
+/// The stop-point arguments as given on the command line; at most one is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UntilArgs<'a> {
+    /// `--until`: a time.
+    pub time: Option<&'a str>,
+    /// `--until-gtid` (MySQL/MariaDB).
+    pub gtid: Option<&'a str>,
+    /// `--until-position FILE:POS` (MySQL/MariaDB).
+    pub position: Option<&'a str>,
+    /// `--until-lsn` (PostgreSQL).
+    pub lsn: Option<&'a str>,
+    /// `--until-xid` (PostgreSQL).
+    pub xid: Option<&'a str>,
+}
 
 /// A point in the source's history where a replay stops, after the last whole transaction
 /// before it.
@@ -17,6 +33,15 @@ pub enum Until {
     Gtid(String),
     /// Every transaction that ended at or before this position.
     Position { file: String, position: u64 },
+    /// Every PostgreSQL transaction whose commit ended at or before this LSN.
+    Lsn(#[serde(serialize_with = "lsn_as_text")] u64),
+    /// Up to and including this PostgreSQL transaction: its 32-bit id as decoding gives it, or
+    /// the 64-bit one `pg_current_xact_id()` shows.
+    Xid(u64),
+}
+
+fn lsn_as_text<S: serde::Serializer>(lsn: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&lsn_text(*lsn))
 }
 
 impl fmt::Display for Until {
@@ -27,17 +52,40 @@ impl fmt::Display for Until {
             Until::Position { file, position } => {
                 write!(f, "the last transaction ending at or before {file}:{position}")
             }
+            Until::Lsn(lsn) => write!(f, "the last transaction ending at or before LSN {}", lsn_text(*lsn)),
+            Until::Xid(xid) => write!(f, "transaction {xid}"),
         }
     }
 }
 
 impl Until {
-    /// The stop point of the `--until` (a time), `--until-gtid` or `--until-position` argument;
-    /// at most one is given.
+    /// The stop point of the `--until` (a time), `--until-gtid`, `--until-position`,
+    /// `--until-lsn` or `--until-xid` argument; at most one is given.
     ///
     /// # Errors
     /// One sentence naming the argument and the form expected.
-    pub fn parse(time: Option<&str>, gtid: Option<&str>, position: Option<&str>) -> Result<Option<Until>, String> {
+    pub fn parse(args: UntilArgs<'_>) -> Result<Option<Until>, String> {
+        let UntilArgs {
+            time,
+            gtid,
+            position,
+            lsn,
+            xid,
+        } = args;
+        if let Some(text) = lsn {
+            return parse_lsn(text.trim())
+                .map(|lsn| Some(Until::Lsn(lsn)))
+                .map_err(|e| format!("--until-lsn {e}"));
+        }
+        if let Some(text) = xid {
+            return match text.trim().parse::<u64>() {
+                Ok(xid) if xid >= 3 => Ok(Some(Until::Xid(xid))),
+                _ => Err(format!(
+                    "--until-xid {text:?}: expected a transaction id, a whole number like 7481 (txid_current() or \
+                     xmin on the source)"
+                )),
+            };
+        }
         if let Some(text) = time {
             let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
                 .map(|t| t.with_timezone(&chrono::Utc))
@@ -85,6 +133,7 @@ impl Until {
                     ..
                 },
             ) => (file_order(file), *position) > (file_order(end), *at),
+            (Until::Lsn(lsn), LogPosition::Postgres { lsn: end, .. }) => parse_lsn(end).is_ok_and(|end| *lsn > end),
             _ => false,
         }
     }

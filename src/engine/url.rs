@@ -20,20 +20,29 @@ impl Engine {
     ///
     /// # Errors
     /// One sentence naming the options and what the engine does instead.
-    pub fn check_restore(self, mysql: &MysqlRestoreOptions, until: Option<&Until>, resume: bool) -> Result<(), String> {
-        if self == Engine::Mysql {
-            return Ok(());
-        }
-        // PostgreSQL chains replay to their end: stop points come with #11's next part.
+    pub fn check_restore(self, mysql: &MysqlRestoreOptions, until: Option<&Until>) -> Result<(), String> {
         let until = match until {
-            Some(Until::Gtid(_)) => Some("--until-gtid"),
-            Some(Until::Position { .. }) => Some("--until-position"),
-            Some(Until::Time(_)) => Some("--until"),
-            None => None,
+            Some(Until::Gtid(_)) => Some(("--until-gtid", Engine::Mysql)),
+            Some(Until::Position { .. }) => Some(("--until-position", Engine::Mysql)),
+            Some(Until::Lsn(_)) => Some(("--until-lsn", Engine::Postgres)),
+            Some(Until::Xid(_)) => Some(("--until-xid", Engine::Postgres)),
+            Some(Until::Time(_)) | None => None,
         };
-        let mut given = mysql.flags_given();
-        given.extend(until);
-        given.extend(resume.then_some("--resume"));
+        if let Some((flag, engine)) = until
+            && engine != self
+        {
+            return Err(format!(
+                "{flag} applies to {engine} chains only; for {self} use {}",
+                match self {
+                    Engine::Mysql => "--until TIME, --until-gtid or --until-position",
+                    Engine::Postgres => "--until TIME, --until-lsn or --until-xid",
+                }
+            ));
+        }
+        let given = match self {
+            Engine::Mysql => Vec::new(),
+            Engine::Postgres => mysql.flags_given(),
+        };
         if given.is_empty() {
             return Ok(());
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until};
+use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until, UntilArgs};
 use crate::repo::file_kind::FileKind;
 use crate::repo::manifest::Manifest;
 use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
@@ -109,7 +109,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
     };
     target_url
         .engine
-        .check_restore(&mysql, request.until.as_ref(), request.resume)
+        .check_restore(&mysql, request.until.as_ref())
         .map_err(RestoreError::Usage)?;
     if request.resume && request.clean {
         return Err(RestoreError::Usage(
@@ -204,7 +204,7 @@ fn not_covered(until: &Until, last: &CopyRecord) -> Option<String> {
             last.id,
             last.finished_at.to_rfc3339()
         )),
-        Until::Position { .. } if until.is_after(&last.log_range.end) => Some(format!(
+        Until::Position { .. } | Until::Lsn(_) if until.is_after(&last.log_range.end) => Some(format!(
             "the chain ends with copy {} at {}",
             last.id,
             last.log_range.end.coordinates()
@@ -324,16 +324,12 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
     Ok((target, input))
 }
 
-/// Reads the `--until`, `--until-gtid` and `--until-position` arguments (at most one is given).
+/// Reads the stop-point arguments (at most one is given).
 ///
 /// # Errors
 /// [`RestoreError::Usage`] naming the argument and the form expected.
-pub fn parse_until(
-    time: Option<&str>,
-    gtid: Option<&str>,
-    position: Option<&str>,
-) -> Result<Option<Until>, RestoreError> {
-    Until::parse(time, gtid, position).map_err(RestoreError::Usage)
+pub fn parse_until(args: UntilArgs<'_>) -> Result<Option<Until>, RestoreError> {
+    Until::parse(args).map_err(RestoreError::Usage)
 }
 
 /// What `restore --dry-run` prints: the chain, each copy's files and log range, and the exact
@@ -455,20 +451,50 @@ mod tests {
 
     #[test]
     fn until_arguments_are_checked() {
+        let time = |t| UntilArgs {
+            time: Some(t),
+            ..Default::default()
+        };
+        let position = |p| UntilArgs {
+            position: Some(p),
+            ..Default::default()
+        };
         assert!(matches!(
-            parse_until(Some("2026-11-21 08:30:00"), None, None).unwrap(),
+            parse_until(time("2026-11-21 08:30:00")).unwrap(),
             Some(Until::Time(_))
         ));
-        assert!(parse_until(Some("yesterday"), None, None).is_err());
+        assert!(parse_until(time("yesterday")).is_err());
         assert_eq!(
-            parse_until(None, None, Some("binlog.000042:1234")).unwrap(),
+            parse_until(position("binlog.000042:1234")).unwrap(),
             Some(Until::Position {
                 file: "binlog.000042".into(),
                 position: 1234
             })
         );
-        assert!(parse_until(None, None, Some("binlog.000042")).is_err());
-        assert!(parse_until(None, Some("0-1"), None).is_err());
-        assert_eq!(parse_until(None, None, None).unwrap(), None);
+        assert!(parse_until(position("binlog.000042")).is_err());
+        assert!(
+            parse_until(UntilArgs {
+                gtid: Some("0-1"),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let lsn = |l| UntilArgs {
+            lsn: Some(l),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_until(lsn("16/B374D848")).unwrap(),
+            Some(Until::Lsn(0x16_B374_D848))
+        );
+        assert!(parse_until(lsn("16B374D848")).is_err());
+        let xid = |x| UntilArgs {
+            xid: Some(x),
+            ..Default::default()
+        };
+        assert_eq!(parse_until(xid("7481")).unwrap(), Some(Until::Xid(7481)));
+        assert!(parse_until(xid("-1")).is_err());
+        assert!(parse_until(xid("2")).is_err(), "ids below 3 are PostgreSQL's own");
+        assert_eq!(parse_until(UntilArgs::default()).unwrap(), None);
     }
 }

@@ -11,6 +11,7 @@ mod mysql_binlog;
 mod postgres;
 mod postgres_decoding;
 mod postgres_incrementals;
+mod postgres_pitr;
 mod proxy;
 mod safety;
 mod status;

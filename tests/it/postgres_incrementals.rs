@@ -14,7 +14,7 @@ const ACCOUNTS: i32 = 50;
 const START_BALANCE: i64 = 1_000;
 
 /// Writes the configuration of source `fx` (incrementals on) and returns its path.
-fn config(locks: &Path, database: &str) -> std::path::PathBuf {
+pub(crate) fn config(locks: &Path, database: &str) -> std::path::PathBuf {
     let path = locks.join("cairn.toml");
     std::fs::write(
         &path,
@@ -24,7 +24,7 @@ fn config(locks: &Path, database: &str) -> std::path::PathBuf {
     path
 }
 
-fn backup(locks: &Path, config: &Path, to: &str, kind: &str) -> (i32, String, String) {
+pub(crate) fn backup(locks: &Path, config: &Path, to: &str, kind: &str) -> (i32, String, String) {
     run(cairn(locks)
         .arg("--config")
         .arg(config)
@@ -32,7 +32,7 @@ fn backup(locks: &Path, config: &Path, to: &str, kind: &str) -> (i32, String, St
 }
 
 /// `cairn restore` of source `fx` from `to` into `database`, with `extra` arguments.
-fn restore(locks: &Path, to: &str, database: &str, extra: &[&str]) -> (i32, String, String) {
+pub(crate) fn restore(locks: &Path, to: &str, database: &str, extra: &[&str]) -> (i32, String, String) {
     let target = url_of(database);
     run(cairn(locks)
         .args([

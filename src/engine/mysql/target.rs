@@ -408,6 +408,7 @@ impl Target for MysqlTarget {
                     .await
                     .map_err(|cause| SourceError::ReplayStopped {
                         target: self.label(&map),
+                        progress: format!("{}.progress", replay::PROGRESS_DATABASE),
                         cause: Box::new(cause),
                     })?;
             report.incrementals = input.manifests.len() as u64 - 1;

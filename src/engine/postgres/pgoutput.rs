@@ -39,6 +39,8 @@ pub struct Column {
 #[derive(Debug, Default)]
 pub struct Decoder {
     relations: HashMap<u32, Relation>,
+    /// The LSN of the commit record of the transaction last begun.
+    commit_lsn: u64,
 }
 
 /// A cursor over one message's bytes.
@@ -128,6 +130,12 @@ fn timestamp(micros: u64) -> Option<DateTime<Utc>> {
 }
 
 impl Decoder {
+    /// Where the commit record of the transaction last begun is: Begin says it before the
+    /// changes, so a replay decides at Begin whether to apply the transaction.
+    pub fn commit_lsn(&self) -> u64 {
+        self.commit_lsn
+    }
+
     /// The table a relation id names, as the last Relation message described it.
     pub fn relation(&self, id: u32) -> Option<&Relation> {
         self.relations.get(&id)
@@ -142,7 +150,7 @@ impl Decoder {
         let mut r = Reader { bytes: message, at: 0 };
         let change = match r.u8()? {
             b'B' => {
-                let _final_lsn = r.u64()?;
+                self.commit_lsn = r.u64()?;
                 let committed = r.u64()?;
                 let xid = r.u32()?;
                 Some(Change::Begin {

@@ -1,9 +1,9 @@
 //! Replay of PostgreSQL incrementals onto a restored full copy (docs/postgres.md,
 //! "Incrementals"): every change file fetched, its MD5 checked and every message decoded
-//! before anything is applied; then the changes applied in commit order,
-//! one target transaction per source transaction, leaving out the transactions the full copy's
-//! snapshot already holds. Each applied transaction records its source position in a
-//! replication origin, in the same commit.
+//! and the stop point located before anything is applied; then the changes applied in commit
+//! order, one target transaction per source transaction, leaving out the transactions the full
+//! copy's snapshot already holds. Each applied transaction records its source position in a
+//! replication origin, in the same commit, so `--resume` continues exactly after it.
 
 use std::path::PathBuf;
 
@@ -13,10 +13,10 @@ use tokio_postgres::Client;
 use super::Pg;
 use super::apply::Applier;
 use super::changes_file::{ReadError, Records};
-use super::pgoutput::{Decoder, lsn_text};
+use super::pgoutput::{Decoder, lsn_text, parse_lsn};
 use super::visibility::Snapshot;
 use crate::engine::change::Change;
-use crate::engine::{RestoreInput, SourceError};
+use crate::engine::{RestoreInput, SourceError, Until};
 use crate::repo::file_kind::FileKind;
 use crate::repo::model::LogPosition;
 use crate::repo::reader::{StoredFile, files_of, one_of, open_verified, read_text};
@@ -35,7 +35,54 @@ pub(super) struct Checked {
     _work: tempfile::TempDir,
     files: Vec<LocalChanges>,
     snapshot: Snapshot,
+    /// Transactions of the chain the full copy does not hold.
     pub in_chain: u64,
+    pub stop: Stop,
+}
+
+/// Where the replay stops, located by the check.
+pub(super) struct Stop {
+    /// The commit LSN of the first transaction left out; `None`: none is.
+    before: Option<u64>,
+    /// Transactions applied up to the stop.
+    pub applying: u64,
+    /// The source's position the target holds once the replay reached the stop.
+    pub position: LogPosition,
+    /// The change file whose sequences are set: the one the stop falls in, whose values are at
+    /// or past the stop (a sequence may skip values, never repeat one).
+    sequences_of: usize,
+    /// The last transaction applied, described for the dry run.
+    pub last: Option<String>,
+}
+
+impl Stop {
+    /// One line for the dry run.
+    pub fn describe(&self, in_chain: u64) -> String {
+        let after = match &self.last {
+            Some(last) => format!("after {last}"),
+            None => "before the first transaction: the full copy's own point".into(),
+        };
+        format!(
+            "stop: {after}; {} of {} applied; restored position {}",
+            self.applying,
+            crate::text::count(in_chain, "transaction"),
+            self.position.coordinates()
+        )
+    }
+}
+
+/// The name of the replication origin that records a replay of `full_copy` into `database`:
+/// origins are the server's, not one database's, so the database is part of the name.
+pub(super) fn origin_name(database: &str, full_copy: &str) -> String {
+    format!("cairn_{full_copy}_{database}")
+}
+
+/// One transaction of the stream, as its Begin describes it.
+struct Begun {
+    xid: u32,
+    held: bool,
+    committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    commit_lsn: u64,
 }
 
 fn damaged(copy: &str, key: &str, problem: impl std::fmt::Display) -> SourceError {
@@ -45,8 +92,7 @@ fn damaged(copy: &str, key: &str, problem: impl std::fmt::Display) -> SourceErro
 /// Fetches and checks every change file of `input`'s incrementals.
 ///
 /// # Errors
-/// A damaged or missing file, a hole in the chain, or a stop point (PostgreSQL chains replay to
-/// their end for now).
+/// A damaged or missing file, a hole in the chain, or a stop point the chain does not hold.
 pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
     let full = &input.manifests[0];
     let snapshot = full
@@ -56,9 +102,14 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
         .and_then(|s| s.as_str())
         .ok_or_else(|| SourceError::Damaged(format!("copy {}: the snapshot is not recorded", full.copy.id)))
         .and_then(|text| Snapshot::parse(text).map_err(SourceError::Damaged))?;
-    if let Some(until) = &input.until {
+    let full_end = &full.copy.log_range.end;
+    if let (Some(Until::Lsn(lsn)), LogPosition::Postgres { lsn: end, .. }) = (&input.until, full_end)
+        && parse_lsn(end).is_ok_and(|end| *lsn < end)
+    {
         return Err(SourceError::Unsupported(format!(
-            "PostgreSQL chains replay to their end; stopping at {until} is not available yet"
+            "--until-lsn {}: is before full copy {}'s position {end}; restore an older copy (--copy)",
+            lsn_text(*lsn),
+            full.copy.id
         )));
     }
     crate::engine::check_chain(&input.manifests)?;
@@ -94,28 +145,136 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
             sequences,
         });
     }
-    // Every message decodes; count the transactions the replay applies.
-    let mut in_chain = 0u64;
-    for file in &files {
-        let mut records = open(file).await?;
-        let mut decoder = Decoder::default();
-        while let Some((lsn, message)) = next(&mut records, file).await? {
-            let change = decoder
-                .decode(&lsn_text(lsn), &message)
-                .map_err(|e| damaged(&file.copy, &file.key, e))?;
-            if let Some(Change::Begin { transaction, .. }) = change
-                && !transaction.is_some_and(|xid| snapshot.holds(xid as u32))
-            {
-                in_chain += 1;
-            }
-        }
-    }
+    let chain_end = input.manifests[input.manifests.len() - 1].copy.log_range.end.clone();
+    let (in_chain, stop) = locate(&files, &snapshot, input.until.as_ref(), full_end, chain_end).await?;
     Ok(Checked {
         _work: work,
         files,
         snapshot,
         in_chain,
+        stop,
     })
+}
+
+/// Decodes every message of the chain and finds where `until` stops: after the last whole
+/// transaction it lets through.
+async fn locate(
+    files: &[LocalChanges],
+    snapshot: &Snapshot,
+    until: Option<&Until>,
+    full_end: &LogPosition,
+    chain_end: LogPosition,
+) -> Result<(u64, Stop), SourceError> {
+    let slot = match &chain_end {
+        LogPosition::Postgres { slot, .. } => slot.clone(),
+        LogPosition::Mysql { .. } => None,
+    };
+    let mut stop = Stop {
+        before: None,
+        applying: 0,
+        position: full_end.clone(),
+        sequences_of: files.len().saturating_sub(1),
+        last: None,
+    };
+    let wanted_xid = match until {
+        Some(Until::Xid(xid)) => Some(*xid),
+        _ => None,
+    };
+    let (mut in_chain, mut decided, mut found_xid) = (0u64, false, false);
+    for (index, file) in files.iter().enumerate() {
+        let mut records = open(file).await?;
+        let mut decoder = Decoder::default();
+        let mut begun = None::<Begun>;
+        while let Some((lsn, message)) = next(&mut records, file).await? {
+            let change = decoder
+                .decode(&lsn_text(lsn), &message)
+                .map_err(|e| damaged(&file.copy, &file.key, e))?;
+            let commit = match change {
+                Some(Change::Begin {
+                    transaction,
+                    committed_at,
+                    ..
+                }) => {
+                    let xid = transaction.unwrap_or_default() as u32;
+                    begun = Some(Begun {
+                        xid,
+                        held: snapshot.holds(xid),
+                        committed_at,
+                        commit_lsn: decoder.commit_lsn(),
+                    });
+                    continue;
+                }
+                Some(Change::Commit(commit)) => commit,
+                _ => continue,
+            };
+            let txn = begun.take().ok_or_else(|| {
+                damaged(
+                    &file.copy,
+                    &file.key,
+                    format!("{}: a commit without its begin", commit.at),
+                )
+            })?;
+            let end = match &commit.position {
+                LogPosition::Postgres { lsn, .. } => parse_lsn(lsn).map_err(|e| damaged(&file.copy, &file.key, e))?,
+                LogPosition::Mysql { .. } => 0,
+            };
+            in_chain += u64::from(!txn.held);
+            if decided {
+                continue;
+            }
+            let take = match until {
+                Some(Until::Time(time)) => txn.committed_at.is_none_or(|at| at <= *time),
+                Some(Until::Lsn(lsn)) => end <= *lsn,
+                Some(Until::Xid(_)) => !found_xid,
+                _ => true,
+            };
+            if !take {
+                decided = true;
+                stop.before = Some(txn.commit_lsn);
+                stop.sequences_of = index;
+                continue;
+            }
+            if wanted_xid.is_some_and(|wanted| snapshot.names(txn.xid, wanted)) {
+                if txn.held {
+                    return Err(SourceError::Unsupported(format!(
+                        "--until-xid {}: the full copy's snapshot already holds this transaction; restore the full \
+                         copy alone (--copy {}), or stop at a later transaction",
+                        wanted_xid.unwrap_or_default(),
+                        file.copy
+                    )));
+                }
+                found_xid = true;
+            }
+            stop.applying += u64::from(!txn.held);
+            stop.position = LogPosition::Postgres {
+                lsn: lsn_text(end),
+                timeline: None,
+                slot: slot.clone(),
+            };
+            stop.last = Some(format!(
+                "transaction {} committed {} (copy {}, ends at {})",
+                txn.xid,
+                txn.committed_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "at an unknown time".into()),
+                file.copy,
+                lsn_text(end)
+            ));
+        }
+    }
+    if let Some(wanted) = wanted_xid
+        && !found_xid
+    {
+        return Err(SourceError::Unsupported(format!(
+            "--until-xid {wanted}: no transaction of the chain has this id (the chain ends at {}); nothing was applied",
+            chain_end.coordinates()
+        )));
+    }
+    if !decided && !found_xid {
+        // Nothing was left out: the target is at the chain's end.
+        stop.position = chain_end;
+    }
+    Ok((in_chain, stop))
 }
 
 async fn open(file: &LocalChanges) -> Result<Records<tokio::io::BufReader<tokio::fs::File>>, SourceError> {
@@ -142,7 +301,36 @@ pub(super) struct Replayed {
     pub position: LogPosition,
 }
 
-/// Applies the checked chain to `client`'s database, which holds the full copy.
+/// The position a replay of `input`'s full copy recorded in the target, when the target holds
+/// one: `Some(None)` when the replay began but applied nothing yet.
+///
+/// # Errors
+/// The target's error.
+pub(super) async fn progress(
+    pg: &Pg,
+    client: &Client,
+    input: &RestoreInput,
+) -> Result<Option<Option<u64>>, SourceError> {
+    let origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
+    let row = client
+        .query_opt(
+            "SELECT pg_replication_origin_progress(roname, true)::text FROM pg_replication_origin WHERE roname = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| pg.error("reading the replay's progress", e))?;
+    let Some(row) = row else { return Ok(None) };
+    let recorded: Option<String> = row.get(0);
+    match recorded {
+        Some(text) => parse_lsn(&text)
+            .map(|lsn| Some(Some(lsn)))
+            .map_err(|e| SourceError::Damaged(format!("replication origin {origin}: {e}"))),
+        None => Ok(Some(None)),
+    }
+}
+
+/// Applies the checked chain to `client`'s database, which holds the full copy; with `resumed`,
+/// the position a stopped replay recorded, it continues after it.
 ///
 /// # Errors
 /// A change the target cannot apply (a row it does not hold as the source did), or its error.
@@ -151,22 +339,31 @@ pub(super) async fn replay(
     client: &Client,
     input: &RestoreInput,
     checked: Checked,
+    resumed: Option<u64>,
 ) -> Result<Replayed, SourceError> {
-    let origin = format!("cairn_{}", input.manifests[0].copy.id);
-    client
-        .execute(
-            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
-             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
-            &[&origin],
-        )
-        .await
-        .map_err(|e| pg.error("creating the replay's replication origin", e))?;
+    let origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
+    if !input.resume {
+        // A replay starts from the full copy: progress left by an earlier restore into a
+        // database of the same name means nothing now.
+        client
+            .execute(
+                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| pg.error("dropping an earlier replay's replication origin", e))?;
+        client
+            .execute("SELECT pg_replication_origin_create($1)", &[&origin])
+            .await
+            .map_err(|e| pg.error("creating the replay's replication origin", e))?;
+    }
     client
         .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
         .await
         .map_err(|e| pg.error("using the replay's replication origin", e))?;
     let mut applier = Applier::new(pg, client).await?;
-    for file in &checked.files {
+    let stop = &checked.stop;
+    'chain: for file in &checked.files {
         let mut records = open(file).await?;
         let mut decoder = Decoder::default();
         let mut skipping = false;
@@ -178,7 +375,14 @@ pub(super) async fn replay(
                 continue;
             };
             if let Change::Begin { transaction, .. } = &change {
-                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32));
+                let commit_lsn = decoder.commit_lsn();
+                if stop.before.is_some_and(|before| commit_lsn >= before) {
+                    break 'chain;
+                }
+                // Transactions commit in this order, each after the one before ended: one
+                // whose commit lies before the recorded end was applied already.
+                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32))
+                    || resumed.is_some_and(|done| commit_lsn < done);
             }
             if skipping {
                 if matches!(change, Change::Commit(_)) {
@@ -198,20 +402,22 @@ pub(super) async fn replay(
             applier.apply(change, &record).await?;
         }
     }
+    client
+        .execute("SELECT pg_replication_origin_session_reset()", &[])
+        .await
+        .map_err(|e| pg.error("releasing the replay's replication origin", e))?;
     // Sequences are not decoded: each incremental recorded their values at its end.
-    if let Some(last) = checked.files.last() {
-        let sql = read_text(&input.destination, &last.sequences).await?;
+    if let Some(file) = checked.files.get(stop.sequences_of) {
+        let sql = read_text(&input.destination, &file.sequences).await?;
         client
             .batch_execute(&sql)
             .await
             .map_err(|e| pg.error("setting sequences after the replay", e))?;
     }
-    // The whole chain was applied: its end is exact.
-    let position = input.manifests[input.manifests.len() - 1].copy.log_range.end.clone();
     let done = applier.applied();
     Ok(Replayed {
         transactions: done.transactions,
         row_changes: done.row_changes,
-        position,
+        position: stop.position.clone(),
     })
 }

@@ -281,11 +281,6 @@ impl PostgresTarget {
 
 /// The full copy of the chain a PostgreSQL restore takes.
 fn only_copy(input: &RestoreInput) -> Result<&crate::repo::manifest::Manifest, SourceError> {
-    if input.resume {
-        return Err(SourceError::Unsupported(
-            "--resume is not available for PostgreSQL targets yet; restore again with --clean".into(),
-        ));
-    }
     let full = input
         .manifests
         .first()
@@ -310,15 +305,22 @@ impl Target for PostgresTarget {
             return Ok(Vec::new());
         }
         let checked = super::replay::check(input).await?;
-        Ok(vec![format!(
-            "checked: {} with {} (MD5 and every message decoded); replay to the end of the chain",
-            crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
-            crate::text::count(checked.in_chain, "transaction")
-        )])
+        Ok(vec![
+            format!(
+                "checked: {} with {} (MD5 and every message decoded)",
+                crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
+                crate::text::count(checked.in_chain, "transaction")
+            ),
+            checked.stop.describe(checked.in_chain),
+        ])
     }
 
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         only_copy(input)?;
+        if input.resume {
+            let (_, note) = self.resumable(input).await?;
+            return Ok(vec![note]);
+        }
         match self.pg.connect("restore").await {
             Ok(client) => match self.contents(&client).await? {
                 Some(contents) if !input.clean => Err(SourceError::TargetNotEmpty {
@@ -358,11 +360,106 @@ impl Target for PostgresTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let manifest = only_copy(input)?;
-        // The incrementals are fetched and checked before anything is restored.
+        let resumed = match input.resume {
+            true => Some(self.resumable(input).await?.0),
+            false => None,
+        };
+        // The incrementals are fetched and checked, and the stop point located, before anything
+        // is restored.
         let checked = match input.manifests.len() {
             1 => None,
             _ => Some(super::replay::check(input).await?),
         };
+        if let (Some(Some(done)), Some(checked)) = (resumed, &checked)
+            && let LogPosition::Postgres { lsn, .. } = &checked.stop.position
+            && super::pgoutput::parse_lsn(lsn).is_ok_and(|stop| done > stop)
+        {
+            return Err(SourceError::Unsupported(format!(
+                "--resume: {} already holds transactions up to {}, past the stop point ({lsn}); a replay cannot go \
+                 back. Restore again with --clean to stop earlier",
+                self.pg.name,
+                super::pgoutput::lsn_text(done)
+            )));
+        }
+        let (client, mut report) = match resumed {
+            Some(_) => {
+                tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
+                let report = RestoreReport {
+                    target: self.pg.name.clone(),
+                    position: Some(manifest.copy.log_range.end.clone()),
+                    ..Default::default()
+                };
+                (self.pg.connect("restore").await?, report)
+            }
+            None => self.restore_full(input).await?,
+        };
+        if let Some(checked) = checked {
+            tracing::info!(
+                "restoring into {}: replaying {} of {}",
+                self.pg.name,
+                crate::text::count(checked.stop.applying, "transaction"),
+                crate::text::count(checked.in_chain, "transaction")
+            );
+            let replayed = super::replay::replay(&self.pg, &client, input, checked, resumed.flatten())
+                .await
+                .map_err(|cause| SourceError::ReplayStopped {
+                    target: self.pg.name.clone(),
+                    progress: format!(
+                        "replication origin {}",
+                        super::replay::origin_name(&self.pg.database(), &manifest.copy.id)
+                    ),
+                    cause: Box::new(cause),
+                })?;
+            report.incrementals = input.manifests.len() as u64 - 1;
+            report.transactions = replayed.transactions;
+            report.row_changes = replayed.row_changes;
+            report.position = Some(replayed.position);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+impl PostgresTarget {
+    /// Checks, reading only, that the target holds a replay of this chain's full copy that
+    /// `--resume` can continue: its recorded position (`None`: nothing applied yet), and a note
+    /// for the dry run.
+    ///
+    /// # Errors
+    /// [`SourceError::NothingToResume`] saying what to do instead, or the target's error.
+    async fn resumable(&self, input: &RestoreInput) -> Result<(Option<u64>, String), SourceError> {
+        let full = &input.manifests[0].copy.id;
+        let nothing = |detail: String| SourceError::NothingToResume {
+            target: self.pg.name.clone(),
+            detail,
+        };
+        let client = match self.pg.connect("restore").await {
+            Ok(client) => client,
+            Err(SourceError::NoDatabase { .. }) => {
+                return Err(nothing("the database does not exist; restore without --resume".into()));
+            }
+            Err(e) => return Err(e),
+        };
+        match super::replay::progress(&self.pg, &client, input).await? {
+            Some(done) => Ok((
+                done,
+                format!(
+                    "{}: holds full copy {full} with its replay applied up to {}; it continues from there",
+                    self.pg.name,
+                    done.map(super::pgoutput::lsn_text)
+                        .unwrap_or_else(|| "its start".into())
+                ),
+            )),
+            None => Err(nothing(format!(
+                "no replay of full copy {full} was recorded there (the full restore did not finish, or another copy \
+                 was restored); restore again with --clean"
+            ))),
+        }
+    }
+
+    /// Restores the full copy into an empty (or `--clean`ed) database.
+    async fn restore_full(&self, input: &RestoreInput) -> Result<(Client, RestoreReport), SourceError> {
+        let manifest = &input.manifests[0];
         let copy = &manifest.copy.id;
         let files = files_of(&input.source, manifest)?;
         let destination = &input.destination;
@@ -417,7 +514,7 @@ impl Target for PostgresTarget {
             target: self.pg.name.clone(),
             cause: Box::new(cause),
         })?;
-        let mut report = RestoreReport {
+        let report = RestoreReport {
             target: self.pg.name.clone(),
             tables,
             rows,
@@ -425,30 +522,8 @@ impl Target for PostgresTarget {
             position: Some(manifest.copy.log_range.end.clone()),
             ..Default::default()
         };
-        if let Some(checked) = checked {
-            tracing::info!(
-                "restoring into {}: replaying {} of {}",
-                self.pg.name,
-                crate::text::count(input.manifests.len() as u64 - 1, "incremental"),
-                crate::text::count(checked.in_chain, "transaction")
-            );
-            let replayed = super::replay::replay(&self.pg, &client, input, checked)
-                .await
-                .map_err(|cause| SourceError::Incomplete {
-                    target: self.pg.name.clone(),
-                    cause: Box::new(cause),
-                })?;
-            report.incrementals = input.manifests.len() as u64 - 1;
-            report.transactions = replayed.transactions;
-            report.row_changes = replayed.row_changes;
-            report.position = Some(replayed.position);
-        }
-        report.seconds = started.elapsed().as_secs_f64();
-        Ok(report)
+        Ok((client, report))
     }
-}
-
-impl PostgresTarget {
     /// Everything after the schema exists: data, post-data, sequences, views, statistics.
     async fn write(
         &self,

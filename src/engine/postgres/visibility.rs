@@ -61,6 +61,15 @@ impl Snapshot {
         let xid = self.widen(xid);
         xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
     }
+
+    /// Whether the decoded 32-bit id `xid` names the transaction `wanted`, given as a 32-bit
+    /// id (`xmin`) or a 64-bit one (`pg_current_xact_id()`).
+    pub fn names(&self, xid: u32, wanted: u64) -> bool {
+        match u32::try_from(wanted) {
+            Ok(short) => xid == short,
+            Err(_) => self.widen(xid) == wanted,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +91,14 @@ mod tests {
         assert!(!snapshot.holds(110) && !snapshot.holds(200), "began after the snapshot");
         assert_eq!(Snapshot::parse("5:5:").unwrap().in_progress, Vec::<u64>::new());
         assert!(Snapshot::parse("5:4:").is_err() && Snapshot::parse("a:b:").is_err());
+    }
+
+    #[test]
+    fn a_transaction_is_named_by_its_short_or_its_full_id() {
+        let base = 3u64 << 32;
+        let snapshot = Snapshot::parse(&format!("{}:{}:", base + 5, base + 10)).unwrap();
+        assert!(snapshot.names(12, 12) && snapshot.names(12, base + 12));
+        assert!(!snapshot.names(12, 13) && !snapshot.names(12, (2u64 << 32) + 12));
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub(super) async fn scan(
                 continue;
             }
             let take = match until {
-                None => true,
+                // PostgreSQL's stop points are refused for MySQL chains before a replay.
+                None | Some(Until::Lsn(_) | Until::Xid(_)) => true,
                 Some(Until::Time(time)) => i64::from(started_at.unwrap_or(0)) <= time.timestamp(),
                 Some(Until::Gtid(_)) => true,
                 Some(Until::Position { file, position }) => {
