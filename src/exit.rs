@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::restore::RestoreError;
+use crate::jobs::slots::SlotError;
 use crate::repo::RepoError;
 use crate::repo::lock::LockError;
 use crate::repo::status::StatusError;
@@ -88,6 +89,15 @@ impl Classify for RestoreError {
             RestoreError::Destination(e) => e.exit_status(),
             RestoreError::Status(e) => e.exit_status(),
             RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for SlotError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            SlotError::Config(e) => e.exit_status(),
+            SlotError::Source(e) => e.exit_status(),
         }
     }
 }

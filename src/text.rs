@@ -1,4 +1,5 @@
-//! Wording shared by messages and reports: a count with its noun in the right number.
+//! Wording shared by messages and reports: a count with its noun in the right number, a byte
+//! size for people.
 
 /// `1 file`, `2 files`, `0 files`; `noun` is the singular, and the plural adds `s` (`copy`
 /// becomes `copies`).
@@ -10,6 +11,22 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
         format!("{n} {stem}ies")
     } else {
         format!("{n} {noun}s")
+    }
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -5,12 +5,14 @@ mod backup;
 mod config;
 mod logging;
 mod restore;
+mod slot;
 mod status;
 
 pub use backup::BackupArgs;
 pub use config::ConfigCommand;
 pub use logging::init_logging;
 pub use restore::RestoreArgs;
+pub use slot::SlotCommand;
 pub use status::StatusArgs;
 
 use logging::parse_log_filter;
@@ -64,6 +66,9 @@ pub enum Command {
     Verify(ReservedArgs),
     /// Remove copies beyond the retention policy (not available yet).
     Purge(ReservedArgs),
+    /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Slot(SlotCommand),
     /// Seed and hand over replicas (not available yet).
     Replica(ReservedArgs),
     /// Inspect the configuration.
@@ -138,6 +143,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Backup(args) => backup::run(&load_config(&cli)?, args).await,
         Command::Restore(args) => restore::run(&load_config(&cli)?, args).await,
         Command::Status(args) => status::run(&load_config(&cli)?, args).await,
+        Command::Slot(command) => slot::run(&load_config(&cli)?, command).await,
         Command::Verify(_) => Ok(not_available("verify")),
         Command::Purge(_) => Ok(not_available("purge")),
         Command::Replica(_) => Ok(not_available("replica")),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{CliResult, Failure, print_out, to_json};
 use crate::config::{Config, ConfigError};
 use crate::exit::ExitStatus;
+use crate::jobs::slots::{self, HoldReport};
 use crate::repo::status::{CopyRecord, LoadedFrom, StatusStore};
 use crate::storage::{Access, Destination, DestinationSpec};
 
@@ -41,6 +42,12 @@ struct SourceReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unfinished_uploads: Vec<String>,
     copies: Vec<CopyRecord>,
+    /// What the source keeps on its server for incrementals (configured PostgreSQL sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<HoldReport>,
+    /// Why the slot could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot_error: Option<String>,
 }
 
 /// Which (source, destination) pairs the command is about.
@@ -144,7 +151,24 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
                 Vec::new()
             }
         };
+        // Read from the source, not the destination: a source that cannot be reached is said so,
+        // and the copies are still listed.
+        // Only sources that take incrementals are asked: status must not need every server.
+        let incrementals = config.settings.sources.contains_key(&source)
+            && config.copy_options_of(&source, None).postgres.incrementals;
+        let (slot, slot_error) = match incrementals {
+            false => (None, None),
+            true => match slots::hold_of(config, &source, &loaded.status.body.copies).await {
+                Ok(slot) => (slot, None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
+        if let Some(warning) = slot.as_ref().and_then(|s| s.warning.as_ref()) {
+            tracing::warn!("{source}: {warning}");
+        }
         reports.push(SourceReport {
+            slot,
+            slot_error,
             unfinished_uploads,
             source,
             destination: destination.location(),
@@ -164,18 +188,14 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
     print_out(&render_table(&reports))
 }
 
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
+/// A duration for people: `45s`, `12m`, `5h 3m`, `3d 4h`.
+fn age(elapsed: chrono::TimeDelta) -> String {
+    let seconds = elapsed.num_seconds().max(0);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d {}h", seconds / 86400, seconds % 86400 / 3600),
     }
 }
 
@@ -206,6 +226,35 @@ fn render_table(reports: &[SourceReport]) -> String {
                 report.unfinished_uploads.join(", ")
             ));
         }
+        if let Some(slot) = &report.slot {
+            let hold = &slot.hold;
+            out.push_str(&format!(
+                "  {} {}: keeps {} of WAL ({}{}), next incremental reads from {}{}\n",
+                hold.kind,
+                hold.name,
+                crate::text::bytes(hold.retained_bytes),
+                if hold.state.is_empty() {
+                    "state unknown"
+                } else {
+                    &hold.state
+                },
+                if hold.active { ", in use" } else { "" },
+                hold.position,
+                slot.last_advanced
+                    .map(|at| format!(
+                        ", last moved {} UTC ({} ago)",
+                        at.format("%Y-%m-%d %H:%M:%S"),
+                        age(chrono::Utc::now() - at)
+                    ))
+                    .unwrap_or_default()
+            ));
+            if let Some(warning) = &slot.warning {
+                out.push_str(&format!("  WARNING: {warning}\n"));
+            }
+        }
+        if let Some(error) = &report.slot_error {
+            out.push_str(&format!("  slot: cannot be read: {error}\n"));
+        }
         if report.copies.is_empty() {
             out.push_str("  no copies\n");
             continue;
@@ -232,7 +281,7 @@ fn render_table(reports: &[SourceReport]) -> String {
                     c.parent.clone().unwrap_or_else(|| "-".into()),
                     c.finished_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     format!("{}s", (c.finished_at - c.started_at).num_seconds()),
-                    human_bytes(c.bytes),
+                    crate::text::bytes(c.bytes),
                     c.files.to_string(),
                     c.log_range.end.coordinates(),
                 ]

@@ -96,6 +96,9 @@ pub struct SourceSettings {
     pub on_log_gap: Option<OnLogGap>,
     /// PostgreSQL: keep a logical replication slot so incrementals can follow full copies.
     pub incrementals: Option<bool>,
+    /// PostgreSQL: `cairn status` warns when the source's slot keeps more WAL than this
+    /// (default 4096).
+    pub slot_warning_mib: Option<u64>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -349,6 +352,8 @@ impl Config {
                          remove the filters or turn incrementals off",
                     ));
                 }
+            } else if src.slot_warning_mib.is_some() {
+                return Err(self.invalid(&key("slot-warning-mib"), "applies to PostgreSQL sources only"));
             } else if src.incrementals.is_some() {
                 return Err(self.invalid(
                     &key("incrementals"),
@@ -506,6 +511,16 @@ impl Config {
             options.postgres.incrementals = settings.incrementals.unwrap_or(false);
         }
         options
+    }
+
+    /// Above how many bytes of WAL kept by a source's slot `cairn status` warns.
+    pub fn slot_warning_bytes_of(&self, source: &str) -> u64 {
+        self.settings
+            .sources
+            .get(source)
+            .and_then(|s| s.slot_warning_mib)
+            .unwrap_or(4096)
+            .saturating_mul(1024 * 1024)
     }
 
     /// How locks are taken.

@@ -60,9 +60,10 @@ pub enum SourceError {
     #[error("{0}")]
     Unsupported(String),
     #[error(
-        "source {source_name}: the binary log no longer reaches back to where copy {parent} ended ({needed}): {detail}; \
-         an incremental would have a hole. Take a full copy (--type full), or set on-log-gap = \"full\" for this \
-         source, and keep binary logs longer than the time between copies"
+        "source {source_name}: the source's log no longer reaches back to where copy {parent} ended ({needed}): \
+         {detail}; an incremental would have a hole. Take a full copy (--type full), or set on-log-gap = \"full\" for \
+         this source, and keep the log longer than the time between copies (binary log retention on MySQL/MariaDB, \
+         max_slot_wal_keep_size on PostgreSQL)"
     )]
     LogGap {
         source_name: String,

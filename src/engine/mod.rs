@@ -97,6 +97,24 @@ pub struct TakenCopy {
     pub details: Map<String, Value>,
 }
 
+/// What the source keeps for cairn's incrementals at a cost to itself: a PostgreSQL
+/// replication slot pins WAL until the next incremental moves it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogHold {
+    /// What kind of thing it is, as the source calls it (`replication slot`).
+    pub kind: &'static str,
+    /// Its name on the source.
+    pub name: String,
+    /// Bytes of log the source keeps for it.
+    pub retained_bytes: u64,
+    /// Where the next incremental starts reading.
+    pub position: String,
+    /// The server's word on the log it keeps (`reserved`, `extended`, `unreserved`, `lost`).
+    pub state: String,
+    /// A session is reading it now.
+    pub active: bool,
+}
+
 /// What a run is about to take, for [`Source::preflight`].
 #[derive(Debug, Clone, Copy)]
 pub enum Planned<'a> {
@@ -118,6 +136,23 @@ pub trait Source: Send + Sync {
     /// # Errors
     /// The error the copy would fail with (login, privileges, settings, a log gap).
     async fn preflight(&self, options: &CopyOptions, planned: Planned<'_>) -> Result<Vec<String>, SourceError>;
+
+    /// What the source keeps for this source's incrementals; `None`: nothing.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn log_hold(&self) -> Result<Option<LogHold>, SourceError> {
+        Ok(None)
+    }
+
+    /// Drops what the source keeps for this source's incrementals; returns what it held. The
+    /// next copy must then be a full one.
+    ///
+    /// # Errors
+    /// Login, privileges or the server's error.
+    async fn drop_log_hold(&self) -> Result<Option<LogHold>, SourceError> {
+        Ok(None)
+    }
 
     /// Takes a consistent full copy, writing its files through `writer`.
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError>;

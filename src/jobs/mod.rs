@@ -4,3 +4,4 @@
 pub mod backup;
 pub mod events;
 pub mod restore;
+pub mod slots;

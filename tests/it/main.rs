@@ -12,6 +12,7 @@ mod postgres;
 mod postgres_decoding;
 mod postgres_incrementals;
 mod postgres_pitr;
+mod postgres_slots;
 mod proxy;
 mod safety;
 mod status;

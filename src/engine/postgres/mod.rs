@@ -12,6 +12,8 @@ mod inventory;
 pub mod pgoutput;
 mod replay;
 mod schema;
+mod slot;
+mod snapshot;
 mod target;
 mod tls;
 pub mod visibility;
@@ -34,6 +36,7 @@ use crate::repo::reader as stored;
 use crate::repo::status::{CopyRecord, LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
 use crate::streams::{Counters, Counting};
+use snapshot::{lock_tables, take_snapshot};
 
 pub use target::PostgresTarget;
 
@@ -197,96 +200,33 @@ impl PostgresSource {
     }
 }
 
-/// What the leader learned at the snapshot.
-struct SnapshotPoint {
-    exported: String,
-    visibility: String,
-    lsn: String,
-    system_identifier: Option<String>,
-    timeline: Option<u32>,
-    version: String,
-    version_num: i32,
-}
-
-async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPoint, SourceError> {
-    // pg_control_* need privileges a backup user may lack; ask first, since an error would abort
-    // the snapshot's transaction.
-    let row = leader
-        .query_one(
-            "SELECT pg_export_snapshot(), pg_current_snapshot()::text,
-                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
-                    CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
-                         THEN (SELECT system_identifier::text FROM pg_control_system()) END,
-                    CASE WHEN has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
-                         THEN (SELECT timeline_id FROM pg_control_checkpoint()) END,
-                    current_setting('server_version'), current_setting('server_version_num')::int",
-            &[],
-        )
-        .await
-        .map_err(|e| pg.error("exporting the snapshot", e))?;
-    Ok(SnapshotPoint {
-        exported: row.get(0),
-        visibility: row.get(1),
-        lsn: row.get(2),
-        system_identifier: row.get(3),
-        timeline: row.get::<_, Option<i32>>(4).map(|t| t as u32),
-        version: row.get(5),
-        version_num: row.get(6),
-    })
-}
-
-/// `LOCK TABLE … IN ACCESS SHARE MODE` for `tables`, in statements of bounded length. When a
-/// lock cannot be had in time, the error names the tables other sessions hold and what those
-/// sessions are doing.
-async fn lock_tables(pg: &Pg, leader: &Client, tables: &[inventory::Table]) -> Result<(), SourceError> {
-    for group in tables.chunks(500) {
-        let names: Vec<String> = group.iter().map(inventory::Table::qualified).collect();
-        let Err(e) = leader
-            .batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))
-            .await
-        else {
-            continue;
-        };
-        let error = pg.error("locking the tables to copy", e);
-        let SourceError::Locked { database, detail, .. } = error else {
-            return Err(error);
-        };
-        let oids: Vec<u32> = group.iter().map(|t| t.oid).collect();
-        let holders = blockers(pg, &oids).await.unwrap_or_else(|| "another session".into());
-        return Err(SourceError::Locked {
-            database,
-            doing: format!("locking the tables to copy ({holders})"),
-            detail,
-        });
-    }
-    Ok(())
-}
-
-/// Who holds exclusive locks on these tables, read from a separate session.
-async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
-    let client = pg.connect("backup diagnostics").await.ok()?;
-    let oids: Vec<i64> = oids.iter().map(|o| i64::from(*o)).collect();
-    let rows = client
-        .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), l.pid, coalesce(left(a.query, 120), '')
-             FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-             LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-             WHERE l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation::int8 = ANY($1)",
-            &[&oids],
-        )
-        .await
-        .ok()?;
-    let found: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let (table, pid, query): (String, i32, String) = (r.get(0), r.get(1), r.get(2));
-            format!("table {table} is locked by pid {pid} ({query})")
-        })
-        .collect();
-    (!found.is_empty()).then(|| found.join("; "))
-}
-
 impl PostgresSource {
+    /// The slot and publication this source's incrementals use.
+    fn slot_name(&self) -> String {
+        slot::slot_name(&self.spec.name, &self.pg.database())
+    }
+
+    /// With incrementals turned off, the slot a full copy kept for them would pin WAL for
+    /// nothing: it goes, with its publication. A failure to drop it does not fail the copy.
+    async fn retire_slot(&self, client: &Client) {
+        match slot::drop(&self.pg, client, &self.slot_name()).await {
+            Ok(Some(held)) => tracing::warn!(
+                "{}: incrementals are off for this source: dropped its {} {} (it held {} of WAL) and its publication",
+                self.spec.name,
+                held.kind,
+                held.name,
+                crate::text::bytes(held.retained_bytes)
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "{}: incrementals are off for this source, but its slot could not be dropped: {e}; drop it with `cairn \
+                 slot drop --source {}`",
+                self.spec.name,
+                self.spec.name
+            ),
+        }
+    }
+
     async fn worker(
         &self,
         snapshot: String,
@@ -402,12 +342,20 @@ impl Source for PostgresSource {
                 )));
             }
             let client = pg.connect("incremental").await?;
-            let (slot, lsn) = capture::check_slot(pg, &client, &self.spec.name, parent).await?;
+            let (slot, lsn) = slot::check_slot(pg, &client, &self.spec.name, parent).await?;
             return Ok(vec![format!("replication slot {slot} holds the changes since {lsn}")]);
         }
         let client = pg.connect("backup").await?;
+        let mut notes = Vec::new();
         if options.postgres.incrementals {
-            capture::check_source(pg, &client).await?;
+            slot::check_source(pg, &client).await?;
+        } else if let Some(held) = slot::state(pg, &client, &self.slot_name()).await? {
+            notes.push(format!(
+                "incrementals are off: the copy drops {} {} (it holds {} of WAL)",
+                held.kind,
+                held.name,
+                crate::text::bytes(held.retained_bytes)
+            ));
         }
         let version_num: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -436,13 +384,27 @@ impl Source for PostgresSource {
                 detail: format!("this role may not read {}", unreadable.join(", ")),
             });
         }
-        Ok(vec![format!(
-            "PostgreSQL {}, {} to copy, pg_dump {} at {}",
-            version_num,
-            crate::text::count(tables.len() as u64, "table"),
-            dump.version,
-            dump.path.display()
-        )])
+        notes.insert(
+            0,
+            format!(
+                "PostgreSQL {}, {} to copy, pg_dump {} at {}",
+                version_num,
+                crate::text::count(tables.len() as u64, "table"),
+                dump.version,
+                dump.path.display()
+            ),
+        );
+        Ok(notes)
+    }
+
+    async fn log_hold(&self) -> Result<Option<crate::engine::LogHold>, SourceError> {
+        let client = self.pg.connect("status").await?;
+        slot::state(&self.pg, &client, &self.slot_name()).await
+    }
+
+    async fn drop_log_hold(&self) -> Result<Option<crate::engine::LogHold>, SourceError> {
+        let client = self.pg.connect("dropping the slot").await?;
+        slot::drop(&self.pg, &client, &self.slot_name()).await
     }
 
     async fn incremental_copy(
@@ -469,12 +431,15 @@ impl Source for PostgresSource {
         // not hold is in the slot (docs/postgres.md, "Incrementals").
         let slot = match options.postgres.incrementals {
             true => {
-                capture::check_source(pg, &leader).await?;
-                let slot = capture::slot_name(&self.spec.name, &pg.database());
-                let lsn = capture::create_slot(pg, &leader, &slot).await?;
+                slot::check_source(pg, &leader).await?;
+                let slot = self.slot_name();
+                let lsn = slot::create_slot(pg, &leader, &slot).await?;
                 Some((slot, lsn))
             }
-            false => None,
+            false => {
+                self.retire_slot(&leader).await;
+                None
+            }
         };
         // Lock first, then take the snapshot: LOCK takes no snapshot, so every change committed
         // before the locks were granted is in the snapshot and no DDL can follow it.
