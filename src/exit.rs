@@ -125,6 +125,7 @@ impl Classify for SourceError {
             SourceError::Database { .. }
             | SourceError::Damaged(_)
             | SourceError::LogGap { .. }
+            | SourceError::SchemaChanged { .. }
             | SourceError::Worker { .. } => ExitStatus::Failed,
             SourceError::Repo(e) => match e {
                 RepoError::Destination(e) => e.exit_status(),

@@ -66,6 +66,18 @@ pub enum OnLogGap {
     Full,
 }
 
+/// What a PostgreSQL incremental does about schema changes (`on-ddl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDdl {
+    /// Stop the incremental naming its parent (default).
+    Fail,
+    /// Take a full copy instead.
+    Full,
+    /// Record DDL on the source with an event trigger and replay it in order.
+    Capture,
+}
+
 /// A named source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -99,6 +111,8 @@ pub struct SourceSettings {
     /// PostgreSQL: `cairn status` warns when the source's slot keeps more WAL than this
     /// (default 4096).
     pub slot_warning_mib: Option<u64>,
+    /// PostgreSQL with incrementals: what a schema change between copies does.
+    pub on_ddl: Option<OnDdl>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -340,6 +354,7 @@ impl Config {
                     ("consistency", src.consistency.is_some()),
                     ("replica-server-id", src.replica_server_id.is_some()),
                     ("on-log-gap", src.on_log_gap.is_some() && src.incrementals != Some(true)),
+                    ("on-ddl", src.on_ddl.is_some() && src.incrementals != Some(true)),
                 ] {
                     if present {
                         return Err(self.invalid(&key(setting), "applies to MySQL/MariaDB sources only"));
@@ -352,6 +367,8 @@ impl Config {
                          remove the filters or turn incrementals off",
                     ));
                 }
+            } else if src.on_ddl.is_some() {
+                return Err(self.invalid(&key("on-ddl"), "applies to PostgreSQL sources with incrementals only"));
             } else if src.slot_warning_mib.is_some() {
                 return Err(self.invalid(&key("slot-warning-mib"), "applies to PostgreSQL sources only"));
             } else if src.incrementals.is_some() {
@@ -509,6 +526,8 @@ impl Config {
             options.mysql.replica_server_id = settings.replica_server_id;
             options.full_on_log_gap = settings.on_log_gap == Some(OnLogGap::Full);
             options.postgres.incrementals = settings.incrementals.unwrap_or(false);
+            options.postgres.full_on_ddl = settings.on_ddl == Some(OnDdl::Full);
+            options.postgres.capture_ddl = settings.on_ddl == Some(OnDdl::Capture);
         }
         options
     }

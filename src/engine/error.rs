@@ -71,6 +71,17 @@ pub enum SourceError {
         needed: String,
         detail: String,
     },
+    #[error(
+        "source {source_name}: the schema changed since copy {parent} ended: {detail}. Logical decoding does not \
+         carry schema changes, so this incremental would not restore to what the source was. Take a full copy \
+         (--type full); set on-ddl = \"full\" for this source to do so by itself, or on-ddl = \"capture\" to \
+         record DDL and replay it"
+    )]
+    SchemaChanged {
+        source_name: String,
+        parent: String,
+        detail: String,
+    },
     #[error("{0}")]
     Damaged(String),
     #[error(transparent)]

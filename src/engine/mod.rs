@@ -61,6 +61,10 @@ pub struct PostgresCopyOptions {
     /// Keep a logical replication slot from each full copy on, so incrementals can follow
     /// (`incrementals = true`).
     pub incrementals: bool,
+    /// A schema change between copies makes the run take a full copy (`on-ddl = "full"`).
+    pub full_on_ddl: bool,
+    /// DDL is recorded on the source and replayed in order (`on-ddl = "capture"`).
+    pub capture_ddl: bool,
 }
 
 /// Copy options of MySQL and MariaDB sources.
@@ -73,6 +77,17 @@ pub struct MysqlCopyOptions {
     /// The server id cairn uses when it reads the binary log as a replica would; it must differ
     /// from every real replica's. `None`: derived from the source name (docs/mysql.md).
     pub replica_server_id: Option<u32>,
+}
+
+impl CopyOptions {
+    /// Whether `error`, met by an incremental, makes the run take a full copy instead.
+    pub fn full_instead(&self, error: &SourceError) -> bool {
+        match error {
+            SourceError::LogGap { .. } => self.full_on_log_gap,
+            SourceError::SchemaChanged { .. } => self.postgres.full_on_ddl,
+            _ => false,
+        }
+    }
 }
 
 impl Default for CopyOptions {

@@ -327,6 +327,14 @@ pub async fn dry_run(plan: &BackupPlan, observer: &dyn Observer) -> Result<Vec<D
 /// The copy a run of `item` takes, checked against the source by the engine's preflight: the
 /// decision (a full copy instead of an incremental whose log is gone, with `on-log-gap =
 /// "full"`) and the engine's notes.
+/// The setting that made a run take a full copy after `gap`.
+pub fn full_setting(gap: &SourceError) -> &'static str {
+    match gap {
+        SourceError::SchemaChanged { .. } => "on-ddl = \"full\"",
+        _ => "on-log-gap = \"full\"",
+    }
+}
+
 async fn preflight_source(
     plan: &BackupPlan,
     item: &PlannedSource,
@@ -341,11 +349,9 @@ async fn preflight_source(
     };
     match engine.preflight(&item.copy_options, planned).await {
         Ok(notes) => Ok((decision, notes)),
-        Err(gap @ SourceError::LogGap { .. })
-            if item.copy_options.full_on_log_gap && matches!(planned, Planned::Incremental { .. }) =>
-        {
+        Err(gap) if item.copy_options.full_instead(&gap) && matches!(planned, Planned::Incremental { .. }) => {
             let mut notes = engine.preflight(&item.copy_options, Planned::Full).await?;
-            notes.insert(0, format!("{gap}; on-log-gap = \"full\": a full copy instead"));
+            notes.insert(0, format!("{gap}; {}: a full copy instead", full_setting(&gap)));
             Ok((
                 Decision {
                     kind: CopyKind::Full,
@@ -456,7 +462,7 @@ async fn run_source(
         let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
             Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
                 Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
-                Err(gap @ SourceError::LogGap { .. }) if item.copy_options.full_on_log_gap => {
+                Err(gap) if item.copy_options.full_instead(&gap) => {
                     let full_id = new_copy_id(Utc::now(), CopyKind::Full);
                     observer.backup(&BackupEvent::FullAfterLogGap {
                         source: name,

@@ -19,7 +19,8 @@ pub enum BackupEvent<'a> {
         copy: &'a str,
         destination: &'a str,
     },
-    /// The log no longer reached the parent and `on-log-gap = "full"` took a full copy instead.
+    /// The log no longer reached the parent (or the schema changed) and `on-log-gap` (or
+    /// `on-ddl`) = "full" took a full copy instead.
     FullAfterLogGap {
         source: &'a str,
         gap: &'a SourceError,
@@ -55,7 +56,10 @@ impl Observer for Log {
             } => tracing::info!("{source}: taking {kind} copy {copy} to {destination}"),
             BackupEvent::FullAfterLogGap { source, gap, copy } => {
                 tracing::warn!("{source}: {gap}");
-                tracing::warn!("{source}: on-log-gap = \"full\": taking full copy {copy} instead");
+                tracing::warn!(
+                    "{source}: {}: taking full copy {copy} instead",
+                    crate::jobs::backup::full_setting(gap)
+                );
             }
             BackupEvent::Recorded { source, copy } => tracing::info!(
                 "{source}: {} copy {} recorded ({}, {} bytes)",

@@ -9,6 +9,7 @@ mod lock;
 mod mysql;
 mod mysql_binlog;
 mod postgres;
+mod postgres_ddl;
 mod postgres_decoding;
 mod postgres_incrementals;
 mod postgres_pitr;

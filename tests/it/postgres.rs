@@ -63,7 +63,7 @@ fn pg_tool(tool: &str) -> String {
 
 /// `pg_dump --schema-only`, without the lines that differ between any two dumps (comments,
 /// psql's random \restrict keys).
-fn schema_of(database: &str) -> String {
+pub(crate) fn schema_of(database: &str) -> String {
     let output = Command::new(pg_tool("pg_dump"))
         .args(["--schema-only", "--dbname", &url_of(database)])
         .output()
@@ -79,7 +79,7 @@ fn schema_of(database: &str) -> String {
 
 /// Row count and an MD5 over the ordered text of every row, per table and populated
 /// materialized view; plus every sequence's state.
-async fn data_of(database: &str) -> BTreeMap<String, String> {
+pub(crate) async fn data_of(database: &str) -> BTreeMap<String, String> {
     let client = connect(&url_of(database)).await;
     let relations = client
         .query(

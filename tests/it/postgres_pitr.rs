@@ -54,6 +54,19 @@ async fn marks_in(database: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Replication origins the replays into `database` keep (one while a replay is unfinished).
+async fn origins_of(database: &str) -> i64 {
+    connect(&url_of("postgres"))
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'cairn\\_%\\_' || $1",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn database_exists(database: &str) -> bool {
     connect(&url_of("postgres"))
         .await
@@ -109,6 +122,11 @@ async fn a_replay_stops_after_the_transaction_a_time_an_lsn_or_an_xid_names() {
         assert_eq!(code, 0, "{flag} {value}: {out}\n{err}");
         assert_eq!(marks_in(&target).await, expected, "{flag} {value}: {out}");
         assert!(out.contains("source position: LSN"), "{out}");
+        assert_eq!(
+            origins_of(&target).await,
+            0,
+            "a finished replay keeps its replication origin"
+        );
     }
 
     // The dry run names the exact stop, found by reading the chain.
@@ -202,6 +220,7 @@ async fn a_killed_replay_resumes_to_the_result_of_an_uninterrupted_one() {
         applied > 100 && applied < TRANSACTIONS,
         "killed after {applied} of {TRANSACTIONS} transactions"
     );
+    assert_eq!(origins_of(&target).await, 1, "the stopped replay's position is kept");
 
     // A replay cannot go back: a stop before what the target holds is refused, touching nothing.
     let (code, out, err) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));

@@ -7,7 +7,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{Pg, quote_ident, quote_literal};
 use crate::engine::SourceError;
-use crate::engine::change::{Change, Commit, RowChange, Rows, Truncate, Value};
+use crate::engine::change::{Change, Commit, RowChange, Rows, Statement, Truncate, Value};
 
 /// What the applier did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +63,7 @@ impl<'a> Applier<'a> {
             }
             Change::Rows(rows) => self.rows(rows).await?,
             Change::Truncate(truncate) => self.truncate(truncate).await?,
-            Change::Statement(statement) => {
-                return Err(SourceError::Unsupported(format!(
-                    "{}: a logged statement cannot be applied to PostgreSQL: {}",
-                    statement.at,
-                    statement.text.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
-                )));
-            }
+            Change::Statement(statement) => self.statement(statement).await?,
             Change::Commit(commit) => self.commit(commit, record).await?,
         }
         Ok(())
@@ -166,6 +160,21 @@ impl<'a> Applier<'a> {
             }
             self.applied.row_changes += 1;
         }
+        Ok(())
+    }
+
+    /// DDL the source recorded (`on-ddl = "capture"`), run in the transaction it came with,
+    /// under the `search_path` it ran under (carried as the statement's database).
+    async fn statement(&mut self, statement: Statement) -> Result<(), SourceError> {
+        let command = super::ddl::replayable(&statement.text)
+            .map_err(|why| SourceError::Unsupported(format!("{}: {why}", statement.at)))?;
+        let path = match statement.database.trim() {
+            "" | "\"\"" => "''".to_string(),
+            path => path.to_string(),
+        };
+        let sql = format!("SET LOCAL search_path TO {path}; {command}");
+        self.exec(&format!("{}: running the recorded DDL {command:?}", statement.at), &sql)
+            .await?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::changes_file;
 use super::pgoutput::{self, Decoder};
 use super::slot::check_slot;
-use super::{Pg, inventory, put_sql};
+use super::{Pg, ddl, inventory, put_sql};
 use crate::engine::change::Change;
 use crate::engine::{CopyOptions, SourceError, TakenCopy};
 use crate::repo::file_kind::{FileKind, PgChangesFile};
@@ -22,6 +22,8 @@ use crate::repo::writer::CopyWriter;
 struct Counts {
     transactions: u64,
     changes: u64,
+    /// DDL statements the source recorded (`on-ddl = "capture"`).
+    ddl: u64,
     first_lsn: Option<String>,
     last_lsn: Option<String>,
     first_commit: Option<String>,
@@ -46,6 +48,12 @@ pub async fn incremental_copy(
         LogPosition::Postgres { timeline, .. } => *timeline,
         LogPosition::Mysql { .. } => None,
     };
+    // Logical decoding carries no DDL: the schema must be the parent's before and after the
+    // read, or the changes would not restore (docs/postgres.md, "Schema changes").
+    let before = ddl::fingerprint(pg, &client).await?;
+    if !options.postgres.capture_ddl {
+        ddl::check_unchanged(source_name, parent, &before, "since")?;
+    }
     // The parent is recorded: what it holds need not be kept any longer.
     client
         .execute(
@@ -98,6 +106,19 @@ pub async fn incremental_copy(
                         counts.first_lsn.get_or_insert(lsn.clone());
                     }
                     Some(Change::Rows(_) | Change::Truncate(_)) => counts.changes += 1,
+                    // Recorded DDL (on-ddl = "capture") that a replay could not run exactly
+                    // fails the copy now, not a restore later.
+                    Some(Change::Statement(statement)) => {
+                        counts.changes += 1;
+                        counts.ddl += 1;
+                        if let Err(why) = ddl::replayable(&statement.text) {
+                            return Err(SourceError::SchemaChanged {
+                                source_name: source_name.to_string(),
+                                parent: parent.id.clone(),
+                                detail: format!("at {lsn}: {why}"),
+                            });
+                        }
+                    }
                     Some(Change::Commit(commit)) => {
                         counts.transactions += 1;
                         if let LogPosition::Postgres { lsn, .. } = commit.position {
@@ -122,6 +143,14 @@ pub async fn incremental_copy(
     let (uploaded, read) = tokio::join!(upload, read);
     let counts = read?;
     uploaded?;
+    let after = ddl::fingerprint(pg, &client).await?;
+    if after != before && !options.postgres.capture_ddl {
+        return Err(SourceError::SchemaChanged {
+            source_name: source_name.to_string(),
+            parent: parent.id.clone(),
+            detail: "the schema changed while this incremental was read".into(),
+        });
+    }
     let end_lsn = counts.last_lsn.clone().unwrap_or_else(|| parent_lsn.clone());
     let sequences = inventory::sequence_values(pg, &client, &options.filters).await?;
     put_sql(writer, "schema/sequences.sql", FileKind::Sequences, sequences).await?;
@@ -132,8 +161,12 @@ pub async fn incremental_copy(
     );
     let mut details = Map::new();
     details.insert("slot".into(), json!(slot));
+    details.insert(ddl::FINGERPRINT.into(), json!(after));
     details.insert("transactions".into(), json!(counts.transactions));
     details.insert("changes".into(), json!(counts.changes));
+    if counts.ddl > 0 {
+        details.insert("ddl_statements".into(), json!(counts.ddl));
+    }
     details.insert("first_lsn".into(), json!(counts.first_lsn));
     details.insert("last_lsn".into(), json!(counts.last_lsn));
     details.insert("first_commit_at".into(), json!(counts.first_commit));

@@ -8,7 +8,8 @@ use crate::engine::SourceError;
 use crate::engine::filter::Filters;
 
 /// Schemas that belong to the server, never to a copy.
-const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+/// Schemas no copy holds: the server's, and cairn's own DDL log (`_cairn`, see `ddl.rs`).
+const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', '_cairn') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 /// A table whose rows a copy holds.
@@ -165,10 +166,11 @@ pub async fn materialized_view_refreshes(pg: &Pg, client: &Client, filters: &Fil
 /// # Errors
 /// Query errors.
 pub async fn pg_dump_filter_args(pg: &Pg, client: &Client, filters: &Filters) -> Result<Vec<String>, SourceError> {
+    // cairn's DDL log is the source's bookkeeping, not its data.
+    let mut args = vec![format!("--exclude-schema={}", super::ddl::CAIRN_SCHEMA)];
     if filters.is_empty() {
-        return Ok(Vec::new());
+        return Ok(args);
     }
-    let mut args = Vec::new();
     let schemas = client
         .query(
             &format!("SELECT n.nspname::text FROM pg_namespace n WHERE {SYSTEM_SCHEMAS} ORDER BY 1"),

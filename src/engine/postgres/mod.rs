@@ -8,6 +8,7 @@
 pub mod apply;
 mod capture;
 pub mod changes_file;
+mod ddl;
 mod inventory;
 pub mod pgoutput;
 mod replay;
@@ -343,12 +344,19 @@ impl Source for PostgresSource {
             }
             let client = pg.connect("incremental").await?;
             let (slot, lsn) = slot::check_slot(pg, &client, &self.spec.name, parent).await?;
+            if !options.postgres.capture_ddl {
+                let now = ddl::fingerprint(pg, &client).await?;
+                ddl::check_unchanged(&self.spec.name, parent, &now, "since")?;
+            }
             return Ok(vec![format!("replication slot {slot} holds the changes since {lsn}")]);
         }
         let client = pg.connect("backup").await?;
         let mut notes = Vec::new();
         if options.postgres.incrementals {
             slot::check_source(pg, &client).await?;
+            if options.postgres.capture_ddl {
+                notes.push(ddl::check_can_install(pg, &client).await?);
+            }
         } else if let Some(held) = slot::state(pg, &client, &self.slot_name()).await? {
             notes.push(format!(
                 "incrementals are off: the copy drops {} {} (it holds {} of WAL)",
@@ -432,6 +440,11 @@ impl Source for PostgresSource {
         let slot = match options.postgres.incrementals {
             true => {
                 slot::check_source(pg, &leader).await?;
+                // The DDL log exists before the slot, so every DDL after the snapshot is in it.
+                match options.postgres.capture_ddl {
+                    true => ddl::install(pg, &leader).await?,
+                    false => ddl::uninstall_quietly(pg, &leader, &self.spec.name).await,
+                }
                 let slot = self.slot_name();
                 let lsn = slot::create_slot(pg, &leader, &slot).await?;
                 Some((slot, lsn))
@@ -456,6 +469,11 @@ impl Source for PostgresSource {
         let locked: BTreeSet<u32> = listed.iter().map(|t| t.oid).collect();
         let late: Vec<inventory::Table> = tables.iter().filter(|t| !locked.contains(&t.oid)).cloned().collect();
         lock_tables(pg, &leader, &late).await?;
+        // In the snapshot: the schema the full copy holds, which incrementals compare against.
+        let schema_fingerprint = match &slot {
+            Some(_) => Some(ddl::fingerprint(pg, &leader).await?),
+            None => None,
+        };
         let lock_wait_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             "{}: snapshot {} at WAL {} covering {}",
@@ -532,6 +550,9 @@ impl Source for PostgresSource {
         };
         let mut details = Map::new();
         details.insert("snapshot".into(), json!(point.visibility));
+        if let Some(fingerprint) = schema_fingerprint {
+            details.insert(ddl::FINGERPRINT.into(), json!(fingerprint));
+        }
         details.insert("snapshot_lsn".into(), json!(point.lsn));
         details.insert("tables".into(), json!(tables.len()));
         details.insert("chunks".into(), json!(chunk_count));

@@ -283,7 +283,8 @@ impl Decoder {
             }
         };
         r.done()?;
-        Ok(change)
+        // Inserts into cairn's DDL log are the DDL statements they record.
+        Ok(change.and_then(super::ddl::from_log))
     }
 
     fn known(&self, id: u32) -> Result<&Relation, String> {

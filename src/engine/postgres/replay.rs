@@ -360,7 +360,14 @@ pub(super) async fn replay(
     client
         .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
         .await
-        .map_err(|e| pg.error("using the replay's replication origin", e))?;
+        .map_err(|e| {
+            pg.error(
+                "using the replay's replication origin (each stopped replay keeps one until it is resumed; when \
+                 the server has no free one, raise max_replication_slots or drop those of abandoned restores: \
+                 SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'cairn\\_%')",
+                e,
+            )
+        })?;
     let mut applier = Applier::new(pg, client).await?;
     let stop = &checked.stop;
     'chain: for file in &checked.files {
@@ -402,17 +409,28 @@ pub(super) async fn replay(
             applier.apply(change, &record).await?;
         }
     }
+    // The replay is complete: nothing is left to resume, and the origin would hold one of the
+    // server's few replication state slots for good.
     client
-        .execute("SELECT pg_replication_origin_session_reset()", &[])
+        .batch_execute(&format!(
+            "SELECT pg_replication_origin_session_reset(); SELECT pg_replication_origin_drop({})",
+            super::quote_literal(&origin)
+        ))
         .await
-        .map_err(|e| pg.error("releasing the replay's replication origin", e))?;
+        .map_err(|e| pg.error("dropping the replay's replication origin", e))?;
     // Sequences are not decoded: each incremental recorded their values at its end.
     if let Some(file) = checked.files.get(stop.sequences_of) {
         let sql = read_text(&input.destination, &file.sequences).await?;
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| pg.error("setting sequences after the replay", e))?;
+        // One `setval` per line. With captured DDL, a sequence created after the stop point
+        // does not exist in the target: there is nothing to set.
+        for statement in sql.lines().filter(|l| !l.trim().is_empty()) {
+            match client.batch_execute(statement).await {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    tracing::debug!("{statement}: the sequence does not exist at the stop point");
+                }
+                other => other.map_err(|e| pg.error("setting sequences after the replay", e))?,
+            }
+        }
     }
     let done = applier.applied();
     Ok(Replayed {

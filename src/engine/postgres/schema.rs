@@ -194,6 +194,22 @@ pub fn split(sql: &str) -> Script {
     Script { preamble, entries }
 }
 
+/// Leaves out what cairn made on the source for its incrementals — the publication named
+/// `publication` and the DDL-capture event trigger — so a restored database holds the source's
+/// objects, not cairn's bookkeeping (a publication for all tables would also make the restored
+/// database refuse updates of tables without a replica identity).
+pub fn without_cairn_objects(mut script: Script, publication: Option<&str>) -> Script {
+    script.entries.retain(|entry| {
+        let ours = match entry.kind.as_str() {
+            "PUBLICATION" => Some(entry.name.as_str()) == publication,
+            "EVENT TRIGGER" => entry.name == super::ddl::EVENT_TRIGGER,
+            _ => false,
+        };
+        !ours
+    });
+    script
+}
+
 /// Post-data entries in restore phases: indexes and keys (parallel), then index attachments
 /// and foreign keys, then everything else in pg_dump's order.
 pub fn post_data_phases(script: &Script) -> [Vec<Entry>; 3] {

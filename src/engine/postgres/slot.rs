@@ -204,5 +204,6 @@ pub async fn drop(pg: &Pg, client: &Client, slot: &str) -> Result<Option<LogHold
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(slot)))
         .await
         .map_err(|e| pg.error(&format!("dropping publication {slot}"), e))?;
+    super::ddl::uninstall_quietly(pg, client, slot).await;
     Ok(held)
 }

@@ -451,8 +451,8 @@ impl PostgresTarget {
                 ),
             )),
             None => Err(nothing(format!(
-                "no replay of full copy {full} was recorded there (the full restore did not finish, or another copy \
-                 was restored); restore again with --clean"
+                "no unfinished replay of full copy {full} is recorded there (the full restore did not finish, the \
+                 replay already finished, or another copy was restored); restore again with --clean"
             ))),
         }
     }
@@ -567,7 +567,11 @@ impl PostgresTarget {
         .sum();
 
         tracing::info!("restoring copy {copy}: indexes, constraints, triggers");
-        let script = schema::split(post_sql);
+        let publication = match &input.manifests[0].copy.log_range.end {
+            LogPosition::Postgres { slot, .. } => slot.as_deref(),
+            LogPosition::Mysql { .. } => None,
+        };
+        let script = schema::without_cairn_objects(schema::split(post_sql), publication);
         let [keys, foreign, rest] = schema::post_data_phases(&script);
         let jobs = input.jobs as usize;
         self.run_entries(keys, &script.preamble, jobs).await?;
