@@ -360,11 +360,11 @@ impl Config {
                         return Err(self.invalid(&key(setting), "applies to MySQL/MariaDB sources only"));
                     }
                 }
-                if src.incrementals == Some(true) && !src.filters.is_empty() {
+                if src.on_ddl == Some(OnDdl::Capture) && !src.filters.is_empty() {
                     return Err(self.invalid(
-                        &key("incrementals"),
-                        "cannot be combined with filters yet (the replay would meet tables the full copy left out); \
-                         remove the filters or turn incrementals off",
+                        &key("on-ddl"),
+                        "\"capture\" cannot be combined with filters (recorded DDL may name tables the copies leave \
+                         out); use on-ddl = \"full\", or remove the filters",
                     ));
                 }
             } else if src.on_ddl.is_some() {

@@ -168,7 +168,7 @@ fn the_example_configuration_parses() {
 }
 
 #[test]
-fn incrementals_are_a_postgres_setting_and_wait_for_filters() {
+fn incrementals_are_a_postgres_setting_and_ddl_capture_excludes_filters() {
     let err = load("[sources.app]\nurl = \"mysql://h/db\"\nincrementals = true\n", &[])
         .unwrap_err()
         .to_string();
@@ -176,13 +176,21 @@ fn incrementals_are_a_postgres_setting_and_wait_for_filters() {
         err.contains("sources.app.incrementals") && err.contains("PostgreSQL sources only"),
         "{err}"
     );
+    assert!(
+        load(
+            "[sources.app]\nurl = \"postgres://h/db\"\nincrementals = true\n[sources.app.filters]\nexclude-tables = [\"t\"]\n",
+            &[],
+        )
+        .is_ok()
+    );
     let err = load(
-        "[sources.app]\nurl = \"postgres://h/db\"\nincrementals = true\n[sources.app.filters]\nexclude-tables = [\"t\"]\n",
+        "[sources.app]\nurl = \"postgres://h/db\"\nincrementals = true\non-ddl = \"capture\"\n[sources.app.filters]\nexclude-tables = [\"t\"]\n",
         &[],
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("filters"), "{err}");
+    assert!(err.contains("sources.app.on-ddl") && err.contains("filters"), "{err}");
+    assert!(load("[sources.app]\nurl = \"postgres://h/db\"\non-ddl = \"full\"\n", &[]).is_err());
     let config = load(
         "[sources.app]\nurl = \"postgres://h/db\"\non-log-gap = \"full\"\n",
         &[("CAIRN_SOURCES__APP__INCREMENTALS", "true")],

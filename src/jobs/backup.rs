@@ -173,6 +173,13 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
         let key = config_name.as_deref().unwrap_or(&source.name);
         let mut copy_options = config.copy_options_of(key, request.jobs);
         copy_options.filters = copy_options.filters.merged(&request.filters);
+        if copy_options.postgres.capture_ddl && !copy_options.filters.is_empty() {
+            return Err(BackupError::Usage(format!(
+                "source {}: on-ddl = \"capture\" cannot be combined with filters (recorded DDL may name tables the \
+                 copies leave out); leave the filters out of this run, or use on-ddl = \"full\"",
+                source.name
+            )));
+        }
         copy_options.mysql.checksums |= request.checksums;
         sources.push(PlannedSource {
             full_backup: config.full_backup_of(key),

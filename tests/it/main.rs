@@ -12,6 +12,7 @@ mod postgres;
 mod postgres_ddl;
 mod postgres_decoding;
 mod postgres_incrementals;
+mod postgres_load;
 mod postgres_pitr;
 mod postgres_slots;
 mod proxy;

@@ -54,7 +54,7 @@ pub(crate) async fn fixture_database(hint: &str) -> String {
     name
 }
 
-fn pg_tool(tool: &str) -> String {
+pub(crate) fn pg_tool(tool: &str) -> String {
     match std::env::var("CAIRN_TEST_PG_BIN") {
         Ok(bin) => format!("{bin}/{tool}"),
         Err(_) => tool.to_string(),

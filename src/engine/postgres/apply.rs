@@ -1,7 +1,9 @@
 //! The PostgreSQL applier: the change stream applied to a target database, one target
 //! transaction per source transaction, under `session_replication_role = replica` (the source's
 //! triggers and foreign keys already did their work). Rows are found by the columns that
-//! identify them; a value the change does not carry is never written.
+//! identify them; a value the change does not carry is never written. A transaction's
+//! statements go to the target in batches (one round trip per batch of up to 1 MiB), and each
+//! row change must have changed exactly one row before the transaction commits.
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -16,12 +18,27 @@ pub struct Applied {
     pub row_changes: u64,
 }
 
+/// The settings values are turned into text under, on the source while its changes are decoded
+/// and on the target while a row is found by that text: a time zone, date and interval styles
+/// and float and bytea formats fixed, so the same value gives the same text on both servers.
+pub const OUTPUT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
+                                   SET extra_float_digits = 1; SET bytea_output = 'hex'";
+
+/// Statements queued beyond this many bytes are sent before more are queued.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// Applies changes over one session of the target.
 pub struct Applier<'a> {
     pg: &'a Pg,
     client: &'a Client,
     open: bool,
     applied: Applied,
+    /// Statements not sent yet, each ended by `;`.
+    batch: String,
+    /// Per queued statement: for a row change, what it changes (it must change one row).
+    checks: Vec<Option<String>>,
+    /// Where the first queued statement comes from, for errors.
+    batch_at: String,
 }
 
 impl<'a> Applier<'a> {
@@ -31,7 +48,9 @@ impl<'a> Applier<'a> {
     /// The target's error (`session_replication_role` needs a superuser or the role's grant).
     pub async fn new(pg: &'a Pg, client: &'a Client) -> Result<Applier<'a>, SourceError> {
         client
-            .batch_execute("SET session_replication_role = replica; SET standard_conforming_strings = on")
+            .batch_execute(&format!(
+                "SET session_replication_role = replica; SET standard_conforming_strings = on; {OUTPUT_SETTINGS}"
+            ))
             .await
             .map_err(|e| pg.error("preparing the replay session (session_replication_role)", e))?;
         Ok(Applier {
@@ -39,6 +58,9 @@ impl<'a> Applier<'a> {
             client,
             open: false,
             applied: Applied::default(),
+            batch: String::new(),
+            checks: Vec::new(),
+            batch_at: String::new(),
         })
     }
 
@@ -57,7 +79,7 @@ impl<'a> Applier<'a> {
         match change {
             Change::Begin { at, .. } => {
                 if !self.open {
-                    self.exec(&format!("{at}: BEGIN"), "BEGIN").await?;
+                    self.queue(&at, "BEGIN".into(), None).await?;
                     self.open = true;
                 }
             }
@@ -69,33 +91,62 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Runs literal SQL in one round trip; returns the rows the last statement changed.
-    async fn exec(&self, doing: &str, sql: &str) -> Result<u64, SourceError> {
-        let messages = self
-            .client
-            .simple_query(sql)
-            .await
-            .map_err(|e| self.pg.error(doing, e))?;
-        Ok(messages
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
-                _ => None,
-            })
-            .unwrap_or(0))
+    /// Queues one statement; `check` names what a row change changes. Sends the batch once it
+    /// is large, so memory does not grow with the source's transaction.
+    async fn queue(&mut self, at: &str, sql: String, check: Option<String>) -> Result<(), SourceError> {
+        if self.batch.is_empty() {
+            self.batch_at = at.to_string();
+        }
+        self.batch.push_str(&sql);
+        self.batch.push_str(";\n");
+        self.checks.push(check);
+        if self.batch.len() >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
-    /// Records the position (in the transaction) and commits, in one round trip.
+    /// Sends the queued statements in one round trip and checks that each row change changed
+    /// exactly one row.
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let checks = std::mem::take(&mut self.checks);
+        let messages = self.client.simple_query(&batch).await.map_err(|e| {
+            self.pg
+                .error(&format!("{}: applying the transaction", self.batch_at), e)
+        })?;
+        let counts = messages.iter().filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
+            _ => None,
+        });
+        for (check, changed) in checks.iter().zip(counts) {
+            if let Some(what) = check
+                && changed != 1
+            {
+                return Err(SourceError::Damaged(format!(
+                    "{what}: no row matches the change: the target differs from the source at this point (was it \
+                     changed after the restore?)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued with the position record, checks it, then commits: a transaction
+    /// in which a change found no row is never committed.
     async fn commit(&mut self, commit: Commit, record: &str) -> Result<(), SourceError> {
-        let sql = match (self.open, record.is_empty()) {
-            (true, true) => "COMMIT".to_string(),
-            (true, false) => format!("{record}; COMMIT"),
-            (false, true) => String::new(),
-            (false, false) => record.to_string(),
-        };
-        if !sql.is_empty() {
-            self.exec(&format!("{}: committing", commit.at), &sql).await?;
+        if !record.is_empty() {
+            self.queue(&commit.at, record.to_string(), None).await?;
+        }
+        self.flush().await?;
+        if self.open {
+            self.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| self.pg.error(&format!("{}: committing", commit.at), e))?;
         }
         self.open = false;
         self.applied.transactions += 1;
@@ -150,14 +201,7 @@ impl<'a> Applier<'a> {
                     locate(&rows, before)?
                 ),
             };
-            let changed = self.exec(&format!("{}: changing {table}", rows.at), &sql).await?;
-            if changed != 1 {
-                return Err(SourceError::Damaged(format!(
-                    "{}: {table}: no row matches the change: the target differs from the source at this point (was \
-                     it changed after the restore?)",
-                    rows.at
-                )));
-            }
+            self.queue(&rows.at, sql, Some(format!("{}: {table}", rows.at))).await?;
             self.applied.row_changes += 1;
         }
         Ok(())
@@ -172,10 +216,9 @@ impl<'a> Applier<'a> {
             "" | "\"\"" => "''".to_string(),
             path => path.to_string(),
         };
-        let sql = format!("SET LOCAL search_path TO {path}; {command}");
-        self.exec(&format!("{}: running the recorded DDL {command:?}", statement.at), &sql)
+        self.queue(&statement.at, format!("SET LOCAL search_path TO {path}"), None)
             .await?;
-        Ok(())
+        self.queue(&statement.at, command, None).await
     }
 
     async fn truncate(&mut self, truncate: Truncate) -> Result<(), SourceError> {
@@ -194,8 +237,7 @@ impl<'a> Applier<'a> {
             },
             if truncate.cascade { " CASCADE" } else { "" }
         );
-        self.exec(&format!("{}: {sql}", truncate.at), &sql).await?;
-        Ok(())
+        self.queue(&truncate.at, sql, None).await
     }
 }
 
@@ -218,8 +260,9 @@ fn literal(value: &Value, at: &str) -> Result<String, SourceError> {
 }
 
 /// The condition that finds the row `before` describes: its identifying columns when the log
-/// names them, else every column it carries. Compared as text when the whole row identifies it
-/// (`REPLICA IDENTITY FULL`), since some types (json, point) have no equality.
+/// names them, else every column it carries. Compared as the output function's text when the
+/// whole row identifies it (`REPLICA IDENTITY FULL`), since some types (json, point) have no
+/// equality.
 fn locate(rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
     let by_key = !rows.key.is_empty() && rows.key.len() < rows.names.len();
     let mut conditions = Vec::new();
@@ -227,12 +270,15 @@ fn locate(rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
         if *value == Value::Unchanged || (by_key && !rows.key.contains(&i)) {
             continue;
         }
-        let column = if by_key {
-            quote_ident(name)
-        } else {
-            format!("{}::text", quote_ident(name))
-        };
-        conditions.push(format!("{column} IS NOT DISTINCT FROM {}", literal(value, &rows.at)?));
+        let column = quote_ident(name);
+        conditions.push(match (by_key, value) {
+            (_, Value::Null) => format!("{column} IS NULL"),
+            (true, value) => format!("{column} = {}", literal(value, &rows.at)?),
+            // The text the type's output function gives, as the source's decoding did under
+            // the same settings (OUTPUT_SETTINGS); a `::text` cast is not always that text
+            // (booleans, inet, char(n)).
+            (false, value) => format!("format('%s', {column}) = {}", literal(value, &rows.at)?),
+        });
     }
     if conditions.is_empty() {
         return Err(SourceError::Unsupported(format!(

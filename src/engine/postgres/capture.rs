@@ -42,8 +42,14 @@ pub async fn incremental_copy(
     parent: &CopyRecord,
 ) -> Result<TakenCopy, SourceError> {
     let client = pg.connect("incremental").await?;
+    // Values are decoded into text under fixed settings, the ones the replay finds rows with.
+    client
+        .batch_execute(super::apply::OUTPUT_SETTINGS)
+        .await
+        .map_err(|e| pg.error("preparing the session that reads the slot", e))?;
     let (slot, parent_lsn) = check_slot(pg, &client, source_name, parent).await?;
     let (slot, parent_lsn) = (&slot, &parent_lsn);
+    super::slot::free(pg, &client, slot).await?;
     let timeline = match &parent.log_range.end {
         LogPosition::Postgres { timeline, .. } => *timeline,
         LogPosition::Mysql { .. } => None,

@@ -549,6 +549,10 @@ impl Source for PostgresSource {
             slot: slot.as_ref().map(|(name, _)| name.clone()),
         };
         let mut details = Map::new();
+        // The replay of the incrementals leaves out what the full copy left out.
+        if !filters.is_empty() {
+            details.insert("filters".into(), json!(filters));
+        }
         details.insert("snapshot".into(), json!(point.visibility));
         if let Some(fingerprint) = schema_fingerprint {
             details.insert(ddl::FINGERPRINT.into(), json!(fingerprint));

@@ -16,6 +16,7 @@ use super::changes_file::{ReadError, Records};
 use super::pgoutput::{Decoder, lsn_text, parse_lsn};
 use super::visibility::Snapshot;
 use crate::engine::change::Change;
+use crate::engine::filter::Filters;
 use crate::engine::{RestoreInput, SourceError, Until};
 use crate::repo::file_kind::FileKind;
 use crate::repo::model::LogPosition;
@@ -301,6 +302,16 @@ pub(super) struct Replayed {
     pub position: LogPosition,
 }
 
+/// The filters the chain's full copy was taken with.
+fn recorded_filters(input: &RestoreInput) -> Result<Filters, SourceError> {
+    let full = &input.manifests[0].copy;
+    match full.details.get("filters") {
+        Some(recorded) => serde_json::from_value(recorded.clone())
+            .map_err(|e| SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.id))),
+        None => Ok(Filters::default()),
+    }
+}
+
 /// The position a replay of `input`'s full copy recorded in the target, when the target holds
 /// one: `Some(None)` when the replay began but applied nothing yet.
 ///
@@ -370,6 +381,7 @@ pub(super) async fn replay(
         })?;
     let mut applier = Applier::new(pg, client).await?;
     let stop = &checked.stop;
+    let filters = recorded_filters(input)?;
     'chain: for file in &checked.files {
         let mut records = open(file).await?;
         let mut decoder = Decoder::default();
@@ -397,6 +409,20 @@ pub(super) async fn replay(
                 }
                 continue;
             }
+            // What the full copy left out (its filters) the replay leaves out too.
+            let change = match change {
+                Change::Rows(rows) if !filters.data_included(&rows.database, &rows.table) => continue,
+                Change::Truncate(mut truncate) => {
+                    truncate
+                        .tables
+                        .retain(|(schema, table)| filters.data_included(schema, table));
+                    if truncate.tables.is_empty() {
+                        continue;
+                    }
+                    Change::Truncate(truncate)
+                }
+                change => change,
+            };
             let record = match &change {
                 Change::Commit(commit) => match &commit.position {
                     LogPosition::Postgres { lsn, .. } => {

@@ -162,6 +162,49 @@ pub async fn check_slot(
     Ok((slot.clone(), parent_lsn.clone()))
 }
 
+/// Frees `slot` from the server session of an incremental that was killed: the server notices a
+/// closed connection only when it next writes to it, so that session may still be reading the
+/// slot, and the slot serves one reader at a time. Such a session is ended (the destination's
+/// lock means no live run of this source reads it). A slot read by anything else is reported.
+///
+/// # Errors
+/// [`SourceError::Locked`] (retry later) naming the reader, or the server's error.
+pub async fn free(pg: &Pg, client: &Client, slot: &str) -> Result<(), SourceError> {
+    for _ in 0..100 {
+        let row = client
+            .query_opt(
+                "SELECT s.active_pid, coalesce(a.application_name, '') FROM pg_replication_slots s
+                   LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+                  WHERE s.slot_name = $1 AND s.active",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| pg.error(&format!("reading replication slot {slot}"), e))?;
+        let Some(row) = row else { return Ok(()) };
+        let (pid, reader): (i32, String) = (row.get(0), row.get(1));
+        if reader != "cairn incremental" {
+            return Err(SourceError::Locked {
+                database: pg.name.clone(),
+                doing: format!("reading replication slot {slot}"),
+                detail: format!(
+                    "server process {pid} ({reader:?}) is reading it; the slot is cairn's alone: stop that reader"
+                ),
+            });
+        }
+        tracing::warn!("replication slot {slot} is still read by server process {pid} of a killed run: ending it");
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .map_err(|e| pg.error(&format!("ending server process {pid}, which holds slot {slot}"), e))?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(SourceError::Locked {
+        database: pg.name.clone(),
+        doing: format!("reading replication slot {slot}"),
+        detail: "a server process still holds it after 10 s".into(),
+    })
+}
+
 /// What `slot` holds on the source, when it exists in this database.
 ///
 /// # Errors
