@@ -229,7 +229,7 @@ fn render_table(reports: &[SourceReport]) -> String {
         if let Some(slot) = &report.slot {
             let hold = &slot.hold;
             out.push_str(&format!(
-                "  {} {}: keeps {} of WAL ({}{}), next incremental reads from {}{}\n",
+                "  {} {}: keeps {} of WAL ({}{}), confirmed up to {}{}\n",
                 hold.kind,
                 hold.name,
                 crate::text::bytes(hold.retained_bytes),

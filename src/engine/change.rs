@@ -79,6 +79,9 @@ pub struct Session {
     /// Client character set, connection collation and server collation, as numbers.
     pub charset: Option<(u16, u16, u16)>,
     pub time_zone: Option<String>,
+    /// The role it ran as, when the log says (PostgreSQL's captured DDL): objects it creates
+    /// are that role's.
+    pub role: Option<String>,
 }
 
 /// A statement the source logged as text (DDL, or a statement of a statement-based log).

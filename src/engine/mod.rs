@@ -122,7 +122,8 @@ pub struct LogHold {
     pub name: String,
     /// Bytes of log the source keeps for it.
     pub retained_bytes: u64,
-    /// Where the next incremental starts reading.
+    /// How far the source may forget (the slot's confirmed position: the newest recorded
+    /// copy's parent's end, since an incremental moves the slot to its parent's end first).
     pub position: String,
     /// The server's word on the log it keeps (`reserved`, `extended`, `unreserved`, `lost`).
     pub state: String,
@@ -151,6 +152,14 @@ pub trait Source: Send + Sync {
     /// # Errors
     /// The error the copy would fail with (login, privileges, settings, a log gap).
     async fn preflight(&self, options: &CopyOptions, planned: Planned<'_>) -> Result<Vec<String>, SourceError>;
+
+    /// Whether the source keeps one position for incrementals (a PostgreSQL slot has one
+    /// reader and moves only forward): then every incremental continues from the newest copy,
+    /// whatever its run type, or the slot would have moved past its parent.
+    fn single_position(&self, options: &CopyOptions) -> bool {
+        let _ = options;
+        false
+    }
 
     /// What the source keeps for this source's incrementals; `None`: nothing.
     ///

@@ -387,6 +387,12 @@ fn decide_for(
         plan.requested,
         item.full_backup,
     )?;
+    if decision.kind == CopyKind::Incremental && engine.single_position(&item.copy_options) {
+        return Ok(Decision {
+            kind: CopyKind::Incremental,
+            parent: status.newest_intact().map(|c| c.id.clone()),
+        });
+    }
     if decision.kind == CopyKind::Incremental && !engine.supports_incremental(&item.copy_options) {
         observer.backup(&BackupEvent::FullOnly {
             source: &item.source.name,

@@ -186,6 +186,14 @@ async fn captured_ddl_replays_in_order_with_the_rows() {
         "INSERT INTO placed VALUES (1), (2)",
         "RESET search_path",
         "DELETE FROM newer WHERE id = 2",
+        // DDL of a role that is not a superuser: recorded all the same, and replayed as it.
+        "DO $$ BEGIN CREATE ROLE cairn_ddl_user NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "GRANT CREATE ON SCHEMA public TO cairn_ddl_user",
+        "SET ROLE cairn_ddl_user",
+        "CREATE TABLE by_user (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)",
+        "INSERT INTO by_user (v) VALUES ('one'), ('two')",
+        "UPDATE by_user SET v = 'changed' WHERE id = 1",
+        "RESET ROLE",
     ] {
         client.batch_execute(statement).await.unwrap();
     }

@@ -49,7 +49,8 @@ impl<'a> Applier<'a> {
     pub async fn new(pg: &'a Pg, client: &'a Client) -> Result<Applier<'a>, SourceError> {
         client
             .batch_execute(&format!(
-                "SET session_replication_role = replica; SET standard_conforming_strings = on; {OUTPUT_SETTINGS}"
+                "SET session_replication_role = replica; SET standard_conforming_strings = on; \
+                 SET search_path = pg_catalog; {OUTPUT_SETTINGS}"
             ))
             .await
             .map_err(|e| pg.error("preparing the replay session (session_replication_role)", e))?;
@@ -98,7 +99,8 @@ impl<'a> Applier<'a> {
             self.batch_at = at.to_string();
         }
         self.batch.push_str(&sql);
-        self.batch.push_str(";\n");
+        // On a line of its own: a statement may end in a `--` comment.
+        self.batch.push_str("\n;\n");
         self.checks.push(check);
         if self.batch.len() >= BATCH_BYTES {
             self.flush().await?;
@@ -173,31 +175,35 @@ impl<'a> Applier<'a> {
                         .collect::<Result<Vec<_>, SourceError>>()?
                         .into_iter()
                         .unzip();
+                    // The source's value, also for `GENERATED ALWAYS AS IDENTITY` columns.
                     format!(
-                        "INSERT INTO {table} ({}) VALUES ({})",
+                        "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
                         names.join(", "),
                         values.join(", ")
                     )
                 }
                 RowChange::Update { before, after } => {
+                    // Columns the change does not carry, or whose value it does not change, are
+                    // left alone (an identity column `GENERATED ALWAYS` may not be set at all).
                     let sets = rows
                         .names
                         .iter()
                         .zip(after)
-                        .filter(|(_, value)| **value != Value::Unchanged)
-                        .map(|(name, value)| Ok(format!("{} = {}", quote_ident(name), literal(value, &rows.at)?)))
+                        .zip(before)
+                        .filter(|((_, value), old)| **value != Value::Unchanged && value != old)
+                        .map(|((name, value), _)| Ok(format!("{} = {}", quote_ident(name), literal(value, &rows.at)?)))
                         .collect::<Result<Vec<_>, SourceError>>()?;
                     if sets.is_empty() {
                         continue;
                     }
                     format!(
-                        "UPDATE {table} SET {} WHERE ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                        "UPDATE ONLY {table} SET {} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
                         sets.join(", "),
                         locate(&rows, before)?
                     )
                 }
                 RowChange::Delete { before } => format!(
-                    "DELETE FROM {table} WHERE ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                    "DELETE FROM ONLY {table} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
                     locate(&rows, before)?
                 ),
             };
@@ -212,13 +218,38 @@ impl<'a> Applier<'a> {
     async fn statement(&mut self, statement: Statement) -> Result<(), SourceError> {
         let command = super::ddl::replayable(&statement.text)
             .map_err(|why| SourceError::Unsupported(format!("{}: {why}", statement.at)))?;
-        let path = match statement.database.trim() {
-            "" | "\"\"" => "''".to_string(),
-            path => path.to_string(),
+        let path = search_path(&statement.database);
+        // As the role that ran it, so what it creates is that role's, when the target has it.
+        let role = match &statement.session.role {
+            Some(role) => {
+                self.flush().await?;
+                let exists = self
+                    .client
+                    .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[role])
+                    .await
+                    .map_err(|e| self.pg.error("looking up the role of a recorded DDL statement", e))?
+                    .is_some();
+                if !exists {
+                    tracing::warn!(
+                        "{}: role {role} does not exist on the target: the recorded DDL runs as the restoring role",
+                        statement.at
+                    );
+                }
+                exists.then(|| quote_ident(role))
+            }
+            None => None,
         };
         self.queue(&statement.at, format!("SET LOCAL search_path TO {path}"), None)
             .await?;
-        self.queue(&statement.at, command, None).await
+        if let Some(role) = &role {
+            self.queue(&statement.at, format!("SET LOCAL ROLE {role}"), None)
+                .await?;
+        }
+        self.queue(&statement.at, command, None).await?;
+        if role.is_some() {
+            self.queue(&statement.at, "RESET ROLE".into(), None).await?;
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, truncate: Truncate) -> Result<(), SourceError> {
@@ -238,6 +269,41 @@ impl<'a> Applier<'a> {
             if truncate.cascade { " CASCADE" } else { "" }
         );
         self.queue(&truncate.at, sql, None).await
+    }
+}
+
+/// A `search_path` as `current_setting('search_path')` gave it, with every schema quoted: the
+/// text came from the source, and an unquoted element may hold anything but commas and spaces.
+fn search_path(recorded: &str) -> String {
+    let mut schemas = Vec::new();
+    let mut rest = recorded.trim();
+    while !rest.is_empty() {
+        let (schema, after) = match rest.strip_prefix('"') {
+            Some(quoted) => {
+                // A quoted name ends at a quote that is not doubled.
+                let mut end = 0;
+                let bytes = quoted.as_bytes();
+                while end < bytes.len() && !(bytes[end] == b'"' && bytes.get(end + 1) != Some(&b'"')) {
+                    end += if bytes[end] == b'"' { 2 } else { 1 };
+                }
+                (
+                    quoted[..end.min(quoted.len())].replace("\"\"", "\""),
+                    &quoted[(end + 1).min(quoted.len())..],
+                )
+            }
+            None => match rest.split_once(',') {
+                Some((schema, after)) => (schema.trim().to_string(), after),
+                None => (rest.to_string(), ""),
+            },
+        };
+        if !schema.is_empty() {
+            schemas.push(quote_ident(&schema));
+        }
+        rest = after.trim_start().trim_start_matches(',').trim_start();
+    }
+    match schemas.is_empty() {
+        true => "''".into(),
+        false => schemas.join(", "),
     }
 }
 
@@ -277,7 +343,7 @@ fn locate(rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
             // The text the type's output function gives, as the source's decoding did under
             // the same settings (OUTPUT_SETTINGS); a `::text` cast is not always that text
             // (booleans, inet, char(n)).
-            (false, value) => format!("format('%s', {column}) = {}", literal(value, &rows.at)?),
+            (false, value) => format!("pg_catalog.format('%s', {column}) = {}", literal(value, &rows.at)?),
         });
     }
     if conditions.is_empty() {
@@ -288,4 +354,24 @@ fn locate(rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
         )));
     }
     Ok(conditions.join(" AND "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search_path;
+
+    #[test]
+    fn a_recorded_search_path_is_quoted_schema_by_schema() {
+        assert_eq!(search_path("\"$user\", public"), "\"$user\", \"public\"");
+        assert_eq!(
+            search_path("public;DROP/**/TABLE/**/t;--"),
+            "\"public;DROP/**/TABLE/**/t;--\""
+        );
+        assert_eq!(
+            search_path("\"we\"\"ird, name\",other"),
+            "\"we\"\"ird, name\", \"other\""
+        );
+        assert_eq!(search_path(""), "''");
+        assert_eq!(search_path("\"\""), "''");
+    }
 }

@@ -107,18 +107,27 @@ pub async fn install(pg: &Pg, client: &Client) -> Result<(), SourceError> {
            at timestamptz NOT NULL DEFAULT clock_timestamp(),
            xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
            search_path text NOT NULL,
+           role text NOT NULL,
            tag text NOT NULL,
            command text NOT NULL);
+         -- Writes the log with its owner's rights (whoever runs DDL need not be able to write it),
+         -- under a fixed search_path, so the caller's cannot redirect anything it calls.
+         CREATE OR REPLACE FUNCTION {CAIRN_SCHEMA}.record(path text, who text, command_tag text, query text) RETURNS void
+           LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+         BEGIN
+           -- A query string of several commands fires once per command: it is recorded once.
+           IF NOT EXISTS (SELECT 1 FROM {CAIRN_SCHEMA}.ddl WHERE xid = pg_current_xact_id() AND command = query) THEN
+             INSERT INTO {CAIRN_SCHEMA}.ddl (search_path, role, tag, command) VALUES (path, who, command_tag, query);
+           END IF;
+         END $fn$;
+         -- Runs with the rights of whoever ran the DDL, and reads their search_path and query.
          CREATE OR REPLACE FUNCTION {CAIRN_SCHEMA}.record_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
          BEGIN
            IF coalesce(current_setting('cairn.installing', true), '') = 'on' THEN RETURN; END IF;
-           -- A query string of several commands fires once per command: it is recorded once.
-           IF NOT EXISTS (SELECT 1 FROM {CAIRN_SCHEMA}.ddl
-                           WHERE xid = pg_current_xact_id() AND command = current_query()) THEN
-             INSERT INTO {CAIRN_SCHEMA}.ddl (search_path, tag, command)
-             VALUES (current_setting('search_path'), tg_tag, current_query());
-           END IF;
+           PERFORM {CAIRN_SCHEMA}.record(current_setting('search_path'), current_user, tg_tag, current_query());
          END $fn$;
+         GRANT USAGE ON SCHEMA {CAIRN_SCHEMA} TO PUBLIC;
+         REVOKE ALL ON {CAIRN_SCHEMA}.ddl FROM PUBLIC;
          DO $do$ BEGIN
            IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = '{EVENT_TRIGGER}') THEN
              CREATE EVENT TRIGGER {EVENT_TRIGGER} ON ddl_command_end EXECUTE FUNCTION {CAIRN_SCHEMA}.record_ddl();
@@ -212,6 +221,7 @@ pub fn from_log(change: Change) -> Option<Change> {
     let (Some(path), Some(command)) = (column("search_path"), column("command")) else {
         return None;
     };
+    let role = column("role");
     let text = |values: &[Value], i: usize| match values.get(i) {
         Some(Value::Bytes(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
         _ => String::new(),
@@ -225,7 +235,10 @@ pub fn from_log(change: Change) -> Option<Change> {
         at: rows.at.clone(),
         database: text(after, path),
         text: text(after, command),
-        session: Session::default(),
+        session: Session {
+            role: role.map(|i| text(after, i)).filter(|r| !r.is_empty()),
+            ..Session::default()
+        },
         standalone: false,
     }))
 }
@@ -252,56 +265,81 @@ pub fn replayable(text: &str) -> Result<String, String> {
             shown()
         ));
     }
-    let first = scanned
-        .words
-        .first()
-        .map(|&(a, b)| text[a..b].to_ascii_uppercase())
-        .unwrap_or_default();
+    let word = |w: &Word| text[w.start..w.end].to_ascii_uppercase();
+    let first = scanned.words.first().map(word).unwrap_or_default();
     if !REPLAYABLE.contains(&first.as_str()) {
         return Err(format!(
             "the DDL ran inside a {first} command ({}…), which cannot be replayed by itself",
             shown()
         ));
     }
+    // CREATE TABLE … AS (and SELECT INTO) write rows the slot carries before the DDL is
+    // recorded, so the replay would meet rows of a table it has not created yet.
+    let leading: Vec<String> = scanned.words.iter().take(5).map(word).collect();
+    let creates_table = leading.first().is_some_and(|w| w == "CREATE")
+        && leading.iter().skip(1).take(3).any(|w| w == "TABLE")
+        && !leading.iter().any(|w| w == "TRIGGER" || w == "FUNCTION");
+    if creates_table && scanned.words.iter().any(|w| w.depth == 0 && word(w) == "AS") {
+        return Err(format!(
+            "CREATE TABLE … AS writes rows the replay would meet before the table exists ({}…); create the table, \
+             then INSERT … SELECT",
+            shown()
+        ));
+    }
     let mut out = String::with_capacity(text.len());
     let mut from = 0;
-    for &(a, b) in &scanned.words {
-        if text[a..b].eq_ignore_ascii_case("CONCURRENTLY") {
-            out.push_str(&text[from..a]);
-            from = b;
+    for w in &scanned.words {
+        if word(w) == "CONCURRENTLY" {
+            out.push_str(&text[from..w.start]);
+            from = w.end;
         }
     }
     out.push_str(&text[from..]);
     Ok(out.trim().trim_end_matches(';').trim().to_string())
 }
 
-/// Where the top-level words of an SQL text are, and how many statements it holds, skipping
-/// strings, quoted identifiers, dollar-quoted bodies and comments.
+/// Where the words of an SQL text are (with their parenthesis depth), and how many statements
+/// it holds, skipping strings, quoted identifiers, dollar-quoted bodies and comments. Works on
+/// bytes: word boundaries are ASCII, so they are also character boundaries.
 struct Scanned {
-    words: Vec<(usize, usize)>,
+    words: Vec<Word>,
     statements: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Word {
+    start: usize,
+    end: usize,
+    depth: usize,
 }
 
 fn scan(text: &str) -> Scanned {
     let bytes = text.as_bytes();
-    let (mut words, mut statements, mut pending) = (Vec::new(), 0usize, false);
+    let find = |from: usize, needle: &[u8]| {
+        bytes[from.min(bytes.len())..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|k| from + k)
+    };
+    let (mut words, mut statements, mut pending) = (Vec::<Word>::new(), 0usize, false);
+    // `BEGIN ATOMIC … END` bodies (and CASE … END inside them) hold `;` of their own.
+    let (mut depth, mut atomic, mut cases) = (0usize, 0usize, 0usize);
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
-        let rest = &text[i..];
-        if rest.starts_with("--") {
-            i += rest.find('\n').unwrap_or(rest.len());
-        } else if rest.starts_with("/*") {
-            let mut depth = 0usize;
+        if bytes[i..].starts_with(b"--") {
+            i = find(i, b"\n").unwrap_or(bytes.len());
+        } else if bytes[i..].starts_with(b"/*") {
+            let mut nesting = 0usize;
             let mut j = i;
             while j < bytes.len() {
-                if text[j..].starts_with("/*") {
-                    depth += 1;
+                if bytes[j..].starts_with(b"/*") {
+                    nesting += 1;
                     j += 2;
-                } else if text[j..].starts_with("*/") {
-                    depth -= 1;
+                } else if bytes[j..].starts_with(b"*/") {
+                    nesting -= 1;
                     j += 2;
-                    if depth == 0 {
+                    if nesting == 0 {
                         break;
                     }
                 } else {
@@ -326,23 +364,48 @@ fn scan(text: &str) -> Scanned {
             pending = true;
             i = j + 1;
         } else if c == b'$'
-            && let Some(end) = rest[1..].find('$')
-            && rest[1..1 + end].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && let Some(close) = find(i + 1, b"$")
+            && bytes[i + 1..close]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
         {
-            let tag = &rest[..end + 2];
-            let body = &rest[tag.len()..];
-            i += tag.len() + body.find(tag).map(|k| k + tag.len()).unwrap_or(body.len());
+            let tag = &bytes[i..=close];
+            i = find(close + 1, tag).map(|k| k + tag.len()).unwrap_or(bytes.len());
             pending = true;
+        } else if c == b'(' || c == b')' {
+            depth = if c == b'(' { depth + 1 } else { depth.saturating_sub(1) };
+            pending = true;
+            i += 1;
         } else if c == b';' {
-            statements += usize::from(pending);
-            pending = false;
+            if depth == 0 && atomic == 0 {
+                statements += usize::from(pending);
+                pending = false;
+            }
             i += 1;
         } else if c.is_ascii_alphabetic() || c == b'_' {
-            let end = rest
-                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '$'))
+            let end = bytes[i..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$'))
                 .map(|k| i + k)
                 .unwrap_or(bytes.len());
-            words.push((i, end));
+            let word = &text[i..end];
+            if word.eq_ignore_ascii_case("ATOMIC")
+                && words
+                    .last()
+                    .is_some_and(|w| text[w.start..w.end].eq_ignore_ascii_case("BEGIN"))
+            {
+                atomic += 1;
+            } else if atomic > 0 && word.eq_ignore_ascii_case("CASE") {
+                cases += 1;
+            } else if atomic > 0 && word.eq_ignore_ascii_case("END") {
+                if cases > 0 {
+                    cases -= 1;
+                } else {
+                    atomic -= 1;
+                }
+            }
+            words.push(Word { start: i, end, depth });
             pending = true;
             i = end;
         } else {
@@ -375,6 +438,46 @@ mod tests {
             "/* a; b */ DROP TABLE \"we;ird\""
         );
         assert!(replayable("COMMENT ON TABLE t IS E'it''s \\' ; here'").is_ok());
+    }
+
+    #[test]
+    fn any_text_is_scanned_without_panicking() {
+        assert_eq!(
+            replayable("CREATE TABLE café (id int)").unwrap(),
+            "CREATE TABLE café (id int)"
+        );
+        assert!(replayable("/* é */ DROP TABLE t").is_ok());
+        assert!(replayable("COMMENT ON TABLE t IS 'ünïcödé ;' -- ß").is_ok());
+        for text in ["'", "\"", "$$", "$a$ é", "/* é", "E'\\", "é", "$1", ";;", "(((", ")))"] {
+            let _ = replayable(text);
+        }
+        // A trailing comment stays a comment: the statement must end on a line of its own.
+        assert!(
+            replayable("ALTER TABLE t ADD c int -- why")
+                .unwrap()
+                .ends_with("-- why")
+        );
+    }
+
+    #[test]
+    fn bodies_and_rules_with_semicolons_are_one_command() {
+        assert!(
+            replayable("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END")
+                .is_ok()
+        );
+        assert!(replayable("CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY a; NOTIFY b)").is_ok());
+        assert!(replayable("CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY)").is_ok());
+    }
+
+    #[test]
+    fn create_table_as_is_refused() {
+        assert!(
+            replayable("CREATE TABLE copy AS SELECT * FROM t")
+                .unwrap_err()
+                .contains("INSERT … SELECT")
+        );
+        assert!(replayable("create unlogged table c as table t").is_err());
+        assert!(replayable("CREATE MATERIALIZED VIEW m AS SELECT 1").is_ok());
     }
 
     #[test]

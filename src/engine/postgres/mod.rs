@@ -329,6 +329,10 @@ impl Source for PostgresSource {
         options.postgres.incrementals
     }
 
+    fn single_position(&self, options: &CopyOptions) -> bool {
+        options.postgres.incrementals
+    }
+
     async fn preflight(
         &self,
         options: &CopyOptions,
@@ -558,6 +562,7 @@ impl Source for PostgresSource {
             details.insert(ddl::FINGERPRINT.into(), json!(fingerprint));
         }
         details.insert("snapshot_lsn".into(), json!(point.lsn));
+        details.insert("snapshot_insert_lsn".into(), json!(point.insert_lsn));
         details.insert("tables".into(), json!(tables.len()));
         details.insert("chunks".into(), json!(chunk_count));
         details.insert("rows".into(), json!(rows));

@@ -19,6 +19,7 @@ use crate::engine::change::Change;
 use crate::engine::filter::Filters;
 use crate::engine::{RestoreInput, SourceError, Until};
 use crate::repo::file_kind::FileKind;
+use crate::repo::model::CopyInfo;
 use crate::repo::model::LogPosition;
 use crate::repo::reader::{StoredFile, files_of, one_of, open_verified, read_text};
 
@@ -102,7 +103,14 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
         .get("snapshot")
         .and_then(|s| s.as_str())
         .ok_or_else(|| SourceError::Damaged(format!("copy {}: the snapshot is not recorded", full.copy.id)))
-        .and_then(|text| Snapshot::parse(text).map_err(SourceError::Damaged))?;
+        .and_then(|text| Snapshot::parse(text).map_err(SourceError::Damaged))?
+        .ending_at(
+            full.copy
+                .details
+                .get("snapshot_insert_lsn")
+                .and_then(|l| l.as_str())
+                .and_then(|l| parse_lsn(l).ok()),
+        );
     let full_end = &full.copy.log_range.end;
     if let (Some(Until::Lsn(lsn)), LogPosition::Postgres { lsn: end, .. }) = (&input.until, full_end)
         && parse_lsn(end).is_ok_and(|end| *lsn < end)
@@ -147,7 +155,7 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
         });
     }
     let chain_end = input.manifests[input.manifests.len() - 1].copy.log_range.end.clone();
-    let (in_chain, stop) = locate(&files, &snapshot, input.until.as_ref(), full_end, chain_end).await?;
+    let (in_chain, stop) = locate(&files, &snapshot, input.until.as_ref(), &full.copy, chain_end).await?;
     Ok(Checked {
         _work: work,
         files,
@@ -163,9 +171,10 @@ async fn locate(
     files: &[LocalChanges],
     snapshot: &Snapshot,
     until: Option<&Until>,
-    full_end: &LogPosition,
+    full: &CopyInfo,
     chain_end: LogPosition,
 ) -> Result<(u64, Stop), SourceError> {
+    let (full_end, full_id) = (&full.log_range.end, &full.id);
     let slot = match &chain_end {
         LogPosition::Postgres { slot, .. } => slot.clone(),
         LogPosition::Mysql { .. } => None,
@@ -199,7 +208,7 @@ async fn locate(
                     let xid = transaction.unwrap_or_default() as u32;
                     begun = Some(Begun {
                         xid,
-                        held: snapshot.holds(xid),
+                        held: snapshot.holds(xid, decoder.commit_lsn()),
                         committed_at,
                         commit_lsn: decoder.commit_lsn(),
                     });
@@ -229,6 +238,18 @@ async fn locate(
                 Some(Until::Xid(_)) => !found_xid,
                 _ => true,
             };
+            if !take && txn.held {
+                return Err(SourceError::Unsupported(format!(
+                    "the stop point falls before the full copy's snapshot (transaction {} committed {} is already \
+                     in copy {}): the full copy cannot be restored to an earlier point; restore an older chain \
+                     (--copy), or stop later",
+                    txn.xid,
+                    txn.committed_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "at an unknown time".into()),
+                    full_id
+                )));
+            }
             if !take {
                 decided = true;
                 stop.before = Some(txn.commit_lsn);
@@ -340,6 +361,23 @@ pub(super) async fn progress(
     }
 }
 
+/// Drops the replication origin of a replay of `input`'s full copy into this database, if one
+/// is left.
+///
+/// # Errors
+/// The target's error (the origin is in use by a replay still running).
+pub(super) async fn forget(pg: &Pg, client: &Client, input: &RestoreInput) -> Result<(), SourceError> {
+    let origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
+    client
+        .execute(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| pg.error("dropping an earlier replay's replication origin", e))?;
+    Ok(())
+}
+
 /// Applies the checked chain to `client`'s database, which holds the full copy; with `resumed`,
 /// the position a stopped replay recorded, it continues after it.
 ///
@@ -354,15 +392,7 @@ pub(super) async fn replay(
 ) -> Result<Replayed, SourceError> {
     let origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
     if !input.resume {
-        // A replay starts from the full copy: progress left by an earlier restore into a
-        // database of the same name means nothing now.
-        client
-            .execute(
-                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
-                &[&origin],
-            )
-            .await
-            .map_err(|e| pg.error("dropping an earlier replay's replication origin", e))?;
+        forget(pg, client, input).await?;
         client
             .execute("SELECT pg_replication_origin_create($1)", &[&origin])
             .await
@@ -372,10 +402,18 @@ pub(super) async fn replay(
         .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
         .await
         .map_err(|e| {
+            let full = e
+                .as_db_error()
+                .is_some_and(|d| d.message().contains("free replication state slot"));
             pg.error(
-                "using the replay's replication origin (each stopped replay keeps one until it is resumed; when \
-                 the server has no free one, raise max_replication_slots or drop those of abandoned restores: \
-                 SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'cairn\\_%')",
+                match full {
+                    true => {
+                        "using the replay's replication origin (each stopped replay keeps one until it is resumed; \
+                         raise max_replication_slots, or drop those of abandoned restores: SELECT \
+                         pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'cairn\\_%')"
+                    }
+                    false => "using the replay's replication origin",
+                },
                 e,
             )
         })?;
@@ -400,7 +438,7 @@ pub(super) async fn replay(
                 }
                 // Transactions commit in this order, each after the one before ended: one
                 // whose commit lies before the recorded end was applied already.
-                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32))
+                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32, commit_lsn))
                     || resumed.is_some_and(|done| commit_lsn < done);
             }
             if skipping {
@@ -435,15 +473,6 @@ pub(super) async fn replay(
             applier.apply(change, &record).await?;
         }
     }
-    // The replay is complete: nothing is left to resume, and the origin would hold one of the
-    // server's few replication state slots for good.
-    client
-        .batch_execute(&format!(
-            "SELECT pg_replication_origin_session_reset(); SELECT pg_replication_origin_drop({})",
-            super::quote_literal(&origin)
-        ))
-        .await
-        .map_err(|e| pg.error("dropping the replay's replication origin", e))?;
     // Sequences are not decoded: each incremental recorded their values at its end.
     if let Some(file) = checked.files.get(stop.sequences_of) {
         let sql = read_text(&input.destination, &file.sequences).await?;
@@ -458,6 +487,15 @@ pub(super) async fn replay(
             }
         }
     }
+    // The replay is complete: nothing is left to resume, and the origin would hold one of the
+    // server's few replication state slots for good.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_replication_origin_session_reset(); SELECT pg_replication_origin_drop({})",
+            super::quote_literal(&origin)
+        ))
+        .await
+        .map_err(|e| pg.error("dropping the replay's replication origin", e))?;
     let done = applier.applied();
     Ok(Replayed {
         transactions: done.transactions,

@@ -91,6 +91,8 @@ pub async fn create_slot(pg: &Pg, client: &Client, slot: &str) -> Result<String,
             .await
             .map_err(|e| pg.error(&format!("creating publication {slot} (FOR ALL TABLES)"), e))?;
     }
+    // A killed incremental's server session may still hold the slot.
+    free(pg, client, slot).await?;
     client
         .execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",

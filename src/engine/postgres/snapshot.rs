@@ -15,6 +15,8 @@ pub(super) struct SnapshotPoint {
     pub timeline: Option<u32>,
     pub version: String,
     pub version_num: i32,
+    /// The WAL insert position at the snapshot: every commit at or after it is not in it.
+    pub insert_lsn: String,
 }
 
 pub(super) async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPoint, SourceError> {
@@ -28,7 +30,8 @@ pub(super) async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPo
                          THEN (SELECT system_identifier::text FROM pg_control_system()) END,
                     CASE WHEN has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
                          THEN (SELECT timeline_id FROM pg_control_checkpoint()) END,
-                    current_setting('server_version'), current_setting('server_version_num')::int",
+                    current_setting('server_version'), current_setting('server_version_num')::int,
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text",
             &[],
         )
         .await
@@ -41,6 +44,7 @@ pub(super) async fn take_snapshot(pg: &Pg, leader: &Client) -> Result<SnapshotPo
         timeline: row.get::<_, Option<i32>>(4).map(|t| t as u32),
         version: row.get(5),
         version_num: row.get(6),
+        insert_lsn: row.get(7),
     })
 }
 

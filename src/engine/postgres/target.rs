@@ -469,6 +469,10 @@ impl PostgresTarget {
         let refresh = one_of(&files, FileKind::Refresh, copy)?;
 
         let client = self.open_database().await?;
+        // A replay that stopped in an earlier restore into this database recorded a position
+        // that means nothing once the full copy is restored again: a later --resume must not
+        // trust it (replication origins belong to the server, not to the database).
+        super::replay::forget(&self.pg, &client, input).await?;
         if let Some(contents) = self.contents(&client).await? {
             if !input.clean {
                 return Err(SourceError::TargetNotEmpty {

@@ -9,6 +9,9 @@ pub struct Snapshot {
     xmin: u64,
     xmax: u64,
     in_progress: Vec<u64>,
+    /// The WAL insert position when the snapshot was taken, when recorded: a transaction whose
+    /// commit lies at or after it committed after the snapshot, whatever its id says.
+    wal_end: Option<u64>,
 }
 
 impl Snapshot {
@@ -36,6 +39,7 @@ impl Snapshot {
             xmin,
             xmax,
             in_progress,
+            wal_end: None,
         })
     }
 
@@ -55,9 +59,20 @@ impl Snapshot {
         }
     }
 
-    /// Whether the transaction `xid` (32-bit, as decoding gives it) committed before the
-    /// snapshot was taken, so the full copy holds its changes.
-    pub fn holds(&self, xid: u32) -> bool {
+    /// This snapshot, taken when the WAL insert position was `wal_end`.
+    pub fn ending_at(mut self, wal_end: Option<u64>) -> Snapshot {
+        self.wal_end = wal_end;
+        self
+    }
+
+    /// Whether the transaction `xid` (32-bit, as decoding gives it), whose commit record is at
+    /// `commit_lsn`, committed before the snapshot was taken, so the full copy holds its
+    /// changes. A commit after the snapshot's WAL position is never held: its 32-bit id may
+    /// have wrapped more than 2^31 transactions later.
+    pub fn holds(&self, xid: u32, commit_lsn: u64) -> bool {
+        if self.wal_end.is_some_and(|end| commit_lsn >= end) {
+            return false;
+        }
         let xid = self.widen(xid);
         xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
     }
@@ -79,18 +94,33 @@ mod tests {
     #[test]
     fn transactions_before_the_snapshot_are_held_and_the_others_are_not() {
         let snapshot = Snapshot::parse("100:110:103,107").unwrap();
-        assert!(snapshot.holds(99));
+        assert!(snapshot.holds(99, 0));
         assert!(
-            snapshot.holds(100) && snapshot.holds(105),
+            snapshot.holds(100, 0) && snapshot.holds(105, 0),
             "committed between xmin and xmax"
         );
         assert!(
-            !snapshot.holds(103) && !snapshot.holds(107),
+            !snapshot.holds(103, 0) && !snapshot.holds(107, 0),
             "in progress at the snapshot"
         );
-        assert!(!snapshot.holds(110) && !snapshot.holds(200), "began after the snapshot");
+        assert!(
+            !snapshot.holds(110, 0) && !snapshot.holds(200, 0),
+            "began after the snapshot"
+        );
         assert_eq!(Snapshot::parse("5:5:").unwrap().in_progress, Vec::<u64>::new());
         assert!(Snapshot::parse("5:4:").is_err() && Snapshot::parse("a:b:").is_err());
+    }
+
+    #[test]
+    fn a_commit_after_the_snapshot_s_wal_position_is_never_held() {
+        // An id far past the snapshot widens into the past; the commit's position says better.
+        let snapshot = Snapshot::parse("100:110:").unwrap().ending_at(Some(5_000));
+        assert!(snapshot.holds(99, 4_999));
+        assert!(!snapshot.holds(99, 5_000), "committed after the snapshot: a wrapped id");
+        assert!(
+            Snapshot::parse("100:110:").unwrap().holds(99, 5_000),
+            "no position recorded"
+        );
     }
 
     #[test]
@@ -106,13 +136,13 @@ mod tests {
         // The snapshot is in epoch 3, just after the 32-bit counter wrapped.
         let base = 3u64 << 32;
         let snapshot = Snapshot::parse(&format!("{}:{}:", base + 5, base + 10)).unwrap();
-        assert!(snapshot.holds(u32::MAX - 2), "from the end of epoch 2: long before");
-        assert!(snapshot.holds(7));
-        assert!(!snapshot.holds(10) && !snapshot.holds(1_000));
+        assert!(snapshot.holds(u32::MAX - 2, 0), "from the end of epoch 2: long before");
+        assert!(snapshot.holds(7, 0));
+        assert!(!snapshot.holds(10, 0) && !snapshot.holds(1_000, 0));
         // Just before a wrap: ids near zero are the next epoch's, after the snapshot.
         let late = (2u64 << 32) + u64::from(u32::MAX) - 10;
         let snapshot = Snapshot::parse(&format!("{late}:{}:", late + 5)).unwrap();
-        assert!(!snapshot.holds(3));
-        assert!(snapshot.holds(u32::MAX - 20));
+        assert!(!snapshot.holds(3, 0));
+        assert!(snapshot.holds(u32::MAX - 20, 0));
     }
 }

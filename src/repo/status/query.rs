@@ -84,6 +84,12 @@ impl StatusBody {
         )
     }
 
+    /// The newest copy whose chain is intact, of any run type: where an incremental of a source
+    /// that keeps a single log position (a PostgreSQL slot) must continue.
+    pub fn newest_intact(&self) -> Option<&CopyRecord> {
+        newest(self.copies.iter().filter(|c| self.chain(&c.id).is_ok()))
+    }
+
     /// The kind of copy a run of `run_type` takes when asked for `auto`.
     ///
     /// At or above the full-backup policy's run type: a full. Below it: an incremental when a
