@@ -103,10 +103,28 @@ async fn a_replay_stops_after_the_transaction_a_time_an_lsn_or_an_xid_names() {
     let config = config(locks.path(), &source);
     let (code, out, err) = backup(locks.path(), &config, &to, "full");
     assert_eq!(code, 0, "{out}\n{err}");
+    // Hourly incrementals, then a daily one: the slot has one position, so the daily one
+    // continues from the newest hourly copy, not from the last daily one.
     let (m1, m2) = (mark(&client, 1).await, mark(&client, 2).await);
-    let (code, out, err) = backup(locks.path(), &config, &to, "incremental");
+    let hourly = |locks: &std::path::Path| {
+        run(cairn(locks).arg("--config").arg(&config).args([
+            "backup",
+            "--type",
+            "incremental",
+            "--run-type",
+            "hourly",
+            "--source",
+            "fx",
+            "--to",
+            &to,
+        ]))
+    };
+    let (code, out, err) = hourly(locks.path());
     assert_eq!(code, 0, "{out}\n{err}");
-    let (m3, m4) = (mark(&client, 3).await, mark(&client, 4).await);
+    let m3 = mark(&client, 3).await;
+    let (code, out, err) = hourly(locks.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let m4 = mark(&client, 4).await;
     let (code, out, err) = backup(locks.path(), &config, &to, "incremental");
     assert_eq!(code, 0, "{out}\n{err}");
 
