@@ -309,7 +309,7 @@ async fn decoded_changes_applied_to_the_starting_point_give_the_source_s_tables(
         .await
         .unwrap();
 
-    let applied = applier.applied();
+    let applied = applier.finish().await.unwrap();
     // The applier works under search_path = pg_catalog; the checks below name tables plainly.
     dst.batch_execute("RESET search_path").await.unwrap();
     assert_eq!(

@@ -185,7 +185,11 @@ async fn a_killed_replay_resumes_to_the_result_of_an_uninterrupted_one() {
             "SET synchronous_commit = on;
              CREATE TABLE items (id int PRIMARY KEY, v text);
              CREATE PROCEDURE fill(n int) LANGUAGE plpgsql AS $$
-               BEGIN FOR i IN 1..n LOOP INSERT INTO items VALUES (i, md5(i::text)); COMMIT; END LOOP; END $$;",
+               BEGIN FOR i IN 1..n LOOP
+                 INSERT INTO items VALUES (i, md5(i::text));
+                 UPDATE items SET v = v || '!' WHERE id = i - 1;
+                 COMMIT;
+               END LOOP; END $$;",
         )
         .await
         .unwrap();
@@ -257,6 +261,33 @@ async fn a_killed_replay_resumes_to_the_result_of_an_uninterrupted_one() {
         "a refused resume changed the target"
     );
 
+    // A target changed behind the replay's back: the next transaction updates a row that is
+    // gone, fails whole (its insert too), and the recorded position stays where it was.
+    let changed = connect(&url_of(&target)).await;
+    let last: String = changed
+        .query_one(
+            "DELETE FROM items WHERE id = (SELECT max(id) FROM items) RETURNING format('(%s, %L)', id, v)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (code, out, err) = restore(locks.path(), &to, &target, &["--resume"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("no row matches the change") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        count(target.clone()).await,
+        Some(applied - 1),
+        "a failed transaction was committed"
+    );
+    assert_eq!(origins_of(&target).await, 1);
+    changed
+        .batch_execute(&format!("INSERT INTO items VALUES {last}"))
+        .await
+        .unwrap();
     let (code, out, err) = restore(locks.path(), &to, &target, &["--resume"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let rows = |database: String| async move {

@@ -1,9 +1,14 @@
 //! The PostgreSQL applier: the change stream applied to a target database, one target
 //! transaction per source transaction, under `session_replication_role = replica` (the source's
 //! triggers and foreign keys already did their work). Rows are found by the columns that
-//! identify them; a value the change does not carry is never written. A transaction's
-//! statements go to the target in batches (one round trip per batch of up to 1 MiB), and each
-//! row change must have changed exactly one row before the transaction commits.
+//! identify them; a value the change does not carry is never written.
+//!
+//! A transaction goes to the target as one batch of statements ending in its `COMMIT` (split
+//! at 1 MiB), and several transactions' batches are in flight at once. Correctness does not
+//! depend on their answers: a row change that finds no row raises an error in the server,
+//! which rolls its transaction back, and each pipelined transaction first checks that the one
+//! before it committed (the session's replication origin is at its end), so after a failure
+//! nothing later commits.
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -27,18 +32,35 @@ pub const OUTPUT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, Y
 /// Statements queued beyond this many bytes are sent before more are queued.
 const BATCH_BYTES: usize = 1 << 20;
 
+/// Batches sent and not yet answered, at most.
+const IN_FLIGHT: usize = 32;
+
+/// Raises `no_data_found` with the message unless the condition holds: how a statement fails
+/// its transaction in the server, so no answer is needed before the `COMMIT` that follows.
+const EXPECT_FUNCTION: &str = "CREATE FUNCTION pg_temp.cairn_expect(ok boolean, message text) RETURNS void
+    LANGUAGE plpgsql AS $f$ BEGIN IF ok IS NOT TRUE THEN
+      RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = message; END IF; END $f$";
+
+/// A batch on its way, and where its first statement comes from.
+type InFlight<'a> = (
+    String,
+    futures::future::BoxFuture<'a, Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>>,
+);
+
 /// Applies changes over one session of the target.
 pub struct Applier<'a> {
     pg: &'a Pg,
     client: &'a Client,
     open: bool,
     applied: Applied,
-    /// Statements not sent yet, each ended by `;`.
+    /// Statements not sent yet, each ended by `;` on its own line.
     batch: String,
-    /// Per queued statement: for a row change, what it changes (it must change one row).
-    checks: Vec<Option<String>>,
     /// Where the first queued statement comes from, for errors.
     batch_at: String,
+    in_flight: std::collections::VecDeque<InFlight<'a>>,
+    /// The source position the previous transaction of this session recorded, which the next
+    /// one checks before it changes anything.
+    previous: Option<String>,
 }
 
 impl<'a> Applier<'a> {
@@ -54,20 +76,20 @@ impl<'a> Applier<'a> {
             ))
             .await
             .map_err(|e| pg.error("preparing the replay session (session_replication_role)", e))?;
+        client
+            .batch_execute(EXPECT_FUNCTION)
+            .await
+            .map_err(|e| pg.error("preparing the replay session (a temporary function)", e))?;
         Ok(Applier {
             pg,
             client,
             open: false,
             applied: Applied::default(),
             batch: String::new(),
-            checks: Vec::new(),
             batch_at: String::new(),
+            in_flight: std::collections::VecDeque::new(),
+            previous: None,
         })
-    }
-
-    /// What was applied so far.
-    pub fn applied(&self) -> Applied {
-        self.applied
     }
 
     /// Applies one change; `record` is SQL run inside the transaction just before its commit
@@ -80,7 +102,16 @@ impl<'a> Applier<'a> {
         match change {
             Change::Begin { at, .. } => {
                 if !self.open {
-                    self.queue(&at, "BEGIN".into(), None).await?;
+                    self.queue(&at, "BEGIN".into()).await?;
+                    if let Some(previous) = &self.previous {
+                        let check = format!(
+                            "SELECT pg_temp.cairn_expect(pg_catalog.pg_replication_origin_session_progress(false) = \
+                             {}::pg_lsn, {})",
+                            quote_literal(previous),
+                            quote_literal(&format!("{at}: the transaction before did not commit"))
+                        );
+                        self.queue(&at, check).await?;
+                    }
                     self.open = true;
                 }
             }
@@ -92,64 +123,90 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Queues one statement; `check` names what a row change changes. Sends the batch once it
-    /// is large, so memory does not grow with the source's transaction.
-    async fn queue(&mut self, at: &str, sql: String, check: Option<String>) -> Result<(), SourceError> {
+    /// Queues one statement. Sends the batch once it is large, so memory does not grow with
+    /// the source's transaction.
+    async fn queue(&mut self, at: &str, sql: String) -> Result<(), SourceError> {
         if self.batch.is_empty() {
             self.batch_at = at.to_string();
         }
         self.batch.push_str(&sql);
         // On a line of its own: a statement may end in a `--` comment.
         self.batch.push_str("\n;\n");
-        self.checks.push(check);
         if self.batch.len() >= BATCH_BYTES {
-            self.flush().await?;
+            self.send().await?;
         }
         Ok(())
     }
 
-    /// Sends the queued statements in one round trip and checks that each row change changed
-    /// exactly one row.
-    async fn flush(&mut self) -> Result<(), SourceError> {
+    /// Sends the queued statements without waiting for their answer, once fewer than
+    /// `IN_FLIGHT` batches are unanswered.
+    async fn send(&mut self) -> Result<(), SourceError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let checks = std::mem::take(&mut self.checks);
-        let messages = self.client.simple_query(&batch).await.map_err(|e| {
-            self.pg
-                .error(&format!("{}: applying the transaction", self.batch_at), e)
-        })?;
-        let counts = messages.iter().filter_map(|m| match m {
-            SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
-            _ => None,
-        });
-        for (check, changed) in checks.iter().zip(counts) {
-            if let Some(what) = check
-                && changed != 1
-            {
-                return Err(SourceError::Damaged(format!(
-                    "{what}: no row matches the change: the target differs from the source at this point (was it \
-                     changed after the restore?)"
-                )));
-            }
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.receive_one().await?;
         }
+        let batch = std::mem::take(&mut self.batch);
+        let client = self.client;
+        let mut answer: futures::future::BoxFuture<'a, _> = Box::pin(async move { client.simple_query(&batch).await });
+        // The first poll hands the request to the connection; the answer is awaited later.
+        if let Some(done) = futures::FutureExt::now_or_never(answer.as_mut()) {
+            answer = Box::pin(std::future::ready(done));
+        }
+        self.in_flight.push_back((std::mem::take(&mut self.batch_at), answer));
         Ok(())
     }
 
-    /// Sends what is queued with the position record, checks it, then commits: a transaction
-    /// in which a change found no row is never committed.
+    /// Waits for the oldest batch's answer.
+    async fn receive_one(&mut self) -> Result<(), SourceError> {
+        let Some((at, answer)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match answer.await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // What the later batches answer does not matter: they failed on our check.
+                self.in_flight.clear();
+                match e.as_db_error() {
+                    Some(db) if db.code() == &tokio_postgres::error::SqlState::NO_DATA_FOUND => {
+                        Err(SourceError::Damaged(db.message().to_string()))
+                    }
+                    _ => Err(self.pg.error(&format!("{at}: applying the transaction"), e)),
+                }
+            }
+        }
+    }
+
+    /// Waits until every batch sent was answered; the first failure is the error.
+    ///
+    /// # Errors
+    /// A change that found no row, or the target's error.
+    pub async fn finish(&mut self) -> Result<Applied, SourceError> {
+        self.send().await?;
+        while !self.in_flight.is_empty() {
+            self.receive_one().await?;
+        }
+        Ok(self.applied)
+    }
+
+    /// Queues the position record and `COMMIT` and sends the transaction. Pipelined only when
+    /// the position is recorded: then the next transaction can check that this one committed.
     async fn commit(&mut self, commit: Commit, record: &str) -> Result<(), SourceError> {
         if !record.is_empty() {
-            self.queue(&commit.at, record.to_string(), None).await?;
+            self.queue(&commit.at, record.to_string()).await?;
         }
-        self.flush().await?;
         if self.open {
-            self.client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| self.pg.error(&format!("{}: committing", commit.at), e))?;
+            self.queue(&commit.at, "COMMIT".into()).await?;
         }
+        self.send().await?;
+        self.previous = match (&commit.position, record.is_empty()) {
+            (crate::repo::model::LogPosition::Postgres { lsn, .. }, false) => Some(lsn.clone()),
+            _ => {
+                self.finish().await?;
+                None
+            }
+        };
         self.open = false;
         self.applied.transactions += 1;
         Ok(())
@@ -196,18 +253,24 @@ impl<'a> Applier<'a> {
                     if sets.is_empty() {
                         continue;
                     }
-                    format!(
-                        "UPDATE ONLY {table} SET {} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
-                        sets.join(", "),
-                        locate(&rows, before)?
+                    expect_one(
+                        &format!(
+                            "UPDATE ONLY {table} SET {} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
+                            sets.join(", "),
+                            locate(&rows, before)?
+                        ),
+                        &format!("{}: {table}", rows.at),
                     )
                 }
-                RowChange::Delete { before } => format!(
-                    "DELETE FROM ONLY {table} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
-                    locate(&rows, before)?
+                RowChange::Delete { before } => expect_one(
+                    &format!(
+                        "DELETE FROM ONLY {table} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
+                        locate(&rows, before)?
+                    ),
+                    &format!("{}: {table}", rows.at),
                 ),
             };
-            self.queue(&rows.at, sql, Some(format!("{}: {table}", rows.at))).await?;
+            self.queue(&rows.at, sql).await?;
             self.applied.row_changes += 1;
         }
         Ok(())
@@ -222,7 +285,7 @@ impl<'a> Applier<'a> {
         // As the role that ran it, so what it creates is that role's, when the target has it.
         let role = match &statement.session.role {
             Some(role) => {
-                self.flush().await?;
+                self.finish().await?;
                 let exists = self
                     .client
                     .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[role])
@@ -239,15 +302,14 @@ impl<'a> Applier<'a> {
             }
             None => None,
         };
-        self.queue(&statement.at, format!("SET LOCAL search_path TO {path}"), None)
+        self.queue(&statement.at, format!("SET LOCAL search_path TO {path}"))
             .await?;
         if let Some(role) = &role {
-            self.queue(&statement.at, format!("SET LOCAL ROLE {role}"), None)
-                .await?;
+            self.queue(&statement.at, format!("SET LOCAL ROLE {role}")).await?;
         }
-        self.queue(&statement.at, command, None).await?;
+        self.queue(&statement.at, command).await?;
         if role.is_some() {
-            self.queue(&statement.at, "RESET ROLE".into(), None).await?;
+            self.queue(&statement.at, "RESET ROLE".into()).await?;
         }
         Ok(())
     }
@@ -268,8 +330,20 @@ impl<'a> Applier<'a> {
             },
             if truncate.cascade { " CASCADE" } else { "" }
         );
-        self.queue(&truncate.at, sql, None).await
+        self.queue(&truncate.at, sql).await
     }
+}
+
+/// `change` (an UPDATE or DELETE of one row) failing its transaction unless it changed exactly
+/// one row.
+fn expect_one(change: &str, what: &str) -> String {
+    format!(
+        "WITH changed AS ({change} RETURNING 1) SELECT pg_temp.cairn_expect(count(*) = 1, {}) FROM changed",
+        quote_literal(&format!(
+            "{what}: no row matches the change: the target differs from the source at this point (was it changed \
+             after the restore?)"
+        ))
+    )
 }
 
 /// A `search_path` as `current_setting('search_path')` gave it, with every schema quoted: the

@@ -473,6 +473,8 @@ pub(super) async fn replay(
             applier.apply(change, &record).await?;
         }
     }
+    // Every transaction sent was answered (the first failure is the error).
+    let done = applier.finish().await?;
     // Sequences are not decoded: each incremental recorded their values at its end.
     if let Some(file) = checked.files.get(stop.sequences_of) {
         let sql = read_text(&input.destination, &file.sequences).await?;
@@ -496,7 +498,6 @@ pub(super) async fn replay(
         ))
         .await
         .map_err(|e| pg.error("dropping the replay's replication origin", e))?;
-    let done = applier.applied();
     Ok(Replayed {
         transactions: done.transactions,
         row_changes: done.row_changes,

@@ -214,7 +214,7 @@ pub async fn free(pg: &Pg, client: &Client, slot: &str) -> Result<(), SourceErro
 pub async fn state(pg: &Pg, client: &Client, slot: &str) -> Result<Option<LogHold>, SourceError> {
     let row = client
         .query_opt(
-            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
+            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), restart_lsn), 0)::bigint,
                     coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, ''), active
                FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
             &[&slot],
