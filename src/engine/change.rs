@@ -65,7 +65,8 @@ pub struct Rows {
     /// Their names, when the log gives them (PostgreSQL); empty: by position (MySQL).
     pub names: Vec<String>,
     /// Positions of the columns that identify a row, when the log says (PostgreSQL's replica
-    /// identity); empty: the applier finds them on its target.
+    /// identity); empty: the applier finds them on its target (MySQL), or the whole row
+    /// identifies it (PostgreSQL's `REPLICA IDENTITY FULL`).
     pub key: Vec<usize>,
     /// Whether the source checked foreign keys when it made these changes.
     pub foreign_key_checks: bool,

@@ -10,11 +10,11 @@
 //! before it committed (the session's replication origin is at its end), so after a failure
 //! nothing later commits.
 
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
-use super::{Pg, quote_ident, quote_literal};
+use super::{Pg, quote_ident, quote_literal, row_sql};
 use crate::engine::SourceError;
-use crate::engine::change::{Change, Commit, RowChange, Rows, Statement, Truncate, Value};
+use crate::engine::change::{Change, Commit, Rows, Statement, Truncate};
 
 /// What the applier did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,12 @@ const EXPECT_FUNCTION: &str = "CREATE FUNCTION pg_temp.cairn_expect(ok boolean, 
 /// A batch on its way, and where its first statement comes from.
 type InFlight<'a> = (
     String,
-    futures::future::BoxFuture<'a, Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>>,
+    futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>,
 );
+
+/// Prepared statements kept per session, at most (the shapes of row changes: table, columns
+/// changed, NULLs in the key).
+const PREPARED: usize = 4096;
 
 /// Applies changes over one session of the target.
 pub struct Applier<'a> {
@@ -61,6 +65,8 @@ pub struct Applier<'a> {
     /// The source position the previous transaction of this session recorded, which the next
     /// one checks before it changes anything.
     previous: Option<String>,
+    /// Row-change statements prepared in this session, by their SQL.
+    prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
 }
 
 impl<'a> Applier<'a> {
@@ -89,6 +95,7 @@ impl<'a> Applier<'a> {
             batch_at: String::new(),
             in_flight: std::collections::VecDeque::new(),
             previous: None,
+            prepared: std::collections::HashMap::new(),
         })
     }
 
@@ -149,13 +156,51 @@ impl<'a> Applier<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let client = self.client;
-        let mut answer: futures::future::BoxFuture<'a, _> = Box::pin(async move { client.simple_query(&batch).await });
-        // The first poll hands the request to the connection; the answer is awaited later.
+        let at = std::mem::take(&mut self.batch_at);
+        self.launch(
+            at,
+            Box::pin(async move { client.simple_query(&batch).await.map(|_| ()) }),
+        );
+        Ok(())
+    }
+
+    /// Sends one row change as a prepared statement (prepared on first use), after what is
+    /// queued, without waiting for its answer.
+    async fn execute(&mut self, at: &str, statement: row_sql::RowStatement) -> Result<(), SourceError> {
+        self.send().await?;
+        let prepared = match self.prepared.get(&statement.sql) {
+            Some(prepared) => prepared.clone(),
+            None => {
+                let prepared = self
+                    .client
+                    .prepare(&statement.sql)
+                    .await
+                    .map_err(|e| self.pg.error(&format!("{at}: preparing a row change"), e))?;
+                if self.prepared.len() >= PREPARED {
+                    self.prepared.clear();
+                }
+                self.prepared.insert(statement.sql, prepared.clone());
+                prepared
+            }
+        };
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.receive_one().await?;
+        }
+        let client = self.client;
+        let params = statement.params;
+        self.launch(
+            at.to_string(),
+            Box::pin(async move { client.execute_raw(&prepared, params.iter()).await.map(|_| ()) }),
+        );
+        Ok(())
+    }
+
+    /// Starts a request: the first poll hands it to the connection; the answer is awaited later.
+    fn launch(&mut self, at: String, mut answer: futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>) {
         if let Some(done) = futures::FutureExt::now_or_never(answer.as_mut()) {
             answer = Box::pin(std::future::ready(done));
         }
-        self.in_flight.push_back((std::mem::take(&mut self.batch_at), answer));
-        Ok(())
+        self.in_flight.push_back((at, answer));
     }
 
     /// Waits for the oldest batch's answer.
@@ -221,57 +266,10 @@ impl<'a> Applier<'a> {
         }
         let table = format!("{}.{}", quote_ident(&rows.database), quote_ident(&rows.table));
         for change in &rows.changes {
-            let sql = match change {
-                RowChange::Insert { after } => {
-                    let (names, values): (Vec<String>, Vec<String>) = rows
-                        .names
-                        .iter()
-                        .zip(after)
-                        .filter(|(_, value)| **value != Value::Unchanged)
-                        .map(|(name, value)| Ok((quote_ident(name), literal(value, &rows.at)?)))
-                        .collect::<Result<Vec<_>, SourceError>>()?
-                        .into_iter()
-                        .unzip();
-                    // The source's value, also for `GENERATED ALWAYS AS IDENTITY` columns.
-                    format!(
-                        "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
-                        names.join(", "),
-                        values.join(", ")
-                    )
-                }
-                RowChange::Update { before, after } => {
-                    // Columns the change does not carry, or whose value it does not change, are
-                    // left alone (an identity column `GENERATED ALWAYS` may not be set at all).
-                    let sets = rows
-                        .names
-                        .iter()
-                        .zip(after)
-                        .zip(before)
-                        .filter(|((_, value), old)| **value != Value::Unchanged && value != old)
-                        .map(|((name, value), _)| Ok(format!("{} = {}", quote_ident(name), literal(value, &rows.at)?)))
-                        .collect::<Result<Vec<_>, SourceError>>()?;
-                    if sets.is_empty() {
-                        continue;
-                    }
-                    expect_one(
-                        &format!(
-                            "UPDATE ONLY {table} SET {} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
-                            sets.join(", "),
-                            locate(&rows, before)?
-                        ),
-                        &format!("{}: {table}", rows.at),
-                    )
-                }
-                RowChange::Delete { before } => expect_one(
-                    &format!(
-                        "DELETE FROM ONLY {table} WHERE ctid = (SELECT ctid FROM ONLY {table} WHERE {} LIMIT 1)",
-                        locate(&rows, before)?
-                    ),
-                    &format!("{}: {table}", rows.at),
-                ),
-            };
-            self.queue(&rows.at, sql).await?;
-            self.applied.row_changes += 1;
+            if let Some(statement) = row_sql::statement(&table, &rows, change)? {
+                self.execute(&rows.at, statement).await?;
+                self.applied.row_changes += 1;
+            }
         }
         Ok(())
     }
@@ -334,18 +332,6 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// `change` (an UPDATE or DELETE of one row) failing its transaction unless it changed exactly
-/// one row.
-fn expect_one(change: &str, what: &str) -> String {
-    format!(
-        "WITH changed AS ({change} RETURNING 1) SELECT pg_temp.cairn_expect(count(*) = 1, {}) FROM changed",
-        quote_literal(&format!(
-            "{what}: no row matches the change: the target differs from the source at this point (was it changed \
-             after the restore?)"
-        ))
-    )
-}
-
 /// A `search_path` as `current_setting('search_path')` gave it, with every schema quoted: the
 /// text came from the source, and an unquoted element may hold anything but commas and spaces.
 fn search_path(recorded: &str) -> String {
@@ -379,55 +365,6 @@ fn search_path(recorded: &str) -> String {
         true => "''".into(),
         false => schemas.join(", "),
     }
-}
-
-/// A value as an SQL literal the target reads with the column's input function.
-fn literal(value: &Value, at: &str) -> Result<String, SourceError> {
-    match value {
-        Value::Null => Ok("NULL".into()),
-        Value::Bytes(bytes) | Value::Json(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => Ok(quote_literal(text)),
-            Err(_) => Err(SourceError::Damaged(format!("{at}: a value is not UTF-8 text"))),
-        },
-        Value::Int(v) => Ok(v.to_string()),
-        Value::UInt(v) => Ok(v.to_string()),
-        Value::Float(v) => Ok(quote_literal(&v.to_string())),
-        Value::Double(v) => Ok(quote_literal(&v.to_string())),
-        Value::DateTime { .. } | Value::Time { .. } | Value::Unchanged => Err(SourceError::Unsupported(format!(
-            "{at}: a value of another engine's log cannot be written to PostgreSQL yet"
-        ))),
-    }
-}
-
-/// The condition that finds the row `before` describes: its identifying columns when the log
-/// names them, else every column it carries. Compared as the output function's text when the
-/// whole row identifies it (`REPLICA IDENTITY FULL`), since some types (json, point) have no
-/// equality.
-fn locate(rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
-    let by_key = !rows.key.is_empty() && rows.key.len() < rows.names.len();
-    let mut conditions = Vec::new();
-    for (i, (name, value)) in rows.names.iter().zip(before).enumerate() {
-        if *value == Value::Unchanged || (by_key && !rows.key.contains(&i)) {
-            continue;
-        }
-        let column = quote_ident(name);
-        conditions.push(match (by_key, value) {
-            (_, Value::Null) => format!("{column} IS NULL"),
-            (true, value) => format!("{column} = {}", literal(value, &rows.at)?),
-            // The text the type's output function gives, as the source's decoding did under
-            // the same settings (OUTPUT_SETTINGS); a `::text` cast is not always that text
-            // (booleans, inet, char(n)).
-            (false, value) => format!("pg_catalog.format('%s', {column}) = {}", literal(value, &rows.at)?),
-        });
-    }
-    if conditions.is_empty() {
-        return Err(SourceError::Unsupported(format!(
-            "{}: {}.{} has no replica identity: a changed row cannot be found (give it a primary key or REPLICA \
-             IDENTITY FULL)",
-            rows.at, rows.database, rows.table
-        )));
-    }
-    Ok(conditions.join(" AND "))
 }
 
 #[cfg(test)]

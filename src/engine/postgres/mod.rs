@@ -12,6 +12,7 @@ mod ddl;
 mod inventory;
 pub mod pgoutput;
 mod replay;
+mod row_sql;
 mod schema;
 mod slot;
 mod snapshot;

@@ -353,13 +353,18 @@ fn rows(at: &str, relation: &Relation, change: RowChange) -> Change {
         table: relation.table.clone(),
         columns: relation.columns.len() as u64,
         names: relation.columns.iter().map(|c| c.name.clone()).collect(),
-        key: relation
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key)
-            .map(|(i, _)| i)
-            .collect(),
+        // With REPLICA IDENTITY FULL every column is flagged: the whole row identifies it, and
+        // no column alone is a key.
+        key: match relation.replica_identity {
+            b'f' => Vec::new(),
+            _ => relation
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key)
+                .map(|(i, _)| i)
+                .collect(),
+        },
         foreign_key_checks: true,
         changes: vec![change],
     })
