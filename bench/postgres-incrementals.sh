@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-4}
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-30}
+command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 
 cargo build --release --locked --quiet
 CAIRN=$PWD/target/release/cairn
@@ -62,8 +63,9 @@ C restore --source pgb --from "$WORK/cairn" --copy "$full_id" --target "$SERVER/
   || { cat "$WORK/err"; exit 1; }
 full_seconds=$(elapsed "$start")
 start=$(date +%s.%N)
-C restore --source pgb --from "$WORK/cairn" --target "$SERVER/pgb_cairn" >"$WORK/restore.txt" 2>"$WORK/err" \
-  || { cat "$WORK/err"; exit 1; }
+/usr/bin/time -f "%U %S %M" -o "$WORK/chain-time" "$CAIRN" --config "$WORK/cairn.toml" restore --source pgb \
+  --from "$WORK/cairn" --target "$SERVER/pgb_cairn" >"$WORK/restore.txt" 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
+read -r chain_user chain_sys chain_rss <"$WORK/chain-time"
 chain_seconds=$(elapsed "$start")
 replay_seconds=$(awk -v a="$chain_seconds" -v b="$full_seconds" 'BEGIN { printf "%.2f", a - b }')
 
@@ -87,8 +89,10 @@ for restored in pgb_cairn pgb_native; do
 done
 
 awk -v p="$produced" -v l="$load_seconds" -v c="$capture_seconds" -v s="$stored" -v t="$transactions" \
-  -v ch="$changes" -v rs="$replay_seconds" -v ns="$native_seconds" -v cl="$CLIENTS" -v sc="$SCALE" 'BEGIN {
+  -v ch="$changes" -v rs="$replay_seconds" -v ns="$native_seconds" -v cl="$CLIENTS" -v sc="$SCALE" \
+  -v cu="$chain_user" -v cs="$chain_sys" -v cr="$chain_rss" 'BEGIN {
   printf "workload: pgbench scale %d, %d clients, %.1f s: %.1f MB of WAL (%.2f MB/s), %d transactions\n", sc, cl, l, p / 1e6, p / 1e6 / l, t
   printf "capture:  %.2f s = %.1f MB of WAL/s; %d changes stored in %.1f MB (zstd)\n", c, p / 1e6 / c, ch, s / 1e6
   printf "replay:   cairn %.2f s = %.0f transactions/s; native subscription %.2f s; cairn/native = %.2f\n", rs, t / rs, ns, rs / ns
+  printf "client:   the chain restore (full + replay) used %.1f s user + %.1f s system CPU, peak %.0f MiB\n", cu, cs, cr / 1024
 }'
