@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::postgres::{connect, data_of, fresh_database, schema_of, url_of};
-use crate::postgres_incrementals::{backup, restore};
+use crate::postgres::{connect, fresh_database, url_of};
+use crate::postgres_incrementals::{assert_restored_as_source, backup, cairn_config, restore};
 use crate::support::{cairn, run};
 
 fn write_config(locks: &Path, database: &str, extra: &str) -> std::path::PathBuf {
@@ -78,11 +78,12 @@ async fn a_schema_change_stops_the_incremental_or_takes_a_full_copy() {
             .await
             .unwrap();
         for extra in [&["--dry-run"][..], &[][..]] {
-            let (code, out, err) = run(cairn(locks.path())
-                .arg("--config")
-                .arg(&config)
-                .args(["backup", "--type", "incremental", "--source", "fx", "--to", &to])
-                .args(extra));
+            let args = [
+                &["backup", "--type", "incremental", "--source", "fx", "--to", &to][..],
+                extra,
+            ]
+            .concat();
+            let (code, out, err) = cairn_config(locks.path(), &config, &args);
             assert_eq!(code, 1, "{change} {extra:?}: {out}\n{err}");
             assert!(
                 err.contains(&format!("the schema changed since copy {first} ended")) && err.contains("on-ddl"),
@@ -120,14 +121,7 @@ async fn a_schema_change_stops_the_incremental_or_takes_a_full_copy() {
     let target = fresh_database("pg_ddl_stop_restored").await;
     let (code, out, err) = restore(locks.path(), &to, &target, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    // The restore leaves cairn's publication out; without it, the two are the same.
-    let (code, out, err) = run(cairn(locks.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["slot", "drop", "--source", "fx"]));
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(schema_of(&target), schema_of(&source));
-    assert_eq!(data_of(&target).await, data_of(&source).await);
+    assert_restored_as_source(locks.path(), &config, &source, &target).await;
 }
 
 #[tokio::test]
@@ -228,11 +222,7 @@ async fn captured_ddl_replays_in_order_with_the_rows() {
     client.batch_execute("DROP TABLE mixed").await.unwrap();
 
     // cairn's own objects are the source's bookkeeping: without them the two are the same.
-    let (code, out, err) = run(cairn(locks.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["slot", "drop", "--source", "fx"]));
-    assert_eq!(code, 0, "{out}\n{err}");
+    assert_restored_as_source(locks.path(), &config, &source, &target).await;
     let leftover: i64 = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_event_trigger) + (SELECT count(*) FROM pg_namespace WHERE nspname = '_cairn')",
@@ -242,6 +232,4 @@ async fn captured_ddl_replays_in_order_with_the_rows() {
         .unwrap()
         .get(0);
     assert_eq!(leftover, 0, "slot drop leaves the DDL log behind");
-    assert_eq!(schema_of(&target), schema_of(&source));
-    assert_eq!(data_of(&target).await, data_of(&source).await);
 }

@@ -5,9 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::postgres::{connect, data_of, fresh_database, pg_tool, schema_of, url_of};
-use crate::postgres_incrementals::{backup, config, restore};
-use crate::support::{cairn, run};
+use crate::postgres::{connect, fresh_database, pg_tool, url_of};
+use crate::postgres_incrementals::{assert_restored_as_source, backup, config, restore};
+use crate::support::cairn;
 
 #[tokio::test]
 async fn a_chain_taken_under_pgbench_with_killed_incrementals_restores_to_the_source() {
@@ -106,12 +106,5 @@ async fn a_chain_taken_under_pgbench_with_killed_incrementals_restores_to_the_so
         history > 500,
         "only {history} pgbench transactions: too few to prove anything"
     );
-    // The restore leaves cairn's publication out; without it the two are the same.
-    let (code, out, err) = run(cairn(locks.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["slot", "drop", "--source", "fx"]));
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(schema_of(&target), schema_of(&source));
-    assert_eq!(data_of(&target).await, data_of(&source).await);
+    assert_restored_as_source(locks.path(), &config, &source, &target).await;
 }

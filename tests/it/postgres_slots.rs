@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::postgres::{connect, fresh_database, url_of};
-use crate::postgres_incrementals::{backup, restore};
+use crate::postgres_incrementals::{backup, cairn_config, restore};
 use crate::support::{cairn, run};
 
 fn write_config(locks: &Path, database: &str, extra: &str) -> std::path::PathBuf {
@@ -27,10 +27,6 @@ async fn kept(database: &str) -> (i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1))
-}
-
-fn cairn_with(locks: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
-    run(cairn(locks).arg("--config").arg(config).args(args))
 }
 
 #[tokio::test]
@@ -54,7 +50,7 @@ async fn a_slot_is_shown_dropped_and_its_loss_is_a_log_gap() {
         .batch_execute("INSERT INTO t (v) SELECT repeat(md5(g::text), 40) FROM generate_series(1, 3000) g")
         .await
         .unwrap();
-    let (code, out, err) = cairn_with(
+    let (code, out, err) = cairn_config(
         locks.path(),
         &config,
         &["status", "--json", "--source", "fx", "--from", &to],
@@ -67,7 +63,7 @@ async fn a_slot_is_shown_dropped_and_its_loss_is_a_log_gap() {
     assert!(slot["retained_bytes"].as_u64().unwrap() > 1024 * 1024, "{slot}");
     assert!(slot["last_advanced"].is_string(), "{slot}");
     assert!(slot["warning"].as_str().unwrap().contains("slot-warning-mib"), "{slot}");
-    let (code, out, err) = cairn_with(locks.path(), &config, &["status", "--source", "fx", "--from", &to]);
+    let (code, out, err) = cairn_config(locks.path(), &config, &["status", "--source", "fx", "--from", &to]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains(&format!("replication slot {name}: keeps")) && out.contains("WARNING"),
@@ -75,11 +71,11 @@ async fn a_slot_is_shown_dropped_and_its_loss_is_a_log_gap() {
     );
 
     // A dry run drops nothing; the drop takes slot and publication.
-    let (code, out, err) = cairn_with(locks.path(), &config, &["slot", "drop", "--source", "fx", "--dry-run"]);
+    let (code, out, err) = cairn_config(locks.path(), &config, &["slot", "drop", "--source", "fx", "--dry-run"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("would drop replication slot {name}")), "{out}");
     assert_eq!(kept(&source).await, (1, 1));
-    let (code, out, err) = cairn_with(locks.path(), &config, &["slot", "drop", "--source", "fx"]);
+    let (code, out, err) = cairn_config(locks.path(), &config, &["slot", "drop", "--source", "fx"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("dropped replication slot {name}")), "{out}");
     assert_eq!(kept(&source).await, (0, 0));
