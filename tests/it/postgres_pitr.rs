@@ -161,6 +161,39 @@ async fn a_replay_stops_after_the_transaction_a_time_an_lsn_or_an_xid_names() {
         "{out}"
     );
 
+    // The restored position is written where a replica seed can read it: the dry run's.
+    let shown = out
+        .split("restored position ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the dry run shows the restored position")
+        .to_string();
+    let position_file = locks.path().join("position.json");
+    let target = fresh_database("pg_pitr_position").await;
+    let position_arg = position_file.display().to_string();
+    let (code, out, err) = restore(
+        locks.path(),
+        &to,
+        &target,
+        &["--until-xid", &m2.xid, "--position-file", &position_arg],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&position_file).unwrap()).unwrap();
+    assert_eq!(written["position"]["lsn"], shown.as_str(), "{written}");
+    assert!(
+        written["position"]["slot"].as_str().unwrap().starts_with("cairn_fx_"),
+        "{written}"
+    );
+    // Exactly after transaction 2: past what was written before it ended, not past its end.
+    let lsn = |text: &str| {
+        let (high, low) = text.split_once('/').unwrap();
+        (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+    };
+    assert!(
+        lsn(&shown) > lsn(&m1.lsn_after) && lsn(&shown) <= lsn(&m2.lsn_after),
+        "{shown}"
+    );
+
     // Points the chain does not hold, or another engine's, fail before anything is created.
     let nowhere = format!("{source}_nowhere");
     for (extra, expected) in [
