@@ -10,6 +10,7 @@ use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::restore::RestoreError;
 use crate::jobs::slots::SlotError;
+use crate::jobs::verify::VerifyError;
 use crate::repo::RepoError;
 use crate::repo::lock::LockError;
 use crate::repo::status::StatusError;
@@ -89,6 +90,17 @@ impl Classify for RestoreError {
             RestoreError::Destination(e) => e.exit_status(),
             RestoreError::Status(e) => e.exit_status(),
             RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for VerifyError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            VerifyError::Config(e) => e.exit_status(),
+            VerifyError::Usage(_) => ExitStatus::Usage,
+            VerifyError::Destination(e) => e.exit_status(),
+            VerifyError::Status(e) => e.exit_status(),
         }
     }
 }

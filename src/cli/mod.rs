@@ -7,6 +7,7 @@ mod logging;
 mod restore;
 mod slot;
 mod status;
+mod verify;
 
 pub use backup::BackupArgs;
 pub use config::ConfigCommand;
@@ -14,6 +15,7 @@ pub use logging::init_logging;
 pub use restore::RestoreArgs;
 pub use slot::SlotCommand;
 pub use status::StatusArgs;
+pub use verify::VerifyArgs;
 
 use logging::parse_log_filter;
 
@@ -62,8 +64,9 @@ pub enum Command {
     /// List the copies of one or all sources on a destination.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(StatusArgs),
-    /// Check copies against their manifests (not available yet).
-    Verify(ReservedArgs),
+    /// Check copies against their manifests and the status, without a database.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
     /// Remove copies beyond the retention policy (not available yet).
     Purge(ReservedArgs),
     /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).
@@ -144,7 +147,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Restore(args) => restore::run(&load_config(&cli)?, args).await,
         Command::Status(args) => status::run(&load_config(&cli)?, args).await,
         Command::Slot(command) => slot::run(&load_config(&cli)?, command).await,
-        Command::Verify(_) => Ok(not_available("verify")),
+        Command::Verify(args) => verify::run(&load_config(&cli)?, args).await,
         Command::Purge(_) => Ok(not_available("purge")),
         Command::Replica(_) => Ok(not_available("replica")),
         Command::Config(command) => config::run(&load_config(&cli)?, command),

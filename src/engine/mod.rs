@@ -311,6 +311,19 @@ pub fn check_chain(manifests: &[Manifest]) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// Reads back every log file of a chain's incrementals as a restore does before it replays:
+/// fetched, MD5 checked, every event's (or message's) framing and own checksum, the stop point
+/// (none: the chain's end). Touches no database.
+///
+/// # Errors
+/// [`SourceError::Damaged`] naming the copy and file.
+pub async fn check_logs(engine: Engine, input: &RestoreInput) -> Result<(), SourceError> {
+    match engine {
+        Engine::Mysql => mysql::check_logs(input).await,
+        Engine::Postgres => postgres::check_logs(input).await,
+    }
+}
+
 /// The engine reading `spec`.
 ///
 /// # Errors

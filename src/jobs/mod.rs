@@ -5,3 +5,4 @@ pub mod backup;
 pub mod events;
 pub mod restore;
 pub mod slots;
+pub mod verify;

@@ -19,3 +19,4 @@ mod proxy;
 mod safety;
 mod status;
 mod support;
+mod verify;

@@ -284,3 +284,8 @@ impl Source for MysqlSource {
         })
     }
 }
+
+/// Reads back a chain's change logs as a restore does before it replays (`engine::check_logs`).
+pub(crate) async fn check_logs(input: &crate::engine::RestoreInput) -> Result<(), SourceError> {
+    replay::check(input).await.map(|_| ())
+}

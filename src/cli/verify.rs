@@ -1,0 +1,109 @@
+//! `cairn verify`: the copies of a source checked against their manifests and the status,
+//! as a table or JSON; exit 1 when anything is damaged or missing.
+
+use clap::Args;
+
+use super::{CliResult, print_out, to_json};
+use crate::config::Config;
+use crate::exit::ExitStatus;
+use crate::jobs::verify::{self, VerifyReport, VerifyRequest};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// Name of the source whose copies to verify.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// This copy and the copies it needs (default: the latest).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub copy: Option<String>,
+    /// Every copy of the source.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run(config: &Config, args: &VerifyArgs) -> CliResult {
+    let request = VerifyRequest {
+        from: args.from.clone(),
+        source: args.source.clone(),
+        copy: args.copy.clone(),
+        all: args.all,
+    };
+    let report = verify::run(config, &request).await?;
+    let status = match report.intact() {
+        true => ExitStatus::Success,
+        false => ExitStatus::Failed,
+    };
+    let printed = match args.json {
+        true => print_out(&to_json(&report)),
+        false => print_out(&render(&report)),
+    };
+    printed.map(|_| status)
+}
+
+fn render(report: &VerifyReport) -> String {
+    let mut out = format!("source {} at {}\n", report.source, report.destination);
+    if report.copies.is_empty() {
+        out.push_str("  no copies\n");
+        return out;
+    }
+    let rows: Vec<[String; 5]> = report
+        .copies
+        .iter()
+        .map(|c| {
+            [
+                c.copy.clone(),
+                c.kind.clone(),
+                c.files.to_string(),
+                crate::text::bytes(c.bytes),
+                match (&c.problems.is_empty(), &c.unrestorable_because) {
+                    (true, None) => "intact".to_string(),
+                    (false, _) => format!("DAMAGED ({})", crate::text::count(c.problems.len() as u64, "problem")),
+                    (true, Some(why)) => format!("UNRESTORABLE: {why}"),
+                },
+            ]
+        })
+        .collect();
+    let header = ["COPY", "KIND", "FILES", "SIZE", "RESULT"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::from(" ");
+        for (cell, w) in cells.iter().zip(widths) {
+            text.push_str(&format!(" {cell:<w$}"));
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(header.to_vec()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    for copy in &report.copies {
+        for problem in &copy.problems {
+            out.push_str(&format!("  copy {}: {problem}\n", copy.copy));
+        }
+    }
+    let unrestorable: Vec<&str> = report
+        .copies
+        .iter()
+        .filter(|c| c.unrestorable_because.is_some())
+        .map(|c| c.copy.as_str())
+        .collect();
+    match unrestorable.is_empty() {
+        true => out.push_str(&format!(
+            "all {} intact and restorable\n",
+            crate::text::count(report.copies.len() as u64, "copy")
+        )),
+        false => out.push_str(&format!("not restorable: {}\n", unrestorable.join(", "))),
+    }
+    out
+}
