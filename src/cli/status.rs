@@ -42,6 +42,9 @@ struct SourceReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unfinished_uploads: Vec<String>,
     copies: Vec<CopyRecord>,
+    /// The latest `cairn verify` of the source's copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_verification: Option<crate::repo::model::VerificationRecord>,
     /// What the source keeps on its server for incrementals (configured PostgreSQL sources).
     #[serde(skip_serializing_if = "Option::is_none")]
     slot: Option<HoldReport>,
@@ -167,6 +170,7 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
             tracing::warn!("{source}: {warning}");
         }
         reports.push(SourceReport {
+            last_verification: loaded.status.body.verifications.last().cloned(),
             slot,
             slot_error,
             unfinished_uploads,
@@ -251,6 +255,18 @@ fn render_table(reports: &[SourceReport]) -> String {
             if let Some(warning) = &slot.warning {
                 out.push_str(&format!("  WARNING: {warning}\n"));
             }
+        }
+        if let Some(verified) = &report.last_verification {
+            out.push_str(&format!(
+                "  last verified {} UTC ({} ago): {} {}\n",
+                verified.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                age(chrono::Utc::now() - verified.finished_at),
+                crate::text::count(verified.copies.len() as u64, "copy"),
+                match verified.intact {
+                    true => "intact".to_string(),
+                    false => format!("DAMAGED ({})", crate::text::count(verified.problems, "problem")),
+                }
+            ));
         }
         if let Some(error) = &report.slot_error {
             out.push_str(&format!("  slot: cannot be read: {error}\n"));

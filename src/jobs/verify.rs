@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::{MysqlRestoreOptions, RestoreInput, SourceError};
 use crate::repo::codec::Verified;
 use crate::repo::manifest::Manifest;
+use crate::repo::model::{VERIFICATIONS_KEPT, VerificationRecord};
 use crate::repo::reader::files_of;
 use crate::repo::status::{CopyRecord, LogPosition, StatusError, StatusStore};
 use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
@@ -76,6 +77,7 @@ impl VerifyReport {
 /// # Errors
 /// A destination or status that cannot be read at all, or an unknown copy.
 pub async fn run(config: &Config, request: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
+    let started_at = chrono::Utc::now();
     let destination = config.destination(&request.from)?.open().await?;
     destination.check(Access::Read).await?;
     let loaded = StatusStore::new(destination.clone(), &request.source)
@@ -136,11 +138,40 @@ pub async fn run(config: &Config, request: &VerifyRequest) -> Result<VerifyRepor
         });
         copies.push(check);
     }
-    Ok(VerifyReport {
+    let report = VerifyReport {
         source: request.source.clone(),
         destination: destination.location(),
         copies,
-    })
+    };
+    record(&destination, &report, started_at).await;
+    Ok(report)
+}
+
+/// Records the outcome in the source's status, as evidence of a restore drill. A destination
+/// this run may only read keeps the outcome out, with a warning: the verification itself stands.
+async fn record(destination: &Arc<dyn Destination>, report: &VerifyReport, started_at: chrono::DateTime<chrono::Utc>) {
+    let outcome = VerificationRecord {
+        started_at,
+        finished_at: chrono::Utc::now(),
+        kind: "files".into(),
+        copies: report.copies.iter().map(|c| c.copy.clone()).collect(),
+        intact: report.intact(),
+        problems: report.copies.iter().map(|c| c.problems.len() as u64).sum(),
+    };
+    let stored = StatusStore::new(destination.clone(), &report.source)
+        .update(|body| {
+            body.verifications.push(outcome.clone());
+            let excess = body.verifications.len().saturating_sub(VERIFICATIONS_KEPT);
+            body.verifications.drain(..excess);
+            Ok(())
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(
+            "{}: the verification was not recorded in the status: {e}",
+            report.source
+        );
+    }
 }
 
 /// Checks one copy's manifest against the status and every file against the manifest.

@@ -12,7 +12,7 @@ use crate::repo::kinds::{CopyKind, RunType};
 /// The `format` member of every status file.
 pub const STATUS_FORMAT: &str = "cairn-status";
 /// The status version this build writes; it reads this one and every older one.
-pub const STATUS_VERSION: u32 = 2;
+pub const STATUS_VERSION: u32 = 3;
 
 /// A position in the source's change log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +134,28 @@ pub struct StatusBody {
     pub source: String,
     /// Copies in the order they were recorded.
     pub copies: Vec<CopyRecord>,
+    /// The latest verifications, oldest first (at most [`VERIFICATIONS_KEPT`]).
+    #[serde(default)]
+    pub verifications: Vec<VerificationRecord>,
+}
+
+/// Verifications a status keeps.
+pub const VERIFICATIONS_KEPT: usize = 50;
+
+/// The outcome of one `cairn verify`: evidence that copies were readable and whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRecord {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `files`: manifests, files and logs without a database.
+    pub kind: String,
+    /// The copies checked.
+    pub copies: Vec<String>,
+    /// Whether every one of them was intact and restorable.
+    pub intact: bool,
+    /// How many damaged or missing objects were found.
+    pub problems: u64,
 }
 
 impl StatusBody {
@@ -142,6 +164,7 @@ impl StatusBody {
         StatusBody {
             source: source.to_string(),
             copies: Vec::new(),
+            verifications: Vec::new(),
         }
     }
 }
@@ -155,6 +178,8 @@ pub fn upgrade(version: u32, mut body: Value) -> Result<Value, String> {
     while current < STATUS_VERSION {
         body = match current {
             1 => upgrade_v1(body)?,
+            // Version 3 added the verifications, which version 2 bodies have none of.
+            2 => body,
             other => return Err(format!("no upgrade is known from status version {other}")),
         };
         current += 1;

@@ -62,6 +62,13 @@ async fn one_flipped_byte_or_missing_file_anywhere_is_named_with_what_it_breaks(
     let (code, out, err) = verify(locks.path(), &to, &["--all"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("all 3 copies intact and restorable"), "{out}");
+    // The outcome is evidence kept in the status.
+    let (code, out, _) = run(cairn(locks.path()).args(["status", "--source", "fx", "--from", &to]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("last verified") && out.contains("3 copies intact"),
+        "{out}"
+    );
 
     let (code, out, _) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
     assert_eq!(code, 0);
@@ -114,6 +121,10 @@ async fn one_flipped_byte_or_missing_file_anywhere_is_named_with_what_it_breaks(
     std::fs::remove_file(&sequences).unwrap();
     let (code, out, err) = verify(locks.path(), &to, &[]);
     assert_eq!(code, 1, "{out}\n{err}");
+    let (_, status, _) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
+    let last = &serde_json::from_str::<serde_json::Value>(&status).unwrap()[0]["last_verification"];
+    assert_eq!(last["intact"], false, "{last}");
+    assert_eq!(last["problems"], 1, "{last}");
     assert!(
         out.contains("sequences.sql.zst: missing") && out.contains(&format!("not restorable: {}", ids[2])),
         "{out}"

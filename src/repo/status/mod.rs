@@ -497,6 +497,7 @@ impl StatusStore {
         let body = StatusBody {
             source: self.source.clone(),
             copies,
+            verifications: Vec::new(),
         };
         let bytes = Bytes::from(encode(generation, &body));
         // Both files get the rebuilt status: whatever they held was damaged or is now stale.
@@ -538,6 +539,7 @@ mod tests {
         StatusBody {
             source: "app".into(),
             copies: vec![query::tests::copy("f1", RunType::Daily, None, 1)],
+            verifications: Vec::new(),
         }
     }
 

@@ -153,6 +153,7 @@ pub(crate) mod tests {
         StatusBody {
             source: "s".into(),
             copies,
+            verifications: Vec::new(),
         }
     }
 
@@ -166,6 +167,7 @@ pub(crate) mod tests {
                 copy("f1", RunType::Daily, None, 0),
                 copy("i1", RunType::Hourly, Some("f1"), 1),
             ],
+            verifications: Vec::new(),
         };
         assert_eq!(body.copy("i1").map(|c| c.id.as_str()), Some("i1"));
         assert_eq!(body.copy("f1").map(|c| c.id.as_str()), Some("f1"));
