@@ -145,3 +145,53 @@ async fn one_flipped_byte_or_missing_file_anywhere_is_named_with_what_it_breaks(
         .await
         .unwrap();
 }
+
+/// A MySQL/MariaDB chain: a flipped byte in a stored binary log file or a data file is named,
+/// with the copies it makes unrestorable.
+#[tokio::test]
+async fn a_damaged_binary_log_or_data_file_of_a_mysql_chain_is_named() {
+    use mysql_async::prelude::Queryable;
+    let _serial = crate::mysql::ONE_AT_A_TIME.lock().await;
+    let source = crate::mysql::fresh_database("my_verify").await;
+    let mut conn = crate::mysql::connect(&crate::mysql::url_of(&source)).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_string();
+    let backup = |kind: &str| crate::mysql::backup_with(&mut cairn(locks.path()), &source, &to, &["--type", kind]);
+    let (code, out, err) = backup("full");
+    assert_eq!(code, 0, "{out}\n{err}");
+    conn.query_drop("INSERT INTO t VALUES (3, 'c'); UPDATE t SET v = 'changed' WHERE id = 1")
+        .await
+        .unwrap();
+    let (code, out, err) = backup("incremental");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = verify(locks.path(), &to, &["--all"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let root = dir.path();
+    for (what, suffix, damaged_copy) in [("binary log file", "-incr", 1usize), ("data file", "-full", 0)] {
+        let path = walk(root)
+            .into_iter()
+            .filter(|p| {
+                let text = p.to_string_lossy();
+                text.contains(suffix) && (text.contains("/binlog/") || text.contains("/data/"))
+            })
+            .min()
+            .unwrap_or_else(|| panic!("no {what}"));
+        let original = flip(&path);
+        let (code, out, err) = verify(locks.path(), &to, &["--all", "--json"]);
+        std::fs::write(&path, original).unwrap();
+        assert_eq!(code, 1, "{what}: {out}\n{err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let copies = report["copies"].as_array().unwrap();
+        let key = path.strip_prefix(root).unwrap().to_string_lossy().to_string();
+        assert!(
+            copies[damaged_copy]["problems"][0].as_str().unwrap().contains(&key),
+            "{what}: {out}"
+        );
+        assert!(copies[1]["unrestorable_because"].is_string(), "{what}: {out}");
+    }
+}
