@@ -8,6 +8,7 @@ use std::fmt;
 use crate::config::ConfigError;
 use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
+use crate::jobs::purge::PurgeError;
 use crate::jobs::restore::RestoreError;
 use crate::jobs::slots::SlotError;
 use crate::jobs::verify::VerifyError;
@@ -90,6 +91,17 @@ impl Classify for RestoreError {
             RestoreError::Destination(e) => e.exit_status(),
             RestoreError::Status(e) => e.exit_status(),
             RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+impl Classify for PurgeError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            PurgeError::Config(e) => e.exit_status(),
+            PurgeError::Destination(e) => e.exit_status(),
+            PurgeError::Status(e) => e.exit_status(),
+            PurgeError::Lock(e) => e.exit_status(),
         }
     }
 }

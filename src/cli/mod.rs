@@ -4,6 +4,7 @@
 mod backup;
 mod config;
 mod logging;
+mod purge;
 mod restore;
 mod slot;
 mod status;
@@ -12,6 +13,7 @@ mod verify;
 pub use backup::BackupArgs;
 pub use config::ConfigCommand;
 pub use logging::init_logging;
+pub use purge::PurgeArgs;
 pub use restore::RestoreArgs;
 pub use slot::SlotCommand;
 pub use status::StatusArgs;
@@ -67,8 +69,9 @@ pub enum Command {
     /// Check copies against their manifests and the status, without a database.
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(VerifyArgs),
-    /// Remove copies beyond the retention policy (not available yet).
-    Purge(ReservedArgs),
+    /// Remove copies beyond the retention policy ([retention]); a dry run without --apply.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Purge(PurgeArgs),
     /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Slot(SlotCommand),
@@ -148,7 +151,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Status(args) => status::run(&load_config(&cli)?, args).await,
         Command::Slot(command) => slot::run(&load_config(&cli)?, command).await,
         Command::Verify(args) => verify::run(&load_config(&cli)?, args).await,
-        Command::Purge(_) => Ok(not_available("purge")),
+        Command::Purge(args) => purge::run(&load_config(&cli)?, args).await,
         Command::Replica(_) => Ok(not_available("replica")),
         Command::Config(command) => config::run(&load_config(&cli)?, command),
     }

@@ -64,7 +64,7 @@ fn help_documents_commands_and_exit_codes() {
 #[test]
 fn reserved_commands_exit_2_until_they_exist() {
     let locks = tempfile::tempdir().unwrap();
-    for command in ["purge", "replica"] {
+    for command in ["replica"] {
         let (code, _, err) = run(cairn(locks.path()).args([command, "--anything", "x"]));
         assert_eq!(code, 2, "{command}");
         assert!(

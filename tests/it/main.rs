@@ -16,6 +16,7 @@ mod postgres_load;
 mod postgres_pitr;
 mod postgres_slots;
 mod proxy;
+mod purge;
 mod safety;
 mod status;
 mod support;
