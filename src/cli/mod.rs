@@ -8,6 +8,7 @@ mod purge;
 mod restore;
 mod slot;
 mod status;
+mod table;
 mod verify;
 
 pub use backup::BackupArgs;
@@ -69,7 +70,7 @@ pub enum Command {
     /// Check copies against their manifests and the status, without a database.
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(VerifyArgs),
-    /// Remove copies beyond the retention policy ([retention]); a dry run without --apply.
+    /// Remove copies beyond the retention policy (the `[retention]` table); a dry run without --apply.
     #[command(after_help = EXIT_CODES_HELP)]
     Purge(PurgeArgs),
     /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).

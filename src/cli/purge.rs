@@ -45,10 +45,19 @@ fn render(report: &PurgeReport) -> String {
             removal.copy, removal.run_type, removal.reason
         ));
     }
+    for leftover in &report.leftovers {
+        out.push_str(&format!(
+            "  {verb} the files of {leftover}: no manifest (a failed or killed run left them)\n"
+        ));
+    }
     out.push_str(&format!(
-        "{} {}, {}; {} kept",
+        "{} {}{}, {}; {} kept",
         verb,
         crate::text::count(report.plan.remove.len() as u64, "copy"),
+        match report.leftovers.len() {
+            0 => String::new(),
+            n => format!(" and {}", crate::text::count(n as u64, "leftover folder")),
+        },
         crate::text::bytes(report.bytes),
         crate::text::count(report.plan.keep.len() as u64, "copy"),
     ));
@@ -60,7 +69,8 @@ fn render(report: &PurgeReport) -> String {
         ));
     }
     out.push('\n');
-    if !report.applied && !report.plan.remove.is_empty() {
+    let something = !report.plan.remove.is_empty() || !report.leftovers.is_empty();
+    if !report.applied && something {
         out.push_str("dry run: nothing was removed (pass --apply)\n");
     }
     out

@@ -69,24 +69,10 @@ fn render(report: &VerifyReport) -> String {
             ]
         })
         .collect();
-    let header = ["COPY", "KIND", "FILES", "SIZE", "RESULT"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = String::from(" ");
-        for (cell, w) in cells.iter().zip(widths) {
-            text.push_str(&format!(" {cell:<w$}"));
-        }
-        text.trim_end().to_string() + "\n"
-    };
-    out.push_str(&line(header.to_vec()));
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
+    out.push_str(&super::table::render(
+        ["COPY", "KIND", "FILES", "SIZE", "RESULT"],
+        &rows,
+    ));
     for copy in &report.copies {
         for problem in &copy.problems {
             out.push_str(&format!("  copy {}: {problem}\n", copy.copy));

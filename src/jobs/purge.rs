@@ -117,8 +117,10 @@ pub struct PurgeReport {
     pub destination: String,
     pub applied: bool,
     pub plan: RetentionPlan,
-    /// Bytes the removed copies (and, applied, the leftovers) took.
+    /// Bytes the removed copies and leftovers took.
     pub bytes: u64,
+    /// Copy folders without a manifest: what failed or killed runs left.
+    pub leftovers: Vec<String>,
     /// The earliest and latest finish times of the copies kept: the restorable window.
     pub earliest: Option<chrono::DateTime<chrono::Utc>>,
     pub latest: Option<chrono::DateTime<chrono::Utc>>,
@@ -161,11 +163,13 @@ async fn purge(
     let body = &loaded.status.body;
     let plan = plan(body, retention);
     let sizes: BTreeMap<&str, u64> = body.copies.iter().map(|c| (c.id.as_str(), c.bytes)).collect();
+    let leftovers = leftovers(destination, &request.source).await?;
     let bytes = plan
         .remove
         .iter()
         .map(|r| sizes.get(r.copy.as_str()).copied().unwrap_or(0))
-        .sum();
+        .sum::<u64>()
+        + leftovers.values().flatten().map(|o| o.size).sum::<u64>();
     let kept: Vec<_> = body.copies.iter().filter(|c| plan.keep.contains(&c.id)).collect();
     let report = PurgeReport {
         source: request.source.clone(),
@@ -174,9 +178,21 @@ async fn purge(
         earliest: kept.iter().map(|c| c.finished_at).min(),
         latest: kept.iter().map(|c| c.finished_at).max(),
         bytes,
+        leftovers: leftovers.keys().cloned().collect(),
         plan,
     };
-    if !request.apply || report.plan.remove.is_empty() {
+    if !request.apply {
+        return Ok(report);
+    }
+    // Under the lock no run of this source is writing: a copy folder without a manifest is
+    // what a failed or killed run left (or a purge that stopped after the manifest).
+    for (id, objects) in &leftovers {
+        for object in objects {
+            destination.delete(&object.key).await?;
+        }
+        tracing::info!("{}: removed the leftovers of copy {id} (no manifest)", request.source);
+    }
+    if report.plan.remove.is_empty() {
         return Ok(report);
     }
     let removed: BTreeSet<String> = report.plan.remove.iter().map(|r| r.copy.clone()).collect();
@@ -201,6 +217,25 @@ async fn purge(
         tracing::info!("{}: removed copy {id}", request.source);
     }
     Ok(report)
+}
+
+/// The copy folders of `source` that hold files but no manifest, with their files.
+async fn leftovers(
+    destination: &Arc<dyn Destination>,
+    source: &str,
+) -> Result<BTreeMap<String, Vec<crate::storage::ObjectMeta>>, PurgeError> {
+    let prefix = crate::repo::layout::copies_prefix(source);
+    let mut folders: BTreeMap<String, Vec<crate::storage::ObjectMeta>> = BTreeMap::new();
+    for object in destination.list(&prefix).await? {
+        if let Some((id, _)) = object.key.get(prefix.len()..).and_then(|rest| rest.split_once('/')) {
+            folders.entry(id.to_string()).or_default().push(object);
+        }
+    }
+    folders.retain(|id, objects| {
+        let manifest = crate::repo::layout::manifest_key(source, id);
+        !objects.iter().any(|o| o.key == manifest)
+    });
+    Ok(folders)
 }
 
 #[cfg(test)]

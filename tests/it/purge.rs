@@ -54,17 +54,24 @@ async fn purge_removes_what_the_retention_leaves_out_and_the_rest_restores() {
             .args(extra))
     };
 
+    // What a killed run leaves: files in a copy folder without a manifest.
+    let leftover = dir.path().join("fx/copies/20200101T000000.000Z-full/data");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("00000.copy.zst"), vec![7u8; 1000]).unwrap();
+
     let (code, out, err) = purge(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        out.contains("would remove 2 copies") && out.contains("dry run"),
+        out.contains("would remove 2 copies and 1 leftover folder") && out.contains("dry run"),
         "{out}"
     );
     assert_eq!(copies(), before, "a dry run removed something");
+    assert!(leftover.join("00000.copy.zst").exists());
 
     let (code, out, err) = purge(&["--apply"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("removed 2 copies"), "{out}");
+    assert!(out.contains("removed 2 copies and 1 leftover folder"), "{out}");
+    assert!(!leftover.join("00000.copy.zst").exists(), "the leftover stays");
     assert_eq!(
         copies(),
         before[2..].to_vec(),
