@@ -42,6 +42,11 @@ struct SourceReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unfinished_uploads: Vec<String>,
     copies: Vec<CopyRecord>,
+    /// The first and last moments a restore can reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restorable_from: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restorable_to: Option<chrono::DateTime<chrono::Utc>>,
     /// The latest `cairn verify` of the source's copies.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_verification: Option<crate::repo::model::VerificationRecord>,
@@ -169,7 +174,10 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
         if let Some(warning) = slot.as_ref().and_then(|s| s.warning.as_ref()) {
             tracing::warn!("{source}: {warning}");
         }
+        let window = loaded.status.body.restorable_window();
         reports.push(SourceReport {
+            restorable_from: window.map(|(from, _)| from),
+            restorable_to: window.map(|(_, to)| to),
             last_verification: loaded.status.body.verifications.last().cloned(),
             slot,
             slot_error,
@@ -255,6 +263,14 @@ fn render_table(reports: &[SourceReport]) -> String {
             if let Some(warning) = &slot.warning {
                 out.push_str(&format!("  WARNING: {warning}\n"));
             }
+        }
+        if let (Some(from), Some(to)) = (report.restorable_from, report.restorable_to) {
+            out.push_str(&format!(
+                "  restorable from {} to {} UTC; the latest copy finished {} ago\n",
+                from.format("%Y-%m-%d %H:%M:%S"),
+                to.format("%Y-%m-%d %H:%M:%S"),
+                age(chrono::Utc::now() - to)
+            ));
         }
         if let Some(verified) = &report.last_verification {
             out.push_str(&format!(

@@ -90,6 +90,19 @@ impl StatusBody {
         newest(self.copies.iter().filter(|c| self.chain(&c.id).is_ok()))
     }
 
+    /// The first and last moments a restore can reach: from the oldest full copy whose chain
+    /// is intact to the newest intact copy's finish.
+    pub fn restorable_window(&self) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        let intact: Vec<&CopyRecord> = self.copies.iter().filter(|c| self.chain(&c.id).is_ok()).collect();
+        let earliest = intact
+            .iter()
+            .filter(|c| c.kind == CopyKind::Full)
+            .map(|c| c.finished_at)
+            .min()?;
+        let latest = intact.iter().map(|c| c.finished_at).max()?;
+        Some((earliest, latest))
+    }
+
     /// The kind of copy a run of `run_type` takes when asked for `auto`.
     ///
     /// At or above the full-backup policy's run type: a full. Below it: an incremental when a
@@ -158,6 +171,25 @@ pub(crate) mod tests {
     }
 
     use RunType::*;
+
+    #[test]
+    fn the_restorable_window_runs_from_the_oldest_full_to_the_newest_intact_copy() {
+        let body = status(vec![
+            copy("f1", Daily, None, 0),
+            copy("i1", Hourly, Some("f1"), 5),
+            copy("orphan", Hourly, Some("gone"), 9),
+        ]);
+        let (from, to) = body.restorable_window().unwrap();
+        assert_eq!(
+            (from.format("%M").to_string(), to.format("%M").to_string()),
+            ("00".into(), "05".into())
+        );
+        assert!(
+            status(vec![copy("orphan", Hourly, Some("gone"), 9)])
+                .restorable_window()
+                .is_none()
+        );
+    }
 
     #[test]
     fn a_copy_is_found_by_its_id_only() {
