@@ -92,7 +92,10 @@ async fn purge_removes_what_the_retention_leaves_out_and_the_rest_restores() {
     // The status says from when to when a restore can land.
     let (code, out, err) = run(cairn(locks.path()).args(["status", "--source", "fx", "--from", &to]));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("restorable from") && out.contains("the latest copy finished"), "{out}");
+    assert!(
+        out.contains("restorable from") && out.contains("the latest copy finished"),
+        "{out}"
+    );
     // Nothing more to remove.
     let (code, out, err) = purge(&["--apply"]);
     assert_eq!(code, 0, "{out}\n{err}");
