@@ -9,6 +9,7 @@ use super::{CliResult, print_out, to_json};
 use crate::config::Config;
 use crate::exit::{Classify, ExitStatus};
 use crate::jobs::backup::{self, BackupRequest};
+use crate::jobs::purge::{self, PurgeRequest};
 use crate::repo::kinds::{RequestedType, RunType};
 
 #[derive(Debug, Args)]
@@ -50,6 +51,10 @@ pub struct BackupArgs {
     /// MySQL: record CHECKSUM TABLE of every table in the copy (reads each table a second time).
     #[arg(long)]
     pub checksum: bool,
+    /// After each successful copy, remove the source's copies beyond the `[retention]` table (as `cairn
+    /// purge --apply`).
+    #[arg(long)]
+    pub purge: bool,
     /// Print the validated plan and exit; nothing is written.
     #[arg(long)]
     pub dry_run: bool,
@@ -138,7 +143,34 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                     (copy.finished_at - copy.started_at).num_seconds(),
                     copy.log_range.end.coordinates()
                 ));
-                reports.push(serde_json::json!({"source": outcome.source, "ok": true, "copy": copy}));
+                let mut report = serde_json::json!({"source": outcome.source, "ok": true, "copy": copy});
+                if args.purge {
+                    let request = PurgeRequest {
+                        from: args.to.clone(),
+                        source: outcome.source.clone(),
+                        apply: true,
+                    };
+                    match purge::run(config, &request).await {
+                        Ok(purged) => {
+                            lines.push_str(&format!(
+                                "{}: purged {} ({})\n",
+                                outcome.source,
+                                crate::text::count(purged.plan.remove.len() as u64, "copy"),
+                                crate::text::bytes(purged.bytes)
+                            ));
+                            report["purged"] = serde_json::json!(purged);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "error: {}: the copy is recorded, but the purge after it failed: {e}",
+                                outcome.source
+                            );
+                            worst = worse(worst, e.exit_status());
+                            report["purge_error"] = serde_json::json!(e.to_string());
+                        }
+                    }
+                }
+                reports.push(report);
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", outcome.source);

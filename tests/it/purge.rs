@@ -96,6 +96,26 @@ async fn purge_removes_what_the_retention_leaves_out_and_the_rest_restores() {
         out.contains("restorable from") && out.contains("the latest copy finished"),
         "{out}"
     );
+    // `backup --purge`: the copy is taken, then what the retention leaves out goes.
+    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
+        "backup",
+        "--name",
+        "fx",
+        "--source",
+        &url_of(&source),
+        "--to",
+        &to,
+        "--type",
+        "full",
+        "--run-type",
+        "hourly",
+        "--purge",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fx: purged 1 copy"), "{out}");
+    let after = copies();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0], before[2], "the newest daily copy stays");
     // Nothing more to remove.
     let (code, out, err) = purge(&["--apply"]);
     assert_eq!(code, 0, "{out}\n{err}");
