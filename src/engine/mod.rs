@@ -88,6 +88,15 @@ impl CopyOptions {
             _ => false,
         }
     }
+
+    /// The setting that makes a run take a full copy after `error`, as the configuration
+    /// spells it.
+    pub fn full_setting(error: &SourceError) -> &'static str {
+        match error {
+            SourceError::SchemaChanged { .. } => "on-ddl = \"full\"",
+            _ => "on-log-gap = \"full\"",
+        }
+    }
 }
 
 impl Default for CopyOptions {

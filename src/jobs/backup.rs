@@ -334,14 +334,6 @@ pub async fn dry_run(plan: &BackupPlan, observer: &dyn Observer) -> Result<Vec<D
 /// The copy a run of `item` takes, checked against the source by the engine's preflight: the
 /// decision (a full copy instead of an incremental whose log is gone, with `on-log-gap =
 /// "full"`) and the engine's notes.
-/// The setting that made a run take a full copy after `gap`.
-pub fn full_setting(gap: &SourceError) -> &'static str {
-    match gap {
-        SourceError::SchemaChanged { .. } => "on-ddl = \"full\"",
-        _ => "on-log-gap = \"full\"",
-    }
-}
-
 async fn preflight_source(
     plan: &BackupPlan,
     item: &PlannedSource,
@@ -358,7 +350,10 @@ async fn preflight_source(
         Ok(notes) => Ok((decision, notes)),
         Err(gap) if item.copy_options.full_instead(&gap) && matches!(planned, Planned::Incremental { .. }) => {
             let mut notes = engine.preflight(&item.copy_options, Planned::Full).await?;
-            notes.insert(0, format!("{gap}; {}: a full copy instead", full_setting(&gap)));
+            notes.insert(
+                0,
+                format!("{gap}; {}: a full copy instead", CopyOptions::full_setting(&gap)),
+            );
             Ok((
                 Decision {
                     kind: CopyKind::Full,

@@ -58,7 +58,7 @@ impl Observer for Log {
                 tracing::warn!("{source}: {gap}");
                 tracing::warn!(
                     "{source}: {}: taking full copy {copy} instead",
-                    crate::jobs::backup::full_setting(gap)
+                    crate::engine::CopyOptions::full_setting(gap)
                 );
             }
             BackupEvent::Recorded { source, copy } => tracing::info!(

@@ -15,7 +15,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::model::{VERIFICATIONS_KEPT, VerificationRecord};
 use crate::repo::reader::files_of;
 use crate::repo::status::{CopyRecord, LogPosition, StatusError, StatusStore};
-use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
+use crate::storage::{Access, Destination, DestinationError};
 
 /// Why a verification could not run at all (a damaged copy is a result, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -188,31 +188,13 @@ async fn check_copy(
         problems: Vec::new(),
         unrestorable_because: None,
     };
-    let key = &copy.manifest.path;
-    let manifest = match destination.get_bytes(key, crate::repo::status::MAX_STATUS_BYTES).await {
-        Err(DestinationError::NotFound { .. }) => {
-            check.problems.push(format!("manifest {key}: missing"));
-            return (check, None);
-        }
+    // The same check a restore makes: present, the MD5 the status records, parsed.
+    let manifest = match crate::jobs::restore::manifests(destination, std::slice::from_ref(copy)).await {
+        Ok(mut found) => found.remove(0),
         Err(e) => {
-            check.problems.push(format!("manifest {key}: cannot be read: {e}"));
+            check.problems.push(format!("manifest {}: {e}", copy.manifest.path));
             return (check, None);
         }
-        Ok(bytes) if md5_hex(&bytes) != copy.manifest.md5 => {
-            check.problems.push(format!(
-                "manifest {key}: damaged (the status records MD5 {}, it hashes to {})",
-                copy.manifest.md5,
-                md5_hex(&bytes)
-            ));
-            return (check, None);
-        }
-        Ok(bytes) => match Manifest::decode(key, &bytes) {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                check.problems.push(format!("manifest {key}: {e}"));
-                return (check, None);
-            }
-        },
     };
     let files = match files_of(source, &manifest) {
         Ok(files) => files,
