@@ -80,6 +80,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `text` with the password of every URL in it masked: for error messages that are stored or
+/// sent (the run history, notifications), where a driver's message might quote a URL.
+pub fn mask_urls(text: &str) -> String {
+    text.split_inclusive(char::is_whitespace)
+        .map(|word| match word.contains("://") && word.contains('@') {
+            true => {
+                let trimmed = word.trim_end();
+                let url_start = trimmed.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
+                let end = trimmed
+                    .trim_end_matches(['"', '\'', ')', ',', ';', '.', ':'])
+                    .len()
+                    .max(url_start);
+                format!(
+                    "{}{}{}{}",
+                    &trimmed[..url_start],
+                    redact_url(&trimmed[url_start..end]),
+                    &trimmed[end..],
+                    &word[trimmed.len()..]
+                )
+            }
+            false => word.to_string(),
+        })
+        .collect()
+}
+
 /// Reads a secret from a file, without its trailing newline.
 ///
 /// # Errors
@@ -101,6 +126,16 @@ mod tests {
         assert_eq!(format!("{secret:?}"), MASK);
         assert_eq!(serde_json::to_string(&secret).unwrap(), format!("\"{MASK}\""));
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_password() {
+        let text = "cannot connect to \"mysql://backup:hunter2@db1:3306/app\": refused; see postgres://u:pw@h/d.";
+        let masked = mask_urls(text);
+        assert!(!masked.contains("hunter2") && !masked.contains(":pw@"), "{masked}");
+        assert!(masked.starts_with("cannot connect to \"mysql://backup:"), "{masked}");
+        assert!(masked.ends_with("@h/d."), "{masked}");
+        assert_eq!(mask_urls("no url here\n"), "no url here\n");
     }
 
     #[test]

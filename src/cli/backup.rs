@@ -9,6 +9,7 @@ use super::{CliResult, print_out, to_json};
 use crate::config::Config;
 use crate::exit::{Classify, ExitStatus};
 use crate::jobs::backup::{self, BackupRequest};
+use crate::jobs::history::{Command, FinishedRun, RunFacts};
 use crate::jobs::purge::{self, PurgeRequest};
 use crate::repo::kinds::{RequestedType, RunType};
 
@@ -130,9 +131,30 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
     let mut worst = ExitStatus::Success;
     let mut lines = String::new();
     let mut reports = Vec::new();
+    let mut runs = Vec::new();
     for outcome in &outcomes {
+        let run = |exit: ExitStatus, facts: RunFacts| {
+            let mut run = FinishedRun::new(
+                Command::Backup,
+                &outcome.source,
+                Some(outcome.destination.clone()),
+                outcome.started_at,
+                exit.code(),
+                facts,
+            );
+            run.record.finished_at = outcome.finished_at;
+            run
+        };
         match &outcome.result {
             Ok(copy) => {
+                runs.push(run(
+                    ExitStatus::Success,
+                    RunFacts {
+                        bytes: copy.bytes,
+                        copy: Some(copy.id.clone()),
+                        error: None,
+                    },
+                ));
                 lines.push_str(&format!(
                     "{}: {} copy {} recorded: {}, {} bytes, {}s, log position {}\n",
                     outcome.source,
@@ -150,7 +172,33 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                         source: outcome.source.clone(),
                         apply: true,
                     };
-                    match purge::run(config, &request).await {
+                    let purge_started = chrono::Utc::now();
+                    let purged = purge::run(config, &request).await;
+                    let (exit, facts) = match &purged {
+                        Ok(purged) => (
+                            ExitStatus::Success,
+                            RunFacts {
+                                bytes: purged.bytes,
+                                ..RunFacts::default()
+                            },
+                        ),
+                        Err(e) => (
+                            e.exit_status(),
+                            RunFacts {
+                                error: Some(e.to_string()),
+                                ..RunFacts::default()
+                            },
+                        ),
+                    };
+                    runs.push(FinishedRun::new(
+                        Command::Purge,
+                        &outcome.source,
+                        Some(outcome.destination.clone()),
+                        purge_started,
+                        exit.code(),
+                        facts,
+                    ));
+                    match purged {
                         Ok(purged) => {
                             lines.push_str(&format!(
                                 "{}: purged {} ({})\n",
@@ -174,12 +222,20 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", outcome.source);
+                runs.push(run(
+                    e.exit_status(),
+                    RunFacts {
+                        error: Some(e.to_string()),
+                        ..RunFacts::default()
+                    },
+                ));
                 lines.push_str(&format!("{}: failed, {}\n", outcome.source, e.exit_status()));
                 worst = worse(worst, e.exit_status());
                 reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
             }
         }
     }
+    super::finish::finish(config, &runs).await;
     if args.json {
         print_out(&to_json(&reports))?;
     } else {

@@ -3,6 +3,7 @@
 
 mod backup;
 mod config;
+mod finish;
 mod logging;
 mod purge;
 mod restore;

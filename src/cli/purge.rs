@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::{CliResult, print_out, to_json};
 use crate::config::Config;
+use crate::jobs::history::{Command, RunFacts};
 use crate::jobs::purge::{self, PurgeReport, PurgeRequest};
 
 #[derive(Debug, Args)]
@@ -24,16 +25,28 @@ pub struct PurgeArgs {
 }
 
 pub(super) async fn run(config: &Config, args: &PurgeArgs) -> CliResult {
-    let request = PurgeRequest {
-        from: args.from.clone(),
-        source: args.source.clone(),
-        apply: args.apply,
+    let destination = match &args.from {
+        Some(from) => config.destination(from).ok(),
+        None => config.destination_of(&args.source).ok(),
     };
-    let report = purge::run(config, &request).await?;
-    match args.json {
-        true => print_out(&to_json(&report)),
-        false => print_out(&render(&report)),
-    }
+    let body = async {
+        let request = PurgeRequest {
+            from: args.from.clone(),
+            source: args.source.clone(),
+            apply: args.apply,
+        };
+        let report = purge::run(config, &request).await?;
+        let facts = RunFacts {
+            bytes: report.bytes,
+            ..RunFacts::default()
+        };
+        let printed = match args.json {
+            true => print_out(&to_json(&report)),
+            false => print_out(&render(&report)),
+        };
+        printed.map(|status| (status, facts))
+    };
+    super::finish::recorded(config, Command::Purge, &args.source, destination, args.apply, body).await
 }
 
 fn render(report: &PurgeReport) -> String {

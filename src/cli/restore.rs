@@ -7,6 +7,8 @@ use clap::Args;
 use super::{CliResult, Failure, print_out, to_json};
 use crate::config::Config;
 use crate::engine::UntilArgs;
+use crate::exit::ExitStatus;
+use crate::jobs::history::{Command, RunFacts};
 use crate::jobs::restore::{self, RestoreRequest};
 
 #[derive(Debug, Args)]
@@ -75,6 +77,13 @@ pub struct RestoreArgs {
 }
 
 pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
+    let destination = config.destination(&args.from).ok();
+    let body = restore(config, args);
+    super::finish::recorded(config, Command::Restore, &args.source, destination, !args.dry_run, body).await
+}
+
+async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, RunFacts), Failure> {
+    let done = |status: ExitStatus| (status, RunFacts::default());
     if args.jobs == Some(0) {
         return Err(Failure::from(restore::RestoreError::Usage(
             "--jobs must be at least 1".into(),
@@ -106,18 +115,23 @@ pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
             let checks = restore::check(&plan).await?;
             let mut value = serde_json::to_value(&plan).expect("plans serialize");
             value["checks"] = serde_json::json!(checks.iter().map(|c| c.trim()).collect::<Vec<_>>());
-            return print_out(&to_json(&value));
+            return print_out(&to_json(&value)).map(done);
         }
         let text = restore::describe(&plan).await?;
-        return print_out(&format!("{text}dry run: nothing was written\n"));
+        return print_out(&format!("{text}dry run: nothing was written\n")).map(done);
     }
     let mut report = restore::run(&plan).await?;
+    let facts = RunFacts {
+        bytes: plan.chain.iter().map(|c| c.bytes).sum(),
+        copy: plan.chain.last().map(|c| c.id.clone()),
+        error: None,
+    };
     report.until_not_covered = plan.until_not_covered.clone();
     if let (Some(path), Some(position)) = (&args.position_file, &report.position) {
         restore::write_position(path, &plan, position)?;
     }
     if args.json {
-        return print_out(&to_json(&report));
+        return print_out(&to_json(&report)).map(|status| (status, facts));
     }
     let mut text = format!(
         "restored {} into {}: {}, {} from {}",
@@ -161,5 +175,5 @@ pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
     if shown && let Some(path) = &args.position_file {
         text.push_str(&format!("written to {}\n", path.display()));
     }
-    print_out(&text)
+    print_out(&text).map(|status| (status, facts))
 }

@@ -9,6 +9,7 @@ use super::{CliResult, Failure, print_out, to_json};
 use crate::config::{Config, ConfigError};
 use crate::exit::ExitStatus;
 use crate::jobs::slots::{self, HoldReport};
+use crate::repo::model::RunRecord;
 use crate::repo::status::{CopyRecord, LoadedFrom, StatusStore};
 use crate::storage::{Access, Destination, DestinationSpec};
 
@@ -26,6 +27,9 @@ pub struct StatusArgs {
     /// Rebuild the status of --source from its copies' manifests.
     #[arg(long, requires = "source")]
     pub rebuild: bool,
+    /// List the recent runs that failed (backup, restore, verify, purge), newest first.
+    #[arg(long, conflicts_with = "rebuild")]
+    pub errors: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +54,9 @@ struct SourceReport {
     /// The latest `cairn verify` of the source's copies.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_verification: Option<crate::repo::model::VerificationRecord>,
+    /// The latest run of any command, whatever its result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_run: Option<RunRecord>,
     /// What the source keeps on its server for incrementals (configured PostgreSQL sources).
     #[serde(skip_serializing_if = "Option::is_none")]
     slot: Option<HoldReport>,
@@ -147,6 +154,9 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
             }
         });
     }
+    if args.errors {
+        return errors(targets, args.json).await;
+    }
     let mut reports = Vec::new();
     for (source, destination) in targets {
         destination.check(Access::Read).await?;
@@ -179,6 +189,7 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
             restorable_from: window.map(|(from, _)| from),
             restorable_to: window.map(|(_, to)| to),
             last_verification: loaded.status.body.verifications.last().cloned(),
+            last_run: loaded.status.body.runs.last().cloned(),
             slot,
             slot_error,
             unfinished_uploads,
@@ -272,6 +283,22 @@ fn render_table(reports: &[SourceReport]) -> String {
                 age(chrono::Utc::now() - to)
             ));
         }
+        if let Some(run) = &report.last_run {
+            out.push_str(&format!(
+                "  last run: {} on {}, finished {} UTC ({} ago): {}\n",
+                run.command,
+                run.host,
+                run.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                age(chrono::Utc::now() - run.finished_at),
+                match run.succeeded() {
+                    true => "ok".to_string(),
+                    false => format!(
+                        "FAILED (exit code {}); `cairn status --source {} --errors` lists the failures",
+                        run.exit_code, report.source
+                    ),
+                }
+            ));
+        }
         if let Some(verified) = &report.last_verification {
             out.push_str(&format!(
                 "  last verified {} UTC ({} ago): {} {}\n",
@@ -322,4 +349,54 @@ fn render_table(reports: &[SourceReport]) -> String {
         out.push_str(&super::table::render(header, &rows));
     }
     out
+}
+
+#[derive(Serialize)]
+struct FailedRuns {
+    source: String,
+    destination: String,
+    /// Runs the status still holds (the last [`crate::repo::model::RUNS_KEPT`]).
+    runs_kept: usize,
+    /// The failed ones among them, newest first.
+    failures: Vec<RunRecord>,
+}
+
+/// `status --errors`: each source's failed runs, newest first.
+async fn errors(targets: Vec<(String, Arc<dyn Destination>)>, json: bool) -> CliResult {
+    let mut reports = Vec::new();
+    for (source, destination) in targets {
+        destination.check(Access::Read).await?;
+        let loaded = StatusStore::new(destination.clone(), &source).load().await?;
+        let runs = loaded.status.body.runs;
+        reports.push(FailedRuns {
+            source,
+            destination: destination.location(),
+            runs_kept: runs.len(),
+            failures: runs.iter().rev().filter(|r| !r.succeeded()).cloned().collect(),
+        });
+    }
+    if json {
+        return print_out(&to_json(&reports));
+    }
+    let mut out = String::new();
+    for report in &reports {
+        out.push_str(&format!(
+            "source {} at {}: {} of the last {}\n",
+            report.source,
+            report.destination,
+            crate::text::count(report.failures.len() as u64, "failed run"),
+            crate::text::count(report.runs_kept as u64, "run")
+        ));
+        for run in &report.failures {
+            out.push_str(&format!(
+                "  {} UTC  {} on {}, exit code {}: {}\n",
+                run.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                run.command,
+                run.host,
+                run.exit_code,
+                run.error.as_deref().unwrap_or("(no message)")
+            ));
+        }
+    }
+    print_out(&out)
 }

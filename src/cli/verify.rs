@@ -3,9 +3,10 @@
 
 use clap::Args;
 
-use super::{CliResult, print_out, to_json};
+use super::{CliResult, Failure, print_out, to_json};
 use crate::config::Config;
 use crate::exit::ExitStatus;
+use crate::jobs::history::{Command, RunFacts};
 use crate::jobs::verify::{self, VerifyReport, VerifyRequest};
 
 #[derive(Debug, Args)]
@@ -28,6 +29,12 @@ pub struct VerifyArgs {
 }
 
 pub(super) async fn run(config: &Config, args: &VerifyArgs) -> CliResult {
+    let destination = config.destination(&args.from).ok();
+    let body = verify(config, args);
+    super::finish::recorded(config, Command::Verify, &args.source, destination, true, body).await
+}
+
+async fn verify(config: &Config, args: &VerifyArgs) -> Result<(ExitStatus, RunFacts), Failure> {
     let request = VerifyRequest {
         from: args.from.clone(),
         source: args.source.clone(),
@@ -43,7 +50,25 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> CliResult {
         true => print_out(&to_json(&report)),
         false => print_out(&render(&report)),
     };
-    printed.map(|_| status)
+    let facts = super::finish::facts(
+        status,
+        report.copies.iter().map(|c| c.bytes).sum(),
+        report.copies.iter().map(|c| c.copy.clone()).max(),
+        || {
+            let damaged = report.copies.iter().filter(|c| !c.problems.is_empty()).count();
+            let unrestorable = report
+                .copies
+                .iter()
+                .filter(|c| c.unrestorable_because.is_some())
+                .count();
+            format!(
+                "{} damaged, {} unrestorable",
+                crate::text::count(damaged as u64, "copy"),
+                crate::text::count(unrestorable as u64, "copy")
+            )
+        },
+    );
+    printed.map(|_| (status, facts))
 }
 
 fn render(report: &VerifyReport) -> String {

@@ -405,6 +405,10 @@ fn decide_for(
 #[derive(Debug)]
 pub struct SourceOutcome {
     pub source: String,
+    /// Where the source's status lives.
+    pub destination: DestinationSpec,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
     pub result: Result<CopyRecord, BackupError>,
 }
 
@@ -424,6 +428,7 @@ pub async fn run(
     let engines = open_engines(plan)?;
     let mut outcomes = Vec::new();
     for (item, engine) in plan.sources.iter().zip(engines) {
+        let started_at = Utc::now();
         let result = run_source(plan, item, engine, lock_options, observer).await;
         if let Ok(copy) = &result {
             observer.backup(&BackupEvent::Recorded {
@@ -433,6 +438,9 @@ pub async fn run(
         }
         outcomes.push(SourceOutcome {
             source: item.source.name.clone(),
+            destination: item.destination.clone(),
+            started_at,
+            finished_at: Utc::now(),
             result,
         });
     }

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod events;
+pub mod history;
 pub mod purge;
 pub mod restore;
 pub mod slots;

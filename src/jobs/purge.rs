@@ -249,6 +249,7 @@ mod tests {
             source: "s".into(),
             copies,
             verifications: Vec::new(),
+            runs: Vec::new(),
         }
     }
 

@@ -437,6 +437,7 @@ mod tests {
                 copy("i3", Hourly, Some("f2"), 40),
             ],
             verifications: Vec::new(),
+            runs: Vec::new(),
         };
         let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
         assert_eq!(copy_covering(&body, at(5)).unwrap().id, "i1");

@@ -12,7 +12,7 @@ use crate::repo::kinds::{CopyKind, RunType};
 /// The `format` member of every status file.
 pub const STATUS_FORMAT: &str = "cairn-status";
 /// The status version this build writes; it reads this one and every older one.
-pub const STATUS_VERSION: u32 = 3;
+pub const STATUS_VERSION: u32 = 4;
 
 /// A position in the source's change log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +137,44 @@ pub struct StatusBody {
     /// The latest verifications, oldest first (at most [`VERIFICATIONS_KEPT`]).
     #[serde(default)]
     pub verifications: Vec<VerificationRecord>,
+    /// The latest runs of any command against this source, oldest first (at most [`RUNS_KEPT`]).
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+}
+
+/// Runs a status keeps: at an hourly schedule, four days of history.
+pub const RUNS_KEPT: usize = 100;
+
+/// The outcome of one run of `backup`, `restore`, `verify` or `purge` against a source: what
+/// monitoring and `cairn status --errors` read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    /// `backup`, `restore`, `verify` or `purge`.
+    pub command: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The process exit code this run's outcome deserved (docs/exit-codes.md): 0 is success.
+    pub exit_code: u8,
+    /// Why it failed, secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bytes written (backup), read (restore, verify) or freed (purge).
+    #[serde(default)]
+    pub bytes: u64,
+    /// The copy the run took, restored or verified (the newest one, when several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+    /// The host the run ran on.
+    pub host: String,
+    pub cairn_version: String,
+}
+
+impl RunRecord {
+    /// Whether the run did everything it was asked to.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0
+    }
 }
 
 /// Verifications a status keeps.
@@ -165,6 +203,7 @@ impl StatusBody {
             source: source.to_string(),
             copies: Vec::new(),
             verifications: Vec::new(),
+            runs: Vec::new(),
         }
     }
 }
@@ -180,6 +219,8 @@ pub fn upgrade(version: u32, mut body: Value) -> Result<Value, String> {
             1 => upgrade_v1(body)?,
             // Version 3 added the verifications, which version 2 bodies have none of.
             2 => body,
+            // Version 4 added the run history, which version 3 bodies have none of.
+            3 => body,
             other => return Err(format!("no upgrade is known from status version {other}")),
         };
         current += 1;

@@ -5,6 +5,7 @@ mod cli;
 mod destination;
 mod environment;
 mod faults;
+mod history;
 mod lock;
 mod mysql;
 mod mysql_binlog;

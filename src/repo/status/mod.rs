@@ -498,6 +498,7 @@ impl StatusStore {
             source: self.source.clone(),
             copies,
             verifications: Vec::new(),
+            runs: Vec::new(),
         };
         let bytes = Bytes::from(encode(generation, &body));
         // Both files get the rebuilt status: whatever they held was damaged or is now stale.
@@ -540,6 +541,7 @@ mod tests {
             source: "app".into(),
             copies: vec![query::tests::copy("f1", RunType::Daily, None, 1)],
             verifications: Vec::new(),
+            runs: Vec::new(),
         }
     }
 

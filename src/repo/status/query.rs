@@ -167,6 +167,7 @@ pub(crate) mod tests {
             source: "s".into(),
             copies,
             verifications: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -200,6 +201,7 @@ pub(crate) mod tests {
                 copy("i1", RunType::Hourly, Some("f1"), 1),
             ],
             verifications: Vec::new(),
+            runs: Vec::new(),
         };
         assert_eq!(body.copy("i1").map(|c| c.id.as_str()), Some("i1"));
         assert_eq!(body.copy("f1").map(|c| c.id.as_str()), Some("f1"));
