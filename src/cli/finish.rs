@@ -10,6 +10,7 @@ use super::{CliResult, Failure, render};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 use crate::jobs::history::{self, Command, FinishedRun, RunFacts};
+use crate::jobs::metrics;
 use crate::storage::DestinationSpec;
 
 /// Runs `body`, a run of `command` on `source` whose status lives at `destination`, and then
@@ -41,10 +42,36 @@ pub(super) async fn recorded(
     result.map(|(status, _)| status)
 }
 
-/// Records each run in its source's status.
-pub(super) async fn finish(_config: &Config, runs: &[FinishedRun]) {
+/// Records each run in its source's status, sends the notifications the configuration asks
+/// for, and rewrites the metrics file.
+pub(super) async fn finish(config: &Config, runs: &[FinishedRun]) {
     for run in runs {
         history::record(run).await;
+    }
+    crate::jobs::notify::send(&config.settings.notifications, runs).await;
+    if let Some(path) = &config.settings.metrics_file {
+        // Every configured source, and the sources of this run that are not configured.
+        let mut sources: Vec<(String, DestinationSpec)> = Vec::new();
+        for run in runs {
+            if let Some(spec) = &run.destination
+                && !sources.iter().any(|(name, _)| name == &run.source)
+            {
+                sources.push((run.source.clone(), spec.clone()));
+            }
+        }
+        for name in config.settings.sources.keys() {
+            if !sources.iter().any(|(known, _)| known == name)
+                && let Ok(spec) = config.destination_of(name)
+            {
+                sources.push((name.clone(), spec));
+            }
+        }
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        let observed = metrics::observe(&sources).await;
+        let text = metrics::render(&observed, Utc::now());
+        if let Err(e) = metrics::write_atomically(path, &text) {
+            tracing::warn!("the metrics were not written: {e}");
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Cli {
         value_parser = parse_log_filter
     )]
     pub log: String,
+    /// After each run, write every configured source's metrics to FILE in the Prometheus text
+    /// format (overrides `metrics-file`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -143,7 +147,11 @@ fn render(error: &anyhow::Error) -> String {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    Ok(Config::load(cli.config.as_deref(), std::env::vars())?)
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(path) = &cli.metrics_file {
+        config.settings.metrics_file = Some(path.clone());
+    }
+    Ok(config)
 }
 
 async fn dispatch(cli: Cli) -> CliResult {

@@ -8,6 +8,7 @@
 //! lowercase letters, digits and `-`.
 
 mod env;
+pub mod notifications;
 #[cfg(test)]
 mod tests;
 
@@ -136,8 +137,12 @@ pub struct Settings {
     pub chunk_size_mib: Option<u64>,
     /// How long a copy waits for a lock on a table before failing (default 30).
     pub lock_wait_seconds: Option<u64>,
+    /// Prometheus text file rewritten after every run (docs/operations.md).
+    pub metrics_file: Option<PathBuf>,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub notifications: notifications::Notifications,
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationSettings>,
     #[serde(default)]
@@ -263,6 +268,9 @@ impl Config {
         {
             return Err(self.invalid("lock-ttl-seconds", "expected at least 30 seconds"));
         }
+        s.notifications
+            .validate()
+            .map_err(|(key, message)| self.invalid(key, message))?;
         if s.chunk_size_mib == Some(0) {
             return Err(self.invalid("chunk-size-mib", "expected at least 1"));
         }

@@ -160,8 +160,14 @@ fn filters_come_from_the_file_and_the_environment() {
 #[test]
 fn the_example_configuration_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cairn.example.toml");
-    let config = Config::load(Some(&path), std::iter::empty()).unwrap();
+    // The example takes the webhook URL from the environment, as it recommends.
+    let env = [(
+        "CAIRN_NOTIFICATIONS__WEBHOOK_URL".to_string(),
+        "https://hooks.example.com/T000/B000/XXXX".to_string(),
+    )];
+    let config = Config::load(Some(&path), env).unwrap();
     assert!(!config.settings.sources.is_empty() && !config.settings.destinations.is_empty());
+    assert!(config.settings.notifications.webhook_url.is_some());
     for name in config.settings.sources.keys() {
         config.destination_of(name).unwrap();
     }

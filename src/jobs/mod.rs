@@ -4,6 +4,8 @@
 pub mod backup;
 pub mod events;
 pub mod history;
+pub mod metrics;
+pub mod notify;
 pub mod purge;
 pub mod restore;
 pub mod slots;

@@ -7,6 +7,7 @@ mod environment;
 mod faults;
 mod history;
 mod lock;
+mod monitoring;
 mod mysql;
 mod mysql_binlog;
 mod postgres;
