@@ -1,9 +1,35 @@
-//! Periodic progress lines for long work (copies and restores), so a run watched through its
-//! logs shows it is moving and how fast.
+//! Progress of long work (copies, restores, verifies): bars on a terminal, periodic log lines
+//! otherwise, so a run watched by a person or through its logs shows it is moving and how fast.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// The bars of this process, when progress is drawn as bars (see [`draw_bars`]).
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// From now on, progress is drawn as bars on stderr instead of log lines; log lines written
+/// through [`BarsWriter`] appear above the bars. Called once, by the command line, when stderr
+/// is a terminal.
+pub fn draw_bars() -> MultiProgress {
+    BARS.get_or_init(MultiProgress::new).clone()
+}
+
+/// Writes to stderr without tearing the bars: each write is made with the bars hidden.
+#[derive(Debug, Clone)]
+pub struct BarsWriter(pub MultiProgress);
+
+impl std::io::Write for BarsWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// Counts items (chunks, files) and bytes done out of a known number of items.
 #[derive(Debug)]
@@ -46,27 +72,70 @@ impl Progress {
         )
     }
 
-    /// Logs a line every `every` until the returned guard is dropped.
+    /// Logs a line every `every` — or, on a terminal, keeps a bar up to date — until the
+    /// returned guard is dropped.
     pub fn report_every(self: &Arc<Self>, every: Duration) -> Reporter {
         let progress = self.clone();
-        Reporter(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                tracing::info!("{}", progress.line());
-            }
-        }))
+        let Some(bars) = BARS.get() else {
+            return Reporter {
+                task: tokio::spawn(async move {
+                    let mut ticker = tokio::time::interval(every);
+                    ticker.tick().await;
+                    loop {
+                        ticker.tick().await;
+                        tracing::info!("{}", progress.line());
+                    }
+                }),
+                bar: None,
+            };
+        };
+        let bar = bars.add(ProgressBar::new(self.total));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed} (ETA {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(self.what.clone());
+        let drawn = bar.clone();
+        Reporter {
+            task: tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    ticker.tick().await;
+                    progress.draw(&drawn);
+                }
+            }),
+            bar: Some((bar, self.clone())),
+        }
+    }
+
+    /// Brings `bar` up to date: items done, bytes and rate.
+    fn draw(&self, bar: &ProgressBar) {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        bar.set_position(self.items.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "{}, {}/s",
+            crate::text::bytes(bytes),
+            crate::text::bytes((bytes as f64 / seconds) as u64)
+        ));
     }
 }
 
-/// Stops the periodic lines when dropped.
+/// Stops the periodic lines, or draws the bar a last time and leaves it, when dropped.
 #[derive(Debug)]
-pub struct Reporter(tokio::task::JoinHandle<()>);
+pub struct Reporter {
+    task: tokio::task::JoinHandle<()>,
+    bar: Option<(ProgressBar, Arc<Progress>)>,
+}
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+        if let Some((bar, progress)) = &self.bar {
+            progress.draw(bar);
+            bar.finish();
+        }
     }
 }
 

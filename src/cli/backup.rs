@@ -56,6 +56,9 @@ pub struct BackupArgs {
     /// purge --apply`).
     #[arg(long)]
     pub purge: bool,
+    /// Back up this many sources at the same time (default 1); each still uses --jobs connections.
+    #[arg(long, value_name = "N")]
+    pub parallel_sources: Option<u32>,
     /// Print the validated plan and exit; nothing is written.
     #[arg(long)]
     pub dry_run: bool,
@@ -83,6 +86,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
             exclude_table_data: args.exclude_table_data.clone(),
         },
         checksums: args.checksum,
+        parallel_sources: args.parallel_sources,
         password_file: args.password_file.clone(),
     };
     let plan = backup::plan(config, &request)?;

@@ -23,23 +23,50 @@ pub(super) fn parse_log_filter(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per message.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Sets up logging to stderr. A plain level keeps the AWS SDK's own chatter (configuration
 /// files not found, region probes) down to errors; full directives are used as written.
+/// `--quiet` keeps only errors. On a terminal, progress is drawn as bars and log lines are
+/// written above them; elsewhere (cron, a pipe, a log shipper) progress is logged.
 pub fn init_logging(cli: &Cli) {
-    let directives = if LOG_LEVELS.contains(&cli.log.trim().to_ascii_lowercase().as_str()) {
-        format!(
-            "{},aws_config=error,aws_runtime=error,aws_smithy_runtime=error",
-            cli.log.trim()
-        )
+    let level = if cli.quiet { "error" } else { cli.log.trim() };
+    let directives = if LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        format!("{level},aws_config=error,aws_runtime=error,aws_smithy_runtime=error")
     } else {
         cli.log.clone()
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = match cli.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init(),
+        LogFormat::Text if terminal && !cli.quiet => {
+            let bars = crate::progress::draw_bars();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(move || crate::progress::BarsWriter(bars.clone()))
+                .with_ansi(std::env::var_os("NO_COLOR").is_none())
+                .with_target(false)
+                .try_init()
+        }
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
+            .with_target(false)
+            .try_init(),
+    };
 }

@@ -14,7 +14,7 @@ mod verify;
 
 pub use backup::BackupArgs;
 pub use config::ConfigCommand;
-pub use logging::init_logging;
+pub use logging::{LogFormat, init_logging};
 pub use purge::PurgeArgs;
 pub use restore::RestoreArgs;
 pub use slot::SlotCommand;
@@ -53,6 +53,19 @@ pub struct Cli {
         value_parser = parse_log_filter
     )]
     pub log: String,
+    /// Only errors on stderr: no progress, no informational messages (results still go to stdout).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// How messages on stderr are written: text lines, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CAIRN_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// After each run, write every configured source's metrics to FILE in the Prometheus text
     /// format (overrides `metrics-file`).
     #[arg(long, global = true, value_name = "FILE")]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::ConfigError;
 
 /// Environment variables that are not settings.
-pub(super) const NOT_SETTINGS: &[&str] = &["CAIRN_CONFIG", "CAIRN_LOG"];
+pub(super) const NOT_SETTINGS: &[&str] = &["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT"];
 /// Prefixes of environment variables that belong to the test environment, not to cairn.
 pub(super) const FOREIGN_PREFIXES: &[&str] = &["CAIRN_TEST_"];
 /// Settings whose environment value is a number.

@@ -66,6 +66,8 @@ pub struct BackupRequest {
     pub filters: crate::engine::filter::Filters,
     /// Record table checksums in MySQL copies.
     pub checksums: bool,
+    /// Sources backed up at the same time (default 1).
+    pub parallel_sources: Option<u32>,
     /// Password of the source given by URL.
     pub password_file: Option<std::path::PathBuf>,
 }
@@ -86,6 +88,8 @@ pub struct BackupPlan {
     pub run_type: RunType,
     pub requested: RequestedType,
     pub sources: Vec<PlannedSource>,
+    /// Sources backed up at the same time.
+    pub parallel_sources: usize,
 }
 
 /// Checks every configured source as a backup of it would, without touching the network:
@@ -111,6 +115,9 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
     let run_type = request.run_type.unwrap_or(RunType::Daily);
     if request.jobs == Some(0) {
         return Err(BackupError::Usage("--jobs must be at least 1".into()));
+    }
+    if request.parallel_sources == Some(0) {
+        return Err(BackupError::Usage("--parallel-sources must be at least 1".into()));
     }
     let names: Vec<String> = if request.sources.is_empty() {
         if config.settings.sources.is_empty() {
@@ -202,6 +209,7 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
         run_type,
         requested: request.requested,
         sources,
+        parallel_sources: request.parallel_sources.unwrap_or(1).max(1) as usize,
     })
 }
 
@@ -412,7 +420,8 @@ pub struct SourceOutcome {
     pub result: Result<CopyRecord, BackupError>,
 }
 
-/// Runs the plan, one source after the other; a failing source does not stop the others.
+/// Runs the plan, `parallel_sources` sources at a time; a failing source does not stop the
+/// others, and the outcomes come in the plan's order.
 ///
 /// Every source's engine is opened (no I/O) before anything runs, so a plan that cannot work
 /// fails at once.
@@ -425,9 +434,9 @@ pub async fn run(
     lock_options: &LockOptions,
     observer: &dyn Observer,
 ) -> Result<Vec<SourceOutcome>, BackupError> {
+    use futures::StreamExt as _;
     let engines = open_engines(plan)?;
-    let mut outcomes = Vec::new();
-    for (item, engine) in plan.sources.iter().zip(engines) {
+    let runs = plan.sources.iter().zip(engines).map(|(item, engine)| async move {
         let started_at = Utc::now();
         let result = run_source(plan, item, engine, lock_options, observer).await;
         if let Ok(copy) = &result {
@@ -436,15 +445,18 @@ pub async fn run(
                 copy,
             });
         }
-        outcomes.push(SourceOutcome {
+        SourceOutcome {
             source: item.source.name.clone(),
             destination: item.destination.clone(),
             started_at,
             finished_at: Utc::now(),
             result,
-        });
-    }
-    Ok(outcomes)
+        }
+    });
+    Ok(futures::stream::iter(runs)
+        .buffered(plan.parallel_sources)
+        .collect()
+        .await)
 }
 
 async fn run_source(

@@ -108,13 +108,17 @@ pub async fn run(config: &Config, request: &VerifyRequest) -> Result<VerifyRepor
     }
     let mut checks: BTreeMap<String, CopyCheck> = BTreeMap::new();
     let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();
+    let progress = crate::progress::Progress::new(format!("{}: verify, copies", request.source), wanted.len() as u64);
+    let reporter = progress.report_every(std::time::Duration::from_secs(10));
     for copy in wanted.values() {
         let (check, manifest) = check_copy(&destination, &request.source, copy).await;
+        progress.done(check.bytes);
         if let Some(manifest) = manifest {
             manifests.insert(copy.id.clone(), manifest);
         }
         checks.insert(copy.id.clone(), check);
     }
+    drop(reporter);
     // Chains: each incremental starts where its parent ended, and its logs read back whole.
     for chain in chains.values() {
         check_chain(&destination, &request.source, chain, &manifests, &mut checks).await;
