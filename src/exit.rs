@@ -12,6 +12,7 @@ use crate::jobs::purge::PurgeError;
 use crate::jobs::restore::RestoreError;
 use crate::jobs::slots::SlotError;
 use crate::jobs::verify::VerifyError;
+use crate::jobs::verify_deep::DeepError;
 use crate::repo::RepoError;
 use crate::repo::lock::LockError;
 use crate::repo::status::StatusError;
@@ -113,6 +114,15 @@ impl Classify for VerifyError {
             VerifyError::Usage(_) => ExitStatus::Usage,
             VerifyError::Destination(e) => e.exit_status(),
             VerifyError::Status(e) => e.exit_status(),
+        }
+    }
+}
+
+impl Classify for DeepError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            DeepError::Verify(e) => e.exit_status(),
+            DeepError::Restore(e) => e.exit_status(),
         }
     }
 }

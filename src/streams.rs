@@ -9,16 +9,74 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// Counts bytes and newline characters flowing through a reader.
+/// An order-independent digest of the rows of a text format that ends each row with a newline:
+/// the wrapping sum of each row's 128-bit XXH3. The same rows in any order, in any number of
+/// files, give the same digest (sums add up), and a row changed, missing or added changes it.
+#[derive(Default)]
+pub struct RowDigest {
+    sum: u128,
+    /// The row that the last piece of data ended inside.
+    partial: Option<twox_hash::XxHash3_128>,
+}
+
+impl std::fmt::Debug for RowDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowDigest({})", self.hex())
+    }
+}
+
+impl RowDigest {
+    /// Adds the rows ending in `data`; a row that continues in the next piece is kept open.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while let Some(at) = data.iter().position(|b| *b == b'\n') {
+            let (row, rest) = data.split_at(at + 1);
+            // Most rows lie within one piece and are hashed without keeping any state.
+            let hash = match self.partial.take() {
+                Some(mut open) => {
+                    open.write(row);
+                    open.finish_128()
+                }
+                None => twox_hash::XxHash3_128::oneshot(row),
+            };
+            self.sum = self.sum.wrapping_add(hash);
+            data = rest;
+        }
+        if !data.is_empty() {
+            self.partial.get_or_insert_with(twox_hash::XxHash3_128::new).write(data);
+        }
+    }
+
+    /// Adds another digest's rows (of another file of the same table).
+    pub fn add(&mut self, other: u128) {
+        self.sum = self.sum.wrapping_add(other);
+    }
+
+    pub fn value(&self) -> u128 {
+        self.sum
+    }
+
+    /// The digest as 32 hexadecimal digits, as manifests record it.
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+}
+
+/// Counts bytes and newline characters flowing through a reader, and digests the rows.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     bytes: Arc<AtomicU64>,
     newlines: Arc<AtomicU64>,
+    digest: Arc<std::sync::Mutex<RowDigest>>,
 }
 
 impl Counters {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The [`RowDigest`] of the rows that passed, as hexadecimal digits.
+    pub fn row_digest(&self) -> String {
+        self.digest.lock().map(|d| d.hex()).unwrap_or_default()
     }
 
     /// Rows of a text format that ends each row with a newline and escapes embedded ones
@@ -49,6 +107,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
             self.counters.bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
             let lines = new.iter().filter(|b| **b == b'\n').count() as u64;
             self.counters.newlines.fetch_add(lines, Ordering::Relaxed);
+            if let Ok(mut digest) = self.counters.digest.lock() {
+                digest.update(new);
+            }
         }
         polled
     }
@@ -152,5 +213,34 @@ mod tests {
         assert_eq!([&first[..n], &rest[..]].concat(), expected);
         let failing = futures::stream::iter(vec![Ok(bytes::Bytes::from("a")), Err(io::Error::other("lost"))]);
         assert!(Batched::new(failing).read_to_end(&mut Vec::new()).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::RowDigest;
+
+    fn digest(pieces: &[&[u8]]) -> u128 {
+        let mut digest = RowDigest::default();
+        for piece in pieces {
+            digest.update(piece);
+        }
+        digest.value()
+    }
+
+    #[test]
+    fn rows_digest_the_same_however_split_or_ordered_and_any_change_shows() {
+        let whole = digest(&[b"1\ta\n2\tb\n3\tc\n"]);
+        assert_eq!(digest(&[b"1\t", b"a\n2\tb", b"\n3\tc\n"]), whole, "split inside rows");
+        assert_eq!(digest(&[b"3\tc\n1\ta\n", b"2\tb\n"]), whole, "another order, two files");
+        let mut added = RowDigest::default();
+        added.update(b"1\ta\n2\tb\n");
+        let mut other = RowDigest::default();
+        other.update(b"3\tc\n");
+        added.add(other.value());
+        assert_eq!(added.value(), whole, "per-file digests add up");
+        assert_ne!(digest(&[b"1\ta\n2\tB\n3\tc\n"]), whole, "a changed value");
+        assert_ne!(digest(&[b"1\ta\n2\tb\n"]), whole, "a missing row");
+        assert_ne!(digest(&[b"1\ta\n2\tb\n3\tc\n3\tc\n"]), whole, "a duplicated row");
     }
 }

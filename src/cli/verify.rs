@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::exit::ExitStatus;
 use crate::jobs::history::{Command, RunFacts};
 use crate::jobs::verify::{self, VerifyReport, VerifyRequest};
+use crate::jobs::verify_deep::{self, DeepReport, DeepRequest};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -23,6 +24,23 @@ pub struct VerifyArgs {
     /// Every copy of the source.
     #[arg(long)]
     pub all: bool,
+    /// Restore the copy's full copy into a scratch database on --scratch and compare every table's
+    /// rows with the count and digest the backup recorded.
+    #[arg(long, requires = "scratch", conflicts_with = "all")]
+    pub deep: bool,
+    /// Server the scratch database is created on (postgres://… or mysql://…; a new database is
+    /// made there and dropped afterwards).
+    #[arg(long, value_name = "URL")]
+    pub scratch: Option<String>,
+    /// File holding the password of --scratch (else PGPASSWORD or MYSQL_PWD).
+    #[arg(long, value_name = "FILE")]
+    pub scratch_password_file: Option<std::path::PathBuf>,
+    /// Leave the scratch database in place for inspection.
+    #[arg(long, requires = "deep")]
+    pub keep_scratch: bool,
+    /// Parallel connections of the scratch restore.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +53,9 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> CliResult {
 }
 
 async fn verify(config: &Config, args: &VerifyArgs) -> Result<(ExitStatus, RunFacts), Failure> {
+    if args.deep {
+        return deep(config, args).await;
+    }
     let request = VerifyRequest {
         from: args.from.clone(),
         source: args.source.clone(),
@@ -116,5 +137,65 @@ fn render(report: &VerifyReport) -> String {
         )),
         false => out.push_str(&format!("not restorable: {}\n", unrestorable.join(", "))),
     }
+    out
+}
+
+async fn deep(config: &Config, args: &VerifyArgs) -> Result<(ExitStatus, RunFacts), Failure> {
+    let request = DeepRequest {
+        from: args.from.clone(),
+        source: args.source.clone(),
+        copy: args.copy.clone(),
+        scratch: args.scratch.clone().unwrap_or_default(),
+        scratch_password_file: args.scratch_password_file.clone(),
+        keep_scratch: args.keep_scratch,
+        jobs: args.jobs,
+    };
+    let report = verify_deep::run(config, &request).await?;
+    let status = match report.intact() {
+        true => ExitStatus::Success,
+        false => ExitStatus::Failed,
+    };
+    let printed = match args.json {
+        true => print_out(&to_json(&report)),
+        false => print_out(&render_deep(&report)),
+    };
+    let facts = super::finish::facts(status, 0, Some(report.copy.clone()), || report.problems.join("; "));
+    printed.map(|_| (status, facts))
+}
+
+fn render_deep(report: &DeepReport) -> String {
+    let mut out = format!(
+        "source {} at {}: full copy {} restored into scratch {}{}\n",
+        report.source,
+        report.destination,
+        report.copy,
+        report.scratch.join(", "),
+        if report.kept { " (kept)" } else { " (dropped)" }
+    );
+    let rows: Vec<[String; 4]> = report
+        .tables
+        .iter()
+        .map(|t| {
+            [
+                t.table.clone(),
+                t.rows.to_string(),
+                t.restored_rows.to_string(),
+                if t.intact { "same rows" } else { "DIFFERENT" }.to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&super::table::render(
+            ["TABLE", "BACKED UP", "RESTORED", "RESULT"],
+            &rows,
+        ));
+    }
+    for problem in &report.problems {
+        out.push_str(&format!("  {problem}\n"));
+    }
+    out.push_str(match report.intact() {
+        true => "the restored data equals the data backed up\n",
+        false => "DAMAGED: the restored data differs from what was backed up\n",
+    });
     out
 }

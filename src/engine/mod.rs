@@ -279,6 +279,22 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
+/// A table to read back for `cairn verify --deep`: where it is on the target, and the columns
+/// its copy stored (in the engine's own description, as the manifest records them).
+#[derive(Debug, Clone)]
+pub struct TableToDigest {
+    pub container: String,
+    pub table: String,
+    pub columns: serde_json::Value,
+}
+
+/// A table's rows as read back: their count and [`crate::streams::RowDigest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDigest {
+    pub rows: u64,
+    pub digest: String,
+}
+
 /// An engine writing into a target database.
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -301,6 +317,19 @@ pub trait Target: Send + Sync {
         let _ = input;
         Ok(Vec::new())
     }
+
+    /// Reads each of `tables` back from the target in the format a copy stores rows in, and
+    /// counts and digests its rows as the backup did (`cairn verify --deep`).
+    ///
+    /// # Errors
+    /// Connection or query errors naming the table.
+    async fn digest_tables(&self, tables: &[TableToDigest]) -> Result<Vec<TableDigest>, SourceError>;
+
+    /// Drops the scratch databases `names` of the target's server.
+    ///
+    /// # Errors
+    /// Connection or query errors naming the database.
+    async fn drop_databases(&self, names: &[String]) -> Result<(), SourceError>;
 }
 
 /// Checks that each copy of a chain starts exactly where its parent ended.

@@ -10,3 +10,4 @@ pub mod purge;
 pub mod restore;
 pub mod slots;
 pub mod verify;
+pub mod verify_deep;

@@ -46,6 +46,10 @@ pub struct DataFile {
     /// The chunk's row condition, when the table was split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// The [`crate::streams::RowDigest`] of the file's rows as read from the source, for
+    /// `cairn verify --deep` (copies taken before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_digest: Option<String>,
 }
 
 impl DataFile {
@@ -163,6 +167,7 @@ mod tests {
             rows: Some(5),
             raw_bytes: Some(40),
             condition: None,
+            row_digest: Some(format!("{:032x}", 7)),
         });
         let details = kind.clone().into_details();
         assert_eq!(details["kind"], json!("data"));

@@ -36,6 +36,7 @@ pub fn data_details(
         rows: Some(counted.newlines()),
         raw_bytes: Some(counted.bytes()),
         condition,
+        row_digest: Some(counted.row_digest()),
     })
     .into_details()
 }

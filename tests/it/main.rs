@@ -25,3 +25,4 @@ mod status;
 mod support;
 mod terminal;
 mod verify;
+mod verify_deep;

@@ -12,6 +12,7 @@ pub mod binlog;
 mod capture;
 mod capture_read;
 mod connection;
+mod digest;
 mod dump;
 mod format;
 mod inventory;

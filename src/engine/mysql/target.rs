@@ -16,7 +16,7 @@ use super::inventory::Column;
 use super::schema::{Object, Schema};
 use super::{My, quote_ident, quote_literal, replay};
 use crate::engine::pool::{self, Queue};
-use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
+use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
 use crate::progress::Progress;
 use crate::repo::file_kind::FileKind;
 use crate::repo::reader::{StoredFile, data_files, files_of, one_of, read_text};
@@ -335,6 +335,14 @@ impl MysqlTarget {
 
 #[async_trait]
 impl Target for MysqlTarget {
+    async fn digest_tables(&self, tables: &[TableToDigest]) -> Result<Vec<TableDigest>, SourceError> {
+        super::digest::digest_tables(&self.my, tables).await
+    }
+
+    async fn drop_databases(&self, names: &[String]) -> Result<(), SourceError> {
+        super::digest::drop_databases(&self.my, names).await
+    }
+
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let (schema, _) = self.schema_of(input).await?;
         let map = database_map(input, &schema, &self.url)?;

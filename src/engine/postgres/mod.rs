@@ -9,6 +9,7 @@ pub mod apply;
 mod capture;
 pub mod changes_file;
 mod ddl;
+mod digest;
 mod inventory;
 pub mod pgoutput;
 mod replay;
@@ -241,8 +242,12 @@ impl PostgresSource {
         client
             .batch_execute(&format!(
                 "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                quote_literal(&snapshot)
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
+                quote_literal(&snapshot),
+                // Fixed output settings: the copy's text, and so its row digests, do not depend
+                // on the server's defaults, and `verify --deep` reads a scratch restore back the
+                // same way on any server.
+                apply::OUTPUT_SETTINGS
             ))
             .await
             .map_err(|e| pg.error("importing the copy's snapshot", e))?;

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use super::schema::{self, Entry};
 use super::{Pg, quote_ident};
 use crate::engine::pool::{self, Queue};
-use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, Target};
+use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
 use crate::progress::Progress;
 use crate::repo::file_kind::FileKind;
 use crate::repo::model::LogPosition;
@@ -33,6 +33,10 @@ pub struct PostgresTarget {
 impl PostgresTarget {
     pub fn new(url: SourceUrl) -> Self {
         PostgresTarget { pg: Pg::new(url) }
+    }
+
+    pub(super) fn pg(&self) -> &Pg {
+        &self.pg
     }
 }
 
@@ -299,6 +303,14 @@ fn only_copy(input: &RestoreInput) -> Result<&crate::repo::manifest::Manifest, S
 
 #[async_trait]
 impl Target for PostgresTarget {
+    async fn digest_tables(&self, tables: &[TableToDigest]) -> Result<Vec<TableDigest>, SourceError> {
+        super::digest::digest_tables(&self.pg, tables).await
+    }
+
+    async fn drop_databases(&self, names: &[String]) -> Result<(), SourceError> {
+        super::digest::drop_databases(self, names).await
+    }
+
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         only_copy(input)?;
         if input.manifests.len() == 1 {
