@@ -729,3 +729,58 @@ fn passwords_in_command_line_urls_are_warned_about() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("once"), "{err}");
 }
+
+/// Every cairn command line in the deployment examples (crontab, systemd, Kubernetes) parses,
+/// and the configuration the Kubernetes example mounts loads: the examples cannot drift from
+/// the flags and keys cairn has.
+#[test]
+fn the_deployment_examples_use_flags_and_keys_cairn_has() {
+    use clap::Parser;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for line in read("cron/cairn.crontab")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        if let Some((_, command)) = line.split_once("exec cairn ") {
+            let command = command.split(" >").next().unwrap().split(" 2>").next().unwrap();
+            commands.push(command.split_whitespace().map(str::to_string).collect());
+        }
+    }
+    for line in read("systemd/cairn-backup.service").lines() {
+        if let Some(command) = line.strip_prefix("ExecStart=") {
+            commands.push(command.split_whitespace().skip(1).map(str::to_string).collect());
+        }
+    }
+    let kubernetes = read("kubernetes/cronjob.yaml");
+    let mut rest = kubernetes.as_str();
+    while let Some(at) = rest.find("args: [") {
+        let list = &rest[at + "args: ".len()..];
+        let end = list.find(']').unwrap();
+        // Commented-out examples continue on lines that start with `#`.
+        commands.push(serde_json::from_str(&list[..=end].replace("\n#", "\n")).unwrap());
+        rest = &list[end..];
+    }
+    assert!(commands.len() >= 5, "{commands:?}");
+    for args in &commands {
+        let parsed = cairn::cli::Cli::try_parse_from(std::iter::once("cairn".to_string()).chain(args.iter().cloned()));
+        assert!(parsed.is_ok(), "{args:?}: {}", parsed.err().unwrap());
+    }
+    // The configuration the Kubernetes example mounts, with the secrets the Secret provides.
+    let start = kubernetes.find("cairn.toml: |\n").unwrap() + "cairn.toml: |\n".len();
+    let toml: String = kubernetes[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start_matches("    ")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(&path, toml).unwrap();
+    let env = [(
+        "CAIRN_NOTIFICATIONS__WEBHOOK_URL".to_string(),
+        "https://hooks.example.com/T000".to_string(),
+    )];
+    let config = cairn::config::Config::load(Some(&path), env).unwrap();
+    assert!(!config.settings.sources.is_empty());
+}
