@@ -33,6 +33,8 @@ pub struct Retention {
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
     pub yearly: Option<u32>,
+    /// Copies younger than this many days are kept whatever the counts say.
+    pub min_age_days: Option<u32>,
 }
 
 /// A named destination.

@@ -44,10 +44,15 @@ pub struct RetentionPlan {
     pub remove: Vec<Removal>,
 }
 
-/// Applies `retention` to `body`'s copies: the newest N copies of each run type that has a
-/// count are kept (a run type without one keeps every copy), and so is the newest copy of
-/// all; every copy a kept copy's chain needs is kept too.
-pub fn plan(body: &StatusBody, retention: &Retention) -> RetentionPlan {
+/// Applies `retention` to `body`'s copies at `now`: the newest N copies of each run type that
+/// has a count are kept (a run type without one keeps every copy), every copy younger than
+/// `min-age-days`, and the newest copy of all; every copy a kept copy's chain needs is kept too.
+pub fn plan(body: &StatusBody, retention: &Retention, now: chrono::DateTime<chrono::Utc>) -> RetentionPlan {
+    let young = |copy: &crate::repo::model::CopyRecord| {
+        retention
+            .min_age_days
+            .is_some_and(|days| now - copy.finished_at < chrono::TimeDelta::days(i64::from(days)))
+    };
     let count = |run_type: RunType| match run_type {
         RunType::Hourly => retention.hourly,
         RunType::Daily => retention.daily,
@@ -62,7 +67,7 @@ pub fn plan(body: &StatusBody, retention: &Retention) -> RetentionPlan {
     for copy in &newest_first {
         let nth = seen.entry(copy.run_type).or_default();
         *nth += 1;
-        if count(copy.run_type).is_none_or(|keep| *nth <= keep) {
+        if count(copy.run_type).is_none_or(|keep| *nth <= keep) || young(copy) {
             wanted.insert(copy.id.clone());
         }
     }
@@ -91,9 +96,13 @@ pub fn plan(body: &StatusBody, retention: &Retention) -> RetentionPlan {
                 copy: copy.id.clone(),
                 run_type: copy.run_type,
                 reason: format!(
-                    "beyond the {} newest {} copies, and no kept copy needs it",
+                    "beyond the {} newest {} copies{}, and no kept copy needs it",
                     count(copy.run_type).unwrap_or_default(),
-                    copy.run_type
+                    copy.run_type,
+                    retention
+                        .min_age_days
+                        .map(|days| format!(", older than {days} days"))
+                        .unwrap_or_default()
                 ),
             });
         }
@@ -161,7 +170,7 @@ async fn purge(
 ) -> Result<PurgeReport, PurgeError> {
     let loaded = store.load_existing().await?;
     let body = &loaded.status.body;
-    let plan = plan(body, retention);
+    let plan = plan(body, retention, chrono::Utc::now());
     let sizes: BTreeMap<&str, u64> = body.copies.iter().map(|c| (c.id.as_str(), c.bytes)).collect();
     let leftovers = leftovers(destination, &request.source).await?;
     let bytes = plan
@@ -261,6 +270,12 @@ mod tests {
         }
     }
 
+    /// A day after the test copies were taken.
+    fn later() -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone;
+        chrono::Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap()
+    }
+
     fn removed(plan: &RetentionPlan) -> Vec<&str> {
         plan.remove.iter().map(|r| r.copy.as_str()).collect()
     }
@@ -277,14 +292,14 @@ mod tests {
             copy("h4", Hourly, Some("h3"), 5),
         ]);
         // One hourly and one daily: h4 needs h3 and f2; the older chain goes.
-        let plan = plan(&copies, &retention(Some(1), Some(1)));
+        let plan = plan(&copies, &retention(Some(1), Some(1)), later());
         assert_eq!(removed(&plan), ["f1", "h1", "h2"]);
         assert_eq!(plan.keep, ["f2", "h3", "h4"]);
         // Two hourly copies (h4, h3) and two daily: f1 is kept, but nothing needs h1 or h2.
-        let plan = super::plan(&copies, &retention(Some(2), Some(2)));
+        let plan = super::plan(&copies, &retention(Some(2), Some(2)), later());
         assert_eq!(removed(&plan), ["h1", "h2"]);
         // A kept hourly copy deep in the old chain keeps all of its chain.
-        let plan = super::plan(&copies, &retention(Some(4), Some(1)));
+        let plan = super::plan(&copies, &retention(Some(4), Some(1)), later());
         assert_eq!(
             removed(&plan),
             Vec::<&str>::new(),
@@ -295,7 +310,7 @@ mod tests {
     #[test]
     fn without_counts_everything_stays_and_the_newest_copy_always_stays() {
         let copies = body(vec![copy("f1", Daily, None, 0), copy("h1", Hourly, Some("f1"), 1)]);
-        assert!(plan(&copies, &Retention::default()).remove.is_empty());
+        assert!(plan(&copies, &Retention::default(), later()).remove.is_empty());
         // Zero of every kind still keeps the newest copy and its chain.
         let zero = Retention {
             hourly: Some(0),
@@ -303,9 +318,30 @@ mod tests {
             weekly: Some(0),
             monthly: Some(0),
             yearly: Some(0),
+            min_age_days: None,
         };
-        let plan = plan(&copies, &zero);
+        let plan = plan(&copies, &zero, later());
         assert!(plan.remove.is_empty(), "{plan:?}");
         assert_eq!(plan.keep, ["f1", "h1"]);
+    }
+
+    #[test]
+    fn copies_younger_than_the_minimum_age_stay_whatever_the_counts() {
+        let copies = body(vec![
+            copy("f1", Daily, None, 0),
+            copy("h1", Hourly, Some("f1"), 1),
+            copy("f2", Daily, None, 3),
+        ]);
+        let mut keep_one = retention(Some(0), Some(1));
+        assert_eq!(removed(&plan(&copies, &keep_one, later())), ["f1", "h1"]);
+        // Two days old at most: all of them are younger, so all stay.
+        keep_one.min_age_days = Some(2);
+        assert!(plan(&copies, &keep_one, later()).remove.is_empty());
+        // One day: at later(), h1 is a minute younger than a day and keeps its parent f1; two
+        // minutes on, both are older than a day and only the counts decide.
+        keep_one.min_age_days = Some(1);
+        assert!(plan(&copies, &keep_one, later()).remove.is_empty());
+        let after = later() + chrono::TimeDelta::minutes(2);
+        assert_eq!(removed(&plan(&copies, &keep_one, after)), ["f1", "h1"]);
     }
 }
