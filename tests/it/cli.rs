@@ -121,7 +121,8 @@ fn configuration_errors_name_the_file_and_key() {
     let (code, _, err) = run(cairn(locks.path())
         .arg("--config")
         .arg(&example)
-        .args(["config", "check"]));
+        .args(["config", "check"])
+        .env("CAIRN_NOTIFICATIONS__WEBHOOK_URL", "https://hooks.example.com/T000"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/etc/cairn/app-db.password"), "{err}");
     let password = dir.path().join("app-db.password");
@@ -131,7 +132,15 @@ fn configuration_errors_name_the_file_and_key() {
         .replace("/etc/cairn/app-db.password", &password.display().to_string());
     let copy = dir.path().join("example.toml");
     std::fs::write(&copy, text).unwrap();
-    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&copy).args(["config", "check"]));
+    // Its [notifications] take the webhook URL from the environment, as the example says.
+    let (code, _, err) = run(cairn(locks.path()).arg("--config").arg(&copy).args(["config", "check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("notifications.webhook-url"), "{err}");
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&copy)
+        .args(["config", "check"])
+        .env("CAIRN_NOTIFICATIONS__WEBHOOK_URL", "https://hooks.example.com/T000"));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("configuration is valid"), "{out}");
 }

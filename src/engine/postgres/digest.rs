@@ -3,7 +3,6 @@
 
 use futures::StreamExt;
 
-use super::target::PostgresTarget;
 use super::{Pg, quote_ident};
 use crate::engine::{SourceError, TableDigest, TableToDigest};
 use crate::streams::RowDigest;
@@ -56,8 +55,8 @@ pub(super) async fn digest_tables(pg: &Pg, tables: &[TableToDigest]) -> Result<V
 }
 
 /// Drops scratch databases of this server; sessions still in them are ended.
-pub(super) async fn drop_databases(target: &PostgresTarget, names: &[String]) -> Result<(), SourceError> {
-    let maintenance = target.pg().with_database("postgres");
+pub(super) async fn drop_databases(pg: &Pg, names: &[String]) -> Result<(), SourceError> {
+    let maintenance = pg.with_database("postgres");
     let client = maintenance.connect("dropping a scratch database").await?;
     for name in names {
         client

@@ -244,9 +244,7 @@ impl PostgresSource {
                 "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
                  BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
                 quote_literal(&snapshot),
-                // Fixed output settings: the copy's text, and so its row digests, do not depend
-                // on the server's defaults, and `verify --deep` reads a scratch restore back the
-                // same way on any server.
+                // The copy's text (and row digests) must not depend on the server's defaults.
                 apply::OUTPUT_SETTINGS
             ))
             .await

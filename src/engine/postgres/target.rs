@@ -34,10 +34,6 @@ impl PostgresTarget {
     pub fn new(url: SourceUrl) -> Self {
         PostgresTarget { pg: Pg::new(url) }
     }
-
-    pub(super) fn pg(&self) -> &Pg {
-        &self.pg
-    }
 }
 
 /// How streaming one file into COPY ended.
@@ -308,7 +304,7 @@ impl Target for PostgresTarget {
     }
 
     async fn drop_databases(&self, names: &[String]) -> Result<(), SourceError> {
-        super::digest::drop_databases(self, names).await
+        super::digest::drop_databases(&self.pg, names).await
     }
 
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
