@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{CliResult, Failure, print_out, to_json};
 use crate::config::{Config, ConfigError};
 use crate::exit::ExitStatus;
-use crate::jobs::slots::{self, HoldReport};
+use crate::jobs::slots::{self, HoldReport, ReachReport};
 use crate::repo::model::RunRecord;
 use crate::repo::status::{CopyRecord, LoadedFrom, StatusStore};
 use crate::storage::{Access, Destination, DestinationSpec};
@@ -60,6 +60,12 @@ struct SourceReport {
     /// What the source keeps on its server for incrementals (configured PostgreSQL sources).
     #[serde(skip_serializing_if = "Option::is_none")]
     slot: Option<HoldReport>,
+    /// How far back the source's binary logs reach (configured MySQL/MariaDB sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binlog: Option<ReachReport>,
+    /// Why the binary logs could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binlog_error: Option<String>,
     /// Why the slot could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     slot_error: Option<String>,
@@ -181,6 +187,13 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
                 Err(e) => (None, Some(e.to_string())),
             },
         };
+        let (binlog, binlog_error) = match slots::reach_of(config, &source, &loaded.status.body.copies).await {
+            Ok(binlog) => (binlog, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        if let Some(warning) = binlog.as_ref().and_then(|b| b.warning.as_ref()) {
+            tracing::warn!("{source}: {warning}");
+        }
         if let Some(warning) = slot.as_ref().and_then(|s| s.warning.as_ref()) {
             tracing::warn!("{source}: {warning}");
         }
@@ -192,6 +205,8 @@ pub(super) async fn run(config: &Config, args: &StatusArgs) -> CliResult {
             last_run: loaded.status.body.runs.last().cloned(),
             slot,
             slot_error,
+            binlog,
+            binlog_error,
             unfinished_uploads,
             source,
             destination: destination.location(),
@@ -274,6 +289,28 @@ fn render_table(reports: &[SourceReport]) -> String {
             if let Some(warning) = &slot.warning {
                 out.push_str(&format!("  WARNING: {warning}\n"));
             }
+        }
+        if let Some(binlog) = &report.binlog {
+            let reach = &binlog.reach;
+            match &binlog.warning {
+                Some(warning) => out.push_str(&format!("  WARNING: {warning}\n")),
+                None => out.push_str(&format!(
+                    "  binary logs: kept back to {}; the next incremental reads {} from {}{}\n",
+                    reach.oldest,
+                    crate::text::bytes(reach.bytes_since),
+                    reach.from,
+                    reach
+                        .expire_seconds
+                        .map(|s| format!(
+                            " (the server removes logs after {})",
+                            age(chrono::TimeDelta::seconds(s as i64))
+                        ))
+                        .unwrap_or_default()
+                )),
+            }
+        }
+        if let Some(error) = &report.binlog_error {
+            out.push_str(&format!("  binary logs: cannot be read: {error}\n"));
         }
         if let (Some(from), Some(to)) = (report.restorable_from, report.restorable_to) {
             out.push_str(&format!(

@@ -140,6 +140,23 @@ pub struct LogHold {
     pub active: bool,
 }
 
+/// How far back a source's change log reaches, seen from where its next incremental starts
+/// (MySQL/MariaDB: the binary logs the server still has).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogReach {
+    /// The oldest log the server still has.
+    pub oldest: String,
+    /// Where the next incremental starts: the latest copy's end.
+    pub from: String,
+    /// Whether the server still has the log from there.
+    pub reaches: bool,
+    /// Log bytes the server keeps from there on (what the next incremental reads).
+    pub bytes_since: u64,
+    /// How long the server keeps its logs, when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_seconds: Option<u64>,
+}
+
 /// What a run is about to take, for [`Source::preflight`].
 #[derive(Debug, Clone, Copy)]
 pub enum Planned<'a> {
@@ -184,6 +201,16 @@ pub trait Source: Send + Sync {
     /// # Errors
     /// Login, privileges or the server's error.
     async fn drop_log_hold(&self) -> Result<Option<LogHold>, SourceError> {
+        Ok(None)
+    }
+
+    /// Whether the log on the server still reaches back to `from`, where the next incremental
+    /// starts; `None` for engines whose log is held for cairn instead (see [`Source::log_hold`]).
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn log_reach(&self, from: &LogPosition) -> Result<Option<LogReach>, SourceError> {
+        let _ = from;
         Ok(None)
     }
 

@@ -212,11 +212,14 @@ async fn purge(
             Ok(())
         })
         .await?;
+    // Every manifest first: files without one are leftovers, never a copy with files missing,
+    // and a purge cut short after this loop leaves no manifest to bring a removed copy back.
     for id in &removed {
-        // The manifest first: files without one are leftovers, never a copy with files missing.
         destination
             .delete(&crate::repo::layout::manifest_key(&request.source, id))
             .await?;
+    }
+    for id in &removed {
         for object in destination
             .list(&crate::repo::layout::copy_prefix(&request.source, id))
             .await?

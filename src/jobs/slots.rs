@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{LogHold, SourceError};
+use crate::engine::{LogHold, LogReach, SourceError};
+use crate::repo::kinds::RunType;
 use crate::repo::status::{CopyRecord, LogPosition};
 
 /// Why the slot of a source could not be read or dropped.
@@ -73,6 +74,45 @@ pub async fn hold_of(config: &Config, source: &str, copies: &[CopyRecord]) -> Re
         last_advanced,
         warning,
     }))
+}
+
+/// How far back a source's log reaches from its latest copy, and why someone should act.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReachReport {
+    #[serde(flatten)]
+    pub reach: LogReach,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Whether the configured source's log still reaches back to where its next incremental starts
+/// (MySQL/MariaDB binary logs); `None` when it is not configured, takes only full copies, or
+/// its engine keeps the log for cairn instead (see [`hold_of`]).
+///
+/// # Errors
+/// Login or the server's error.
+pub async fn reach_of(config: &Config, source: &str, copies: &[CopyRecord]) -> Result<Option<ReachReport>, SlotError> {
+    if !config.settings.sources.contains_key(source) || config.full_backup_of(source) == RunType::Hourly {
+        return Ok(None);
+    }
+    let Some(latest) = copies.iter().max_by_key(|c| (c.finished_at, &c.id)) else {
+        return Ok(None);
+    };
+    if !matches!(latest.log_range.end, LogPosition::Mysql { .. }) {
+        return Ok(None);
+    }
+    let engine = crate::engine::open(&config.source(source)?)?;
+    let Some(reach) = engine.log_reach(&latest.log_range.end).await? else {
+        return Ok(None);
+    };
+    let warning = (!reach.reaches).then(|| {
+        format!(
+            "the server's binary logs start at {}, after {} where the latest copy ended: the next incremental has a \
+             log gap; take a full copy (--type full), or set on-log-gap = \"full\"",
+            reach.oldest, reach.from
+        )
+    });
+    Ok(Some(ReachReport { reach, warning }))
 }
 
 /// Drops what the configured source `source` keeps on its server; returns what it held.

@@ -147,13 +147,6 @@ pub async fn run(config: &Config, request: &VerifyRequest) -> Result<VerifyRepor
         destination: destination.location(),
         copies,
     };
-    record(&destination, &report, started_at).await;
-    Ok(report)
-}
-
-/// Records the outcome in the source's status, as evidence of a restore drill. A destination
-/// this run may only read keeps the outcome out, with a warning: the verification itself stands.
-async fn record(destination: &Arc<dyn Destination>, report: &VerifyReport, started_at: chrono::DateTime<chrono::Utc>) {
     let outcome = VerificationRecord {
         started_at,
         finished_at: chrono::Utc::now(),
@@ -162,7 +155,15 @@ async fn record(destination: &Arc<dyn Destination>, report: &VerifyReport, start
         intact: report.intact(),
         problems: report.copies.iter().map(|c| c.problems.len() as u64).sum(),
     };
-    let stored = StatusStore::new(destination.clone(), &report.source)
+    record(&destination, &report.source, outcome).await;
+    Ok(report)
+}
+
+/// Records a verification's outcome in the source's status, as evidence of a restore drill. A
+/// destination this run may only read keeps the outcome out, with a warning: the verification
+/// itself stands.
+pub(crate) async fn record(destination: &Arc<dyn Destination>, source: &str, outcome: VerificationRecord) {
+    let stored = StatusStore::new(destination.clone(), source)
         .update(|body| {
             body.verifications.push(outcome.clone());
             let excess = body.verifications.len().saturating_sub(VERIFICATIONS_KEPT);
@@ -171,10 +172,7 @@ async fn record(destination: &Arc<dyn Destination>, report: &VerifyReport, start
         })
         .await;
     if let Err(e) = stored {
-        tracing::warn!(
-            "{}: the verification was not recorded in the status: {e}",
-            report.source
-        );
+        tracing::warn!("{source}: the verification was not recorded in the status: {e}");
     }
 }
 

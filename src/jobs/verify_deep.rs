@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{Engine, SourceUrl, TableToDigest};
 use crate::jobs::restore::{self, RestoreError, RestoreRequest};
 use crate::repo::file_kind::FileKind;
-use crate::repo::model::{VERIFICATIONS_KEPT, VerificationRecord};
+use crate::repo::model::VerificationRecord;
 use crate::repo::status::{LogPosition, StatusError, StatusStore};
 use crate::storage::Access;
 use crate::streams::RowDigest;
@@ -239,16 +239,6 @@ pub async fn run(config: &Config, request: &DeepRequest) -> Result<DeepReport, D
             intact,
         });
     }
-    record(&destination, &report, started_at).await;
-    Ok(report)
-}
-
-/// Records the outcome among the source's verifications, as `verify` does.
-async fn record(
-    destination: &std::sync::Arc<dyn crate::storage::Destination>,
-    report: &DeepReport,
-    started_at: chrono::DateTime<chrono::Utc>,
-) {
     let outcome = VerificationRecord {
         started_at,
         finished_at: chrono::Utc::now(),
@@ -257,18 +247,6 @@ async fn record(
         intact: report.intact(),
         problems: report.problems.len() as u64,
     };
-    let stored = StatusStore::new(destination.clone(), &report.source)
-        .update(|body| {
-            body.verifications.push(outcome.clone());
-            let excess = body.verifications.len().saturating_sub(VERIFICATIONS_KEPT);
-            body.verifications.drain(..excess);
-            Ok(())
-        })
-        .await;
-    if let Err(e) = stored {
-        tracing::warn!(
-            "{}: the verification was not recorded in the status: {e}",
-            report.source
-        );
-    }
+    super::verify::record(&destination, &report.source, outcome).await;
+    Ok(report)
 }

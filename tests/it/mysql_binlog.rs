@@ -308,6 +308,28 @@ async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
         .unwrap()
         .to_string();
     conn.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    // `cairn status` of the configured source shows how far back the binary logs reach.
+    let config = locks.path().join("status.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.fx]\nurl = \"{}\"\n[destinations.here]\nurl = {to:?}\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let status = || {
+        run(cairn(locks.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--source", "fx"]))
+    };
+    let (code, out, err) = status();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("binary logs: kept back to") && out.contains(&format!("from {parent_file}:")),
+        "{out}"
+    );
     // The server keeps a file it still needs for crash recovery; purge until the parent's is gone.
     let mut gone = false;
     for _ in 0..50 {
@@ -328,6 +350,13 @@ async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the server kept {parent_file}");
+    // Seen before the next run fails on it.
+    let (code, out, err) = status();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("WARNING") && out.contains(&parent_file) && out.contains("log gap"),
+        "{out}"
+    );
 
     let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &["--type", "incremental"]);
     assert_eq!(code, 1, "{out}\n{err}");

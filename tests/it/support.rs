@@ -34,10 +34,15 @@ struct StrictStore {
     attempts: WriteAttempts,
     lost_answers: std::sync::Mutex<std::collections::HashSet<String>>,
     cuts: DownloadCuts,
+    deletes: DeleteBudget,
     /// Multipart uploads neither completed nor aborted: (bucket, upload id) → key. s3s-fs does
     /// not list them, so the wrapper does.
     open_uploads: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>>,
 }
+
+/// Per bucket, how many more deletes the server carries out before it refuses every one (see
+/// [`S3Server::limit_deletes`]); buckets without an entry delete freely.
+type DeleteBudget = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
 
 /// Per bucket, how many times each object's download is cut off half way (see
 /// [`S3Server::cut_downloads`]), and how many cuts each `bucket/key` has had.
@@ -178,6 +183,12 @@ impl S3 for StrictStore {
         self.inner.list_objects_v2(req).await
     }
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        if let Some(left) = self.deletes.lock().unwrap().get_mut(&req.input.bucket) {
+            if *left == 0 {
+                return Err(s3_error!(AccessDenied, "deletes are refused by the test server"));
+            }
+            *left -= 1;
+        }
         let _serialized = self.writes.write().await;
         self.inner.delete_object(req).await
     }
@@ -244,6 +255,7 @@ pub struct S3Server {
     root: PathBuf,
     attempts: WriteAttempts,
     cuts: DownloadCuts,
+    deletes: DeleteBudget,
 }
 
 static S3_SERVER: OnceLock<S3Server> = OnceLock::new();
@@ -262,6 +274,8 @@ pub fn s3_server() -> &'static S3Server {
         let served_attempts = attempts.clone();
         let cuts = DownloadCuts::default();
         let served_cuts = cuts.clone();
+        let deletes = DeleteBudget::default();
+        let served_deletes = deletes.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -276,6 +290,7 @@ pub fn s3_server() -> &'static S3Server {
                     attempts: served_attempts,
                     lost_answers: Default::default(),
                     cuts: served_cuts,
+                    deletes: served_deletes,
                     open_uploads: Default::default(),
                 };
                 let mut builder = s3s::service::S3ServiceBuilder::new(store);
@@ -307,6 +322,7 @@ pub fn s3_server() -> &'static S3Server {
             root,
             attempts,
             cuts,
+            deletes,
         }
     })
 }
@@ -321,6 +337,16 @@ impl S3Server {
             .get(&format!("{bucket}/{what}"))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// From now on, `bucket` carries out `deletes` more deletes and then refuses every one, as a
+    /// run cut short there would stop deleting (`None`: deletes as usual again).
+    pub fn limit_deletes(&self, bucket: &str, deletes: Option<u32>) {
+        let mut budget = self.deletes.lock().unwrap();
+        match deletes {
+            Some(n) => budget.insert(bucket.to_string(), n),
+            None => budget.remove(bucket),
+        };
     }
 
     /// From now on, the first `times` downloads of each object of `bucket` break off half way

@@ -19,6 +19,7 @@ mod inventory;
 mod load;
 mod load_sql;
 mod preflight;
+mod reach;
 mod replay;
 mod schema;
 mod schema_dump;
@@ -85,6 +86,10 @@ impl MysqlSource {
 impl Source for MysqlSource {
     fn supports_incremental(&self, _options: &CopyOptions) -> bool {
         true
+    }
+
+    async fn log_reach(&self, from: &LogPosition) -> Result<Option<crate::engine::LogReach>, SourceError> {
+        reach::log_reach(&self.my, from).await.map(Some)
     }
 
     async fn preflight(
