@@ -190,6 +190,9 @@ fn render_deep(report: &DeepReport) -> String {
             &rows,
         ));
     }
+    if let Some(replayed) = &report.replayed {
+        out.push_str(&format!("  then replayed {replayed} into a second scratch database\n"));
+    }
     for problem in &report.problems {
         out.push_str(&format!("  {problem}\n"));
     }

@@ -3,13 +3,14 @@
 //! source — proof that the restored data is the data that was backed up, not only that the
 //! files are the files that were written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{Engine, SourceUrl, TableToDigest};
+use crate::engine::{Engine, RestoreReport, SourceUrl, TableToDigest, Target};
 use crate::jobs::restore::{self, RestoreError, RestoreRequest};
 use crate::repo::file_kind::FileKind;
 use crate::repo::model::VerificationRecord;
@@ -70,6 +71,9 @@ pub struct DeepReport {
     pub scratch: Vec<String>,
     pub kept: bool,
     pub tables: Vec<TableCheck>,
+    /// The incrementals replayed after the full copy, when the copy verified is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<String>,
     /// What prevented a comparison, or why a table differs.
     pub problems: Vec<String>,
 }
@@ -131,6 +135,7 @@ pub async fn run(config: &Config, request: &DeepRequest) -> Result<DeepReport, D
         scratch: Vec::new(),
         kept: request.keep_scratch,
         tables: Vec::new(),
+        replayed: None,
         problems: Vec::new(),
     };
 
@@ -166,61 +171,28 @@ pub async fn run(config: &Config, request: &DeepRequest) -> Result<DeepReport, D
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(48)
         .collect();
-    let mut target = url::Url::parse(&request.scratch).map_err(|e| usage(format!("--scratch: not a URL: {e}")))?;
-    let mut renames = Vec::new();
-    let mut scratch_of: BTreeMap<String, String> = BTreeMap::new();
-    match engine {
-        Engine::Postgres => {
-            target.set_path(&format!("/{tag}"));
-            report.scratch.push(tag.clone());
-        }
-        Engine::Mysql => {
-            target.set_path("");
-            let containers: std::collections::BTreeSet<&String> = expected.keys().map(|(c, _)| c).collect();
-            for (index, container) in containers.into_iter().enumerate() {
-                let name = format!("{tag}_{index}");
-                renames.push(format!("{container}={name}"));
-                scratch_of.insert(container.clone(), name.clone());
-                report.scratch.push(name);
-            }
-        }
-    }
-    let restore_request = RestoreRequest {
-        from: request.from.clone(),
-        source: request.source.clone(),
-        copy: Some(full.id.clone()),
-        target: target.to_string(),
-        target_password_file: request.scratch_password_file.clone(),
-        jobs: request.jobs,
-        rename_databases: renames,
-        ..RestoreRequest::default()
-    };
-    let plan = restore::plan(config, &restore_request).await?;
-    let restored = restore::run(&plan).await;
-    let mut scratch_url = SourceUrl::parse(target.as_ref()).map_err(|e| usage(format!("--scratch: {e}")))?;
-    scratch_url
-        .complete_from_command_line("--scratch", request.scratch_password_file.as_deref())
-        .map_err(usage)?;
-    let scratch = crate::engine::open_target(&scratch_url).map_err(RestoreError::from)?;
+    let containers: BTreeSet<String> = expected.keys().map(|(c, _)| c.clone()).collect();
+    let (scratch, restored) = restore_into_scratch(config, request, engine, &full.id, &tag, &containers).await?;
+    report.scratch.extend(scratch.names.iter().cloned());
     let compared = match restored {
         Ok(_) => {
             let tables: Vec<TableToDigest> = expected
                 .iter()
                 .map(|((container, table), (_, _, columns))| TableToDigest {
-                    container: scratch_of.get(container).cloned().unwrap_or_else(|| container.clone()),
+                    container: scratch
+                        .renamed
+                        .get(container)
+                        .cloned()
+                        .unwrap_or_else(|| container.clone()),
                     table: table.clone(),
                     columns: columns.clone(),
                 })
                 .collect();
-            scratch.digest_tables(&tables).await.map_err(RestoreError::from)
+            scratch.target.digest_tables(&tables).await.map_err(RestoreError::from)
         }
         Err(e) => Err(e),
     };
-    if !request.keep_scratch
-        && let Err(e) = scratch.drop_databases(&report.scratch).await
-    {
-        tracing::warn!("{}: the scratch database was not dropped: {e}", request.source);
-    }
+    scratch.drop_unless(request).await;
     for (((container, table), (rows, digest, _)), found) in expected.iter().zip(compared?) {
         let intact = found.rows == *rows && found.digest == digest.hex();
         if !intact {
@@ -239,6 +211,28 @@ pub async fn run(config: &Config, request: &DeepRequest) -> Result<DeepReport, D
             intact,
         });
     }
+    // The incrementals after the full copy: the chain replays into a second scratch database,
+    // every change checked by the applier (a row it must change is there, and only once).
+    if tip.id != full.id {
+        let (chained, replayed) =
+            restore_into_scratch(config, request, engine, &tip.id, &format!("{tag}_r"), &containers).await?;
+        report.scratch.extend(chained.names.iter().cloned());
+        match replayed {
+            Ok(replay) => {
+                report.replayed = Some(format!(
+                    "{} up to {}: {}, {}",
+                    crate::text::count(replay.incrementals, "incremental"),
+                    tip.id,
+                    crate::text::count(replay.transactions, "transaction"),
+                    crate::text::count(replay.row_changes, "row change")
+                ))
+            }
+            Err(e) => report
+                .problems
+                .push(format!("the chain up to {} does not replay: {e}", tip.id)),
+        }
+        chained.drop_unless(request).await;
+    }
     let outcome = VerificationRecord {
         started_at,
         finished_at: chrono::Utc::now(),
@@ -249,4 +243,72 @@ pub async fn run(config: &Config, request: &DeepRequest) -> Result<DeepReport, D
     };
     super::verify::record(&destination, &report.source, outcome).await;
     Ok(report)
+}
+
+/// A scratch restore: the databases it made, the source's databases they stand for (MySQL),
+/// and the server.
+struct Scratch {
+    names: Vec<String>,
+    renamed: BTreeMap<String, String>,
+    target: Arc<dyn Target>,
+}
+
+impl Scratch {
+    /// Drops the scratch databases, unless the request keeps them; a failure is a warning.
+    async fn drop_unless(&self, request: &DeepRequest) {
+        if request.keep_scratch {
+            return;
+        }
+        if let Err(e) = self.target.drop_databases(&self.names).await {
+            tracing::warn!("{}: a scratch database was not dropped: {e}", request.source);
+        }
+    }
+}
+
+/// Restores `copy` (with its chain) into new scratch databases named after `tag` on the
+/// `--scratch` server; returns them and how the restore ended.
+async fn restore_into_scratch(
+    config: &Config,
+    request: &DeepRequest,
+    engine: Engine,
+    copy: &str,
+    tag: &str,
+    containers: &BTreeSet<String>,
+) -> Result<(Scratch, Result<RestoreReport, RestoreError>), DeepError> {
+    let usage = |m: String| DeepError::Verify(super::verify::VerifyError::Usage(m));
+    let mut target = url::Url::parse(&request.scratch).map_err(|e| usage(format!("--scratch: not a URL: {e}")))?;
+    let (mut names, mut renames, mut renamed) = (Vec::new(), Vec::new(), BTreeMap::new());
+    match engine {
+        Engine::Postgres => {
+            target.set_path(&format!("/{tag}"));
+            names.push(tag.to_string());
+        }
+        Engine::Mysql => {
+            target.set_path("");
+            for (index, container) in containers.iter().enumerate() {
+                let name = format!("{tag}_{index}");
+                renames.push(format!("{container}={name}"));
+                renamed.insert(container.clone(), name.clone());
+                names.push(name);
+            }
+        }
+    }
+    let restore_request = RestoreRequest {
+        from: request.from.clone(),
+        source: request.source.clone(),
+        copy: Some(copy.to_string()),
+        target: target.to_string(),
+        target_password_file: request.scratch_password_file.clone(),
+        jobs: request.jobs,
+        rename_databases: renames,
+        ..RestoreRequest::default()
+    };
+    let plan = restore::plan(config, &restore_request).await?;
+    let restored = restore::run(&plan).await;
+    let mut scratch_url = SourceUrl::parse(target.as_ref()).map_err(|e| usage(format!("--scratch: {e}")))?;
+    scratch_url
+        .complete_from_command_line("--scratch", request.scratch_password_file.as_deref())
+        .map_err(usage)?;
+    let target = crate::engine::open_target(&scratch_url).map_err(RestoreError::from)?;
+    Ok((Scratch { names, renamed, target }, restored))
 }

@@ -148,7 +148,7 @@ async fn postgres_deep_verify_proves_the_rows_and_catches_a_swapped_data_file() 
 }
 
 #[tokio::test]
-async fn mysql_deep_verify_proves_the_rows_of_a_good_copy() {
+async fn mysql_deep_verify_proves_the_rows_of_a_good_copy_and_replays_its_chain() {
     let _serial = crate::mysql::ONE_AT_A_TIME.lock().await;
     let source = crate::mysql::fixture_database("my_deep").await;
     let locks = tempfile::tempdir().unwrap();
@@ -164,6 +164,25 @@ async fn mysql_deep_verify_proves_the_rows_of_a_good_copy() {
         &to,
     ]));
     assert_eq!(code, 0, "{out}\n{err}");
+    // An incremental on top: the latest copy's chain also replays, into a second scratch.
+    use mysql_async::prelude::Queryable;
+    crate::mysql::connect(&crate::mysql::url_of(&source))
+        .await
+        .query_drop("CREATE TABLE deep_extra (id INT PRIMARY KEY); INSERT INTO deep_extra VALUES (1), (2)")
+        .await
+        .unwrap();
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "backup",
+        "--name",
+        "fx",
+        "--source",
+        &crate::mysql::url_of(&source),
+        "--to",
+        &to,
+        "--type",
+        "incremental",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
     let mut scratch = url::Url::parse(&mysql_url()).unwrap();
     scratch.set_path("");
     let (code, out, err) = deep(locks.path(), &to, scratch.as_str(), None);
@@ -172,7 +191,7 @@ async fn mysql_deep_verify_proves_the_rows_of_a_good_copy() {
         out.contains("the restored data equals the data backed up") && out.contains("same rows"),
         "{out}"
     );
-    use mysql_async::prelude::Queryable;
+    assert!(out.contains("then replayed 1 incremental up to"), "{out}");
     let mut admin = crate::mysql::connect(&mysql_url()).await;
     let left: Vec<String> = admin
         .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'cairn\\_verify\\_%'")
