@@ -3,7 +3,7 @@
 # a private PostgreSQL (wal_level=logical) and a private MariaDB (ROW binlog, server id 1) in a
 # temporary folder on free ports. Meant to be sourced:
 #
-#   source scripts/test-env.sh   # exports CAIRN_TEST_PG_URL and CAIRN_TEST_MYSQL_URL
+#   source scripts/test-env.sh   # exports CAIRN_TEST_PG_URL, CAIRN_TEST_MYSQL_URL and CAIRN_TEST_MYSQL_REPLICA_URL
 #   cairn_test_env_stop          # stops both servers and removes their folder
 #
 # Servers given from outside (CAIRN_TEST_PG_URL / CAIRN_TEST_MYSQL_URL already set) are used
@@ -112,9 +112,12 @@ cairn_test_env_certs() {
   export CAIRN_TEST_CA="$dir/ca.pem"
 }
 
+# Starts a private MariaDB in folder NAME with SERVER_ID; exports its URL as VAR (and, for the
+# primary, its socket). The second one is the target replicas are seeded into.
 cairn_test_env_start_mariadb() {
+  local name=$1 server_id=$2 var=$3
   local dir port socket
-  dir="$CAIRN_TEST_ENV_DIR/mariadb"
+  dir="$CAIRN_TEST_ENV_DIR/$name"
   port=$(cairn_test_env_free_port) || return 1
   socket="$dir/mysqld.sock"
   mkdir -p "$dir"
@@ -129,7 +132,7 @@ cairn_test_env_start_mariadb() {
   mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
   "$mariadbd" --no-defaults --user="$user" --datadir="$dir/data" --socket="$socket" --port="$port" \
     --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
-    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --server-id=1 \
+    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --server-id="$server_id" \
     --log-slave-updates --local-infile=1 --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 \
     --skip-name-resolve --max-connections=300 \
     --ssl-ca="$dir/ca.pem" --ssl-cert="$dir/server.pem" --ssl-key="$dir/server.key" >/dev/null 2>&1 &
@@ -144,20 +147,23 @@ CREATE USER 'cairn'@'127.0.0.1' IDENTIFIED BY 'cairn-test-pw';
 GRANT ALL PRIVILEGES ON *.* TO 'cairn'@'127.0.0.1' WITH GRANT OPTION;
 FLUSH PRIVILEGES;
 SQL
-  CAIRN_TEST_ENV_MARIADB_STOP="kill \$(cat $dir/mysqld.pid)"
-  export CAIRN_TEST_MYSQL_URL="mysql://cairn:cairn-test-pw@127.0.0.1:$port/mysql"
-  export CAIRN_TEST_MYSQL_SOCKET="$socket"
-  echo "test-env: MariaDB $(mariadb --no-defaults -S "$socket" -u root -N -e 'select version()') on 127.0.0.1:$port" >&2
+  CAIRN_TEST_ENV_MARIADB_STOP="${CAIRN_TEST_ENV_MARIADB_STOP:-}kill \$(cat $dir/mysqld.pid); "
+  CAIRN_TEST_ENV_MARIADB_DIRS="${CAIRN_TEST_ENV_MARIADB_DIRS:-} $dir"
+  export "$var=mysql://cairn:cairn-test-pw@127.0.0.1:$port/mysql"
+  [ "$name" = mariadb ] && export CAIRN_TEST_MYSQL_SOCKET="$socket"
+  echo "test-env: MariaDB $(mariadb --no-defaults -S "$socket" -u root -N -e 'select version()') on 127.0.0.1:$port ($var)" >&2
 }
 
 cairn_test_env_stop() {
   [ -n "${CAIRN_TEST_ENV_PG_STOP:-}" ] && eval "$CAIRN_TEST_ENV_PG_STOP" >/dev/null 2>&1
   if [ -n "${CAIRN_TEST_ENV_MARIADB_STOP:-}" ]; then
     eval "$CAIRN_TEST_ENV_MARIADB_STOP" >/dev/null 2>&1
-    for _ in $(seq 1 60); do [ -e "$CAIRN_TEST_ENV_DIR/mariadb/mysqld.pid" ] || break; sleep 0.5; done
+    for dir in ${CAIRN_TEST_ENV_MARIADB_DIRS:-}; do
+      for _ in $(seq 1 60); do [ -e "$dir/mysqld.pid" ] || break; sleep 0.5; done
+    done
   fi
   [ -n "${CAIRN_TEST_ENV_DIR:-}" ] && rm -rf "$CAIRN_TEST_ENV_DIR"
-  unset CAIRN_TEST_ENV_PG_STOP CAIRN_TEST_ENV_MARIADB_STOP CAIRN_TEST_ENV_DIR
+  unset CAIRN_TEST_ENV_PG_STOP CAIRN_TEST_ENV_MARIADB_STOP CAIRN_TEST_ENV_MARIADB_DIRS CAIRN_TEST_ENV_DIR
 }
 
 cairn_test_env_start() {
@@ -165,7 +171,10 @@ cairn_test_env_start() {
   CAIRN_TEST_ENV_DIR=$(mktemp -d /tmp/cairn-test-env.XXXXXX) || return 1
   cairn_test_env_certs || return 1
   if [ -z "${CAIRN_TEST_PG_URL:-}" ]; then cairn_test_env_start_postgres || return 1; fi
-  if [ -z "${CAIRN_TEST_MYSQL_URL:-}" ]; then cairn_test_env_start_mariadb || return 1; fi
+  if [ -z "${CAIRN_TEST_MYSQL_URL:-}" ]; then cairn_test_env_start_mariadb mariadb 1 CAIRN_TEST_MYSQL_URL || return 1; fi
+  if [ -z "${CAIRN_TEST_MYSQL_REPLICA_URL:-}" ]; then
+    cairn_test_env_start_mariadb mariadb-replica 2 CAIRN_TEST_MYSQL_REPLICA_URL || return 1
+  fi
 }
 
 cairn_test_env_start

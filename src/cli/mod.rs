@@ -6,6 +6,7 @@ mod config;
 mod finish;
 mod logging;
 mod purge;
+mod replica;
 mod restore;
 mod slot;
 mod status;
@@ -16,6 +17,7 @@ pub use backup::BackupArgs;
 pub use config::ConfigCommand;
 pub use logging::{LogFormat, init_logging};
 pub use purge::PurgeArgs;
+pub use replica::ReplicaCommand;
 pub use restore::RestoreArgs;
 pub use slot::SlotCommand;
 pub use status::StatusArgs;
@@ -94,8 +96,9 @@ pub enum Command {
     /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Slot(SlotCommand),
-    /// Seed and hand over replicas (not available yet).
-    Replica(ReservedArgs),
+    /// Seed a replica from the copies and hand it over to replication (`run`, `status`, `stop`: not available yet).
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Replica(ReplicaCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -175,7 +178,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Slot(command) => slot::run(&load_config(&cli)?, command).await,
         Command::Verify(args) => verify::run(&load_config(&cli)?, args).await,
         Command::Purge(args) => purge::run(&load_config(&cli)?, args).await,
-        Command::Replica(_) => Ok(not_available("replica")),
+        Command::Replica(command) => replica::run(&load_config(&cli)?, command).await,
         Command::Config(command) => config::run(&load_config(&cli)?, command),
     }
 }

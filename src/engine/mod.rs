@@ -322,6 +322,26 @@ pub struct TableDigest {
     pub digest: String,
 }
 
+/// What a native handover needs: the source to follow (with its password), where to start, and
+/// the databases the target holds.
+#[derive(Debug)]
+pub struct NativeHandover<'a> {
+    pub source: &'a SourceUrl,
+    pub position: &'a LogPosition,
+    pub databases: &'a [String],
+}
+
+/// A target's native replication as it stood after the handover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicationState {
+    pub io_running: bool,
+    pub sql_running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_behind: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// An engine writing into a target database.
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -357,6 +377,26 @@ pub trait Target: Send + Sync {
     /// # Errors
     /// Connection or query errors naming the database.
     async fn drop_databases(&self, names: &[String]) -> Result<(), SourceError>;
+
+    /// The target's server id, which must differ from its source's for native replication.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn server_id(&self) -> Result<Option<String>, SourceError> {
+        Ok(None)
+    }
+
+    /// Starts native replication from `handover.source` at `handover.position`, and waits
+    /// until it runs.
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] for engines without it yet; the server's error naming the step.
+    async fn hand_over(&self, handover: &NativeHandover<'_>) -> Result<ReplicationState, SourceError> {
+        let _ = handover;
+        Err(SourceError::Unsupported(
+            "a native handover is not available for this engine yet (use --handover none)".into(),
+        ))
+    }
 }
 
 /// Checks that each copy of a chain starts exactly where its parent ended.

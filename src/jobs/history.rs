@@ -18,6 +18,7 @@ pub enum Command {
     Restore,
     Verify,
     Purge,
+    ReplicaSeed,
 }
 
 impl Command {
@@ -27,6 +28,7 @@ impl Command {
             Command::Restore => "restore",
             Command::Verify => "verify",
             Command::Purge => "purge",
+            Command::ReplicaSeed => "replica seed",
         }
     }
 }

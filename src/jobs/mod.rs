@@ -7,6 +7,7 @@ pub mod history;
 pub mod metrics;
 pub mod notify;
 pub mod purge;
+pub mod replica;
 pub mod restore;
 pub mod slots;
 pub mod verify;

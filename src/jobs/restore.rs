@@ -77,6 +77,16 @@ pub struct RestorePlan {
     store: Option<Arc<dyn Destination>>,
 }
 
+impl RestorePlan {
+    /// The engine writing into the plan's target.
+    ///
+    /// # Errors
+    /// [`RestoreError::Source`] when the target's engine is not available.
+    pub fn target_engine(&self) -> Result<Arc<dyn crate::engine::Target>, RestoreError> {
+        Ok(crate::engine::open_target(&self.target_url)?)
+    }
+}
+
 /// Resolves the copy and its chain from the status; writes nothing.
 ///
 /// # Errors

@@ -62,14 +62,16 @@ fn help_documents_commands_and_exit_codes() {
 }
 
 #[test]
-fn the_reserved_command_exits_2_until_it_exists() {
+fn the_reserved_commands_exit_2_until_they_exist() {
     let locks = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(cairn(locks.path()).args(["replica", "--anything", "x"]));
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("cairn replica") && err.contains("not available yet"),
-        "{err}"
-    );
+    for command in ["run", "status", "stop"] {
+        let (code, _, err) = run(cairn(locks.path()).args(["replica", command, "--anything", "x"]));
+        assert_eq!(code, 2);
+        assert!(
+            err.contains(&format!("cairn replica {command}")) && err.contains("not available yet"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

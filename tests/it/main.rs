@@ -20,6 +20,7 @@ mod postgres_pitr;
 mod postgres_slots;
 mod proxy;
 mod purge;
+mod replica;
 mod safety;
 mod status;
 mod support;

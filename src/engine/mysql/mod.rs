@@ -21,6 +21,7 @@ mod load_sql;
 mod preflight;
 mod reach;
 mod replay;
+mod replica;
 mod schema;
 mod schema_dump;
 mod scope;

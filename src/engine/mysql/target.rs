@@ -343,6 +343,17 @@ impl Target for MysqlTarget {
         super::digest::drop_databases(&self.my, names).await
     }
 
+    async fn server_id(&self) -> Result<Option<String>, SourceError> {
+        super::replica::server_id(&self.my).await.map(Some)
+    }
+
+    async fn hand_over(
+        &self,
+        handover: &crate::engine::NativeHandover<'_>,
+    ) -> Result<crate::engine::ReplicationState, SourceError> {
+        super::replica::hand_over(&self.my, handover).await
+    }
+
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let (schema, _) = self.schema_of(input).await?;
         let map = database_map(input, &schema, &self.url)?;

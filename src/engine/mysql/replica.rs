@@ -1,0 +1,177 @@
+//! Handing a seeded MySQL/MariaDB target over to native replication from its source, starting
+//! exactly at the position the restore reached: MariaDB by GTID (`gtid_slave_pos`), a source
+//! without GTIDs by binary log file and position.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use super::My;
+use crate::engine::{NativeHandover, ReplicationState, SourceError, SourceUrl};
+use crate::repo::status::LogPosition;
+
+/// A string literal for a statement that cannot take parameters (CHANGE MASTER).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The replication settings a target needs to follow `source` from `position`: the statements
+/// in order. Only the databases of the copy are replicated (`replicate_do_db`), since the
+/// source's server may hold others that the target never received.
+pub(super) fn handover_statements(
+    source: &SourceUrl,
+    position: &LogPosition,
+    databases: &[String],
+) -> Result<Vec<String>, SourceError> {
+    let LogPosition::Mysql { file, position, gtid } = position else {
+        return Err(SourceError::Unsupported(format!(
+            "{position} is not a binary log position"
+        )));
+    };
+    let url = source.without_password();
+    let host = url
+        .host_str()
+        .ok_or_else(|| SourceError::Unsupported(format!("source {source} has no host to replicate from")))?;
+    let user = url.username();
+    if user.is_empty() {
+        return Err(SourceError::Unsupported(format!(
+            "source {source} names no user for the replica to connect as"
+        )));
+    }
+    let mut change = format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}",
+        literal(host),
+        url.port().unwrap_or(3306),
+        literal(user),
+        literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
+    );
+    let mut statements = Vec::new();
+    match gtid.as_deref().filter(|g| !g.is_empty()) {
+        Some(gtid) => {
+            statements.push(format!("SET GLOBAL gtid_slave_pos = {}", literal(gtid)));
+            change.push_str(", MASTER_USE_GTID = slave_pos");
+        }
+        None => change.push_str(&format!(
+            ", MASTER_LOG_FILE = {}, MASTER_LOG_POS = {position}",
+            literal(file)
+        )),
+    }
+    let tls = url
+        .query_pairs()
+        .any(|(k, v)| k == "ssl-mode" && !v.eq_ignore_ascii_case("disabled"));
+    if tls {
+        change.push_str(", MASTER_SSL = 1");
+    }
+    if !databases.is_empty() {
+        statements.push(format!(
+            "SET GLOBAL replicate_do_db = {}",
+            literal(&databases.join(","))
+        ));
+    }
+    statements.push(change);
+    statements.push("START SLAVE".into());
+    Ok(statements)
+}
+
+/// Points the target at its source and starts the replica threads, then waits until both run.
+pub(super) async fn hand_over(target: &My, handover: &NativeHandover<'_>) -> Result<ReplicationState, SourceError> {
+    let mut conn = target.connect(None).await?;
+    let configured: Option<mysql_async::Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(|e| target.error("reading the target's replication (SHOW SLAVE STATUS)", e))?;
+    if configured.is_some() {
+        return Err(SourceError::Unsupported(format!(
+            "{} already replicates from a source (SHOW SLAVE STATUS); stop it and `RESET SLAVE ALL` first",
+            target.name
+        )));
+    }
+    let statements = handover_statements(handover.source, handover.position, handover.databases)?;
+    for statement in &statements {
+        // The CHANGE MASTER statement holds the password: errors name the step, not the text.
+        let step = statement.split(" = ").next().unwrap_or(statement).to_string();
+        conn.query_drop(statement)
+            .await
+            .map_err(|e| target.error(&format!("handing over to native replication ({step})"), e))?;
+    }
+    let mut last = ReplicationState::default();
+    for _ in 0..60 {
+        let row: Option<mysql_async::Row> = conn
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(|e| target.error("reading the target's replication (SHOW SLAVE STATUS)", e))?;
+        let Some(row) = row else { break };
+        let text = |name: &str| row.get_opt::<Option<String>, _>(name).and_then(|v| v.ok()).flatten();
+        last = ReplicationState {
+            io_running: text("Slave_IO_Running").as_deref() == Some("Yes"),
+            sql_running: text("Slave_SQL_Running").as_deref() == Some("Yes"),
+            seconds_behind: text("Seconds_Behind_Master").and_then(|s| s.parse().ok()),
+            error: [text("Last_IO_Error"), text("Last_SQL_Error")]
+                .into_iter()
+                .flatten()
+                .find(|e| !e.is_empty()),
+        };
+        if (last.io_running && last.sql_running) || last.error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(error) = &last.error {
+        return Err(SourceError::Database {
+            database: target.name.clone(),
+            doing: "starting native replication".into(),
+            detail: error.clone(),
+        });
+    }
+    Ok(last)
+}
+
+/// The server id of the target, which must differ from its source's.
+pub(super) async fn server_id(target: &My) -> Result<String, SourceError> {
+    let mut conn = target.connect(None).await?;
+    let id: Option<u64> = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .map_err(|e| target.error("reading the target's server_id", e))?;
+    Ok(id.unwrap_or(0).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> SourceUrl {
+        let mut url = SourceUrl::parse("mysql://repl@db1.internal:3307/shop").unwrap();
+        url.password = Some(crate::secret::Secret::new("it's"));
+        url
+    }
+
+    #[test]
+    fn gtid_sources_hand_over_by_gtid_and_others_by_file_and_position() {
+        let by_gtid = LogPosition::Mysql {
+            file: "binlog.000004".into(),
+            position: 1234,
+            gtid: Some("0-1-77".into()),
+        };
+        let statements = handover_statements(&source(), &by_gtid, &["shop".into()]).unwrap();
+        assert_eq!(statements[0], "SET GLOBAL gtid_slave_pos = '0-1-77'");
+        assert_eq!(statements[1], "SET GLOBAL replicate_do_db = 'shop'");
+        assert!(
+            statements[2].starts_with("CHANGE MASTER TO MASTER_HOST = 'db1.internal', MASTER_PORT = 3307, MASTER_USER = 'repl', MASTER_PASSWORD = 'it''s'")
+                && statements[2].ends_with("MASTER_USE_GTID = slave_pos"),
+            "{}",
+            statements[2]
+        );
+        assert_eq!(statements[3], "START SLAVE");
+        let by_file = LogPosition::Mysql {
+            file: "binlog.000004".into(),
+            position: 1234,
+            gtid: None,
+        };
+        let statements = handover_statements(&source(), &by_file, &[]).unwrap();
+        assert!(
+            statements[0].ends_with("MASTER_LOG_FILE = 'binlog.000004', MASTER_LOG_POS = 1234"),
+            "{statements:?}"
+        );
+    }
+}
