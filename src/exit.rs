@@ -91,7 +91,7 @@ impl Classify for RestoreError {
             RestoreError::Source(e) => e.exit_status(),
             RestoreError::Destination(e) => e.exit_status(),
             RestoreError::Status(e) => e.exit_status(),
-            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) => ExitStatus::Failed,
+            RestoreError::NoCopy { .. } | RestoreError::Manifest(_) | RestoreError::LogGap(_) => ExitStatus::Failed,
         }
     }
 }

@@ -93,6 +93,17 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
              server_id"
         )));
     }
+    // The source must still have its log from where the replica will start.
+    if let (Some(source), Some(copy)) = (&source, &latest)
+        && let Some(reach) = crate::engine::open(source)?.log_reach(&copy.log_range.end).await?
+        && !reach.reaches
+    {
+        return Err(RestoreError::LogGap(format!(
+            "the source's binary logs start at {}, after {} where copy {} ends: a replica seeded from it could not \
+             follow the source; take a new copy (cairn backup) and seed from it",
+            reach.oldest, reach.from, copy.id
+        )));
+    }
     let report = restore::run(&plan).await?;
     let replication = match (&source, &report.position) {
         (Some(source), Some(position)) => {

@@ -29,6 +29,9 @@ pub enum RestoreError {
     NoCopy { source_name: String, location: String },
     #[error("{0}")]
     Manifest(String),
+    /// The source's log no longer reaches where a seeded replica would start.
+    #[error("{0}")]
+    LogGap(String),
 }
 
 /// What `cairn restore` was asked for.

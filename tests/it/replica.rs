@@ -19,6 +19,54 @@ fn replica_url() -> String {
     })
 }
 
+/// The second server as the next test expects it: not replicating, without `database`.
+async fn reset_replica(database: &str) {
+    connect(&replica_url())
+        .await
+        .query_drop(format!(
+            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL replicate_do_db = ''; DROP DATABASE IF EXISTS `{database}`"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Writes a configuration with source `fx` at `database` and returns its path.
+fn config_for(locks: &std::path::Path, database: &str) -> std::path::PathBuf {
+    let config = locks.join("cairn.toml");
+    std::fs::write(&config, format!("[sources.fx]\nurl = {:?}\n", url_of(database))).unwrap();
+    config
+}
+
+/// `replica seed` of source `fx` from `to` into the second server, natively; its JSON report.
+fn seed(locks: &std::path::Path, config: &std::path::Path, to: &str) -> serde_json::Value {
+    let mut target = url::Url::parse(&replica_url()).unwrap();
+    target.set_path("");
+    let (code, out, err) = run(cairn(locks).arg("--config").arg(config).args([
+        "replica",
+        "seed",
+        "--from",
+        to,
+        "--source",
+        "fx",
+        "--target",
+        target.as_str(),
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
+        "the password was printed"
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The second server's copy of `database`.
+fn on_replica(database: &str) -> String {
+    let mut url = url::Url::parse(&replica_url()).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
 async fn rows(url: &str) -> Vec<(i32, String)> {
     connect(url)
         .await
@@ -31,6 +79,7 @@ async fn rows(url: &str) -> Vec<(i32, String)> {
 async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = fresh_database("my_replica").await;
+    reset_replica(&source).await;
     let mut conn = connect(&url_of(&source)).await;
     conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
         .await
@@ -126,5 +175,68 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
     assert_eq!(
         seen, expected,
         "the replica did not catch up; its last SQL error: {error:?}"
+    );
+}
+
+/// `CHECKSUM TABLE` of each of `tables` in the database `url` names.
+async fn checksums(url: &str, tables: &[&str]) -> Vec<Option<u64>> {
+    let mut conn = connect(url).await;
+    let mut sums = Vec::new();
+    for table in tables {
+        let row: Option<(String, Option<u64>)> = conn
+            .query_first(format!("CHECKSUM TABLE `{table}`"))
+            .await
+            .unwrap_or(None);
+        sums.push(row.and_then(|(_, sum)| sum));
+    }
+    sums
+}
+
+// The workload runs on the runtime's workers while the test thread waits for cairn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_seeded_under_a_transfer_workload_ends_equal_to_its_source() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = crate::mysql::accounts_database("my_replica_load").await;
+    reset_replica(&source).await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = config_for(locks.path(), &source);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = crate::mysql::transfer_workload(&source, 3, stop.clone());
+    for kind in ["full", "incremental"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (code, out, err) = run(cairn(locks.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    let report = seed(locks.path(), &config, &to);
+    assert_eq!(report["replication"]["sql_running"], true, "{report}");
+    // The workload goes on after the seed, then stops; the replica catches up.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for worker in workers {
+        transfers += worker.await.unwrap();
+    }
+    assert!(transfers > 0);
+    let tables = ["accounts", "history"];
+    let expected = checksums(&url_of(&source), &tables).await;
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        seen = checksums(&on_replica(&source), &tables).await;
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    reset_replica(&source).await;
+    assert_eq!(
+        seen, expected,
+        "the replica did not end equal to its source after {transfers} transfers"
     );
 }
