@@ -386,6 +386,14 @@ pub trait Target: Send + Sync {
         Ok(None)
     }
 
+    /// Refuses a target that already replicates from a source, before a seed writes to it.
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] naming what to stop, login or the server's error.
+    async fn check_not_replicating(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     /// Starts native replication from `handover.source` at `handover.position`, and waits
     /// until it runs.
     ///

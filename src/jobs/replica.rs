@@ -93,6 +93,9 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
              server_id"
         )));
     }
+    if native {
+        target.check_not_replicating().await?;
+    }
     // The source must still have its log from where the replica will start.
     if let (Some(source), Some(copy)) = (&source, &latest)
         && let Some(reach) = crate::engine::open(source)?.log_reach(&copy.log_range.end).await?

@@ -142,6 +142,20 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
         "the password was printed"
     );
 
+    // A replica already replicating is not seeded again.
+    let (code, _, err) = run(cairn_with_config().args([
+        "replica",
+        "seed",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        target.as_str(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already replicates"), "{err}");
+
     // After the seed the source goes on; the replica follows.
     conn.query_drop("INSERT INTO t VALUES (5, 'after the seed'); DELETE FROM t WHERE id = 2")
         .await

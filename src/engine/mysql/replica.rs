@@ -73,19 +73,26 @@ pub(super) fn handover_statements(
     Ok(statements)
 }
 
-/// Points the target at its source and starts the replica threads, then waits until both run.
-pub(super) async fn hand_over(target: &My, handover: &NativeHandover<'_>) -> Result<ReplicationState, SourceError> {
+/// Refuses a target that already replicates from somewhere.
+pub(super) async fn check_not_replicating(target: &My) -> Result<(), SourceError> {
     let mut conn = target.connect(None).await?;
     let configured: Option<mysql_async::Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
         .map_err(|e| target.error("reading the target's replication (SHOW SLAVE STATUS)", e))?;
-    if configured.is_some() {
-        return Err(SourceError::Unsupported(format!(
+    match configured {
+        Some(_) => Err(SourceError::Unsupported(format!(
             "{} already replicates from a source (SHOW SLAVE STATUS); stop it and `RESET SLAVE ALL` first",
             target.name
-        )));
+        ))),
+        None => Ok(()),
     }
+}
+
+/// Points the target at its source and starts the replica threads, then waits until both run.
+pub(super) async fn hand_over(target: &My, handover: &NativeHandover<'_>) -> Result<ReplicationState, SourceError> {
+    check_not_replicating(target).await?;
+    let mut conn = target.connect(None).await?;
     let statements = handover_statements(handover.source, handover.position, handover.databases)?;
     for statement in &statements {
         // The CHANGE MASTER statement holds the password: errors name the step, not the text.

@@ -347,6 +347,10 @@ impl Target for MysqlTarget {
         super::replica::server_id(&self.my).await.map(Some)
     }
 
+    async fn check_not_replicating(&self) -> Result<(), SourceError> {
+        super::replica::check_not_replicating(&self.my).await
+    }
+
     async fn hand_over(
         &self,
         handover: &crate::engine::NativeHandover<'_>,
