@@ -3,7 +3,7 @@
 # a private PostgreSQL (wal_level=logical) and a private MariaDB (ROW binlog, server id 1) in a
 # temporary folder on free ports. Meant to be sourced:
 #
-#   source scripts/test-env.sh   # exports CAIRN_TEST_PG_URL, CAIRN_TEST_MYSQL_URL and CAIRN_TEST_MYSQL_REPLICA_URL
+#   source scripts/test-env.sh   # exports CAIRN_TEST_PG_URL, CAIRN_TEST_MYSQL_URL and the replica targets' URLs
 #   cairn_test_env_stop          # stops both servers and removes their folder
 #
 # Servers given from outside (CAIRN_TEST_PG_URL / CAIRN_TEST_MYSQL_URL already set) are used
@@ -49,10 +49,13 @@ cairn_test_env_free_port() {
   cairn_test_env_fail "no free port found"
 }
 
+# Starts a private PostgreSQL in folder NAME and exports its URL as VAR. The second one is the
+# target replicas are seeded into.
 cairn_test_env_start_postgres() {
+  local name=$1 var=$2
   local bin dir port
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  dir="$CAIRN_TEST_ENV_DIR/pg"
+  dir="$CAIRN_TEST_ENV_DIR/$name"
   port=$(cairn_test_env_free_port) || return 1
   mkdir -p "$dir"
   echo "cairn-test-pw" >"$CAIRN_TEST_ENV_DIR/pg.pw"
@@ -88,10 +91,10 @@ full_page_writes = off
 CONF
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
     || { cat "$dir/server.log" >&2; cairn_test_env_fail "PostgreSQL did not start"; return 1; }
-  CAIRN_TEST_ENV_PG_STOP="${as[*]} $bin/pg_ctl -D $dir/data -m immediate stop"
-  export CAIRN_TEST_PG_URL="postgres://postgres:cairn-test-pw@127.0.0.1:$port/postgres"
+  CAIRN_TEST_ENV_PG_STOP="${CAIRN_TEST_ENV_PG_STOP:-}${as[*]} $bin/pg_ctl -D $dir/data -m immediate stop; "
+  export "$var=postgres://postgres:cairn-test-pw@127.0.0.1:$port/postgres"
   export CAIRN_TEST_PG_BIN="$bin"
-  echo "test-env: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+  echo "test-env: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($var)" >&2
 }
 
 # A throwaway CA and a certificate for 127.0.0.1 that both servers use, so TLS and its
@@ -170,7 +173,10 @@ cairn_test_env_start() {
   cairn_test_env_install || return 1
   CAIRN_TEST_ENV_DIR=$(mktemp -d /tmp/cairn-test-env.XXXXXX) || return 1
   cairn_test_env_certs || return 1
-  if [ -z "${CAIRN_TEST_PG_URL:-}" ]; then cairn_test_env_start_postgres || return 1; fi
+  if [ -z "${CAIRN_TEST_PG_URL:-}" ]; then cairn_test_env_start_postgres pg CAIRN_TEST_PG_URL || return 1; fi
+  if [ -z "${CAIRN_TEST_PG_REPLICA_URL:-}" ]; then
+    cairn_test_env_start_postgres pg-replica CAIRN_TEST_PG_REPLICA_URL || return 1
+  fi
   if [ -z "${CAIRN_TEST_MYSQL_URL:-}" ]; then cairn_test_env_start_mariadb mariadb 1 CAIRN_TEST_MYSQL_URL || return 1; fi
   if [ -z "${CAIRN_TEST_MYSQL_REPLICA_URL:-}" ]; then
     cairn_test_env_start_mariadb mariadb-replica 2 CAIRN_TEST_MYSQL_REPLICA_URL || return 1

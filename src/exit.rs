@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::purge::PurgeError;
+use crate::jobs::replica::SeedError;
 use crate::jobs::restore::RestoreError;
 use crate::jobs::slots::SlotError;
 use crate::jobs::verify::VerifyError;
@@ -114,6 +115,15 @@ impl Classify for VerifyError {
             VerifyError::Usage(_) => ExitStatus::Usage,
             VerifyError::Destination(e) => e.exit_status(),
             VerifyError::Status(e) => e.exit_status(),
+        }
+    }
+}
+
+impl Classify for SeedError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            SeedError::Restore(e) => e.exit_status(),
+            SeedError::Backup(e) => e.exit_status(),
         }
     }
 }

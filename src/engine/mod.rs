@@ -214,6 +214,26 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Creates the slot `name` a replica's native subscription streams from, and returns the
+    /// publication it subscribes to and the position the slot starts at (changes committed
+    /// after it are streamed); `None` for engines whose replicas need no slot.
+    ///
+    /// # Errors
+    /// Login, privileges, a source without cairn's publication, or the server's error.
+    async fn create_replica_slot(&self, name: &str) -> Result<Option<(String, LogPosition)>, SourceError> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Drops the slot `name` of a seed that failed before its replica used it.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn drop_replica_slot(&self, name: &str) -> Result<(), SourceError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Takes a consistent full copy, writing its files through `writer`.
     async fn full_copy(&self, writer: &CopyWriter, options: &CopyOptions) -> Result<TakenCopy, SourceError>;
 
@@ -329,6 +349,9 @@ pub struct NativeHandover<'a> {
     pub source: &'a SourceUrl,
     pub position: &'a LogPosition,
     pub databases: &'a [String],
+    /// PostgreSQL: the slot on the source the subscription streams from, and the publication.
+    pub slot: Option<String>,
+    pub publication: Option<String>,
 }
 
 /// A target's native replication as it stood after the handover.

@@ -5,8 +5,27 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{NativeHandover, ReplicationState, RestoreReport};
+use crate::engine::{NativeHandover, ReplicationState, RestoreReport, SourceError, SourceSpec, Target, Until};
+use crate::jobs::backup::{self, BackupError, BackupRequest};
 use crate::jobs::restore::{self, RestoreError, RestoreRequest};
+use crate::repo::kinds::{RequestedType, RunType};
+use crate::repo::status::LogPosition;
+
+/// Why a seed failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The incremental a PostgreSQL seed takes to close the gap to its slot failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+impl From<SourceError> for SeedError {
+    fn from(error: SourceError) -> Self {
+        SeedError::Restore(error.into())
+    }
+}
 
 /// What follows the restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -44,20 +63,21 @@ pub struct SeedReport {
 /// # Errors
 /// Usage errors (a source that is not configured, `--rename-db` with a native handover, the
 /// same server id on both sides), the restore's errors, the handover's errors naming the step.
-pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, RestoreError> {
+pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, SeedError> {
     if request.handover == Handover::Cairn {
         return Err(RestoreError::Usage(
             "--handover cairn needs `cairn replica run`, which is not available yet; use native or none".into(),
-        ));
+        )
+        .into());
     }
     let native = request.handover == Handover::Native;
     // The replica connects to the source as configured, password from its secret.
     let source = match native {
         true => Some(config.source(&request.restore.source).map_err(|e| {
-            RestoreError::Usage(format!(
+            SeedError::from(RestoreError::Usage(format!(
                 "--handover native connects the replica to the source, so {:?} must be a configured source: {e}",
                 request.restore.source
-            ))
+            )))
         })?),
         false => None,
     };
@@ -65,20 +85,19 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         return Err(RestoreError::Usage(
             "--rename-db cannot be used with --handover native: the source's changes name the source's databases"
                 .into(),
-        ));
+        )
+        .into());
     }
     let plan = restore::plan(config, &request.restore).await?;
     let latest = plan.chain.last().cloned();
-    if native
+    let target = plan.target_engine()?;
+    if let Some(source) = &source
         && latest
             .as_ref()
-            .is_some_and(|c| matches!(c.log_range.end, crate::repo::status::LogPosition::Postgres { .. }))
+            .is_some_and(|c| matches!(c.log_range.end, LogPosition::Postgres { .. }))
     {
-        return Err(RestoreError::Usage(
-            "--handover native is not available for PostgreSQL yet; seed with --handover none".into(),
-        ));
+        return seed_postgres(config, request, source, &plan.target, target).await;
     }
-    let target = plan.target_engine()?;
     // The copy records its server's id (MySQL/MariaDB `server_id`) in its details.
     let source_id = latest
         .as_ref()
@@ -91,7 +110,8 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         return Err(RestoreError::Usage(format!(
             "the target has server_id {target_id}, the same as the source the copy came from: give the replica its own \
              server_id"
-        )));
+        ))
+        .into());
     }
     if native {
         target.check_not_replicating().await?;
@@ -105,7 +125,8 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
             "the source's binary logs start at {}, after {} where copy {} ends: a replica seeded from it could not \
              follow the source; take a new copy (cairn backup) and seed from it",
             reach.oldest, reach.from, copy.id
-        )));
+        ))
+        .into());
     }
     let report = restore::run(&plan).await?;
     let replication = match (&source, &report.position) {
@@ -115,13 +136,13 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
                 source: &source.url,
                 position,
                 databases: &databases,
+                slot: None,
+                publication: None,
             };
             Some(target.hand_over(&handover).await?)
         }
         (Some(_), None) => {
-            return Err(RestoreError::Usage(
-                "the restore reported no source position to replicate from".into(),
-            ));
+            return Err(RestoreError::Usage("the restore reported no source position to replicate from".into()).into());
         }
         _ => None,
     };
@@ -130,6 +151,77 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         handover: request.handover,
         replication,
     })
+}
+
+/// PostgreSQL: a slot for the subscription is created on the source first; an incremental then
+/// reads the source's log past the slot's start, and the chain is restored up to exactly that
+/// start — what the slot streams is what the restore left out, no gap and no overlap. A seed
+/// that fails drops the slot again.
+async fn seed_postgres(
+    config: &Config,
+    request: &SeedRequest,
+    source: &SourceSpec,
+    target_name: &str,
+    target: std::sync::Arc<dyn Target>,
+) -> Result<SeedReport, SeedError> {
+    let engine = crate::engine::open(source)?;
+    let slot = format!(
+        "cairn_replica_{}",
+        &crate::storage::md5_hex(target_name.as_bytes())[..12]
+    );
+    let Some((publication, start)) = engine.create_replica_slot(&slot).await? else {
+        return Err(RestoreError::Usage("this source's engine has no replica slots".into()).into());
+    };
+    let seeded = async {
+        let LogPosition::Postgres { lsn, .. } = &start else {
+            unreachable!("PostgreSQL slots start at an LSN")
+        };
+        let start_lsn = crate::engine::postgres::pgoutput::parse_lsn(lsn).map_err(RestoreError::Manifest)?;
+        let backup_request = BackupRequest {
+            sources: vec![source.name.clone()],
+            to: Some(request.restore.from.clone()),
+            run_type: Some(RunType::Hourly),
+            requested: RequestedType::Incremental,
+            ..BackupRequest::default()
+        };
+        let plan = backup::plan(config, &backup_request)?;
+        let outcome = backup::run(&plan, &config.lock_options(), &crate::jobs::events::Log)
+            .await?
+            .into_iter()
+            .next()
+            .expect("one source, one outcome");
+        let copy = outcome.result?;
+        tracing::info!(
+            "{}: incremental {} closes the gap to the replica's slot at {lsn}",
+            source.name,
+            copy.id
+        );
+        let mut restore_request = request.restore.clone();
+        restore_request.copy = Some(copy.id.clone());
+        restore_request.until = Some(Until::Lsn(start_lsn));
+        let plan = restore::plan(config, &restore_request).await?;
+        let report = restore::run(&plan).await?;
+        let handover = NativeHandover {
+            source: &source.url,
+            position: &start,
+            databases: &[],
+            slot: Some(slot.clone()),
+            publication: Some(publication.clone()),
+        };
+        let replication = target.hand_over(&handover).await?;
+        Ok::<_, SeedError>(SeedReport {
+            restore: report,
+            handover: request.handover,
+            replication: Some(replication),
+        })
+    }
+    .await;
+    if seeded.is_err()
+        && let Err(e) = engine.drop_replica_slot(&slot).await
+    {
+        tracing::warn!("{}: the replica's slot {slot} was not dropped: {e}", source.name);
+    }
+    seeded
 }
 
 /// The databases the copy was limited to (a source URL naming one database, or exact

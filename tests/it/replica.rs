@@ -254,3 +254,145 @@ async fn a_replica_seeded_under_a_transfer_workload_ends_equal_to_its_source() {
         "the replica did not end equal to its source after {transfers} transfers"
     );
 }
+
+/// The second private PostgreSQL, where replicas are seeded.
+fn pg_replica_url(database: &str) -> String {
+    let base = std::env::var("CAIRN_TEST_PG_REPLICA_URL").unwrap_or_else(|_| {
+        panic!(
+            "CAIRN_TEST_PG_REPLICA_URL is not set: run the tests with scripts/test.sh, which starts a second \
+             private PostgreSQL for replica targets"
+        )
+    });
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+async fn pg_rows(url: &str) -> Vec<(i32, String)> {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return Vec::new();
+    };
+    tokio::spawn(connection);
+    client
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+// A writer runs on the runtime's workers through the seed: rows committed while the slot is
+// made and the gap is closed must arrive exactly once, by the restore or by the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_replica_seeded_from_the_copies_follows_its_source_by_subscription() {
+    use crate::postgres::{connect as pg_connect, fresh_database as pg_database, url_of as pg_url};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let source = pg_database("pg_replica").await;
+    let writer = pg_connect(&pg_url(&source)).await;
+    writer
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.fx]\nurl = {:?}\nincrementals = true\n", pg_url(&source)),
+    )
+    .unwrap();
+    let with_config = || {
+        let mut command = cairn(locks.path());
+        command.arg("--config").arg(&config);
+        command
+    };
+    for (kind, sql) in [
+        (
+            "full",
+            "INSERT INTO t VALUES (101, 'after the full copy'); UPDATE t SET v = 'changed' WHERE id = 1",
+        ),
+        (
+            "incremental",
+            "INSERT INTO t VALUES (102, 'after the incremental'); DELETE FROM t WHERE id = 2",
+        ),
+    ] {
+        let (code, out, err) = run(with_config().args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
+        assert_eq!(code, 0, "{out}\n{err}");
+        writer.batch_execute(sql).await.unwrap();
+    }
+    let target = format!("{source}_replica");
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (stop, url) = (stop.clone(), pg_url(&source));
+        tokio::spawn(async move {
+            let client = pg_connect(&url).await;
+            let mut id = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .execute("INSERT INTO t VALUES ($1, 'during the seed')", &[&id])
+                    .await
+                    .unwrap();
+                id += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            id - 1000
+        })
+    };
+    let (code, out, err) = run(with_config().args([
+        "replica",
+        "seed",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        &pg_replica_url(&target),
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{err}"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(report["replication"]["io_running"], true, "{report}");
+    assert!(
+        !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
+        "the password was printed"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let during = busy.await.unwrap();
+    assert!(during > 10, "only {during} rows were written during the seed");
+    // After the seed the source goes on; the subscription follows.
+    writer
+        .batch_execute("INSERT INTO t VALUES (103, 'after the seed'); UPDATE t SET v = 'again' WHERE id = 3; DELETE FROM t WHERE id = 4")
+        .await
+        .unwrap();
+    let expected = pg_rows(&pg_url(&source)).await;
+    assert_eq!(expected.len() as i32, 101 + during);
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        seen = pg_rows(&pg_replica_url(&target)).await;
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Leave both servers clean: the subscription drops its slot on the source.
+    let replica = pg_connect(&pg_replica_url(&target)).await;
+    let subscriptions: Vec<String> = replica
+        .query("SELECT subname::text FROM pg_subscription", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in &subscriptions {
+        replica
+            .batch_execute(&format!("DROP SUBSCRIPTION \"{name}\""))
+            .await
+            .unwrap();
+    }
+    let (code, _, err) = run(with_config().args(["slot", "drop", "--source", "fx"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(seen, expected, "the replica did not catch up with its source");
+    assert_eq!(subscriptions.len(), 1, "{subscriptions:?}");
+}

@@ -10,6 +10,7 @@ mod capture;
 pub mod changes_file;
 mod ddl;
 mod digest;
+mod handover;
 mod inventory;
 pub mod pgoutput;
 mod replay;
@@ -329,6 +330,16 @@ fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
 
 #[async_trait]
 impl Source for PostgresSource {
+    async fn create_replica_slot(&self, name: &str) -> Result<Option<(String, LogPosition)>, SourceError> {
+        let publication = self.slot_name();
+        let start = handover::create_slot(&self.pg, &publication, name).await?;
+        Ok(Some((publication, start)))
+    }
+
+    async fn drop_replica_slot(&self, name: &str) -> Result<(), SourceError> {
+        handover::drop_slot(&self.pg, name).await
+    }
+
     fn supports_incremental(&self, options: &CopyOptions) -> bool {
         options.postgres.incrementals
     }

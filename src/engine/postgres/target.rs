@@ -307,6 +307,13 @@ impl Target for PostgresTarget {
         super::digest::drop_databases(&self.pg, names).await
     }
 
+    async fn hand_over(
+        &self,
+        handover: &crate::engine::NativeHandover<'_>,
+    ) -> Result<crate::engine::ReplicationState, SourceError> {
+        super::handover::hand_over(&self.pg, handover).await
+    }
+
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         only_copy(input)?;
         if input.manifests.len() == 1 {
