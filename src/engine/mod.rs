@@ -349,6 +349,8 @@ pub struct NativeHandover<'a> {
     pub source: &'a SourceUrl,
     pub position: &'a LogPosition,
     pub databases: &'a [String],
+    /// MySQL: `mysql` or `mariadb`, as the copy recorded its server (their statements differ).
+    pub vendor: Option<String>,
     /// PostgreSQL: the slot on the source the subscription streams from, and the publication.
     pub slot: Option<String>,
     pub publication: Option<String>,

@@ -136,6 +136,11 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
                 source: &source.url,
                 position,
                 databases: &databases,
+                vendor: latest
+                    .as_ref()
+                    .and_then(|c| c.details.get("vendor"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
                 slot: None,
                 publication: None,
             };
@@ -205,6 +210,7 @@ async fn seed_postgres(
             source: &source.url,
             position: &start,
             databases: &[],
+            vendor: None,
             slot: Some(slot.clone()),
             publication: Some(publication.clone()),
         };

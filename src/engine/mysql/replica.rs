@@ -23,26 +23,18 @@ pub(super) fn handover_statements(
     position: &LogPosition,
     databases: &[String],
 ) -> Result<Vec<String>, SourceError> {
+    let (host, user) = endpoint(source)?;
     let LogPosition::Mysql { file, position, gtid } = position else {
         return Err(SourceError::Unsupported(format!(
             "{position} is not a binary log position"
         )));
     };
     let url = source.without_password();
-    let host = url
-        .host_str()
-        .ok_or_else(|| SourceError::Unsupported(format!("source {source} has no host to replicate from")))?;
-    let user = url.username();
-    if user.is_empty() {
-        return Err(SourceError::Unsupported(format!(
-            "source {source} names no user for the replica to connect as"
-        )));
-    }
     let mut change = format!(
         "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}",
-        literal(host),
+        literal(&host),
         url.port().unwrap_or(3306),
-        literal(user),
+        literal(&user),
         literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
     );
     let mut statements = Vec::new();
@@ -56,10 +48,7 @@ pub(super) fn handover_statements(
             literal(file)
         )),
     }
-    let tls = url
-        .query_pairs()
-        .any(|(k, v)| k == "ssl-mode" && !v.eq_ignore_ascii_case("disabled"));
-    if tls {
+    if uses_tls(source) {
         change.push_str(", MASTER_SSL = 1");
     }
     if !databases.is_empty() {
@@ -89,11 +78,86 @@ pub(super) async fn check_not_replicating(target: &My) -> Result<(), SourceError
     }
 }
 
+/// The source's host and user, which the replica connects with.
+fn endpoint(source: &SourceUrl) -> Result<(String, String), SourceError> {
+    let url = source.without_password();
+    let host = url
+        .host_str()
+        .ok_or_else(|| SourceError::Unsupported(format!("source {source} has no host to replicate from")))?;
+    let user = url.username();
+    if user.is_empty() {
+        return Err(SourceError::Unsupported(format!(
+            "source {source} names no user for the replica to connect as"
+        )));
+    }
+    Ok((host.to_string(), user.to_string()))
+}
+
+fn uses_tls(source: &SourceUrl) -> bool {
+    source
+        .without_password()
+        .query_pairs()
+        .any(|(k, v)| k == "ssl-mode" && !v.eq_ignore_ascii_case("disabled"))
+}
+
+/// MySQL 8 (not MariaDB): the restored GTID set becomes the target's `gtid_purged` and the
+/// replica asks for everything after it (`SOURCE_AUTO_POSITION`); without GTIDs, file and
+/// position. The target's own binary log of the restore is reset first, since its GTIDs would
+/// otherwise overlap `gtid_purged`. Written and unit-tested only: the test environment has no
+/// MySQL 8 server.
+pub(super) fn mysql8_statements(
+    source: &SourceUrl,
+    position: &LogPosition,
+    databases: &[String],
+) -> Result<Vec<String>, SourceError> {
+    let (host, user) = endpoint(source)?;
+    let LogPosition::Mysql { file, position, gtid } = position else {
+        return Err(SourceError::Unsupported(format!(
+            "{position} is not a binary log position"
+        )));
+    };
+    let mut change = format!(
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {}, SOURCE_PORT = {}, SOURCE_USER = {}, SOURCE_PASSWORD = {}",
+        literal(&host),
+        source.without_password().port().unwrap_or(3306),
+        literal(&user),
+        literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
+    );
+    let mut statements = Vec::new();
+    match gtid.as_deref().filter(|g| !g.is_empty()) {
+        Some(gtid) => {
+            statements.push("RESET MASTER".to_string());
+            statements.push(format!("SET GLOBAL gtid_purged = {}", literal(gtid)));
+            change.push_str(", SOURCE_AUTO_POSITION = 1");
+        }
+        None => change.push_str(&format!(
+            ", SOURCE_LOG_FILE = {}, SOURCE_LOG_POS = {position}",
+            literal(file)
+        )),
+    }
+    if uses_tls(source) {
+        change.push_str(", SOURCE_SSL = 1");
+    }
+    if !databases.is_empty() {
+        let quoted: Vec<String> = databases.iter().map(|d| super::quote_ident(d)).collect();
+        statements.push(format!(
+            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = ({})",
+            quoted.join(", ")
+        ));
+    }
+    statements.push(change);
+    statements.push("START REPLICA".into());
+    Ok(statements)
+}
+
 /// Points the target at its source and starts the replica threads, then waits until both run.
 pub(super) async fn hand_over(target: &My, handover: &NativeHandover<'_>) -> Result<ReplicationState, SourceError> {
     check_not_replicating(target).await?;
     let mut conn = target.connect(None).await?;
-    let statements = handover_statements(handover.source, handover.position, handover.databases)?;
+    let statements = match handover.vendor.as_deref() {
+        Some("mysql") => mysql8_statements(handover.source, handover.position, handover.databases)?,
+        _ => handover_statements(handover.source, handover.position, handover.databases)?,
+    };
     for statement in &statements {
         // The CHANGE MASTER statement holds the password: errors name the step, not the text.
         let step = statement.split(" = ").next().unwrap_or(statement).to_string();
@@ -180,5 +244,36 @@ mod tests {
             statements[0].ends_with("MASTER_LOG_FILE = 'binlog.000004', MASTER_LOG_POS = 1234"),
             "{statements:?}"
         );
+    }
+
+    #[test]
+    fn mysql_8_hands_over_by_gtid_purged_and_auto_position() {
+        let by_gtid = LogPosition::Mysql {
+            file: "binlog.000004".into(),
+            position: 1234,
+            gtid: Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77".into()),
+        };
+        let statements = mysql8_statements(&source(), &by_gtid, &["shop".into()]).unwrap();
+        assert_eq!(statements[0], "RESET MASTER");
+        assert_eq!(
+            statements[1],
+            "SET GLOBAL gtid_purged = '3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77'"
+        );
+        assert_eq!(statements[2], "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (`shop`)");
+        assert!(
+            statements[3].starts_with("CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1.internal', SOURCE_PORT = 3307")
+                && statements[3].ends_with("SOURCE_AUTO_POSITION = 1"),
+            "{}",
+            statements[3]
+        );
+        assert_eq!(statements[4], "START REPLICA");
+        let by_file = LogPosition::Mysql {
+            file: "binlog.000004".into(),
+            position: 1234,
+            gtid: None,
+        };
+        let statements = mysql8_statements(&source(), &by_file, &[]).unwrap();
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        assert!(statements[0].ends_with("SOURCE_LOG_FILE = 'binlog.000004', SOURCE_LOG_POS = 1234"));
     }
 }
