@@ -85,7 +85,10 @@ async fn seed(config: &Config, args: &SeedArgs) -> Result<(ExitStatus, RunFacts)
         handover: args.handover,
     };
     let report = replica::seed(config, &request).await?;
-    let facts = RunFacts::default();
+    let facts = RunFacts {
+        copy: report.copy.clone(),
+        ..RunFacts::default()
+    };
     let printed = match args.json {
         true => print_out(&to_json(&report)),
         false => print_out(&render(&report)),

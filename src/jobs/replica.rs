@@ -50,6 +50,8 @@ pub struct SeedRequest {
 /// What a seed did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeedReport {
+    /// The newest copy restored.
+    pub copy: Option<String>,
     pub restore: RestoreReport,
     pub handover: Handover,
     /// The target's replication after a native handover.
@@ -152,6 +154,7 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         _ => None,
     };
     Ok(SeedReport {
+        copy: latest.map(|c| c.id.clone()),
         restore: report,
         handover: request.handover,
         replication,
@@ -216,6 +219,7 @@ async fn seed_postgres(
         };
         let replication = target.hand_over(&handover).await?;
         Ok::<_, SeedError>(SeedReport {
+            copy: Some(copy.id.clone()),
             restore: report,
             handover: request.handover,
             replication: Some(replication),
