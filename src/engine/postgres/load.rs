@@ -1,0 +1,146 @@
+//! Loading a PostgreSQL copy's data files: workers that each stream the next file into COPY,
+//! with the file's MD5 checked while it streams and its row count compared with the manifest's.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio::io::AsyncReadExt;
+use tokio_postgres::Client;
+
+use super::target::PostgresTarget;
+use super::{quote_ident, schema};
+use crate::engine::SourceError;
+use crate::engine::pool::Queue;
+use crate::progress::Progress;
+use crate::repo::reader::{StoredFile, open_verified};
+use crate::storage::Destination;
+
+const COPY_BLOCK: usize = 256 * 1024;
+
+/// How streaming one file into COPY ended.
+enum Pumped {
+    Done(u64),
+    /// The stored file is damaged.
+    Damaged(std::io::Error),
+    /// The server refused the data.
+    Refused(tokio_postgres::Error),
+}
+
+impl PostgresTarget {
+    pub(super) async fn load_worker(
+        &self,
+        destination: Arc<dyn Destination>,
+        queue: Queue<StoredFile>,
+        progress: Arc<Progress>,
+    ) -> Result<u64, SourceError> {
+        let client = self.pg.connect("restore worker").await?;
+        // Each file is one transaction; losing the last ones to a crash only means restoring again.
+        client
+            .batch_execute("SET synchronous_commit = off; SET statement_timeout = 0")
+            .await
+            .map_err(|e| self.pg.error("preparing a loader", e))?;
+        let mut total = 0;
+        while let Some(stored) = queue.next() {
+            let Some(data) = stored.data() else {
+                return Err(SourceError::Damaged(format!(
+                    "{}: the manifest does not describe it as a data file",
+                    stored.key
+                )));
+            };
+            let (schema_name, table_name) = (data.container(), data.table.as_str());
+            let table = schema::qualified(schema_name, table_name);
+            let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
+            let column_list = if columns.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let doing = format!("loading {table} from {}", stored.key);
+            let rows = self
+                .load_file(&client, &destination, &stored, &table, &column_list, &doing)
+                .await?;
+            total += rows;
+            progress.done(stored.file.size);
+        }
+        Ok(total)
+    }
+
+    /// Loads one file in one transaction. When the COPY fails, the rest of the file is read to
+    /// find out whether damage caused it, since that is the cause to report.
+    async fn load_file(
+        &self,
+        client: &Client,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        column_list: &str,
+        doing: &str,
+    ) -> Result<u64, SourceError> {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut reader = open_verified(destination, stored).await?;
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {table}{column_list} FROM STDIN"))
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        let mut sink = Box::pin(sink);
+        let mut buffer = vec![0u8; COPY_BLOCK];
+        let pumped = loop {
+            match crate::streams::fill(&mut reader, &mut buffer).await {
+                Err(damage) => break Pumped::Damaged(damage),
+                Ok(0) => {
+                    break match sink.as_mut().finish().await {
+                        Ok(rows) => Pumped::Done(rows),
+                        Err(e) => Pumped::Refused(e),
+                    };
+                }
+                Ok(n) => {
+                    if let Err(e) = sink.send(Bytes::copy_from_slice(&buffer[..n])).await {
+                        break Pumped::Refused(e);
+                    }
+                }
+            }
+        };
+        let rows = match pumped {
+            Pumped::Done(rows) => rows,
+            Pumped::Damaged(damage) => {
+                // Dropping the unfinished sink aborts the COPY; the rollback keeps nothing of the file.
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(SourceError::from_read(damage));
+            }
+            Pumped::Refused(copy_error) => {
+                drop(sink);
+                let _ = client.batch_execute("ROLLBACK").await;
+                loop {
+                    match reader.read(&mut buffer).await {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(damage) => return Err(SourceError::from_read(damage)),
+                    }
+                }
+                return Err(self.pg.error(doing, copy_error));
+            }
+        };
+        let expected = stored.rows();
+        if let Some(expected) = expected
+            && expected != rows
+        {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(SourceError::Damaged(format!(
+                "{doing}: loaded {rows} rows where the manifest records {expected}"
+            )));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.pg.error(doing, e))?;
+        Ok(rows)
+    }
+}
