@@ -359,27 +359,14 @@ async fn a_purged_parent_log_fails_clearly_or_takes_a_full_copy() {
     );
     // A replica seeded from this copy could not follow: refused before the target is touched.
     {
-        let replica = std::env::var("CAIRN_TEST_MYSQL_REPLICA_URL")
-            .expect("CAIRN_TEST_MYSQL_REPLICA_URL: run the tests with scripts/test.sh");
-        let mut target = url::Url::parse(&replica).unwrap();
-        target.set_path("");
-        let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
-            "replica",
-            "seed",
-            "--from",
-            &to,
-            "--source",
-            "fx",
-            "--target",
-            target.as_str(),
-        ]));
+        let target = crate::replica::replica_server();
+        let (code, out, err) = crate::replica::seed_run(locks.path(), &config, &to, &target);
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(err.contains(&parent_file) && err.contains("could not follow"), "{err}");
-        let mut on_replica = target.clone();
-        on_replica.set_path(&format!("/{source}"));
-        let touched = mysql_async::Conn::new(mysql_async::Opts::from_url(on_replica.as_str()).unwrap())
-            .await
-            .is_ok();
+        let touched =
+            mysql_async::Conn::new(mysql_async::Opts::from_url(&crate::replica::on_replica(&source)).unwrap())
+                .await
+                .is_ok();
         assert!(!touched, "the replica got database {source}");
     }
 

@@ -37,21 +37,28 @@ fn config_for(locks: &std::path::Path, database: &str) -> std::path::PathBuf {
     config
 }
 
-/// `replica seed` of source `fx` from `to` into the second server, natively; its JSON report.
-fn seed(locks: &std::path::Path, config: &std::path::Path, to: &str) -> serde_json::Value {
+/// The second server, as a seed's target.
+pub(crate) fn replica_server() -> String {
     let mut target = url::Url::parse(&replica_url()).unwrap();
     target.set_path("");
-    let (code, out, err) = run(cairn(locks).arg("--config").arg(config).args([
-        "replica",
-        "seed",
-        "--from",
-        to,
-        "--source",
-        "fx",
-        "--target",
-        target.as_str(),
-        "--json",
-    ]));
+    target.to_string()
+}
+
+/// Runs `replica seed --json` of source `fx` from `to` into `target`.
+pub(crate) fn seed_run(
+    locks: &std::path::Path,
+    config: &std::path::Path,
+    to: &str,
+    target: &str,
+) -> (i32, String, String) {
+    run(cairn(locks).arg("--config").arg(config).args([
+        "replica", "seed", "--from", to, "--source", "fx", "--target", target, "--json",
+    ]))
+}
+
+/// `replica seed` of source `fx` from `to` into the second server, natively; its JSON report.
+fn seed(locks: &std::path::Path, config: &std::path::Path, to: &str) -> serde_json::Value {
+    let (code, out, err) = seed_run(locks, config, to, &replica_server());
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
@@ -61,7 +68,7 @@ fn seed(locks: &std::path::Path, config: &std::path::Path, to: &str) -> serde_js
 }
 
 /// The second server's copy of `database`.
-fn on_replica(database: &str) -> String {
+pub(crate) fn on_replica(database: &str) -> String {
     let mut url = url::Url::parse(&replica_url()).unwrap();
     url.set_path(&format!("/{database}"));
     url.to_string()
@@ -87,15 +94,12 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
-    let config = locks.path().join("cairn.toml");
-    std::fs::write(&config, format!("[sources.fx]\nurl = {:?}\n", url_of(&source))).unwrap();
-    let cairn_with_config = || {
-        let mut command = cairn(locks.path());
-        command.arg("--config").arg(&config);
-        command
-    };
+    let config = config_for(locks.path(), &source);
     for kind in ["full", "incremental"] {
-        let (code, out, err) = run(cairn_with_config().args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
+        let (code, out, err) = run(cairn(locks.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
         assert_eq!(code, 0, "{out}\n{err}");
         conn.query_drop(format!(
             "INSERT INTO t VALUES ({}, 'after {kind}'); UPDATE t SET v = 'changed' WHERE id = 1",
@@ -106,53 +110,17 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
     }
 
     // The target must not be its source's server.
-    let (code, _, err) = run(cairn_with_config().args([
-        "replica",
-        "seed",
-        "--from",
-        &to,
-        "--source",
-        "fx",
-        "--target",
-        &crate::support::mysql_url(),
-    ]));
+    let (code, _, err) = seed_run(locks.path(), &config, &to, &crate::support::mysql_url());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("server_id"), "{err}");
 
-    let mut target = url::Url::parse(&replica_url()).unwrap();
-    target.set_path("");
-    let (code, out, err) = run(cairn_with_config().args([
-        "replica",
-        "seed",
-        "--from",
-        &to,
-        "--source",
-        "fx",
-        "--target",
-        target.as_str(),
-        "--json",
-    ]));
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{err}"));
-    assert_eq!(code, 0, "{out}\n{err}");
+    let report = seed(locks.path(), &config, &to);
     assert_eq!(report["restore"]["incrementals"], 1, "{report}");
     assert_eq!(report["replication"]["io_running"], true, "{report}");
     assert_eq!(report["replication"]["sql_running"], true, "{report}");
-    assert!(
-        !out.contains("cairn-test-pw") && !err.contains("cairn-test-pw"),
-        "the password was printed"
-    );
 
     // A replica already replicating is not seeded again.
-    let (code, _, err) = run(cairn_with_config().args([
-        "replica",
-        "seed",
-        "--from",
-        &to,
-        "--source",
-        "fx",
-        "--target",
-        target.as_str(),
-    ]));
+    let (code, _, err) = seed_run(locks.path(), &config, &to, &replica_server());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already replicates"), "{err}");
 
@@ -160,13 +128,11 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
     conn.query_drop("INSERT INTO t VALUES (5, 'after the seed'); DELETE FROM t WHERE id = 2")
         .await
         .unwrap();
-    let mut replica_db = url::Url::parse(&replica_url()).unwrap();
-    replica_db.set_path(&format!("/{source}"));
     let expected = rows(&url_of(&source)).await;
     assert_eq!(expected.len(), 4);
     let mut seen = Vec::new();
     for _ in 0..60 {
-        seen = rows(replica_db.as_str()).await;
+        seen = rows(&on_replica(&source)).await;
         if seen == expected {
             break;
         }
@@ -179,13 +145,7 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
         .and_then(|row| row.get_opt::<Option<String>, _>("Last_SQL_Error"))
         .and_then(|v| v.ok())
         .flatten();
-    // Leave the second server as the next test expects it: not replicating, no copy of this database.
-    replica
-        .query_drop(format!(
-            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL replicate_do_db = ''; DROP DATABASE IF EXISTS `{source}`"
-        ))
-        .await
-        .unwrap();
+    reset_replica(&source).await;
     assert_eq!(
         seen, expected,
         "the replica did not catch up; its last SQL error: {error:?}"

@@ -29,14 +29,7 @@ pub(super) fn handover_statements(
             "{position} is not a binary log position"
         )));
     };
-    let url = source.without_password();
-    let mut change = format!(
-        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}",
-        literal(&host),
-        url.port().unwrap_or(3306),
-        literal(&user),
-        literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
-    );
+    let mut change = change_to("CHANGE MASTER TO", "MASTER", source, &host, &user);
     let mut statements = Vec::new();
     match gtid.as_deref().filter(|g| !g.is_empty()) {
         Some(gtid) => {
@@ -93,6 +86,18 @@ fn endpoint(source: &SourceUrl) -> Result<(String, String), SourceError> {
     Ok((host.to_string(), user.to_string()))
 }
 
+/// The start of the statement pointing a replica at `source`: `statement` with the `prefix`ed
+/// host, port, user and password (`MASTER_…` on MariaDB, `SOURCE_…` on MySQL 8).
+fn change_to(statement: &str, prefix: &str, source: &SourceUrl, host: &str, user: &str) -> String {
+    format!(
+        "{statement} {prefix}_HOST = {}, {prefix}_PORT = {}, {prefix}_USER = {}, {prefix}_PASSWORD = {}",
+        literal(host),
+        source.without_password().port().unwrap_or(3306),
+        literal(user),
+        literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
+    )
+}
+
 fn uses_tls(source: &SourceUrl) -> bool {
     source
         .without_password()
@@ -116,13 +121,7 @@ pub(super) fn mysql8_statements(
             "{position} is not a binary log position"
         )));
     };
-    let mut change = format!(
-        "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {}, SOURCE_PORT = {}, SOURCE_USER = {}, SOURCE_PASSWORD = {}",
-        literal(&host),
-        source.without_password().port().unwrap_or(3306),
-        literal(&user),
-        literal(source.password.as_ref().map(|p| p.expose()).unwrap_or_default())
-    );
+    let mut change = change_to("CHANGE REPLICATION SOURCE TO", "SOURCE", source, &host, &user);
     let mut statements = Vec::new();
     match gtid.as_deref().filter(|g| !g.is_empty()) {
         Some(gtid) => {
