@@ -10,6 +10,7 @@ use crate::engine::SourceError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::purge::PurgeError;
 use crate::jobs::replica::SeedError;
+use crate::jobs::replica_run::ReplicaError;
 use crate::jobs::restore::RestoreError;
 use crate::jobs::slots::SlotError;
 use crate::jobs::verify::VerifyError;
@@ -128,6 +129,18 @@ impl Classify for SeedError {
     }
 }
 
+impl Classify for ReplicaError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            ReplicaError::Usage(_) => ExitStatus::Usage,
+            ReplicaError::Config(e) => e.exit_status(),
+            ReplicaError::Source(e) => e.exit_status(),
+            ReplicaError::Resync(e) => e.exit_status(),
+            ReplicaError::StillRunning(_) => ExitStatus::Temporary,
+        }
+    }
+}
+
 impl Classify for DeepError {
     fn exit_status(&self) -> ExitStatus {
         match self {
@@ -163,11 +176,14 @@ impl Classify for SourceError {
             | SourceError::TargetNotEmpty { .. }
             | SourceError::NothingToResume { .. }
             | SourceError::Unsupported(_) => ExitStatus::Usage,
-            SourceError::Unreachable { .. } | SourceError::Locked { .. } => ExitStatus::Temporary,
+            SourceError::Unreachable { .. } | SourceError::Locked { .. } | SourceError::Disconnected { .. } => {
+                ExitStatus::Temporary
+            }
             SourceError::Destination(e) => e.exit_status(),
             SourceError::Incomplete { cause, .. } | SourceError::ReplayStopped { cause, .. } => cause.exit_status(),
             SourceError::Database { .. }
             | SourceError::Damaged(_)
+            | SourceError::Diverged(_)
             | SourceError::LogGap { .. }
             | SourceError::SchemaChanged { .. }
             | SourceError::Worker { .. } => ExitStatus::Failed,

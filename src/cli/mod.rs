@@ -28,7 +28,7 @@ use logging::parse_log_filter;
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::exit::{Classify, EXIT_CODES_HELP, ExitStatus};
@@ -104,12 +104,6 @@ pub enum Command {
     Config(ConfigCommand),
 }
 
-#[derive(Debug, Args)]
-pub struct ReservedArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
-
 /// An error on its way to the user, with the exit code it deserves.
 pub struct Failure {
     status: ExitStatus,
@@ -181,14 +175,6 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Replica(command) => replica::run(&load_config(&cli)?, command).await,
         Command::Config(command) => config::run(&load_config(&cli)?, command),
     }
-}
-
-fn not_available(command: &str) -> ExitStatus {
-    eprintln!(
-        "error: `cairn {command}` is not available yet in cairn {}",
-        crate::CAIRN_VERSION
-    );
-    ExitStatus::Usage
 }
 
 /// Writes results to stdout; a closed pipe (`cairn status | head`) is not an error.

@@ -37,6 +37,16 @@ pub enum SourceError {
         doing: String,
         detail: String,
     },
+    /// An established session's connection was lost: trying again later may succeed.
+    #[error("{database}: {doing}: the connection was lost: {detail}")]
+    Disconnected {
+        database: String,
+        doing: String,
+        detail: String,
+    },
+    /// A replica's target no longer holds what its source held at the same position.
+    #[error("{0}")]
+    Diverged(String),
     #[error("{tool}: {detail}")]
     Tool { tool: String, detail: String },
     #[error(

@@ -5,6 +5,7 @@
 pub mod change;
 mod error;
 pub mod filter;
+pub mod follow;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;
@@ -16,6 +17,7 @@ pub(crate) use error::{explain_unreachable, io_hint};
 pub use until::{Until, UntilArgs};
 pub use url::{Engine, SourceSpec, SourceUrl};
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,6 +319,9 @@ pub struct RestoreReport {
     /// The source's log position the restored data corresponds to: a replica continues from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<LogPosition>,
+    /// Source database → target database (MySQL/MariaDB): where each database of the copy went.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, String>,
     /// Why the requested `--until` point lies beyond the chain, which was then restored to its end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until_not_covered: Option<String>,
@@ -429,6 +434,53 @@ pub trait Target: Send + Sync {
         Err(SourceError::Unsupported(
             "a native handover is not available for this engine yet (use --handover none)".into(),
         ))
+    }
+
+    /// Records on the target what cairn's applier needs to follow the source from where the
+    /// restore left it (`replica seed --handover cairn`).
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] for engines without the applier yet; the target's error.
+    async fn prepare_follow(&self, setup: &follow::FollowSetup<'_>) -> Result<(), SourceError> {
+        let _ = setup;
+        Err(SourceError::Unsupported(
+            "cairn's own applier is not available for this engine yet (use --handover native or none)".into(),
+        ))
+    }
+
+    /// Follows `source`'s live log into the target until stopped (`cairn replica run`).
+    ///
+    /// # Errors
+    /// A target that was not seeded for the applier, a source whose log no longer reaches the
+    /// target's position, a validation that finds the target diverged, or what stopped the
+    /// applier (the failing transaction named).
+    async fn follow(
+        &self,
+        source: &SourceSpec,
+        options: &follow::FollowOptions,
+    ) -> Result<follow::FollowReport, SourceError> {
+        let _ = (source, options);
+        Err(SourceError::Unsupported(
+            "cairn's own applier is not available for this engine yet".into(),
+        ))
+    }
+
+    /// The replicas cairn's applier keeps on this target.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn replicas(&self) -> Result<Vec<follow::ReplicaState>, SourceError> {
+        Ok(Vec::new())
+    }
+
+    /// Asks the applier of `source`'s replica on this target to stop after the transaction in
+    /// flight; `None` when the target holds no such replica.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn request_stop(&self, source: &str) -> Result<Option<follow::ReplicaState>, SourceError> {
+        let _ = source;
+        Ok(None)
     }
 }
 

@@ -19,6 +19,7 @@ pub enum Command {
     Verify,
     Purge,
     ReplicaSeed,
+    ReplicaRun,
 }
 
 impl Command {
@@ -29,6 +30,7 @@ impl Command {
             Command::Verify => "verify",
             Command::Purge => "purge",
             Command::ReplicaSeed => "replica seed",
+            Command::ReplicaRun => "replica run",
         }
     }
 }

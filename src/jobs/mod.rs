@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod notify;
 pub mod purge;
 pub mod replica;
+pub mod replica_run;
 pub mod restore;
 pub mod slots;
 pub mod verify;

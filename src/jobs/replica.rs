@@ -1,10 +1,12 @@
 //! `cairn replica seed`: a replica made from the copies on a destination — the chain restored
 //! into the target — and then handed over: to native replication from the exact position the
-//! restore reached, or left there (`none`).
+//! restore reached, to cairn's own applier (`cairn replica run`, `jobs/replica_run.rs`), or
+//! left there (`none`).
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::engine::follow::FollowSetup;
 use crate::engine::{NativeHandover, ReplicationState, RestoreReport, SourceError, SourceSpec, Target, Until};
 use crate::jobs::backup::{self, BackupError, BackupRequest};
 use crate::jobs::restore::{self, RestoreError, RestoreRequest};
@@ -33,7 +35,8 @@ impl From<SourceError> for SeedError {
 pub enum Handover {
     /// The server's own replication, from the restored position.
     Native,
-    /// cairn's own applier (`cairn replica run`; not available yet).
+    /// cairn's own applier: `cairn replica run` follows the source from the restored position
+    /// (MySQL/MariaDB).
     Cairn,
     /// Stop at the restored position and report it.
     None,
@@ -50,6 +53,7 @@ pub struct SeedRequest {
 /// What a seed did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeedReport {
+    pub source: String,
     /// The newest copy restored.
     pub copy: Option<String>,
     pub restore: RestoreReport,
@@ -66,18 +70,14 @@ pub struct SeedReport {
 /// Usage errors (a source that is not configured, `--rename-db` with a native handover, the
 /// same server id on both sides), the restore's errors, the handover's errors naming the step.
 pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, SeedError> {
-    if request.handover == Handover::Cairn {
-        return Err(RestoreError::Usage(
-            "--handover cairn needs `cairn replica run`, which is not available yet; use native or none".into(),
-        )
-        .into());
-    }
     let native = request.handover == Handover::Native;
+    let cairn = request.handover == Handover::Cairn;
     // The replica connects to the source as configured, password from its secret.
-    let source = match native {
+    let source = match native || cairn {
         true => Some(config.source(&request.restore.source).map_err(|e| {
             SeedError::from(RestoreError::Usage(format!(
-                "--handover native connects the replica to the source, so {:?} must be a configured source: {e}",
+                "--handover {} connects the replica to the source, so {:?} must be a configured source: {e}",
+                if native { "native" } else { "cairn" },
                 request.restore.source
             )))
         })?),
@@ -93,10 +93,19 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
     let plan = restore::plan(config, &request.restore).await?;
     let latest = plan.chain.last().cloned();
     let target = plan.target_engine()?;
+    let postgres = latest
+        .as_ref()
+        .is_some_and(|c| matches!(c.log_range.end, LogPosition::Postgres { .. }));
+    if cairn && postgres {
+        return Err(RestoreError::Usage(
+            "--handover cairn is not available for PostgreSQL sources yet; use --handover native (a subscription) or \
+             none"
+                .into(),
+        )
+        .into());
+    }
     if let Some(source) = &source
-        && latest
-            .as_ref()
-            .is_some_and(|c| matches!(c.log_range.end, LogPosition::Postgres { .. }))
+        && postgres
     {
         return seed_postgres(config, request, source, &plan.target, target).await;
     }
@@ -115,7 +124,7 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         ))
         .into());
     }
-    if native {
+    if native || cairn {
         target.check_not_replicating().await?;
     }
     // The source must still have its log from where the replica will start.
@@ -131,8 +140,34 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         .into());
     }
     let report = restore::run(&plan).await?;
+    if cairn {
+        let (Some(position), Some(full), Some(latest)) = (&report.position, plan.chain.first(), &latest) else {
+            return Err(RestoreError::Usage("the restore reported no source position to follow".into()).into());
+        };
+        let filters = full
+            .details
+            .get("filters")
+            .and_then(|f| serde_json::from_value::<crate::engine::filter::Filters>(f.clone()).ok())
+            .unwrap_or_default();
+        let setup = FollowSetup {
+            source: &request.restore.source,
+            position,
+            databases: &report.databases,
+            filters: &filters,
+            full_copy: &full.id,
+            server_identity: &latest.server.id,
+        };
+        target.prepare_follow(&setup).await?;
+        return Ok(SeedReport {
+            source: request.restore.source.clone(),
+            copy: Some(latest.id.clone()),
+            restore: report,
+            handover: request.handover,
+            replication: None,
+        });
+    }
     let replication = match (&source, &report.position) {
-        (Some(source), Some(position)) => {
+        (Some(source), Some(position)) if native => {
             let databases = databases_of(&plan);
             let handover = NativeHandover {
                 source: &source.url,
@@ -148,12 +183,13 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
             };
             Some(target.hand_over(&handover).await?)
         }
-        (Some(_), None) => {
+        (Some(_), None) if native => {
             return Err(RestoreError::Usage("the restore reported no source position to replicate from".into()).into());
         }
         _ => None,
     };
     Ok(SeedReport {
+        source: request.restore.source.clone(),
         copy: latest.map(|c| c.id.clone()),
         restore: report,
         handover: request.handover,
@@ -219,6 +255,7 @@ async fn seed_postgres(
         };
         let replication = target.hand_over(&handover).await?;
         Ok::<_, SeedError>(SeedReport {
+            source: request.restore.source.clone(),
             copy: Some(copy.id.clone()),
             restore: report,
             handover: request.handover,

@@ -62,16 +62,24 @@ fn help_documents_commands_and_exit_codes() {
 }
 
 #[test]
-fn the_reserved_commands_exit_2_until_they_exist() {
+fn replica_commands_refuse_bad_usage_with_exit_2() {
     let locks = tempfile::tempdir().unwrap();
     for command in ["run", "status", "stop"] {
         let (code, _, err) = run(cairn(locks.path()).args(["replica", command, "--anything", "x"]));
-        assert_eq!(code, 2);
-        assert!(
-            err.contains(&format!("cairn replica {command}")) && err.contains("not available yet"),
-            "{err}"
-        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--anything"), "{err}");
     }
+    // The applier reads the source as configured: a name that is not configured is a usage error.
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "replica",
+        "run",
+        "--source",
+        "nowhere",
+        "--target",
+        "mysql://root@127.0.0.1:1/",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"nowhere\" must be a configured source"), "{err}");
 }
 
 #[test]

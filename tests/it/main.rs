@@ -21,6 +21,7 @@ mod postgres_slots;
 mod proxy;
 mod purge;
 mod replica;
+mod replica_run;
 mod safety;
 mod status;
 mod support;

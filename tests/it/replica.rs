@@ -20,7 +20,7 @@ fn replica_url() -> String {
 }
 
 /// The second server as the next test expects it: not replicating, without `database`.
-async fn reset_replica(database: &str) {
+pub(crate) async fn reset_replica(database: &str) {
     connect(&replica_url())
         .await
         .query_drop(format!(
@@ -31,7 +31,7 @@ async fn reset_replica(database: &str) {
 }
 
 /// Writes a configuration with source `fx` at `database` and returns its path.
-fn config_for(locks: &std::path::Path, database: &str) -> std::path::PathBuf {
+pub(crate) fn config_for(locks: &std::path::Path, database: &str) -> std::path::PathBuf {
     let config = locks.join("cairn.toml");
     std::fs::write(&config, format!("[sources.fx]\nurl = {:?}\n", url_of(database))).unwrap();
     config
@@ -153,7 +153,7 @@ async fn a_mariadb_replica_seeded_from_the_copies_follows_its_source_natively() 
 }
 
 /// `CHECKSUM TABLE` of each of `tables` in the database `url` names.
-async fn checksums(url: &str, tables: &[&str]) -> Vec<Option<u64>> {
+pub(crate) async fn checksums(url: &str, tables: &[&str]) -> Vec<Option<u64>> {
     let mut conn = connect(url).await;
     let mut sums = Vec::new();
     for table in tables {

@@ -126,39 +126,7 @@ impl<'a> Capture<'a> {
     /// The event as the server's log holds it, its CRC32 checked, and whether its bytes end
     /// with a CRC.
     fn reencode(&self, event: &Event) -> Result<(RawEvent, bool), SourceError> {
-        let mut bytes = Vec::with_capacity(event.data().len() + binlog::HEADER_LEN + 9);
-        let alg = event.footer().get_checksum_alg().ok().flatten();
-        if alg == Some(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-            && let Some(stored) = event.checksum()
-            && u32::from_le_bytes(stored)
-                != event.calc_checksum(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-        {
-            return Err(SourceError::Damaged(format!(
-                "source {}: the binary log event ending at {} fails its CRC32 check; the server's log or the network \
-                 is damaging data",
-                self.source_name,
-                self.place(u64::from(event.header().log_pos()))
-            )));
-        }
-        event
-            .write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes)
-            .map_err(|e| SourceError::Damaged(format!("re-encoding a binary log event: {e}")))?;
-        let raw = RawEvent::new(bytes).map_err(|e| SourceError::Damaged(format!("a binary log event: {e}")))?;
-        // Whether this event's bytes end with a CRC (the driver re-encodes what the server sent).
-        // Before the first format event the driver cannot know, and leaves the CRC in the data:
-        // then a CRC that matches says it is one.
-        let crc = raw.kind() != kind::FORMAT_DESCRIPTION
-            && (raw.bytes().len() > binlog::HEADER_LEN + event.data().len() || raw.verify(true).is_ok());
-        tracing::trace!(
-            "binlog event type {} start {} end {} size {} flags {:#x} data {}",
-            raw.kind(),
-            raw.start(),
-            raw.log_pos(),
-            raw.bytes().len(),
-            raw.flags(),
-            event.data().len()
-        );
-        Ok((raw, crc))
+        reencode(self.source_name, &self.current_file, event)
     }
 
     /// A rotate event: the end of a file (real), or where the server reads from (artificial).
@@ -340,4 +308,44 @@ fn check_follows(source_name: &str, file: &str, expected: u64, event: &RawEvent)
          {expected}; nothing was recorded",
         event.start()
     )))
+}
+
+/// The event as the server's log holds it (the driver parsed it; cairn stores and checks the
+/// bytes), its CRC32 checked, and whether its bytes end with a CRC.
+///
+/// # Errors
+/// [`SourceError::Damaged`] for a CRC32 mismatch or an event that does not re-encode.
+pub(super) fn reencode(source_name: &str, file: &str, event: &Event) -> Result<(RawEvent, bool), SourceError> {
+    let mut bytes = Vec::with_capacity(event.data().len() + binlog::HEADER_LEN + 9);
+    let alg = event.footer().get_checksum_alg().ok().flatten();
+    if alg == Some(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+        && let Some(stored) = event.checksum()
+        && u32::from_le_bytes(stored)
+            != event.calc_checksum(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+    {
+        return Err(SourceError::Damaged(format!(
+            "source {source_name}: the binary log event ending at {file}:{} fails its CRC32 check; the server's log \
+             or the network is damaging data",
+            event.header().log_pos()
+        )));
+    }
+    event
+        .write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes)
+        .map_err(|e| SourceError::Damaged(format!("re-encoding a binary log event: {e}")))?;
+    let raw = RawEvent::new(bytes).map_err(|e| SourceError::Damaged(format!("a binary log event: {e}")))?;
+    // Whether this event's bytes end with a CRC (the driver re-encodes what the server sent).
+    // Before the first format event the driver cannot know, and leaves the CRC in the data:
+    // then a CRC that matches says it is one.
+    let crc = raw.kind() != kind::FORMAT_DESCRIPTION
+        && (raw.bytes().len() > binlog::HEADER_LEN + event.data().len() || raw.verify(true).is_ok());
+    tracing::trace!(
+        "binlog event type {} start {} end {} size {} flags {:#x} data {}",
+        raw.kind(),
+        raw.start(),
+        raw.log_pos(),
+        raw.bytes().len(),
+        raw.flags(),
+        event.data().len()
+    );
+    Ok((raw, crc))
 }

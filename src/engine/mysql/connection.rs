@@ -119,6 +119,11 @@ impl My {
                 database,
                 detail: e.to_string(),
             },
+            mysql_async::Error::Io(e) => SourceError::Disconnected {
+                database,
+                doing,
+                detail: e.to_string(),
+            },
             other => SourceError::Database {
                 database,
                 doing,

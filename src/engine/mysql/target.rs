@@ -358,6 +358,26 @@ impl Target for MysqlTarget {
         super::replica::hand_over(&self.my, handover).await
     }
 
+    async fn prepare_follow(&self, setup: &crate::engine::follow::FollowSetup<'_>) -> Result<(), SourceError> {
+        replay::record_setup(&self.my, setup).await
+    }
+
+    async fn follow(
+        &self,
+        source: &crate::engine::SourceSpec,
+        options: &crate::engine::follow::FollowOptions,
+    ) -> Result<crate::engine::follow::FollowReport, SourceError> {
+        replay::follow(&self.my, source, options).await
+    }
+
+    async fn replicas(&self) -> Result<Vec<crate::engine::follow::ReplicaState>, SourceError> {
+        replay::states(&self.my).await
+    }
+
+    async fn request_stop(&self, source: &str) -> Result<Option<crate::engine::follow::ReplicaState>, SourceError> {
+        replay::request_stop(&self.my, source).await
+    }
+
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let (schema, _) = self.schema_of(input).await?;
         let map = database_map(input, &schema, &self.url)?;
@@ -425,6 +445,7 @@ impl Target for MysqlTarget {
             self.restore_full(input, &schema, &map, &files).await?
         };
         report.position = Some(manifest.copy.log_range.end.clone());
+        report.databases = map.clone();
         if let Some(checked) = checked {
             let replayed =
                 replay::replay(&self.my, input, &map, checked)

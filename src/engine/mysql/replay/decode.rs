@@ -2,22 +2,14 @@
 //! event decoded once, source transactions delimited, the GTID state carried across what capture
 //! left out, and the stream ended right after the stop point.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use mysql_async::binlog::BinlogVersion;
-use mysql_async::binlog::events::{
-    Event, EventData, FormatDescriptionEvent, QueryEvent, RowsEventData, StatusVarVal, TableMapEvent,
-};
-use mysql_async::binlog::row::BinlogRow;
-use mysql_async::binlog::value::BinlogValue;
-
+use super::events::{EventDecoder, Place};
 use super::fetch::{LocalLog, LogReader, open_log, place};
-use super::values::from_binlog;
 use crate::engine::SourceError;
-use crate::engine::change::{Change, Commit, Ending, RowChange, Rows, Session, Statement};
-use crate::engine::mysql::binlog::{self, Gtid, GtidState, Statement as StatementKind, Step, Transactions, kind};
+use crate::engine::change::Change;
+use crate::engine::mysql::binlog::{GtidState, Step, kind};
 use crate::engine::mysql::scope::Tiling;
-use crate::repo::model::LogPosition;
 
 /// Where a resumed replay continues: after the transaction that ended at this position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +23,7 @@ pub(super) struct ResumeAfter {
 struct OpenLog {
     index: usize,
     reader: LogReader,
-    format: FormatDescriptionEvent<'static>,
-    table_maps: HashMap<u64, TableMapEvent<'static>>,
-    transactions: Transactions,
-    gtid: Option<Gtid>,
+    events: EventDecoder,
     tiling: Tiling,
 }
 
@@ -53,8 +42,6 @@ pub(super) struct Decoder<'a> {
     finished: bool,
     /// Which tables' rows are wanted (database, table); others are not decoded.
     wanted: &'a (dyn Fn(&str, &str) -> bool + Sync),
-    /// Log bytes read since the last transaction end.
-    bytes: u64,
 }
 
 impl<'a> Decoder<'a> {
@@ -78,7 +65,6 @@ impl<'a> Decoder<'a> {
             resume_after,
             finished: nothing,
             wanted,
-            bytes: 0,
         }
     }
 
@@ -125,10 +111,7 @@ impl<'a> Decoder<'a> {
             self.open = Some(OpenLog {
                 index: self.next_log,
                 reader: open_log(log).await?,
-                format: FormatDescriptionEvent::new(BinlogVersion::Version4),
-                table_maps: HashMap::new(),
-                transactions: Transactions::default(),
-                gtid: None,
+                events: EventDecoder::default(),
                 tiling: log.tiling(),
             });
             self.next_log += 1;
@@ -161,26 +144,17 @@ impl<'a> Decoder<'a> {
             self.gtids.merge(&skip.gtids);
         }
         let checksums = open.reader.checksums();
-        self.bytes += raw.bytes().len() as u64;
-        let event = Event::read(&open.format, raw.bytes())
-            .map_err(|e| SourceError::Damaged(format!("{at}: an event does not decode: {e}")))?;
-        if raw.kind() == kind::FORMAT_DESCRIPTION {
-            open.format = event
-                .read_event::<FormatDescriptionEvent>()
-                .map_err(|e| SourceError::Damaged(format!("{at}: the format description does not decode: {e}")))?
-                .into_owned()
-                .with_footer(event.footer());
+        let Some(read) = open.events.read(&raw, checksums, &at)? else {
             return Ok(());
-        }
-        let inside_begin = open.transactions == Transactions::Open;
-        let step = open.transactions.step(&raw, checksums);
+        };
+        let step = read.step;
         if let Some(resume) = &self.resume_after {
             if step == Step::Ends {
                 let at_stop = self.stop == Some((open.index, raw.log_pos()));
                 if log.copy == resume.copy && log.server_file == resume.server_file && raw.log_pos() == resume.position
                 {
                     self.resume_after = None;
-                    self.bytes = 0;
+                    open.events.bytes = 0;
                     self.finished = at_stop;
                 } else if at_stop {
                     return Err(past_stop(resume));
@@ -188,77 +162,22 @@ impl<'a> Decoder<'a> {
             }
             return Ok(());
         }
-        if let Some(gtid) = raw.gtid(checksums) {
-            open.gtid = Some(gtid);
-        }
-        // A source transaction began (BEGIN, or MariaDB's GTID event that stands for it).
-        if open.transactions == Transactions::Open && !inside_begin {
-            self.pending.push_back(Change::Begin {
-                at: at.clone(),
-                transaction: None,
-                committed_at: None,
-            });
-        }
-        match raw.kind() {
-            kind::TABLE_MAP => {
-                let map = event
-                    .read_event::<TableMapEvent>()
-                    .map_err(|e| SourceError::Damaged(format!("{at}: a table map does not decode: {e}")))?;
-                open.table_maps.insert(map.table_id(), map.into_owned());
-            }
-            kind::WRITE_ROWS
-            | kind::UPDATE_ROWS
-            | kind::DELETE_ROWS
-            | kind::WRITE_ROWS_V1
-            | kind::UPDATE_ROWS_V1
-            | kind::DELETE_ROWS_V1 => {
-                if let Some(rows) = rows(&event, &open.table_maps, self.wanted, &at)? {
-                    self.pending.push_back(Change::Rows(rows));
-                }
-            }
-            kind::MYSQL_PARTIAL_UPDATE_ROWS => {
-                return Err(SourceError::Unsupported(format!(
-                    "{at}: partial JSON updates are not supported; set binlog_row_value_options = ''"
-                )));
-            }
-            kind::QUERY => match raw.query(checksums).map(|(_, q)| binlog::statement_kind(q)) {
-                Some(StatementKind::Begin) => {}
-                Some(StatementKind::Commit) if inside_begin => {}
-                _ => {
-                    if let Some(statement) = statement(&event, &raw, checksums, !inside_begin, &at)? {
-                        self.pending.push_back(Change::Statement(statement));
-                    }
-                }
-            },
-            _ => {}
-        }
-        if step == Step::Ends {
-            if let Some(gtid) = open.gtid.take() {
-                self.gtids.add(&gtid);
-            }
-            let rollback = raw.kind() == kind::QUERY
-                && raw
-                    .query(checksums)
-                    .is_some_and(|(_, q)| String::from_utf8_lossy(q).trim().eq_ignore_ascii_case("ROLLBACK"));
-            let ending = match (rollback, inside_begin) {
-                (true, _) => Ending::Rollback,
-                (false, true) => Ending::Commit,
-                (false, false) => Ending::Standalone,
-            };
-            self.pending.push_back(Change::Commit(Commit {
-                at,
-                copy: log.copy.clone(),
-                position: LogPosition::Mysql {
-                    file: log.server_file.clone(),
-                    position: raw.log_pos(),
-                    gtid: Some(self.gtids.to_string()),
-                },
-                ending,
-                bytes: std::mem::take(&mut self.bytes),
-            }));
-            if self.stop == Some((open.index, raw.log_pos())) {
-                self.finished = true;
-            }
+        let place = Place {
+            at,
+            copy: &log.copy,
+            server_file: &log.server_file,
+        };
+        open.events.changes(
+            &raw,
+            read,
+            checksums,
+            place,
+            &mut self.gtids,
+            self.wanted,
+            &mut self.pending,
+        )?;
+        if step == Step::Ends && self.stop == Some((open.index, raw.log_pos())) {
+            self.finished = true;
         }
         Ok(())
     }
@@ -271,119 +190,4 @@ fn past_stop(resume: &ResumeAfter) -> SourceError {
          point; a replay cannot go back. Restore again with --clean to stop earlier, or resume without --until*",
         resume.server_file, resume.position, resume.copy
     ))
-}
-
-/// The row changes of a rows event, or `None` for a table that is not wanted.
-fn rows(
-    event: &Event,
-    table_maps: &HashMap<u64, TableMapEvent<'static>>,
-    wanted: &(dyn Fn(&str, &str) -> bool + Sync),
-    at: &str,
-) -> Result<Option<Rows>, SourceError> {
-    let data = match event.read_data() {
-        Ok(Some(EventData::RowsEvent(data))) => data,
-        Ok(_) => return Ok(None),
-        Err(e) => return Err(SourceError::Damaged(format!("{at}: a row event does not decode: {e}"))),
-    };
-    let Some(map) = table_maps.get(&data.table_id()) else {
-        return Err(SourceError::Damaged(format!(
-            "{at}: a row event for table id {} comes without its table map",
-            data.table_id()
-        )));
-    };
-    let database = map.database_name().into_owned();
-    let table = map.table_name().into_owned();
-    if !wanted(&database, &table) {
-        return Ok(None);
-    }
-    let foreign_key_checks = !data
-        .flags()
-        .contains(mysql_async::binlog::RowsEventFlags::NO_FOREIGN_KEY_CHECKS);
-    let is_insert = matches!(
-        data,
-        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_)
-    );
-    let is_update = matches!(
-        data,
-        RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_)
-    );
-    let mut changes = Vec::new();
-    for row in data.rows(map) {
-        let (before, after) = row.map_err(|e| SourceError::Damaged(format!("{at}: a row does not decode: {e}")))?;
-        let before = before.map(|r| image(r, at)).transpose()?;
-        let after = after.map(|r| image(r, at)).transpose()?;
-        changes.push(match (is_insert, is_update, before, after) {
-            (true, _, _, Some(after)) => RowChange::Insert { after },
-            (true, _, _, None) => continue,
-            (_, true, Some(before), Some(after)) => RowChange::Update { before, after },
-            (_, true, _, _) => {
-                return Err(SourceError::Damaged(format!("{at}: an update without both row images")));
-            }
-            (_, _, Some(before), _) => RowChange::Delete { before },
-            (_, _, None, _) => continue,
-        });
-    }
-    Ok(Some(Rows {
-        at: at.to_string(),
-        database,
-        table,
-        columns: map.columns_count(),
-        names: Vec::new(),
-        key: Vec::new(),
-        foreign_key_checks,
-        changes,
-    }))
-}
-
-/// A row image's values, in column order.
-fn image(row: BinlogRow, at: &str) -> Result<Vec<crate::engine::change::Value>, SourceError> {
-    row.unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, value): (usize, BinlogValue<'static>)| {
-            from_binlog(value).map_err(|e| SourceError::Unsupported(format!("{at}: column {}: {e}", i + 1)))
-        })
-        .collect()
-}
-
-/// A statement the source logged as text, with the session it ran in.
-fn statement(
-    event: &Event,
-    raw: &binlog::RawEvent,
-    checksums: bool,
-    standalone: bool,
-    at: &str,
-) -> Result<Option<Statement>, SourceError> {
-    let Some((database, text)) = raw.query(checksums) else {
-        return Ok(None);
-    };
-    let Ok(text) = std::str::from_utf8(text) else {
-        return Err(SourceError::Unsupported(format!(
-            "{at}: a statement in the binary log is not UTF-8 text; cairn cannot replay it"
-        )));
-    };
-    let mut session = Session::default();
-    if let Ok(query) = event.read_event::<QueryEvent>() {
-        for var in query.status_vars().iter() {
-            match var.get_value() {
-                Ok(StatusVarVal::SqlMode(mode)) => session.sql_mode = Some(mode.0),
-                Ok(StatusVarVal::Charset {
-                    charset_client,
-                    collation_connection,
-                    collation_server,
-                }) => session.charset = Some((charset_client, collation_connection, collation_server)),
-                Ok(StatusVarVal::TimeZone(zone)) if !zone.as_bytes().is_empty() => {
-                    session.time_zone = Some(String::from_utf8_lossy(zone.as_bytes()).into_owned());
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(Some(Statement {
-        at: at.to_string(),
-        database,
-        text: text.to_string(),
-        session,
-        standalone,
-    }))
 }

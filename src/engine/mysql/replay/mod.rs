@@ -8,7 +8,9 @@
 
 mod apply;
 mod decode;
+mod events;
 mod fetch;
+mod live;
 mod progress;
 mod scan;
 mod sql;
@@ -18,6 +20,8 @@ mod values;
 use std::collections::{BTreeMap, HashMap};
 
 use mysql_async::prelude::Queryable;
+
+pub(super) use self::live::{follow, record_setup, request_stop, states};
 
 use self::apply::{Applier, ROW_SESSION};
 use self::decode::Decoder;

@@ -184,7 +184,15 @@ pub(super) async fn settle_earlier_replay(applier: &mut Applier<'_>) -> Result<(
 
 /// Creates the progress database and tables when missing.
 pub(super) async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), SourceError> {
-    for statement in [
+    for statement in progress_tables() {
+        applier.exec("preparing the replay progress table", &statement).await?;
+    }
+    Ok(())
+}
+
+/// The statements that create the progress database and its tables when missing.
+pub(super) fn progress_tables() -> [String; 3] {
+    [
         format!("CREATE DATABASE IF NOT EXISTS {PROGRESS_DATABASE} CHARACTER SET utf8mb4"),
         format!(
             "CREATE TABLE IF NOT EXISTS {PROGRESS_DATABASE}.progress (source VARCHAR(191) NOT NULL, target_databases VARCHAR(300) NOT NULL, \
@@ -202,8 +210,5 @@ pub(super) async fn prepare_progress(applier: &mut Applier<'_>) -> Result<(), So
              character_set_client VARCHAR(64), collation_connection VARCHAR(64), PRIMARY KEY (source, target_databases, db, name)) \
              ENGINE=InnoDB"
         ),
-    ] {
-        applier.exec("preparing the replay progress table", &statement).await?;
-    }
-    Ok(())
+    ]
 }

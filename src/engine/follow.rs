@@ -1,0 +1,113 @@
+//! The contract of cairn's own continuous applier (`cairn replica run`): what a seed leaves on
+//! the target for it, what a run is asked for and reports, and a replica's state as
+//! `cairn replica status` shows it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::filter::Filters;
+use crate::repo::model::LogPosition;
+
+/// What a seed with `--handover cairn` records on the target, so that the applier needs nothing
+/// but the source and the target to continue.
+#[derive(Debug)]
+pub struct FollowSetup<'a> {
+    /// The configured source's name.
+    pub source: &'a str,
+    /// Where the restore left the target: the applier continues right after it.
+    pub position: &'a LogPosition,
+    /// Source database → target database, for every database the copy holds.
+    pub databases: &'a BTreeMap<String, String>,
+    /// The copy's filters, which the applier keeps applying.
+    pub filters: &'a Filters,
+    /// The chain's full copy.
+    pub full_copy: &'a str,
+    /// The source server the copies came from (`server_uuid` or `server_id N`): the applier
+    /// refuses to follow another server, whose log positions mean something else.
+    pub server_identity: &'a str,
+}
+
+/// How `cairn replica run` runs.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Check the source and the target and print the plan, then stop without applying.
+    pub dry_run: bool,
+    /// Stop once everything the source had logged when the run started is applied.
+    pub catch_up: bool,
+    /// Stops the applier after the source transaction in flight (SIGINT, SIGTERM).
+    pub stop: CancellationToken,
+    /// Reconnections after a lost connection before the run gives up; `None`: forever.
+    pub reconnect_limit: Option<u32>,
+    /// The longest wait between two reconnection attempts.
+    pub max_wait: Duration,
+    /// Rows compared at each end of each table by the start-up validation.
+    pub sample_rows: u32,
+    /// The server id the applier reads the source's log with (MySQL/MariaDB).
+    pub replica_server_id: Option<u32>,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        FollowOptions {
+            dry_run: false,
+            catch_up: false,
+            stop: CancellationToken::new(),
+            reconnect_limit: None,
+            max_wait: Duration::from_secs(30),
+            sample_rows: 100,
+            replica_server_id: None,
+        }
+    }
+}
+
+/// What a run of the applier did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowReport {
+    pub source: String,
+    pub target: String,
+    /// Where it started and where it stopped.
+    pub started_at: Option<LogPosition>,
+    pub position: Option<LogPosition>,
+    pub transactions: u64,
+    pub row_changes: u64,
+    pub reconnections: u32,
+    /// What the start-up validation compared, one line per table or note.
+    pub validation: Vec<String>,
+    /// Why it stopped: `dry run`, `caught up`, `stop requested`, `signal`.
+    pub stopped: String,
+}
+
+/// One replica on a target, as `cairn replica status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicaState {
+    pub source: String,
+    /// The target databases it applies to.
+    pub databases: String,
+    pub full_copy: String,
+    /// An applier holds the replica's lease now.
+    pub running: bool,
+    /// The applier's host and process id, as it last recorded them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applier: Option<String>,
+    /// The source position applied so far.
+    pub applied: Option<LogPosition>,
+    /// The end of the source's log as the applier last read it while no transaction was part way:
+    /// everything before it is applied, including events that end no transaction (a rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up_to: Option<LogPosition>,
+    /// When the last applied source transaction was written on the source (UTC, RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_event_at: Option<String>,
+    /// The applier's last sign of life (UTC, RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<String>,
+    pub transactions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<String>,
+    pub stop_requested: bool,
+}

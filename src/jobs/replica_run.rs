@@ -1,0 +1,271 @@
+//! `cairn replica run`, `status` and `stop`: cairn's own applier following a configured source
+//! into a target seeded with `--handover cairn`, re-seeding it when asked after a gap, and what
+//! `status` and `stop` read and ask of it on the target.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::follow::{FollowOptions, FollowReport, ReplicaState};
+use crate::engine::mysql::binlog::file_order;
+use crate::engine::{SourceError, SourceSpec, SourceUrl, Target};
+use crate::jobs::replica::{self, Handover, SeedError, SeedRequest};
+use crate::jobs::restore::RestoreRequest;
+use crate::repo::model::LogPosition;
+
+/// Why a replica command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The re-seed of `--auto-resync` failed.
+    #[error("--auto-resync: the re-seed failed: {0}")]
+    Resync(#[source] Box<SeedError>),
+    /// `replica stop` asked, and the applier is still running.
+    #[error("{0}")]
+    StillRunning(String),
+}
+
+/// The target a replica command works on.
+#[derive(Debug, Clone, Default)]
+pub struct TargetRequest {
+    pub target: String,
+    pub target_password_file: Option<PathBuf>,
+}
+
+impl TargetRequest {
+    fn open(&self) -> Result<(SourceUrl, Arc<dyn Target>), ReplicaError> {
+        let mut url = SourceUrl::parse(&self.target).map_err(|e| ReplicaError::Usage(format!("--target: {e}")))?;
+        url.complete_from_command_line("--target", self.target_password_file.as_deref())
+            .map_err(ReplicaError::Usage)?;
+        let target = crate::engine::open_target(&url)?;
+        Ok((url, target))
+    }
+}
+
+/// Re-seeding after a gap: from which destination, how many times at most in one run.
+#[derive(Debug, Clone)]
+pub struct AutoResync {
+    pub from: String,
+    pub limit: u32,
+}
+
+/// What `cairn replica run` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub source: String,
+    pub target: TargetRequest,
+    pub options: FollowOptions,
+    pub auto_resync: Option<AutoResync>,
+}
+
+/// What a run did, with the re-seeds it needed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub follow: FollowReport,
+    pub resyncs: u32,
+}
+
+fn configured(config: &Config, name: &str) -> Result<SourceSpec, ReplicaError> {
+    config.source(name).map_err(|e| {
+        ReplicaError::Usage(format!(
+            "the applier reads the source as configured, so {name:?} must be a configured source: {e}"
+        ))
+    })
+}
+
+/// Follows the source into the target until stopped; after a gap, re-seeds from the latest copy
+/// when `auto_resync` allows.
+///
+/// # Errors
+/// A source that is not configured, a target of another engine, what stopped the applier.
+pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, ReplicaError> {
+    let source = configured(config, &request.source)?;
+    let (url, target) = request.target.open()?;
+    if url.engine != source.engine() {
+        return Err(ReplicaError::Usage(format!(
+            "source {} is {:?} and the target is {:?}: the applier replicates between servers of the same engine",
+            source.name,
+            source.engine(),
+            url.engine
+        )));
+    }
+    let mut resyncs = 0;
+    loop {
+        match target.follow(&source, &request.options).await {
+            Err(SourceError::LogGap { detail, .. })
+                if request
+                    .auto_resync
+                    .as_ref()
+                    .is_some_and(|resync| resyncs < resync.limit && !request.options.dry_run) =>
+            {
+                let resync = request.auto_resync.as_ref().expect("checked above");
+                resyncs += 1;
+                tracing::warn!(
+                    "{}: the replica cannot continue ({detail}); --auto-resync: seeding it again from the latest \
+                     copy on {} (re-seed {resyncs} of at most {})",
+                    source.name,
+                    resync.from,
+                    resync.limit
+                );
+                let seed = SeedRequest {
+                    restore: RestoreRequest {
+                        from: resync.from.clone(),
+                        source: source.name.clone(),
+                        copy: Some("latest".into()),
+                        target: request.target.target.clone(),
+                        target_password_file: request.target.target_password_file.clone(),
+                        clean: true,
+                        ..RestoreRequest::default()
+                    },
+                    handover: Handover::Cairn,
+                };
+                replica::seed(config, &seed)
+                    .await
+                    .map_err(|e| ReplicaError::Resync(Box::new(e)))?;
+            }
+            Ok(follow) => return Ok(RunReport { follow, resyncs }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A replica as `cairn replica status` shows it: the target's record and, for a configured
+/// source, how far behind it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    #[serde(flatten)]
+    pub state: ReplicaState,
+    /// Bytes of the source's log not applied yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Seconds between now and when the oldest unapplied transaction was written (0 when
+    /// nothing is waiting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// Why the lag could not be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_unknown: Option<String>,
+}
+
+/// The replicas on a target (of one source, when named).
+///
+/// # Errors
+/// A bad target URL, or the target's error.
+pub async fn status(
+    config: &Config,
+    target: &TargetRequest,
+    source: Option<&str>,
+) -> Result<Vec<ReplicaStatus>, ReplicaError> {
+    let (_, engine) = target.open()?;
+    let mut shown = Vec::new();
+    for state in engine.replicas().await? {
+        if source.is_some_and(|name| name != state.source) {
+            continue;
+        }
+        let mut status = ReplicaStatus {
+            state,
+            lag_bytes: None,
+            lag_seconds: None,
+            lag_unknown: None,
+        };
+        measure_lag(config, &mut status).await;
+        shown.push(status);
+    }
+    Ok(shown)
+}
+
+async fn measure_lag(config: &Config, status: &mut ReplicaStatus) {
+    let Ok(spec) = config.source(&status.state.source) else {
+        status.lag_unknown = Some("the source is not configured here".into());
+        return;
+    };
+    // The later of the last transaction applied and the last idle point read.
+    let applied = match (&status.state.applied, &status.state.caught_up_to) {
+        (Some(applied), Some(idle)) => match (applied, idle) {
+            (
+                LogPosition::Mysql { file, position, .. },
+                LogPosition::Mysql {
+                    file: idle_file,
+                    position: idle_position,
+                    ..
+                },
+            ) if (file_order(idle_file), *idle_position) > (file_order(file), *position) => idle.clone(),
+            _ => applied.clone(),
+        },
+        (Some(applied), None) => applied.clone(),
+        (None, _) => return,
+    };
+    let applied = &applied;
+    let reach = match crate::engine::open(&spec) {
+        Ok(source) => source.log_reach(applied).await,
+        Err(e) => Err(e),
+    };
+    match reach {
+        Ok(Some(reach)) if reach.reaches => {
+            status.lag_bytes = Some(reach.bytes_since);
+            status.lag_seconds = Some(match reach.bytes_since {
+                0 => 0,
+                _ => status
+                    .state
+                    .applied_event_at
+                    .as_deref()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .map_or(0, |at| {
+                        (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+                            .num_seconds()
+                            .max(0)
+                    }),
+            });
+        }
+        Ok(Some(reach)) => {
+            status.lag_unknown = Some(format!(
+                "the source's log starts at {}, after the replica's position: the replica cannot continue \
+                 (seed it again)",
+                reach.oldest
+            ));
+        }
+        Ok(None) => status.lag_unknown = Some("the source's engine does not report its log".into()),
+        Err(e) => status.lag_unknown = Some(format!("the source could not be read: {e}")),
+    }
+}
+
+/// Asks the applier of `source`'s replica on the target to stop after the transaction in
+/// flight, and waits up to `wait` for it to end.
+///
+/// # Errors
+/// No such replica (usage), the target's error, or [`ReplicaError::StillRunning`].
+pub async fn stop(target: &TargetRequest, source: &str, wait: Duration) -> Result<ReplicaState, ReplicaError> {
+    let (url, engine) = target.open()?;
+    let Some(mut state) = engine.request_stop(source).await? else {
+        return Err(ReplicaError::Usage(format!(
+            "{} holds no replica of source {source} for cairn's applier",
+            url.without_password()
+        )));
+    };
+    let deadline = Instant::now() + wait;
+    while state.running {
+        if Instant::now() >= deadline {
+            return Err(ReplicaError::StillRunning(format!(
+                "the applier of source {source} ({}) is still running {} s after the stop request; it stops after \
+                 the transaction in flight — check its log, or stop its process",
+                state.applier.as_deref().unwrap_or("unknown"),
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match engine.replicas().await?.into_iter().find(|s| s.source == source) {
+            Some(now) => state = now,
+            None => break,
+        }
+    }
+    Ok(state)
+}
