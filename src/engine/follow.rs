@@ -28,6 +28,9 @@ pub struct FollowSetup<'a> {
     /// The source server the copies came from (`server_uuid` or `server_id N`): the applier
     /// refuses to follow another server, whose log positions mean something else.
     pub server_identity: &'a str,
+    /// PostgreSQL: the slot on the source the applier reads, and its publication.
+    pub slot: Option<&'a str>,
+    pub publication: Option<&'a str>,
 }
 
 /// How `cairn replica run` runs.
@@ -110,4 +113,42 @@ pub struct ReplicaState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<String>,
     pub stop_requested: bool,
+}
+
+/// Why a session of an applier ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    CaughtUp,
+    StopRequested,
+    Signal,
+    DryRun,
+}
+
+impl Ended {
+    /// As the report says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ended::CaughtUp => "caught up",
+            Ended::StopRequested => "stop requested",
+            Ended::Signal => "signal",
+            Ended::DryRun => "dry run",
+        }
+    }
+}
+
+/// Errors after which an applier reconnects: the session was lost, the server is not there yet,
+/// or a lock stood in the way. Everything else stops it.
+pub fn reconnects_after(error: &super::SourceError) -> bool {
+    use super::SourceError;
+    matches!(
+        error,
+        SourceError::Disconnected { .. } | SourceError::Unreachable { .. } | SourceError::Locked { .. }
+    )
+}
+
+/// The waits between an applier's reconnections: growing from half a second up to the
+/// options' longest wait, as many as the options allow.
+pub fn reconnect_policy(options: &FollowOptions) -> crate::retry::Retry {
+    let retries = options.reconnect_limit.map_or(usize::MAX, |n| n as usize);
+    crate::retry::Retry::exponential(Duration::from_millis(500), options.max_wait, retries)
 }

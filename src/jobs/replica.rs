@@ -96,14 +96,6 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
     let postgres = latest
         .as_ref()
         .is_some_and(|c| matches!(c.log_range.end, LogPosition::Postgres { .. }));
-    if cairn && postgres {
-        return Err(RestoreError::Usage(
-            "--handover cairn is not available for PostgreSQL sources yet; use --handover native (a subscription) or \
-             none"
-                .into(),
-        )
-        .into());
-    }
     if let Some(source) = &source
         && postgres
     {
@@ -144,11 +136,7 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
         let (Some(position), Some(full), Some(latest)) = (&report.position, plan.chain.first(), &latest) else {
             return Err(RestoreError::Usage("the restore reported no source position to follow".into()).into());
         };
-        let filters = full
-            .details
-            .get("filters")
-            .and_then(|f| serde_json::from_value::<crate::engine::filter::Filters>(f.clone()).ok())
-            .unwrap_or_default();
+        let filters = filters_of(full);
         let setup = FollowSetup {
             source: &request.restore.source,
             position,
@@ -156,6 +144,8 @@ pub async fn seed(config: &Config, request: &SeedRequest) -> Result<SeedReport, 
             filters: &filters,
             full_copy: &full.id,
             server_identity: &latest.server.id,
+            slot: None,
+            publication: None,
         };
         target.prepare_follow(&setup).await?;
         return Ok(SeedReport {
@@ -245,21 +235,41 @@ async fn seed_postgres(
         restore_request.until = Some(Until::Lsn(start_lsn));
         let plan = restore::plan(config, &restore_request).await?;
         let report = restore::run(&plan).await?;
-        let handover = NativeHandover {
-            source: &source.url,
-            position: &start,
-            databases: &[],
-            vendor: None,
-            slot: Some(slot.clone()),
-            publication: Some(publication.clone()),
+        let replication = match request.handover {
+            Handover::Cairn => {
+                let full = plan.chain.first().expect("a restored chain has its full copy");
+                let filters = filters_of(full);
+                let setup = FollowSetup {
+                    source: &source.name,
+                    position: &start,
+                    databases: &report.databases,
+                    filters: &filters,
+                    full_copy: &full.id,
+                    server_identity: &copy.server.id,
+                    slot: Some(&slot),
+                    publication: Some(&publication),
+                };
+                target.prepare_follow(&setup).await?;
+                None
+            }
+            _ => {
+                let handover = NativeHandover {
+                    source: &source.url,
+                    position: &start,
+                    databases: &[],
+                    vendor: None,
+                    slot: Some(slot.clone()),
+                    publication: Some(publication.clone()),
+                };
+                Some(target.hand_over(&handover).await?)
+            }
         };
-        let replication = target.hand_over(&handover).await?;
         Ok::<_, SeedError>(SeedReport {
             source: request.restore.source.clone(),
             copy: Some(copy.id.clone()),
             restore: report,
             handover: request.handover,
-            replication: Some(replication),
+            replication,
         })
     }
     .await;
@@ -285,4 +295,12 @@ fn databases_of(plan: &restore::RestorePlan) -> Vec<String> {
         true => Vec::new(),
         false => included,
     }
+}
+
+/// The filters a chain's full copy was taken with, which a replica keeps applying.
+fn filters_of(full: &crate::repo::model::CopyRecord) -> crate::engine::filter::Filters {
+    full.details
+        .get("filters")
+        .and_then(|f| serde_json::from_value::<crate::engine::filter::Filters>(f.clone()).ok())
+        .unwrap_or_default()
 }

@@ -22,6 +22,7 @@ mod proxy;
 mod purge;
 mod replica;
 mod replica_run;
+mod replica_run_pg;
 mod safety;
 mod status;
 mod support;

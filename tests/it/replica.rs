@@ -216,7 +216,7 @@ async fn a_replica_seeded_under_a_transfer_workload_ends_equal_to_its_source() {
 }
 
 /// The second private PostgreSQL, where replicas are seeded.
-fn pg_replica_url(database: &str) -> String {
+pub(crate) fn pg_replica_url(database: &str) -> String {
     let base = std::env::var("CAIRN_TEST_PG_REPLICA_URL").unwrap_or_else(|_| {
         panic!(
             "CAIRN_TEST_PG_REPLICA_URL is not set: run the tests with scripts/test.sh, which starts a second \
@@ -228,7 +228,7 @@ fn pg_replica_url(database: &str) -> String {
     url.to_string()
 }
 
-async fn pg_rows(url: &str) -> Vec<(i32, String)> {
+pub(crate) async fn pg_rows(url: &str) -> Vec<(i32, String)> {
     let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
         return Vec::new();
     };

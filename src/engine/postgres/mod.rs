@@ -10,6 +10,7 @@ mod capture;
 pub mod changes_file;
 mod ddl;
 mod digest;
+mod follow;
 mod handover;
 mod inventory;
 mod load;
@@ -151,6 +152,12 @@ impl Pg {
             }
             return if connecting || error.is_closed() {
                 SourceError::Unreachable { database, detail }
+            } else if from_network {
+                SourceError::Disconnected {
+                    database,
+                    doing,
+                    detail,
+                }
             } else {
                 SourceError::Database {
                     database,
@@ -182,6 +189,13 @@ impl Pg {
             SourceError::NoDatabase { database, detail }
         } else if *code == SqlState::CANNOT_CONNECT_NOW || *code == SqlState::TOO_MANY_CONNECTIONS {
             SourceError::Unreachable { database, detail }
+        } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN {
+            // The server ended the session (pg_terminate_backend, a shutdown or a crash).
+            SourceError::Disconnected {
+                database,
+                doing,
+                detail,
+            }
         } else {
             SourceError::Database {
                 database,

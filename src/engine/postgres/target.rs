@@ -182,6 +182,26 @@ impl Target for PostgresTarget {
         super::handover::hand_over(&self.pg, handover).await
     }
 
+    async fn prepare_follow(&self, setup: &crate::engine::follow::FollowSetup<'_>) -> Result<(), SourceError> {
+        super::follow::record_setup(&self.pg, setup).await
+    }
+
+    async fn follow(
+        &self,
+        source: &crate::engine::SourceSpec,
+        options: &crate::engine::follow::FollowOptions,
+    ) -> Result<crate::engine::follow::FollowReport, SourceError> {
+        super::follow::follow(&self.pg, source, options).await
+    }
+
+    async fn replicas(&self) -> Result<Vec<crate::engine::follow::ReplicaState>, SourceError> {
+        super::follow::states(&self.pg).await
+    }
+
+    async fn request_stop(&self, source: &str) -> Result<Option<crate::engine::follow::ReplicaState>, SourceError> {
+        super::follow::request_stop(&self.pg, source).await
+    }
+
     async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         only_copy(input)?;
         if input.manifests.len() == 1 {

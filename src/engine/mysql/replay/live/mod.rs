@@ -20,7 +20,7 @@ use super::apply::{Applier, ROW_SESSION};
 use super::triggers::{prepare_progress, restore_triggers, set_aside_triggers, settle_earlier_replay};
 use super::{PROGRESS_DATABASE, PROGRESS_EVERY};
 use crate::engine::change::Change;
-use crate::engine::follow::{FollowOptions, FollowReport};
+use crate::engine::follow::{Ended, FollowOptions, FollowReport, reconnect_policy, reconnects_after};
 use crate::engine::mysql::My;
 use crate::engine::mysql::binlog::GtidState;
 use crate::engine::mysql::capture::{default_replica_server_id, identity};
@@ -28,41 +28,11 @@ use crate::engine::mysql::snapshot::{Server, coordinates, server};
 use crate::engine::{SourceError, SourceSpec};
 use crate::progress::Progress;
 use crate::repo::model::LogPosition;
-use crate::retry::Retry;
 
 pub(in crate::engine::mysql) use state::{record_setup, request_stop, states};
 
 /// How often the applier records its heartbeat and looks for a stop request.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// Why one session of the applier ended without an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
-    CaughtUp,
-    StopRequested,
-    Signal,
-    DryRun,
-}
-
-impl Ended {
-    fn describe(self) -> &'static str {
-        match self {
-            Ended::CaughtUp => "caught up",
-            Ended::StopRequested => "stop requested",
-            Ended::Signal => "signal",
-            Ended::DryRun => "dry run",
-        }
-    }
-}
-
-/// Errors after which the applier reconnects: the session was lost, the server is not there
-/// yet, or a lock stood in the way. Everything else stops it.
-fn passes(error: &SourceError) -> bool {
-    matches!(
-        error,
-        SourceError::Disconnected { .. } | SourceError::Unreachable { .. } | SourceError::Locked { .. }
-    )
-}
 
 /// Follows `source`'s live log into the target `target` until stopped.
 ///
@@ -89,7 +59,7 @@ pub(in crate::engine::mysql) async fn follow(
     let replica_id = options
         .replica_server_id
         .unwrap_or_else(|| default_replica_server_id(&format!("{}\n{}", source.name, setup.targets)));
-    let mut retry = new_retry(options);
+    let mut retry = reconnect_policy(options);
     let mut validated = false;
     let outcome = loop {
         let session = Session {
@@ -101,7 +71,7 @@ pub(in crate::engine::mysql) async fn follow(
         };
         match session.run(&mut control, &mut report, &mut validated).await {
             Ok(ended) => break Ok(ended),
-            Err(error) if passes(&error) && !options.dry_run && !options.stop.is_cancelled() => {
+            Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
                 tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
                 if control.ping().await.is_err() {
                     // The lease went with the control session: take it again on a new one.
@@ -121,7 +91,7 @@ pub(in crate::engine::mysql) async fn follow(
             Err(error) => break Err(error),
         }
         if report.transactions > 0 {
-            retry = new_retry(options);
+            retry = reconnect_policy(options);
         }
     };
     match outcome {
@@ -138,11 +108,6 @@ pub(in crate::engine::mysql) async fn follow(
             Err(error)
         }
     }
-}
-
-fn new_retry(options: &FollowOptions) -> Retry {
-    let retries = options.reconnect_limit.map_or(usize::MAX, |n| n as usize);
-    Retry::exponential(Duration::from_millis(500), options.max_wait, retries)
 }
 
 /// One connected session of the applier: from the target's recorded position until it stops or

@@ -1,0 +1,384 @@
+//! cairn's own continuous applier for PostgreSQL (`cairn replica run`): the replica's logical
+//! slot on the source read in batches of whole transactions (`pg_logical_slot_peek_binary_changes`),
+//! decoded by the same pgoutput decoder and applied by the same applier as a replay — one target
+//! transaction per source transaction, the source position recorded in the replica's replication
+//! origin in the same commit — and the slot moved past what the target holds after each batch.
+//! Waits grow while the slot is idle; lost connections are retried; a stop ends it between
+//! transactions.
+
+mod state;
+mod validate;
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::Client;
+
+use self::state::Setup;
+use self::validate::{Validation, advance, validate};
+use super::Pg;
+use super::apply::{Applier, OUTPUT_SETTINGS};
+use super::pgoutput::{Decoder, parse_lsn};
+use crate::engine::change::Change;
+use crate::engine::follow::{Ended, FollowOptions, FollowReport, reconnect_policy, reconnects_after};
+use crate::engine::{SourceError, SourceSpec};
+use crate::repo::model::LogPosition;
+
+pub(super) use state::{record_setup, request_stop, states};
+
+/// How often the applier records its heartbeat and looks for a stop request.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Changes read from the slot per batch (whole transactions: the server ends a batch at a commit).
+const BATCH_CHANGES: u32 = 5_000;
+/// The longest sleep while the slot has nothing new.
+const MAX_IDLE: Duration = Duration::from_secs(2);
+
+/// Follows `source`'s replica slot into the target `target` until stopped.
+///
+/// # Errors
+/// A target not seeded for the applier, another applier running, a dropped or lost slot, a
+/// diverged target, a transaction that fails to apply, or a lost connection after the
+/// reconnection limit.
+pub(super) async fn follow(
+    target: &Pg,
+    source: &SourceSpec,
+    options: &FollowOptions,
+) -> Result<FollowReport, SourceError> {
+    let source_pg = Pg::new(source.url.clone());
+    let mut control = target.connect("replica run").await?;
+    let setup = state::load(target, &control, &source.name).await?;
+    if !options.dry_run {
+        state::acquire(target, &control, &setup).await?;
+    }
+    let mut report = FollowReport {
+        source: source.name.clone(),
+        target: target.name.clone(),
+        ..FollowReport::default()
+    };
+    let mut retry = reconnect_policy(options);
+    let mut validated = false;
+    let outcome = loop {
+        let session = Session {
+            target,
+            source: &source_pg,
+            setup: &setup,
+            options,
+        };
+        let before = report.transactions;
+        match session.run(&control, &mut report, &mut validated).await {
+            Ok(ended) => break Ok(ended),
+            Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
+                tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
+                if control.is_closed() {
+                    // The lease went with the control session: take it again on a new one.
+                    control = target.connect("replica run").await?;
+                    state::acquire(target, &control, &setup).await?;
+                }
+                state::record_error(target, &control, &setup, &error.to_string()).await;
+                let waited = tokio::select! {
+                    more = retry.wait() => more,
+                    () = options.stop.cancelled() => break Ok(Ended::Signal),
+                };
+                if !waited {
+                    break Err(error);
+                }
+                report.reconnections += 1;
+            }
+            Err(error) => break Err(error),
+        }
+        if report.transactions > before {
+            retry = reconnect_policy(options);
+        }
+    };
+    match outcome {
+        Ok(ended) => {
+            report.stopped = ended.describe().to_string();
+            Ok(report)
+        }
+        Err(error) => {
+            if !options.dry_run {
+                state::record_error(target, &control, &setup, &error.to_string()).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// One connected session of the applier.
+struct Session<'a> {
+    target: &'a Pg,
+    source: &'a Pg,
+    setup: &'a Setup,
+    options: &'a FollowOptions,
+}
+
+/// What the session keeps between batches.
+struct Applying<'a> {
+    applier: Applier<'a>,
+    /// The end of the last source transaction the target holds.
+    done: u64,
+    /// Transactions applied since the last heartbeat, and when the last one committed.
+    since_heartbeat: i64,
+    committed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        control: &Client,
+        report: &mut FollowReport,
+        validated: &mut bool,
+    ) -> Result<Ended, SourceError> {
+        let (source, setup, options) = (self.source, self.setup, self.options);
+        let source_client = source.connect("replica run").await?;
+        // Values are decoded into text under the settings the applier finds rows with.
+        source_client
+            .batch_execute(OUTPUT_SETTINGS)
+            .await
+            .map_err(|e| source.error("preparing the session that reads the slot", e))?;
+        self.check_source(&source_client).await?;
+        let client = self.target.connect("replica run").await?;
+        let applied = state::position(self.target, &client, setup).await?;
+        report.started_at.get_or_insert_with(|| state::at(applied, setup));
+        report.position = Some(state::at(applied, setup));
+        if !*validated {
+            match validate(source, self.target, setup, applied, options.sample_rows).await? {
+                Validation::Equal(lines) => {
+                    *validated = true;
+                    report.validation = lines;
+                }
+                Validation::SourceAhead => {
+                    report.validation = vec![format!(
+                        "the slot holds transactions after {}: the tables are compared when the applier first \
+                         catches up",
+                        state::at(applied, setup)
+                    )];
+                }
+            }
+        }
+        if options.dry_run {
+            return Ok(Ended::DryRun);
+        }
+        self.use_origin(&client).await?;
+        tracing::info!(
+            "{}: applying slot {} from {} to {}",
+            setup.source,
+            setup.slot,
+            state::at(applied, setup),
+            self.target.name
+        );
+        let mut applying = Applying {
+            applier: Applier::new(self.target, &client).await?,
+            done: applied,
+            since_heartbeat: 0,
+            committed_at: None,
+        };
+        let mut idle = Duration::from_millis(100);
+        let mut last_beat = Instant::now();
+        let ended = loop {
+            if options.stop.is_cancelled() {
+                break Ended::Signal;
+            }
+            if last_beat.elapsed() >= HEARTBEAT {
+                last_beat = Instant::now();
+                let stop = state::heartbeat(
+                    self.target,
+                    control,
+                    setup,
+                    applying.committed_at.take(),
+                    std::mem::take(&mut applying.since_heartbeat),
+                )
+                .await?;
+                if stop {
+                    tracing::info!("{}: a stop was requested", setup.source);
+                    break Ended::StopRequested;
+                }
+            }
+            let applied_now = self.batch(&source_client, &mut applying).await?;
+            report.transactions += applied_now;
+            report.position = Some(state::at(applying.done, setup));
+            if applied_now > 0 {
+                idle = Duration::from_millis(100);
+                continue;
+            }
+            // Nothing pending: the target holds everything the source committed.
+            if !*validated
+                && let Validation::Equal(lines) =
+                    validate(source, self.target, setup, applying.done, options.sample_rows).await?
+            {
+                tracing::info!("{}: caught up; the validation found the tables equal", setup.source);
+                *validated = true;
+                report.validation = lines;
+            }
+            if options.catch_up {
+                break Ended::CaughtUp;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(idle) => {}
+                () = options.stop.cancelled() => {}
+            }
+            idle = (idle * 2).min(MAX_IDLE);
+        };
+        let done = applying.applier.finish().await?;
+        report.row_changes += done.row_changes;
+        let _ = state::heartbeat(
+            self.target,
+            control,
+            setup,
+            applying.committed_at,
+            applying.since_heartbeat,
+        )
+        .await;
+        let _ = client
+            .batch_execute("SELECT pg_replication_origin_session_reset()")
+            .await;
+        Ok(ended)
+    }
+
+    /// The source must be the server the copies came from, and its slot must still be there.
+    async fn check_source(&self, client: &Client) -> Result<(), SourceError> {
+        let (source, setup) = (self.source, self.setup);
+        let identity: Option<String> = client
+            .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+            .await
+            .ok()
+            .map(|row| row.get(0));
+        if let Some(identity) = identity
+            && !setup.server_identity.starts_with("unknown")
+            && identity != setup.server_identity
+        {
+            return Err(SourceError::Unsupported(format!(
+                "source {} is now system {identity}, not {} the replica was seeded from (a failover or a rebuilt \
+                 server): seed the replica again",
+                setup.source, setup.server_identity
+            )));
+        }
+        let slot: Option<Option<String>> = client
+            .query_opt(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&setup.slot],
+            )
+            .await
+            .map_err(|e| source.error("reading the replica's slot", e))?
+            .map(|row| row.get(0));
+        let problem = match slot {
+            None => "the replica's slot was dropped",
+            Some(Some(status)) if status == "lost" => "the server removed WAL the replica's slot needed",
+            Some(_) => return Ok(()),
+        };
+        Err(SourceError::LogGap {
+            source_name: setup.source.clone(),
+            parent: format!("the replica's position ({})", setup.full_copy),
+            needed: format!("slot {}", setup.slot),
+            detail: format!(
+                "{problem}; the replica cannot continue — seed it again from a newer copy (cairn replica seed --clean \
+                 --handover cairn), or run with --auto-resync"
+            ),
+        })
+    }
+
+    /// Records every applied transaction's source position in the replica's origin; waits for
+    /// an earlier session of this applier to let go of it.
+    async fn use_origin(&self, client: &Client) -> Result<(), SourceError> {
+        let mut attempts = 0;
+        loop {
+            match client
+                .execute("SELECT pg_replication_origin_session_setup($1)", &[&self.setup.origin])
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) && attempts < 150 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(self.target.error("using the replica's replication origin", e)),
+            }
+        }
+    }
+
+    /// Applies the whole transactions the slot holds past what the target holds (up to a batch),
+    /// then moves the slot past them; returns how many were applied.
+    async fn batch(&self, source_client: &Client, applying: &mut Applying<'_>) -> Result<u64, SourceError> {
+        let (source, setup) = (self.source, self.setup);
+        let reading = format!("reading replication slot {}", setup.slot);
+        let rows = source_client
+            .query_raw(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $3::text::int, \
+                 'proto_version', '1', 'publication_names', $2)",
+                [setup.slot.clone(), setup.publication.clone(), BATCH_CHANGES.to_string()],
+            )
+            .await
+            .map_err(|e| source.error(&reading, e))?;
+        pin_mut!(rows);
+        let mut decoder = Decoder::default();
+        let mut skipping = false;
+        let mut applied = 0;
+        let mut committed_at = None;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| source.error(&reading, e))?;
+            let (lsn, data): (String, Vec<u8>) = (row.get(0), row.get(1));
+            let Some(change) = decoder
+                .decode(&lsn, &data)
+                .map_err(|e| SourceError::Damaged(format!("slot {} at {lsn}: {e}", setup.slot)))?
+            else {
+                continue;
+            };
+            if let Change::Begin { committed_at: at, .. } = &change {
+                // A stop ends the applier between transactions.
+                if self.options.stop.is_cancelled() {
+                    break;
+                }
+                // A transaction that ends before what the target holds was applied already (a
+                // crash after its commit, before the slot moved).
+                skipping = decoder.commit_lsn() < applying.done;
+                committed_at = *at;
+            }
+            if skipping {
+                if matches!(change, Change::Commit(_)) {
+                    skipping = false;
+                }
+                continue;
+            }
+            // What the copy left out (its filters) the replica leaves out too.
+            let change = match change {
+                Change::Rows(rows) if !setup.filters.data_included(&rows.database, &rows.table) => continue,
+                Change::Truncate(mut truncate) => {
+                    truncate
+                        .tables
+                        .retain(|(schema, table)| setup.filters.data_included(schema, table));
+                    if truncate.tables.is_empty() {
+                        continue;
+                    }
+                    Change::Truncate(truncate)
+                }
+                change => change,
+            };
+            let end = match &change {
+                Change::Commit(commit) => match &commit.position {
+                    LogPosition::Postgres { lsn, .. } => {
+                        Some((parse_lsn(lsn).map_err(SourceError::Damaged)?, lsn.clone()))
+                    }
+                    LogPosition::Mysql { .. } => None,
+                },
+                _ => None,
+            };
+            let record = match &end {
+                Some((_, lsn)) => format!("SELECT pg_replication_origin_xact_setup('{lsn}'::pg_lsn, now())"),
+                None => String::new(),
+            };
+            applying.applier.apply(change, &record).await?;
+            if let Some((end, _)) = end {
+                applying.done = end;
+                applied += 1;
+                applying.since_heartbeat += 1;
+                applying.committed_at = committed_at;
+            }
+        }
+        // Every transaction sent was answered before the slot moves past it.
+        applying.applier.finish().await?;
+        if applied > 0 {
+            advance(source, source_client, setup, applying.done).await?;
+        }
+        Ok(applied)
+    }
+}

@@ -1,0 +1,187 @@
+//! cairn's own applier on PostgreSQL (`replica seed --handover cairn`, then `replica run`): it
+//! follows the replica's slot under a writer through a SIGKILL and a restart without losing or
+//! repeating a transaction; its validation catches a row changed by hand; a dropped slot is
+//! refused, and `--auto-resync` seeds the replica again.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::postgres::{connect as pg_connect, fresh_database, url_of};
+use crate::replica::{pg_replica_url, pg_rows};
+use crate::support::{cairn, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
+    let source = fresh_database("pg_applier").await;
+    let writer = pg_connect(&url_of(&source)).await;
+    writer
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.fx]\nurl = {:?}\nincrementals = true\n", url_of(&source)),
+    )
+    .unwrap();
+    let target = pg_replica_url(&format!("{source}_replica"));
+    let with_config = || {
+        let mut command = cairn(locks.path());
+        command.arg("--config").arg(&config);
+        command
+    };
+    let backup = || run(with_config().args(["backup", "--source", "fx", "--to", &to, "--type", "full"]));
+    let replica = |args: &[&str]| {
+        run(with_config()
+            .arg("replica")
+            .args(args)
+            .args(["--source", "fx", "--target", &target]))
+    };
+    let (code, out, err) = backup();
+    assert_eq!(code, 0, "{out}\n{err}");
+    writer
+        .batch_execute("INSERT INTO t VALUES (101, 'after the copy'); UPDATE t SET v = 'changed' WHERE id = 1")
+        .await
+        .unwrap();
+    let (code, out, err) = run(with_config().args([
+        "replica",
+        "seed",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        &target,
+        "--handover",
+        "cairn",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["handover"], "cairn", "{report}");
+
+    // The dry run validates: nothing was written since the seed's slot started.
+    let (code, out, err) = replica(&["run", "--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(plan["validation"].to_string().contains("public.t: 101 rows"), "{plan}");
+    // A row changed by hand is caught before anything is applied.
+    let on_replica = pg_connect(&target).await;
+    on_replica
+        .batch_execute("UPDATE t SET v = 'by hand' WHERE id = 100")
+        .await
+        .unwrap();
+    let (code, _, err) = replica(&["run", "--catch-up"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("public.t") && err.contains("differ"), "{err}");
+    on_replica
+        .batch_execute("UPDATE t SET v = 'v100' WHERE id = 100")
+        .await
+        .unwrap();
+
+    // A writer goes on while the applier runs, is killed and started again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (stop, url) = (stop.clone(), url_of(&source));
+        tokio::spawn(async move {
+            let client = pg_connect(&url).await;
+            let mut id = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO t VALUES ({id}, 'written'); UPDATE t SET v = 'moved {id}' WHERE id = {}; \
+                         COMMIT",
+                        1 + id % 100
+                    ))
+                    .await
+                    .unwrap();
+                id += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            id - 1000
+        })
+    };
+    let log = locks.path().join("applier.log");
+    let spawn = || {
+        with_config()
+            .args(["replica", "run", "--source", "fx", "--target", &target, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut applier = spawn();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    applier.kill().unwrap();
+    applier.wait().unwrap();
+    let applier = spawn();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = busy.await.unwrap();
+    assert!(written > 10, "only {written} transactions were written");
+    let expected = pg_rows(&url_of(&source)).await;
+    let mut seen = Vec::new();
+    for _ in 0..120 {
+        seen = pg_rows(&target).await;
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let target_server = target.clone();
+    let (code, out, err) = run(with_config().args(["replica", "status", "--target", &target_server, "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"running\": true"), "{out}");
+    let (code, out, err) = replica(&["stop"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let output = applier.wait_with_output().unwrap();
+    let applier_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(0), "{applier_log}");
+    let ran: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(ran["stopped"], "stop requested", "{ran}");
+    assert_eq!(
+        seen, expected,
+        "the replica is not its source; the applier's log:\n{applier_log}"
+    );
+
+    // The replica's slot is dropped on the source: refused; --auto-resync seeds it again.
+    let slot: String = on_replica
+        .query_one("SELECT slot FROM cairn_replay.replica WHERE source = 'fx'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    writer
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    let (code, _, err) = replica(&["run", "--catch-up"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("slot was dropped") && err.contains("--auto-resync"),
+        "{err}"
+    );
+    let (code, out, err) = backup();
+    assert_eq!(code, 0, "{out}\n{err}");
+    writer
+        .batch_execute("INSERT INTO t VALUES (102, 'after the new copy')")
+        .await
+        .unwrap();
+    let (code, out, err) = replica(&["run", "--catch-up", "--auto-resync", &to, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ran: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ran["resyncs"], 1, "{ran}");
+    assert_eq!(pg_rows(&target).await, pg_rows(&url_of(&source)).await);
+    // Leave the source without the replica's slot.
+    writer
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+}
