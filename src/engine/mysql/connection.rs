@@ -84,6 +84,12 @@ impl My {
                     },
                     1049 => SourceError::NoDatabase { database, detail },
                     1040 | 1203 => SourceError::Unreachable { database, detail },
+                    // The server is shutting down, or ended the session (KILL).
+                    1053 | 1317 | 1927 if !connecting => SourceError::Disconnected {
+                        database,
+                        doing,
+                        detail,
+                    },
                     _ => SourceError::Database {
                         database,
                         doing,
@@ -118,6 +124,11 @@ impl My {
             mysql_async::Error::Driver(e) if connecting => SourceError::Unreachable {
                 database,
                 detail: e.to_string(),
+            },
+            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => SourceError::Disconnected {
+                database,
+                doing,
+                detail: "the server closed the connection".into(),
             },
             mysql_async::Error::Io(e) => SourceError::Disconnected {
                 database,

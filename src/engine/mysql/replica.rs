@@ -62,13 +62,22 @@ pub(super) async fn check_not_replicating(target: &My) -> Result<(), SourceError
         .query_first("SHOW SLAVE STATUS")
         .await
         .map_err(|e| target.error("reading the target's replication (SHOW SLAVE STATUS)", e))?;
-    match configured {
-        Some(_) => Err(SourceError::Unsupported(format!(
+    if configured.is_some() {
+        return Err(SourceError::Unsupported(format!(
             "{} already replicates from a source (SHOW SLAVE STATUS); stop it and `RESET SLAVE ALL` first",
             target.name
-        ))),
-        None => Ok(()),
+        )));
     }
+    let _ = conn.disconnect().await;
+    if let Some(running) = super::replay::states(target).await?.into_iter().find(|s| s.running) {
+        return Err(SourceError::Unsupported(format!(
+            "cairn's applier of source {} runs on {} ({}); stop it first with `cairn replica stop`",
+            running.source,
+            target.name,
+            running.applier.unwrap_or_else(|| "unknown".into())
+        )));
+    }
+    Ok(())
 }
 
 /// The source's host and user, which the replica connects with.

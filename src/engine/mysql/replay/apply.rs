@@ -366,12 +366,19 @@ impl Applier<'_> {
         } = statement;
         let (at, text) = (at.as_str(), text.as_str());
         let Some(source_db) = statement_database(text, &schema, self.databases.keys()) else {
-            tracing::debug!("{at}: skipped (it touches no restored database): {text}");
+            tracing::debug!(
+                "{at}: skipped {} (it touches no restored database)",
+                statement_kind(text)
+            );
             return Ok(());
         };
         let target_db = self.databases[&source_db].clone();
         if is_account_statement(text) {
-            tracing::info!("{at}: skipped an account or server statement: {}", first_words(text));
+            // Only the kind: an account statement may carry a password in clear.
+            tracing::info!(
+                "{at}: skipped an account or server statement ({})",
+                statement_kind(text)
+            );
             return Ok(());
         }
         if let Some((database, table)) = statement_table(text)
@@ -421,8 +428,28 @@ impl Applier<'_> {
         self.exec("restoring the row session", ROW_SESSION).await?;
         self.tables.clear();
         self.statements.clear();
+        if creates_trigger(&text) {
+            // Row events already hold what the source's triggers did: a trigger the log creates
+            // is set aside like those that were there when the replay started.
+            super::triggers::set_aside_triggers(self).await?;
+        }
         Ok(())
     }
+}
+
+/// The first two words of a statement, upper-cased: what it is, without anything it holds.
+fn statement_kind(text: &str) -> String {
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase()
+}
+
+/// Whether a statement creates a trigger (`CREATE [OR REPLACE] [DEFINER=…] TRIGGER …`).
+fn creates_trigger(text: &str) -> bool {
+    let words: Vec<String> = text.split_whitespace().take(6).map(str::to_ascii_uppercase).collect();
+    words.first().is_some_and(|w| w == "CREATE") && words.iter().any(|w| w == "TRIGGER")
 }
 
 /// File, position and GTID state of a MySQL position (empty for another engine's, which a MySQL

@@ -9,7 +9,7 @@ mod stream;
 mod validate;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
@@ -33,6 +33,8 @@ pub(in crate::engine::mysql) use state::{record_setup, request_stop, states};
 
 /// How often the applier records its heartbeat and looks for a stop request.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often a start-up validation that could not compare yet is tried again.
+const VALIDATION_EVERY: Duration = Duration::from_secs(10);
 
 /// Follows `source`'s live log into the target `target` until stopped.
 ///
@@ -48,9 +50,10 @@ pub(in crate::engine::mysql) async fn follow(
     let source_my = My::new(source.url.clone());
     let mut control = state::session(target).await?;
     let setup = state::load(target, &mut control, &source.name).await?;
-    if !options.dry_run {
-        state::acquire(target, &mut control, &setup).await?;
-    }
+    let mut control_id = match options.dry_run {
+        true => 0,
+        false => state::acquire(target, &mut control, &setup, None).await?,
+    };
     let mut report = FollowReport {
         source: source.name.clone(),
         target: target.name.clone(),
@@ -69,16 +72,15 @@ pub(in crate::engine::mysql) async fn follow(
             options,
             replica_id,
         };
+        let before = report.transactions;
         match session.run(&mut control, &mut report, &mut validated).await {
             Ok(ended) => break Ok(ended),
             Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
                 tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
-                if control.ping().await.is_err() {
-                    // The lease went with the control session: take it again on a new one.
-                    control = state::session(target).await?;
-                    state::acquire(target, &mut control, &setup).await?;
+                if report.transactions > before {
+                    // The session made progress: the waits start short again.
+                    retry = reconnect_policy(options);
                 }
-                state::record_error(target, &mut control, &setup, &error.to_string()).await;
                 let waited = tokio::select! {
                     more = retry.wait() => more,
                     () = options.stop.cancelled() => break Ok(Ended::Signal),
@@ -87,13 +89,23 @@ pub(in crate::engine::mysql) async fn follow(
                     break Err(error);
                 }
                 report.reconnections += 1;
+                if control.ping().await.is_err() {
+                    // The lease went with the control session: take it again on a new one. A
+                    // target that is not back yet is one more lost connection to wait for.
+                    match reopen_control(target, &setup, control_id).await {
+                        Ok((conn, id)) => (control, control_id) = (conn, id),
+                        Err(e) if reconnects_after(&e) => continue,
+                        Err(e) => break Err(e),
+                    }
+                }
+                state::record_error(target, &mut control, &setup, &error.to_string()).await;
             }
             Err(error) => break Err(error),
         }
-        if report.transactions > 0 {
-            retry = reconnect_policy(options);
-        }
     };
+    if !options.dry_run {
+        put_back_triggers(target, &setup).await;
+    }
     match outcome {
         Ok(ended) => {
             report.stopped = ended.describe().to_string();
@@ -108,6 +120,57 @@ pub(in crate::engine::mysql) async fn follow(
             Err(error)
         }
     }
+}
+
+/// A new control session holding the lease; the stale one of this applier (`stale`, a session
+/// the server has not noticed is gone) is ended if it still holds it.
+async fn reopen_control(target: &My, setup: &Setup, stale: u64) -> Result<(mysql_async::Conn, u64), SourceError> {
+    let mut control = state::session(target).await?;
+    let id = state::acquire(target, &mut control, setup, Some(stale)).await?;
+    Ok((control, id))
+}
+
+/// Puts back the triggers a session set aside, whatever ended the run: a replica that stops
+/// (to be promoted, say) must have its triggers. Failing to is a warning: the next run or
+/// `restore --resume` puts them back.
+async fn put_back_triggers(target: &My, setup: &Setup) {
+    let result = async {
+        let mut applier = new_applier(target, setup).await?;
+        restore_triggers(&mut applier).await?;
+        let _ = applier.conn.disconnect().await;
+        Ok::<_, SourceError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!("{}: the triggers set aside were not put back: {e}", setup.source);
+    }
+}
+
+/// The applying session, prepared as a replay's.
+async fn new_applier<'a>(target: &'a My, setup: &'a Setup) -> Result<Applier<'a>, SourceError> {
+    let conn = target
+        .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
+        .await?;
+    let mut applier = Applier {
+        my: target,
+        conn,
+        source: setup.source.clone(),
+        targets: setup.targets.clone(),
+        databases: &setup.databases,
+        filters: setup.filters.clone(),
+        tables: HashMap::new(),
+        statements: HashMap::new(),
+        foreign_key_checks: true,
+        open: false,
+        transactions: 0,
+        row_changes: 0,
+    };
+    prepare_progress(&mut applier).await?;
+    applier.exec("preparing the applier's session", ROW_SESSION).await?;
+    applier
+        .exec("preparing the applier's session", "SET SESSION foreign_key_checks = 1")
+        .await?;
+    Ok(applier)
 }
 
 /// One connected session of the applier: from the target's recorded position until it stops or
@@ -138,7 +201,7 @@ impl Session<'_> {
         // applier's session first.
         let mut applier = match options.dry_run {
             true => None,
-            false => Some(self.applier().await?),
+            false => Some(new_applier(self.target, self.setup).await?),
         };
         let (file, position, gtids) = match applier.as_mut() {
             Some(applier) => self.position(applier).await?,
@@ -198,6 +261,7 @@ impl Session<'_> {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping: Option<Ended> = None;
         let mut applied_event_at: Option<u32> = None;
+        let mut last_validation: Option<Instant> = None;
         let ended = loop {
             if let Some(ended) = stopping
                 && !live.in_transaction()
@@ -218,11 +282,20 @@ impl Session<'_> {
                         tracing::info!("{}: a stop was requested; stopping after the transaction in flight", setup.source);
                         stopping = Some(Ended::StopRequested);
                     }
-                    if live.in_transaction() || (*validated && !options.catch_up) {
+                    if live.in_transaction() {
                         continue;
                     }
-                    let caught_up = self.caught_up(&server, &live).await?;
-                    if let Some(now) = &caught_up && !*validated {
+                    let catch_up_now = options.catch_up && stopping.is_none() && reached(&live, &end_at_start);
+                    // Each comparison counts every table on the source: at most every
+                    // VALIDATION_EVERY while the source keeps moving.
+                    let due = !*validated
+                        && (catch_up_now || last_validation.is_none_or(|at: Instant| at.elapsed() >= VALIDATION_EVERY));
+                    let caught_up = match due {
+                        true => self.caught_up(&server, &live).await?,
+                        false => None,
+                    };
+                    if let Some(now) = &caught_up {
+                        last_validation = Some(Instant::now());
                         match validate(source, &server, self.target, setup, now, options.sample_rows).await? {
                             Validation::Equal(lines) => {
                                 tracing::info!("{}: caught up; the validation found the tables equal", setup.source);
@@ -232,7 +305,7 @@ impl Session<'_> {
                             Validation::SourceAhead => {}
                         }
                     }
-                    if options.catch_up && stopping.is_none() && caught_up.is_some() && reached(&live, &end_at_start) {
+                    if catch_up_now {
                         stopping = Some(Ended::CaughtUp);
                     }
                 }
@@ -259,6 +332,17 @@ impl Session<'_> {
         };
         applier.close("stopping the applier").await?;
         restore_triggers(&mut applier).await?;
+        // Stopped cleanly: no session of this applier is left for the next one to end.
+        applier
+            .conn
+            .exec_drop(
+                format!(
+                    "UPDATE {PROGRESS_DATABASE}.progress SET connection_id = 0 WHERE source = ? AND target_databases = ?"
+                ),
+                (&setup.source, &setup.targets),
+            )
+            .await
+            .map_err(|e| self.target.error("recording the applier's stop", e))?;
         report.row_changes += applier.row_changes;
         let _ = state::heartbeat(self.target, control, setup, applied_event_at, Some(live.received())).await;
         let _ = applier.conn.disconnect().await;
@@ -300,34 +384,6 @@ impl Session<'_> {
                 reach.oldest
             ),
         })
-    }
-
-    /// The applying session, prepared as a replay's.
-    async fn applier(&self) -> Result<Applier<'_>, SourceError> {
-        let conn = self
-            .target
-            .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
-            .await?;
-        let mut applier = Applier {
-            my: self.target,
-            conn,
-            source: self.setup.source.clone(),
-            targets: self.setup.targets.clone(),
-            databases: &self.setup.databases,
-            filters: self.setup.filters.clone(),
-            tables: HashMap::new(),
-            statements: HashMap::new(),
-            foreign_key_checks: true,
-            open: false,
-            transactions: 0,
-            row_changes: 0,
-        };
-        prepare_progress(&mut applier).await?;
-        applier.exec("preparing the applier's session", ROW_SESSION).await?;
-        applier
-            .exec("preparing the applier's session", "SET SESSION foreign_key_checks = 1")
-            .await?;
-        Ok(applier)
     }
 
     /// The position the target holds, read after any earlier applier's session ended (its last

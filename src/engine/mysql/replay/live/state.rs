@@ -179,16 +179,36 @@ pub(super) async fn load(my: &My, conn: &mut Conn, source: &str) -> Result<Setup
     })
 }
 
-/// Takes the replica's lease on `conn`, the applier's control session.
+/// Takes the replica's lease on `conn`, the applier's control session, and returns the
+/// session's id. `stale`: this applier's earlier control session, which is ended when it still
+/// holds the lease (a connection lost without the server noticing).
 ///
 /// # Errors
 /// [`SourceError::Locked`] naming the applier that holds it.
-pub(super) async fn acquire(my: &My, conn: &mut Conn, setup: &Setup) -> Result<(), SourceError> {
+pub(super) async fn acquire(my: &My, conn: &mut Conn, setup: &Setup, stale: Option<u64>) -> Result<u64, SourceError> {
     let name = lease_name(&setup.source, &setup.targets);
-    let got: Option<Option<i64>> = conn
-        .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+    let doing = "taking the replica's lease";
+    let holder: Option<Option<u64>> = conn
+        .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
         .await
-        .map_err(|e| my.error("taking the replica's lease", e))?;
+        .map_err(|e| my.error(doing, e))?;
+    if let (Some(holder), Some(stale)) = (holder.flatten(), stale)
+        && holder == stale
+    {
+        tracing::warn!("{}: ending this applier's earlier control session {stale}", my.name);
+        if let Err(e) = conn.query_drop(format!("KILL {stale}")).await {
+            tracing::warn!("{}: ending session {stale}: {}", my.name, my.error(doing, e));
+        }
+    }
+    // A killed session lets go of its lock as it ends: wait a little for it.
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (&name, if stale.is_some() { 5 } else { 0 }))
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    let id: Option<u64> = conn
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .map_err(|e| my.error(doing, e))?;
     if got.flatten() == Some(1) {
         let applier = format!("{} pid {}", crate::repo::lock::host_name(), std::process::id());
         conn.exec_drop(
@@ -200,7 +220,7 @@ pub(super) async fn acquire(my: &My, conn: &mut Conn, setup: &Setup) -> Result<(
         )
         .await
         .map_err(|e| my.error("recording the applier", e))?;
-        return Ok(());
+        return Ok(id.unwrap_or(0));
     }
     let holder: Option<String> = conn
         .exec_first(

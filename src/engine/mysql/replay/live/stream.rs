@@ -16,6 +16,11 @@ use crate::engine::mysql::My;
 use crate::engine::mysql::binlog::{GtidState, RawEvent, kind};
 use crate::engine::mysql::capture_read::reencode;
 
+/// How often an idle source is asked to send a heartbeat event.
+const SOURCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the stream may stay silent before the connection counts as lost.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What a change's `Commit` names as its copy: the applier read it live, not from a copy.
 pub(super) const LIVE: &str = "live";
 
@@ -63,6 +68,14 @@ impl Live {
                 .await
                 .map_err(|e| my.error("preparing to read the binary log", e))?;
         }
+        // An idle source sends a heartbeat event this often, so a connection that died without
+        // a word is noticed (`SILENCE`).
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {}",
+            SOURCE_HEARTBEAT.as_nanos()
+        ))
+        .await
+        .map_err(|e| my.error("preparing to read the binary log", e))?;
         let request = BinlogStreamRequest::new(replica_id)
             .with_filename(file.as_bytes())
             .with_pos(position);
@@ -105,8 +118,16 @@ impl Live {
             if let Some(change) = self.pending.pop_front() {
                 return Ok(Some(change));
             }
-            let Some(next) = self.stream.next().await else {
-                return Ok(None);
+            let next = match tokio::time::timeout(SILENCE, self.stream.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(None),
+                Err(_) => {
+                    return Err(SourceError::Disconnected {
+                        database: self.my.name.clone(),
+                        doing: "reading the binary log".into(),
+                        detail: format!("neither an event nor a heartbeat came for {} s", SILENCE.as_secs()),
+                    });
+                }
             };
             let event = next.map_err(|e| self.my.error("reading the binary log", e))?;
             self.take(&event)?;
@@ -209,6 +230,12 @@ impl Live {
                     self.source_name, self.file
                 )));
             }
+        } else if next_file != self.file && self.events.transactions.is_open() {
+            return Err(SourceError::Damaged(format!(
+                "source {}: the server moved from {} to {next_file} inside a transaction; nothing of it was applied",
+                self.source_name,
+                self.place(self.expected)
+            )));
         } else if next_file == self.file && next_position > 4 && next_position != self.expected {
             return Err(SourceError::Damaged(format!(
                 "source {}: the server reads {} from {next_position}, not from {} where the target is",

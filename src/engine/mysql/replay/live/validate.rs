@@ -65,12 +65,12 @@ pub(super) async fn validate(
     target_at: &LogPosition,
     sample_rows: u32,
 ) -> Result<Validation, SourceError> {
-    let mut source_conn = source.connect(None).await?;
+    let mut source_conn = utc_session(source, None).await?;
     let before = coordinates(source, &mut source_conn, server).await?;
     if !same_point(&before, target_at) {
         return Ok(Validation::SourceAhead);
     }
-    let mut target_conn = target.connect(Some("")).await?;
+    let mut target_conn = utc_session(target, Some("")).await?;
     let mut lines = Vec::new();
     let mut differences = Vec::new();
     for (source_db, target_db) in &setup.databases {
@@ -120,6 +120,16 @@ pub(super) async fn validate(
         )));
     }
     Ok(Validation::Equal(lines))
+}
+
+/// A session whose times read in UTC, so that both servers show the same TIMESTAMP values
+/// whatever their own time zones.
+async fn utc_session(my: &My, database: Option<&str>) -> Result<Conn, SourceError> {
+    let mut conn = my.connect(database).await?;
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .map_err(|e| my.error("preparing the validation", e))?;
+    Ok(conn)
 }
 
 async fn tables(my: &My, conn: &mut Conn, database: &str) -> Result<Vec<String>, SourceError> {
