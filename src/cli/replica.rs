@@ -141,6 +141,10 @@ pub struct SeedArgs {
     /// Drop what the target's databases hold first.
     #[arg(long)]
     pub clean: bool,
+    /// Restore database FROM of the copy as TO (MySQL/MariaDB; repeatable). Not with
+    /// `--handover native`: the source's changes name the source's databases.
+    #[arg(long, value_name = "FROM=TO")]
+    pub rename_db: Vec<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -180,6 +184,7 @@ async fn seed(config: &Config, args: &SeedArgs) -> Result<(ExitStatus, RunFacts)
             target_password_file: args.target_password_file.clone(),
             jobs: args.jobs,
             clean: args.clean,
+            rename_databases: args.rename_db.clone(),
             ..RestoreRequest::default()
         },
         handover: args.handover,

@@ -89,6 +89,9 @@ pub struct ReplicaState {
     pub source: String,
     /// The target databases it applies to.
     pub databases: String,
+    /// MySQL/MariaDB: source database → target database, where a seed renamed them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub renamed: BTreeMap<String, String>,
     pub full_copy: String,
     /// An applier holds the replica's lease now.
     pub running: bool,

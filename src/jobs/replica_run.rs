@@ -116,8 +116,17 @@ pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, Rep
                     resync.from,
                     resync.limit
                 );
+                // The new seed renames the databases as the first one did.
+                let renamed = target
+                    .replicas()
+                    .await?
+                    .into_iter()
+                    .find(|s| s.source == source.name)
+                    .map(|s| s.renamed)
+                    .unwrap_or_default();
                 let seed = SeedRequest {
                     restore: RestoreRequest {
+                        rename_databases: renamed.iter().map(|(from, to)| format!("{from}={to}")).collect(),
                         from: resync.from.clone(),
                         source: source.name.clone(),
                         copy: Some("latest".into()),

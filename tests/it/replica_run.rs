@@ -16,22 +16,26 @@ use crate::replica::{checksums, config_for, on_replica, replica_server, reset_re
 use crate::support::{cairn, run};
 
 /// `replica seed --handover cairn` of source `fx` from `to` into the second server.
-fn seed_for_cairn(locks: &std::path::Path, config: &std::path::Path, to: &str) -> serde_json::Value {
+fn seed_for_cairn(locks: &std::path::Path, config: &std::path::Path, to: &str, more: &[&str]) -> serde_json::Value {
     let target = replica_server();
-    let (code, out, err) = run(cairn(locks).arg("--config").arg(config).args([
-        "replica",
-        "seed",
-        "--from",
-        to,
-        "--source",
-        "fx",
-        "--target",
-        &target,
-        "--handover",
-        "cairn",
-        "--clean",
-        "--json",
-    ]));
+    let (code, out, err) = run(cairn(locks)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "replica",
+            "seed",
+            "--from",
+            to,
+            "--source",
+            "fx",
+            "--target",
+            &target,
+            "--handover",
+            "cairn",
+            "--clean",
+            "--json",
+        ])
+        .args(more));
     assert_eq!(code, 0, "{out}\n{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -104,7 +108,7 @@ async fn cairns_applier_follows_a_source_through_rotations_a_kill_and_a_restart(
             .args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
         assert_eq!(code, 0, "{out}\n{err}");
     }
-    let report = seed_for_cairn(locks.path(), &config, &to);
+    let report = seed_for_cairn(locks.path(), &config, &to, &[]);
     assert_eq!(report["handover"], "cairn", "{report}");
     assert!(report.get("replication").is_none(), "{report}");
 
@@ -214,7 +218,15 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
     };
     let (code, out, err) = backup();
     assert_eq!(code, 0, "{out}\n{err}");
-    seed_for_cairn(locks.path(), &config, &to);
+    // The replica holds the database under another name; re-seeds keep it.
+    let renamed = format!("{source}_r");
+    reset_replica(&renamed).await;
+    seed_for_cairn(
+        locks.path(),
+        &config,
+        &to,
+        &["--rename-db", &format!("{source}={renamed}")],
+    );
 
     // The dry run validates and prints the plan, and applies nothing.
     let (code, out, err) = replica(locks.path(), &config, &["run", "--dry-run", "--json"]);
@@ -227,7 +239,7 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
     );
 
     // A row changed by hand on the replica is caught before anything is applied.
-    let mut by_hand = connect(&on_replica(&source)).await;
+    let mut by_hand = connect(&on_replica(&renamed)).await;
     by_hand
         .query_drop("UPDATE t SET v = 'by hand' WHERE id = 7")
         .await
@@ -260,7 +272,7 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
     assert_eq!(code, 0, "{out}\n{err}");
     let ran: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ran["stopped"], "caught up", "{ran}");
-    assert_eq!(rows(&on_replica(&source)).await, rows(&url_of(&source)).await);
+    assert_eq!(rows(&on_replica(&renamed)).await, rows(&url_of(&source)).await);
     let audit = |url: String| async move {
         connect(&url)
             .await
@@ -268,7 +280,7 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
             .await
             .unwrap()
     };
-    assert_eq!(audit(on_replica(&source)).await, vec![(1, 51)]);
+    assert_eq!(audit(on_replica(&renamed)).await, vec![(1, 51)]);
     let triggers: Vec<String> = by_hand
         .query("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()")
         .await
@@ -280,7 +292,7 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
     let replica_file: String = by_hand
         .exec_first(
             "SELECT server_file FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?",
-            (&source,),
+            (&renamed,),
         )
         .await
         .unwrap()
@@ -326,6 +338,6 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
     assert_eq!(ran["resyncs"], 1, "{ran}");
     let expected = rows(&url_of(&source)).await;
     assert_eq!(expected.len(), 52);
-    assert_eq!(rows(&on_replica(&source)).await, expected);
-    reset_replica(&source).await;
+    assert_eq!(rows(&on_replica(&renamed)).await, expected);
+    reset_replica(&renamed).await;
 }

@@ -267,6 +267,7 @@ pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaSt
         states.push(ReplicaState {
             running,
             databases: pg.database(),
+            renamed: Default::default(),
             full_copy: row.get(2),
             applier: row.get(3),
             heartbeat_at: row.get(4),

@@ -313,13 +313,14 @@ pub(in crate::engine::mysql) async fn states(my: &My) -> Result<Vec<ReplicaState
         Option<String>,
         Option<String>,
         Option<u64>,
+        String,
     );
     let doing = "reading cairn's replicas";
     let rows: Vec<Row> = conn
         .query(format!(
             "SELECT source, target_databases, full_copy, applier, \
              DATE_FORMAT(heartbeat_at, '%Y-%m-%dT%H:%i:%sZ'), DATE_FORMAT(applied_event_at, '%Y-%m-%dT%H:%i:%sZ'), \
-             stop_requested, last_error, DATE_FORMAT(last_error_at, '%Y-%m-%dT%H:%i:%sZ'), idle_file, idle_position \
+             stop_requested, last_error, DATE_FORMAT(last_error_at, '%Y-%m-%dT%H:%i:%sZ'), idle_file, idle_position, databases_map \
              FROM {PROGRESS_DATABASE}.replica ORDER BY source, target_databases"
         ))
         .await
@@ -338,7 +339,13 @@ pub(in crate::engine::mysql) async fn states(my: &My) -> Result<Vec<ReplicaState
             last_error_at,
             idle_file,
             idle_position,
+            map,
         ) = row;
+        let renamed = serde_json::from_str::<BTreeMap<String, String>>(&map)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(from, to)| from != to)
+            .collect();
         let used: Option<Option<i64>> = conn
             .exec_first("SELECT IS_USED_LOCK(?)", (lease_name(&source, &targets),))
             .await
@@ -368,6 +375,7 @@ pub(in crate::engine::mysql) async fn states(my: &My) -> Result<Vec<ReplicaState
             }),
             source,
             databases: targets,
+            renamed,
             full_copy,
             applier,
             applied_event_at,
