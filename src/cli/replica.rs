@@ -26,6 +26,45 @@ pub enum ReplicaCommand {
     Status(ReplicaStatusArgs),
     /// Ask a running applier to stop after the transaction in flight, and wait for it.
     Stop(StopArgs),
+    /// Copy an append-only event table's new rows, by increasing key, to one or more targets.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The configured source holding the event table.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// The table: DATABASE.TABLE (MySQL/MariaDB) or SCHEMA.TABLE (PostgreSQL).
+    #[arg(long, value_name = "TABLE")]
+    pub table: String,
+    /// The increasing key column.
+    #[arg(long, default_value = "id", value_name = "COLUMN")]
+    pub key: String,
+    /// A database to copy into (same engine as the source; repeatable).
+    #[arg(long = "target", value_name = "URL", required = true)]
+    pub targets: Vec<String>,
+    /// File holding the targets' password (else MYSQL_PWD or PGPASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub target_password_file: Option<PathBuf>,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub batch: u32,
+    /// Exit once every target holds every row the source has.
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Validate and print the plan, then exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// PostgreSQL: wake up when the source sends a notification on CHANNEL (else poll).
+    #[arg(long, value_name = "CHANNEL")]
+    pub notify: Option<String>,
+    /// The longest sleep while the source has nothing new, in seconds.
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    pub max_idle: u64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The target of `run`, `status` and `stop`.
@@ -168,6 +207,7 @@ pub(super) async fn run(config: &Config, command: &ReplicaCommand) -> CliResult 
         }
         ReplicaCommand::Status(args) => return show_status(config, args).await,
         ReplicaCommand::Stop(args) => return stop(args).await,
+        ReplicaCommand::Events(args) => return events(config, args).await,
     };
     let destination = config.destination(&args.from).ok();
     let body = seed(config, args);
@@ -390,4 +430,47 @@ async fn stop(args: &StopArgs) -> CliResult {
             state.applied.as_ref().map(|p| format!(" at {p}")).unwrap_or_default()
         )),
     }
+}
+
+async fn events(config: &Config, args: &EventsArgs) -> CliResult {
+    let request = replica_run::EventsRequest {
+        source: args.source.clone(),
+        targets: args
+            .targets
+            .iter()
+            .map(|target| TargetRequest {
+                target: target.clone(),
+                target_password_file: args.target_password_file.clone(),
+            })
+            .collect(),
+        options: crate::engine::event_tables::EventTablesOptions {
+            table: args.table.clone(),
+            key: args.key.clone(),
+            batch: args.batch,
+            dry_run: args.dry_run,
+            catch_up: args.catch_up,
+            notify_channel: args.notify.clone(),
+            max_idle: std::time::Duration::from_secs(args.max_idle.max(1)),
+            stop: stop_on_signals(),
+        },
+    };
+    let report = replica_run::events(config, &request).await?;
+    if args.json {
+        return print_out(&to_json(&report));
+    }
+    let mut out = String::new();
+    for line in &report.validation {
+        out.push_str(&format!("validation: {line}\n"));
+    }
+    for target in &report.targets {
+        out.push_str(&format!(
+            "{}: {} copied in {}, now up to key {}\n",
+            target.target,
+            crate::text::count(target.rows_copied, "row"),
+            crate::text::count(target.batches, "transaction"),
+            target.max_key.as_deref().unwrap_or("(none)")
+        ));
+    }
+    out.push_str(&format!("{}\n", report.stopped));
+    print_out(&out)
 }

@@ -198,11 +198,15 @@ async fn seed_postgres(
     target_name: &str,
     target: std::sync::Arc<dyn Target>,
 ) -> Result<SeedReport, SeedError> {
+    target.check_not_replicating().await?;
     let engine = crate::engine::open(source)?;
     let slot = format!(
         "cairn_replica_{}",
         &crate::storage::md5_hex(target_name.as_bytes())[..12]
     );
+    // A seed of the same target before left its slot (a replica seeded again after it
+    // diverged, or whose slot lost its WAL): the new one starts now.
+    engine.drop_replica_slot(&slot).await?;
     let Some((publication, start)) = engine.create_replica_slot(&slot).await? else {
         return Err(RestoreError::Usage("this source's engine has no replica slots".into()).into());
     };

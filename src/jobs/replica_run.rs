@@ -41,10 +41,15 @@ pub struct TargetRequest {
 }
 
 impl TargetRequest {
-    fn open(&self) -> Result<(SourceUrl, Arc<dyn Target>), ReplicaError> {
+    fn url(&self) -> Result<SourceUrl, ReplicaError> {
         let mut url = SourceUrl::parse(&self.target).map_err(|e| ReplicaError::Usage(format!("--target: {e}")))?;
         url.complete_from_command_line("--target", self.target_password_file.as_deref())
             .map_err(ReplicaError::Usage)?;
+        Ok(url)
+    }
+
+    fn open(&self) -> Result<(SourceUrl, Arc<dyn Target>), ReplicaError> {
+        let url = self.url()?;
         let target = crate::engine::open_target(&url)?;
         Ok((url, target))
     }
@@ -145,6 +150,33 @@ pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, Rep
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// What `cairn replica events` was asked for.
+#[derive(Debug, Clone)]
+pub struct EventsRequest {
+    pub source: String,
+    pub targets: Vec<TargetRequest>,
+    pub options: crate::engine::event_tables::EventTablesOptions,
+}
+
+/// Copies an event table's new rows from the configured source to every target until stopped.
+///
+/// # Errors
+/// A source that is not configured, a bad target URL, or what stopped the copy.
+pub async fn events(
+    config: &Config,
+    request: &EventsRequest,
+) -> Result<crate::engine::event_tables::EventTablesReport, ReplicaError> {
+    let source = configured(config, &request.source)?;
+    if request.targets.is_empty() {
+        return Err(ReplicaError::Usage("name at least one --target".into()));
+    }
+    let mut targets = Vec::new();
+    for target in &request.targets {
+        targets.push(target.url()?);
+    }
+    Ok(crate::engine::event_tables::run(&source.url, &targets, &request.options).await?)
 }
 
 /// A replica as `cairn replica status` shows it: the target's record and, for a configured

@@ -4,6 +4,7 @@
 mod cli;
 mod destination;
 mod environment;
+mod event_tables;
 mod faults;
 mod fleet;
 mod history;

@@ -14,6 +14,7 @@ mod capture_read;
 mod connection;
 mod digest;
 mod dump;
+pub mod event_table;
 mod format;
 mod inventory;
 mod load;

@@ -99,6 +99,13 @@ impl<'a> Applier<'a> {
         })
     }
 
+    /// Makes the next transaction check first that the session's replication origin is at
+    /// `lsn` (what the target held when this applier started), as later ones check their
+    /// predecessor: a transaction of an earlier session still committing is caught.
+    pub fn expect_position(&mut self, lsn: String) {
+        self.previous = Some(lsn);
+    }
+
     /// Applies one change; `record` is SQL run inside the transaction just before its commit
     /// (the replay's progress), or empty.
     ///

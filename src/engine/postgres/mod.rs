@@ -10,6 +10,7 @@ mod capture;
 pub mod changes_file;
 mod ddl;
 mod digest;
+pub mod event_table;
 mod follow;
 mod handover;
 mod inventory;
@@ -92,6 +93,19 @@ impl Pg {
     /// # Errors
     /// [`SourceError::Unreachable`], [`SourceError::Authentication`] or a database error.
     pub async fn connect(&self, purpose: &str) -> Result<Client, SourceError> {
+        self.connect_with(purpose, None).await
+    }
+
+    /// [`Pg::connect`], with the channel names of the session's notifications (`LISTEN`) sent
+    /// to `notifications`.
+    ///
+    /// # Errors
+    /// As [`Pg::connect`].
+    pub async fn connect_with(
+        &self,
+        purpose: &str,
+        notifications: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Client, SourceError> {
         let unusable = |e: String| SourceError::Unsupported(format!("{}: {e}", self.name));
         let (plain, tls) = tls::split_url(self.url.without_password()).map_err(unusable)?;
         let mut config: tokio_postgres::Config = plain
@@ -114,11 +128,33 @@ impl Pg {
                 return Err(crate::engine::explain_unreachable(&self.url, self.classify("connecting", true, e)).await);
             }
         };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("PostgreSQL connection ended: {e}");
+        match notifications {
+            None => {
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("PostgreSQL connection ended: {e}");
+                    }
+                });
             }
-        });
+            Some(sender) => {
+                let mut connection = connection;
+                // Polling the messages also drives the session's requests.
+                tokio::spawn(async move {
+                    while let Some(message) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                                let _ = sender.send(note.channel().to_string());
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!("PostgreSQL connection ended: {e}");
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        }
         Ok(client)
     }
 

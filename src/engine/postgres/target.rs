@@ -182,6 +182,39 @@ impl Target for PostgresTarget {
         super::handover::hand_over(&self.pg, handover).await
     }
 
+    async fn check_not_replicating(&self) -> Result<(), SourceError> {
+        let client = match self.pg.connect("replica seed").await {
+            Ok(client) => client,
+            // A database that does not exist yet replicates nothing.
+            Err(SourceError::NoDatabase { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let subscription: Option<String> = client
+            .query_opt(
+                "SELECT subname::text FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE \
+                 datname = current_database()) LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error("reading the target's subscriptions", e))?
+            .map(|row| row.get(0));
+        if let Some(name) = subscription {
+            return Err(SourceError::Unsupported(format!(
+                "{} already replicates: it has subscription {name}; drop it first (DROP SUBSCRIPTION)",
+                self.pg.name
+            )));
+        }
+        if let Some(running) = super::follow::states(&self.pg).await?.into_iter().find(|s| s.running) {
+            return Err(SourceError::Unsupported(format!(
+                "cairn's applier of source {} runs on {} ({}); stop it first with `cairn replica stop`",
+                running.source,
+                self.pg.name,
+                running.applier.unwrap_or_else(|| "unknown".into())
+            )));
+        }
+        Ok(())
+    }
+
     async fn prepare_follow(&self, setup: &crate::engine::follow::FollowSetup<'_>) -> Result<(), SourceError> {
         super::follow::record_setup(&self.pg, setup).await
     }

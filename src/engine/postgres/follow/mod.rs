@@ -47,9 +47,10 @@ pub(super) async fn follow(
     let source_pg = Pg::new(source.url.clone());
     let mut control = target.connect("replica run").await?;
     let setup = state::load(target, &control, &source.name).await?;
-    if !options.dry_run {
-        state::acquire(target, &control, &setup).await?;
-    }
+    let mut control_pid = match options.dry_run {
+        true => 0,
+        false => state::acquire(target, &control, &setup, None).await?,
+    };
     let mut report = FollowReport {
         source: source.name.clone(),
         target: target.name.clone(),
@@ -69,12 +70,10 @@ pub(super) async fn follow(
             Ok(ended) => break Ok(ended),
             Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
                 tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
-                if control.is_closed() {
-                    // The lease went with the control session: take it again on a new one.
-                    control = target.connect("replica run").await?;
-                    state::acquire(target, &control, &setup).await?;
+                if report.transactions > before {
+                    // The session made progress: the waits start short again.
+                    retry = reconnect_policy(options);
                 }
-                state::record_error(target, &control, &setup, &error.to_string()).await;
                 let waited = tokio::select! {
                     more = retry.wait() => more,
                     () = options.stop.cancelled() => break Ok(Ended::Signal),
@@ -83,11 +82,24 @@ pub(super) async fn follow(
                     break Err(error);
                 }
                 report.reconnections += 1;
+                if control.is_closed() || control.simple_query("SELECT 1").await.is_err() {
+                    // The lease went with the control session: take it again on a new one. A
+                    // target that is not back yet is one more lost connection to wait for.
+                    let reopened = async {
+                        let client = target.connect("replica run").await?;
+                        let pid = state::acquire(target, &client, &setup, Some(control_pid)).await?;
+                        Ok::<_, SourceError>((client, pid))
+                    }
+                    .await;
+                    match reopened {
+                        Ok((client, pid)) => (control, control_pid) = (client, pid),
+                        Err(e) if reconnects_after(&e) => continue,
+                        Err(e) => break Err(e),
+                    }
+                }
+                state::record_error(target, &control, &setup, &error.to_string()).await;
             }
             Err(error) => break Err(error),
-        }
-        if report.transactions > before {
-            retry = reconnect_policy(options);
         }
     };
     match outcome {
@@ -138,11 +150,32 @@ impl Session<'_> {
             .map_err(|e| source.error("preparing the session that reads the slot", e))?;
         self.check_source(&source_client).await?;
         let client = self.target.connect("replica run").await?;
+        // The origin first: an earlier session's last commits, still running on the server,
+        // must end before the position is read.
+        if !options.dry_run {
+            self.use_origin(&client).await?;
+        }
         let applied = state::position(self.target, &client, setup).await?;
         report.started_at.get_or_insert_with(|| state::at(applied, setup));
         report.position = Some(state::at(applied, setup));
+        self.check_slot_behind(&source_client, applied).await?;
+        let end_at_start = current_lsn(source, &source_client).await?;
+        if !options.dry_run {
+            // What the target holds is not streamed again (a crash after a commit, before the
+            // slot moved, leaves it in the slot).
+            advance(source, &source_client, setup, applied).await?;
+        }
         if !*validated {
-            match validate(source, self.target, setup, applied, options.sample_rows).await? {
+            match validate(
+                source,
+                self.target,
+                setup,
+                applied,
+                options.sample_rows,
+                !options.dry_run,
+            )
+            .await?
+            {
                 Validation::Equal(lines) => {
                     *validated = true;
                     report.validation = lines;
@@ -159,7 +192,6 @@ impl Session<'_> {
         if options.dry_run {
             return Ok(Ended::DryRun);
         }
-        self.use_origin(&client).await?;
         tracing::info!(
             "{}: applying slot {} from {} to {}",
             setup.source,
@@ -167,8 +199,16 @@ impl Session<'_> {
             state::at(applied, setup),
             self.target.name
         );
+        let mut applier = Applier::new(self.target, &client).await?;
+        applier.expect_position(crate::engine::postgres::pgoutput::lsn_text(applied));
+        // The slot moves past a transaction once its commit is acknowledged: the commit must be
+        // durable by then, whatever the target's default.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| self.target.error("preparing the applier's session", e))?;
         let mut applying = Applying {
-            applier: Applier::new(self.target, &client).await?,
+            applier,
             done: applied,
             since_heartbeat: 0,
             committed_at: None,
@@ -197,14 +237,14 @@ impl Session<'_> {
             let applied_now = self.batch(&source_client, &mut applying).await?;
             report.transactions += applied_now;
             report.position = Some(state::at(applying.done, setup));
-            if applied_now > 0 {
+            if applied_now > 0 && !(options.catch_up && applying.done >= end_at_start) {
                 idle = Duration::from_millis(100);
                 continue;
             }
             // Nothing pending: the target holds everything the source committed.
             if !*validated
                 && let Validation::Equal(lines) =
-                    validate(source, self.target, setup, applying.done, options.sample_rows).await?
+                    validate(source, self.target, setup, applying.done, options.sample_rows, true).await?
             {
                 tracing::info!("{}: caught up; the validation found the tables equal", setup.source);
                 *validated = true;
@@ -221,6 +261,7 @@ impl Session<'_> {
         };
         let done = applying.applier.finish().await?;
         report.row_changes += done.row_changes;
+        self.copy_sequences(&source_client, &client).await?;
         let _ = state::heartbeat(
             self.target,
             control,
@@ -277,6 +318,49 @@ impl Session<'_> {
         })
     }
 
+    /// A slot that moved past what the target holds lost transactions (a target that crashed
+    /// after the slot moved): the replica cannot continue.
+    async fn check_slot_behind(&self, client: &Client, applied: u64) -> Result<(), SourceError> {
+        let confirmed: Option<String> = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.setup.slot],
+            )
+            .await
+            .map_err(|e| self.source.error("reading the replica's slot", e))?
+            .and_then(|row| row.get(0));
+        let Some(confirmed) = confirmed.and_then(|c| parse_lsn(&c).ok()) else {
+            return Ok(());
+        };
+        if confirmed <= applied {
+            return Ok(());
+        }
+        Err(SourceError::LogGap {
+            source_name: self.setup.source.clone(),
+            parent: format!("the replica's position ({})", self.setup.full_copy),
+            needed: format!("slot {} from {}", self.setup.slot, state::at(applied, self.setup)),
+            detail: format!(
+                "the slot has moved on to {} past what the target holds: transactions were lost (the target lost \
+                 commits?); seed the replica again (cairn replica seed --clean --handover cairn), or run with \
+                 --auto-resync",
+                crate::engine::postgres::pgoutput::lsn_text(confirmed)
+            ),
+        })
+    }
+
+    /// Sets the target's sequences to the source's current values (logical decoding does not
+    /// carry them; a sequence may skip values, never repeat one).
+    async fn copy_sequences(&self, source_client: &Client, client: &Client) -> Result<(), SourceError> {
+        let sql = super::inventory::sequence_values(self.source, source_client, &self.setup.filters).await?;
+        for statement in sql.lines().filter(|l| !l.trim().is_empty()) {
+            match client.batch_execute(statement).await {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+                other => other.map_err(|e| self.target.error("setting the replica's sequences", e))?,
+            }
+        }
+        Ok(())
+    }
+
     /// Records every applied transaction's source position in the replica's origin; waits for
     /// an earlier session of this applier to let go of it.
     async fn use_origin(&self, client: &Client) -> Result<(), SourceError> {
@@ -290,6 +374,14 @@ impl Session<'_> {
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) && attempts < 150 => {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // Still in use: another session the server has not ended yet; a retry later may do.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    return Err(SourceError::Locked {
+                        database: self.target.name.clone(),
+                        doing: "using the replica's replication origin".into(),
+                        detail: e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default(),
+                    });
                 }
                 Err(e) => return Err(self.target.error("using the replica's replication origin", e)),
             }
@@ -381,4 +473,14 @@ impl Session<'_> {
         }
         Ok(applied)
     }
+}
+
+/// Where the source's WAL ends now: `--catch-up` stops once the target holds everything to here.
+async fn current_lsn(pg: &Pg, client: &Client) -> Result<u64, SourceError> {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .map_err(|e| pg.error("reading the source's WAL position", e))?
+        .get(0);
+    parse_lsn(&text).map_err(SourceError::Damaged)
 }

@@ -148,18 +148,45 @@ pub(super) async fn load(pg: &Pg, client: &Client, source: &str) -> Result<Setup
     })
 }
 
-/// Takes the replica's lease on `client`, the applier's control session.
+/// Takes the replica's lease on `client`, the applier's control session, and returns the
+/// session's backend pid. `stale`: this applier's earlier control session, ended when it still
+/// holds the lease (a connection lost without the server noticing).
 ///
 /// # Errors
 /// [`SourceError::Locked`] naming the applier that holds it.
-pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup) -> Result<(), SourceError> {
+pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup, stale: Option<i32>) -> Result<i32, SourceError> {
+    let doing = "taking the replica's lease";
+    let key = lease_key(&setup.source);
+    if let Some(stale) = stale {
+        let holder: Option<i32> = client
+            .query_opt(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid AND \
+                 objid = $2::int::oid AND objsubid = 2 AND granted",
+                &[&LEASE_CLASS, &key],
+            )
+            .await
+            .map_err(|e| pg.error(doing, e))?
+            .map(|row| row.get(0));
+        if holder == Some(stale) {
+            tracing::warn!(
+                "{}: ending this applier's earlier control session (pid {stale})",
+                pg.name
+            );
+            client
+                .execute("SELECT pg_terminate_backend($1, 5000)", &[&stale])
+                .await
+                .map_err(|e| pg.error(doing, e))?;
+        }
+    }
     let got: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, $2)",
-            &[&LEASE_CLASS, &lease_key(&setup.source)],
-        )
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LEASE_CLASS, &key])
         .await
-        .map_err(|e| pg.error("taking the replica's lease", e))?
+        .map_err(|e| pg.error(doing, e))?
+        .get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(|e| pg.error(doing, e))?
         .get(0);
     if got {
         let applier = format!("{} pid {}", crate::repo::lock::host_name(), std::process::id());
@@ -171,7 +198,7 @@ pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup) -> Result<(
             )
             .await
             .map_err(|e| pg.error("recording the applier", e))?;
-        return Ok(());
+        return Ok(pid);
     }
     let holder: Option<String> = client
         .query_opt(

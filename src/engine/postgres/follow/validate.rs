@@ -34,9 +34,18 @@ pub(super) async fn advance(source: &Pg, client: &Client, setup: &Setup, applied
     Ok(())
 }
 
-/// Whether the slot holds a committed transaction the target has not applied.
-pub(super) async fn pending(source: &Pg, client: &Client, setup: &Setup, applied: u64) -> Result<bool, SourceError> {
-    advance(source, client, setup, applied).await?;
+/// Whether the slot holds a committed transaction the target has not applied. `moving`: the
+/// slot is first moved to what the target holds (not in a dry run, which changes nothing).
+pub(super) async fn pending(
+    source: &Pg,
+    client: &Client,
+    setup: &Setup,
+    applied: u64,
+    moving: bool,
+) -> Result<bool, SourceError> {
+    if moving {
+        advance(source, client, setup, applied).await?;
+    }
     let rows = client
         .query(
             "SELECT lsn::text FROM pg_logical_slot_peek_binary_changes($1, NULL, 1, 'proto_version', '1', \
@@ -45,7 +54,10 @@ pub(super) async fn pending(source: &Pg, client: &Client, setup: &Setup, applied
         )
         .await
         .map_err(|e| source.error(&format!("reading replication slot {}", setup.slot), e))?;
-    Ok(!rows.is_empty())
+    // Without the move, a transaction the target holds may come first: only one past it counts.
+    Ok(rows.iter().any(|row| {
+        crate::engine::postgres::pgoutput::parse_lsn(&row.get::<_, String>(0)).is_ok_and(|lsn| lsn >= applied)
+    }))
 }
 
 /// Compares every table the replica applies to, if the slot holds nothing the target lacks.
@@ -58,9 +70,10 @@ pub(super) async fn validate(
     setup: &Setup,
     applied: u64,
     sample_rows: u32,
+    moving: bool,
 ) -> Result<Validation, SourceError> {
     let source_client = source.connect("replica validation").await?;
-    if pending(source, &source_client, setup, applied).await? {
+    if pending(source, &source_client, setup, applied, moving).await? {
         return Ok(Validation::SourceAhead);
     }
     let target_client = target.connect("replica validation").await?;
@@ -98,7 +111,7 @@ pub(super) async fn validate(
             }),
         }
     }
-    if pending(source, &source_client, setup, applied).await? {
+    if pending(source, &source_client, setup, applied, moving).await? {
         return Ok(Validation::SourceAhead);
     }
     if !differences.is_empty() {
@@ -118,7 +131,7 @@ async fn tables(pg: &Pg, client: &Client) -> Result<Vec<(String, String)>, Sourc
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cairn_replay') \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cairn_replay', '_cairn') \
              AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
             &[],
         )
