@@ -155,3 +155,49 @@ pub fn reconnect_policy(options: &FollowOptions) -> crate::retry::Retry {
     let retries = options.reconnect_limit.map_or(usize::MAX, |n| n as usize);
     crate::retry::Retry::exponential(Duration::from_millis(500), options.max_wait, retries)
 }
+
+/// One table as the start-up validation sees it on one side: its row count and its first and
+/// last rows by key (rows of the engine's own type).
+#[derive(Debug, PartialEq)]
+pub struct TableSample<R> {
+    pub count: u64,
+    pub first: Vec<R>,
+    pub last: Vec<R>,
+}
+
+impl<R: PartialEq> TableSample<R> {
+    /// What differs between the source (`self`) and the target, in words.
+    pub fn differs(&self, target: &Self) -> Option<String> {
+        if self.count != target.count {
+            return Some(format!(
+                "{} rows on the source, {} on the target",
+                self.count, target.count
+            ));
+        }
+        for (which, source, target) in [
+            ("first", &self.first, &target.first),
+            ("last", &self.last, &target.last),
+        ] {
+            if let Some(i) = (0..source.len().max(target.len())).find(|&i| source.get(i) != target.get(i)) {
+                return Some(format!(
+                    "the {which} rows by key differ (row {} of the {which} {})",
+                    i + 1,
+                    source.len()
+                ));
+            }
+        }
+        None
+    }
+
+    /// The validation's line for a table found equal.
+    pub fn equal_line(&self, name: &str, keyed: bool) -> String {
+        match keyed {
+            false => format!("{name}: {} rows (no primary key: rows counted only)", self.count),
+            true => format!(
+                "{name}: {} rows, keys and the first and last {} rows equal",
+                self.count,
+                self.first.len().max(self.last.len())
+            ),
+        }
+    }
+}

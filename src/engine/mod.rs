@@ -4,6 +4,7 @@
 
 pub mod change;
 mod error;
+pub mod event_copy;
 pub mod event_tables;
 pub mod filter;
 pub mod follow;

@@ -176,7 +176,7 @@ pub async fn events(
     for target in &request.targets {
         targets.push(target.url()?);
     }
-    Ok(crate::engine::event_tables::run(&source.url, &targets, &request.options).await?)
+    Ok(crate::engine::event_copy::run(&source.url, &targets, &request.options).await?)
 }
 
 /// A replica as `cairn replica status` shows it: the target's record and, for a configured

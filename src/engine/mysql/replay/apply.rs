@@ -45,6 +45,36 @@ pub(super) struct Applier<'a> {
     pub(super) open: bool,
     pub(super) transactions: u64,
     pub(super) row_changes: u64,
+    /// A statement applied created a trigger, which is to be set aside.
+    pub(super) trigger_created: bool,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier of `source`'s changes to `databases` over `conn`.
+    pub(super) fn new(
+        my: &'a My,
+        conn: Conn,
+        source: String,
+        targets: String,
+        databases: &'a BTreeMap<String, String>,
+        filters: Filters,
+    ) -> Self {
+        Applier {
+            my,
+            conn,
+            source,
+            targets,
+            databases,
+            filters,
+            tables: HashMap::new(),
+            statements: HashMap::new(),
+            foreign_key_checks: true,
+            open: false,
+            transactions: 0,
+            row_changes: 0,
+            trigger_created: false,
+        }
+    }
 }
 
 impl Applier<'_> {
@@ -428,11 +458,10 @@ impl Applier<'_> {
         self.exec("restoring the row session", ROW_SESSION).await?;
         self.tables.clear();
         self.statements.clear();
-        if creates_trigger(&text) {
-            // Row events already hold what the source's triggers did: a trigger the log creates
-            // is set aside like those that were there when the replay started.
-            super::triggers::set_aside_triggers(self).await?;
-        }
+        // Row events already hold what the source's triggers did: a trigger the log creates
+        // must be set aside like those that were there when the replay started (by the caller:
+        // `triggers::set_aside_triggers`).
+        self.trigger_created |= creates_trigger(&text);
         Ok(())
     }
 }

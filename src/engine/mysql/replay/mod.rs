@@ -17,7 +17,7 @@ mod sql;
 mod triggers;
 mod values;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use mysql_async::prelude::Queryable;
 
@@ -258,20 +258,14 @@ pub(super) async fn replay(
     let conn = my
         .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
         .await?;
-    let mut applier = Applier {
+    let mut applier = Applier::new(
         my,
         conn,
-        source: input.source.clone(),
-        targets: targets.clone(),
+        input.source.clone(),
+        targets.clone(),
         databases,
-        filters: filters.clone(),
-        tables: HashMap::new(),
-        statements: HashMap::new(),
-        foreign_key_checks: true,
-        open: false,
-        transactions: 0,
-        row_changes: 0,
-    };
+        filters.clone(),
+    );
     if input.mysql.no_binlog {
         applier
             .exec(
@@ -305,6 +299,9 @@ pub(super) async fn replay(
     );
     while let Some(change) = decoder.next().await? {
         applier.apply(change, &progress).await?;
+        if std::mem::take(&mut applier.trigger_created) {
+            set_aside_triggers(&mut applier).await?;
+        }
     }
     applier.close("ending the replay").await?;
     restore_triggers(&mut applier).await?;

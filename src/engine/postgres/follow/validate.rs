@@ -6,6 +6,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::state::Setup;
 use crate::engine::SourceError;
+use crate::engine::follow::TableSample;
 use crate::engine::postgres::apply::OUTPUT_SETTINGS;
 use crate::engine::postgres::{Pg, quote_ident};
 
@@ -101,16 +102,13 @@ pub(super) async fn validate(
         };
         match on_source.differs(&on_target) {
             Some(what) => differences.push(format!("{name}: {what}")),
-            None => lines.push(match key.is_empty() {
-                true => format!("{name}: {} rows (no primary key: rows counted only)", on_source.count),
-                false => format!(
-                    "{name}: {} rows, keys and the first and last {} rows equal",
-                    on_source.count,
-                    on_source.first.len().max(on_source.last.len())
-                ),
-            }),
+            None => lines.push(on_source.equal_line(&name, !key.is_empty())),
         }
     }
+    // Logical decoding reads WAL only up to where it is flushed, while a commit is visible as soon
+    // as it is written (`synchronous_commit = off`): a transaction the comparison saw must be
+    // flushed before the slot can say it holds nothing new.
+    wait_flushed(source, &source_client).await?;
     if pending(source, &source_client, setup, applied, moving).await? {
         return Ok(Validation::SourceAhead);
     }
@@ -125,6 +123,32 @@ pub(super) async fn validate(
         )));
     }
     Ok(Validation::Equal(lines))
+}
+
+/// Waits until the source's WAL is flushed up to where it was written when this was called.
+async fn wait_flushed(pg: &Pg, client: &Client) -> Result<(), SourceError> {
+    let doing = "waiting for the source's WAL to be flushed";
+    let written: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(|e| pg.error(doing, e))?
+        .get(0);
+    for _ in 0..100 {
+        let flushed: bool = client
+            .query_one("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", &[&written])
+            .await
+            .map_err(|e| pg.error(doing, e))?
+            .get(0);
+        if flushed {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(SourceError::Locked {
+        database: pg.name.clone(),
+        doing: doing.into(),
+        detail: format!("the WAL written up to {written} was not flushed within 5 s"),
+    })
 }
 
 async fn tables(pg: &Pg, client: &Client) -> Result<Vec<(String, String)>, SourceError> {
@@ -155,14 +179,6 @@ async fn primary_key(pg: &Pg, client: &Client, schema: &str, table: &str) -> Res
 
 type Rows = Vec<Vec<Option<String>>>;
 
-/// One side's view of a table, rows as text.
-#[derive(Debug, PartialEq)]
-struct Side {
-    count: u64,
-    first: Rows,
-    last: Rows,
-}
-
 async fn text_rows(pg: &Pg, client: &Client, sql: &str, doing: &str) -> Result<Rows, SourceError> {
     let messages = client.simple_query(sql).await.map_err(|e| pg.error(doing, e))?;
     Ok(messages
@@ -173,6 +189,9 @@ async fn text_rows(pg: &Pg, client: &Client, sql: &str, doing: &str) -> Result<R
         })
         .collect())
 }
+
+/// One side's view of a table.
+type Side = TableSample<Vec<Option<String>>>;
 
 impl Side {
     async fn read(
@@ -225,28 +244,5 @@ impl Side {
         )
         .await?;
         Ok(side)
-    }
-
-    /// What differs between the source (`self`) and the target, in words.
-    fn differs(&self, target: &Side) -> Option<String> {
-        if self.count != target.count {
-            return Some(format!(
-                "{} rows on the source, {} on the target",
-                self.count, target.count
-            ));
-        }
-        for (which, source, target) in [
-            ("first", &self.first, &target.first),
-            ("last", &self.last, &target.last),
-        ] {
-            if let Some(i) = (0..source.len().max(target.len())).find(|&i| source.get(i) != target.get(i)) {
-                return Some(format!(
-                    "the {which} rows by key differ (row {} of the {which} {})",
-                    i + 1,
-                    source.len()
-                ));
-            }
-        }
-        None
     }
 }

@@ -8,7 +8,6 @@ mod state;
 mod stream;
 mod validate;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -151,20 +150,14 @@ async fn new_applier<'a>(target: &'a My, setup: &'a Setup) -> Result<Applier<'a>
     let conn = target
         .connect_tuned(Some(""), |builder| builder.client_found_rows(true).stmt_cache_size(512))
         .await?;
-    let mut applier = Applier {
-        my: target,
+    let mut applier = Applier::new(
+        target,
         conn,
-        source: setup.source.clone(),
-        targets: setup.targets.clone(),
-        databases: &setup.databases,
-        filters: setup.filters.clone(),
-        tables: HashMap::new(),
-        statements: HashMap::new(),
-        foreign_key_checks: true,
-        open: false,
-        transactions: 0,
-        row_changes: 0,
-    };
+        setup.source.clone(),
+        setup.targets.clone(),
+        &setup.databases,
+        setup.filters.clone(),
+    );
     prepare_progress(&mut applier).await?;
     applier.exec("preparing the applier's session", ROW_SESSION).await?;
     applier
@@ -322,6 +315,9 @@ impl Session<'_> {
                         _ => None,
                     };
                     applier.apply(change, &progress).await?;
+                    if std::mem::take(&mut applier.trigger_created) {
+                        set_aside_triggers(&mut applier).await?;
+                    }
                     if let Some(position) = commit {
                         report.transactions += 1;
                         applied_event_at = live.last_timestamp;

@@ -8,6 +8,7 @@ use mysql_async::{Conn, Value};
 
 use super::state::Setup;
 use crate::engine::SourceError;
+use crate::engine::follow::TableSample;
 use crate::engine::mysql::binlog::GtidState;
 use crate::engine::mysql::snapshot::{Server, coordinates};
 use crate::engine::mysql::{My, quote_ident};
@@ -92,14 +93,7 @@ pub(super) async fn validate(
             };
             match on_source.differs(&on_target) {
                 Some(what) => differences.push(format!("{name}: {what}")),
-                None => lines.push(match key.is_empty() {
-                    true => format!("{name}: {} rows (no primary key: rows counted only)", on_source.count),
-                    false => format!(
-                        "{name}: {} rows, keys and the first and last {} rows equal",
-                        on_source.count,
-                        on_source.first.len().max(on_source.last.len())
-                    ),
-                }),
+                None => lines.push(on_source.equal_line(&name, !key.is_empty())),
             }
         }
     }
@@ -175,12 +169,7 @@ async fn columns(
 }
 
 /// One side's view of a table.
-#[derive(Debug, PartialEq)]
-struct Side {
-    count: u64,
-    first: Vec<Vec<Value>>,
-    last: Vec<Vec<Value>>,
-}
+type Side = TableSample<Vec<Value>>;
 
 impl Side {
     async fn read(
@@ -224,32 +213,6 @@ impl Side {
             *rows = read.into_iter().map(mysql_async::Row::unwrap).collect();
         }
         Ok(side)
-    }
-
-    /// What differs between the source (`self`) and the target, in words.
-    fn differs(&self, target: &Side) -> Option<String> {
-        if self.count != target.count {
-            return Some(format!(
-                "{} rows on the source, {} on the target",
-                self.count, target.count
-            ));
-        }
-        for (which, source, target) in [
-            ("first", &self.first, &target.first),
-            ("last", &self.last, &target.last),
-        ] {
-            if source.len() != target.len() {
-                return Some(format!("the {which} rows by key differ in number"));
-            }
-            if let Some((i, _)) = source.iter().zip(target).enumerate().find(|(_, (s, t))| s != t) {
-                return Some(format!(
-                    "the {which} rows by key differ (row {} of the {which} {})",
-                    i + 1,
-                    source.len()
-                ));
-            }
-        }
-        None
     }
 }
 
