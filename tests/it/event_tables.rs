@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use crate::support::{cairn, run};
+use crate::support::{Background, cairn, run};
 
 /// `replica events --source fx --table TABLE` to `targets`, with `more` arguments.
 fn events(
@@ -81,18 +81,17 @@ async fn event_rows_reach_two_mariadb_targets_once_through_a_restart() {
     assert!(rows(url_of(&first)).await.is_empty());
 
     // Running, killed part way, started again: every row once, in both.
-    let mut running = events(locks.path(), &config, &table, &targets, &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut running = Background::spawn(
+        events(locks.path(), &config, &table, &targets, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.query_drop("INSERT INTO events SELECT seq, 'late', 1.5, '2026-02-01' FROM seq_41_to_60")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    running.kill().unwrap();
-    running.wait().unwrap();
+    running.kill();
     conn.query_drop("INSERT INTO events VALUES (61, 'after', 2.25, '2026-03-01 10:00:00.123456')")
         .await
         .unwrap();
@@ -147,17 +146,15 @@ async fn event_rows_reach_a_postgres_target_woken_by_notify() {
             .collect::<Vec<_>>()
     };
     // A long idle wait: only the notification wakes the copy up in time.
-    let mut running = events(
+    let mut command = events(
         locks.path(),
         &config,
         "public.events",
         &[url_of(&target)],
         &["--notify", "events_added", "--max-idle", "60"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    );
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut running = Background::spawn(&mut command);
     let mut seen = Vec::new();
     for _ in 0..40 {
         seen = rows(url_of(&target)).await;
@@ -180,8 +177,7 @@ async fn event_rows_reach_a_postgres_target_woken_by_notify() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    running.kill().unwrap();
-    running.wait().unwrap();
+    running.kill();
     assert_eq!(
         seen,
         rows(url_of(&source)).await,

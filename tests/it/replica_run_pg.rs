@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::postgres::{connect as pg_connect, fresh_database, url_of};
 use crate::replica::{pg_replica_url, pg_rows};
-use crate::support::{cairn, run};
+use crate::support::{Background, cairn, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
@@ -108,17 +108,16 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
     };
     let log = locks.path().join("applier.log");
     let spawn = || {
-        with_config()
-            .args(["replica", "run", "--source", "fx", "--target", &target, "--json"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap()
+        Background::spawn(
+            with_config()
+                .args(["replica", "run", "--source", "fx", "--target", &target, "--json"])
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log).unwrap()),
+        )
     };
     let mut applier = spawn();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    applier.kill().unwrap();
-    applier.wait().unwrap();
+    applier.kill();
     let applier = spawn();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -139,7 +138,7 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
     assert!(out.contains("\"running\": true"), "{out}");
     let (code, out, err) = replica(&["stop"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let output = applier.wait_with_output().unwrap();
+    let output = applier.wait_with_output();
     let applier_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(output.status.code(), Some(0), "{applier_log}");
     let ran: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -506,6 +506,39 @@ fn clean_environment(mut command: Command, lock_dir: &Path) -> Command {
 }
 
 /// Runs a command and returns (exit code, stdout, stderr).
+/// A cairn started in the background, killed when the test ends however it ends: a failing
+/// test must not leave an applier writing to the shared test servers.
+pub struct Background(pub Option<std::process::Child>);
+
+impl Background {
+    pub fn spawn(command: &mut Command) -> Self {
+        Background(Some(command.spawn().expect("start cairn")))
+    }
+
+    /// SIGKILL, and wait for it to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for it to end by itself; its output.
+    pub fn wait_with_output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .expect("wait for cairn")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub fn run(command: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = command.output().expect("run cairn");
     (
