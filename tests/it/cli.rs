@@ -767,9 +767,11 @@ fn the_deployment_examples_use_flags_and_keys_cairn_has() {
             commands.push(command.split_whitespace().map(str::to_string).collect());
         }
     }
-    for line in read("systemd/cairn-backup.service").lines() {
-        if let Some(command) = line.strip_prefix("ExecStart=") {
-            commands.push(command.split_whitespace().skip(1).map(str::to_string).collect());
+    for unit in ["systemd/cairn-backup.service", "systemd/cairn-replica@.service"] {
+        for line in read(unit).lines() {
+            if let Some(command) = line.strip_prefix("ExecStart=") {
+                commands.push(command.split_whitespace().skip(1).map(str::to_string).collect());
+            }
         }
     }
     let kubernetes = read("kubernetes/cronjob.yaml");
@@ -781,7 +783,7 @@ fn the_deployment_examples_use_flags_and_keys_cairn_has() {
         commands.push(serde_json::from_str(&list[..=end].replace("\n#", "\n")).unwrap());
         rest = &list[end..];
     }
-    assert!(commands.len() >= 5, "{commands:?}");
+    assert!(commands.len() >= 6, "{commands:?}");
     for args in &commands {
         let parsed = cairn::cli::Cli::try_parse_from(std::iter::once("cairn".to_string()).chain(args.iter().cloned()));
         assert!(parsed.is_ok(), "{args:?}: {}", parsed.err().unwrap());
