@@ -195,6 +195,12 @@ async fn cairns_applier_follows_a_source_through_rotations_a_kill_and_a_restart(
     );
 }
 
+/// How many source transactions the replica recorded for `target`.
+async fn recorded(conn: &mut mysql_async::Conn, target: &str) -> u64 {
+    let sql = "SELECT transactions FROM cairn_replay.progress WHERE source = 'fx' AND target_databases = ?";
+    conn.exec_first(sql, (target,)).await.unwrap().unwrap()
+}
+
 async fn rows(url: &str) -> Vec<(i32, String)> {
     connect(url)
         .await
@@ -265,6 +271,43 @@ async fn the_applier_validates_its_target_refuses_a_purged_log_and_resyncs_when_
 
     // Put right, the replica catches up with what the source wrote meanwhile and stops there.
     by_hand.query_drop("UPDATE t SET v = 'v7' WHERE id = 7").await.unwrap();
+    // A row missing on the replica that a later source transaction changes stops the applier in
+    // the middle of what it applies together: the error names the table, and the replica's rows
+    // and its recorded position still agree (whole transactions, each recorded with its rows).
+    let before = recorded(&mut by_hand, &renamed).await;
+    by_hand.query_drop("DELETE FROM t WHERE id = 20").await.unwrap();
+    for id in 100..130 {
+        conn.query_drop(format!("INSERT INTO t VALUES ({id}, 'batch')"))
+            .await
+            .unwrap();
+    }
+    conn.query_drop("UPDATE t SET v = 'changed' WHERE id = 20")
+        .await
+        .unwrap();
+    for id in 130..135 {
+        conn.query_drop(format!("INSERT INTO t VALUES ({id}, 'after')"))
+            .await
+            .unwrap();
+    }
+    let (code, out, err) = replica(locks.path(), &config, &["run", "--catch-up"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("found no matching row") && err.contains(&format!("`{renamed}`.`t`")),
+        "{err}"
+    );
+    let applied: u64 = by_hand
+        .query_first("SELECT COUNT(*) FROM t WHERE id >= 100")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied, recorded(&mut by_hand, &renamed).await - before);
+    assert!(applied <= 30, "{applied} rows: applied past the update that failed");
+    // Put right, the applier goes on from the position it recorded.
+    by_hand.query_drop("INSERT INTO t VALUES (20, 'v20')").await.unwrap();
+    conn.query_drop("DELETE FROM t WHERE id >= 100").await.unwrap();
+    let (code, out, err) = replica(locks.path(), &config, &["run", "--catch-up"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(rows(&on_replica(&renamed)).await, rows(&url_of(&source)).await);
     // A trigger created on the source after the seed: its effects come as rows, so on the replica
     // it must not fire again while the applier runs — and it is there once the applier stops.
     conn.query_drop(

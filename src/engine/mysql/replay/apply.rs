@@ -1,5 +1,7 @@
-//! The MySQL applier: the change stream applied to the target over one session, each source
-//! transaction in one target transaction that also records the position after it.
+//! The MySQL applier: the change stream applied to the target over one session. Whole source
+//! transactions are applied in one target transaction that also records the position after the
+//! last of them; their statements are queued and sent many at a time (`batch.rs`), the commit
+//! with them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -8,6 +10,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 
 use super::PROGRESS_DATABASE;
+use super::batch::{Batch, Check, Doing, Mark};
+use super::render::{self, LONGEST_STATEMENT};
 use super::sql::{dropped_trigger, first_words, rename_references, statement_table};
 use super::values::{ColumnInfo, TableInfo, values};
 use crate::engine::SourceError;
@@ -20,6 +24,11 @@ use crate::repo::model::LogPosition;
 
 /// Rows changed by one `INSERT` at most.
 const INSERT_ROWS: usize = 100;
+/// Queued statements are sent once they reach this size…
+const SEND_BYTES: usize = 512 << 10;
+/// …and the target transaction is committed at the first source transaction end after a send,
+/// or after this many source transactions.
+const MOST_TRANSACTIONS: u64 = 1000;
 /// Session of the applying connection: row images carry bytes as stored and times in UTC.
 pub(super) const ROW_SESSION: &str =
     "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', SESSION time_zone = '+00:00', NAMES binary";
@@ -41,8 +50,17 @@ pub(super) struct Applier<'a> {
     pub(super) tables: HashMap<(String, String), Arc<TableInfo>>,
     pub(super) statements: HashMap<(String, usize), String>,
     pub(super) foreign_key_checks: bool,
-    /// A target transaction is open (started ahead of the next source transaction).
+    /// A target transaction is open (its `BEGIN` sent or queued).
     pub(super) open: bool,
+    /// Statements queued, not sent yet.
+    batch: Batch,
+    /// Source transactions applied in the open target transaction, not committed yet, and the
+    /// end of the last of them, which its commit records.
+    completed: u64,
+    last: Option<Commit>,
+    /// Where the source transaction being applied starts in the batch; `None` between source
+    /// transactions.
+    started: Option<Mark>,
     pub(super) transactions: u64,
     pub(super) row_changes: u64,
     /// A statement applied created a trigger, which is to be set aside.
@@ -70,6 +88,10 @@ impl<'a> Applier<'a> {
             statements: HashMap::new(),
             foreign_key_checks: true,
             open: false,
+            batch: Batch::default(),
+            completed: 0,
+            last: None,
+            started: None,
             transactions: 0,
             row_changes: 0,
             trigger_created: false,
@@ -82,7 +104,9 @@ impl Applier<'_> {
         self.my.error(doing, e)
     }
 
+    /// Runs `sql` after every statement queued.
     pub(super) async fn exec(&mut self, doing: &str, sql: &str) -> Result<(), SourceError> {
+        self.send().await?;
         let result = self.conn.query_drop(sql).await;
         result.map_err(|e| self.error(doing, e))
     }
@@ -116,21 +140,25 @@ impl Applier<'_> {
                     || expression.is_some_and(|e| !e.is_empty()),
             });
         }
-        let info = Arc::new(TableInfo {
+        let mut info = TableInfo {
             qualified: format!("{}.{}", quote_ident(database), quote_ident(table)),
+            quoted: columns.iter().map(|c| quote_ident(&c.name)).collect(),
             columns,
             key: primary,
-        });
+            insert_head: Vec::new(),
+        };
+        info.insert_head = render::insert_head(&info);
+        let info = Arc::new(info);
         self.tables.insert(key, info.clone());
         Ok(info)
     }
 
-    /// The progress update after `commit` as SQL text with literals.
-    fn record_sql(&self, commit: &Commit) -> String {
+    /// The progress update recording `commit`, the last of `count` source transactions.
+    fn record_sql(&self, commit: &Commit, count: u64) -> String {
         let (file, position, gtid) = position_parts(&commit.position);
         format!(
             "UPDATE {PROGRESS_DATABASE}.progress SET copy_id = {}, server_file = {}, position = {position}, gtid = {}, \
-             transactions = transactions + 1 WHERE source = {} AND target_databases = {}",
+             transactions = transactions + {count} WHERE source = {} AND target_databases = {}",
             quote_literal(&commit.copy),
             quote_literal(file),
             quote_literal(gtid),
@@ -139,26 +167,78 @@ impl Applier<'_> {
         )
     }
 
-    /// Records `commit` inside the open transaction, commits it and opens the next one, in one
-    /// round trip.
-    async fn commit(&mut self, commit: &Commit) -> Result<(), SourceError> {
-        let sql = format!("{}; COMMIT; BEGIN", self.record_sql(commit));
-        self.exec(&format!("{}: committing", commit.at), &sql).await?;
-        self.open = true;
+    /// Queues the commit of the open target transaction, recording the last source transaction
+    /// it holds. Only ever at the head of the batch: the server runs every statement of a batch
+    /// even when one changed no row, so a `COMMIT` must follow statements already checked.
+    fn queue_commit(&mut self) {
+        debug_assert!(self.batch.is_empty());
+        if let Some(last) = self.last.take() {
+            let record = self.record_sql(&last, self.completed);
+            self.batch
+                .push(record.as_bytes(), Check::Plain("recording the replay position"));
+        }
+        self.batch.push(b"COMMIT", Check::Plain("committing"));
+        self.completed = 0;
+        self.open = false;
+    }
+
+    /// Sends the statements queued and checks each one's result.
+    async fn send_queued(&mut self) -> Result<(), SourceError> {
+        std::mem::take(&mut self.batch).send(self.my, &mut self.conn).await
+    }
+
+    /// Sends the statements queued, inside the open target transaction. A source transaction
+    /// part way is first set apart from the whole ones before it, which are committed: its
+    /// `ROLLBACK` must not undo them.
+    async fn send(&mut self) -> Result<(), SourceError> {
+        if let Some(mark) = self.started
+            && self.completed > 0
+        {
+            let part = self.batch.split_off(mark);
+            self.send_queued().await?;
+            self.queue_commit();
+            self.batch.push(b"BEGIN", Check::Plain("beginning a transaction"));
+            self.open = true;
+            self.batch.append(part);
+        }
+        if self.started.is_some() {
+            self.started = Some(Mark::default());
+        }
+        self.send_queued().await
+    }
+
+    /// Whether source transactions were applied and not committed yet.
+    pub(super) fn unflushed(&self) -> bool {
+        self.started.is_none() && (self.completed > 0 || !self.batch.is_empty())
+    }
+
+    /// Commits the whole source transactions applied so far, between source transactions: their
+    /// statements in one round trip, then — all of them checked — the commit in a second.
+    pub(super) async fn flush(&mut self) -> Result<(), SourceError> {
+        if self.started.is_some() {
+            return Ok(());
+        }
+        self.send_queued().await?;
+        if self.open && self.completed > 0 {
+            self.queue_commit();
+            self.send_queued().await?;
+        }
         Ok(())
     }
 
-    /// Commits the open (empty) transaction before a statement that must run on its own.
-    pub(super) async fn close(&mut self, at: &str) -> Result<(), SourceError> {
+    /// Commits everything applied, before a statement that must run on its own or at the end.
+    pub(super) async fn close(&mut self) -> Result<(), SourceError> {
+        self.send_queued().await?;
         if self.open {
-            self.exec(&format!("{at}: committing"), "COMMIT").await?;
-            self.open = false;
+            self.queue_commit();
+            self.send_queued().await?;
         }
         Ok(())
     }
 
     /// Records the position after `commit` on its own.
     async fn record(&mut self, commit: &Commit) -> Result<(), SourceError> {
+        self.send().await?;
         let (file, position, gtid) = position_parts(&commit.position);
         let result = self
             .conn
@@ -176,11 +256,13 @@ impl Applier<'_> {
     /// Applies one change of the stream.
     pub(super) async fn apply(&mut self, change: Change, progress: &Progress) -> Result<(), SourceError> {
         match change {
-            Change::Begin { at, .. } => {
+            Change::Begin { .. } => {
                 if !self.open {
-                    self.exec(&format!("{at}: BEGIN"), "BEGIN").await?;
+                    self.batch.push(b"BEGIN", Check::Plain("beginning a transaction"));
                     self.open = true;
                 }
+                self.batch.end_insert();
+                self.started = Some(self.batch.mark());
             }
             Change::Rows(rows) => self.apply_rows(rows).await?,
             Change::Truncate(truncate) => {
@@ -194,24 +276,38 @@ impl Applier<'_> {
             Change::Statement(statement) => {
                 if statement.standalone {
                     // DDL commits by itself: nothing of ours may be open when it runs.
-                    self.close(&statement.at).await?;
+                    self.close().await?;
                 }
                 self.statement(statement).await?;
             }
             Change::Commit(commit) => {
+                let bytes = commit.bytes;
                 match commit.ending {
                     Ending::Rollback => {
-                        // The source undid the transaction's transactional part; so does the target.
+                        // The source undid the transaction's transactional part; so does the
+                        // target (the whole source transactions before it were committed first).
                         self.exec(&format!("{}: rolling back", commit.at), "ROLLBACK").await?;
                         self.open = false;
+                        self.started = None;
                         self.record(&commit).await?;
                     }
-                    Ending::Commit => self.commit(&commit).await?,
-                    // A statement that committed by itself: its position is recorded right after.
-                    Ending::Standalone => self.record(&commit).await?,
+                    // A statement that committed by itself (DDL): its position is recorded right
+                    // after.
+                    _ if !self.open => {
+                        self.started = None;
+                        self.record(&commit).await?;
+                    }
+                    Ending::Commit | Ending::Standalone => {
+                        self.started = None;
+                        self.completed += 1;
+                        self.last = Some(commit);
+                        if self.batch.size() >= SEND_BYTES || self.completed >= MOST_TRANSACTIONS {
+                            self.flush().await?;
+                        }
+                    }
                 }
                 self.transactions += 1;
-                progress.done(commit.bytes);
+                progress.done(bytes);
             }
         }
         Ok(())
@@ -227,21 +323,19 @@ impl Applier<'_> {
             changes,
             ..
         } = rows;
-        let at = at.as_str();
         let Some(target_db) = self.databases.get(&source_db).cloned() else {
             return Ok(());
         };
         if !self.filters.data_included(&source_db, &table) {
             return Ok(());
         }
+        let at: Arc<str> = Arc::from(at);
         if foreign_key_checks != self.foreign_key_checks {
             self.foreign_key_checks = foreign_key_checks;
             let value = u8::from(self.foreign_key_checks);
-            self.exec(
-                "setting foreign_key_checks",
-                &format!("SET SESSION foreign_key_checks = {value}"),
-            )
-            .await?;
+            let set = format!("SET SESSION foreign_key_checks = {value}");
+            self.batch
+                .push(set.as_bytes(), Check::Plain("setting foreign_key_checks"));
         }
         let info = self.table(&target_db, &table).await?;
         if info.columns.len() as u64 != columns {
@@ -252,29 +346,52 @@ impl Applier<'_> {
                 info.columns.len(),
             )));
         }
-        let batch = INSERT_ROWS.min(60_000 / info.columns.len().max(1)).max(1);
-        let mut pending: Vec<Vec<Value>> = Vec::new();
+        let most = INSERT_ROWS.min(60_000 / info.columns.len().max(1)).max(1) as u64;
+        let check = |doing| Check::Rows {
+            at: at.clone(),
+            table: info.clone(),
+            doing,
+            rows: 1,
+        };
+        let mut text = Vec::new();
         for change in changes {
             self.row_changes += 1;
+            text.clear();
+            // A change is queued as text; one too long for that (or with a value that has no
+            // literal) runs on its own as a prepared statement.
             match change {
                 RowChange::Insert { after } => {
-                    pending.push(values(after, &info, at)?);
-                    if pending.len() == batch {
-                        self.insert(&info, std::mem::take(&mut pending), at).await?;
+                    let row = values(after, &info, &at)?;
+                    if render::insert_row(&mut text, &info, &row) && text.len() < LONGEST_STATEMENT {
+                        self.batch.insert_row(&info.insert_head, &text, &at, &info, most);
+                    } else {
+                        self.batch.end_insert();
+                        self.send().await?;
+                        self.insert(&info, vec![row], &at).await?;
                     }
                 }
                 RowChange::Update { before, after } => {
-                    let (before, after) = (values(before, &info, at)?, values(after, &info, at)?);
-                    self.update(&info, before, after, at).await?;
+                    let (before, after) = (values(before, &info, &at)?, values(after, &info, &at)?);
+                    if render::update(&mut text, &info, &before, &after) && text.len() < LONGEST_STATEMENT {
+                        self.batch.push(&text, check(Doing::Update));
+                    } else {
+                        self.send().await?;
+                        self.update(&info, before, after, &at).await?;
+                    }
                 }
                 RowChange::Delete { before } => {
-                    let before = values(before, &info, at)?;
-                    self.delete(&info, before, at).await?;
+                    let before = values(before, &info, &at)?;
+                    if render::delete(&mut text, &info, &before) && text.len() < LONGEST_STATEMENT {
+                        self.batch.push(&text, check(Doing::Delete));
+                    } else {
+                        self.send().await?;
+                        self.delete(&info, before, &at).await?;
+                    }
                 }
             }
-        }
-        if !pending.is_empty() {
-            self.insert(&info, pending, at).await?;
+            if self.batch.size() >= SEND_BYTES {
+                self.send().await?;
+            }
         }
         Ok(())
     }
@@ -395,6 +512,7 @@ impl Applier<'_> {
             ..
         } = statement;
         let (at, text) = (at.as_str(), text.as_str());
+        self.send().await?;
         let Some(source_db) = statement_database(text, &schema, self.databases.keys()) else {
             tracing::debug!(
                 "{at}: skipped {} (it touches no restored database)",

@@ -7,11 +7,13 @@
 //! fails the replay with the target untouched by it.
 
 mod apply;
+mod batch;
 mod decode;
 mod events;
 mod fetch;
 mod live;
 mod progress;
+mod render;
 mod scan;
 mod sql;
 mod triggers;
@@ -303,7 +305,7 @@ pub(super) async fn replay(
             set_aside_triggers(&mut applier).await?;
         }
     }
-    applier.close("ending the replay").await?;
+    applier.close().await?;
     restore_triggers(&mut applier).await?;
     let position = progress::end(&mut applier, input).await?;
     let _ = applier.conn.disconnect().await;

@@ -12,6 +12,10 @@ use crate::engine::change::Value;
 pub(super) struct TableInfo {
     pub(super) qualified: String,
     pub(super) columns: Vec<ColumnInfo>,
+    /// The columns' names, quoted, in order.
+    pub(super) quoted: Vec<String>,
+    /// `INSERT INTO … (the columns an insert sets) VALUES `.
+    pub(super) insert_head: Vec<u8>,
     /// Indexes of the primary key's columns; empty: rows are found by their whole image.
     pub(super) key: Vec<usize>,
 }

@@ -1,6 +1,6 @@
 //! cairn's own continuous applier for MySQL/MariaDB (`cairn replica run`): the source's live
-//! binary log applied to a seeded target by the replay's applier — one target transaction per
-//! source transaction with the position recorded in it — under a lease, with a heartbeat, a
+//! binary log applied to a seeded target by the replay's applier — whole source transactions
+//! per target transaction with the position recorded in it — under a lease, with a heartbeat, a
 //! start-up validation, reconnection with backoff after a lost connection, and a clean stop
 //! after the transaction in flight.
 
@@ -261,6 +261,11 @@ impl Session<'_> {
             {
                 break ended;
             }
+            // Source transactions are applied together until the source has nothing more ready:
+            // then they are committed (the target never waits on a source that is idle).
+            if applier.unflushed() && !live.ready()? {
+                applier.flush().await?;
+            }
             tokio::select! {
                 biased;
                 () = self.options.stop.cancelled(), if stopping.is_none() => {
@@ -268,6 +273,10 @@ impl Session<'_> {
                     stopping = Some(Ended::Signal);
                 }
                 _ = heartbeat.tick() => {
+                    if !live.in_transaction() {
+                        // What the heartbeat and a validation say was applied is committed.
+                        applier.flush().await?;
+                    }
                     let idle = (!live.in_transaction()).then(|| live.received());
                     if state::heartbeat(self.target, control, setup, applied_event_at.take(), idle).await?
                         && stopping.is_none()
@@ -326,7 +335,7 @@ impl Session<'_> {
                 }
             }
         };
-        applier.close("stopping the applier").await?;
+        applier.close().await?;
         restore_triggers(&mut applier).await?;
         // Stopped cleanly: no session of this applier is left for the next one to end.
         applier

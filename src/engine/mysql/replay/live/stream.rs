@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 
@@ -42,6 +42,8 @@ pub(super) struct Live {
     wanted: Wanted,
     /// When the last event read was written on the source (seconds since the epoch).
     pub last_timestamp: Option<u32>,
+    /// The server ended the stream.
+    ended: bool,
 }
 
 impl Live {
@@ -95,6 +97,7 @@ impl Live {
             pending: VecDeque::new(),
             wanted,
             last_timestamp: None,
+            ended: false,
         })
     }
 
@@ -118,6 +121,9 @@ impl Live {
             if let Some(change) = self.pending.pop_front() {
                 return Ok(Some(change));
             }
+            if self.ended {
+                return Ok(None);
+            }
             let next = match tokio::time::timeout(SILENCE, self.stream.next()).await {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(None),
@@ -132,6 +138,25 @@ impl Live {
             let event = next.map_err(|e| self.my.error("reading the binary log", e))?;
             self.take(&event)?;
         }
+    }
+
+    /// Whether a change can be had without waiting: one is queued, or events the server already
+    /// sent decode into one (they are taken and queued).
+    ///
+    /// # Errors
+    /// As [`Live::next`].
+    pub(super) fn ready(&mut self) -> Result<bool, SourceError> {
+        while self.pending.is_empty() && !self.ended {
+            match self.stream.next().now_or_never() {
+                None => return Ok(false),
+                Some(None) => self.ended = true,
+                Some(Some(event)) => {
+                    let event = event.map_err(|e| self.my.error("reading the binary log", e))?;
+                    self.take(&event)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn place(&self, at: u64) -> String {

@@ -1,0 +1,190 @@
+//! Row changes written as SQL text with their values as literals, so that many statements go to
+//! the target in one round trip (`batch.rs`). Every value is written so that the server reads
+//! back exactly what a prepared statement's parameter would have carried.
+
+use std::io::Write;
+
+use mysql_async::Value;
+
+use super::values::TableInfo;
+
+/// A statement longer than this is not queued: it runs on its own as a prepared statement, whose
+/// parameters the driver can send in pieces (a text statement must fit `max_allowed_packet`).
+pub(super) const LONGEST_STATEMENT: usize = 1 << 20;
+
+/// Writes `value` as a literal; `false` for a value that has none (a float that is not a
+/// number), which the caller sends as a parameter instead.
+pub(super) fn literal(out: &mut Vec<u8>, value: &Value) -> bool {
+    // Writing into a Vec cannot fail.
+    let _ = match value {
+        Value::NULL => out.write_all(b"NULL"),
+        Value::Int(v) => write!(out, "{v}"),
+        Value::UInt(v) => write!(out, "{v}"),
+        // The shortest text that reads back as the same double, in the exponent form the server
+        // reads as a DOUBLE literal (a plain decimal would be read as DECIMAL first). A FLOAT's
+        // value is exact as a double, so it too reads back to the same bits.
+        Value::Float(v) if v.is_finite() => write!(out, "{:e}", f64::from(*v)),
+        Value::Double(v) if v.is_finite() => write!(out, "{v:e}"),
+        Value::Float(_) | Value::Double(_) => return false,
+        Value::Bytes(bytes) => {
+            out.extend_from_slice(b"_binary'");
+            escape(out, bytes);
+            out.push(b'\'');
+            Ok(())
+        }
+        Value::Date(year, month, day, hour, minute, second, micros) => write!(
+            out,
+            "'{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}'"
+        ),
+        Value::Time(negative, days, hours, minutes, seconds, micros) => write!(
+            out,
+            "'{}{}:{minutes:02}:{seconds:02}.{micros:06}'",
+            if *negative { "-" } else { "" },
+            u64::from(*days) * 24 + u64::from(*hours)
+        ),
+    };
+    true
+}
+
+/// Bytes inside a quoted literal. The applying session never has `NO_BACKSLASH_ESCAPES` (its
+/// `sql_mode` is set by the applier) and reads them as `binary`, so no byte is a character set's
+/// lead byte.
+fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &byte in bytes {
+        match byte {
+            0 => out.extend_from_slice(b"\\0"),
+            b'\'' => out.extend_from_slice(b"\\'"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0x1a => out.extend_from_slice(b"\\Z"),
+            other => out.push(other),
+        }
+    }
+}
+
+/// `INSERT INTO t (columns) VALUES ` for the columns an insert sets (generated ones are not).
+pub(super) fn insert_head(info: &TableInfo) -> Vec<u8> {
+    let names: Vec<&str> = info
+        .columns
+        .iter()
+        .zip(&info.quoted)
+        .filter(|(c, _)| !c.generated)
+        .map(|(_, name)| name.as_str())
+        .collect();
+    format!("INSERT INTO {} ({}) VALUES ", info.qualified, names.join(", ")).into_bytes()
+}
+
+/// One row of an insert: `(v1, v2, …)`; `false` when a value has no literal.
+pub(super) fn insert_row(out: &mut Vec<u8>, info: &TableInfo, row: &[Value]) -> bool {
+    out.push(b'(');
+    let mut first = true;
+    for (value, column) in row.iter().zip(&info.columns) {
+        if column.generated {
+            continue;
+        }
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        first = false;
+        if !literal(out, value) {
+            return false;
+        }
+    }
+    out.push(b')');
+    true
+}
+
+/// `UPDATE t SET … WHERE <the row> LIMIT 1`; `false` when a value has no literal.
+pub(super) fn update(out: &mut Vec<u8>, info: &TableInfo, before: &[Value], after: &[Value]) -> bool {
+    out.extend_from_slice(b"UPDATE ");
+    out.extend_from_slice(info.qualified.as_bytes());
+    out.extend_from_slice(b" SET ");
+    let mut first = true;
+    for ((value, column), name) in after.iter().zip(&info.columns).zip(&info.quoted) {
+        if column.generated {
+            continue;
+        }
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        first = false;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b" = ");
+        if !literal(out, value) {
+            return false;
+        }
+    }
+    locate(out, info, before)
+}
+
+/// `DELETE FROM t WHERE <the row> LIMIT 1`; `false` when a value has no literal.
+pub(super) fn delete(out: &mut Vec<u8>, info: &TableInfo, before: &[Value]) -> bool {
+    out.extend_from_slice(b"DELETE FROM ");
+    out.extend_from_slice(info.qualified.as_bytes());
+    locate(out, info, before)
+}
+
+/// ` WHERE … LIMIT 1` finding a row by its primary key, or by its whole image without one.
+fn locate(out: &mut Vec<u8>, info: &TableInfo, before: &[Value]) -> bool {
+    out.extend_from_slice(b" WHERE ");
+    let mut first = true;
+    for (i, ((value, column), name)) in before.iter().zip(&info.columns).zip(&info.quoted).enumerate() {
+        let used = match info.key.is_empty() {
+            true => !column.generated,
+            false => info.key.contains(&i),
+        };
+        if !used {
+            continue;
+        }
+        if !first {
+            out.extend_from_slice(b" AND ");
+        }
+        first = false;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b" <=> ");
+        if !literal(out, value) {
+            return false;
+        }
+    }
+    out.extend_from_slice(b" LIMIT 1");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(value: Value) -> String {
+        let mut out = Vec::new();
+        assert!(literal(&mut out, &value));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn values_become_literals_that_read_back_the_same() {
+        assert_eq!(text(Value::NULL), "NULL");
+        assert_eq!(text(Value::Int(-42)), "-42");
+        assert_eq!(text(Value::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(text(Value::Double(0.1)), "1e-1");
+        // 0.1 as a FLOAT is not 0.1: its exact value as a double.
+        assert_eq!(text(Value::Float(0.1)), "1.0000000149011612e-1");
+        assert_eq!(
+            text(Value::Bytes(b"a'b\\c\0d\ne\rf\x1ag".to_vec())),
+            "_binary'a\\'b\\\\c\\0d\\ne\\rf\\Zg'"
+        );
+        assert_eq!(
+            text(Value::Date(2024, 2, 29, 23, 5, 9, 120)),
+            "'2024-02-29 23:05:09.000120'"
+        );
+        assert_eq!(text(Value::Time(true, 2, 3, 4, 5, 6)), "'-51:04:05.000006'");
+        assert!(!literal(&mut Vec::new(), &Value::Double(f64::NAN)));
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_stay_bytes() {
+        let mut out = Vec::new();
+        assert!(literal(&mut out, &Value::Bytes(vec![0xff, 0xfe, b'\'', 0x80])));
+        assert_eq!(out, b"_binary'\xff\xfe\\'\x80'");
+    }
+}
