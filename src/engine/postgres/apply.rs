@@ -1,5 +1,6 @@
 //! The PostgreSQL applier: the change stream applied to a target database, one target
-//! transaction per source transaction, under `session_replication_role = replica` (the source's
+//! transaction per source transaction (or per group of whole ones, for the replica's applier),
+//! under `session_replication_role = replica` (the source's
 //! triggers and foreign keys already did their work). Rows are found by the columns that
 //! identify them; a value the change does not carry is never written.
 //!
@@ -67,6 +68,19 @@ pub struct Applier<'a> {
     previous: Option<String>,
     /// Row-change statements prepared in this session, by their SQL.
     prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
+    /// Whole source transactions per target transaction, at most (1: each its own).
+    group: u64,
+    /// Source transactions applied in the open target transaction, and the last one's end,
+    /// which the target transaction's commit records.
+    grouped: u64,
+    held: Option<HeldCommit>,
+}
+
+/// The end of a source transaction whose target transaction goes on with the next ones.
+struct HeldCommit {
+    at: String,
+    record: String,
+    lsn: String,
 }
 
 impl<'a> Applier<'a> {
@@ -96,6 +110,9 @@ impl<'a> Applier<'a> {
             in_flight: std::collections::VecDeque::new(),
             previous: None,
             prepared: std::collections::HashMap::new(),
+            group: 1,
+            grouped: 0,
+            held: None,
         })
     }
 
@@ -104,6 +121,14 @@ impl<'a> Applier<'a> {
     /// predecessor: a transaction of an earlier session still committing is caught.
     pub fn expect_position(&mut self, lsn: String) {
         self.previous = Some(lsn);
+    }
+
+    /// Applies up to `most` whole source transactions in one target transaction (the replica's
+    /// applier; a replay keeps one target transaction per source transaction). Their commit
+    /// records the last one's position, so a crash loses or keeps them together; the caller ends
+    /// a group early with [`Applier::end_group`].
+    pub fn group_transactions(&mut self, most: u64) {
+        self.group = most.max(1);
     }
 
     /// Applies one change; `record` is SQL run inside the transaction just before its commit
@@ -242,25 +267,64 @@ impl<'a> Applier<'a> {
         Ok(self.applied)
     }
 
+    /// Ends a source transaction: its target transaction commits, or goes on with the next
+    /// source transaction while the group is not full.
+    async fn commit(&mut self, commit: Commit, record: &str) -> Result<(), SourceError> {
+        self.applied.transactions += 1;
+        let lsn = match &commit.position {
+            crate::repo::model::LogPosition::Postgres { lsn, .. } => Some(lsn.clone()),
+            crate::repo::model::LogPosition::Mysql { .. } => None,
+        };
+        if let Some(lsn) = lsn.clone()
+            && self.group > 1
+            && self.open
+            && !record.is_empty()
+        {
+            self.grouped += 1;
+            self.held = Some(HeldCommit {
+                at: commit.at,
+                record: record.to_string(),
+                lsn,
+            });
+            return match self.grouped < self.group {
+                true => Ok(()),
+                false => self.end_group().await,
+            };
+        }
+        self.end_transaction(&commit.at, record, lsn).await
+    }
+
+    /// Commits the source transactions of an unfinished group; call between source
+    /// transactions.
+    ///
+    /// # Errors
+    /// The target's error while sending.
+    pub async fn end_group(&mut self) -> Result<(), SourceError> {
+        self.grouped = 0;
+        match self.held.take() {
+            Some(held) => self.end_transaction(&held.at, &held.record, Some(held.lsn)).await,
+            None => Ok(()),
+        }
+    }
+
     /// Queues the position record and `COMMIT` and sends the transaction. Pipelined only when
     /// the position is recorded: then the next transaction can check that this one committed.
-    async fn commit(&mut self, commit: Commit, record: &str) -> Result<(), SourceError> {
+    async fn end_transaction(&mut self, at: &str, record: &str, lsn: Option<String>) -> Result<(), SourceError> {
         if !record.is_empty() {
-            self.queue(&commit.at, record.to_string()).await?;
+            self.queue(at, record.to_string()).await?;
         }
         if self.open {
-            self.queue(&commit.at, "COMMIT".into()).await?;
+            self.queue(at, "COMMIT".into()).await?;
         }
         self.send().await?;
-        self.previous = match (&commit.position, record.is_empty()) {
-            (crate::repo::model::LogPosition::Postgres { lsn, .. }, false) => Some(lsn.clone()),
+        self.previous = match (lsn, record.is_empty()) {
+            (Some(lsn), false) => Some(lsn),
             _ => {
                 self.finish().await?;
                 None
             }
         };
         self.open = false;
-        self.applied.transactions += 1;
         Ok(())
     }
 

@@ -1,8 +1,8 @@
 //! cairn's own continuous applier for PostgreSQL (`cairn replica run`): the replica's logical
 //! slot on the source read in batches of whole transactions (`pg_logical_slot_peek_binary_changes`),
-//! decoded by the same pgoutput decoder and applied by the same applier as a replay — one target
-//! transaction per source transaction, the source position recorded in the replica's replication
-//! origin in the same commit — and the slot moved past what the target holds after each batch.
+//! decoded by the same pgoutput decoder and applied by the same applier as a replay — whole
+//! source transactions grouped per target transaction, the last one's position recorded in the
+//! replica's replication origin in the same commit — and the slot moved past what the target holds after each batch.
 //! Waits grow while the slot is idle; lost connections are retried; a stop ends it between
 //! transactions.
 
@@ -30,6 +30,8 @@ pub(super) use state::{record_setup, request_stop, states};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Changes read from the slot per batch (whole transactions: the server ends a batch at a commit).
 const BATCH_CHANGES: u32 = 5_000;
+/// Whole source transactions applied in one target transaction, at most.
+const GROUP_TRANSACTIONS: u64 = 200;
 /// The longest sleep while the slot has nothing new.
 const MAX_IDLE: Duration = Duration::from_secs(2);
 
@@ -200,6 +202,7 @@ impl Session<'_> {
             self.target.name
         );
         let mut applier = Applier::new(self.target, &client).await?;
+        applier.group_transactions(GROUP_TRANSACTIONS);
         applier.expect_position(crate::engine::postgres::pgoutput::lsn_text(applied));
         // The slot moves past a transaction once its commit is acknowledged: the commit must be
         // durable by then, whatever the target's default.
@@ -466,7 +469,8 @@ impl Session<'_> {
                 applying.committed_at = committed_at;
             }
         }
-        // Every transaction sent was answered before the slot moves past it.
+        // Every transaction sent was committed and answered before the slot moves past it.
+        applying.applier.end_group().await?;
         applying.applier.finish().await?;
         if applied > 0 {
             advance(source, source_client, setup, applying.done).await?;
