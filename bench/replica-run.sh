@@ -55,9 +55,10 @@ RSQL -e "SELECT MASTER_POS_WAIT('$end_file', $end_pos)" >/dev/null
 native_seconds=$(elapsed "$start")
 
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$WORK/rss" "$CAIRN" --config "$CONFIG" replica run --source sb --target "$REPLICA" --catch-up \
+/usr/bin/time -f "%U %S %M" -o "$WORK/time" "$CAIRN" --config "$CONFIG" replica run --source sb --target "$REPLICA" --catch-up \
   --json >"$WORK/run.json" 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
 cairn_seconds=$(elapsed "$start")
+read -r cpu_user cpu_sys rss <"$WORK/time"
 applied=$(python3 -c "import json; r=json.load(open('$WORK/run.json')); print(r['transactions'], r['row_changes'])")
 read -r cairn_transactions row_changes <<<"$applied"
 
@@ -67,9 +68,10 @@ done
 RSQL -e "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL replicate_do_db = ''; DROP DATABASE sb; DROP DATABASE sb_cairn"
 
 awk -v t="$transactions" -v w="$writes" -v l="$SECONDS_OF_LOAD" -v th="$THREADS" -v ns="$native_seconds" \
-  -v cs="$cairn_seconds" -v ct="$cairn_transactions" -v rc="$row_changes" -v rss="$(cat "$WORK/rss")" 'BEGIN {
+  -v cs="$cairn_seconds" -v ct="$cairn_transactions" -v rc="$row_changes" -v rss="$rss" -v cu="$cpu_user" -v cy="$cpu_sys" 'BEGIN {
   printf "workload: sysbench oltp_write_only, %d threads, %d s: %d transactions, %d writes\n", th, l, t, w
   printf "native replica SQL thread: %.2f s = %.0f transactions/s\n", ns, t / ns
   printf "cairn replica run --catch-up: %.2f s = %.0f transactions/s, %d row changes = %.0f row changes/s, peak %d MiB\n", cs, ct / cs, rc, rc / cs, rss / 1024
+  printf "cairn client: %.1f s user + %.1f s system CPU\n", cu, cy
   printf "cairn / native = %.2f\n", cs / ns
 }'

@@ -218,6 +218,16 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Log bytes the source wrote after `from` (a position one of its replicas holds), for a
+    /// replica's lag; `None` where [`Source::log_reach`] measures it (MySQL/MariaDB).
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    async fn log_written_since(&self, from: &LogPosition) -> Result<Option<u64>, SourceError> {
+        let _ = from;
+        Ok(None)
+    }
+
     /// Creates the slot `name` a replica's native subscription streams from, and returns the
     /// publication it subscribes to and the position the slot starts at (changes committed
     /// after it are streamed); `None` for engines whose replicas need no slot.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError};
 use crate::engine::follow::{FollowOptions, FollowReport, ReplicaState};
 use crate::engine::mysql::binlog::file_order;
+use crate::engine::postgres::pgoutput::parse_lsn;
 use crate::engine::{SourceError, SourceSpec, SourceUrl, Target};
 use crate::jobs::replica::{self, Handover, SeedError, SeedRequest};
 use crate::jobs::restore::RestoreRequest;
@@ -231,29 +232,30 @@ async fn measure_lag(config: &Config, status: &mut ReplicaStatus) {
     };
     // The later of the last transaction applied and the last idle point read.
     let applied = match (&status.state.applied, &status.state.caught_up_to) {
-        (Some(applied), Some(idle)) => match (applied, idle) {
-            (
-                LogPosition::Mysql { file, position, .. },
-                LogPosition::Mysql {
-                    file: idle_file,
-                    position: idle_position,
-                    ..
-                },
-            ) if (file_order(idle_file), *idle_position) > (file_order(file), *position) => idle.clone(),
-            _ => applied.clone(),
-        },
-        (Some(applied), None) => applied.clone(),
+        (Some(applied), Some(idle)) if later(idle, applied) => idle.clone(),
+        (Some(applied), _) => applied.clone(),
         (None, _) => return,
     };
-    let applied = &applied;
-    let reach = match crate::engine::open(&spec) {
-        Ok(source) => source.log_reach(applied).await,
-        Err(e) => Err(e),
+    let source = match crate::engine::open(&spec) {
+        Ok(source) => source,
+        Err(e) => {
+            status.lag_unknown = Some(format!("the source could not be read: {e}"));
+            return;
+        }
     };
-    match reach {
-        Ok(Some(reach)) if reach.reaches => {
-            status.lag_bytes = Some(reach.bytes_since);
-            status.lag_seconds = Some(match reach.bytes_since {
+    let behind = match &applied {
+        LogPosition::Postgres { .. } => source.log_written_since(&applied).await.map(|b| b.map(Ok)),
+        LogPosition::Mysql { .. } => source.log_reach(&applied).await.map(|reach| {
+            reach.map(|reach| match reach.reaches {
+                true => Ok(reach.bytes_since),
+                false => Err(reach.oldest),
+            })
+        }),
+    };
+    match behind {
+        Ok(Some(Ok(bytes))) => {
+            status.lag_bytes = Some(bytes);
+            status.lag_seconds = Some(match bytes {
                 0 => 0,
                 _ => status
                     .state
@@ -267,15 +269,35 @@ async fn measure_lag(config: &Config, status: &mut ReplicaStatus) {
                     }),
             });
         }
-        Ok(Some(reach)) => {
+        Ok(Some(Err(oldest))) => {
             status.lag_unknown = Some(format!(
-                "the source's log starts at {}, after the replica's position: the replica cannot continue \
-                 (seed it again)",
-                reach.oldest
+                "the source's log starts at {oldest}, after the replica's position: the replica cannot continue \
+                 (seed it again)"
             ));
         }
         Ok(None) => status.lag_unknown = Some("the source's engine does not report its log".into()),
         Err(e) => status.lag_unknown = Some(format!("the source could not be read: {e}")),
+    }
+}
+
+/// Whether position `a` is past `b` (positions of one source's log).
+fn later(a: &LogPosition, b: &LogPosition) -> bool {
+    match (a, b) {
+        (
+            LogPosition::Mysql { file, position, .. },
+            LogPosition::Mysql {
+                file: b_file,
+                position: b_position,
+                ..
+            },
+        ) => (file_order(file), *position) > (file_order(b_file), *b_position),
+        (LogPosition::Postgres { lsn, .. }, LogPosition::Postgres { lsn: b_lsn, .. }) => {
+            match (parse_lsn(lsn).ok(), parse_lsn(b_lsn).ok()) {
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 

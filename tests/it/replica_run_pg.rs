@@ -132,10 +132,24 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let target_server = target.clone();
-    let (code, out, err) = run(with_config().args(["replica", "status", "--target", &target_server, "--json"]));
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("\"running\": true"), "{out}");
+    // `status` sees the running applier, and no lag once it found the slot holding nothing new
+    // (recorded at its next heartbeat).
+    let status = || {
+        let (code, out, err) = run(with_config().args(["replica", "status", "--target", &target, "--json"]));
+        assert_eq!(code, 0, "{out}\n{err}");
+        let states: serde_json::Value = serde_json::from_str(&out).unwrap();
+        states[0].clone()
+    };
+    let mut state = serde_json::Value::Null;
+    for _ in 0..20 {
+        state = status();
+        if state["lag_bytes"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(state["running"], true, "{state}");
+    assert_eq!(state["lag_bytes"], 0, "{state}");
     let (code, out, err) = replica(&["stop"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let output = applier.wait_with_output();
@@ -147,6 +161,14 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
         seen, expected,
         "the replica is not its source; the applier's log:\n{applier_log}"
     );
+    // A transaction the stopped applier has not applied shows as lag.
+    writer
+        .batch_execute("INSERT INTO t VALUES (999999, 'waiting')")
+        .await
+        .unwrap();
+    let state = status();
+    assert_eq!(state["running"], false, "{state}");
+    assert!(state["lag_bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{state}");
 
     // The replica's slot is dropped on the source: refused; --auto-resync seeds it again.
     let slot: String = on_replica

@@ -326,6 +326,22 @@ impl Source for PostgresSource {
         handover::drop_slot(&self.pg, name).await
     }
 
+    async fn log_written_since(&self, from: &LogPosition) -> Result<Option<u64>, SourceError> {
+        let LogPosition::Postgres { lsn, .. } = from else {
+            return Ok(None);
+        };
+        let client = self.pg.connect("replica status").await?;
+        let written: i64 = client
+            .query_one(
+                "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn), 0)::bigint",
+                &[lsn],
+            )
+            .await
+            .map_err(|e| self.pg.error("reading the source's WAL position", e))?
+            .get(0);
+        Ok(Some(u64::try_from(written).unwrap_or(0)))
+    }
+
     fn supports_incremental(&self, options: &CopyOptions) -> bool {
         options.postgres.incrementals
     }

@@ -29,7 +29,7 @@ pub(super) use state::{record_setup, request_stop, states};
 /// How often the applier records its heartbeat and looks for a stop request.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Changes read from the slot per batch (whole transactions: the server ends a batch at a commit).
-const BATCH_CHANGES: u32 = 5_000;
+const BATCH_CHANGES: u32 = 50_000;
 /// Whole source transactions applied in one target transaction, at most.
 const GROUP_TRANSACTIONS: u64 = 200;
 /// The longest sleep while the slot has nothing new.
@@ -134,6 +134,9 @@ struct Applying<'a> {
     /// Transactions applied since the last heartbeat, and when the last one committed.
     since_heartbeat: i64,
     committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The source's WAL position before the last read of the slot that found nothing new: the
+    /// target holds everything of the slot up to there (`replica status` measures lag from it).
+    idle: Option<u64>,
 }
 
 impl Session<'_> {
@@ -215,6 +218,7 @@ impl Session<'_> {
             done: applied,
             since_heartbeat: 0,
             committed_at: None,
+            idle: None,
         };
         let mut idle = Duration::from_millis(100);
         let mut last_beat = Instant::now();
@@ -230,6 +234,7 @@ impl Session<'_> {
                     setup,
                     applying.committed_at.take(),
                     std::mem::take(&mut applying.since_heartbeat),
+                    applying.idle.take(),
                 )
                 .await?;
                 if stop {
@@ -237,7 +242,12 @@ impl Session<'_> {
                     break Ended::StopRequested;
                 }
             }
+            // Read first: what the slot holds up to here is decodable by the read below.
+            let flushed = current_lsn(source, &source_client).await?;
             let applied_now = self.batch(&source_client, &mut applying).await?;
+            if applied_now == 0 {
+                applying.idle = Some(flushed);
+            }
             report.transactions += applied_now;
             report.position = Some(state::at(applying.done, setup));
             if applied_now > 0 && !(options.catch_up && applying.done >= end_at_start) {
@@ -271,6 +281,7 @@ impl Session<'_> {
             setup,
             applying.committed_at,
             applying.since_heartbeat,
+            applying.idle,
         )
         .await;
         let _ = client

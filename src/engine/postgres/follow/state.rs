@@ -45,7 +45,7 @@ const TABLE: &str = "CREATE SCHEMA IF NOT EXISTS cairn_replay; \
      publication text NOT NULL, origin text NOT NULL, filters text NOT NULL, full_copy text NOT NULL, \
      server_identity text NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now(), applier text, \
      heartbeat_at timestamptz, applied_event_at timestamptz, stop_requested boolean NOT NULL DEFAULT false, \
-     transactions bigint NOT NULL DEFAULT 0, last_error text, last_error_at timestamptz)";
+     transactions bigint NOT NULL DEFAULT 0, last_error text, last_error_at timestamptz, idle_lsn pg_lsn)";
 
 /// Records what the applier needs on the target, and the position it continues from in a
 /// replication origin.
@@ -218,21 +218,30 @@ pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup, stale: Opti
     })
 }
 
-/// The applier's sign of life, with when the last applied source transaction committed and how
-/// many were applied since the last one; returns whether a stop was requested.
+/// The applier's sign of life, with when the last applied source transaction committed, how
+/// many were applied since the last one, and the source's WAL position up to which the slot was
+/// last found to hold nothing the target lacks (`idle`); returns whether a stop was requested.
 pub(super) async fn heartbeat(
     pg: &Pg,
     client: &Client,
     setup: &Setup,
     applied_event_at: Option<chrono::DateTime<chrono::Utc>>,
     transactions: i64,
+    idle: Option<u64>,
 ) -> Result<bool, SourceError> {
+    let idle = idle.map(crate::engine::postgres::pgoutput::lsn_text);
     let row = client
         .query_one(
             "UPDATE cairn_replay.replica SET heartbeat_at = now(), \
              applied_event_at = coalesce($1::text::timestamptz, applied_event_at), \
-             transactions = transactions + $2 WHERE source = $3 RETURNING stop_requested",
-            &[&applied_event_at.map(|t| t.to_rfc3339()), &transactions, &setup.source],
+             transactions = transactions + $2, idle_lsn = coalesce($4::text::pg_lsn, idle_lsn) \
+             WHERE source = $3 RETURNING stop_requested",
+            &[
+                &applied_event_at.map(|t| t.to_rfc3339()),
+                &transactions,
+                &setup.source,
+                &idle,
+            ],
         )
         .await
         .map_err(|e| pg.error("recording the applier's heartbeat", e))?;
@@ -267,7 +276,8 @@ pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaSt
         .query(
             &format!(
                 "SELECT source, slot, full_copy, applier, {}, {}, stop_requested, transactions, last_error, {}, \
-                 pg_replication_origin_progress(origin, true)::text FROM cairn_replay.replica ORDER BY source",
+                 pg_replication_origin_progress(origin, true)::text, idle_lsn::text FROM cairn_replay.replica \
+                 ORDER BY source",
                 utc("heartbeat_at"),
                 utc("applied_event_at"),
                 utc("last_error_at")
@@ -290,6 +300,7 @@ pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaSt
             .get(0);
         let slot: String = row.get(1);
         let applied: Option<String> = row.get(10);
+        let idle: Option<String> = row.get(11);
         let transactions: i64 = row.get(7);
         states.push(ReplicaState {
             running,
@@ -306,9 +317,13 @@ pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaSt
             applied: applied.map(|lsn| LogPosition::Postgres {
                 lsn,
                 timeline: None,
+                slot: Some(slot.clone()),
+            }),
+            caught_up_to: idle.map(|lsn| LogPosition::Postgres {
+                lsn,
+                timeline: None,
                 slot: Some(slot),
             }),
-            caught_up_to: None,
             source,
         });
     }
