@@ -12,18 +12,8 @@ cd "$(dirname "$0")/.."
 
 SCALES=${SCALES:-"20 40"}
 JOBS=${JOBS:-2}
-command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
-
-cargo build --release --locked --quiet
-CAIRN=$PWD/target/release/cairn
-
-# shellcheck source=scripts/test-env.sh
-source scripts/test-env.sh
-WORK=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-trap 'cairn_test_env_stop; rm -rf "$WORK"' EXIT
-BIN=$CAIRN_TEST_PG_BIN
-SERVER=${CAIRN_TEST_PG_URL%/*}
-export PGPASSWORD=cairn-test-pw
+# shellcheck source=bench/pg-env.sh
+source bench/pg-env.sh
 
 # Runs a command, printing "seconds max_rss_kib".
 measure() {

@@ -11,19 +11,9 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-4}
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-30}
-command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
-
-cargo build --release --locked --quiet
-CAIRN=$PWD/target/release/cairn
-# shellcheck source=scripts/test-env.sh
-source scripts/test-env.sh
-WORK=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-trap 'cairn_test_env_stop; rm -rf "$WORK"' EXIT
-BIN=$CAIRN_TEST_PG_BIN
-SERVER=${CAIRN_TEST_PG_URL%/*}
+# shellcheck source=bench/pg-env.sh
+source bench/pg-env.sh
 REPLICA=${CAIRN_TEST_PG_REPLICA_URL%/*}
-export PGPASSWORD=cairn-test-pw
-elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }'; }
 Q() { "$BIN/psql" -qAtX "$1" -c "$2"; }
 summary() { Q "$1" "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers),
   (SELECT count(*) FROM pgbench_history), (SELECT sum(delta) FROM pgbench_history)"; }

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use mysql_async::Value;
 
-use super::values::TableInfo;
+use super::values::{ColumnInfo, TableInfo};
 
 /// A statement longer than this is not queued: it runs on its own as a prepared statement, whose
 /// parameters the driver can send in pieces (a text statement must fit `max_allowed_packet`).
@@ -100,22 +100,7 @@ pub(super) fn update(out: &mut Vec<u8>, info: &TableInfo, before: &[Value], afte
     out.extend_from_slice(b"UPDATE ");
     out.extend_from_slice(info.qualified.as_bytes());
     out.extend_from_slice(b" SET ");
-    let mut first = true;
-    for ((value, column), name) in after.iter().zip(&info.columns).zip(&info.quoted) {
-        if column.generated {
-            continue;
-        }
-        if !first {
-            out.extend_from_slice(b", ");
-        }
-        first = false;
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b" = ");
-        if !literal(out, value) {
-            return false;
-        }
-    }
-    locate(out, info, before)
+    pairs(out, info, after, |_, column| !column.generated, b", ", b" = ") && locate(out, info, before)
 }
 
 /// `DELETE FROM t WHERE <the row> LIMIT 1`; `false` when a value has no literal.
@@ -128,26 +113,39 @@ pub(super) fn delete(out: &mut Vec<u8>, info: &TableInfo, before: &[Value]) -> b
 /// ` WHERE … LIMIT 1` finding a row by its primary key, or by its whole image without one.
 fn locate(out: &mut Vec<u8>, info: &TableInfo, before: &[Value]) -> bool {
     out.extend_from_slice(b" WHERE ");
+    let used = |i: usize, column: &ColumnInfo| match info.key.is_empty() {
+        true => !column.generated,
+        false => info.key.contains(&i),
+    };
+    let written = pairs(out, info, before, used, b" AND ", b" <=> ");
+    out.extend_from_slice(b" LIMIT 1");
+    written
+}
+
+/// `column <operator> value`, joined by `separator`, for the columns `used` picks.
+fn pairs(
+    out: &mut Vec<u8>,
+    info: &TableInfo,
+    row: &[Value],
+    used: impl Fn(usize, &ColumnInfo) -> bool,
+    separator: &[u8],
+    operator: &[u8],
+) -> bool {
     let mut first = true;
-    for (i, ((value, column), name)) in before.iter().zip(&info.columns).zip(&info.quoted).enumerate() {
-        let used = match info.key.is_empty() {
-            true => !column.generated,
-            false => info.key.contains(&i),
-        };
-        if !used {
+    for (i, ((value, column), name)) in row.iter().zip(&info.columns).zip(&info.quoted).enumerate() {
+        if !used(i, column) {
             continue;
         }
         if !first {
-            out.extend_from_slice(b" AND ");
+            out.extend_from_slice(separator);
         }
         first = false;
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b" <=> ");
+        out.extend_from_slice(operator);
         if !literal(out, value) {
             return false;
         }
     }
-    out.extend_from_slice(b" LIMIT 1");
     true
 }
 
