@@ -11,6 +11,7 @@ pub mod follow;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;
+pub mod to_postgres;
 mod until;
 mod url;
 

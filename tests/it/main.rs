@@ -28,5 +28,6 @@ mod safety;
 mod status;
 mod support;
 mod terminal;
+mod to_postgres;
 mod verify;
 mod verify_deep;

@@ -1,0 +1,434 @@
+//! A MySQL/MariaDB table as `SHOW CREATE TABLE` writes it (the form a copy records), read into
+//! columns, keys and foreign keys: what the translation into PostgreSQL starts from.
+
+/// One column of a MySQL table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MyColumn {
+    pub name: String,
+    /// The type's name, lower-cased (`int`, `varchar`, `enum`, …).
+    pub type_name: String,
+    /// What the type's parentheses hold, as written (`10,2`, `'a','b'`), if any.
+    pub params: Option<String>,
+    pub unsigned: bool,
+    pub nullable: bool,
+    /// The default as written (`'x'`, `0`, `NULL`, `current_timestamp()`), if any.
+    pub default: Option<String>,
+    pub auto_increment: bool,
+    /// The expression of a generated column, as written.
+    pub generated: Option<String>,
+    /// A `CHECK (json_valid(col))` on the column: MariaDB's `JSON`.
+    pub json_checked: bool,
+    /// Clauses kept for the report (`ON UPDATE …`, `CHECK (…)`, `INVISIBLE`).
+    pub other: Vec<String>,
+}
+
+/// An index: its name (`PRIMARY` for the primary key), its columns, and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyIndex {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Columns indexed by a prefix only (`col(10)`).
+    pub prefixed: bool,
+    pub kind: IndexKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Primary,
+    Unique,
+    Plain,
+    Fulltext,
+    Spatial,
+}
+
+/// A foreign key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// The referenced table's database, when another than the table's own.
+    pub references_database: Option<String>,
+    pub references_table: String,
+    pub references_columns: Vec<String>,
+    /// `ON DELETE …` / `ON UPDATE …` as written.
+    pub actions: String,
+}
+
+/// A MySQL table read from its `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MyTable {
+    pub name: String,
+    pub columns: Vec<MyColumn>,
+    pub indexes: Vec<MyIndex>,
+    pub foreign_keys: Vec<MyForeignKey>,
+    /// Table-level `CHECK` constraints, as written.
+    pub checks: Vec<String>,
+}
+
+/// Reads `create` (a `CREATE TABLE` as `SHOW CREATE TABLE` writes it) and the `ADD …` clauses a
+/// copy split off it (secondary indexes, foreign keys).
+///
+/// # Errors
+/// Text that is not a `CREATE TABLE` of that form, naming what was expected.
+pub fn parse_table(create: &str, added: &[String]) -> Result<MyTable, String> {
+    let rest = create.trim_start();
+    let rest = strip_words(rest, &["CREATE", "TABLE"]).ok_or("not a CREATE TABLE statement")?;
+    let (name, rest) = identifier(rest.trim_start()).ok_or("no table name after CREATE TABLE")?;
+    let rest = rest.trim_start();
+    let (body, _) = parenthesized(rest).ok_or_else(|| format!("table {name}: no column list"))?;
+    let mut table = MyTable {
+        name,
+        ..MyTable::default()
+    };
+    let extra = added.iter().map(|clause| {
+        let clause = clause.trim();
+        strip_words(clause, &["ADD"]).unwrap_or(clause).trim()
+    });
+    for entry in split_top_level(body).into_iter().chain(extra) {
+        entry_into(&mut table, entry).map_err(|e| format!("table {}: {e}: {entry}", table.name))?;
+    }
+    Ok(table)
+}
+
+fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
+    let upper = entry.to_ascii_uppercase();
+    let index = |kind, rest: &str| -> Result<MyIndex, String> {
+        let rest = rest.trim_start();
+        let (name, rest) = match rest.starts_with('(') {
+            true => (String::new(), rest),
+            false => identifier(rest).ok_or("an index without a name")?,
+        };
+        let (list, _) = parenthesized(rest.trim_start()).ok_or("an index without columns")?;
+        let (columns, prefixed) = key_columns(list)?;
+        Ok(MyIndex {
+            name,
+            columns,
+            prefixed,
+            kind,
+        })
+    };
+    if entry.starts_with('`') {
+        table.columns.push(column(entry)?);
+    } else if let Some(rest) = strip_words(entry, &["PRIMARY", "KEY"]) {
+        let mut primary = index(IndexKind::Primary, rest)?;
+        primary.name = "PRIMARY".into();
+        table.indexes.push(primary);
+    } else if let Some(rest) =
+        strip_words(entry, &["UNIQUE", "KEY"]).or_else(|| strip_words(entry, &["UNIQUE", "INDEX"]))
+    {
+        table.indexes.push(index(IndexKind::Unique, rest)?);
+    } else if let Some(rest) = strip_words(entry, &["KEY"]).or_else(|| strip_words(entry, &["INDEX"])) {
+        table.indexes.push(index(IndexKind::Plain, rest)?);
+    } else if let Some(rest) =
+        strip_words(entry, &["FULLTEXT", "KEY"]).or_else(|| strip_words(entry, &["FULLTEXT", "INDEX"]))
+    {
+        table.indexes.push(index(IndexKind::Fulltext, rest)?);
+    } else if let Some(rest) =
+        strip_words(entry, &["SPATIAL", "KEY"]).or_else(|| strip_words(entry, &["SPATIAL", "INDEX"]))
+    {
+        table.indexes.push(index(IndexKind::Spatial, rest)?);
+    } else if upper.starts_with("CONSTRAINT") || upper.starts_with("FOREIGN KEY") || upper.starts_with("CHECK") {
+        let mut rest = entry;
+        let mut name = String::new();
+        if let Some(after) = strip_words(rest, &["CONSTRAINT"]) {
+            let after = after.trim_start();
+            if after.starts_with('`') {
+                (name, rest) = identifier(after).ok_or("a constraint without a name")?;
+            } else {
+                rest = after;
+            }
+        }
+        let rest = rest.trim_start();
+        if let Some(after) = strip_words(rest, &["FOREIGN", "KEY"]) {
+            table.foreign_keys.push(foreign_key(name, after)?);
+        } else if rest.to_ascii_uppercase().starts_with("CHECK") {
+            table.checks.push(rest.to_string());
+        } else {
+            return Err("a constraint that is neither a foreign key nor a check".into());
+        }
+    } else {
+        return Err("an entry that is not a column, key or constraint".into());
+    }
+    Ok(())
+}
+
+fn foreign_key(name: String, rest: &str) -> Result<MyForeignKey, String> {
+    let (list, rest) = parenthesized(rest.trim_start()).ok_or("a foreign key without columns")?;
+    let (columns, _) = key_columns(list)?;
+    let rest = strip_words(rest.trim_start(), &["REFERENCES"]).ok_or("a foreign key without REFERENCES")?;
+    let (first, rest) = identifier(rest.trim_start()).ok_or("a foreign key without a referenced table")?;
+    let (database, table, rest) = match rest.strip_prefix('.') {
+        Some(after) => {
+            let (table, rest) = identifier(after).ok_or("a foreign key without a referenced table")?;
+            (Some(first), table, rest)
+        }
+        None => (None, first, rest),
+    };
+    let (list, rest) = parenthesized(rest.trim_start()).ok_or("a foreign key without referenced columns")?;
+    let (references_columns, _) = key_columns(list)?;
+    Ok(MyForeignKey {
+        name,
+        columns,
+        references_database: database,
+        references_table: table,
+        references_columns,
+        actions: rest.trim().to_string(),
+    })
+}
+
+/// The columns of a key: names, and whether any is a prefix (`col(10)`); `ASC`/`DESC` dropped.
+fn key_columns(list: &str) -> Result<(Vec<String>, bool), String> {
+    let mut columns = Vec::new();
+    let mut prefixed = false;
+    for part in split_top_level(list) {
+        let (name, rest) = identifier(part.trim()).ok_or("a key column that is not a quoted name")?;
+        prefixed |= rest.trim_start().starts_with('(');
+        columns.push(name);
+    }
+    Ok((columns, prefixed))
+}
+
+fn column(entry: &str) -> Result<MyColumn, String> {
+    let (name, rest) = identifier(entry).ok_or("a column without a name")?;
+    let rest = rest.trim_start();
+    let word_end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    if word_end == 0 {
+        return Err(format!("column {name}: no type"));
+    }
+    let mut col = MyColumn {
+        name,
+        type_name: rest[..word_end].to_ascii_lowercase(),
+        nullable: true,
+        ..MyColumn::default()
+    };
+    let mut rest = &rest[word_end..];
+    if rest.starts_with('(') {
+        let (params, after) = parenthesized(rest).ok_or_else(|| format!("column {}: unclosed type", col.name))?;
+        col.params = Some(params.to_string());
+        rest = after;
+    }
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(after) = rest.strip_prefix("/*") {
+            // A versioned comment (`/*!80023 INVISIBLE */`): kept for the report.
+            let end = after
+                .find("*/")
+                .ok_or_else(|| format!("column {}: an unclosed comment", col.name))?;
+            col.other.push(format!("/*{}*/", &after[..end]));
+            rest = &after[end + 2..];
+            continue;
+        }
+        let (word, after) = next_word(rest);
+        match word.to_ascii_uppercase().as_str() {
+            "UNSIGNED" => col.unsigned = true,
+            "SIGNED" | "ZEROFILL" => {}
+            "NULL" => col.nullable = true,
+            "NOT" => {
+                let (null, after) = next_word(after.trim_start());
+                if !null.eq_ignore_ascii_case("NULL") {
+                    return Err(format!("column {}: NOT without NULL", col.name));
+                }
+                col.nullable = false;
+                rest = after;
+                continue;
+            }
+            "CHARACTER" => {
+                let (_set, after) = next_word(after.trim_start());
+                let (_charset, after) = next_word(after.trim_start());
+                rest = after;
+                continue;
+            }
+            "CHARSET" | "COLLATE" => {
+                let (_value, after) = next_word(after.trim_start());
+                rest = after;
+                continue;
+            }
+            "DEFAULT" => {
+                let (value, after) = expression(after.trim_start())
+                    .ok_or_else(|| format!("column {}: DEFAULT without a value", col.name))?;
+                col.default = Some(value.to_string());
+                rest = after;
+                continue;
+            }
+            "ON" => {
+                let (update, after) = next_word(after.trim_start());
+                let (value, after) = expression(after.trim_start())
+                    .ok_or_else(|| format!("column {}: ON {update} without a value", col.name))?;
+                col.other.push(format!("ON {update} {value}"));
+                rest = after;
+                continue;
+            }
+            "AUTO_INCREMENT" => col.auto_increment = true,
+            "GENERATED" | "AS" => {
+                let mut after = after.trim_start();
+                if word.eq_ignore_ascii_case("GENERATED") {
+                    after = strip_words(after, &["ALWAYS", "AS"])
+                        .ok_or_else(|| format!("column {}: GENERATED without AS", col.name))?;
+                }
+                let (expr, after) = parenthesized(after.trim_start())
+                    .ok_or_else(|| format!("column {}: a generated column without its expression", col.name))?;
+                col.generated = Some(expr.to_string());
+                let (kind, after2) = next_word(after.trim_start());
+                rest = match kind.to_ascii_uppercase().as_str() {
+                    "VIRTUAL" | "STORED" | "PERSISTENT" => after2,
+                    _ => after,
+                };
+                continue;
+            }
+            "COMMENT" => {
+                let (_text, after) = expression(after.trim_start())
+                    .ok_or_else(|| format!("column {}: COMMENT without text", col.name))?;
+                rest = after;
+                continue;
+            }
+            "CHECK" => {
+                let (expr, after) = parenthesized(after.trim_start())
+                    .ok_or_else(|| format!("column {}: CHECK without a condition", col.name))?;
+                let json = format!("json_valid(`{}`)", col.name.replace('`', "``"));
+                if expr.trim().eq_ignore_ascii_case(&json) {
+                    col.json_checked = true;
+                } else {
+                    col.other.push(format!("CHECK ({expr})"));
+                }
+                rest = after;
+                continue;
+            }
+            _ => col.other.push(word.to_string()),
+        }
+        rest = after;
+    }
+    Ok(col)
+}
+
+/// The next word (up to a space), and what follows it.
+fn next_word(text: &str) -> (&str, &str) {
+    let end = text.find(char::is_whitespace).unwrap_or(text.len());
+    (&text[..end], &text[end..])
+}
+
+/// A default or comment value: a quoted string, a parenthesized expression, or a word with an
+/// optional argument list (`current_timestamp(6)`, `b'101'`, `-1.5`).
+fn expression(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
+    let first = *bytes.first()?;
+    let end = if first == b'\'' {
+        quoted_end(text, b'\'')?
+    } else if first == b'(' {
+        text.len() - parenthesized(text)?.1.len()
+    } else {
+        let mut end = text
+            .find(|c: char| c.is_whitespace() || c == '(' || c == '\'')
+            .unwrap_or(text.len());
+        if text[end..].starts_with('\'') {
+            end += quoted_end(&text[end..], b'\'')?;
+        } else if text[end..].starts_with('(') {
+            end = text.len() - parenthesized(&text[end..])?.1.len();
+        }
+        end
+    };
+    Some((&text[..end], &text[end..]))
+}
+
+/// Where a string quoted by `quote` at the start of `text` ends (just after the closing quote);
+/// doubled quotes and backslash escapes stay inside.
+fn quoted_end(text: &str, quote: u8) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote != b'`' => i += 2,
+            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            b if b == quote => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A backtick-quoted name at the start of `text`, unquoted, and what follows it.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    if !text.starts_with('`') {
+        return None;
+    }
+    let end = quoted_end(text, b'`')?;
+    Some((text[1..end - 1].replace("``", "`"), &text[end..]))
+}
+
+/// What the parentheses at the start of `text` hold, and what follows them (quotes respected).
+fn parenthesized(text: &str) -> Option<(&str, &str)> {
+    if !text.starts_with('(') {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' | b'`' => {
+                i += quoted_end(&text[i..], bytes[i])?;
+                continue;
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((&text[1..i], &text[i + 1..]));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `text` split at the commas outside quotes and parentheses, each part trimmed.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut parts = Vec::new();
+    let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' | b'`' => {
+                i += quoted_end(&text[i..], bytes[i]).unwrap_or(bytes.len() - i);
+                continue;
+            }
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                parts.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(text[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// `text` after the keywords `words` (any case, separated by spaces), if it starts with them.
+fn strip_words<'t>(text: &'t str, words: &[&str]) -> Option<&'t str> {
+    let mut rest = text;
+    for word in words {
+        rest = rest.trim_start();
+        let head = rest.get(..word.len())?;
+        if !head.eq_ignore_ascii_case(word) {
+            return None;
+        }
+        let after = &rest[word.len()..];
+        if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        rest = after;
+    }
+    Some(rest)
+}
+
+#[cfg(test)]
+mod tests;
