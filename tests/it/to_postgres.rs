@@ -89,8 +89,12 @@ async fn the_mysql_fixture_tables_are_created_in_postgres_with_the_documented_ty
         ("t_geometry", "bytea"),
         ("t_inet6", "inet"),
         ("t_uuid", "uuid"),
-        ("t_virtual", "bigint"),
     ];
+    // Generated columns are left out: a copy does not hold their values.
+    assert!(
+        !types.contains_key("t_virtual") && !types.contains_key("t_stored"),
+        "{types:?}"
+    );
     for (column, pg_type) in expected {
         assert_eq!(
             types.get(column).map(String::as_str),

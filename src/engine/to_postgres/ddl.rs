@@ -4,6 +4,7 @@
 
 use super::mysql_ddl::{IndexKind, MyColumn, MyTable};
 use super::types::{Kind, Mapped, enum_values, map_type, mysql_string};
+use super::values::{Charset, ColumnRule};
 use crate::engine::postgres::{quote_ident, quote_literal};
 
 /// One column as the load and the applier convert its values.
@@ -12,6 +13,8 @@ pub struct PgColumn {
     pub name: String,
     pub kind: Kind,
     pub pg_type: String,
+    /// How its values are written for PostgreSQL.
+    pub rule: ColumnRule,
 }
 
 /// A MySQL table translated.
@@ -44,6 +47,16 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
     let mut lines = Vec::new();
     let mut after_load = Vec::new();
     for column in &table.columns {
+        if column.generated.is_some() {
+            // A copy does not hold generated columns (MySQL computes them again on restore), and
+            // their expressions are MySQL's.
+            notes.push(format!(
+                "{shown}.{}: a generated column is left out (a copy does not hold its values, and its \
+                 expression is not translated); add it with a PostgreSQL expression after detach",
+                column.name
+            ));
+            continue;
+        }
         let mapped = map_type(&shown, column)?;
         notes.extend(mapped.note.clone());
         lines.push(format!("  {}", column_sql(&shown, column, &mapped, &mut notes)?));
@@ -56,24 +69,44 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
                 quote_literal(&column.name)
             ));
         }
-        if column.generated.is_some() {
-            notes.push(format!(
-                "{shown}.{}: a generated column became a plain one holding the values MySQL computed (its \
-                 expression is not translated)",
-                column.name
-            ));
-        }
         for other in &column.other {
             notes.push(format!("{shown}.{}: not translated: {other}", column.name));
         }
+        let textual = matches!(mapped.kind, Kind::Text | Kind::Enum | Kind::Set | Kind::Json);
+        let charset = match (textual, table.charset_of(column)) {
+            (true, Some(name)) => {
+                Charset::named(name).map_err(|e| format!("table {shown}, column {}: {e}", column.name))?
+            }
+            _ => Charset::Utf8,
+        };
         columns.push(PgColumn {
             name: column.name.clone(),
             kind: mapped.kind,
             pg_type: mapped.pg_type,
+            rule: ColumnRule {
+                name: format!("{shown}.{}", column.name),
+                kind: mapped.kind,
+                charset,
+                nullable: column.nullable,
+            },
         });
     }
     let mut key = Vec::new();
+    let generated = |name: &String| table.columns.iter().any(|c| &c.name == name && c.generated.is_some());
     for index in &table.indexes {
+        if index.columns.iter().any(generated) {
+            if index.kind == IndexKind::Primary {
+                return Err(format!(
+                    "table {shown}: its primary key has a generated column, which is left out; cairn cannot \
+                     replicate it into PostgreSQL"
+                ));
+            }
+            notes.push(format!(
+                "{shown}: index {} is left out (it has a generated column)",
+                index.name
+            ));
+            continue;
+        }
         let list = index
             .columns
             .iter()
@@ -149,6 +182,19 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
         at_detach,
         notes,
     })
+}
+
+impl PgTable {
+    /// `COPY … FROM STDIN` of every column, in the copy's order.
+    pub fn copy_sql(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        format!(
+            "COPY {}.{} ({}) FROM STDIN",
+            quote_ident(&self.schema),
+            quote_ident(&self.name),
+            columns.join(", ")
+        )
+    }
 }
 
 /// A column's definition: name, type, identity, default, nullability, and an enum's check.

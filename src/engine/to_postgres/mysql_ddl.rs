@@ -18,6 +18,8 @@ pub struct MyColumn {
     pub generated: Option<String>,
     /// A `CHECK (json_valid(col))` on the column: MariaDB's `JSON`.
     pub json_checked: bool,
+    /// The column's own character set (`CHARACTER SET x`, or implied by `COLLATE x_…`).
+    pub charset: Option<String>,
     /// Clauses kept for the report (`ON UPDATE …`, `CHECK (…)`, `INVISIBLE`).
     pub other: Vec<String>,
 }
@@ -63,6 +65,15 @@ pub struct MyTable {
     pub foreign_keys: Vec<MyForeignKey>,
     /// Table-level `CHECK` constraints, as written.
     pub checks: Vec<String>,
+    /// The table's default character set (`DEFAULT CHARSET=…`).
+    pub charset: Option<String>,
+}
+
+impl MyTable {
+    /// The character set of `column`'s text: its own, else the table's.
+    pub fn charset_of<'a>(&'a self, column: &'a MyColumn) -> Option<&'a str> {
+        column.charset.as_deref().or(self.charset.as_deref())
+    }
 }
 
 /// Reads `create` (a `CREATE TABLE` as `SHOW CREATE TABLE` writes it) and the `ADD …` clauses a
@@ -75,9 +86,10 @@ pub fn parse_table(create: &str, added: &[String]) -> Result<MyTable, String> {
     let rest = strip_words(rest, &["CREATE", "TABLE"]).ok_or("not a CREATE TABLE statement")?;
     let (name, rest) = identifier(rest.trim_start()).ok_or("no table name after CREATE TABLE")?;
     let rest = rest.trim_start();
-    let (body, _) = parenthesized(rest).ok_or_else(|| format!("table {name}: no column list"))?;
+    let (body, options) = parenthesized(rest).ok_or_else(|| format!("table {name}: no column list"))?;
     let mut table = MyTable {
         name,
+        charset: table_charset(options),
         ..MyTable::default()
     };
     let extra = added.iter().map(|clause| {
@@ -239,12 +251,21 @@ fn column(entry: &str) -> Result<MyColumn, String> {
             }
             "CHARACTER" => {
                 let (_set, after) = next_word(after.trim_start());
-                let (_charset, after) = next_word(after.trim_start());
+                let (charset, after) = next_word(after.trim_start());
+                col.charset = Some(charset.to_ascii_lowercase());
                 rest = after;
                 continue;
             }
             "CHARSET" | "COLLATE" => {
-                let (_value, after) = next_word(after.trim_start());
+                let (value, after) = next_word(after.trim_start());
+                if col.charset.is_none() {
+                    // A collation's name starts with its character set's.
+                    let value = value.to_ascii_lowercase();
+                    col.charset = Some(match word.eq_ignore_ascii_case("COLLATE") {
+                        true => value.split('_').next().unwrap_or_default().to_string(),
+                        false => value,
+                    });
+                }
                 rest = after;
                 continue;
             }
@@ -303,6 +324,24 @@ fn column(entry: &str) -> Result<MyColumn, String> {
         rest = after;
     }
     Ok(col)
+}
+
+/// The default character set in a table's options (`… DEFAULT CHARSET=latin1 COLLATE=…`).
+fn table_charset(options: &str) -> Option<String> {
+    let upper = options.to_ascii_uppercase();
+    let at = upper
+        .find("CHARSET=")
+        .map(|i| i + "CHARSET=".len())
+        .or_else(|| upper.find("COLLATE=").map(|i| i + "COLLATE=".len()))?;
+    let value = options[at..]
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .to_ascii_lowercase();
+    let collated = !upper.contains("CHARSET=");
+    Some(match collated {
+        true => value.split('_').next().unwrap_or_default().to_string(),
+        false => value,
+    })
 }
 
 /// The next word (up to a space), and what follows it.

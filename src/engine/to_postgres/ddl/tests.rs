@@ -97,7 +97,8 @@ fn what_cannot_be_translated_is_reported_not_guessed() {
         "{notes}"
     );
     assert!(notes.contains("ON UPDATE current_timestamp()"), "{notes}");
-    assert!(notes.contains("log.total: a generated column"), "{notes}");
+    assert!(notes.contains("log.total: a generated column is left out"), "{notes}");
+    assert!(!table.create.contains("total"), "{}", table.create);
     assert!(notes.contains("default (concat('a','b')) is not translated"), "{notes}");
     assert!(
         table.create.contains("\"blob\" bytea DEFAULT '\\x6162'::bytea"),
@@ -114,4 +115,23 @@ fn long_index_names_stay_within_postgres_limit_and_distinct() {
     assert!(one.len() <= 63 && two.len() <= 63);
     assert_ne!(one, two);
     assert_eq!(index_name("t", "k"), "t_k");
+}
+
+#[test]
+fn columns_carry_how_their_values_are_written() {
+    let table = translated(
+        "CREATE TABLE `t` (\n  `id` int NOT NULL,\n  `name` varchar(10) DEFAULT NULL,\n  `raw` blob,\n  \
+         PRIMARY KEY (`id`)\n) DEFAULT CHARSET=latin1",
+    );
+    let charsets: Vec<Charset> = table.columns.iter().map(|c| c.rule.charset).collect();
+    assert_eq!(charsets, [Charset::Utf8, Charset::Latin1, Charset::Utf8]);
+    assert!(!table.columns[0].rule.nullable && table.columns[1].rule.nullable);
+    assert_eq!(table.columns[1].rule.name, "shop_pg.t.name");
+    assert_eq!(
+        table.copy_sql(),
+        "COPY \"shop_pg\".\"t\" (\"id\", \"name\", \"raw\") FROM STDIN"
+    );
+    let table = parse_table("CREATE TABLE `t` (\n  `a` text\n) DEFAULT CHARSET=sjis", &[]).unwrap();
+    let err = translate(&table, "s", &|d: &str| d.to_string()).unwrap_err();
+    assert!(err.contains("s.t") && err.contains("sjis"), "{err}");
 }

@@ -63,6 +63,17 @@ fn columns_keep_their_type_nullability_default_and_generation() {
     assert_eq!(c("updated").other, ["ON UPDATE current_timestamp()"]);
     assert_eq!(c("b").default.as_deref(), Some("b'101'"));
     assert!(c("t_timestamp").nullable);
+    assert_eq!(table.charset.as_deref(), Some("utf8mb4"));
+    assert_eq!(table.charset_of(c("t_json")), Some("utf8mb4"));
+}
+
+#[test]
+fn character_sets_come_from_the_column_its_collation_or_the_table() {
+    let create = "CREATE TABLE `t` (\n  `a` varchar(10) CHARACTER SET latin1 COLLATE latin1_swedish_ci,\n  \
+                  `b` text COLLATE ascii_bin,\n  `c` text\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb3 COLLATE=utf8mb3_general_ci";
+    let table = parse_table(create, &[]).unwrap();
+    let charsets: Vec<Option<&str>> = table.columns.iter().map(|c| table.charset_of(c)).collect();
+    assert_eq!(charsets, [Some("latin1"), Some("ascii"), Some("utf8mb3")]);
 }
 
 #[test]
