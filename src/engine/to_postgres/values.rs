@@ -234,7 +234,7 @@ mod tests {
         assert!(err.contains("UTF-8"), "{err}");
         let err = copy_field(&mut out, &rule(Kind::Bit { bits: 2 }), Some(b"4")).unwrap_err();
         assert!(err.contains("bit(2)"), "{err}");
-        let long = vec![b'x'; 100];
+        let long = [b'x'; 100];
         let err = copy_field(&mut out, &rule(Kind::Integer), Some(&[&long[..], b"\n"].concat())).unwrap_err();
         assert!(err.contains("101 bytes") && !err.contains("xxxx"), "{err}");
         assert!(Charset::named("sjis").unwrap_err().contains("sjis"));
