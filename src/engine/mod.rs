@@ -542,6 +542,21 @@ pub fn open(spec: &SourceSpec) -> Result<Arc<dyn Source>, SourceError> {
 ///
 /// # Errors
 /// None today; engines that need checks before any I/O report them here.
+/// The engine that restores copies of `copy_engine` into `target`: its own engine's, or for a
+/// MySQL/MariaDB copy into PostgreSQL, the translation (docs/mysql-to-postgres.md).
+///
+/// # Errors
+/// A PostgreSQL copy into MySQL, which cairn does not translate.
+pub fn open_target_for(target: &SourceUrl, copy_engine: Engine) -> Result<Arc<dyn Target>, SourceError> {
+    match (copy_engine, target.engine) {
+        (Engine::Mysql, Engine::Postgres) => Ok(Arc::new(to_postgres::MysqlIntoPostgres::new(target.clone()))),
+        (Engine::Postgres, Engine::Mysql) => Err(SourceError::Unsupported(
+            "a PostgreSQL copy cannot be restored into MySQL/MariaDB".into(),
+        )),
+        _ => open_target(target),
+    }
+}
+
 pub fn open_target(target: &SourceUrl) -> Result<Arc<dyn Target>, SourceError> {
     match target.engine {
         Engine::Postgres => Ok(Arc::new(postgres::PostgresTarget::new(target.clone()))),

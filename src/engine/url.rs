@@ -39,9 +39,15 @@ impl Engine {
                 }
             ));
         }
-        let given = match self {
+        // `--rename-db` also places a MySQL copy's databases in PostgreSQL schemas; which copy it
+        // is, the restore knows once it has read the status.
+        let given: Vec<&str> = match self {
             Engine::Mysql => Vec::new(),
-            Engine::Postgres => mysql.flags_given(),
+            Engine::Postgres => mysql
+                .flags_given()
+                .into_iter()
+                .filter(|f| *f != "--rename-db")
+                .collect(),
         };
         if given.is_empty() {
             return Ok(());

@@ -313,15 +313,27 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
         crate::repo::status::LogPosition::Postgres { .. } => crate::engine::Engine::Postgres,
         crate::repo::status::LogPosition::Mysql { .. } => crate::engine::Engine::Mysql,
     });
+    // A MySQL/MariaDB copy may go into PostgreSQL (translated); nothing goes the other way.
     if let Some(engine) = copy_engine
         && engine != plan.target_url.engine
+        && engine != crate::engine::Engine::Mysql
     {
         return Err(RestoreError::Usage(format!(
             "source {} holds {engine} copies; they cannot be restored into the {} database {}",
             plan.source, plan.target_url.engine, plan.target
         )));
     }
-    let target = crate::engine::open_target(&plan.target_url)?;
+    if copy_engine == Some(crate::engine::Engine::Postgres) && !plan.mysql.rename_databases.is_empty() {
+        return Err(RestoreError::Usage(
+            "--rename-db applies to MySQL/MariaDB copies (databases restored under other names, or into other \
+             PostgreSQL schemas); a PostgreSQL copy goes into the database of --target"
+                .into(),
+        ));
+    }
+    let target = match copy_engine {
+        Some(engine) => crate::engine::open_target_for(&plan.target_url, engine)?,
+        None => crate::engine::open_target(&plan.target_url)?,
+    };
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;
     let input = RestoreInput {

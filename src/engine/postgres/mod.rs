@@ -67,7 +67,7 @@ pub fn quote_literal(text: &str) -> String {
 pub struct Pg {
     url: SourceUrl,
     /// How messages name it: the URL without password.
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Pg {

@@ -1,14 +1,17 @@
 //! MySQL/MariaDB → PostgreSQL (issue #14, in progress): a MySQL table as a copy records it
 //! (`mysql_ddl`), its columns' PostgreSQL types (`types`), and its PostgreSQL definition
-//! (`ddl`), and a copy's values as PostgreSQL `COPY` text (`values`). The seed's data load and
-//! the applier build on these; until they exist, `replica seed` refuses a MySQL copy for a
-//! PostgreSQL target.
+//! (`ddl`), a copy's values as PostgreSQL `COPY` text (`values`), the load of a full copy's files
+//! (`load`) and the target that restores a MySQL full copy into PostgreSQL (`target`). Replaying
+//! MySQL incrementals into PostgreSQL, and following the binary log, are not built yet.
 
 pub mod ddl;
+mod load;
 pub mod mysql_ddl;
+mod target;
 pub mod types;
 pub mod values;
 
 pub use ddl::{PgColumn, PgTable, translate};
 pub use mysql_ddl::{MyTable, parse_table};
+pub use target::MysqlIntoPostgres;
 pub use types::Kind;
