@@ -52,6 +52,7 @@ use crate::streams::{Counters, Counting};
 
 pub use connection::My;
 pub use target::MysqlTarget;
+pub(crate) use target::copy_schema;
 
 use dump::{Checksums, DUMP_SESSION};
 use schema_dump::read_schema;

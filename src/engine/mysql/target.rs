@@ -499,15 +499,8 @@ impl MysqlTarget {
         Ok(found)
     }
 
-    /// The schema file of the chain's full copy, and the copy's files.
     async fn schema_of(&self, input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
-        let manifest = &input.manifests[0];
-        let files = files_of(&input.source, manifest)?;
-        let schema_file = one_of(&files, FileKind::Schema, &manifest.copy.id)?;
-        let text = read_text(&input.destination, &schema_file).await?;
-        let schema: Schema = serde_json::from_str(&text)
-            .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
-        Ok((schema, files))
+        copy_schema(input).await
     }
 
     /// Refuses `--resume` unless the target holds a replay of this chain to continue.
@@ -568,4 +561,19 @@ impl MysqlTarget {
             ..Default::default()
         })
     }
+}
+
+/// The schema file of the chain's full copy, and the copy's files (also read by the restore of a
+/// MySQL copy into PostgreSQL).
+///
+/// # Errors
+/// A manifest without a schema file, the destination's error, or a file that is not a schema.
+pub(crate) async fn copy_schema(input: &RestoreInput) -> Result<(Schema, Vec<StoredFile>), SourceError> {
+    let manifest = &input.manifests[0];
+    let files = files_of(&input.source, manifest)?;
+    let schema_file = one_of(&files, FileKind::Schema, &manifest.copy.id)?;
+    let text = read_text(&input.destination, &schema_file).await?;
+    let schema: Schema = serde_json::from_str(&text)
+        .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
+    Ok((schema, files))
 }

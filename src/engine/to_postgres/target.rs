@@ -10,13 +10,11 @@ use std::time::Instant;
 use super::ddl::{PgTable, translate};
 use super::load::{Loaded, worker};
 use super::mysql_ddl::parse_table;
-use crate::engine::mysql::schema::Schema;
 use crate::engine::pool::Queue;
 use crate::engine::postgres::{Pg, quote_ident};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
 use crate::progress::Progress;
-use crate::repo::file_kind::FileKind;
-use crate::repo::reader::{data_files, files_of, one_of, read_text};
+use crate::repo::reader::data_files;
 
 /// What a restore creates and loads.
 struct Plan {
@@ -40,11 +38,7 @@ impl MysqlIntoPostgres {
     async fn plan(&self, input: &RestoreInput) -> Result<Plan, SourceError> {
         refuse_what_is_not_built(input)?;
         let manifest = &input.manifests[0];
-        let files = files_of(&input.source, manifest)?;
-        let schema_file = one_of(&files, FileKind::Schema, &manifest.copy.id)?;
-        let text = read_text(&input.destination, &schema_file).await?;
-        let schema: Schema = serde_json::from_str(&text)
-            .map_err(|e| SourceError::Damaged(format!("{} does not hold a MySQL schema: {e}", schema_file.key)))?;
+        let (schema, files) = crate::engine::mysql::copy_schema(input).await?;
         let renames: BTreeMap<&str, &str> = input
             .mysql
             .rename_databases
