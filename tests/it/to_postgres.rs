@@ -170,7 +170,8 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
         &["--type", "full"],
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    let target = pg_fresh_database("my_into_pg").await;
+    // A database that does not exist yet is created.
+    let target = format!("my_into_pg_{}", std::process::id());
     let restore = |extra: &[&str]| {
         crate::support::run(
             crate::support::cairn(locks.path())
@@ -189,6 +190,9 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
                 .args(extra),
         )
     };
+    let (code, out, err) = restore(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("does not exist; the restore creates it") && out.contains("shop"), "{out}");
     let (code, out, err) = restore(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     // What was not translated is said: the generated columns, the FULLTEXT index, the CHECK.

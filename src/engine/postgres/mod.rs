@@ -47,6 +47,7 @@ use crate::streams::{Counters, Counting};
 use snapshot::{lock_tables, take_snapshot};
 
 pub use target::PostgresTarget;
+pub(crate) use target::open_database;
 
 /// How often long work logs a progress line.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

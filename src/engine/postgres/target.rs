@@ -32,29 +32,7 @@ impl PostgresTarget {
 impl PostgresTarget {
     /// Connects to the target database, creating it when it does not exist.
     async fn open_database(&self) -> Result<Client, SourceError> {
-        match self.pg.connect("restore").await {
-            Ok(client) => return Ok(client),
-            Err(SourceError::NoDatabase { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let database = self.pg.database();
-        let admin = self.pg.with_database("postgres");
-        let client = admin.connect("restore").await?;
-        // template0: a clean database, whatever was added to template1.
-        client
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                quote_ident(&database)
-            ))
-            .await
-            .map_err(|e| {
-                admin.error(
-                    &format!("creating database {database} (create it yourself if this user may not)"),
-                    e,
-                )
-            })?;
-        tracing::info!("created database {database}");
-        self.pg.connect("restore").await
+        open_database(&self.pg).await
     }
 
     /// What the database holds besides what every new database has.
@@ -531,4 +509,35 @@ impl PostgresTarget {
             .map_err(|e| self.pg.error("analyzing", e))?;
         Ok((tables.len() as u64, rows, file_count))
     }
+}
+
+/// Connects to `pg`'s database, creating it when it does not exist (also the target of a MySQL
+/// copy restored into PostgreSQL).
+///
+/// # Errors
+/// Login, or a database this user may not create.
+pub(crate) async fn open_database(pg: &Pg) -> Result<Client, SourceError> {
+    match pg.connect("restore").await {
+        Ok(client) => return Ok(client),
+        Err(SourceError::NoDatabase { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let database = pg.database();
+    let admin = pg.with_database("postgres");
+    let client = admin.connect("restore").await?;
+    // template0: a clean database, whatever was added to template1.
+    client
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE template0",
+            quote_ident(&database)
+        ))
+        .await
+        .map_err(|e| {
+            admin.error(
+                &format!("creating database {database} (create it yourself if this user may not)"),
+                e,
+            )
+        })?;
+    tracing::info!("created database {database}");
+    pg.connect("restore").await
 }

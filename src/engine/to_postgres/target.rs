@@ -99,7 +99,18 @@ fn refuse_what_is_not_built(input: &RestoreInput) -> Result<(), SourceError> {
 impl Target for MysqlIntoPostgres {
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let Plan { schemas, tables, .. } = self.plan(input).await?;
-        let client = self.pg.connect("restore preflight").await?;
+        let client = match self.pg.connect("restore preflight").await {
+            Ok(client) => client,
+            Err(SourceError::NoDatabase { .. }) => {
+                return Ok(vec![format!(
+                    "{}: does not exist; the restore creates it, with schemas {} ({} tables)",
+                    self.pg.name,
+                    schemas.join(", "),
+                    tables.len()
+                )]);
+            }
+            Err(e) => return Err(e),
+        };
         let occupied = self.occupied(&client, &schemas).await?;
         if !occupied.is_empty() && !input.clean {
             return Err(SourceError::TargetNotEmpty {
@@ -127,7 +138,7 @@ impl Target for MysqlIntoPostgres {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let Plan { schemas, tables, files } = self.plan(input).await?;
-        let client = self.pg.connect("restore").await?;
+        let client = crate::engine::postgres::open_database(&self.pg).await?;
         let occupied = self.occupied(&client, &schemas).await?;
         if !occupied.is_empty() && !input.clean {
             return Err(SourceError::TargetNotEmpty {
