@@ -192,7 +192,10 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
     };
     let (code, out, err) = restore(&["--dry-run"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("does not exist; the restore creates it") && out.contains("shop"), "{out}");
+    assert!(
+        out.contains("does not exist; the restore creates it") && out.contains("shop"),
+        "{out}"
+    );
     let (code, out, err) = restore(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     // What was not translated is said: the generated columns, the FULLTEXT index, the CHECK.
