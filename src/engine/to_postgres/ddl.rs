@@ -17,6 +17,17 @@ pub struct PgColumn {
     pub rule: ColumnRule,
 }
 
+/// A foreign key, added `NOT VALID` and then validated: MySQL data loaded with
+/// `foreign_key_checks = 0` may hold rows that reference nothing, and such a key stays in place,
+/// not validated, with a warning, instead of failing a restore whose rows are all in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgForeignKey {
+    /// `schema.table.constraint`, for messages.
+    pub shown: String,
+    pub add: String,
+    pub validate: String,
+}
+
 /// A MySQL table translated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgTable {
@@ -28,18 +39,25 @@ pub struct PgTable {
     pub create: String,
     /// Indexes and identity sequences, once the rows are in.
     pub after_load: Vec<String>,
-    /// Foreign keys, once the replica stops following its source.
-    pub at_detach: Vec<String>,
+    /// Foreign keys, once the replica stops following its source (or the restore loaded every
+    /// table).
+    pub at_detach: Vec<PgForeignKey>,
     /// What was left out or changed, one line each.
     pub notes: Vec<String>,
 }
 
 /// Translates `table` into schema `schema`; `schema_of` names the schema of another MySQL
-/// database a foreign key references.
+/// database a foreign key references; `taken` holds the relation names of the schema in use
+/// (tables, `{table}_pkey`, indexes already named), which the table's index names avoid and join.
 ///
 /// # Errors
 /// A column whose type has no counterpart, or an `ENUM` whose values do not read.
-pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> String) -> Result<PgTable, String> {
+pub fn translate(
+    table: &MyTable,
+    schema: &str,
+    schema_of: &dyn Fn(&str) -> String,
+    taken: &mut std::collections::BTreeSet<String>,
+) -> Result<PgTable, String> {
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
     let shown = format!("{schema}.{}", table.name);
     let mut notes = Vec::new();
@@ -72,7 +90,11 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
         for other in &column.other {
             notes.push(format!("{shown}.{}: not translated: {other}", column.name));
         }
-        let textual = matches!(mapped.kind, Kind::Text | Kind::Enum | Kind::Set | Kind::Json);
+        // MySQL 8's JSON type is always utf8mb4, whatever the table's character set; MariaDB's
+        // JSON is a text column with its own.
+        let native_json = column.type_name == "json";
+        let textual =
+            matches!(mapped.kind, Kind::Text | Kind::Enum | Kind::Set) || (mapped.kind == Kind::Json && !native_json);
         let charset = match (textual, table.charset_of(column)) {
             (true, Some(name)) => {
                 Charset::named(name).map_err(|e| format!("table {shown}, column {}: {e}", column.name))?
@@ -94,6 +116,13 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
     let mut key = Vec::new();
     let generated = |name: &String| table.columns.iter().any(|c| &c.name == name && c.generated.is_some());
     for index in &table.indexes {
+        if index.functional {
+            notes.push(format!(
+                "{shown}: index {} is left out (a part of it is an expression, which is not translated)",
+                index.name
+            ));
+            continue;
+        }
         if index.columns.iter().any(generated) {
             if index.kind == IndexKind::Primary {
                 return Err(format!(
@@ -127,7 +156,7 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
             IndexKind::Unique | IndexKind::Plain => after_load.push(format!(
                 "CREATE {}INDEX {} ON {qualified} ({list})",
                 if index.kind == IndexKind::Unique { "UNIQUE " } else { "" },
-                quote_ident(&index_name(&table.name, &index.name))
+                quote_ident(&index_name(&table.name, &index.name, taken))
             )),
             IndexKind::Fulltext | IndexKind::Spatial => notes.push(format!(
                 "{shown}: {} index {} is not translated",
@@ -155,18 +184,22 @@ pub fn translate(table: &MyTable, schema: &str, schema_of: &dyn Fn(&str) -> Stri
                 .as_deref()
                 .map_or_else(|| schema.to_string(), schema_of);
             let list = |columns: &[String]| columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-            format!(
-                "ALTER TABLE {qualified} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}){}",
-                quote_ident(&fk.name),
-                list(&fk.columns),
-                quote_ident(&referenced_schema),
-                quote_ident(&fk.references_table),
-                list(&fk.references_columns),
-                match fk.actions.is_empty() {
-                    true => String::new(),
-                    false => format!(" {}", fk.actions),
-                }
-            )
+            PgForeignKey {
+                shown: format!("{shown}.{}", fk.name),
+                add: format!(
+                    "ALTER TABLE {qualified} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}){} NOT VALID",
+                    quote_ident(&fk.name),
+                    list(&fk.columns),
+                    quote_ident(&referenced_schema),
+                    quote_ident(&fk.references_table),
+                    list(&fk.references_columns),
+                    match fk.actions.is_empty() {
+                        true => String::new(),
+                        false => format!(" {}", fk.actions),
+                    }
+                ),
+                validate: format!("ALTER TABLE {qualified} VALIDATE CONSTRAINT {}", quote_ident(&fk.name)),
+            }
         })
         .collect();
     for check in &table.checks {
@@ -216,7 +249,13 @@ fn column_sql(shown: &str, column: &MyColumn, mapped: &Mapped, notes: &mut Vec<S
     if mapped.kind == Kind::Enum {
         let values = enum_values(column.params.as_deref().unwrap_or_default())
             .map_err(|e| format!("table {shown}, column {}: {e}", column.name))?;
-        let values = values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ");
+        // MySQL stores a value outside the list as '' (index 0) outside strict mode, so '' is
+        // one of the column's values whatever the list says.
+        let mut values: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
+        if !values.iter().any(|v| v == "''") {
+            values.push("''".into());
+        }
+        let values = values.join(", ");
         sql.push_str(&format!(" CHECK ({name} IN ({values}))"));
     }
     Ok(sql)
@@ -248,6 +287,8 @@ fn default_sql(default: &str, kind: Kind) -> Option<Option<String>> {
         return match kind {
             Kind::Bytes | Kind::Spatial => Some(Some(format!("'\\x{}'::bytea", hex(text.as_bytes())))),
             Kind::Bit { .. } => None,
+            // The copy read it in UTC; the target would read it in its own TimeZone.
+            Kind::Timestamp => Some(Some(quote_literal(&format!("{text}+00")))),
             _ => Some(Some(quote_literal(&text))),
         };
     }
@@ -260,13 +301,28 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A PostgreSQL index name for MySQL index `index` of `table` (index names are per schema in
-/// PostgreSQL, per table in MySQL), within the 63 bytes PostgreSQL keeps.
-fn index_name(table: &str, index: &str) -> String {
+/// PostgreSQL, per table in MySQL), within the 63 bytes PostgreSQL keeps, and unlike the names
+/// in `taken` (`a_b` + `c` and `a` + `b_c` meet; so do long names cut to 63 bytes).
+///
+/// Names can still meet another table's index or a table of the same schema; PostgreSQL then
+/// refuses the `CREATE INDEX`, naming it, rather than changing anything.
+fn index_name(table: &str, index: &str, taken: &mut std::collections::BTreeSet<String>) -> String {
     let name = format!("{table}_{index}");
-    if name.len() <= 63 {
-        return name;
+    let mut candidate = fit(&name, &name);
+    let mut n = 1;
+    while !taken.insert(candidate.clone()) {
+        n += 1;
+        candidate = fit(&format!("{name}_{n}"), &format!("{name}\0{n}"));
     }
-    let digest = format!("{:x}", md5::compute(name.as_bytes()));
+    candidate
+}
+
+/// `name` within 63 bytes: cut, with 8 hex digits of the MD5 of `seed` so cut names stay apart.
+fn fit(name: &str, seed: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let digest = format!("{:x}", md5::compute(seed.as_bytes()));
     let mut cut = 54;
     while !name.is_char_boundary(cut) {
         cut -= 1;

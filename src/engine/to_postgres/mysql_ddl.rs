@@ -31,6 +31,9 @@ pub struct MyIndex {
     pub columns: Vec<String>,
     /// Columns indexed by a prefix only (`col(10)`).
     pub prefixed: bool,
+    /// Parts that are expressions (MySQL 8's functional key parts, `((lower(`name`)))`), which
+    /// `columns` leaves out.
+    pub functional: bool,
     pub kind: IndexKind,
 }
 
@@ -111,11 +114,12 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
             false => identifier(rest).ok_or("an index without a name")?,
         };
         let (list, _) = parenthesized(rest.trim_start()).ok_or("an index without columns")?;
-        let (columns, prefixed) = key_columns(list)?;
+        let (columns, prefixed, functional) = key_columns(list)?;
         Ok(MyIndex {
             name,
             columns,
             prefixed,
+            functional,
             kind,
         })
     };
@@ -166,7 +170,7 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
 
 fn foreign_key(name: String, rest: &str) -> Result<MyForeignKey, String> {
     let (list, rest) = parenthesized(rest.trim_start()).ok_or("a foreign key without columns")?;
-    let (columns, _) = key_columns(list)?;
+    let (columns, _, _) = key_columns(list)?;
     let rest = strip_words(rest.trim_start(), &["REFERENCES"]).ok_or("a foreign key without REFERENCES")?;
     let (first, rest) = identifier(rest.trim_start()).ok_or("a foreign key without a referenced table")?;
     let (database, table, rest) = match rest.strip_prefix('.') {
@@ -177,7 +181,7 @@ fn foreign_key(name: String, rest: &str) -> Result<MyForeignKey, String> {
         None => (None, first, rest),
     };
     let (list, rest) = parenthesized(rest.trim_start()).ok_or("a foreign key without referenced columns")?;
-    let (references_columns, _) = key_columns(list)?;
+    let (references_columns, _, _) = key_columns(list)?;
     Ok(MyForeignKey {
         name,
         columns,
@@ -188,16 +192,21 @@ fn foreign_key(name: String, rest: &str) -> Result<MyForeignKey, String> {
     })
 }
 
-/// The columns of a key: names, and whether any is a prefix (`col(10)`); `ASC`/`DESC` dropped.
-fn key_columns(list: &str) -> Result<(Vec<String>, bool), String> {
+/// The columns of a key: names, whether any is a prefix (`col(10)`), and whether any part is an
+/// expression (left out of the names); `ASC`/`DESC` dropped.
+fn key_columns(list: &str) -> Result<(Vec<String>, bool, bool), String> {
     let mut columns = Vec::new();
-    let mut prefixed = false;
+    let (mut prefixed, mut functional) = (false, false);
     for part in split_top_level(list) {
+        if part.trim_start().starts_with('(') {
+            functional = true;
+            continue;
+        }
         let (name, rest) = identifier(part.trim()).ok_or("a key column that is not a quoted name")?;
         prefixed |= rest.trim_start().starts_with('(');
         columns.push(name);
     }
-    Ok((columns, prefixed))
+    Ok((columns, prefixed, functional))
 }
 
 fn column(entry: &str) -> Result<MyColumn, String> {

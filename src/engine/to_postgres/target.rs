@@ -46,14 +46,22 @@ impl MysqlIntoPostgres {
             .map(|(from, to)| (from.as_str(), to.as_str()))
             .collect();
         let schema_of = |database: &str| renames.get(database).map_or(database, |to| *to).to_string();
+        // Index names share a schema's namespace with its tables and each other.
+        let mut taken: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for table in &schema.tables {
+            let names = taken.entry(schema_of(&table.database)).or_default();
+            names.insert(table.name.clone());
+            names.insert(format!("{}_pkey", table.name));
+        }
         let mut tables = BTreeMap::new();
         for table in &schema.tables {
             let shown = format!("{}.{}", table.database, table.name);
             let added: Vec<String> = table.indexes.iter().chain(&table.foreign_keys).cloned().collect();
             let parsed = parse_table(&table.create, &added)
                 .map_err(|e| SourceError::Unsupported(format!("copy {}: {shown}: {e}", manifest.copy.id)))?;
-            let translated =
-                translate(&parsed, &schema_of(&table.database), &schema_of).map_err(SourceError::Unsupported)?;
+            let target_schema = schema_of(&table.database);
+            let names = taken.entry(target_schema.clone()).or_default();
+            let translated = translate(&parsed, &target_schema, &schema_of, names).map_err(SourceError::Unsupported)?;
             tables.insert((table.database.clone(), table.name.clone()), translated);
         }
         // Every database of the copy becomes a schema, tables or not.
@@ -147,14 +155,17 @@ impl Target for MysqlIntoPostgres {
             });
         }
         for name in &schemas {
-            if occupied.contains(name) {
-                tracing::warn!("--clean: dropping schema {name} on {}", self.pg.name);
-            }
+            // Only a schema that holds tables, and only with --clean (checked above), is dropped:
+            // an empty one that exists may hold the owner's grants or functions.
+            let sql = match occupied.contains(name) {
+                true => {
+                    tracing::warn!("--clean: dropping schema {name} on {}", self.pg.name);
+                    format!("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}", quote_ident(name))
+                }
+                false => format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(name)),
+            };
             client
-                .batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
-                    quote_ident(name)
-                ))
+                .batch_execute(&sql)
                 .await
                 .map_err(|e| self.pg.error(&format!("creating schema {name}"), e))?;
         }
@@ -200,12 +211,24 @@ impl Target for MysqlIntoPostgres {
         }
         // Indexes and identities once the rows are in; the foreign keys last, every table whole.
         let after = shared.values().flat_map(|t| t.after_load.iter());
-        let keys = shared.values().flat_map(|t| t.at_detach.iter());
-        for statement in after.chain(keys) {
+        let keys: Vec<_> = shared.values().flat_map(|t| t.at_detach.iter()).collect();
+        for statement in after.chain(keys.iter().map(|k| &k.add)) {
             client
                 .batch_execute(statement)
                 .await
                 .map_err(|e| self.pg.error(&format!("finishing the tables ({statement})"), e))?;
+        }
+        for key in keys {
+            if let Err(e) = client.batch_execute(&key.validate).await {
+                tracing::warn!(
+                    "foreign key {}: left NOT VALID: {} (MySQL had foreign_key_checks off for some rows); fix the \
+                     rows, then run: {}",
+                    key.shown,
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |db| db.message().to_string()),
+                    key.validate
+                );
+            }
         }
         Ok(RestoreReport {
             target: self.pg.name.clone(),

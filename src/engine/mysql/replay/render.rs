@@ -142,11 +142,32 @@ fn pairs(
         first = false;
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(operator);
-        if !literal(out, value) {
+        if !column_literal(out, column, value) {
             return false;
         }
     }
     true
+}
+
+/// `value` as a literal for `column`. A `DECIMAL`'s text is written as a number: compared with a
+/// string, MySQL compares as doubles, and decimals that differ past 15 digits would meet.
+fn column_literal(out: &mut Vec<u8>, column: &ColumnInfo, value: &Value) -> bool {
+    match value {
+        Value::Bytes(digits) if column.data_type == "decimal" && is_decimal(digits) => {
+            out.extend_from_slice(digits);
+            true
+        }
+        _ => literal(out, value),
+    }
+}
+
+/// A decimal number as the log's decoding writes it: `-`, digits, at most one point.
+fn is_decimal(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    !digits.is_empty()
+        && digits.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+        && digits.iter().filter(|b| **b == b'.').count() <= 1
+        && digits[0] != b'.'
 }
 
 #[cfg(test)]
@@ -177,6 +198,41 @@ mod tests {
         );
         assert_eq!(text(Value::Time(true, 2, 3, 4, 5, 6)), "'-51:04:05.000006'");
         assert!(!literal(&mut Vec::new(), &Value::Double(f64::NAN)));
+    }
+
+    #[test]
+    fn decimals_find_their_row_as_numbers() {
+        let column = |name: &str, data_type: &str| ColumnInfo {
+            name: name.into(),
+            data_type: data_type.into(),
+            unsigned: false,
+            generated: false,
+        };
+        let info = TableInfo {
+            qualified: "`d`.`t`".into(),
+            columns: vec![column("k", "decimal"), column("s", "varchar")],
+            quoted: vec!["`k`".into(), "`s`".into()],
+            insert_head: Vec::new(),
+            key: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let before = [
+            Value::Bytes(b"-12345678901234567890.000000000000000001".to_vec()),
+            Value::Bytes(b"1.5".to_vec()),
+        ];
+        assert!(delete(&mut out, &info, &before));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "DELETE FROM `d`.`t` WHERE `k` <=> -12345678901234567890.000000000000000001 AND `s` <=> _binary'1.5' LIMIT 1"
+        );
+        // Anything else in a DECIMAL column stays a quoted literal.
+        let mut out = Vec::new();
+        assert!(column_literal(
+            &mut out,
+            &info.columns[0],
+            &Value::Bytes(b"1; DROP".to_vec())
+        ));
+        assert_eq!(out, b"_binary'1; DROP'");
     }
 
     #[test]

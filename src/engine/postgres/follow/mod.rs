@@ -245,7 +245,8 @@ impl Session<'_> {
             // Read first: what the slot holds up to here is decodable by the read below.
             let flushed = current_lsn(source, &source_client).await?;
             let applied_now = self.batch(&source_client, &mut applying).await?;
-            if applied_now == 0 {
+            // A stop breaks off a read at its first transaction: then the slot was not empty.
+            if applied_now == 0 && !options.stop.is_cancelled() {
                 applying.idle = Some(flushed);
             }
             report.transactions += applied_now;
