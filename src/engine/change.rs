@@ -68,6 +68,10 @@ pub struct Rows {
     /// identity); empty: the applier finds them on its target (MySQL), or the whole row
     /// identifies it (PostgreSQL's `REPLICA IDENTITY FULL`).
     pub key: Vec<usize>,
+    /// Whether `key` identifies one row. `false`: the key is every column of a table that has no
+    /// key (a MySQL table without a primary key, replicated into PostgreSQL), compared by type,
+    /// and a change takes any one of the equal rows (they are interchangeable).
+    pub key_unique: bool,
     /// Whether the source checked foreign keys when it made these changes.
     pub foreign_key_checks: bool,
     pub changes: Vec<RowChange>,

@@ -21,23 +21,10 @@ impl Engine {
     /// # Errors
     /// One sentence naming the options and what the engine does instead.
     pub fn check_restore(self, mysql: &MysqlRestoreOptions, until: Option<&Until>) -> Result<(), String> {
-        let until = match until {
-            Some(Until::Gtid(_)) => Some(("--until-gtid", Engine::Mysql)),
-            Some(Until::Position { .. }) => Some(("--until-position", Engine::Mysql)),
-            Some(Until::Lsn(_)) => Some(("--until-lsn", Engine::Postgres)),
-            Some(Until::Xid(_)) => Some(("--until-xid", Engine::Postgres)),
-            Some(Until::Time(_)) | None => None,
-        };
-        if let Some((flag, engine)) = until
-            && engine != self
-        {
-            return Err(format!(
-                "{flag} applies to {engine} chains only; for {self} use {}",
-                match self {
-                    Engine::Mysql => "--until TIME, --until-gtid or --until-position",
-                    Engine::Postgres => "--until TIME, --until-lsn or --until-xid",
-                }
-            ));
+        // A PostgreSQL target may receive a MySQL copy (translated): which stop points apply, the
+        // copy's engine says, once the restore has read the status (`check_until`).
+        if self == Engine::Mysql {
+            self.check_until(until)?;
         }
         // `--rename-db` also places a MySQL copy's databases in PostgreSQL schemas; which copy it
         // is, the restore knows once it has read the status.
@@ -58,6 +45,32 @@ impl Engine {
             given.join(", "),
             if given.len() == 1 { "applies" } else { "apply" }
         ))
+    }
+
+    /// Refuses a stop point that chains of this engine (the copy's) do not have.
+    ///
+    /// # Errors
+    /// One sentence naming the flag and the ones this engine takes.
+    pub fn check_until(self, until: Option<&Until>) -> Result<(), String> {
+        let until = match until {
+            Some(Until::Gtid(_)) => Some(("--until-gtid", Engine::Mysql)),
+            Some(Until::Position { .. }) => Some(("--until-position", Engine::Mysql)),
+            Some(Until::Lsn(_)) => Some(("--until-lsn", Engine::Postgres)),
+            Some(Until::Xid(_)) => Some(("--until-xid", Engine::Postgres)),
+            Some(Until::Time(_)) | None => None,
+        };
+        if let Some((flag, engine)) = until
+            && engine != self
+        {
+            return Err(format!(
+                "{flag} applies to {engine} chains only; for {self} use {}",
+                match self {
+                    Engine::Mysql => "--until TIME, --until-gtid or --until-position",
+                    Engine::Postgres => "--until TIME, --until-lsn or --until-xid",
+                }
+            ));
+        }
+        Ok(())
     }
 }
 

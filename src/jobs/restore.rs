@@ -158,6 +158,17 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .into_iter()
         .cloned()
         .collect::<Vec<_>>();
+    // The stop point must be one the copy's engine has (a PostgreSQL target may take a MySQL
+    // chain, translated).
+    if let Some(full) = chain.first() {
+        let engine = match full.log_range.end {
+            crate::repo::status::LogPosition::Postgres { .. } => crate::engine::Engine::Postgres,
+            crate::repo::status::LogPosition::Mysql { .. } => crate::engine::Engine::Mysql,
+        };
+        engine
+            .check_until(request.until.as_ref())
+            .map_err(RestoreError::Usage)?;
+    }
     if let (Some(Until::Time(time)), Some(full)) = (&request.until, chain.first())
         && *time < full.started_at
     {

@@ -29,5 +29,6 @@ mod status;
 mod support;
 mod terminal;
 mod to_postgres;
+mod to_postgres_replay;
 mod verify;
 mod verify_deep;

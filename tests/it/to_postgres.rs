@@ -255,6 +255,27 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
         assert_eq!(mine, theirs as u64, "{table}");
     }
 
+    every_type_is_equal(&mut my, &pg, "shop").await;
+    // Keys after the load: the foreign key holds, and the identity continues past MySQL's ids.
+    let next: i32 = pg
+        .query_one("INSERT INTO shop.customers (name) VALUES ('new') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let most: u64 = my.query_first("SELECT MAX(id) FROM customers").await.unwrap().unwrap();
+    assert!(next as u64 > most, "identity {next} after {most}");
+    let orphan = pg
+        .execute(
+            "INSERT INTO shop.orders (customer_id, placed_at, amount) VALUES (999999, now(), 1)",
+            &[],
+        )
+        .await;
+    assert!(orphan.is_err(), "the foreign key was not created");
+}
+
+/// Every column of every row of `every_type` reads the same in MySQL and in PostgreSQL schema
+/// `schema`, through the documented mapping.
+pub async fn every_type_is_equal(my: &mut mysql_async::Conn, pg: &tokio_postgres::Client, schema: &str) {
     let exact = |c: &str| {
         (
             c.to_string(),
@@ -347,7 +368,7 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let theirs: Vec<(i64, Option<String>)> = pg
             .query(
-                &format!("SELECT id::int8, {pg_expr} FROM shop.every_type ORDER BY id"),
+                &format!("SELECT id::int8, {pg_expr} FROM {schema}.every_type ORDER BY id"),
                 &[],
             )
             .await
@@ -374,19 +395,4 @@ async fn a_mysql_full_copy_restores_into_postgres_through_the_mapping() {
             );
         }
     }
-    // Keys after the load: the foreign key holds, and the identity continues past MySQL's ids.
-    let next: i32 = pg
-        .query_one("INSERT INTO shop.customers (name) VALUES ('new') RETURNING id", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let most: u64 = my.query_first("SELECT MAX(id) FROM customers").await.unwrap().unwrap();
-    assert!(next as u64 > most, "identity {next} after {most}");
-    let orphan = pg
-        .execute(
-            "INSERT INTO shop.orders (customer_id, placed_at, amount) VALUES (999999, now(), 1)",
-            &[],
-        )
-        .await;
-    assert!(orphan.is_err(), "the foreign key was not created");
 }

@@ -5,7 +5,7 @@
 use super::quote_ident;
 
 /// Statements about accounts and the server, not the restored databases: never replayed.
-pub(super) fn is_account_statement(text: &str) -> bool {
+pub(crate) fn is_account_statement(text: &str) -> bool {
     let upper = text.trim_start().to_ascii_uppercase();
     [
         "GRANT ",
@@ -48,7 +48,7 @@ pub(super) fn find_unquoted_qualifier(text: &str, db: &str) -> Option<usize> {
 /// The database of `databases` a logged statement belongs to: its session's default database,
 /// or the one it names (`CREATE TABLE app.t …` run without a default database, `DROP DATABASE
 /// app`). Capture and replay decide by this one rule, so they agree on what belongs where.
-pub(super) fn statement_database<'a>(
+pub(crate) fn statement_database<'a>(
     text: &str,
     schema: &str,
     databases: impl IntoIterator<Item = &'a String> + Clone,

@@ -53,6 +53,11 @@ use crate::streams::{Counters, Counting};
 pub use connection::My;
 pub use target::MysqlTarget;
 pub(crate) use target::copy_schema;
+// What MySQL → PostgreSQL uses of the replay: the checked chain, its changes, and what a logged
+// statement names.
+pub(crate) use attribution::{is_account_statement, statement_database};
+pub(crate) use replay::{ChainResume, Checked as CheckedChain, check as check_chain, preview as preview_chain};
+pub(crate) use replay::{first_words, statement_table};
 
 use dump::{Checksums, DUMP_SESSION};
 use schema_dump::read_schema;

@@ -365,6 +365,7 @@ fn rows(at: &str, relation: &Relation, change: RowChange) -> Change {
                 .map(|(i, _)| i)
                 .collect(),
         },
+        key_unique: true,
         foreign_key_checks: true,
         changes: vec![change],
     })

@@ -128,9 +128,9 @@ fn text_of(value: &Value, at: &str) -> Result<Option<String>, SourceError> {
 /// equal to it (duplicates are interchangeable).
 fn one_row(out: &mut RowStatement, table: &str, rows: &Rows, before: &[Value]) -> Result<String, SourceError> {
     let condition = locate(out, rows, before)?;
-    Ok(match rows.key.is_empty() {
-        false => condition,
-        true => format!("ctid = (SELECT ctid FROM ONLY {table} WHERE {condition} LIMIT 1)"),
+    Ok(match !rows.key.is_empty() && rows.key_unique {
+        true => condition,
+        false => format!("ctid = (SELECT ctid FROM ONLY {table} WHERE {condition} LIMIT 1)"),
     })
 }
 

@@ -10,6 +10,9 @@ use std::time::Instant;
 use super::ddl::{PgTable, translate};
 use super::load::{Loaded, worker};
 use super::mysql_ddl::parse_table;
+use super::replay::{Mapping, PROGRESS_TABLE, recorded, replay};
+use super::rows::{RowTranslator, Shape};
+use crate::engine::filter::Filters;
 use crate::engine::pool::Queue;
 use crate::engine::postgres::{Pg, quote_ident};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
@@ -20,6 +23,10 @@ use crate::repo::reader::data_files;
 struct Plan {
     schemas: Vec<String>,
     tables: BTreeMap<(String, String), PgTable>,
+    /// How each table's row changes are applied, for a chain's replay.
+    shapes: BTreeMap<(String, String), Shape>,
+    /// MySQL database → PostgreSQL schema.
+    schema_map: BTreeMap<String, String>,
     files: Vec<crate::repo::reader::StoredFile>,
 }
 
@@ -53,7 +60,7 @@ impl MysqlIntoPostgres {
             names.insert(table.name.clone());
             names.insert(format!("{}_pkey", table.name));
         }
-        let mut tables = BTreeMap::new();
+        let (mut tables, mut shapes) = (BTreeMap::new(), BTreeMap::new());
         for table in &schema.tables {
             let shown = format!("{}.{}", table.database, table.name);
             let added: Vec<String> = table.indexes.iter().chain(&table.foreign_keys).cloned().collect();
@@ -62,6 +69,8 @@ impl MysqlIntoPostgres {
             let target_schema = schema_of(&table.database);
             let names = taken.entry(target_schema.clone()).or_default();
             let translated = translate(&parsed, &target_schema, &schema_of, names).map_err(SourceError::Unsupported)?;
+            let shape = Shape::new(&parsed, &translated).map_err(SourceError::Unsupported)?;
+            shapes.insert((table.database.clone(), table.name.clone()), shape);
             tables.insert((table.database.clone(), table.name.clone()), translated);
         }
         // Every database of the copy becomes a schema, tables or not.
@@ -69,7 +78,18 @@ impl MysqlIntoPostgres {
         schemas.extend(tables.values().map(|t| t.schema.clone()));
         schemas.sort();
         schemas.dedup();
-        Ok(Plan { schemas, tables, files })
+        let schema_map = schema
+            .databases
+            .iter()
+            .map(|d| (d.name.clone(), schema_of(&d.name)))
+            .collect();
+        Ok(Plan {
+            schemas,
+            tables,
+            shapes,
+            schema_map,
+            files,
+        })
     }
 
     /// The target schemas, and which of them already hold something.
@@ -86,75 +106,25 @@ impl MysqlIntoPostgres {
     }
 }
 
-/// The parts of MySQL → PostgreSQL that are not built yet, refused before anything is done.
-fn refuse_what_is_not_built(input: &RestoreInput) -> Result<(), SourceError> {
-    if input.manifests.len() > 1 || input.until.is_some() || input.resume {
-        return Err(SourceError::Unsupported(format!(
-            "replaying MySQL incremental copies into PostgreSQL is not built yet (issue #14); restore the full copy \
-             alone: --copy {}",
-            input.manifests[0].copy.id
-        )));
-    }
-    if input.mysql.no_binlog || input.mysql.verify_checksums {
-        return Err(SourceError::Unsupported(
-            "--no-binlog and --checksum are for MySQL targets; a PostgreSQL target takes --rename-db only".into(),
-        ));
-    }
-    Ok(())
-}
-
-#[async_trait::async_trait]
-impl Target for MysqlIntoPostgres {
-    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
-        let Plan { schemas, tables, .. } = self.plan(input).await?;
-        let client = match self.pg.connect("restore preflight").await {
-            Ok(client) => client,
-            Err(SourceError::NoDatabase { .. }) => {
-                return Ok(vec![format!(
-                    "{}: does not exist; the restore creates it, with schemas {} ({} tables)",
-                    self.pg.name,
-                    schemas.join(", "),
-                    tables.len()
-                )]);
-            }
-            Err(e) => return Err(e),
-        };
-        let occupied = self.occupied(&client, &schemas).await?;
-        if !occupied.is_empty() && !input.clean {
-            return Err(SourceError::TargetNotEmpty {
-                database: self.pg.name.clone(),
-                detail: format!(
-                    "schema {} already holds tables; --rename-db puts the copy's databases in other schemas",
-                    occupied.join(", ")
-                ),
-            });
-        }
-        let mut notes = vec![format!(
-            "MySQL copy into PostgreSQL {}: schemas {} ({} tables), through docs/mysql-to-postgres.md",
-            self.pg.name,
-            schemas.join(", "),
-            tables.len()
-        )];
-        notes.extend(
-            tables
-                .values()
-                .flat_map(|t| t.notes.iter().map(|n| format!("not translated: {n}"))),
-        );
-        Ok(notes)
-    }
-
-    async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
-        let started = Instant::now();
-        let Plan { schemas, tables, files } = self.plan(input).await?;
+impl MysqlIntoPostgres {
+    /// Creates the schemas and tables, loads the full copy's rows, then makes the indexes,
+    /// identities and foreign keys.
+    async fn restore_full(
+        &self,
+        input: &RestoreInput,
+        schemas: &[String],
+        tables: BTreeMap<(String, String), PgTable>,
+        files: Vec<crate::repo::reader::StoredFile>,
+    ) -> Result<RestoreReport, SourceError> {
         let client = crate::engine::postgres::open_database(&self.pg).await?;
-        let occupied = self.occupied(&client, &schemas).await?;
+        let occupied = self.occupied(&client, schemas).await?;
         if !occupied.is_empty() && !input.clean {
             return Err(SourceError::TargetNotEmpty {
                 database: self.pg.name.clone(),
                 detail: format!("schema {} already holds tables", occupied.join(", ")),
             });
         }
-        for name in &schemas {
+        for name in schemas {
             // Only a schema that holds tables, and only with --clean (checked above), is dropped:
             // an empty one that exists may hold the owner's grants or functions.
             let sql = match occupied.contains(name) {
@@ -235,10 +205,143 @@ impl Target for MysqlIntoPostgres {
             tables: shared.len() as u64,
             rows: loaded.iter().map(|l| l.rows).sum(),
             files: file_count,
-            seconds: started.elapsed().as_secs_f64(),
             position: Some(input.manifests[0].copy.log_range.end.clone()),
             ..Default::default()
         })
+    }
+}
+
+/// The parts of MySQL → PostgreSQL that are not built yet, refused before anything is done.
+fn refuse_what_is_not_built(input: &RestoreInput) -> Result<(), SourceError> {
+    if input.resume && input.manifests.len() < 2 {
+        return Err(SourceError::NothingToResume {
+            target: "the target".into(),
+            detail: format!(
+                "copy {} is a full copy without incrementals: there is no replay to resume; restore it again with \
+                 --clean",
+                input.manifests[0].copy.id
+            ),
+        });
+    }
+    if input.mysql.no_binlog || input.mysql.verify_checksums {
+        return Err(SourceError::Unsupported(
+            "--no-binlog and --checksum are for MySQL targets; a PostgreSQL target takes --rename-db only".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Target for MysqlIntoPostgres {
+    async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        let Plan { schemas, tables, .. } = self.plan(input).await?;
+        let client = match self.pg.connect("restore preflight").await {
+            Ok(client) => client,
+            Err(SourceError::NoDatabase { .. }) if input.resume => {
+                return Err(SourceError::NothingToResume {
+                    target: self.pg.name.clone(),
+                    detail: "the database does not exist; restore without --resume".into(),
+                });
+            }
+            Err(SourceError::NoDatabase { .. }) => {
+                return Ok(vec![format!(
+                    "{}: does not exist; the restore creates it, with schemas {} ({} tables)",
+                    self.pg.name,
+                    schemas.join(", "),
+                    tables.len()
+                )]);
+            }
+            Err(e) => return Err(e),
+        };
+        let occupied = self.occupied(&client, &schemas).await?;
+        // --resume continues in the schemas an earlier restore filled.
+        if !occupied.is_empty() && !input.clean && !input.resume {
+            return Err(SourceError::TargetNotEmpty {
+                database: self.pg.name.clone(),
+                detail: format!(
+                    "schema {} already holds tables; --rename-db puts the copy's databases in other schemas",
+                    occupied.join(", ")
+                ),
+            });
+        }
+        let mut notes = vec![format!(
+            "MySQL copy into PostgreSQL {}: schemas {} ({} tables), through docs/mysql-to-postgres.md",
+            self.pg.name,
+            schemas.join(", "),
+            tables.len()
+        )];
+        notes.extend(
+            tables
+                .values()
+                .flat_map(|t| t.notes.iter().map(|n| format!("not translated: {n}"))),
+        );
+        Ok(notes)
+    }
+
+    async fn preview(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        if input.manifests.len() < 2 {
+            return Ok(Vec::new());
+        }
+        crate::engine::mysql::preview_chain(input).await
+    }
+
+    async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
+        let started = Instant::now();
+        let Plan {
+            schemas,
+            tables,
+            shapes,
+            schema_map,
+            files,
+        } = self.plan(input).await?;
+        // Every log file is fetched and checked, and the stop point found, before the target is
+        // touched.
+        let checked = match input.manifests.len() {
+            1 => None,
+            _ => Some(crate::engine::mysql::check_chain(input).await?),
+        };
+        let resume = match input.resume {
+            true => Some(recorded(&self.pg, input, &schema_map).await?),
+            false => None,
+        };
+        let mut report = match input.resume {
+            false => self.restore_full(input, &schemas, tables, files).await?,
+            true => {
+                tracing::info!(
+                    "--resume: the full copy {} is already in the target",
+                    input.manifests[0].copy.id
+                );
+                RestoreReport {
+                    target: self.pg.name.clone(),
+                    position: Some(input.manifests[0].copy.log_range.end.clone()),
+                    ..Default::default()
+                }
+            }
+        };
+        if let Some(checked) = checked {
+            let filters = recorded_filters(input)?;
+            let mapping = Mapping {
+                schemas: &schema_map,
+                filters: &filters,
+                translator: RowTranslator::new(shapes),
+            };
+            let replayed = replay(&self.pg, input, checked, resume, mapping)
+                .await
+                .map_err(|cause| SourceError::ReplayStopped {
+                    target: self.pg.name.clone(),
+                    progress: PROGRESS_TABLE.into(),
+                    cause: Box::new(cause),
+                })?;
+            for (column, count) in &replayed.zero_dates {
+                tracing::warn!("{column}: {count} zero dates in the replayed changes became NULL or -infinity");
+            }
+            report.incrementals = input.manifests.len() as u64 - 1;
+            report.transactions = replayed.transactions;
+            report.row_changes = replayed.row_changes;
+            report.position = replayed.position.or(report.position);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
     }
 
     async fn digest_tables(&self, tables: &[TableToDigest]) -> Result<Vec<TableDigest>, SourceError> {
@@ -253,5 +356,15 @@ impl Target for MysqlIntoPostgres {
         Err(SourceError::Unsupported(
             "a MySQL copy restored into PostgreSQL is not a scratch restore".into(),
         ))
+    }
+}
+
+/// The filters the chain's full copy was taken with: the replay leaves out what the copy did.
+fn recorded_filters(input: &RestoreInput) -> Result<Filters, SourceError> {
+    let full = &input.manifests[0].copy;
+    match full.details.get("filters") {
+        Some(recorded) => serde_json::from_value(recorded.clone())
+            .map_err(|e| SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.id))),
+        None => Ok(Filters::default()),
     }
 }

@@ -28,7 +28,7 @@ struct OpenLog {
 }
 
 /// Turns the chain's log files into a stream of [`Change`]s.
-pub(super) struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     logs: &'a [LocalLog],
     next_log: usize,
     open: Option<OpenLog>,
@@ -73,7 +73,7 @@ impl<'a> Decoder<'a> {
     /// # Errors
     /// A damaged event, a statement that is not text, partial JSON updates, or a resume position
     /// that is not a transaction end of the chain.
-    pub(super) async fn next(&mut self) -> Result<Option<Change>, SourceError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Change>, SourceError> {
         loop {
             if let Some(change) = self.pending.pop_front() {
                 return Ok(Some(change));

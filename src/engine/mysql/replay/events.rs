@@ -241,6 +241,7 @@ fn rows(
         columns: map.columns_count(),
         names: Vec::new(),
         key: Vec::new(),
+        key_unique: true,
         foreign_key_checks,
         changes,
     }))

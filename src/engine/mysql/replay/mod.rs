@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 
 pub(super) use self::live::{follow, record_setup, request_stop, states};
+pub(crate) use self::sql::{first_words, statement_table};
 
 use self::apply::{Applier, ROW_SESSION};
-use self::decode::Decoder;
+use self::decode::{Decoder, ResumeAfter};
 use self::fetch::{LocalLog, fetch};
 use self::scan::scan;
 use self::triggers::{prepare_progress, restore_triggers, set_aside_triggers};
@@ -73,7 +74,7 @@ pub struct Replayed {
 }
 
 /// What a replay of `input` would do: its files fetched and checked, and the exact stop point.
-pub(super) async fn preview(input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+pub(crate) async fn preview(input: &RestoreInput) -> Result<Vec<String>, SourceError> {
     let full = &input.manifests[0];
     let start_gtids = full_gtids(full)?;
     let work = work_folder()?;
@@ -194,7 +195,7 @@ pub(super) async fn check_resumable(
 
 /// The incrementals of a chain fetched into a work folder, every file checked (MD5, each
 /// event's CRC32) and the stop point found: what a replay needs before it touches the target.
-pub(super) struct Checked {
+pub(crate) struct Checked {
     _work: tempfile::TempDir,
     logs: Vec<LocalLog>,
     limit: Limit,
@@ -206,7 +207,7 @@ pub(super) struct Checked {
 ///
 /// # Errors
 /// Damaged files, or an `until` the chain does not hold.
-pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
+pub(crate) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> {
     let full: &Manifest = &input.manifests[0];
     let start_gtids = full_gtids(full)?;
     let work = work_folder()?;
@@ -218,6 +219,59 @@ pub(super) async fn check(input: &RestoreInput) -> Result<Checked, SourceError> 
         limit,
         in_chain,
     })
+}
+
+/// Where a replay by another engine's applier continues: after the transaction of copy `copy`
+/// that ended at `file`:`position`, with the source's GTID state `gtid` there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainResume {
+    pub copy: String,
+    pub file: String,
+    pub position: u64,
+    pub gtid: String,
+}
+
+impl Checked {
+    /// The chain's changes from the full copy's position (or after `resume`, a transaction an
+    /// earlier replay applied last) to the stop point, the rows of the tables `wanted` picks
+    /// only, for another engine's applier (MySQL → PostgreSQL).
+    ///
+    /// # Errors
+    /// A GTID position that does not read.
+    pub(crate) fn changes<'a>(
+        &'a self,
+        input: &RestoreInput,
+        resume: Option<&ChainResume>,
+        wanted: &'a (dyn Fn(&str, &str) -> bool + Sync),
+    ) -> Result<Decoder<'a>, SourceError> {
+        let full = &input.manifests[0];
+        let (gtids, resume_after) = match resume {
+            None => (full_gtids(full)?, None),
+            Some(resume) => (
+                GtidState::parse(&resume.gtid)
+                    .map_err(|e| SourceError::Damaged(format!("the replay progress's GTID position: {e}")))?,
+                (resume.copy != full.copy.id).then(|| ResumeAfter {
+                    copy: resume.copy.clone(),
+                    server_file: resume.file.clone(),
+                    position: resume.position,
+                }),
+            ),
+        };
+        let stop = match &self.limit {
+            Limit::Nothing => None,
+            Limit::After(boundary) => Some((boundary.log, boundary.position)),
+        };
+        let nothing = stop.is_none() && input.until.is_some();
+        Ok(Decoder::new(&self.logs, gtids, stop, nothing, resume_after, wanted))
+    }
+
+    /// Transactions the chain holds, and how many of them the stop point takes.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        match &self.limit {
+            Limit::Nothing => (self.in_chain, 0),
+            Limit::After(boundary) => (self.in_chain, boundary.count),
+        }
+    }
 }
 
 /// Replays the checked incrementals of `input` into the target, after its full copy was

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::engine::mysql::attribution::find_unquoted_qualifier;
 use crate::engine::mysql::quote_ident;
 
-pub(super) fn first_words(text: &str) -> String {
+pub(crate) fn first_words(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().take(6).collect();
     words.join(" ")
 }
@@ -14,7 +14,7 @@ pub(super) fn first_words(text: &str) -> String {
 /// The table a table statement names first (`ALTER TABLE [db.]t`, `CREATE TABLE IF NOT EXISTS t`,
 /// `DROP TABLE t`, `TRUNCATE t`, `RENAME TABLE t …`, `CREATE INDEX i ON t`), with its database
 /// when it is qualified.
-pub(super) fn statement_table(text: &str) -> Option<(Option<String>, String)> {
+pub(crate) fn statement_table(text: &str) -> Option<(Option<String>, String)> {
     let tokens = sql_tokens(text, 24);
     let word = |i: usize| match tokens.get(i) {
         Some((false, t)) => t.to_ascii_uppercase(),
