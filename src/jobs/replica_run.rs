@@ -49,10 +49,23 @@ impl TargetRequest {
         Ok(url)
     }
 
-    fn open(&self) -> Result<(SourceUrl, Arc<dyn Target>), ReplicaError> {
+    /// The target as a replica of a source of engine `source`: a PostgreSQL target of a MySQL
+    /// source is a translated replica.
+    fn open_for(&self, source: crate::engine::Engine) -> Result<(SourceUrl, Arc<dyn Target>), ReplicaError> {
         let url = self.url()?;
-        let target = crate::engine::open_target(&url)?;
+        let target = crate::engine::open_target_for(&url, source)?;
         Ok((url, target))
+    }
+
+    /// The target as a replica of each engine it can follow (PostgreSQL: of PostgreSQL and of
+    /// MySQL), for `status` and `stop`.
+    fn open_all(&self) -> Result<(SourceUrl, Vec<Arc<dyn Target>>), ReplicaError> {
+        let url = self.url()?;
+        let mut targets = vec![crate::engine::open_target(&url)?];
+        if url.engine == crate::engine::Engine::Postgres {
+            targets.push(crate::engine::open_target_for(&url, crate::engine::Engine::Mysql)?);
+        }
+        Ok((url, targets))
     }
 }
 
@@ -95,10 +108,12 @@ fn configured(config: &Config, name: &str) -> Result<SourceSpec, ReplicaError> {
 /// A source that is not configured, a target of another engine, what stopped the applier.
 pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, ReplicaError> {
     let source = configured(config, &request.source)?;
-    let (url, target) = request.target.open()?;
-    if url.engine != source.engine() {
+    let (url, target) = request.target.open_for(source.engine())?;
+    let translated = source.engine() == crate::engine::Engine::Mysql && url.engine == crate::engine::Engine::Postgres;
+    if url.engine != source.engine() && !translated {
         return Err(ReplicaError::Usage(format!(
-            "source {} is {:?} and the target is {:?}: the applier replicates between servers of the same engine",
+            "source {} is {:?} and the target is {:?}: the applier replicates between servers of the same engine, or \
+             from MySQL/MariaDB into PostgreSQL",
             source.name,
             source.engine(),
             url.engine
@@ -207,9 +222,13 @@ pub async fn status(
     target: &TargetRequest,
     source: Option<&str>,
 ) -> Result<Vec<ReplicaStatus>, ReplicaError> {
-    let (_, engine) = target.open()?;
+    let (_, engines) = target.open_all()?;
+    let mut states = Vec::new();
+    for engine in &engines {
+        states.extend(engine.replicas().await?);
+    }
     let mut shown = Vec::new();
-    for state in engine.replicas().await? {
+    for state in states {
         if source.is_some_and(|name| name != state.source) {
             continue;
         }
@@ -307,8 +326,15 @@ fn later(a: &LogPosition, b: &LogPosition) -> bool {
 /// # Errors
 /// No such replica (usage), the target's error, or [`ReplicaError::StillRunning`].
 pub async fn stop(target: &TargetRequest, source: &str, wait: Duration) -> Result<ReplicaState, ReplicaError> {
-    let (url, engine) = target.open()?;
-    let Some(mut state) = engine.request_stop(source).await? else {
+    let (url, engines) = target.open_all()?;
+    let mut found = None;
+    for engine in engines {
+        if let Some(state) = engine.request_stop(source).await? {
+            found = Some((engine, state));
+            break;
+        }
+    }
+    let Some((engine, mut state)) = found else {
         return Err(ReplicaError::Usage(format!(
             "{} holds no replica of source {source} for cairn's applier",
             url.without_password()

@@ -85,8 +85,17 @@ impl RestorePlan {
     ///
     /// # Errors
     /// [`RestoreError::Source`] when the target's engine is not available.
+    /// The target as the chain's copies are restored into it (a MySQL chain into PostgreSQL is
+    /// translated).
     pub fn target_engine(&self) -> Result<Arc<dyn crate::engine::Target>, RestoreError> {
-        Ok(crate::engine::open_target(&self.target_url)?)
+        let copy_engine = self.chain.first().map(|c| match c.log_range.end {
+            crate::repo::status::LogPosition::Postgres { .. } => crate::engine::Engine::Postgres,
+            crate::repo::status::LogPosition::Mysql { .. } => crate::engine::Engine::Mysql,
+        });
+        Ok(match copy_engine {
+            Some(engine) => crate::engine::open_target_for(&self.target_url, engine)?,
+            None => crate::engine::open_target(&self.target_url)?,
+        })
     }
 }
 

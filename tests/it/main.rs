@@ -30,5 +30,6 @@ mod support;
 mod terminal;
 mod to_postgres;
 mod to_postgres_replay;
+mod to_postgres_replica;
 mod verify;
 mod verify_deep;

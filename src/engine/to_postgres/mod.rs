@@ -4,7 +4,10 @@
 //! (`load`), binary log row changes as PostgreSQL row changes (`rows`), a chain's replay
 //! (`replay`) and the target that restores a MySQL chain into PostgreSQL (`target`). Following
 //! the live binary log, and translating DDL, are not built yet.
+pub mod catalog;
 pub mod ddl;
+mod follow;
+mod follow_state;
 mod load;
 pub mod mysql_ddl;
 mod replay;

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::catalog::target_key;
 use super::rows::RowTranslator;
 use crate::engine::change::{Change, Commit, Statement, Truncate};
 use crate::engine::filter::Filters;
@@ -60,35 +61,8 @@ pub async fn replay(
     resume: Option<ChainResume>,
     mut mapping: Mapping<'_>,
 ) -> Result<Replayed, SourceError> {
-    let full = &input.manifests[0];
-    let LogPosition::Mysql { file, position, gtid } = &full.copy.log_range.end else {
-        return Err(SourceError::Unsupported(format!(
-            "copy {} is not a MySQL copy",
-            full.copy.id
-        )));
-    };
     let client = pg.connect("replaying MySQL changes").await?;
     let targets = target_key(mapping.schemas);
-    if resume.is_none() {
-        let start = format!(
-            "{PROGRESS_DDL};
-                INSERT INTO {PROGRESS_TABLE} (source, target_schemas, full_copy, copy_id, log_file, log_position, gtid)
-                  VALUES ({source}, {targets}, {copy}, {copy}, {file}, {position}, {gtid})
-                  ON CONFLICT (source, target_schemas) DO UPDATE SET full_copy = excluded.full_copy,
-                    copy_id = excluded.copy_id, log_file = excluded.log_file, log_position = excluded.log_position,
-                    gtid = excluded.gtid, transactions = 0, updated_at = now()",
-            source = quote_literal(&input.source),
-            targets = quote_literal(&targets),
-            copy = quote_literal(&full.copy.id),
-            file = quote_literal(file),
-            gtid = quote_literal(gtid.as_deref().unwrap_or_default()),
-        );
-        client
-            .batch_execute(&start)
-            .await
-            .map_err(|e| pg.error(&format!("recording the replay's start in {PROGRESS_TABLE}"), e))?;
-    }
-
     let (in_chain, to_apply) = checked.counts();
     tracing::info!(
         "replay into PostgreSQL: {} of {} in the chain",
@@ -128,6 +102,43 @@ pub async fn replay(
     replayed.row_changes = applied.row_changes;
     replayed.zero_dates = std::mem::take(&mut mapping.translator.zero_dates);
     Ok(replayed)
+}
+
+/// Records in the target that it holds `input`'s full copy and nothing after it, in schemas
+/// `schemas` (after a full restore; a chain's replay and a replica's applier go on from there).
+///
+/// # Errors
+/// A copy that is not MySQL's, or the target's error.
+pub async fn record_start(
+    pg: &Pg,
+    input: &RestoreInput,
+    schemas: &BTreeMap<String, String>,
+) -> Result<(), SourceError> {
+    let full = &input.manifests[0];
+    let LogPosition::Mysql { file, position, gtid } = &full.copy.log_range.end else {
+        return Err(SourceError::Unsupported(format!(
+            "copy {} is not a MySQL copy",
+            full.copy.id
+        )));
+    };
+    let start = format!(
+        "{PROGRESS_DDL};
+        INSERT INTO {PROGRESS_TABLE} (source, target_schemas, full_copy, copy_id, log_file, log_position, gtid)
+          VALUES ({source}, {targets}, {copy}, {copy}, {file}, {position}, {gtid})
+          ON CONFLICT (source, target_schemas) DO UPDATE SET full_copy = excluded.full_copy,
+            copy_id = excluded.copy_id, log_file = excluded.log_file, log_position = excluded.log_position,
+            gtid = excluded.gtid, transactions = 0, updated_at = now()",
+        source = quote_literal(&input.source),
+        targets = quote_literal(&target_key(schemas)),
+        copy = quote_literal(&full.copy.id),
+        file = quote_literal(file),
+        gtid = quote_literal(gtid.as_deref().unwrap_or_default()),
+    );
+    let client = pg.connect("recording the restored position").await?;
+    client
+        .batch_execute(&start)
+        .await
+        .map_err(|e| pg.error(&format!("recording the restored position in {PROGRESS_TABLE}"), e))
 }
 
 /// Where the replay an earlier restore of this chain into the target stopped (`--resume`).
@@ -195,16 +206,8 @@ pub async fn recorded(
     Ok(resume)
 }
 
-/// The key of a replay's progress row: the target schemas, sorted.
-fn target_key(schemas: &BTreeMap<String, String>) -> String {
-    let mut names: Vec<&str> = schemas.values().map(String::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
-    names.join(",")
-}
-
 /// The progress record of a source transaction, run in its target transaction.
-fn record_sql(commit: &Commit, source: &str, targets: &str) -> String {
+pub(super) fn record_sql(commit: &Commit, source: &str, targets: &str) -> String {
     let LogPosition::Mysql { file, position, gtid } = &commit.position else {
         return String::new();
     };
@@ -222,7 +225,7 @@ fn record_sql(commit: &Commit, source: &str, targets: &str) -> String {
 /// What a statement the source logged does to the replica: nothing (it touches no replicated
 /// table, or is of a kind the copy does not translate either), a `TRUNCATE`, or an error naming
 /// the statement, for DDL that is not translated yet.
-fn classify(
+pub(super) fn classify(
     statement: &Statement,
     schemas: &BTreeMap<String, String>,
     filters: &Filters,

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::ddl::{PgTable, translate};
+use super::catalog::{Definition, Translated, target_key, translate_all};
+use super::ddl::PgTable;
 use super::load::{Loaded, worker};
-use super::mysql_ddl::parse_table;
-use super::replay::{Mapping, PROGRESS_TABLE, recorded, replay};
+use super::replay::{Mapping, PROGRESS_TABLE, record_start, recorded, replay};
 use super::rows::{RowTranslator, Shape};
 use crate::engine::filter::Filters;
 use crate::engine::pool::Queue;
@@ -27,6 +27,8 @@ struct Plan {
     shapes: BTreeMap<(String, String), Shape>,
     /// MySQL database → PostgreSQL schema.
     schema_map: BTreeMap<String, String>,
+    /// The copy's tables as it recorded them, kept in the target for a replica's applier.
+    definitions: Vec<Definition>,
     files: Vec<crate::repo::reader::StoredFile>,
 }
 
@@ -53,26 +55,18 @@ impl MysqlIntoPostgres {
             .map(|(from, to)| (from.as_str(), to.as_str()))
             .collect();
         let schema_of = |database: &str| renames.get(database).map_or(database, |to| *to).to_string();
-        // Index names share a schema's namespace with its tables and each other.
-        let mut taken: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-        for table in &schema.tables {
-            let names = taken.entry(schema_of(&table.database)).or_default();
-            names.insert(table.name.clone());
-            names.insert(format!("{}_pkey", table.name));
-        }
-        let (mut tables, mut shapes) = (BTreeMap::new(), BTreeMap::new());
-        for table in &schema.tables {
-            let shown = format!("{}.{}", table.database, table.name);
-            let added: Vec<String> = table.indexes.iter().chain(&table.foreign_keys).cloned().collect();
-            let parsed = parse_table(&table.create, &added)
-                .map_err(|e| SourceError::Unsupported(format!("copy {}: {shown}: {e}", manifest.copy.id)))?;
-            let target_schema = schema_of(&table.database);
-            let names = taken.entry(target_schema.clone()).or_default();
-            let translated = translate(&parsed, &target_schema, &schema_of, names).map_err(SourceError::Unsupported)?;
-            let shape = Shape::new(&parsed, &translated).map_err(SourceError::Unsupported)?;
-            shapes.insert((table.database.clone(), table.name.clone()), shape);
-            tables.insert((table.database.clone(), table.name.clone()), translated);
-        }
+        let definitions: Vec<Definition> = schema
+            .tables
+            .iter()
+            .map(|table| Definition {
+                database: table.database.clone(),
+                name: table.name.clone(),
+                create: table.create.clone(),
+                added: table.indexes.iter().chain(&table.foreign_keys).cloned().collect(),
+            })
+            .collect();
+        let Translated { tables, shapes } =
+            translate_all(&definitions, &schema_of, &format!("copy {}", manifest.copy.id))?;
         // Every database of the copy becomes a schema, tables or not.
         let mut schemas: Vec<String> = schema.databases.iter().map(|d| schema_of(&d.name)).collect();
         schemas.extend(tables.values().map(|t| t.schema.clone()));
@@ -88,6 +82,7 @@ impl MysqlIntoPostgres {
             tables,
             shapes,
             schema_map,
+            definitions,
             files,
         })
     }
@@ -292,6 +287,7 @@ impl Target for MysqlIntoPostgres {
             tables,
             shapes,
             schema_map,
+            definitions,
             files,
         } = self.plan(input).await?;
         // Every log file is fetched and checked, and the stop point found, before the target is
@@ -305,7 +301,19 @@ impl Target for MysqlIntoPostgres {
             false => None,
         };
         let mut report = match input.resume {
-            false => self.restore_full(input, &schemas, tables, files).await?,
+            false => {
+                let report = self.restore_full(input, &schemas, tables, files).await?;
+                // What a replica's applier reads the binary log's rows by.
+                let client = self.pg.connect("recording the copy's table definitions").await?;
+                super::catalog::store(&client, &target_key(&schema_map), &definitions)
+                    .await
+                    .map_err(|e| {
+                        self.pg
+                            .error("recording the copy's table definitions (cairn_replay.mysql_tables)", e)
+                    })?;
+                record_start(&self.pg, input, &schema_map).await?;
+                report
+            }
             true => {
                 tracing::info!(
                     "--resume: the full copy {} is already in the target",
@@ -340,6 +348,7 @@ impl Target for MysqlIntoPostgres {
             report.row_changes = replayed.row_changes;
             report.position = replayed.position.or(report.position);
         }
+        report.databases = schema_map;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -356,6 +365,26 @@ impl Target for MysqlIntoPostgres {
         Err(SourceError::Unsupported(
             "a MySQL copy restored into PostgreSQL is not a scratch restore".into(),
         ))
+    }
+
+    async fn prepare_follow(&self, setup: &crate::engine::follow::FollowSetup<'_>) -> Result<(), SourceError> {
+        super::follow_state::record_setup(&self.pg, setup).await
+    }
+
+    async fn follow(
+        &self,
+        source: &crate::engine::SourceSpec,
+        options: &crate::engine::follow::FollowOptions,
+    ) -> Result<crate::engine::follow::FollowReport, SourceError> {
+        super::follow::follow(&self.pg, source, options).await
+    }
+
+    async fn replicas(&self) -> Result<Vec<crate::engine::follow::ReplicaState>, SourceError> {
+        super::follow_state::states(&self.pg).await
+    }
+
+    async fn request_stop(&self, source: &str) -> Result<Option<crate::engine::follow::ReplicaState>, SourceError> {
+        super::follow_state::request_stop(&self.pg, source).await
     }
 }
 

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use mysql_async::prelude::Queryable;
 
+pub(crate) use self::live::{LiveFeed, Wanted};
 pub(super) use self::live::{follow, record_setup, request_stop, states};
 pub(crate) use self::sql::{first_words, statement_table};
 

@@ -4,6 +4,7 @@
 //! start-up validation, reconnection with backoff after a lost connection, and a clean stop
 //! after the transaction in flight.
 
+mod feed;
 mod state;
 mod stream;
 mod validate;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 
 use self::state::Setup;
-use self::stream::{Live, Wanted};
+use self::stream::Live;
+pub(crate) use self::stream::Wanted;
 use self::validate::{Validation, validate};
 use super::apply::{Applier, ROW_SESSION};
 use super::triggers::{prepare_progress, restore_triggers, set_aside_triggers, settle_earlier_replay};
@@ -28,6 +30,7 @@ use crate::engine::{SourceError, SourceSpec};
 use crate::progress::Progress;
 use crate::repo::model::LogPosition;
 
+pub(crate) use feed::LiveFeed;
 pub(in crate::engine::mysql) use state::{record_setup, request_stop, states};
 
 /// How often the applier records its heartbeat and looks for a stop request.

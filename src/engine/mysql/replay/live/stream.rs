@@ -25,7 +25,7 @@ const SILENCE: std::time::Duration = std::time::Duration::from_secs(20);
 pub(super) const LIVE: &str = "live";
 
 /// Which tables' rows are applied (database, table).
-pub(super) type Wanted = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+pub(crate) type Wanted = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// The live log of the source, decoded.
 pub(super) struct Live {

@@ -1,0 +1,208 @@
+//! cairn's applier following a MySQL/MariaDB source's live binary log into a PostgreSQL replica
+//! (`cairn replica run`): the replica's lease taken, the tables' definitions read from the
+//! target's catalog, then each source transaction's row changes translated and applied by the
+//! PostgreSQL applier with the position recorded in the same transaction — the replay's path,
+//! fed by the live stream. Reconnects with backoff, stops after the transaction in flight.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::catalog::{self, translate_all};
+use super::follow_state::{self as state, Setup};
+use super::replay::{classify, record_sql};
+use super::rows::RowTranslator;
+use crate::engine::change::Change;
+use crate::engine::follow::{Ended, FollowOptions, FollowReport, reconnect_policy, reconnects_after};
+use crate::engine::mysql::{LiveFeed, Wanted};
+use crate::engine::postgres::Pg;
+use crate::engine::postgres::apply::Applier;
+use crate::engine::{SourceError, SourceSpec};
+
+/// How often the applier records its heartbeat and looks for a stop request.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Follows `source`'s live log into the replica in `pg` until stopped.
+///
+/// # Errors
+/// A target not seeded for the applier, another applier running, a source that is another server
+/// or whose log no longer reaches the replica's position, a statement or value that is not
+/// translated, a row the replica does not hold as the source did, or a lost connection after the
+/// reconnection limit.
+pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Result<FollowReport, SourceError> {
+    let control = pg.connect("replica run").await?;
+    let setup = state::load(pg, &control, &source.name).await?;
+    if !options.dry_run {
+        state::acquire(pg, &control, &setup).await?;
+    }
+    let definitions = catalog::load(&control, &setup.targets)
+        .await
+        .map_err(|e| pg.error("reading the replica's table definitions (cairn_replay.mysql_tables)", e))?;
+    let schema_of = |database: &str| {
+        setup
+            .databases
+            .get(database)
+            .cloned()
+            .unwrap_or_else(|| database.to_string())
+    };
+    let translated = translate_all(&definitions, &schema_of, "the replica's table definitions")?;
+    let mut translator = RowTranslator::new(translated.shapes);
+    let mut report = FollowReport {
+        source: source.name.clone(),
+        target: pg.name.clone(),
+        validation: vec![
+            "a replica of MySQL in PostgreSQL is not compared table by table at start-up yet (issue #14)".into(),
+        ],
+        ..FollowReport::default()
+    };
+    let mut retry = reconnect_policy(options);
+    let outcome = loop {
+        let before = report.transactions;
+        let session = Session {
+            pg,
+            source,
+            setup: &setup,
+            options,
+            control: &control,
+        };
+        match session.run(&mut translator, &mut report).await {
+            Ok(ended) => break Ok(ended),
+            Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
+                tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
+                if report.transactions > before {
+                    retry = reconnect_policy(options);
+                }
+                let waited = tokio::select! {
+                    more = retry.wait() => more,
+                    () = options.stop.cancelled() => break Ok(Ended::Signal),
+                };
+                if !waited {
+                    break Err(error);
+                }
+                report.reconnections += 1;
+                state::record_error(pg, &control, &setup, &error.to_string()).await;
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    for (column, count) in &translator.zero_dates {
+        tracing::warn!("{column}: {count} zero dates in the applied changes became NULL or -infinity");
+    }
+    match outcome {
+        Ok(ended) => {
+            report.stopped = ended.describe().to_string();
+            Ok(report)
+        }
+        Err(error) => {
+            if !options.dry_run {
+                state::record_error(pg, &control, &setup, &error.to_string()).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// One connected session of the applier: from the replica's recorded position until it stops or
+/// a connection is lost.
+struct Session<'a> {
+    pg: &'a Pg,
+    source: &'a SourceSpec,
+    setup: &'a Setup,
+    options: &'a FollowOptions,
+    control: &'a Client,
+}
+
+impl Session<'_> {
+    async fn run(&self, translator: &mut RowTranslator, report: &mut FollowReport) -> Result<Ended, SourceError> {
+        let (pg, setup, options) = (self.pg, self.setup, self.options);
+        let at = state::position(pg, self.control, setup).await?;
+        report.started_at.get_or_insert_with(|| at.clone());
+        report.position = Some(at.clone());
+        let wanted: Wanted = {
+            let (databases, filters) = (setup.databases.clone(), setup.filters.clone());
+            Box::new(move |database: &str, table: &str| {
+                databases.contains_key(database) && filters.data_included(database, table)
+            })
+        };
+        let mut feed = LiveFeed::open(
+            self.source,
+            &setup.server_identity,
+            &setup.targets,
+            options.replica_server_id,
+            &at,
+            wanted,
+        )
+        .await?;
+        if options.dry_run {
+            return Ok(Ended::DryRun);
+        }
+        tracing::info!(
+            "{}: applying the source's log from {at} to {} (schemas {})",
+            setup.source,
+            pg.name,
+            setup.targets
+        );
+        let client = pg.connect("replica run").await?;
+        let mut applier = Applier::new(pg, &client).await?;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut stopping, mut applied_event_at, mut since_heartbeat) = (None, None, 0i64);
+        let schemas: &BTreeMap<String, String> = &setup.databases;
+        let ended = loop {
+            if let Some(ended) = stopping
+                && !feed.in_transaction()
+            {
+                break ended;
+            }
+            tokio::select! {
+                biased;
+                () = options.stop.cancelled(), if stopping.is_none() => {
+                    tracing::info!("{}: stopping after the transaction in flight", setup.source);
+                    stopping = Some(Ended::Signal);
+                }
+                _ = heartbeat.tick() => {
+                    let stop = state::heartbeat(pg, self.control, setup, applied_event_at.take(), std::mem::take(&mut since_heartbeat)).await?;
+                    if stop && stopping.is_none() {
+                        tracing::info!("{}: a stop was requested; stopping after the transaction in flight", setup.source);
+                        stopping = Some(Ended::StopRequested);
+                    }
+                    if options.catch_up && stopping.is_none() && !feed.in_transaction() && feed.reached_end_at_start() {
+                        stopping = Some(Ended::CaughtUp);
+                    }
+                }
+                change = feed.next() => {
+                    let Some(change) = change? else {
+                        return Err(SourceError::Disconnected {
+                            database: self.source.name.clone(),
+                            doing: "reading the binary log".into(),
+                            detail: "the server ended the stream".into(),
+                        });
+                    };
+                    match change {
+                        Change::Rows(rows) => applier.apply(Change::Rows(translator.translate(rows)?), "").await?,
+                        Change::Statement(statement) => {
+                            if let Some(truncate) = classify(&statement, schemas, &setup.filters)? {
+                                applier.apply(Change::Truncate(truncate), "").await?;
+                            }
+                        }
+                        Change::Commit(commit) => {
+                            let record = record_sql(&commit, &setup.source, &setup.targets);
+                            let position = commit.position.clone();
+                            applier.apply(Change::Commit(commit), &record).await?;
+                            report.transactions += 1;
+                            since_heartbeat += 1;
+                            applied_event_at = feed.last_timestamp();
+                            report.position = Some(position);
+                        }
+                        change @ (Change::Begin { .. } | Change::Truncate(_)) => applier.apply(change, "").await?,
+                    }
+                }
+            }
+        };
+        let applied = applier.finish().await?;
+        report.row_changes += applied.row_changes;
+        let _ = state::heartbeat(pg, self.control, setup, applied_event_at, since_heartbeat).await;
+        Ok(ended)
+    }
+}

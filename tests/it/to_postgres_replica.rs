@@ -1,0 +1,213 @@
+//! A PostgreSQL replica of a MariaDB source (issue #14): seeded from a full copy and an
+//! incremental taken under the transfer workload (`replica seed --handover cairn` into a
+//! `postgres://` target), then followed by `replica run` while the workload goes on — a SIGKILL
+//! and a restart in between, a second applier refused — and stopped with `replica stop`; after a
+//! last `--catch-up` every account and the history are equal and the invariant holds in
+//! PostgreSQL. DDL the applier does not translate stops it, naming the statement.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use crate::mysql::{ONE_AT_A_TIME, accounts_database, connect, transfer_workload, url_of};
+use crate::postgres::{connect as pg_connect, url_of as pg_url_of};
+use crate::replica::config_for;
+use crate::support::{Background, cairn, run};
+
+/// `cairn replica <args> --source fx --target <target>`.
+fn replica(locks: &std::path::Path, config: &std::path::Path, target: &str, args: &[&str]) -> (i32, String, String) {
+    run(cairn(locks)
+        .arg("--config")
+        .arg(config)
+        .arg("replica")
+        .args(args)
+        .args(["--source", "fx", "--target", target]))
+}
+
+fn spawn_applier(locks: &std::path::Path, config: &std::path::Path, target: &str, log: &std::path::Path) -> Background {
+    Background::spawn(
+        cairn(locks)
+            .arg("--config")
+            .arg(config)
+            .args(["replica", "run", "--source", "fx", "--target", target, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+}
+
+/// Accounts as `id:balance:transfers` lines, and the history's count, sum and largest id.
+async fn mysql_state(source: &str) -> (String, String) {
+    let mut my = connect(&url_of(source)).await;
+    my.query_drop("SET SESSION group_concat_max_len = 1000000")
+        .await
+        .unwrap();
+    let accounts: String = my
+        .query_first("SELECT GROUP_CONCAT(id, ':', balance, ':', transfers ORDER BY id SEPARATOR ' ') FROM accounts")
+        .await
+        .unwrap()
+        .unwrap();
+    let history: String = my
+        .query_first("SELECT CONCAT(COUNT(*), ' ', COALESCE(SUM(amount), 0), ' ', COALESCE(MAX(id), 0)) FROM history")
+        .await
+        .unwrap()
+        .unwrap();
+    (accounts, history)
+}
+
+async fn postgres_state(pg: &tokio_postgres::Client) -> (String, String) {
+    let accounts: String = pg
+        .query_one(
+            "SELECT string_agg(id || ':' || balance || ':' || transfers, ' ' ORDER BY id) FROM bank.accounts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let history: String = pg
+        .query_one(
+            "SELECT count(*) || ' ' || coalesce(sum(amount), 0) || ' ' || coalesce(max(id), 0) FROM bank.history",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (accounts, history)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = accounts_database("my_pg_replica").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = config_for(locks.path(), &source);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = transfer_workload(&source, 1, stop.clone());
+    for kind in ["full", "incremental"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (code, out, err) = run(cairn(locks.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "--source", "fx", "--to", &to, "--type", kind]));
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    let target = pg_url_of(&format!("my_pg_replica_{}", std::process::id()));
+    let (code, out, err) = run(cairn(locks.path()).arg("--config").arg(&config).args([
+        "replica",
+        "seed",
+        "--from",
+        &to,
+        "--source",
+        "fx",
+        "--target",
+        &target,
+        "--handover",
+        "cairn",
+        "--rename-db",
+        &format!("{source}=bank"),
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let seeded: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(seeded["handover"], "cairn", "{seeded}");
+
+    let log = locks.path().join("applier.log");
+    let mut applier = spawn_applier(locks.path(), &config, &target, &log);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // SIGKILL mid-stream: what was committed stays with its position; the restart goes on after it.
+    applier.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let applier = spawn_applier(locks.path(), &config, &target, &log);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (code, _, err) = replica(locks.path(), &config, &target, &["run"]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("another applier runs"), "{err}");
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["replica", "status", "--target", &target, "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let states: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let state = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "fx")
+        .cloned()
+        .unwrap_or_else(|| panic!("{states}"));
+    assert_eq!(state["running"], true, "{state}");
+    assert!(state["applied"]["file"].is_string(), "{state}");
+
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for worker in workers {
+        transfers += worker.await.unwrap();
+    }
+    let (code, out, err) = replica(locks.path(), &config, &target, &["stop"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let output = applier.wait_with_output();
+    let applier_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(0), "{applier_log}");
+    let ran: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(ran["stopped"], "stop requested", "{ran}");
+    assert!(!applier_log.contains("cairn-test-pw"), "the password was logged");
+    // Whatever the stopped applier had not read, a catch-up applies.
+    let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let pg = pg_connect(&target).await;
+    let expected = mysql_state(&source).await;
+    assert_eq!(
+        postgres_state(&pg).await,
+        expected,
+        "the replica is not its source after {transfers} transfers; the applier's log:\n{applier_log}"
+    );
+    let invariant: (i64, i64, i64) = pg
+        .query_one(
+            "SELECT sum(balance)::int8, sum(transfers)::int8, (SELECT count(*) FROM bank.history) FROM bank.accounts",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .unwrap();
+    assert_eq!(invariant.0, 200 * 1000);
+    assert_eq!(invariant.1, invariant.2);
+    assert!(transfers > 0);
+
+    // DDL the applier does not translate stops it (exit 2), naming the statement; the rows
+    // before it are in.
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "INSERT INTO history (from_id, to_id, amount) VALUES (1, 2, 0);
+             ALTER TABLE accounts ADD COLUMN note INT;
+             UPDATE accounts SET note = 1 WHERE id = 1",
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("ALTER TABLE accounts") && err.contains("not built yet"),
+        "{err}"
+    );
+    let history: i64 = pg
+        .query_one("SELECT count(*) FROM bank.history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, invariant.2 + 1);
+    let (code, out, _) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["replica", "status", "--target", &target, "--json"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ALTER TABLE accounts"),
+        "the error is in the status: {out}"
+    );
+}
