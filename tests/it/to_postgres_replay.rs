@@ -56,11 +56,22 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
     .unwrap();
     let point: String = my.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
     let customers_at_point: u64 = my.query_first("SELECT COUNT(*) FROM customers").await.unwrap().unwrap();
+    // log_lines is dropped after the point: its state there, as the replica must have it.
+    let log_lines_at_point: String = my
+        .query_first("SELECT CONCAT(COUNT(*), ' ', SUM(level = 'fatal'), ' ', COUNT(at)) FROM log_lines")
+        .await
+        .unwrap()
+        .unwrap();
     // After the point: DDL the replay does not translate, and rows in its new shape.
     my.query_drop(
         "INSERT INTO customers (name) VALUES ('before the alter');
-         ALTER TABLE customers ADD COLUMN tier INT;
-         INSERT INTO customers (name, tier) VALUES ('after the alter', 2)",
+         ALTER TABLE customers ADD COLUMN tier INT NOT NULL AFTER name;
+         INSERT INTO customers (name, tier, email) VALUES ('after the alter', 2, 'a@b.c');
+         CREATE TABLE coupons (code VARCHAR(10) PRIMARY KEY, percent TINYINT UNSIGNED NOT NULL DEFAULT 5);
+         INSERT INTO coupons (code) VALUES ('WELCOME');
+         DROP TABLE log_lines;
+         ALTER TABLE customers MODIFY name VARCHAR(150) NOT NULL;
+         INSERT INTO customers (name, tier) VALUES ('after the modify', 3)",
     )
     .await
     .unwrap();
@@ -111,11 +122,6 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
             "SELECT count(*) || ' ' || sum(order_id * 10 + line) FROM shop.order_items",
         ),
         (
-            "log_lines",
-            "SELECT CONCAT(COUNT(*), ' ', SUM(level = 'fatal'), ' ', COUNT(at)) FROM log_lines",
-            "SELECT count(*) || ' ' || count(*) FILTER (WHERE level = 'fatal') || ' ' || count(at) FROM shop.log_lines",
-        ),
-        (
             "odd",
             "SELECT GROUP_CONCAT(`col with space`, '=', COALESCE(`select`, '-') ORDER BY `col with space`) FROM `odd ``name`` here`",
             "SELECT string_agg(\"col with space\" || '=' || coalesce(\"select\", '-'), ',' ORDER BY \"col with space\") FROM shop.\"odd `name` here\"",
@@ -128,6 +134,17 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
             .unwrap_or_else(|e| panic!("{table}: {e}"))
             .get(0);
         assert_eq!(mine, theirs, "{table}");
+    }
+    {
+        let theirs: String = pg
+            .query_one(
+                "SELECT count(*) || ' ' || count(*) FILTER (WHERE level = 'fatal') || ' ' || count(at) FROM shop.log_lines",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(log_lines_at_point, theirs, "log_lines");
     }
     let customers: i64 = pg
         .query_one("SELECT count(*) FROM shop.customers", &[])
@@ -149,7 +166,7 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
         let (code, out, err) = restore(&at_point, &["--resume"]);
         assert_eq!(code, 2, "{attempt}: {out}\n{err}");
         assert!(
-            err.contains("ALTER TABLE customers") && err.contains("not built yet") && err.contains("--until"),
+            err.contains("ALTER TABLE customers MODIFY") && err.contains("not built yet") && err.contains("--until"),
             "{err}"
         );
         let customers: i64 = pg
@@ -157,8 +174,36 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
             .await
             .unwrap()
             .get(0);
-        assert_eq!(customers as u64, customers_at_point + 1, "{attempt}");
+        assert_eq!(customers as u64, customers_at_point + 2, "{attempt}");
     }
+    // The translated DDL before it replayed: the added column (existing rows took MySQL's
+    // implicit 0), the new table and its row, the dropped table.
+    let tiers: Vec<(String, i32)> = pg
+        .query(
+            "SELECT name, tier FROM shop.customers WHERE name IN ('customer 1', 'after the alter') ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        tiers,
+        [("after the alter".to_string(), 2), ("customer 1".to_string(), 0)]
+    );
+    let coupon: (String, i16) = pg
+        .query_one("SELECT code, percent FROM shop.coupons", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(coupon, ("WELCOME".to_string(), 5));
+    let gone: bool = pg
+        .query_one("SELECT to_regclass('shop.log_lines') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone, "log_lines was dropped on the source");
     // A target that holds no replay of this chain has nothing to resume.
     let (code, out, err) = restore(&format!("{at_point}_none"), &["--resume"]);
     assert_eq!(code, 2, "{out}\n{err}");

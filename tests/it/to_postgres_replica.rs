@@ -178,21 +178,53 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
     assert_eq!(invariant.1, invariant.2);
     assert!(transfers > 0);
 
-    // DDL the applier does not translate stops it (exit 2), naming the statement; the rows
-    // before it are in.
-    connect(&url_of(&source))
+    // DDL during replication: an added column, a new table, a dropped table replay.
+    let mut my = connect(&url_of(&source)).await;
+    my.query_drop(
+        "INSERT INTO history (from_id, to_id, amount) VALUES (1, 2, 0);
+         ALTER TABLE accounts ADD COLUMN note INT;
+         UPDATE accounts SET note = 1 WHERE id = 1;
+         CREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(20));
+         INSERT INTO audit VALUES (1, 'created');
+         CREATE TABLE scratch (a INT);
+         DROP TABLE scratch",
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let note: Option<i32> = pg
+        .query_one("SELECT note FROM bank.accounts WHERE id = 1", &[])
         .await
-        .query_drop(
-            "INSERT INTO history (from_id, to_id, amount) VALUES (1, 2, 0);
-             ALTER TABLE accounts ADD COLUMN note INT;
-             UPDATE accounts SET note = 1 WHERE id = 1",
-        )
+        .unwrap()
+        .get(0);
+    assert_eq!(note, Some(1));
+    let what: String = pg
+        .query_one("SELECT what FROM bank.audit WHERE id = 1", &[])
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(what, "created");
+    let scratch: bool = pg
+        .query_one("SELECT to_regclass('bank.scratch') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(scratch, "scratch was created and dropped on the source");
+
+    // DDL the applier does not translate stops it (exit 2), naming the statement; what came
+    // before it is in.
+    my.query_drop(
+        "DROP TABLE audit;
+         ALTER TABLE accounts MODIFY note BIGINT;
+         INSERT INTO history (from_id, to_id, amount) VALUES (2, 3, 0)",
+    )
+    .await
+    .unwrap();
     let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
-        err.contains("ALTER TABLE accounts") && err.contains("not built yet"),
+        err.contains("ALTER TABLE accounts MODIFY") && err.contains("not built yet"),
         "{err}"
     );
     let history: i64 = pg
@@ -201,6 +233,12 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         .unwrap()
         .get(0);
     assert_eq!(history, invariant.2 + 1);
+    let audit: bool = pg
+        .query_one("SELECT to_regclass('bank.audit') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(audit, "the DROP TABLE before the MODIFY applied");
     let (code, out, _) = run(cairn(locks.path())
         .arg("--config")
         .arg(&config)

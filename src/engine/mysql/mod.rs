@@ -57,7 +57,7 @@ pub(crate) use target::copy_schema;
 // statement names.
 pub(crate) use attribution::{is_account_statement, statement_database};
 pub(crate) use replay::{ChainResume, Checked as CheckedChain, check as check_chain, preview as preview_chain};
-pub(crate) use replay::{LiveFeed, Wanted, first_words, statement_table};
+pub(crate) use replay::{LiveFeed, Wanted, first_words};
 
 use dump::{Checksums, DUMP_SESSION};
 use schema_dump::read_schema;

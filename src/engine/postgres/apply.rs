@@ -162,6 +162,15 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// Runs `sql` in the open target transaction, in order with the changes around it (DDL a
+    /// source statement translated into, and the bookkeeping that goes with it).
+    ///
+    /// # Errors
+    /// The target's error while sending.
+    pub async fn run_in_transaction(&mut self, at: &str, sql: String) -> Result<(), SourceError> {
+        self.queue(at, sql).await
+    }
+
     /// Queues one statement. Sends the batch once it is large, so memory does not grow with
     /// the source's transaction.
     async fn queue(&mut self, at: &str, sql: String) -> Result<(), SourceError> {

@@ -66,9 +66,14 @@ const CATALOG_DDL: &str = "CREATE SCHEMA IF NOT EXISTS cairn_replay;
     CREATE TABLE IF NOT EXISTS cairn_replay.mysql_tables (
       target_schemas text NOT NULL, database text NOT NULL, name text NOT NULL,
       create_sql text NOT NULL, added text[] NOT NULL,
-      PRIMARY KEY (target_schemas, database, name))";
+      PRIMARY KEY (target_schemas, database, name));
+    CREATE TABLE IF NOT EXISTS cairn_replay.mysql_databases (
+      target_schemas text NOT NULL, database text NOT NULL, charset text NOT NULL,
+      PRIMARY KEY (target_schemas, database))";
 
-/// Replaces the definitions kept for the replica into `target_schemas` with `definitions`.
+/// Replaces the definitions kept for the replica into `target_schemas` with `definitions`, and
+/// the databases' default character sets (which a table created later in the log takes) with
+/// `charsets`.
 ///
 /// # Errors
 /// The target's error.
@@ -76,6 +81,7 @@ pub async fn store(
     client: &Client,
     target_schemas: &str,
     definitions: &[Definition],
+    charsets: &BTreeMap<String, String>,
 ) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(CATALOG_DDL).await?;
     client
@@ -84,6 +90,20 @@ pub async fn store(
             &[&target_schemas],
         )
         .await?;
+    client
+        .execute(
+            "DELETE FROM cairn_replay.mysql_databases WHERE target_schemas = $1",
+            &[&target_schemas],
+        )
+        .await?;
+    for (database, charset) in charsets {
+        client
+            .execute(
+                "INSERT INTO cairn_replay.mysql_databases (target_schemas, database, charset) VALUES ($1, $2, $3)",
+                &[&target_schemas, database, charset],
+            )
+            .await?;
+    }
     let insert = client
         .prepare(
             "INSERT INTO cairn_replay.mysql_tables (target_schemas, database, name, create_sql, added) \
@@ -128,6 +148,51 @@ pub async fn load(client: &Client, target_schemas: &str) -> Result<Vec<Definitio
             added: row.get(3),
         })
         .collect())
+}
+
+/// The databases' default character sets kept for the replica into `target_schemas`.
+///
+/// # Errors
+/// The target's error.
+pub async fn load_charsets(
+    client: &Client,
+    target_schemas: &str,
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT database, charset FROM cairn_replay.mysql_databases WHERE target_schemas = $1",
+            &[&target_schemas],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// SQL that records `definition` as the table's current one (after DDL), in the transaction
+/// that applies the DDL.
+pub fn upsert_sql(target_schemas: &str, definition: &Definition) -> String {
+    use crate::engine::postgres::quote_literal;
+    let added: Vec<String> = definition.added.iter().map(|a| quote_literal(a)).collect();
+    format!(
+        "INSERT INTO cairn_replay.mysql_tables (target_schemas, database, name, create_sql, added) \
+         VALUES ({}, {}, {}, {}, ARRAY[{}]::text[]) ON CONFLICT (target_schemas, database, name) DO UPDATE \
+         SET create_sql = excluded.create_sql, added = excluded.added",
+        quote_literal(target_schemas),
+        quote_literal(&definition.database),
+        quote_literal(&definition.name),
+        quote_literal(&definition.create),
+        added.join(", ")
+    )
+}
+
+/// SQL that forgets the definition of a dropped table.
+pub fn delete_sql(target_schemas: &str, database: &str, name: &str) -> String {
+    use crate::engine::postgres::quote_literal;
+    format!(
+        "DELETE FROM cairn_replay.mysql_tables WHERE target_schemas = {} AND database = {} AND name = {}",
+        quote_literal(target_schemas),
+        quote_literal(database),
+        quote_literal(name)
+    )
 }
 
 /// The key of a replica's rows in cairn's tables: its target schemas, sorted.

@@ -231,7 +231,12 @@ impl PgTable {
 }
 
 /// A column's definition: name, type, identity, default, nullability, and an enum's check.
-fn column_sql(shown: &str, column: &MyColumn, mapped: &Mapped, notes: &mut Vec<String>) -> Result<String, String> {
+pub(super) fn column_sql(
+    shown: &str,
+    column: &MyColumn,
+    mapped: &Mapped,
+    notes: &mut Vec<String>,
+) -> Result<String, String> {
     let name = quote_ident(&column.name);
     let mut sql = format!("{name} {}", mapped.pg_type);
     if column.auto_increment {

@@ -4,16 +4,16 @@
 //! PostgreSQL applier with the position recorded in the same transaction — the replay's path,
 //! fed by the live stream. Reconnects with backoff, stops after the transaction in flight.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::catalog::{self, translate_all};
+use super::catalog;
+use super::ddl_log::LiveCatalog;
 use super::follow_state::{self as state, Setup};
-use super::replay::{classify, record_sql};
+use super::replay::{apply_change, record_sql};
 use super::rows::RowTranslator;
-use crate::engine::change::Change;
+use crate::engine::change::{Change, Commit};
 use crate::engine::follow::{Ended, FollowOptions, FollowReport, reconnect_policy, reconnects_after};
 use crate::engine::mysql::{LiveFeed, Wanted};
 use crate::engine::postgres::Pg;
@@ -36,18 +36,6 @@ pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Re
     if !options.dry_run {
         state::acquire(pg, &control, &setup).await?;
     }
-    let definitions = catalog::load(&control, &setup.targets)
-        .await
-        .map_err(|e| pg.error("reading the replica's table definitions (cairn_replay.mysql_tables)", e))?;
-    let schema_of = |database: &str| {
-        setup
-            .databases
-            .get(database)
-            .cloned()
-            .unwrap_or_else(|| database.to_string())
-    };
-    let translated = translate_all(&definitions, &schema_of, "the replica's table definitions")?;
-    let mut translator = RowTranslator::new(translated.shapes);
     let mut report = FollowReport {
         source: source.name.clone(),
         target: pg.name.clone(),
@@ -66,7 +54,7 @@ pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Re
             options,
             control: &control,
         };
-        match session.run(&mut translator, &mut report).await {
+        match session.run(&mut report).await {
             Ok(ended) => break Ok(ended),
             Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
                 tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
@@ -86,9 +74,6 @@ pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Re
             Err(error) => break Err(error),
         }
     };
-    for (column, count) in &translator.zero_dates {
-        tracing::warn!("{column}: {count} zero dates in the applied changes became NULL or -infinity");
-    }
     match outcome {
         Ok(ended) => {
             report.stopped = ended.describe().to_string();
@@ -114,9 +99,26 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&self, translator: &mut RowTranslator, report: &mut FollowReport) -> Result<Ended, SourceError> {
+    async fn run(&self, report: &mut FollowReport) -> Result<Ended, SourceError> {
         let (pg, setup, options) = (self.pg, self.setup, self.options);
         let at = state::position(pg, self.control, setup).await?;
+        // The tables as the target's catalog has them: what a failed transaction changed in
+        // memory was rolled back there too.
+        let reading = "reading the replica's table definitions (cairn_replay.mysql_tables)";
+        let definitions = catalog::load(self.control, &setup.targets)
+            .await
+            .map_err(|e| pg.error(reading, e))?;
+        let charsets = catalog::load_charsets(self.control, &setup.targets)
+            .await
+            .map_err(|e| pg.error(reading, e))?;
+        let mut tables = LiveCatalog::new(
+            definitions,
+            charsets,
+            setup.databases.clone(),
+            setup.targets.clone(),
+            setup.filters.clone(),
+        );
+        let mut translator = RowTranslator::new(tables.shapes()?);
         report.started_at.get_or_insert_with(|| at.clone());
         report.position = Some(at.clone());
         let wanted: Wanted = {
@@ -148,7 +150,6 @@ impl Session<'_> {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut stopping, mut applied_event_at, mut since_heartbeat) = (None, None, 0i64);
-        let schemas: &BTreeMap<String, String> = &setup.databases;
         let ended = loop {
             if let Some(ended) = stopping
                 && !feed.in_transaction()
@@ -179,29 +180,26 @@ impl Session<'_> {
                             detail: "the server ended the stream".into(),
                         });
                     };
-                    match change {
-                        Change::Rows(rows) => applier.apply(Change::Rows(translator.translate(rows)?), "").await?,
-                        Change::Statement(statement) => {
-                            if let Some(truncate) = classify(&statement, schemas, &setup.filters)? {
-                                applier.apply(Change::Truncate(truncate), "").await?;
-                            }
-                        }
-                        Change::Commit(commit) => {
-                            let record = record_sql(&commit, &setup.source, &setup.targets);
-                            let position = commit.position.clone();
-                            applier.apply(Change::Commit(commit), &record).await?;
-                            report.transactions += 1;
-                            since_heartbeat += 1;
-                            applied_event_at = feed.last_timestamp();
-                            report.position = Some(position);
-                        }
-                        change @ (Change::Begin { .. } | Change::Truncate(_)) => applier.apply(change, "").await?,
+                    let commit = match &change {
+                        Change::Commit(commit) => Some(commit.position.clone()),
+                        _ => None,
+                    };
+                    let record = |commit: &Commit| record_sql(commit, &setup.source, &setup.targets);
+                    apply_change(&mut applier, &mut tables, &mut translator, change, record).await?;
+                    if let Some(position) = commit {
+                        report.transactions += 1;
+                        since_heartbeat += 1;
+                        applied_event_at = feed.last_timestamp();
+                        report.position = Some(position);
                     }
                 }
             }
         };
         let applied = applier.finish().await?;
         report.row_changes += applied.row_changes;
+        for (column, count) in &translator.zero_dates {
+            tracing::warn!("{column}: {count} zero dates in the applied changes became NULL or -infinity");
+        }
         let _ = state::heartbeat(pg, self.control, setup, applied_event_at, since_heartbeat).await;
         Ok(ended)
     }

@@ -16,6 +16,9 @@ pub struct MyColumn {
     pub auto_increment: bool,
     /// The expression of a generated column, as written.
     pub generated: Option<String>,
+    /// A key written on the column itself (`id INT PRIMARY KEY`, `code CHAR(3) UNIQUE`), as a
+    /// statement in the log may have it (`SHOW CREATE TABLE` never does).
+    pub inline_key: Option<IndexKind>,
     /// A `CHECK (json_valid(col))` on the column: MariaDB's `JSON`.
     pub json_checked: bool,
     /// The column's own character set (`CHARACTER SET x`, or implied by `COLLATE x_…`).
@@ -115,6 +118,11 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
         };
         let (list, _) = parenthesized(rest.trim_start()).ok_or("an index without columns")?;
         let (columns, prefixed, functional) = key_columns(list)?;
+        // MySQL names an unnamed key after its first column.
+        let name = match name.is_empty() {
+            true => columns.first().cloned().unwrap_or_default(),
+            false => name,
+        };
         Ok(MyIndex {
             name,
             columns,
@@ -123,8 +131,21 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
             kind,
         })
     };
-    if entry.starts_with('`') {
-        table.columns.push(column(entry)?);
+    if entry.starts_with('`') || !starts_with_keyword(entry) {
+        let column = column(entry)?;
+        if let Some(kind) = column.inline_key {
+            table.indexes.push(MyIndex {
+                name: match kind {
+                    IndexKind::Primary => "PRIMARY".into(),
+                    _ => column.name.clone(),
+                },
+                columns: vec![column.name.clone()],
+                prefixed: false,
+                functional: false,
+                kind,
+            });
+        }
+        table.columns.push(column);
     } else if let Some(rest) = strip_words(entry, &["PRIMARY", "KEY"]) {
         let mut primary = index(IndexKind::Primary, rest)?;
         primary.name = "PRIMARY".into();
@@ -132,6 +153,8 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
     } else if let Some(rest) =
         strip_words(entry, &["UNIQUE", "KEY"]).or_else(|| strip_words(entry, &["UNIQUE", "INDEX"]))
     {
+        table.indexes.push(index(IndexKind::Unique, rest)?);
+    } else if let Some(rest) = strip_words(entry, &["UNIQUE"]) {
         table.indexes.push(index(IndexKind::Unique, rest)?);
     } else if let Some(rest) = strip_words(entry, &["KEY"]).or_else(|| strip_words(entry, &["INDEX"])) {
         table.indexes.push(index(IndexKind::Plain, rest)?);
@@ -294,6 +317,26 @@ fn column(entry: &str) -> Result<MyColumn, String> {
                 continue;
             }
             "AUTO_INCREMENT" => col.auto_increment = true,
+            // Keys written on the column (a logged statement's text; `KEY` alone is MySQL's
+            // shorthand for the primary key).
+            "PRIMARY" | "KEY" => {
+                col.inline_key = Some(IndexKind::Primary);
+                if word.eq_ignore_ascii_case("PRIMARY") {
+                    let (key, after2) = next_word(after.trim_start());
+                    if key.eq_ignore_ascii_case("KEY") {
+                        rest = after2;
+                        continue;
+                    }
+                }
+            }
+            "UNIQUE" => {
+                col.inline_key = Some(IndexKind::Unique);
+                let (key, after2) = next_word(after.trim_start());
+                if key.eq_ignore_ascii_case("KEY") {
+                    rest = after2;
+                    continue;
+                }
+            }
             "GENERATED" | "AS" => {
                 let mut after = after.trim_start();
                 if word.eq_ignore_ascii_case("GENERATED") {
@@ -398,13 +441,73 @@ fn quoted_end(text: &str, quote: u8) -> Option<usize> {
     None
 }
 
-/// A backtick-quoted name at the start of `text`, unquoted, and what follows it.
+/// A name at the start of `text` — backtick-quoted (unquoted here), or a bare word as a logged
+/// statement may write it — and what follows it.
 fn identifier(text: &str) -> Option<(String, &str)> {
     if !text.starts_with('`') {
-        return None;
+        let end = text
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(text.len());
+        return (end > 0).then(|| (text[..end].to_string(), &text[end..]));
     }
     let end = quoted_end(text, b'`')?;
     Some((text[1..end - 1].replace("``", "`"), &text[end..]))
+}
+
+/// Whether a table entry starts with a keyword (a key or constraint), not a column's name.
+fn starts_with_keyword(entry: &str) -> bool {
+    let word: String = entry
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "PRIMARY" | "UNIQUE" | "KEY" | "INDEX" | "FULLTEXT" | "SPATIAL" | "CONSTRAINT" | "FOREIGN" | "CHECK" | "PERIOD"
+    )
+}
+
+/// A `CREATE TABLE` split into the table's name, its entries (columns, keys, constraints) as
+/// written, and the table options after the list, for a logged statement to be applied to it.
+///
+/// # Errors
+/// Text that is not a `CREATE TABLE name (…)`.
+pub fn split_create(create: &str) -> Result<(String, Vec<String>, String), String> {
+    let rest = strip_words(create.trim_start(), &["CREATE", "TABLE"]).ok_or("not a CREATE TABLE statement")?;
+    let (name, rest) = identifier(rest.trim_start()).ok_or("no table name after CREATE TABLE")?;
+    let (body, options) = parenthesized(rest.trim_start()).ok_or_else(|| format!("table {name}: no column list"))?;
+    let entries = split_top_level(body).into_iter().map(str::to_string).collect();
+    Ok((name, entries, options.trim().to_string()))
+}
+
+/// The `CREATE TABLE` of `name` with `entries` and `options`, as `parse_table` reads it.
+pub fn join_create(name: &str, entries: &[String], options: &str) -> String {
+    format!(
+        "CREATE TABLE `{}` (\n  {}\n) {options}",
+        name.replace('`', "``"),
+        entries.join(",\n  ")
+    )
+}
+
+/// The name of the column an entry defines, when it defines one.
+pub fn entry_column(entry: &str) -> Option<String> {
+    (entry.starts_with('`') || !starts_with_keyword(entry))
+        .then(|| identifier(entry).map(|(name, _)| name))
+        .flatten()
+}
+
+/// The columns a key entry lists (`KEY k (a, b)`, `PRIMARY KEY (a)`), empty for another entry.
+pub fn entry_key_columns(entry: &str) -> Vec<String> {
+    if !starts_with_keyword(entry) {
+        return Vec::new();
+    }
+    let Some(open) = entry.find('(') else {
+        return Vec::new();
+    };
+    parenthesized(&entry[open..])
+        .and_then(|(list, _)| key_columns(list).ok())
+        .map(|(columns, _, _)| columns)
+        .unwrap_or_default()
 }
 
 /// What the parentheses at the start of `text` hold, and what follows them (quotes respected).
@@ -435,7 +538,7 @@ fn parenthesized(text: &str) -> Option<(&str, &str)> {
 }
 
 /// `text` split at the commas outside quotes and parentheses, each part trimmed.
-fn split_top_level(text: &str) -> Vec<&str> {
+pub(super) fn split_top_level(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut parts = Vec::new();
     let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);

@@ -2,19 +2,18 @@
 //! chain's binary logs decoded as for a MySQL target, each row change translated
 //! (`rows::RowTranslator`) and applied by the PostgreSQL applier, one target transaction per
 //! source transaction, with the source position recorded in `cairn_replay.mysql_progress` in the
-//! same transaction. Logged statements are classified: what touches no replicated table, account
-//! statements and objects that are not translated (views, routines, triggers, events) are passed
-//! over; `TRUNCATE` is translated; other DDL stops the replay naming the statement.
+//! same transaction. Logged statements go through the replica's catalog (`ddl_log`): table DDL
+//! it translates changes the PostgreSQL table and the catalog in that transaction; other DDL
+//! stops the replay naming the statement.
 
 use std::collections::BTreeMap;
 
 use super::catalog::target_key;
+use super::ddl_log::{LiveCatalog, Outcome};
 use super::rows::RowTranslator;
-use crate::engine::change::{Change, Commit, Statement, Truncate};
+use crate::engine::change::{Change, Commit};
 use crate::engine::filter::Filters;
-use crate::engine::mysql::{
-    ChainResume, CheckedChain, first_words, is_account_statement, statement_database, statement_table,
-};
+use crate::engine::mysql::{ChainResume, CheckedChain};
 use crate::engine::postgres::apply::Applier;
 use crate::engine::postgres::{Pg, quote_literal};
 use crate::engine::{RestoreInput, SourceError};
@@ -41,12 +40,47 @@ pub struct Replayed {
     pub zero_dates: BTreeMap<String, u64>,
 }
 
-/// Which MySQL databases go where, and which tables the copy held.
+/// Which MySQL databases go where, and the tables as the log has changed them so far.
 pub struct Mapping<'a> {
     /// MySQL database → PostgreSQL schema.
     pub schemas: &'a BTreeMap<String, String>,
     pub filters: &'a Filters,
+    pub catalog: LiveCatalog,
     pub translator: RowTranslator,
+}
+
+/// Applies one change of a MySQL source to the PostgreSQL replica: rows translated, statements
+/// through the catalog, the position recorded with each commit (`record`).
+///
+/// # Errors
+/// What the translation refuses, or the target's error.
+pub(super) async fn apply_change(
+    applier: &mut Applier<'_>,
+    catalog: &mut LiveCatalog,
+    translator: &mut RowTranslator,
+    change: Change,
+    record: impl FnOnce(&Commit) -> String,
+) -> Result<(), SourceError> {
+    match change {
+        Change::Rows(rows) => applier.apply(Change::Rows(translator.translate(rows)?), "").await,
+        Change::Statement(statement) => match catalog.statement(&statement)? {
+            Outcome::PassOver => Ok(()),
+            Outcome::Apply { sql, shapes } => {
+                for statement_sql in sql {
+                    applier.run_in_transaction(&statement.at, statement_sql).await?;
+                }
+                for (key, shape) in shapes {
+                    translator.set_shape(key, shape);
+                }
+                Ok(())
+            }
+        },
+        Change::Commit(commit) => {
+            let record = record(&commit);
+            applier.apply(Change::Commit(commit), &record).await
+        }
+        change @ (Change::Begin { .. } | Change::Truncate(_)) => applier.apply(change, "").await,
+    }
 }
 
 /// Replays the checked chain of `input` into `pg`, whose full copy was just restored.
@@ -77,24 +111,22 @@ pub async fn replay(
     let mut applier = Applier::new(pg, &client).await?;
     let mut replayed = Replayed::default();
     while let Some(change) = decoder.next().await? {
-        match change {
-            Change::Rows(rows) => {
-                let rows = mapping.translator.translate(rows)?;
-                applier.apply(Change::Rows(rows), "").await?;
-            }
-            Change::Statement(statement) => {
-                if let Some(truncate) = classify(&statement, schemas, filters)? {
-                    applier.apply(Change::Truncate(truncate), "").await?;
-                }
-            }
-            Change::Commit(commit) => {
-                let record = record_sql(&commit, &input.source, &targets);
-                replayed.position = Some(commit.position.clone());
-                let bytes = commit.bytes;
-                applier.apply(Change::Commit(commit), &record).await?;
-                progress.done(bytes);
-            }
-            change @ (Change::Begin { .. } | Change::Truncate(_)) => applier.apply(change, "").await?,
+        let commit = match &change {
+            Change::Commit(commit) => Some((commit.position.clone(), commit.bytes)),
+            _ => None,
+        };
+        let record = |commit: &Commit| record_sql(commit, &input.source, &targets);
+        apply_change(
+            &mut applier,
+            &mut mapping.catalog,
+            &mut mapping.translator,
+            change,
+            record,
+        )
+        .await?;
+        if let Some((position, bytes)) = commit {
+            replayed.position = Some(position);
+            progress.done(bytes);
         }
     }
     let applied = applier.finish().await?;
@@ -220,99 +252,4 @@ pub(super) fn record_sql(commit: &Commit, source: &str, targets: &str) -> String
         quote_literal(source),
         quote_literal(targets)
     )
-}
-
-/// What a statement the source logged does to the replica: nothing (it touches no replicated
-/// table, or is of a kind the copy does not translate either), a `TRUNCATE`, or an error naming
-/// the statement, for DDL that is not translated yet.
-pub(super) fn classify(
-    statement: &Statement,
-    schemas: &BTreeMap<String, String>,
-    filters: &Filters,
-) -> Result<Option<Truncate>, SourceError> {
-    let text = statement.text.trim();
-    let at = &statement.at;
-    let Some(database) = statement_database(text, &statement.database, schemas.keys()) else {
-        tracing::debug!(
-            "{at}: passed over (it touches no replicated database): {}",
-            first_words(text)
-        );
-        return Ok(None);
-    };
-    if is_account_statement(text) {
-        tracing::info!("{at}: passed over an account or server statement");
-        return Ok(None);
-    }
-    let upper: Vec<String> = text.split_whitespace().take(8).map(str::to_ascii_uppercase).collect();
-    let names = |kinds: &[&str]| upper.iter().any(|w| kinds.contains(&w.as_str()));
-    let creates_or_drops = matches!(upper.first().map(String::as_str), Some("CREATE" | "DROP" | "ALTER"));
-    if creates_or_drops && names(&["VIEW", "TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"]) {
-        // Not part of a translated copy either (docs/mysql-to-postgres.md).
-        tracing::warn!(
-            "{at}: not translated (views, routines, triggers and events are not): {}",
-            first_words(text)
-        );
-        return Ok(None);
-    }
-    let table = statement_table(text);
-    if let Some((db, table)) = &table {
-        let db = db.as_deref().unwrap_or(&database);
-        if !schemas.contains_key(db) || !filters.table_included(db, table) {
-            tracing::info!(
-                "{at}: passed over (table {db}.{table} is not replicated): {}",
-                first_words(text)
-            );
-            return Ok(None);
-        }
-        if upper.first().map(String::as_str) == Some("TRUNCATE") {
-            return Ok(Some(Truncate {
-                at: at.clone(),
-                tables: vec![(schemas[db].clone(), table.clone())],
-                cascade: false,
-                restart_identity: false,
-            }));
-        }
-    }
-    Err(SourceError::Unsupported(format!(
-        "{at}: {} on {database}: translating MySQL DDL into PostgreSQL is not built yet (issue #14); restore up \
-         to a point before it (--until), or take a new full copy after it",
-        match &table {
-            Some((_, table)) => format!("{} (table {table})", first_words(text)),
-            None => first_words(text),
-        }
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn statement(text: &str) -> Statement {
-        Statement {
-            at: "binlog.000002:120".into(),
-            database: "shop".into(),
-            text: text.into(),
-            session: Default::default(),
-            standalone: true,
-        }
-    }
-
-    #[test]
-    fn logged_statements_are_passed_over_translated_or_refused() {
-        let schemas: BTreeMap<String, String> = [("shop".to_string(), "shop_pg".to_string())].into();
-        let filters = Filters::default();
-        let classify = |text: &str| classify(&statement(text), &schemas, &filters);
-        let truncate = classify("TRUNCATE TABLE `orders`").unwrap().unwrap();
-        assert_eq!(truncate.tables, [("shop_pg".to_string(), "orders".to_string())]);
-        assert!(classify("CREATE VIEW v AS SELECT 1").unwrap().is_none());
-        assert!(classify("GRANT SELECT ON shop.* TO x").unwrap().is_none());
-        let mut elsewhere = statement("CREATE TABLE t (a int)");
-        elsewhere.database = "other".into();
-        assert!(super::classify(&elsewhere, &schemas, &filters).unwrap().is_none());
-        let err = classify("ALTER TABLE orders ADD COLUMN x int").unwrap_err().to_string();
-        assert!(
-            err.contains("binlog.000002:120") && err.contains("table orders") && err.contains("--until"),
-            "{err}"
-        );
-    }
 }

@@ -115,6 +115,14 @@ impl RowTranslator {
         }
     }
 
+    /// Replaces (or, with `None`, forgets) the shape of MySQL table `key`, after DDL.
+    pub fn set_shape(&mut self, key: (String, String), shape: Option<Shape>) {
+        match shape {
+            Some(shape) => self.shapes.insert(key, shape),
+            None => self.shapes.remove(&key),
+        };
+    }
+
     /// `rows` of a MySQL table as row changes of its PostgreSQL table.
     ///
     /// # Errors

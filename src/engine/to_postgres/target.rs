@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use super::catalog::{Definition, Translated, target_key, translate_all};
 use super::ddl::PgTable;
+use super::ddl_log::LiveCatalog;
 use super::load::{Loaded, worker};
 use super::replay::{Mapping, PROGRESS_TABLE, record_start, recorded, replay};
-use super::rows::{RowTranslator, Shape};
+use super::rows::RowTranslator;
 use crate::engine::filter::Filters;
 use crate::engine::pool::Queue;
 use crate::engine::postgres::{Pg, quote_ident};
@@ -23,12 +24,12 @@ use crate::repo::reader::data_files;
 struct Plan {
     schemas: Vec<String>,
     tables: BTreeMap<(String, String), PgTable>,
-    /// How each table's row changes are applied, for a chain's replay.
-    shapes: BTreeMap<(String, String), Shape>,
     /// MySQL database → PostgreSQL schema.
     schema_map: BTreeMap<String, String>,
     /// The copy's tables as it recorded them, kept in the target for a replica's applier.
     definitions: Vec<Definition>,
+    /// Each database's default character set, which tables created later in the log take.
+    charsets: BTreeMap<String, String>,
     files: Vec<crate::repo::reader::StoredFile>,
 }
 
@@ -65,8 +66,7 @@ impl MysqlIntoPostgres {
                 added: table.indexes.iter().chain(&table.foreign_keys).cloned().collect(),
             })
             .collect();
-        let Translated { tables, shapes } =
-            translate_all(&definitions, &schema_of, &format!("copy {}", manifest.copy.id))?;
+        let Translated { tables, .. } = translate_all(&definitions, &schema_of, &format!("copy {}", manifest.copy.id))?;
         // Every database of the copy becomes a schema, tables or not.
         let mut schemas: Vec<String> = schema.databases.iter().map(|d| schema_of(&d.name)).collect();
         schemas.extend(tables.values().map(|t| t.schema.clone()));
@@ -80,9 +80,13 @@ impl MysqlIntoPostgres {
         Ok(Plan {
             schemas,
             tables,
-            shapes,
             schema_map,
             definitions,
+            charsets: schema
+                .databases
+                .iter()
+                .map(|d| (d.name.clone(), d.charset.clone()))
+                .collect(),
             files,
         })
     }
@@ -285,9 +289,9 @@ impl Target for MysqlIntoPostgres {
         let Plan {
             schemas,
             tables,
-            shapes,
             schema_map,
             definitions,
+            charsets,
             files,
         } = self.plan(input).await?;
         // Every log file is fetched and checked, and the stop point found, before the target is
@@ -300,12 +304,13 @@ impl Target for MysqlIntoPostgres {
             true => Some(recorded(&self.pg, input, &schema_map).await?),
             false => None,
         };
+        let (mut definitions, mut charsets) = (definitions, charsets);
         let mut report = match input.resume {
             false => {
                 let report = self.restore_full(input, &schemas, tables, files).await?;
                 // What a replica's applier reads the binary log's rows by.
                 let client = self.pg.connect("recording the copy's table definitions").await?;
-                super::catalog::store(&client, &target_key(&schema_map), &definitions)
+                super::catalog::store(&client, &target_key(&schema_map), &definitions, &charsets)
                     .await
                     .map_err(|e| {
                         self.pg
@@ -319,6 +324,15 @@ impl Target for MysqlIntoPostgres {
                     "--resume: the full copy {} is already in the target",
                     input.manifests[0].copy.id
                 );
+                // The tables as the replayed DDL left them, not as the copy had them.
+                let client = self.pg.connect("reading the replica's table definitions").await?;
+                let reading = "reading the table definitions (cairn_replay.mysql_tables)";
+                definitions = super::catalog::load(&client, &target_key(&schema_map))
+                    .await
+                    .map_err(|e| self.pg.error(reading, e))?;
+                charsets = super::catalog::load_charsets(&client, &target_key(&schema_map))
+                    .await
+                    .map_err(|e| self.pg.error(reading, e))?;
                 RestoreReport {
                     target: self.pg.name.clone(),
                     position: Some(input.manifests[0].copy.log_range.end.clone()),
@@ -328,10 +342,18 @@ impl Target for MysqlIntoPostgres {
         };
         if let Some(checked) = checked {
             let filters = recorded_filters(input)?;
+            let catalog = LiveCatalog::new(
+                definitions,
+                charsets,
+                schema_map.clone(),
+                target_key(&schema_map),
+                filters.clone(),
+            );
             let mapping = Mapping {
                 schemas: &schema_map,
                 filters: &filters,
-                translator: RowTranslator::new(shapes),
+                translator: RowTranslator::new(catalog.shapes()?),
+                catalog,
             };
             let replayed = replay(&self.pg, input, checked, resume, mapping)
                 .await

@@ -25,7 +25,7 @@ use mysql_async::prelude::Queryable;
 
 pub(crate) use self::live::{LiveFeed, Wanted};
 pub(super) use self::live::{follow, record_setup, request_stop, states};
-pub(crate) use self::sql::{first_words, statement_table};
+pub(crate) use self::sql::first_words;
 
 use self::apply::{Applier, ROW_SESSION};
 use self::decode::{Decoder, ResumeAfter};

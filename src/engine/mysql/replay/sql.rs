@@ -14,7 +14,7 @@ pub(crate) fn first_words(text: &str) -> String {
 /// The table a table statement names first (`ALTER TABLE [db.]t`, `CREATE TABLE IF NOT EXISTS t`,
 /// `DROP TABLE t`, `TRUNCATE t`, `RENAME TABLE t …`, `CREATE INDEX i ON t`), with its database
 /// when it is qualified.
-pub(crate) fn statement_table(text: &str) -> Option<(Option<String>, String)> {
+pub(super) fn statement_table(text: &str) -> Option<(Option<String>, String)> {
     let tokens = sql_tokens(text, 24);
     let word = |i: usize| match tokens.get(i) {
         Some((false, t)) => t.to_ascii_uppercase(),

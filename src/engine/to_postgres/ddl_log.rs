@@ -1,0 +1,719 @@
+//! MySQL DDL from the binary log applied to a PostgreSQL replica: the replica's catalog of MySQL
+//! table definitions changed as the statement changed the table, the PostgreSQL DDL that makes
+//! the replica's table match, and the catalog's row, all run in the source transaction's target
+//! transaction. Translated: `CREATE TABLE` with a column list, `DROP TABLE`, `RENAME TABLE` and
+//! `ALTER TABLE … RENAME`, `ALTER TABLE … ADD [COLUMN]` / `DROP [COLUMN]` / `ADD PRIMARY KEY`
+//! and table options, `TRUNCATE`. Index statements are passed over with a warning (indexes do not
+//! change rows). Anything else stops the replica with the statement named.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
+use super::ddl::{column_sql, translate};
+use super::mysql_ddl::{entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level};
+use super::rows::Shape;
+use super::types::{Kind, enum_values, map_type};
+use crate::engine::SourceError;
+use crate::engine::change::Statement;
+use crate::engine::filter::Filters;
+use crate::engine::mysql::{first_words, is_account_statement, statement_database};
+use crate::engine::postgres::{quote_ident, quote_literal};
+
+type Key = (String, String);
+
+/// What a logged statement does to the replica.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing.
+    PassOver,
+    /// Statements to run in the target transaction, and the tables whose shape changed (`None`:
+    /// dropped).
+    Apply {
+        sql: Vec<String>,
+        shapes: Vec<(Key, Option<Shape>)>,
+    },
+}
+
+/// The MySQL tables of a replica as the log has changed them so far.
+#[derive(Debug, Clone)]
+pub struct LiveCatalog {
+    definitions: BTreeMap<Key, Definition>,
+    /// MySQL database → its default character set.
+    charsets: BTreeMap<String, String>,
+    /// MySQL database → PostgreSQL schema.
+    schemas: BTreeMap<String, String>,
+    targets: String,
+    filters: Filters,
+}
+
+impl LiveCatalog {
+    pub fn new(
+        definitions: Vec<Definition>,
+        charsets: BTreeMap<String, String>,
+        schemas: BTreeMap<String, String>,
+        targets: String,
+        filters: Filters,
+    ) -> Self {
+        let definitions = definitions
+            .into_iter()
+            .map(|d| ((d.database.clone(), d.name.clone()), d))
+            .collect();
+        LiveCatalog {
+            definitions,
+            charsets,
+            schemas,
+            targets,
+            filters,
+        }
+    }
+
+    /// The shape of every table, for the row translator.
+    ///
+    /// # Errors
+    /// A definition that does not translate.
+    pub fn shapes(&self) -> Result<BTreeMap<Key, Shape>, SourceError> {
+        let definitions: Vec<Definition> = self.definitions.values().cloned().collect();
+        let schemas = &self.schemas;
+        let schema_of = |database: &str| schemas.get(database).cloned().unwrap_or_else(|| database.to_string());
+        Ok(translate_all(&definitions, &schema_of, "the replica's table definitions")?.shapes)
+    }
+
+    /// What `statement` does to the replica.
+    ///
+    /// # Errors
+    /// DDL that is not translated, naming the statement, its position and what to do.
+    pub fn statement(&mut self, statement: &Statement) -> Result<Outcome, SourceError> {
+        let text = statement.text.trim();
+        let at = &statement.at;
+        let Some(database) = statement_database(text, &statement.database, self.schemas.keys()) else {
+            tracing::debug!(
+                "{at}: passed over (it touches no replicated database): {}",
+                first_words(text)
+            );
+            return Ok(Outcome::PassOver);
+        };
+        if is_account_statement(text) {
+            tracing::info!("{at}: passed over an account or server statement");
+            return Ok(Outcome::PassOver);
+        }
+        let words = words(text, 12);
+        let word = |i: usize| words.get(i).map(|(_, w)| w.to_ascii_uppercase()).unwrap_or_default();
+        let first = word(0);
+        if matches!(first.as_str(), "CREATE" | "DROP" | "ALTER") && names_an_object(text) {
+            tracing::warn!(
+                "{at}: not translated (views, routines, triggers and events are not): {}",
+                first_words(text)
+            );
+            return Ok(Outcome::PassOver);
+        }
+        if (1..4).any(|i| word(i) == "TEMPORARY") {
+            return Ok(Outcome::PassOver);
+        }
+        let refuse = |why: &str| {
+            SourceError::Unsupported(format!(
+                "{at}: {} on {database}: {why}; translating it into PostgreSQL is not built yet (issue #14) — restore \
+                 up to a point before it (--until), or seed the replica again from a copy taken after it",
+                first_words(text)
+            ))
+        };
+        let index_statement = matches!(first.as_str(), "CREATE" | "DROP")
+            && (1..3).any(|i| word(i) == "INDEX")
+            && !(1..3).any(|i| word(i) == "TABLE");
+        if index_statement {
+            tracing::warn!(
+                "{at}: not applied to PostgreSQL (indexes are not replicated): {}",
+                first_words(text)
+            );
+            return Ok(Outcome::PassOver);
+        }
+        let result = match first.as_str() {
+            "TRUNCATE" => self.truncate(text, &database),
+            "CREATE" if (1..4).any(|i| word(i) == "TABLE") => self.create(text, &database, at),
+            "DROP" if word(1) == "TABLE" => self.drop_tables(text, &database),
+            "RENAME" if word(1) == "TABLE" => self.rename_statement(text, &database),
+            "ALTER" if (1..3).any(|i| word(i) == "TABLE") => self.alter(text, &database, at),
+            _ => Err("a statement of this kind".to_string()),
+        };
+        result.map_err(|why| refuse(&why))
+    }
+
+    fn schema_of(&self, database: &str) -> String {
+        self.schemas
+            .get(database)
+            .cloned()
+            .unwrap_or_else(|| database.to_string())
+    }
+
+    fn qualified(&self, (database, table): &Key) -> String {
+        format!("{}.{}", quote_ident(&self.schema_of(database)), quote_ident(table))
+    }
+
+    /// Whether the replica holds `key`'s rows (a replicated database, not filtered out).
+    fn replicated(&self, (database, table): &Key) -> bool {
+        self.schemas.contains_key(database) && self.filters.data_included(database, table)
+    }
+
+    fn shape_of(&self, definition: &Definition) -> Result<Shape, String> {
+        let parsed = parse_table(&definition.create, &definition.added)?;
+        let pg = translate(
+            &parsed,
+            &self.schema_of(&definition.database),
+            &|d: &str| self.schema_of(d),
+            &mut BTreeSet::new(),
+        )?;
+        Shape::new(&parsed, &pg)
+    }
+
+    fn truncate(&self, text: &str, database: &str) -> Result<Outcome, String> {
+        let names = table_names(text, &["TRUNCATE", "TABLE"], database);
+        let mut sql = Vec::new();
+        for key in names.iter().filter(|k| self.replicated(k)) {
+            sql.push(format!("TRUNCATE {}", self.qualified(key)));
+        }
+        Ok(Outcome::Apply {
+            sql,
+            shapes: Vec::new(),
+        })
+    }
+
+    fn create(&mut self, text: &str, database: &str, at: &str) -> Result<Outcome, String> {
+        let names = table_names(
+            text,
+            &["CREATE", "OR", "REPLACE", "TABLE", "IF", "NOT", "EXISTS"],
+            database,
+        );
+        let Some(key) = names.into_iter().next() else {
+            return Err("a CREATE TABLE whose table name does not read".into());
+        };
+        if !self.replicated(&key) {
+            return Ok(Outcome::PassOver);
+        }
+        let upper = text.to_ascii_uppercase();
+        if self.definitions.contains_key(&key) {
+            if upper.contains("IF NOT EXISTS") {
+                return Ok(Outcome::PassOver);
+            }
+            return Err(format!("table {} is already in the replica's catalog", key.1));
+        }
+        let open = first_paren(text).ok_or("CREATE TABLE … LIKE or … SELECT, without a column list")?;
+        let (_, entries, mut options) = split_create(&format!("CREATE TABLE `x` {}", &text[open..]))?;
+        if options.to_ascii_uppercase().contains("SELECT") || options.to_ascii_uppercase().contains(" LIKE ") {
+            return Err("CREATE TABLE … SELECT".into());
+        }
+        if !options.to_ascii_uppercase().contains("CHARSET") && !options.to_ascii_uppercase().contains("COLLATE") {
+            let charset = self.charsets.get(&key.0).cloned().unwrap_or_else(|| "utf8mb4".into());
+            options = format!("{options} DEFAULT CHARSET={charset}");
+        }
+        let definition = Definition {
+            database: key.0.clone(),
+            name: key.1.clone(),
+            create: join_create(&key.1, &entries, &options),
+            added: Vec::new(),
+        };
+        let parsed = parse_table(&definition.create, &[])?;
+        let schema = self.schema_of(&key.0);
+        let mut taken: BTreeSet<String> = self
+            .definitions
+            .keys()
+            .filter(|(d, _)| self.schema_of(d) == schema)
+            .flat_map(|(_, t)| [t.clone(), format!("{t}_pkey")])
+            .collect();
+        let pg = translate(&parsed, &schema, &|d: &str| self.schema_of(d), &mut taken)?;
+        for note in &pg.notes {
+            tracing::warn!("{at}: not translated: {note}");
+        }
+        if !pg.at_detach.is_empty() {
+            tracing::warn!(
+                "{at}: the foreign keys of {schema}.{} are not created on the replica",
+                key.1
+            );
+        }
+        let mut sql = vec![pg.create.clone()];
+        sql.extend(pg.after_load.iter().cloned());
+        sql.push(upsert_sql(&self.targets, &definition));
+        let shape = Shape::new(&parsed, &pg)?;
+        self.definitions.insert(key.clone(), definition);
+        Ok(Outcome::Apply {
+            sql,
+            shapes: vec![(key, Some(shape))],
+        })
+    }
+
+    fn drop_tables(&mut self, text: &str, database: &str) -> Result<Outcome, String> {
+        let names = table_names(text, &["DROP", "TABLE", "IF", "EXISTS"], database);
+        let (mut sql, mut shapes) = (Vec::new(), Vec::new());
+        let names: Vec<Key> = names.into_iter().filter(|k| self.replicated(k)).collect();
+        for key in names {
+            sql.push(format!("DROP TABLE IF EXISTS {}", self.qualified(&key)));
+            sql.push(delete_sql(&self.targets, &key.0, &key.1));
+            self.definitions.remove(&key);
+            shapes.push((key, None));
+        }
+        Ok(Outcome::Apply { sql, shapes })
+    }
+
+    fn rename_statement(&mut self, text: &str, database: &str) -> Result<Outcome, String> {
+        let names = table_names(text, &["RENAME", "TABLE"], database);
+        let (mut sql, mut shapes) = (Vec::new(), Vec::new());
+        for pair in names.chunks(2) {
+            let [from, to] = pair else {
+                return Err("a RENAME TABLE whose names do not read".into());
+            };
+            self.rename(from, to, &mut sql, &mut shapes)?;
+        }
+        Ok(Outcome::Apply { sql, shapes })
+    }
+
+    fn rename(
+        &mut self,
+        from: &Key,
+        to: &Key,
+        sql: &mut Vec<String>,
+        shapes: &mut Vec<(Key, Option<Shape>)>,
+    ) -> Result<(), String> {
+        if !self.replicated(from) && !self.replicated(to) {
+            return Ok(());
+        }
+        if from.0 != to.0 || !self.replicated(from) || !self.replicated(to) {
+            return Err("a rename into or out of what the replica holds".into());
+        }
+        let Some(mut definition) = self.definitions.remove(from) else {
+            return Err(format!("table {} is not in the replica's catalog", from.1));
+        };
+        let (_, entries, options) = entries_of(&definition)?;
+        definition.name = to.1.clone();
+        definition.create = join_create(&to.1, &entries, &options);
+        definition.added.clear();
+        sql.push(format!(
+            "ALTER TABLE {} RENAME TO {}",
+            self.qualified(from),
+            quote_ident(&to.1)
+        ));
+        sql.push(delete_sql(&self.targets, &from.0, &from.1));
+        sql.push(upsert_sql(&self.targets, &definition));
+        shapes.push((from.clone(), None));
+        shapes.push((to.clone(), Some(self.shape_of(&definition)?)));
+        self.definitions.insert(to.clone(), definition);
+        Ok(())
+    }
+
+    fn alter(&mut self, text: &str, database: &str, at: &str) -> Result<Outcome, String> {
+        let names = table_names(text, &["ALTER", "ONLINE", "IGNORE", "TABLE", "IF", "EXISTS"], database);
+        let Some(key) = names.into_iter().next() else {
+            return Err("an ALTER TABLE whose table name does not read".into());
+        };
+        if !self.replicated(&key) {
+            return Ok(Outcome::PassOver);
+        }
+        let Some(definition) = self.definitions.get(&key).cloned() else {
+            return Err(format!("table {} is not in the replica's catalog", key.1));
+        };
+        let clauses = after_table_name(text).ok_or("an ALTER TABLE without changes")?;
+        let (name, mut entries, options) = entries_of(&definition)?;
+        let qualified = self.qualified(&key);
+        let mut sql = Vec::new();
+        let mut renamed_to = None;
+        for clause in split_top_level(clauses) {
+            let upper = clause.to_ascii_uppercase();
+            let head: Vec<&str> = upper.split_whitespace().take(3).collect();
+            let first = head.first().copied().unwrap_or_default();
+            let second = head.get(1).copied().unwrap_or_default();
+            let index_words = [
+                "INDEX",
+                "KEY",
+                "UNIQUE",
+                "FULLTEXT",
+                "SPATIAL",
+                "CONSTRAINT",
+                "FOREIGN",
+                "CHECK",
+            ];
+            match first {
+                "ADD" if second == "PRIMARY" => {
+                    let entry = clause[3..].trim().to_string();
+                    let columns = entry_key_columns(&entry);
+                    let list: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+                    sql.push(format!("ALTER TABLE {qualified} ADD PRIMARY KEY ({})", list.join(", ")));
+                    entries.push(entry);
+                }
+                "ADD" if index_words.contains(&second) => {
+                    tracing::warn!(
+                        "{at}: not applied to PostgreSQL (indexes and constraints are not replicated): {clause}"
+                    );
+                    entries.push(clause[3..].trim().to_string());
+                }
+                "ADD" => {
+                    let (entry, place) = column_clause(clause)?;
+                    let added = self.add_column(&key, &definition, &entry, &qualified)?;
+                    sql.extend(added);
+                    insert_column(&mut entries, entry, place)?;
+                }
+                "DROP" if second == "PRIMARY" => {
+                    sql.push(format!(
+                        "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
+                        quote_ident(&format!("{}_pkey", key.1))
+                    ));
+                    entries.retain(|e| !e.to_ascii_uppercase().starts_with("PRIMARY"));
+                }
+                "DROP" if index_words.contains(&second) => {
+                    tracing::warn!(
+                        "{at}: not applied to PostgreSQL (indexes and constraints are not replicated): {clause}"
+                    );
+                    let dropped = clause
+                        .split_whitespace()
+                        .last()
+                        .map(|n| n.trim_matches('`').to_string());
+                    entries.retain(|e| {
+                        let named = e.split_whitespace().nth(1).map(|n| n.trim_matches('`').to_string());
+                        !(starts_with_index_word(e) && named == dropped)
+                    });
+                }
+                "DROP" => {
+                    let column = column_name_after(clause, &["DROP", "COLUMN", "IF", "EXISTS"])
+                        .ok_or_else(|| format!("{clause}: no column name"))?;
+                    sql.push(format!("ALTER TABLE {qualified} DROP COLUMN {}", quote_ident(&column)));
+                    // MySQL drops a key's column from the key; PostgreSQL drops the index.
+                    entries.retain(|e| {
+                        entry_column(e).as_deref() != Some(column.as_str()) && !entry_key_columns(e).contains(&column)
+                    });
+                }
+                "RENAME" if !matches!(second, "COLUMN" | "INDEX" | "KEY") => {
+                    let to = column_name_after(clause, &["RENAME", "TO", "AS"])
+                        .ok_or_else(|| format!("{clause}: no new name"))?;
+                    renamed_to = Some(to);
+                }
+                // Options that rewrite the table without changing its rows or columns.
+                _ if [
+                    "ENGINE",
+                    "COMMENT",
+                    "AUTO_INCREMENT",
+                    "ROW_FORMAT",
+                    "ALGORITHM",
+                    "LOCK",
+                    "FORCE",
+                    "STATS_",
+                ]
+                .iter()
+                .any(|option| first.starts_with(option)) => {}
+                _ => {
+                    return Err(format!(
+                        "{} is not translated",
+                        clause.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    ));
+                }
+            }
+        }
+        let changed = Definition {
+            create: join_create(&name, &entries, &options),
+            added: Vec::new(),
+            ..definition
+        };
+        let shape = self.shape_of(&changed)?;
+        sql.push(upsert_sql(&self.targets, &changed));
+        let mut shapes = vec![(key.clone(), Some(shape))];
+        self.definitions.insert(key.clone(), changed);
+        if let Some(to) = renamed_to {
+            self.rename(&key, &(key.0.clone(), to), &mut sql, &mut shapes)?;
+        }
+        Ok(Outcome::Apply { sql, shapes })
+    }
+
+    /// The PostgreSQL statements adding column `entry` to `key`'s table: with MySQL's implicit
+    /// default for the rows already there when it is `NOT NULL` without a default.
+    fn add_column(
+        &self,
+        key: &Key,
+        definition: &Definition,
+        entry: &str,
+        qualified: &str,
+    ) -> Result<Vec<String>, String> {
+        let parsed = parse_table(&join_create(&key.1, &[entry.to_string()], ""), &[])?;
+        let mut column = parsed.columns.into_iter().next().ok_or("no column")?;
+        if column.generated.is_some() || column.auto_increment {
+            return Err(format!(
+                "column {}: generated and AUTO_INCREMENT columns added later",
+                column.name
+            ));
+        }
+        if column.charset.is_none() {
+            column.charset = parse_table(&definition.create, &definition.added)?.charset;
+        }
+        let shown = format!("{}.{}", self.schema_of(&key.0), key.1);
+        let mapped = map_type(&shown, &column)?;
+        let implicit = match (column.nullable, &column.default, mapped.kind) {
+            (false, None, Kind::Integer | Kind::Decimal | Kind::Float | Kind::Year) => Some("0".to_string()),
+            (false, None, Kind::Text | Kind::Set) => Some("''".to_string()),
+            (false, None, Kind::Enum) => {
+                let members = enum_values(column.params.as_deref().unwrap_or_default())?;
+                Some(quote_literal(members.first().map_or("", String::as_str)))
+            }
+            (false, None, _) => {
+                return Err(format!(
+                    "column {}: NOT NULL without a default, whose implicit MySQL value has no PostgreSQL counterpart",
+                    column.name
+                ));
+            }
+            _ => None,
+        };
+        let mut notes = Vec::new();
+        let mut sql = vec![format!(
+            "ALTER TABLE {qualified} ADD COLUMN {}{}",
+            column_sql(&shown, &column, &mapped, &mut notes)?,
+            implicit.as_ref().map_or(String::new(), |d| format!(" DEFAULT {d}"))
+        )];
+        if implicit.is_some() {
+            sql.push(format!(
+                "ALTER TABLE {qualified} ALTER COLUMN {} DROP DEFAULT",
+                quote_ident(&column.name)
+            ));
+        }
+        for note in notes {
+            tracing::warn!("not translated: {note}");
+        }
+        Ok(sql)
+    }
+}
+
+/// A definition's name, entries — the clauses a copy split off included — and options.
+fn entries_of(definition: &Definition) -> Result<(String, Vec<String>, String), String> {
+    let (name, mut entries, options) = split_create(&definition.create)?;
+    entries.extend(definition.added.iter().map(|clause| {
+        let clause = clause.trim();
+        match clause.get(..4) {
+            Some(head) if head.eq_ignore_ascii_case("ADD ") => clause[4..].trim().to_string(),
+            _ => clause.to_string(),
+        }
+    }));
+    Ok((name, entries, options))
+}
+
+/// Whether a `CREATE`/`DROP`/`ALTER` is of a view, trigger, routine or event: the first of these
+/// keywords or `TABLE`/`INDEX` decides (`CREATE ALGORITHM=… DEFINER=`u`@`h` VIEW …`, but
+/// `ALTER TABLE t ADD COLUMN event INT`).
+fn names_an_object(text: &str) -> bool {
+    for (quoted, word) in words(text, 40) {
+        if quoted {
+            continue;
+        }
+        match word.to_ascii_uppercase().as_str() {
+            "TABLE" | "INDEX" | "(" => return false,
+            "VIEW" | "TRIGGER" | "PROCEDURE" | "FUNCTION" | "EVENT" => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Where an added column goes.
+enum Place {
+    Last,
+    First,
+    After(String),
+}
+
+/// An `ADD [COLUMN] [IF NOT EXISTS] definition [FIRST | AFTER c]` clause: the column entry and
+/// its place.
+fn column_clause(clause: &str) -> Result<(String, Place), String> {
+    let mut rest = clause.trim();
+    for word in ["ADD", "COLUMN", "IF NOT EXISTS"] {
+        if rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
+            rest = rest[word.len()..].trim_start();
+        }
+    }
+    if rest.starts_with('(') {
+        return Err("ADD COLUMN (several columns) is not translated".into());
+    }
+    let upper = rest.to_ascii_uppercase();
+    if upper.ends_with(" FIRST") {
+        return Ok((rest[..rest.len() - 6].trim().to_string(), Place::First));
+    }
+    if let Some(at) = upper.rfind(" AFTER ") {
+        let after = rest[at + 7..].trim().trim_matches('`').replace("``", "`");
+        return Ok((rest[..at].trim().to_string(), Place::After(after)));
+    }
+    Ok((rest.to_string(), Place::Last))
+}
+
+fn insert_column(entries: &mut Vec<String>, entry: String, place: Place) -> Result<(), String> {
+    let at = match place {
+        Place::First => 0,
+        Place::After(column) => {
+            entries
+                .iter()
+                .position(|e| entry_column(e).as_deref() == Some(column.as_str()))
+                .ok_or_else(|| format!("AFTER {column}: no such column"))?
+                + 1
+        }
+        Place::Last => entries
+            .iter()
+            .rposition(|e| entry_column(e).is_some())
+            .map_or(0, |i| i + 1),
+    };
+    entries.insert(at, entry);
+    Ok(())
+}
+
+fn starts_with_index_word(entry: &str) -> bool {
+    let upper = entry.trim_start().to_ascii_uppercase();
+    [
+        "KEY",
+        "INDEX",
+        "UNIQUE",
+        "FULLTEXT",
+        "SPATIAL",
+        "CONSTRAINT",
+        "FOREIGN",
+        "CHECK",
+    ]
+    .iter()
+    .any(|w| upper.starts_with(w))
+}
+
+/// The name after the leading keywords `skip` of a clause (`DROP COLUMN x`, `RENAME TO y`).
+fn column_name_after(clause: &str, skip: &[&str]) -> Option<String> {
+    words(clause, 8)
+        .into_iter()
+        .find(|(quoted, w)| *quoted || !skip.iter().any(|s| s.eq_ignore_ascii_case(w)))
+        .map(|(_, w)| w)
+}
+
+/// Up to `limit` words of SQL: backtick-quoted names (unquoted, flagged) and bare words; `.`, `,`
+/// and parentheses are words of their own.
+fn words(text: &str, limit: usize) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if out.len() >= limit {
+            break;
+        }
+        match c {
+            c if c.is_whitespace() => {}
+            '`' => {
+                let mut name = String::new();
+                while let Some((_, c)) = chars.next() {
+                    if c == '`' {
+                        if chars.peek().map(|(_, n)| *n) == Some('`') {
+                            chars.next();
+                            name.push('`');
+                            continue;
+                        }
+                        break;
+                    }
+                    name.push(c);
+                }
+                out.push((true, name));
+            }
+            '.' | ',' | '(' | ')' | ';' => out.push((false, c.to_string())),
+            _ => {
+                let mut end = i + c.len_utf8();
+                while let Some((j, n)) = chars.peek() {
+                    if n.is_whitespace() || "`.,();".contains(*n) {
+                        break;
+                    }
+                    end = j + n.len_utf8();
+                    chars.next();
+                }
+                out.push((false, text[i..end].to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The tables a statement names after its leading keywords `skip`: `a`, `db.b`, `c TO d`, …
+/// (with `default` as the database of unqualified names), up to a parenthesis or another
+/// keyword.
+fn table_names(text: &str, skip: &[&str], default: &str) -> Vec<Key> {
+    let tokens = words(text, 64);
+    let mut i = 0;
+    while i < tokens.len() && !tokens[i].0 && skip.iter().any(|s| s.eq_ignore_ascii_case(&tokens[i].1)) {
+        i += 1;
+    }
+    let mut names = Vec::new();
+    while i < tokens.len() {
+        let (quoted, word) = &tokens[i];
+        if !quoted && (word == "(" || word == ";") {
+            break;
+        }
+        if !quoted && (word == "," || word.eq_ignore_ascii_case("TO")) {
+            i += 1;
+            continue;
+        }
+        let bare = *quoted || word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+        if !bare
+            || (!quoted
+                && ["RESTRICT", "CASCADE", "WAIT", "NOWAIT", "LIKE", "AS", "SELECT"]
+                    .contains(&word.to_ascii_uppercase().as_str()))
+        {
+            break;
+        }
+        match tokens.get(i + 1) {
+            Some((false, dot)) if dot == "." => {
+                if let Some((_, table)) = tokens.get(i + 2) {
+                    names.push((word.clone(), table.clone()));
+                }
+                i += 3;
+            }
+            _ => {
+                names.push((default.to_string(), word.clone()));
+                i += 1;
+            }
+        }
+        // One name per item: what follows up to the next comma or TO is not a name (table
+        // options of a CREATE are after the parenthesis).
+        while i < tokens.len() {
+            let (quoted, word) = &tokens[i];
+            if !quoted && (word == "," || word.eq_ignore_ascii_case("TO") || word == "(") {
+                break;
+            }
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The byte offset of the first parenthesis outside backquotes.
+fn first_paren(text: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            '(' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What follows `ALTER TABLE [IF EXISTS] name` (quoted or qualified).
+fn after_table_name(text: &str) -> Option<&str> {
+    let upper = text.to_ascii_uppercase();
+    let mut at = upper.find("TABLE")? + 5;
+    let rest = &text[at..];
+    let trimmed = rest.trim_start();
+    at += rest.len() - trimmed.len();
+    let mut rest = &text[at..];
+    if rest.to_ascii_uppercase().starts_with("IF EXISTS") {
+        rest = rest[9..].trim_start();
+    }
+    // The name: `a`, a, `db`.`a`, db.a.
+    let mut chars = rest.char_indices().peekable();
+    let mut end = 0;
+    let mut quoted = false;
+    for (i, c) in chars.by_ref() {
+        match c {
+            '`' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+        end = i + c.len_utf8();
+    }
+    let after = rest[end..].trim();
+    (!after.is_empty()).then_some(after)
+}
+
+#[cfg(test)]
+mod tests;
