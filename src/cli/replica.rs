@@ -28,6 +28,21 @@ pub enum ReplicaCommand {
     Stop(StopArgs),
     /// Copy an append-only event table's new rows, by increasing key, to one or more targets.
     Events(EventsArgs),
+    /// End a PostgreSQL replica of a MySQL/MariaDB source for good: sequences past the largest
+    /// ids, foreign keys made, cairn's bookkeeping removed.
+    Detach(DetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The source whose replica is detached.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +223,7 @@ pub(super) async fn run(config: &Config, command: &ReplicaCommand) -> CliResult 
         ReplicaCommand::Status(args) => return show_status(config, args).await,
         ReplicaCommand::Stop(args) => return stop(args).await,
         ReplicaCommand::Events(args) => return events(config, args).await,
+        ReplicaCommand::Detach(args) => return detach(args).await,
     };
     let destination = config.destination(&args.from).ok();
     let body = seed(config, args);
@@ -428,6 +444,25 @@ async fn stop(args: &StopArgs) -> CliResult {
             state.source,
             state.databases,
             state.applied.as_ref().map(|p| format!(" at {p}")).unwrap_or_default()
+        )),
+    }
+}
+
+async fn detach(args: &DetachArgs) -> CliResult {
+    let detached = replica_run::detach(&args.target.request(), &args.source).await?;
+    match args.json {
+        true => print_out(&to_json(&detached)),
+        false => print_out(&format!(
+            "the replica of source {} on {} is detached: {} sequences set past their largest values, {} foreign keys \
+             added{}\n",
+            detached.source,
+            detached.target,
+            detached.sequences,
+            detached.foreign_keys_added,
+            match detached.foreign_keys_not_valid.is_empty() {
+                true => String::new(),
+                false => format!(", left NOT VALID: {}", detached.foreign_keys_not_valid.join(", ")),
+            }
         )),
     }
 }

@@ -83,6 +83,18 @@ pub struct FollowReport {
     pub stopped: String,
 }
 
+/// What `cairn replica detach` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Detached {
+    pub source: String,
+    pub target: String,
+    /// Identity sequences set past their column's largest value.
+    pub sequences: u64,
+    /// Foreign keys added, and those left `NOT VALID` (rows reference nothing), by name.
+    pub foreign_keys_added: u64,
+    pub foreign_keys_not_valid: Vec<String>,
+}
+
 /// One replica on a target, as `cairn replica status` shows it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplicaState {

@@ -495,6 +495,21 @@ pub trait Target: Send + Sync {
         let _ = source;
         Ok(None)
     }
+
+    /// Ends `source`'s replica on this target for good (`cairn replica detach`): sequences set
+    /// past their columns' values, foreign keys made, cairn's bookkeeping removed.
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] for replicas without it; no such replica, a running applier
+    /// ([`SourceError::Locked`]), or the target's error.
+    async fn detach(&self, source: &str) -> Result<follow::Detached, SourceError> {
+        let _ = source;
+        Err(SourceError::Unsupported(
+            "replica detach is for PostgreSQL replicas of MySQL/MariaDB sources; stop a same-engine replica with \
+             `cairn replica stop`"
+                .into(),
+        ))
+    }
 }
 
 /// Checks that each copy of a chain starts exactly where its parent ended.

@@ -320,6 +320,24 @@ fn later(a: &LogPosition, b: &LogPosition) -> bool {
     }
 }
 
+/// Ends `source`'s replica on the target for good: a PostgreSQL replica of a MySQL/MariaDB source
+/// becomes a standalone database (sequences, foreign keys, cairn's bookkeeping removed).
+///
+/// # Errors
+/// A target that is not PostgreSQL (usage), no such replica, a running applier, the target's
+/// error.
+pub async fn detach(target: &TargetRequest, source: &str) -> Result<crate::engine::follow::Detached, ReplicaError> {
+    let (url, engine) = target.open_for(crate::engine::Engine::Mysql)?;
+    if url.engine != crate::engine::Engine::Postgres {
+        return Err(ReplicaError::Usage(
+            "replica detach is for PostgreSQL replicas of MySQL/MariaDB sources; a MySQL/MariaDB replica needs no \
+             detach: stop its applier with `cairn replica stop`"
+                .into(),
+        ));
+    }
+    Ok(engine.detach(source).await?)
+}
+
 /// Asks the applier of `source`'s replica on the target to stop after the transaction in
 /// flight, and waits up to `wait` for it to end.
 ///

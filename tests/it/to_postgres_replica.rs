@@ -81,6 +81,16 @@ async fn postgres_state(pg: &tokio_postgres::Client) -> (String, String) {
 async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = accounts_database("my_pg_replica").await;
+    // A table with a foreign key, for the detach.
+    connect(&url_of(&source))
+        .await
+        .query_drop(
+            "CREATE TABLE notes (id INT AUTO_INCREMENT PRIMARY KEY, account_id INT NOT NULL, body TEXT, \
+             CONSTRAINT notes_account FOREIGN KEY (account_id) REFERENCES accounts (id));
+             INSERT INTO notes (account_id, body) VALUES (1, 'first')",
+        )
+        .await
+        .unwrap();
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
@@ -248,4 +258,51 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         out.contains("ALTER TABLE accounts"),
         "the error is in the status: {out}"
     );
+
+    // Detach: the sequences go past the largest ids the applier wrote, the foreign keys are
+    // made (one dropped on the replica comes back), cairn's bookkeeping goes.
+    pg.batch_execute("ALTER TABLE bank.notes DROP CONSTRAINT notes_account")
+        .await
+        .unwrap();
+    let most: i64 = pg
+        .query_one("SELECT max(id)::int8 FROM bank.history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (code, out, err) = replica(locks.path(), &config, &target, &["detach", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let detached: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(detached["foreign_keys_added"], 1, "{detached}");
+    assert!(detached["sequences"].as_u64().unwrap() >= 2, "{detached}");
+    let next: i64 = pg
+        .query_one(
+            "INSERT INTO bank.history (from_id, to_id, amount) VALUES (1, 1, 0) RETURNING id::int8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > most, "the identity hands out {next} after {most}");
+    let orphan = pg
+        .execute("INSERT INTO bank.notes (account_id, body) VALUES (999999, 'x')", &[])
+        .await;
+    assert!(orphan.is_err(), "the foreign key is not there");
+    let validated: bool = pg
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'notes_account'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(validated);
+    let cairn_left: bool = pg
+        .query_one("SELECT to_regnamespace('cairn_replay') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!cairn_left, "cairn's bookkeeping is left in the detached database");
+    let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("holds no replica"), "{err}");
 }

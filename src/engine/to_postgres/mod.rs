@@ -4,10 +4,13 @@
 //! (`load`), binary log row changes as PostgreSQL row changes (`rows`), logged DDL
 //! (`ddl_log`) and the table definitions kept in the target (`catalog`), a chain's replay
 //! (`replay`), a replica following the live binary log (`follow`, `follow_state`) and the target
-//! that restores a MySQL chain into PostgreSQL and follows a source there (`target`).
+//! that restores a MySQL chain into PostgreSQL and follows a source there (`target`), and the
+//! end of a replica (`detach`).
+
 pub mod catalog;
 pub mod ddl;
 mod ddl_log;
+mod detach;
 mod follow;
 mod follow_state;
 mod load;

@@ -408,6 +408,10 @@ impl Target for MysqlIntoPostgres {
     async fn request_stop(&self, source: &str) -> Result<Option<crate::engine::follow::ReplicaState>, SourceError> {
         super::follow_state::request_stop(&self.pg, source).await
     }
+
+    async fn detach(&self, source: &str) -> Result<crate::engine::follow::Detached, SourceError> {
+        super::detach::detach(&self.pg, source).await
+    }
 }
 
 /// The filters the chain's full copy was taken with: the replay leaves out what the copy did.
