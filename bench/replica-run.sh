@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Replica catch-up benchmark (MariaDB): cairn's own applier (`cairn replica run --catch-up`)
 # against the native replica SQL thread, applying the same events — a sysbench write workload
-# run after both replicas were seeded from the same full copy on the second private server.
+# run after both replicas were seeded from the same full copy on the second private server —
+# and cairn's applier into a PostgreSQL replica of the same source (the second private
+# PostgreSQL server), seeded from the same copy.
 #
 #   bench/replica-run.sh                         # 4 tables of 100k rows, 4 writer threads, 30 s
 #   SECONDS_OF_LOAD=60 THREADS=8 bench/replica-run.sh
@@ -24,6 +26,13 @@ summary() { "$1" -e "SELECT SUM(n), SUM(s) FROM ($(for t in $(seq 1 "$TABLES"); 
   [ "$t" -gt 1 ] && printf ' UNION ALL '; printf 'SELECT COUNT(*) n, SUM(k + id) + SUM(CRC32(c)) s FROM %s.sbtest%s' "$2" "$t"; done)) x"; }
 SB=(sysbench --db-driver=mysql --mysql-host="$HOST" --mysql-port="$PORT" --mysql-user="$USER" --mysql-password="$PASS"
   --mysql-db=sb --tables="$TABLES" --table-size="$SIZE")
+PG_REPLICA=${CAIRN_TEST_PG_REPLICA_URL%/*}
+export PGPASSWORD=cairn-test-pw
+# Per table: rows, the sum of k + id and the MD5 of every c in id order, on each side.
+my_digest() { for t in $(seq 1 "$TABLES"); do SQL -e "SET SESSION group_concat_max_len = 1000000000;
+  SELECT COUNT(*), SUM(k + id), MD5(GROUP_CONCAT(c ORDER BY id SEPARATOR '|')) FROM sb.sbtest$t"; done; }
+pg_digest() { for t in $(seq 1 "$TABLES"); do "$CAIRN_TEST_PG_BIN/psql" -qAtX -F $'\t' "$PG_REPLICA/sb_pg" -c \
+  "SELECT count(*), sum(k + id), md5(string_agg(c, '|' ORDER BY id)) FROM sb.sbtest$t"; done; }
 CONFIG=$WORK/cairn.toml
 printf '[sources.sb]\nurl = "%s/sb"\n' "$SERVER" >"$CONFIG"
 C() { "$CAIRN" --config "$CONFIG" "$@"; }
@@ -37,6 +46,8 @@ C replica seed --from "$WORK/cairn" --source sb --target "$REPLICA" --handover c
   2>"$WORK/err" >/dev/null || { cat "$WORK/err"; exit 1; }
 C replica seed --from "$WORK/cairn" --source sb --target "$REPLICA" --handover native 2>"$WORK/err" >/dev/null \
   || { cat "$WORK/err"; exit 1; }
+C replica seed --from "$WORK/cairn" --source sb --target "$PG_REPLICA/sb_pg" --handover cairn --clean 2>"$WORK/err" \
+  >/dev/null || { cat "$WORK/err"; exit 1; }
 # The native replica keeps fetching the log but applies nothing while the workload runs.
 RSQL -e "STOP SLAVE SQL_THREAD"
 
@@ -62,16 +73,26 @@ read -r cpu_user cpu_sys rss <"$WORK/time"
 applied=$(python3 -c "import json; r=json.load(open('$WORK/run.json')); print(r['transactions'], r['row_changes'])")
 read -r cairn_transactions row_changes <<<"$applied"
 
+start=$(date +%s.%N)
+/usr/bin/time -f "%U %S %M" -o "$WORK/time-pg" "$CAIRN" --config "$CONFIG" replica run --source sb \
+  --target "$PG_REPLICA/sb_pg" --catch-up --json >"$WORK/run-pg.json" 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
+pg_seconds=$(elapsed "$start")
+read -r pg_cpu_user pg_cpu_sys pg_rss <"$WORK/time-pg"
+[ "$(my_digest)" = "$(pg_digest)" ] || { echo "the PostgreSQL replica differs from the source" >&2; exit 1; }
+
 for got in "$(summary RSQL sb)" "$(summary RSQL sb_cairn)"; do
   [ "$got" = "$want" ] || { echo "a replica differs from the source: $got vs $want" >&2; exit 1; }
 done
 RSQL -e "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL replicate_do_db = ''; DROP DATABASE sb; DROP DATABASE sb_cairn"
 
 awk -v t="$transactions" -v w="$writes" -v l="$SECONDS_OF_LOAD" -v th="$THREADS" -v ns="$native_seconds" \
-  -v cs="$cairn_seconds" -v ct="$cairn_transactions" -v rc="$row_changes" -v rss="$rss" -v cu="$cpu_user" -v cy="$cpu_sys" 'BEGIN {
+  -v cs="$cairn_seconds" -v ct="$cairn_transactions" -v rc="$row_changes" -v rss="$rss" -v cu="$cpu_user" -v cy="$cpu_sys" \
+  -v ps="$pg_seconds" -v pu="$pg_cpu_user" -v py="$pg_cpu_sys" -v prss="$pg_rss" 'BEGIN {
   printf "workload: sysbench oltp_write_only, %d threads, %d s: %d transactions, %d writes\n", th, l, t, w
   printf "native replica SQL thread: %.2f s = %.0f transactions/s\n", ns, t / ns
   printf "cairn replica run --catch-up: %.2f s = %.0f transactions/s, %d row changes = %.0f row changes/s, peak %d MiB\n", cs, ct / cs, rc, rc / cs, rss / 1024
   printf "cairn client: %.1f s user + %.1f s system CPU\n", cu, cy
   printf "cairn / native = %.2f\n", cs / ns
+  printf "cairn replica run --catch-up into PostgreSQL: %.2f s = %.0f transactions/s, client %.1f s user + %.1f s system CPU, peak %d MiB\n", ps, ct / ps, pu, py, prss / 1024
+  printf "into PostgreSQL / native = %.2f, / cairn into MariaDB = %.2f\n", ps / ns, ps / cs
 }'

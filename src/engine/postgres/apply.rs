@@ -80,7 +80,9 @@ pub struct Applier<'a> {
 struct HeldCommit {
     at: String,
     record: String,
-    lsn: String,
+    /// The source's WAL position (PostgreSQL), or `None` for another engine's (the record alone
+    /// keeps it).
+    lsn: Option<String>,
 }
 
 impl<'a> Applier<'a> {
@@ -284,16 +286,12 @@ impl<'a> Applier<'a> {
             crate::repo::model::LogPosition::Postgres { lsn, .. } => Some(lsn.clone()),
             crate::repo::model::LogPosition::Mysql { .. } => None,
         };
-        if let Some(lsn) = lsn.clone()
-            && self.group > 1
-            && self.open
-            && !record.is_empty()
-        {
+        if self.group > 1 && self.open && !record.is_empty() {
             self.grouped += 1;
             self.held = Some(HeldCommit {
                 at: commit.at,
                 record: record.to_string(),
-                lsn,
+                lsn: lsn.clone(),
             });
             return match self.grouped < self.group {
                 true => Ok(()),
@@ -311,7 +309,7 @@ impl<'a> Applier<'a> {
     pub async fn end_group(&mut self) -> Result<(), SourceError> {
         self.grouped = 0;
         match self.held.take() {
-            Some(held) => self.end_transaction(&held.at, &held.record, Some(held.lsn)).await,
+            Some(held) => self.end_transaction(&held.at, &held.record, held.lsn).await,
             None => Ok(()),
         }
     }

@@ -23,6 +23,9 @@ use crate::engine::{SourceError, SourceSpec};
 /// How often the applier records its heartbeat and looks for a stop request.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Source transactions per target transaction, at most (as the PostgreSQL replica's applier).
+const GROUP: u64 = 200;
+
 /// Follows `source`'s live log into the replica in `pg` until stopped.
 ///
 /// # Errors
@@ -147,6 +150,9 @@ impl Session<'_> {
         );
         let client = pg.connect("replica run").await?;
         let mut applier = Applier::new(pg, &client).await?;
+        // Whole source transactions per target transaction, committed as soon as the source has
+        // nothing more ready: the position recorded is the last one's.
+        applier.group_transactions(GROUP);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut stopping, mut applied_event_at, mut since_heartbeat) = (None, None, 0i64);
@@ -156,6 +162,9 @@ impl Session<'_> {
             {
                 break ended;
             }
+            if !feed.in_transaction() && !feed.ready()? {
+                applier.end_group().await?;
+            }
             tokio::select! {
                 biased;
                 () = options.stop.cancelled(), if stopping.is_none() => {
@@ -163,6 +172,10 @@ impl Session<'_> {
                     stopping = Some(Ended::Signal);
                 }
                 _ = heartbeat.tick() => {
+                    if !feed.in_transaction() {
+                        // What the heartbeat reports as applied is committed.
+                        applier.end_group().await?;
+                    }
                     let stop = state::heartbeat(pg, self.control, setup, applied_event_at.take(), std::mem::take(&mut since_heartbeat)).await?;
                     if stop && stopping.is_none() {
                         tracing::info!("{}: a stop was requested; stopping after the transaction in flight", setup.source);
@@ -195,6 +208,7 @@ impl Session<'_> {
                 }
             }
         };
+        applier.end_group().await?;
         let applied = applier.finish().await?;
         report.row_changes += applied.row_changes;
         for (column, count) in &translator.zero_dates {

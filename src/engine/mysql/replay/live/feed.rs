@@ -99,6 +99,14 @@ impl LiveFeed {
         self.live.in_transaction()
     }
 
+    /// Whether more of the log is ready to read without waiting.
+    ///
+    /// # Errors
+    /// A damaged event.
+    pub(crate) fn ready(&mut self) -> Result<bool, SourceError> {
+        self.live.ready()
+    }
+
     /// When the last transaction read was written on the source (seconds since the epoch).
     pub(crate) fn last_timestamp(&self) -> Option<u32> {
         self.live.last_timestamp
