@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
-use super::ddl::{column_sql, translate};
-use super::mysql_ddl::{entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level};
+use super::ddl::{PgTable, column_sql, translate};
+use super::mysql_ddl::{
+    MyTable, entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level,
+};
 use super::rows::Shape;
 use super::types::{Kind, enum_values, map_type};
 use crate::engine::SourceError;
@@ -76,6 +78,27 @@ impl LiveCatalog {
         let schemas = &self.schemas;
         let schema_of = |database: &str| schemas.get(database).cloned().unwrap_or_else(|| database.to_string());
         Ok(translate_all(&definitions, &schema_of, "the replica's table definitions")?.shapes)
+    }
+
+    /// Every table with its MySQL definition read and its translation, for a validation.
+    ///
+    /// # Errors
+    /// A definition that does not translate.
+    pub fn tables(&self) -> Result<Vec<(Key, MyTable, PgTable)>, SourceError> {
+        let definitions: Vec<Definition> = self.definitions.values().cloned().collect();
+        let schemas = &self.schemas;
+        let schema_of = |database: &str| schemas.get(database).cloned().unwrap_or_else(|| database.to_string());
+        let mut translated = translate_all(&definitions, &schema_of, "the replica's table definitions")?.tables;
+        let mut tables = Vec::new();
+        for definition in definitions {
+            let key = (definition.database.clone(), definition.name.clone());
+            let parsed = parse_table(&definition.create, &definition.added)
+                .map_err(|e| SourceError::Damaged(format!("the replica's definition of {}.{}: {e}", key.0, key.1)))?;
+            if let Some(pg) = translated.remove(&key) {
+                tables.push((key, parsed, pg));
+            }
+        }
+        Ok(tables)
     }
 
     /// What `statement` does to the replica.

@@ -4,7 +4,7 @@
 //! PostgreSQL applier with the position recorded in the same transaction — the replay's path,
 //! fed by the live stream. Reconnects with backoff, stops after the transaction in flight.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -13,6 +13,7 @@ use super::ddl_log::LiveCatalog;
 use super::follow_state::{self as state, Setup};
 use super::replay::{apply_change, record_sql};
 use super::rows::RowTranslator;
+use super::validate::{Validation, validate};
 use crate::engine::change::{Change, Commit};
 use crate::engine::follow::{Ended, FollowOptions, FollowReport, reconnect_policy, reconnects_after};
 use crate::engine::mysql::{LiveFeed, Wanted};
@@ -22,6 +23,9 @@ use crate::engine::{SourceError, SourceSpec};
 
 /// How often the applier records its heartbeat and looks for a stop request.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How often a start-up validation that could not compare yet is tried again.
+const VALIDATION_EVERY: Duration = Duration::from_secs(10);
 
 /// Source transactions per target transaction, at most (as the PostgreSQL replica's applier).
 const GROUP: u64 = 200;
@@ -42,12 +46,10 @@ pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Re
     let mut report = FollowReport {
         source: source.name.clone(),
         target: pg.name.clone(),
-        validation: vec![
-            "a replica of MySQL in PostgreSQL is not compared table by table at start-up yet (issue #14)".into(),
-        ],
         ..FollowReport::default()
     };
     let mut retry = reconnect_policy(options);
+    let mut validated = false;
     let outcome = loop {
         let before = report.transactions;
         let session = Session {
@@ -57,7 +59,7 @@ pub async fn follow(pg: &Pg, source: &SourceSpec, options: &FollowOptions) -> Re
             options,
             control: &control,
         };
-        match session.run(&mut report).await {
+        match session.run(&mut report, &mut validated).await {
             Ok(ended) => break Ok(ended),
             Err(error) if reconnects_after(&error) && !options.dry_run && !options.stop.is_cancelled() => {
                 tracing::warn!("{}: the applier lost a connection: {error}; reconnecting", source.name);
@@ -102,7 +104,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&self, report: &mut FollowReport) -> Result<Ended, SourceError> {
+    async fn run(&self, report: &mut FollowReport, validated: &mut bool) -> Result<Ended, SourceError> {
         let (pg, setup, options) = (self.pg, self.setup, self.options);
         let at = state::position(pg, self.control, setup).await?;
         // The tables as the target's catalog has them: what a failed transaction changed in
@@ -139,6 +141,19 @@ impl Session<'_> {
             wanted,
         )
         .await?;
+        if !*validated {
+            match validate(&feed, pg, self.control, setup, &tables, &at, options.sample_rows).await? {
+                Validation::Equal(lines) => {
+                    *validated = true;
+                    report.validation = lines;
+                }
+                Validation::SourceAhead => {
+                    report.validation = vec![format!(
+                        "the source has moved on since {at}: the tables are compared when the applier first catches up"
+                    )]
+                }
+            }
+        }
         if options.dry_run {
             return Ok(Ended::DryRun);
         }
@@ -156,6 +171,7 @@ impl Session<'_> {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut stopping, mut applied_event_at, mut since_heartbeat) = (None, None, 0i64);
+        let mut last_validation: Option<Instant> = None;
         let ended = loop {
             if let Some(ended) = stopping
                 && !feed.in_transaction()
@@ -181,7 +197,25 @@ impl Session<'_> {
                         tracing::info!("{}: a stop was requested; stopping after the transaction in flight", setup.source);
                         stopping = Some(Ended::StopRequested);
                     }
-                    if options.catch_up && stopping.is_none() && !feed.in_transaction() && feed.reached_end_at_start() {
+                    if feed.in_transaction() {
+                        continue;
+                    }
+                    let catch_up_now = options.catch_up && stopping.is_none() && feed.reached_end_at_start();
+                    // Each comparison counts every table on the source: at most every
+                    // VALIDATION_EVERY while the source keeps moving.
+                    let due = !*validated
+                        && (catch_up_now || last_validation.is_none_or(|at: Instant| at.elapsed() >= VALIDATION_EVERY));
+                    if due && let Some(now) = feed.caught_up().await? {
+                        last_validation = Some(Instant::now());
+                        if let Validation::Equal(lines) =
+                            validate(&feed, pg, self.control, setup, &tables, &now, options.sample_rows).await?
+                        {
+                            tracing::info!("{}: caught up; the validation found the tables equal", setup.source);
+                            *validated = true;
+                            report.validation = lines;
+                        }
+                    }
+                    if catch_up_now {
                         stopping = Some(Ended::CaughtUp);
                     }
                 }

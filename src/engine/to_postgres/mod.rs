@@ -19,6 +19,7 @@ mod replay;
 pub mod rows;
 mod target;
 pub mod types;
+mod validate;
 pub mod values;
 
 pub use ddl::{PgColumn, PgTable, translate};

@@ -364,7 +364,7 @@ fn bytes_text(column: &SourceColumn, bytes: Vec<u8>) -> Result<Vec<u8>, String> 
 }
 
 /// A `COPY` text field as the plain text it stands for; `None` for `\N`.
-fn unescape_copy(field: &[u8]) -> Option<String> {
+pub(super) fn unescape_copy(field: &[u8]) -> Option<String> {
     if field == b"\\N" {
         return None;
     }

@@ -7,12 +7,16 @@ use crate::engine::change::Change;
 use crate::engine::mysql::My;
 use crate::engine::mysql::binlog::GtidState;
 use crate::engine::mysql::capture::{default_replica_server_id, identity};
-use crate::engine::mysql::snapshot::{coordinates, server};
+use mysql_async::prelude::Queryable;
+
+use crate::engine::mysql::snapshot::{Server, coordinates, server};
 use crate::engine::{SourceError, SourceSpec};
 use crate::repo::model::LogPosition;
 
 /// The live stream of a source, from a replica's position on.
 pub(crate) struct LiveFeed {
+    source: My,
+    server: Server,
     live: Live,
     /// Where the source's log ended when the feed opened (`--catch-up` stops there).
     pub end_at_start: LogPosition,
@@ -83,7 +87,12 @@ impl LiveFeed {
             wanted,
         )
         .await?;
-        Ok(LiveFeed { live, end_at_start })
+        Ok(LiveFeed {
+            source: my,
+            server,
+            live,
+            end_at_start,
+        })
     }
 
     /// The next change; `None` when the server ended the stream.
@@ -115,5 +124,90 @@ impl LiveFeed {
     /// Whether the log was read at least to where it ended when the feed opened.
     pub(crate) fn reached_end_at_start(&self) -> bool {
         super::reached(&self.live, &self.end_at_start)
+    }
+
+    /// Where the source's log ends now, if it is the same point as `applied` (no transaction
+    /// the replica lacks); `None` while the source is ahead.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    pub(crate) async fn at_point(&self, applied: &LogPosition) -> Result<Option<LogPosition>, SourceError> {
+        let mut conn = self.source.connect(None).await?;
+        let now = coordinates(&self.source, &mut conn, &self.server).await?;
+        let _ = conn.disconnect().await;
+        Ok(super::validate::same_point(&now, applied).then_some(now))
+    }
+
+    /// Where the source's log ends now, when the feed has read everything up to there; `None`
+    /// while the source is ahead.
+    ///
+    /// # Errors
+    /// Login or the server's error.
+    pub(crate) async fn caught_up(&self) -> Result<Option<LogPosition>, SourceError> {
+        let mut conn = self.source.connect(None).await?;
+        let now = coordinates(&self.source, &mut conn, &self.server).await?;
+        let _ = conn.disconnect().await;
+        let LogPosition::Mysql { file, position, .. } = &now else {
+            return Ok(None);
+        };
+        let (read_file, read_to) = self.live.received();
+        Ok((file == read_file && *position == read_to).then_some(now))
+    }
+
+    /// For a validation: the rows of `database.table` counted, and its first and last `rows`
+    /// rows by `key` read with `select` (one expression per column), each field as the server's
+    /// text in UTC and binary — as a copy reads them.
+    ///
+    /// # Errors
+    /// Login or the server's error, naming the table.
+    pub(crate) async fn sample(
+        &self,
+        database: &str,
+        table: &str,
+        select: &[String],
+        key: &[String],
+        rows: u32,
+    ) -> Result<(u64, Vec<Vec<Option<Vec<u8>>>>), SourceError> {
+        use crate::engine::mysql::quote_ident;
+        let my = &self.source;
+        let doing = format!("reading {database}.{table} for the validation");
+        let mut conn = my.connect(None).await?;
+        conn.query_drop("SET SESSION time_zone = '+00:00', NAMES binary")
+            .await
+            .map_err(|e| my.error(&doing, e))?;
+        let qualified = format!("{}.{}", quote_ident(database), quote_ident(table));
+        let count: u64 = conn
+            .query_first(format!("SELECT COUNT(*) FROM {qualified}"))
+            .await
+            .map_err(|e| my.error(&doing, e))?
+            .unwrap_or(0);
+        let mut sampled = Vec::new();
+        if !key.is_empty() && !select.is_empty() {
+            for order in ["ASC", "DESC"] {
+                let by: Vec<String> = key.iter().map(|k| format!("{} {order}", quote_ident(k))).collect();
+                let found: Vec<mysql_async::Row> = conn
+                    .query(format!(
+                        "SELECT {} FROM {qualified} ORDER BY {} LIMIT {rows}",
+                        select.join(", "),
+                        by.join(", ")
+                    ))
+                    .await
+                    .map_err(|e| my.error(&doing, e))?;
+                for row in found {
+                    sampled.push(
+                        row.unwrap()
+                            .into_iter()
+                            .map(|value| match value {
+                                mysql_async::Value::NULL => None,
+                                mysql_async::Value::Bytes(bytes) => Some(bytes),
+                                other => Some(other.as_sql(true).into_bytes()),
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok((count, sampled))
     }
 }

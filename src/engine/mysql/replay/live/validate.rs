@@ -24,7 +24,7 @@ pub(super) enum Validation {
 }
 
 /// Whether the source at `source` holds exactly the transactions the target at `target` has.
-fn same_point(source: &LogPosition, target: &LogPosition) -> bool {
+pub(super) fn same_point(source: &LogPosition, target: &LogPosition) -> bool {
     let (
         LogPosition::Mysql {
             file: sf,
