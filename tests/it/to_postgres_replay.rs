@@ -71,7 +71,9 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
          INSERT INTO coupons (code) VALUES ('WELCOME');
          DROP TABLE log_lines;
          ALTER TABLE customers MODIFY name VARCHAR(150) NOT NULL;
-         INSERT INTO customers (name, tier) VALUES ('after the modify', 3)",
+         INSERT INTO customers (name, tier) VALUES ('after the modify', 3);
+         ALTER TABLE customers ADD COLUMN shout VARCHAR(200) AS (UPPER(name)) VIRTUAL;
+         INSERT INTO customers (name, tier) VALUES ('after the generated column', 4)",
     )
     .await
     .unwrap();
@@ -166,7 +168,9 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
         let (code, out, err) = restore(&at_point, &["--resume"]);
         assert_eq!(code, 2, "{attempt}: {out}\n{err}");
         assert!(
-            err.contains("ALTER TABLE customers MODIFY") && err.contains("not built yet") && err.contains("--until"),
+            err.contains("ALTER TABLE customers ADD COLUMN shout")
+                && err.contains("not built yet")
+                && err.contains("--until"),
             "{err}"
         );
         let customers: i64 = pg
@@ -174,7 +178,7 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
             .await
             .unwrap()
             .get(0);
-        assert_eq!(customers as u64, customers_at_point + 2, "{attempt}");
+        assert_eq!(customers as u64, customers_at_point + 3, "{attempt}");
     }
     // The translated DDL before it replayed: the added column (existing rows took MySQL's
     // implicit 0), the new table and its row, the dropped table.
@@ -204,6 +208,15 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
         .unwrap()
         .get(0);
     assert!(gone, "log_lines was dropped on the source");
+    let name_type: String = pg
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'shop.customers'::regclass AND attname = 'name'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name_type, "character varying(150)", "the MODIFY replayed");
     // A target that holds no replay of this chain has nothing to resume.
     let (code, out, err) = restore(&format!("{at_point}_none"), &["--resume"]);
     assert_eq!(code, 2, "{out}\n{err}");

@@ -251,14 +251,16 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
     my.query_drop(
         "DROP TABLE audit;
          ALTER TABLE accounts MODIFY note BIGINT;
-         INSERT INTO history (from_id, to_id, amount) VALUES (2, 3, 0)",
+         INSERT INTO history (from_id, to_id, amount) VALUES (2, 3, 0);
+         ALTER TABLE accounts ADD COLUMN doubled BIGINT AS (balance * 2) VIRTUAL;
+         INSERT INTO history (from_id, to_id, amount) VALUES (3, 4, 0)",
     )
     .await
     .unwrap();
     let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
-        err.contains("ALTER TABLE accounts MODIFY") && err.contains("not built yet"),
+        err.contains("ALTER TABLE accounts ADD COLUMN doubled") && err.contains("not built yet"),
         "{err}"
     );
     let history: i64 = pg
@@ -266,13 +268,22 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         .await
         .unwrap()
         .get(0);
-    assert_eq!(history, invariant.2 + 1);
+    assert_eq!(history, invariant.2 + 2);
     let audit: bool = pg
         .query_one("SELECT to_regclass('bank.audit') IS NULL", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(audit, "the DROP TABLE before the MODIFY applied");
+    assert!(audit, "the DROP TABLE before it applied");
+    let note_type: String = pg
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bank.accounts'::regclass AND attname = 'note'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note_type, "bigint", "the MODIFY applied");
     let (code, out, _) = run(cairn(locks.path())
         .arg("--config")
         .arg(&config)

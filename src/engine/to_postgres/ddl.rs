@@ -268,7 +268,7 @@ pub(super) fn column_sql(
 
 /// A MySQL default as PostgreSQL SQL: `Some(None)` for no default (`NULL`), `None` for one
 /// that is not translated.
-fn default_sql(default: &str, kind: Kind) -> Option<Option<String>> {
+pub(super) fn default_sql(default: &str, kind: Kind) -> Option<Option<String>> {
     let lower = default.to_ascii_lowercase();
     if lower == "null" {
         return Some(None);

@@ -8,18 +8,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use self::text::{
+    after_table_name, column_clause, column_name_after, entries_of, first_paren, insert_column, names_an_object,
+    replace_column, split_name, starts_with_index_word, strip_clause_words, table_names, words,
+};
 use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
-use super::ddl::{PgTable, column_sql, translate};
+use super::ddl::{PgTable, translate};
 use super::mysql_ddl::{
     MyTable, entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level,
 };
 use super::rows::Shape;
-use super::types::{Kind, enum_values, map_type};
 use crate::engine::SourceError;
 use crate::engine::change::Statement;
 use crate::engine::filter::Filters;
 use crate::engine::mysql::{first_words, is_account_statement, statement_database};
-use crate::engine::postgres::{quote_ident, quote_literal};
+use crate::engine::postgres::quote_ident;
 
 type Key = (String, String);
 
@@ -400,6 +403,55 @@ impl LiveCatalog {
                         entry_column(e).as_deref() != Some(column.as_str()) && !entry_key_columns(e).contains(&column)
                     });
                 }
+                "MODIFY" | "CHANGE" => {
+                    // CHANGE names the column before its new definition (which may rename it).
+                    let (old, clause_rest) = match first {
+                        "CHANGE" => {
+                            split_name(strip_clause_words(clause)).ok_or_else(|| format!("{clause}: no column"))?
+                        }
+                        _ => (String::new(), clause),
+                    };
+                    let (entry, place) = column_clause(clause_rest)?;
+                    let new = entry_column(&entry).ok_or_else(|| format!("{clause}: no column definition"))?;
+                    let old = if old.is_empty() { new.clone() } else { old };
+                    let old_entry = entries
+                        .iter()
+                        .find(|e| entry_column(e).as_deref() == Some(old.as_str()))
+                        .cloned()
+                        .ok_or_else(|| format!("{clause}: no column {old} in the replica's catalog"))?;
+                    if old != new {
+                        self.check_unkeyed(&entries, &old)?;
+                        sql.push(format!(
+                            "ALTER TABLE {qualified} RENAME COLUMN {} TO {}",
+                            quote_ident(&old),
+                            quote_ident(&new)
+                        ));
+                    }
+                    sql.extend(self.modify_column(&key, &definition, &old_entry, &entry, &qualified)?);
+                    replace_column(&mut entries, &old, entry, place)?;
+                }
+                "RENAME" if second == "COLUMN" => {
+                    let rest = clause.trim()[6..].trim_start()[6..].trim_start();
+                    let (old, rest) = split_name(rest).ok_or_else(|| format!("{clause}: no column"))?;
+                    let rest = rest.trim_start();
+                    let rest = match rest.get(..3) {
+                        Some(to) if to.eq_ignore_ascii_case("TO ") => &rest[3..],
+                        _ => return Err(format!("{clause}: RENAME COLUMN without TO")),
+                    };
+                    let (new, _) = split_name(rest).ok_or_else(|| format!("{clause}: no new name"))?;
+                    self.check_unkeyed(&entries, &old)?;
+                    let at = entries
+                        .iter()
+                        .position(|e| entry_column(e).as_deref() == Some(old.as_str()))
+                        .ok_or_else(|| format!("{clause}: no column {old} in the replica's catalog"))?;
+                    let (_, definition_rest) = split_name(&entries[at]).ok_or("a column entry without a name")?;
+                    entries[at] = format!("`{}`{definition_rest}", new.replace('`', "``"));
+                    sql.push(format!(
+                        "ALTER TABLE {qualified} RENAME COLUMN {} TO {}",
+                        quote_ident(&old),
+                        quote_ident(&new)
+                    ));
+                }
                 "RENAME" if !matches!(second, "COLUMN" | "INDEX" | "KEY") => {
                     let to = column_name_after(clause, &["RENAME", "TO", "AS"])
                         .ok_or_else(|| format!("{clause}: no new name"))?;
@@ -440,303 +492,10 @@ impl LiveCatalog {
         }
         Ok(Outcome::Apply { sql, shapes })
     }
-
-    /// The PostgreSQL statements adding column `entry` to `key`'s table: with MySQL's implicit
-    /// default for the rows already there when it is `NOT NULL` without a default.
-    fn add_column(
-        &self,
-        key: &Key,
-        definition: &Definition,
-        entry: &str,
-        qualified: &str,
-    ) -> Result<Vec<String>, String> {
-        let parsed = parse_table(&join_create(&key.1, &[entry.to_string()], ""), &[])?;
-        let mut column = parsed.columns.into_iter().next().ok_or("no column")?;
-        if column.generated.is_some() || column.auto_increment {
-            return Err(format!(
-                "column {}: generated and AUTO_INCREMENT columns added later",
-                column.name
-            ));
-        }
-        if column.charset.is_none() {
-            column.charset = parse_table(&definition.create, &definition.added)?.charset;
-        }
-        let shown = format!("{}.{}", self.schema_of(&key.0), key.1);
-        let mapped = map_type(&shown, &column)?;
-        let implicit = match (column.nullable, &column.default, mapped.kind) {
-            (false, None, Kind::Integer | Kind::Decimal | Kind::Float | Kind::Year) => Some("0".to_string()),
-            (false, None, Kind::Text | Kind::Set) => Some("''".to_string()),
-            (false, None, Kind::Enum) => {
-                let members = enum_values(column.params.as_deref().unwrap_or_default())?;
-                Some(quote_literal(members.first().map_or("", String::as_str)))
-            }
-            (false, None, _) => {
-                return Err(format!(
-                    "column {}: NOT NULL without a default, whose implicit MySQL value has no PostgreSQL counterpart",
-                    column.name
-                ));
-            }
-            _ => None,
-        };
-        let mut notes = Vec::new();
-        let mut sql = vec![format!(
-            "ALTER TABLE {qualified} ADD COLUMN {}{}",
-            column_sql(&shown, &column, &mapped, &mut notes)?,
-            implicit.as_ref().map_or(String::new(), |d| format!(" DEFAULT {d}"))
-        )];
-        if implicit.is_some() {
-            sql.push(format!(
-                "ALTER TABLE {qualified} ALTER COLUMN {} DROP DEFAULT",
-                quote_ident(&column.name)
-            ));
-        }
-        for note in notes {
-            tracing::warn!("not translated: {note}");
-        }
-        Ok(sql)
-    }
 }
 
-/// A definition's name, entries — the clauses a copy split off included — and options.
-fn entries_of(definition: &Definition) -> Result<(String, Vec<String>, String), String> {
-    let (name, mut entries, options) = split_create(&definition.create)?;
-    entries.extend(definition.added.iter().map(|clause| {
-        let clause = clause.trim();
-        match clause.get(..4) {
-            Some(head) if head.eq_ignore_ascii_case("ADD ") => clause[4..].trim().to_string(),
-            _ => clause.to_string(),
-        }
-    }));
-    Ok((name, entries, options))
-}
-
-/// Whether a `CREATE`/`DROP`/`ALTER` is of a view, trigger, routine or event: the first of these
-/// keywords or `TABLE`/`INDEX` decides (`CREATE ALGORITHM=… DEFINER=`u`@`h` VIEW …`, but
-/// `ALTER TABLE t ADD COLUMN event INT`).
-fn names_an_object(text: &str) -> bool {
-    for (quoted, word) in words(text, 40) {
-        if quoted {
-            continue;
-        }
-        match word.to_ascii_uppercase().as_str() {
-            "TABLE" | "INDEX" | "(" => return false,
-            "VIEW" | "TRIGGER" | "PROCEDURE" | "FUNCTION" | "EVENT" => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Where an added column goes.
-enum Place {
-    Last,
-    First,
-    After(String),
-}
-
-/// An `ADD [COLUMN] [IF NOT EXISTS] definition [FIRST | AFTER c]` clause: the column entry and
-/// its place.
-fn column_clause(clause: &str) -> Result<(String, Place), String> {
-    let mut rest = clause.trim();
-    for word in ["ADD", "COLUMN", "IF NOT EXISTS"] {
-        if rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
-            rest = rest[word.len()..].trim_start();
-        }
-    }
-    if rest.starts_with('(') {
-        return Err("ADD COLUMN (several columns) is not translated".into());
-    }
-    let upper = rest.to_ascii_uppercase();
-    if upper.ends_with(" FIRST") {
-        return Ok((rest[..rest.len() - 6].trim().to_string(), Place::First));
-    }
-    if let Some(at) = upper.rfind(" AFTER ") {
-        let after = rest[at + 7..].trim().trim_matches('`').replace("``", "`");
-        return Ok((rest[..at].trim().to_string(), Place::After(after)));
-    }
-    Ok((rest.to_string(), Place::Last))
-}
-
-fn insert_column(entries: &mut Vec<String>, entry: String, place: Place) -> Result<(), String> {
-    let at = match place {
-        Place::First => 0,
-        Place::After(column) => {
-            entries
-                .iter()
-                .position(|e| entry_column(e).as_deref() == Some(column.as_str()))
-                .ok_or_else(|| format!("AFTER {column}: no such column"))?
-                + 1
-        }
-        Place::Last => entries
-            .iter()
-            .rposition(|e| entry_column(e).is_some())
-            .map_or(0, |i| i + 1),
-    };
-    entries.insert(at, entry);
-    Ok(())
-}
-
-fn starts_with_index_word(entry: &str) -> bool {
-    let upper = entry.trim_start().to_ascii_uppercase();
-    [
-        "KEY",
-        "INDEX",
-        "UNIQUE",
-        "FULLTEXT",
-        "SPATIAL",
-        "CONSTRAINT",
-        "FOREIGN",
-        "CHECK",
-    ]
-    .iter()
-    .any(|w| upper.starts_with(w))
-}
-
-/// The name after the leading keywords `skip` of a clause (`DROP COLUMN x`, `RENAME TO y`).
-fn column_name_after(clause: &str, skip: &[&str]) -> Option<String> {
-    words(clause, 8)
-        .into_iter()
-        .find(|(quoted, w)| *quoted || !skip.iter().any(|s| s.eq_ignore_ascii_case(w)))
-        .map(|(_, w)| w)
-}
-
-/// Up to `limit` words of SQL: backtick-quoted names (unquoted, flagged) and bare words; `.`, `,`
-/// and parentheses are words of their own.
-fn words(text: &str, limit: usize) -> Vec<(bool, String)> {
-    let mut out = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if out.len() >= limit {
-            break;
-        }
-        match c {
-            c if c.is_whitespace() => {}
-            '`' => {
-                let mut name = String::new();
-                while let Some((_, c)) = chars.next() {
-                    if c == '`' {
-                        if chars.peek().map(|(_, n)| *n) == Some('`') {
-                            chars.next();
-                            name.push('`');
-                            continue;
-                        }
-                        break;
-                    }
-                    name.push(c);
-                }
-                out.push((true, name));
-            }
-            '.' | ',' | '(' | ')' | ';' => out.push((false, c.to_string())),
-            _ => {
-                let mut end = i + c.len_utf8();
-                while let Some((j, n)) = chars.peek() {
-                    if n.is_whitespace() || "`.,();".contains(*n) {
-                        break;
-                    }
-                    end = j + n.len_utf8();
-                    chars.next();
-                }
-                out.push((false, text[i..end].to_string()));
-            }
-        }
-    }
-    out
-}
-
-/// The tables a statement names after its leading keywords `skip`: `a`, `db.b`, `c TO d`, …
-/// (with `default` as the database of unqualified names), up to a parenthesis or another
-/// keyword.
-fn table_names(text: &str, skip: &[&str], default: &str) -> Vec<Key> {
-    let tokens = words(text, 64);
-    let mut i = 0;
-    while i < tokens.len() && !tokens[i].0 && skip.iter().any(|s| s.eq_ignore_ascii_case(&tokens[i].1)) {
-        i += 1;
-    }
-    let mut names = Vec::new();
-    while i < tokens.len() {
-        let (quoted, word) = &tokens[i];
-        if !quoted && (word == "(" || word == ";") {
-            break;
-        }
-        if !quoted && (word == "," || word.eq_ignore_ascii_case("TO")) {
-            i += 1;
-            continue;
-        }
-        let bare = *quoted || word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-        if !bare
-            || (!quoted
-                && ["RESTRICT", "CASCADE", "WAIT", "NOWAIT", "LIKE", "AS", "SELECT"]
-                    .contains(&word.to_ascii_uppercase().as_str()))
-        {
-            break;
-        }
-        match tokens.get(i + 1) {
-            Some((false, dot)) if dot == "." => {
-                if let Some((_, table)) = tokens.get(i + 2) {
-                    names.push((word.clone(), table.clone()));
-                }
-                i += 3;
-            }
-            _ => {
-                names.push((default.to_string(), word.clone()));
-                i += 1;
-            }
-        }
-        // One name per item: what follows up to the next comma or TO is not a name (table
-        // options of a CREATE are after the parenthesis).
-        while i < tokens.len() {
-            let (quoted, word) = &tokens[i];
-            if !quoted && (word == "," || word.eq_ignore_ascii_case("TO") || word == "(") {
-                break;
-            }
-            i += 1;
-        }
-    }
-    names
-}
-
-/// The byte offset of the first parenthesis outside backquotes.
-fn first_paren(text: &str) -> Option<usize> {
-    let mut quoted = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '`' => quoted = !quoted,
-            '(' if !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// What follows `ALTER TABLE [IF EXISTS] name` (quoted or qualified).
-fn after_table_name(text: &str) -> Option<&str> {
-    let upper = text.to_ascii_uppercase();
-    let mut at = upper.find("TABLE")? + 5;
-    let rest = &text[at..];
-    let trimmed = rest.trim_start();
-    at += rest.len() - trimmed.len();
-    let mut rest = &text[at..];
-    if rest.to_ascii_uppercase().starts_with("IF EXISTS") {
-        rest = rest[9..].trim_start();
-    }
-    // The name: `a`, a, `db`.`a`, db.a.
-    let mut chars = rest.char_indices().peekable();
-    let mut end = 0;
-    let mut quoted = false;
-    for (i, c) in chars.by_ref() {
-        match c {
-            '`' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                end = i;
-                break;
-            }
-            _ => {}
-        }
-        end = i + c.len_utf8();
-    }
-    let after = rest[end..].trim();
-    (!after.is_empty()).then_some(after)
-}
+mod columns;
+mod text;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 //! (`ddl_log`) and the table definitions kept in the target (`catalog`), a chain's replay
 //! (`replay`), a replica following the live binary log (`follow`, `follow_state`) and the target
 //! that restores a MySQL chain into PostgreSQL and follows a source there (`target`), and the
-//! end of a replica (`detach`).
+//! end of a replica (`detach`), and its start-up validation (`validate`).
 
 pub mod catalog;
 pub mod ddl;

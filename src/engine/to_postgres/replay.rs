@@ -63,17 +63,27 @@ pub(super) async fn apply_change(
 ) -> Result<(), SourceError> {
     match change {
         Change::Rows(rows) => applier.apply(Change::Rows(translator.translate(rows)?), "").await,
-        Change::Statement(statement) => match catalog.statement(&statement)? {
-            Outcome::PassOver => Ok(()),
-            Outcome::Apply { sql, shapes } => {
-                for statement_sql in sql {
-                    applier.run_in_transaction(&statement.at, statement_sql).await?;
+        Change::Statement(statement) => match catalog.statement(&statement).map_err(|e| (e, statement.standalone)) {
+            Err((error, standalone)) => {
+                // DDL commits by itself on MySQL: the whole transactions grouped before it are
+                // committed before it stops the applier.
+                if standalone {
+                    applier.end_group().await?;
                 }
-                for (key, shape) in shapes {
-                    translator.set_shape(key, shape);
-                }
-                Ok(())
+                Err(error)
             }
+            Ok(outcome) => match outcome {
+                Outcome::PassOver => Ok(()),
+                Outcome::Apply { sql, shapes } => {
+                    for statement_sql in sql {
+                        applier.run_in_transaction(&statement.at, statement_sql).await?;
+                    }
+                    for (key, shape) in shapes {
+                        translator.set_shape(key, shape);
+                    }
+                    Ok(())
+                }
+            },
         },
         Change::Commit(commit) => {
             let record = record(&commit);

@@ -126,9 +126,10 @@ fn tables_are_created_renamed_truncated_and_dropped() {
 fn what_is_not_translated_is_refused_or_passed_over_by_name() {
     let mut catalog = catalog();
     let err = catalog
-        .statement(&statement("ALTER TABLE orders MODIFY amount DECIMAL(12,2)"))
+        .statement(&statement("ALTER TABLE orders MODIFY amount DATETIME"))
         .unwrap_err()
         .to_string();
+    assert!(err.contains("convert differently"), "{err}");
     assert!(
         err.contains("binlog.000003:400") && err.contains("MODIFY amount") && err.contains("--until"),
         "{err}"
@@ -154,4 +155,66 @@ fn what_is_not_translated_is_refused_or_passed_over_by_name() {
     // Table options rebuild the table and change no row.
     let (sql, _) = applied(&mut catalog, "ALTER TABLE orders ENGINE=InnoDB");
     assert_eq!(sql.len(), 1, "{sql:?}");
+}
+
+#[test]
+fn columns_are_modified_changed_and_renamed() {
+    let mut catalog = catalog();
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders MODIFY COLUMN amount DECIMAL(12,2) NOT NULL DEFAULT 0",
+    );
+    assert_eq!(
+        sql[..4],
+        [
+            "ALTER TABLE \"shop_pg\".\"orders\" ALTER COLUMN \"amount\" TYPE numeric(12,2) USING \"amount\"::numeric(12,2)",
+            "ALTER TABLE \"shop_pg\".\"orders\" ALTER COLUMN \"amount\" SET NOT NULL",
+            "ALTER TABLE \"shop_pg\".\"orders\" ALTER COLUMN \"amount\" SET DEFAULT 0",
+            sql[3].as_str(),
+        ]
+    );
+    assert!(sql[3].starts_with("INSERT INTO cairn_replay.mysql_tables"), "{sql:?}");
+    assert_eq!(columns(&catalog, "orders"), ["id", "amount"]);
+    // CHANGE renames, and moves the column where it says.
+    applied(&mut catalog, "ALTER TABLE orders ADD COLUMN note VARCHAR(20)");
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders CHANGE `note` `memo` VARCHAR(40) FIRST",
+    );
+    assert_eq!(
+        sql[..2],
+        [
+            "ALTER TABLE \"shop_pg\".\"orders\" RENAME COLUMN \"note\" TO \"memo\"",
+            "ALTER TABLE \"shop_pg\".\"orders\" ALTER COLUMN \"memo\" TYPE varchar(40) USING \"memo\"::varchar(40)",
+        ]
+    );
+    assert_eq!(columns(&catalog, "orders"), ["memo", "id", "amount"]);
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE orders RENAME COLUMN memo TO remark");
+    assert_eq!(
+        sql[0],
+        "ALTER TABLE \"shop_pg\".\"orders\" RENAME COLUMN \"memo\" TO \"remark\""
+    );
+    assert_eq!(columns(&catalog, "orders"), ["remark", "id", "amount"]);
+    // An ENUM's check follows its members.
+    applied(
+        &mut catalog,
+        "ALTER TABLE orders ADD COLUMN state ENUM('new','paid') NOT NULL",
+    );
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders MODIFY state ENUM('new','paid','sent') NOT NULL",
+    );
+    assert_eq!(
+        sql[..2],
+        [
+            "ALTER TABLE \"shop_pg\".\"orders\" DROP CONSTRAINT IF EXISTS \"orders_state_check\"",
+            "ALTER TABLE \"shop_pg\".\"orders\" ADD CHECK (\"state\" IN ('new', 'paid', 'sent', ''))",
+        ]
+    );
+    // A key's column is not renamed.
+    let err = catalog
+        .statement(&statement("ALTER TABLE orders CHANGE amount total DECIMAL(12,2)"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part of a key"), "{err}");
 }
