@@ -18,6 +18,7 @@ mod load;
 pub mod pgoutput;
 mod read;
 mod replay;
+pub(crate) mod replica_row;
 mod row_sql;
 mod schema;
 mod slot;

@@ -14,6 +14,7 @@ use crate::engine::SourceError;
 use crate::engine::filter::Filters;
 use crate::engine::follow::{FollowSetup, ReplicaState};
 use crate::engine::postgres::Pg;
+use crate::engine::postgres::replica_row::{self, utc};
 use crate::repo::model::LogPosition;
 
 /// The first key of every MySQL replica's lease (`cmyr`): the second is the source's.
@@ -37,12 +38,6 @@ pub struct Setup {
     pub filters: Filters,
     pub full_copy: String,
     pub server_identity: String,
-}
-
-/// The second key of `source`'s lease.
-fn lease_key(source: &str) -> i32 {
-    let digest = crate::storage::md5_hex(source.as_bytes());
-    i32::from_str_radix(&digest[..7], 16).unwrap_or(0)
 }
 
 /// Records what the applier needs; the restore recorded the position and the tables.
@@ -133,43 +128,7 @@ pub async fn load(pg: &Pg, client: &Client, source: &str) -> Result<Setup, Sourc
 /// # Errors
 /// [`SourceError::Locked`] naming the applier that holds it.
 pub async fn acquire(pg: &Pg, client: &Client, setup: &Setup) -> Result<(), SourceError> {
-    let doing = "taking the replica's lease";
-    let got: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, $2)",
-            &[&LEASE_CLASS, &lease_key(&setup.source)],
-        )
-        .await
-        .map_err(|e| pg.error(doing, e))?
-        .get(0);
-    if got {
-        let applier = format!("{} pid {}", crate::repo::lock::host_name(), std::process::id());
-        client
-            .execute(
-                "UPDATE cairn_replay.mysql_replica SET applier = $1, stop_requested = false, heartbeat_at = now() \
-                 WHERE source = $2",
-                &[&applier, &setup.source],
-            )
-            .await
-            .map_err(|e| pg.error("recording the applier", e))?;
-        return Ok(());
-    }
-    let holder: Option<String> = client
-        .query_opt(
-            "SELECT applier FROM cairn_replay.mysql_replica WHERE source = $1",
-            &[&setup.source],
-        )
-        .await
-        .map_err(|e| pg.error("reading the replica's applier", e))?
-        .and_then(|row| row.get(0));
-    Err(SourceError::Locked {
-        database: pg.name.clone(),
-        doing: format!("starting the applier of source {}", setup.source),
-        detail: format!(
-            "another applier runs for this replica ({}); stop it first with `cairn replica stop`",
-            holder.unwrap_or_else(|| "unknown".into())
-        ),
-    })
+    replica_row::take_lease(pg, client, "cairn_replay.mysql_replica", LEASE_CLASS, &setup.source).await
 }
 
 /// The applier's sign of life, with when the last applied source transaction was written
@@ -199,15 +158,7 @@ pub async fn heartbeat(
 
 /// Records why the applier stopped or reconnected.
 pub async fn record_error(pg: &Pg, client: &Client, setup: &Setup, error: &str) {
-    let result = client
-        .execute(
-            "UPDATE cairn_replay.mysql_replica SET last_error = $1, last_error_at = now() WHERE source = $2",
-            &[&error, &setup.source],
-        )
-        .await;
-    if let Err(e) = result {
-        tracing::warn!("{}: the applier's error was not recorded: {}", pg.name, pg.error("", e));
-    }
+    replica_row::record_error(pg, client, "cairn_replay.mysql_replica", &setup.source, error).await;
 }
 
 /// The position the target holds.
@@ -236,11 +187,6 @@ pub async fn position(pg: &Pg, client: &Client, setup: &Setup) -> Result<LogPosi
         position: u64::try_from(row.get::<_, i64>(1)).unwrap_or_default(),
         gtid: gtid.filter(|g| !g.is_empty()),
     })
-}
-
-/// A timestamp column as RFC 3339 text in UTC.
-fn utc(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
 }
 
 /// Every MySQL replica in the target database, with whether an applier holds its lease now.

@@ -34,11 +34,7 @@ fn origin_name(source: &str, database: &str) -> String {
     format!("cairn_replica_{}", &digest[..16])
 }
 
-/// The second key of `source`'s lease.
-fn lease_key(source: &str) -> i32 {
-    let digest = crate::storage::md5_hex(source.as_bytes());
-    i32::from_str_radix(&digest[..7], 16).unwrap_or(0)
-}
+use super::super::replica_row::lease_key;
 
 const TABLE: &str = "CREATE SCHEMA IF NOT EXISTS cairn_replay; \
      CREATE TABLE IF NOT EXISTS cairn_replay.replica (source text PRIMARY KEY, slot text NOT NULL, \
@@ -178,44 +174,13 @@ pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup, stale: Opti
                 .map_err(|e| pg.error(doing, e))?;
         }
     }
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LEASE_CLASS, &key])
-        .await
-        .map_err(|e| pg.error(doing, e))?
-        .get(0);
+    super::super::replica_row::take_lease(pg, client, "cairn_replay.replica", LEASE_CLASS, &setup.source).await?;
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .map_err(|e| pg.error(doing, e))?
         .get(0);
-    if got {
-        let applier = format!("{} pid {}", crate::repo::lock::host_name(), std::process::id());
-        client
-            .execute(
-                "UPDATE cairn_replay.replica SET applier = $1, stop_requested = false, heartbeat_at = now() \
-                 WHERE source = $2",
-                &[&applier, &setup.source],
-            )
-            .await
-            .map_err(|e| pg.error("recording the applier", e))?;
-        return Ok(pid);
-    }
-    let holder: Option<String> = client
-        .query_opt(
-            "SELECT applier FROM cairn_replay.replica WHERE source = $1",
-            &[&setup.source],
-        )
-        .await
-        .map_err(|e| pg.error("reading the replica's applier", e))?
-        .and_then(|row| row.get(0));
-    Err(SourceError::Locked {
-        database: pg.name.clone(),
-        doing: format!("starting the applier of source {}", setup.source),
-        detail: format!(
-            "another applier runs for this replica ({}); stop it first with `cairn replica stop`",
-            holder.unwrap_or_else(|| "unknown".into())
-        ),
-    })
+    Ok(pid)
 }
 
 /// The applier's sign of life, with when the last applied source transaction committed, how
@@ -250,21 +215,10 @@ pub(super) async fn heartbeat(
 
 /// Records why the applier stopped or reconnected.
 pub(super) async fn record_error(pg: &Pg, client: &Client, setup: &Setup, error: &str) {
-    let result = client
-        .execute(
-            "UPDATE cairn_replay.replica SET last_error = $1, last_error_at = now() WHERE source = $2",
-            &[&error, &setup.source],
-        )
-        .await;
-    if let Err(e) = result {
-        tracing::warn!("{}: the applier's error was not recorded: {}", pg.name, pg.error("", e));
-    }
+    super::super::replica_row::record_error(pg, client, "cairn_replay.replica", &setup.source, error).await;
 }
 
-/// A timestamp column as RFC 3339 text in UTC.
-fn utc(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
-}
+use super::super::replica_row::utc;
 
 /// Every replica in the target database, with whether an applier holds its lease now.
 pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaState>, SourceError> {
