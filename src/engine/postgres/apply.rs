@@ -165,11 +165,14 @@ impl<'a> Applier<'a> {
     }
 
     /// Runs `sql` in the open target transaction, in order with the changes around it (DDL a
-    /// source statement translated into, and the bookkeeping that goes with it).
+    /// source statement translated into, and the bookkeeping that goes with it). Statements
+    /// prepared before are forgotten: a prepared statement keeps the parameter types of when it
+    /// was prepared, and DDL may have changed a column's type.
     ///
     /// # Errors
     /// The target's error while sending.
     pub async fn run_in_transaction(&mut self, at: &str, sql: String) -> Result<(), SourceError> {
+        self.prepared.clear();
         self.queue(at, sql).await
     }
 

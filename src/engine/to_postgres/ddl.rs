@@ -178,17 +178,23 @@ pub fn translate(
     let at_detach = table
         .foreign_keys
         .iter()
-        .map(|fk| {
+        .enumerate()
+        .map(|(i, fk)| {
+            // MySQL names an unnamed key `<table>_ibfk_<n>`.
+            let fk_name = match fk.name.is_empty() {
+                true => format!("{}_ibfk_{}", table.name, i + 1),
+                false => fk.name.clone(),
+            };
             let referenced_schema = fk
                 .references_database
                 .as_deref()
                 .map_or_else(|| schema.to_string(), schema_of);
             let list = |columns: &[String]| columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
             PgForeignKey {
-                shown: format!("{shown}.{}", fk.name),
+                shown: format!("{shown}.{fk_name}"),
                 add: format!(
                     "ALTER TABLE {qualified} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({}){} NOT VALID",
-                    quote_ident(&fk.name),
+                    quote_ident(&fk_name),
                     list(&fk.columns),
                     quote_ident(&referenced_schema),
                     quote_ident(&fk.references_table),
@@ -198,7 +204,7 @@ pub fn translate(
                         false => format!(" {}", fk.actions),
                     }
                 ),
-                validate: format!("ALTER TABLE {qualified} VALIDATE CONSTRAINT {}", quote_ident(&fk.name)),
+                validate: format!("ALTER TABLE {qualified} VALIDATE CONSTRAINT {}", quote_ident(&fk_name)),
             }
         })
         .collect();
@@ -273,6 +279,9 @@ pub(super) fn default_sql(default: &str, kind: Kind) -> Option<Option<String>> {
     if lower == "null" {
         return Some(None);
     }
+    if (lower == "true" || lower == "false") && matches!(kind, Kind::Integer | Kind::Decimal | Kind::Float) {
+        return Some(Some(if lower == "true" { "1" } else { "0" }.into()));
+    }
     if lower.starts_with("current_timestamp") || lower.starts_with("now(") || lower == "localtimestamp" {
         return matches!(kind, Kind::DateTime | Kind::Timestamp).then(|| Some("CURRENT_TIMESTAMP".into()));
     }
@@ -303,6 +312,13 @@ pub(super) fn default_sql(default: &str, kind: Kind) -> Option<Option<String>> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The name a PostgreSQL index of MySQL index `index` of `table` has when no other name took it
+/// first (what a logged `DROP INDEX` drops).
+pub(super) fn pg_index_name(table: &str, index: &str) -> String {
+    let name = format!("{table}_{index}");
+    fit(&name, &name)
 }
 
 /// A PostgreSQL index name for MySQL index `index` of `table` (index names are per schema in

@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use self::text::{
-    after_table_name, column_clause, column_name_after, entries_of, first_paren, insert_column, names_an_object,
-    replace_column, split_name, starts_with_index_word, strip_clause_words, table_names, words,
+    after_table_name, column_clause, column_name_after, entries_of, entry_name, first_paren, insert_column,
+    names_an_object, replace_column, split_name, starts_with_index_word, strip_clause_words, table_names, words,
 };
 use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
-use super::ddl::{PgTable, translate};
+use super::ddl::{PgTable, pg_index_name, translate};
 use super::mysql_ddl::{
     MyTable, entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level,
 };
@@ -125,6 +125,13 @@ impl LiveCatalog {
         let words = words(text, 12);
         let word = |i: usize| words.get(i).map(|(_, w)| w.to_ascii_uppercase()).unwrap_or_default();
         let first = word(0);
+        // Savepoints inside a row-format transaction: the rows the log holds are what stayed.
+        if first == "SAVEPOINT"
+            || (first == "RELEASE" && word(1) == "SAVEPOINT")
+            || (first == "ROLLBACK" && word(1) == "TO")
+        {
+            return Ok(Outcome::PassOver);
+        }
         if matches!(first.as_str(), "CREATE" | "DROP" | "ALTER") && names_an_object(text) {
             tracing::warn!(
                 "{at}: not translated (views, routines, triggers and events are not): {}",
@@ -145,6 +152,12 @@ impl LiveCatalog {
         let index_statement = matches!(first.as_str(), "CREATE" | "DROP")
             && (1..3).any(|i| word(i) == "INDEX")
             && !(1..3).any(|i| word(i) == "TABLE");
+        // Unqualified names are of the session's database, not of one the statement mentions.
+        let session = statement.database.as_str();
+        if index_statement && first == "DROP" {
+            // A unique index left in place would refuse rows MySQL now accepts.
+            return self.drop_index(text, session).map_err(|why| refuse(&why));
+        }
         if index_statement {
             tracing::warn!(
                 "{at}: not applied to PostgreSQL (indexes are not replicated): {}",
@@ -153,11 +166,11 @@ impl LiveCatalog {
             return Ok(Outcome::PassOver);
         }
         let result = match first.as_str() {
-            "TRUNCATE" => self.truncate(text, &database),
-            "CREATE" if (1..4).any(|i| word(i) == "TABLE") => self.create(text, &database, at),
-            "DROP" if word(1) == "TABLE" => self.drop_tables(text, &database),
-            "RENAME" if word(1) == "TABLE" => self.rename_statement(text, &database),
-            "ALTER" if (1..3).any(|i| word(i) == "TABLE") => self.alter(text, &database, at),
+            "TRUNCATE" => self.truncate(text, session),
+            "CREATE" if (1..4).any(|i| word(i) == "TABLE") => self.create(text, session, at),
+            "DROP" if word(1) == "TABLE" => self.drop_tables(text, session),
+            "RENAME" if word(1) == "TABLE" => self.rename_statement(text, session),
+            "ALTER" if (1..3).any(|i| word(i) == "TABLE") => self.alter(text, session, at),
             _ => Err("a statement of this kind".to_string()),
         };
         result.map_err(|why| refuse(&why))
@@ -188,6 +201,46 @@ impl LiveCatalog {
             &mut BTreeSet::new(),
         )?;
         Shape::new(&parsed, &pg)
+    }
+
+    /// `DROP INDEX i ON t`: the PostgreSQL index of that name, where the replica has it.
+    fn drop_index(&self, text: &str, session: &str) -> Result<Outcome, String> {
+        let tokens = words(text, 16);
+        let on = tokens
+            .iter()
+            .position(|(quoted, w)| !quoted && w.eq_ignore_ascii_case("ON"))
+            .ok_or("a DROP INDEX without ON")?;
+        let index = tokens[..on]
+            .iter()
+            .rev()
+            .find(|(quoted, w)| {
+                *quoted
+                    || !["DROP", "INDEX", "IF", "EXISTS", "ONLINE", "OFFLINE"]
+                        .contains(&w.to_ascii_uppercase().as_str())
+            })
+            .map(|(_, w)| w.clone())
+            .ok_or("a DROP INDEX without a name")?;
+        let names = table_names(
+            &text[text.to_ascii_uppercase().find(" ON ").map_or(0, |i| i + 1)..],
+            &["ON"],
+            session,
+        );
+        let Some(key) = names.into_iter().next().filter(|k| self.replicated(k)) else {
+            return Ok(Outcome::PassOver);
+        };
+        Ok(Outcome::Apply {
+            sql: vec![self.drop_index_sql(&key, &index)],
+            shapes: Vec::new(),
+        })
+    }
+
+    /// `DROP INDEX IF EXISTS` of the PostgreSQL index MySQL index `index` of `key` became.
+    fn drop_index_sql(&self, key: &Key, index: &str) -> String {
+        format!(
+            "DROP INDEX IF EXISTS {}.{}",
+            quote_ident(&self.schema_of(&key.0)),
+            quote_ident(&pg_index_name(&key.1, index))
+        )
     }
 
     fn truncate(&self, text: &str, database: &str) -> Result<Outcome, String> {
@@ -370,6 +423,17 @@ impl LiveCatalog {
                 }
                 "ADD" => {
                     let (entry, place) = column_clause(clause)?;
+                    let name = entry_column(&entry).ok_or_else(|| format!("{clause}: no column definition"))?;
+                    // MariaDB logs `ADD COLUMN IF NOT EXISTS` of a column already there too.
+                    if entries
+                        .iter()
+                        .any(|e| entry_column(e).as_deref() == Some(name.as_str()))
+                    {
+                        if upper.contains("IF NOT EXISTS") {
+                            continue;
+                        }
+                        return Err(format!("{clause}: column {name} is already in the replica's catalog"));
+                    }
                     let added = self.add_column(&key, &definition, &entry, &qualified)?;
                     sql.extend(added);
                     insert_column(&mut entries, entry, place)?;
@@ -382,21 +446,36 @@ impl LiveCatalog {
                     entries.retain(|e| !e.to_ascii_uppercase().starts_with("PRIMARY"));
                 }
                 "DROP" if index_words.contains(&second) => {
-                    tracing::warn!(
-                        "{at}: not applied to PostgreSQL (indexes and constraints are not replicated): {clause}"
-                    );
-                    let dropped = clause
-                        .split_whitespace()
-                        .last()
-                        .map(|n| n.trim_matches('`').to_string());
-                    entries.retain(|e| {
-                        let named = e.split_whitespace().nth(1).map(|n| n.trim_matches('`').to_string());
-                        !(starts_with_index_word(e) && named == dropped)
-                    });
+                    let dropped = column_name_after(
+                        clause,
+                        &["DROP", "INDEX", "KEY", "FOREIGN", "CONSTRAINT", "CHECK", "IF", "EXISTS"],
+                    )
+                    .ok_or_else(|| format!("{clause}: no name"))?;
+                    match second {
+                        // What the replica made of it: an index, a foreign key of the same name.
+                        "INDEX" | "KEY" => sql.push(self.drop_index_sql(&key, &dropped)),
+                        "FOREIGN" => sql.push(format!(
+                            "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
+                            quote_ident(&dropped)
+                        )),
+                        _ => {}
+                    }
+                    entries
+                        .retain(|e| !(starts_with_index_word(e) && entry_name(e).as_deref() == Some(dropped.as_str())));
                 }
                 "DROP" => {
                     let column = column_name_after(clause, &["DROP", "COLUMN", "IF", "EXISTS"])
                         .ok_or_else(|| format!("{clause}: no column name"))?;
+                    // MariaDB logs `DROP COLUMN IF EXISTS` of a missing column too.
+                    if !entries
+                        .iter()
+                        .any(|e| entry_column(e).as_deref() == Some(column.as_str()))
+                    {
+                        if upper.contains("IF EXISTS") {
+                            continue;
+                        }
+                        return Err(format!("{clause}: no column {column} in the replica's catalog"));
+                    }
                     sql.push(format!("ALTER TABLE {qualified} DROP COLUMN {}", quote_ident(&column)));
                     // MySQL drops a key's column from the key; PostgreSQL drops the index.
                     entries.retain(|e| {
@@ -453,8 +532,13 @@ impl LiveCatalog {
                     ));
                 }
                 "RENAME" if !matches!(second, "COLUMN" | "INDEX" | "KEY") => {
-                    let to = column_name_after(clause, &["RENAME", "TO", "AS"])
+                    let (to_database, to) = table_names(clause, &["RENAME", "TO", "AS"], &key.0)
+                        .into_iter()
+                        .next()
                         .ok_or_else(|| format!("{clause}: no new name"))?;
+                    if to_database != key.0 {
+                        return Err("a rename into another database".into());
+                    }
                     renamed_to = Some(to);
                 }
                 // Options that rewrite the table without changing its rows or columns.

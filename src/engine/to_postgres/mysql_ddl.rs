@@ -171,10 +171,14 @@ fn entry_into(table: &mut MyTable, entry: &str) -> Result<(), String> {
         let mut name = String::new();
         if let Some(after) = strip_words(rest, &["CONSTRAINT"]) {
             let after = after.trim_start();
-            if after.starts_with('`') {
-                (name, rest) = identifier(after).ok_or("a constraint without a name")?;
-            } else {
+            // A name, quoted or not, unless the constraint's kind follows at once.
+            let unnamed = ["FOREIGN", "CHECK", "PRIMARY", "UNIQUE"]
+                .iter()
+                .any(|kind| strip_words(after, &[kind]).is_some());
+            if unnamed {
                 rest = after;
+            } else {
+                (name, rest) = identifier(after).ok_or("a constraint without a name")?;
             }
         }
         let rest = rest.trim_start();
@@ -381,19 +385,21 @@ fn column(entry: &str) -> Result<MyColumn, String> {
 /// The default character set in a table's options (`… DEFAULT CHARSET=latin1 COLLATE=…`).
 fn table_charset(options: &str) -> Option<String> {
     let upper = options.to_ascii_uppercase();
-    let at = upper
-        .find("CHARSET=")
-        .map(|i| i + "CHARSET=".len())
-        .or_else(|| upper.find("COLLATE=").map(|i| i + "COLLATE=".len()))?;
-    let value = options[at..]
-        .split(|c: char| c.is_whitespace())
-        .next()?
-        .to_ascii_lowercase();
-    let collated = !upper.contains("CHARSET=");
-    Some(match collated {
-        true => value.split('_').next().unwrap_or_default().to_string(),
-        false => value,
-    })
+    // `CHARSET=x`, `CHARSET x`, `CHARACTER SET = x` (a logged statement's own spelling).
+    let value_after = |key: &str| -> Option<String> {
+        let at = upper.find(key)? + key.len();
+        let rest = options[at..].trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+        let value = rest
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .next()?
+            .trim_matches(|c| c == '\'' || c == '"' || c == '`');
+        (!value.is_empty()).then(|| value.to_ascii_lowercase())
+    };
+    if let Some(charset) = value_after("CHARACTER SET").or_else(|| value_after("CHARSET")) {
+        return Some(charset);
+    }
+    value_after("COLLATE").map(|collation| collation.split('_').next().unwrap_or_default().to_string())
 }
 
 /// The next word (up to a space), and what follows it.

@@ -85,6 +85,16 @@ pub(super) async fn apply_change(
                 }
             },
         },
+        Change::Commit(commit) if commit.ending == crate::engine::change::Ending::Rollback => {
+            // MySQL logs such a transaction for its non-transactional tables' changes, with the
+            // transactional ones that the ROLLBACK undid; which is which, the log does not say.
+            Err(SourceError::Unsupported(format!(
+                "{}: a source transaction that ended in ROLLBACK (it changed non-transactional tables, such as \
+                 MyISAM): cairn does not replicate it into PostgreSQL; convert those tables to InnoDB and seed the \
+                 replica again",
+                commit.at
+            )))
+        }
         Change::Commit(commit) => {
             let record = record(&commit);
             applier.apply(Change::Commit(commit), &record).await
@@ -253,13 +263,23 @@ pub(super) fn record_sql(commit: &Commit, source: &str, targets: &str) -> String
     let LogPosition::Mysql { file, position, gtid } = &commit.position else {
         return String::new();
     };
+    // The position only moves forward: a transaction at or before the recorded one was applied
+    // already (by another applier that took over, or an earlier run), and applying it again
+    // would change rows twice — the check fails the target transaction instead.
+    let file = quote_literal(file);
     format!(
-        "UPDATE {PROGRESS_TABLE} SET copy_id = {}, log_file = {}, log_position = {position}, gtid = {}, \
-         transactions = transactions + 1, updated_at = now() WHERE source = {} AND target_schemas = {}",
+        "WITH moved AS (UPDATE {PROGRESS_TABLE} SET copy_id = {}, log_file = {file}, log_position = {position}, \
+         gtid = {}, transactions = transactions + 1, updated_at = now() WHERE source = {} AND target_schemas = {} \
+         AND (length(log_file), log_file, log_position) < (length({file}), {file}, {position}) RETURNING 1) \
+         SELECT pg_temp.cairn_expect(count(*) = 1, {}) FROM moved",
         quote_literal(&commit.copy),
-        quote_literal(file),
         gtid.as_deref().map_or("NULL".into(), quote_literal),
         quote_literal(source),
-        quote_literal(targets)
+        quote_literal(targets),
+        quote_literal(&format!(
+            "{}: the replica's recorded position is already at or past this transaction: another applier applied \
+             it (stop it), or the replica was changed by hand",
+            commit.at
+        ))
     )
 }

@@ -31,6 +31,28 @@ impl LiveCatalog {
         }
         let shown = format!("{}.{}", self.schema_of(&key.0), key.1);
         let mapped = map_type(&shown, &column)?;
+        // The rows already there take the default in MySQL: it must mean the same in PostgreSQL.
+        if let Some(default) = &column.default {
+            let lower = default.to_ascii_lowercase();
+            let clock = lower.starts_with("current_timestamp") || lower.starts_with("now(");
+            match default_sql(default, mapped.kind) {
+                _ if clock => {
+                    return Err(format!(
+                        "column {}: DEFAULT {default} fills the rows already there with the source's clock at the \
+                         ALTER, which the replica cannot know,",
+                        column.name
+                    ));
+                }
+                Some(Some(_)) if mapped.kind == Kind::Timestamp => {
+                    return Err(format!(
+                        "column {}: a TIMESTAMP default is read in the ALTER's session time zone,",
+                        column.name
+                    ));
+                }
+                None => return Err(format!("column {}: default {default} is not translated,", column.name)),
+                _ => {}
+            }
+        }
         let implicit = match (column.nullable, &column.default, mapped.kind) {
             (false, None, Kind::Integer | Kind::Decimal | Kind::Float | Kind::Year) => Some("0".to_string()),
             (false, None, Kind::Text | Kind::Set) => Some("''".to_string()),
@@ -104,10 +126,15 @@ impl LiveCatalog {
         }
         let shown = format!("{}.{}", self.schema_of(&key.0), key.1);
         let (was, will) = (map_type(&shown, &old)?, map_type(&shown, &new)?);
-        let numeric = |k: Kind| matches!(k, Kind::Integer | Kind::Decimal | Kind::Float | Kind::Year);
+        // YEAR is apart: MySQL reads 24 as 2024.
+        let numeric = |k: Kind| matches!(k, Kind::Integer | Kind::Decimal | Kind::Float);
         let textual = |k: Kind| matches!(k, Kind::Text | Kind::Enum | Kind::Set);
         let dated = |k: Kind| matches!(k, Kind::Date | Kind::DateTime);
         let converts = match (was.kind, will.kind) {
+            // BINARY(n) pads to its width in MySQL; PostgreSQL's bytea has none.
+            (Kind::Bytes, Kind::Bytes) => {
+                !(old.type_name == "binary" || new.type_name == "binary") || old.params == new.params
+            }
             (a, b) if a == b => !matches!(a, Kind::Bit { .. }),
             (a, b) => {
                 (numeric(a) && numeric(b))

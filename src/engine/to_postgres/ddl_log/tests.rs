@@ -218,3 +218,89 @@ fn columns_are_modified_changed_and_renamed() {
         .to_string();
     assert!(err.contains("part of a key"), "{err}");
 }
+
+#[test]
+fn statements_as_applications_and_mariadb_write_them() {
+    let mut catalog = catalog();
+    // Savepoints of nested transactions pass.
+    for passed in ["SAVEPOINT `a`", "RELEASE SAVEPOINT a", "ROLLBACK TO SAVEPOINT a"] {
+        assert!(
+            matches!(catalog.statement(&statement(passed)).unwrap(), Outcome::PassOver),
+            "{passed}"
+        );
+    }
+    // Dropping an index drops the PostgreSQL index the copy made of it, and the catalog's entry.
+    let (sql, _) = applied(&mut catalog, "DROP INDEX `by_amount` ON `orders`");
+    assert_eq!(sql, ["DROP INDEX IF EXISTS \"shop_pg\".\"orders_by_amount\""]);
+    applied(&mut catalog, "ALTER TABLE orders ADD UNIQUE KEY `uk` (`amount`)");
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE orders DROP INDEX uk");
+    assert_eq!(sql[0], "DROP INDEX IF EXISTS \"shop_pg\".\"orders_uk\"");
+    let definition = &catalog.definitions[&("shop".to_string(), "orders".to_string())];
+    assert!(!definition.create.contains("`uk`"), "{}", definition.create);
+    // MariaDB's IF [NOT] EXISTS of what is already so changes nothing.
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE orders ADD COLUMN IF NOT EXISTS amount INT");
+    assert_eq!(sql.len(), 1, "only the catalog's row: {sql:?}");
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE orders DROP COLUMN IF EXISTS nothing_here");
+    assert_eq!(sql.len(), 1, "only the catalog's row: {sql:?}");
+    // A qualified new name, as Workbench writes it.
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE `shop`.`orders` RENAME TO `shop`.`orders2`");
+    assert!(
+        sql.contains(&"ALTER TABLE \"shop_pg\".\"orders\" RENAME TO \"orders2\"".to_string()),
+        "{sql:?}"
+    );
+    // Unqualified names are the session's database's: a table of another database renamed into
+    // the replicated one is refused, not taken for the replicated table of that name.
+    let mut elsewhere = statement("RENAME TABLE orders2 TO shop.orders_archive");
+    elsewhere.database = "archive".into();
+    let err = catalog.statement(&elsewhere).unwrap_err().to_string();
+    assert!(err.contains("into or out of"), "{err}");
+    // Defaults the rows already there would take differently are refused; TRUE is 1.
+    let err = catalog
+        .statement(&statement(
+            "ALTER TABLE orders2 ADD COLUMN at DATETIME DEFAULT CURRENT_TIMESTAMP",
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clock"), "{err}");
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders2 ADD COLUMN active TINYINT(1) NOT NULL DEFAULT TRUE",
+    );
+    assert_eq!(
+        sql[0],
+        "ALTER TABLE \"shop_pg\".\"orders2\" ADD COLUMN \"active\" smallint DEFAULT 1 NOT NULL"
+    );
+    // A table's own character set, in any spelling, wins over the database's; an unnamed
+    // foreign key gets MySQL's name.
+    applied(
+        &mut catalog,
+        "CREATE TABLE notes (id INT PRIMARY KEY, order_id INT, body TEXT, FOREIGN KEY (order_id) REFERENCES \
+         orders2 (id)) DEFAULT CHARACTER SET latin1",
+    );
+    let notes = &catalog.definitions[&("shop".to_string(), "notes".to_string())];
+    let parsed = parse_table(&notes.create, &notes.added).unwrap();
+    assert_eq!(parsed.charset.as_deref(), Some("latin1"));
+    let pg = translate(&parsed, "shop_pg", &|d: &str| d.to_string(), &mut BTreeSet::new()).unwrap();
+    assert!(
+        pg.at_detach[0].add.contains("\"notes_ibfk_1\""),
+        "{}",
+        pg.at_detach[0].add
+    );
+}
+
+#[test]
+fn column_changes_whose_values_the_servers_convert_differently_are_refused() {
+    let mut catalog = catalog();
+    applied(&mut catalog, "ALTER TABLE orders ADD COLUMN y SMALLINT");
+    let err = catalog
+        .statement(&statement("ALTER TABLE orders MODIFY y YEAR"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("convert differently"), "{err}");
+    applied(&mut catalog, "ALTER TABLE orders ADD COLUMN code BINARY(4)");
+    let err = catalog
+        .statement(&statement("ALTER TABLE orders MODIFY code BINARY(8)"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("convert differently"), "{err}");
+}

@@ -296,3 +296,16 @@ pub(super) fn after_table_name(text: &str) -> Option<&str> {
     let after = rest[end..].trim();
     (!after.is_empty()).then_some(after)
 }
+
+/// The name a key or constraint entry gives itself (`UNIQUE KEY `uk` (…)`, `CONSTRAINT fk …`).
+pub(super) fn entry_name(entry: &str) -> Option<String> {
+    words(entry, 6)
+        .into_iter()
+        .find(|(quoted, w)| {
+            *quoted
+                || !["PRIMARY", "UNIQUE", "FULLTEXT", "SPATIAL", "KEY", "INDEX", "CONSTRAINT"]
+                    .contains(&w.to_ascii_uppercase().as_str())
+        })
+        .filter(|(quoted, w)| *quoted || w != "(")
+        .map(|(_, w)| w)
+}
