@@ -218,8 +218,11 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         "INSERT INTO history (from_id, to_id, amount) VALUES (1, 2, 0);
          ALTER TABLE accounts ADD COLUMN note INT;
          UPDATE accounts SET note = 1 WHERE id = 1;
-         CREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(20));
-         INSERT INTO audit VALUES (1, 'created');
+         CREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(20), state ENUM('a', 'b') NOT NULL DEFAULT 'a');
+         INSERT INTO audit (id, what) VALUES (1, 'created');
+         ALTER TABLE audit MODIFY state ENUM('a', 'b', 'c') NOT NULL DEFAULT 'a';
+         UPDATE audit SET state = 'c' WHERE id = 1;
+         ALTER TABLE audit DROP PRIMARY KEY, ADD PRIMARY KEY (id, what);
          CREATE TABLE scratch (a INT);
          DROP TABLE scratch",
     )
@@ -233,12 +236,25 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         .unwrap()
         .get(0);
     assert_eq!(note, Some(1));
-    let what: String = pg
-        .query_one("SELECT what FROM bank.audit WHERE id = 1", &[])
+    let (what, state): (String, String) = pg
+        .query_one("SELECT what, state FROM bank.audit WHERE id = 1", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        (what.as_str(), state.as_str()),
+        ("created", "c"),
+        "the ENUM's new member passed its new check"
+    );
+    let key_columns: i16 = pg
+        .query_one(
+            "SELECT indnkeyatts FROM pg_index WHERE indrelid = 'bank.audit'::regclass AND indisprimary",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(what, "created");
+    assert_eq!(key_columns, 2, "the primary key was replaced");
     let scratch: bool = pg
         .query_one("SELECT to_regclass('bank.scratch') IS NULL", &[])
         .await

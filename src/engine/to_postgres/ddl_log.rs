@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use self::columns::drop_constraints_sql;
 use self::text::{
     after_table_name, column_clause, column_name_after, entries_of, entry_name, first_paren, insert_column,
     names_an_object, replace_column, split_name, starts_with_index_word, strip_clause_words, table_names, words,
@@ -439,10 +440,7 @@ impl LiveCatalog {
                     insert_column(&mut entries, entry, place)?;
                 }
                 "DROP" if second == "PRIMARY" => {
-                    sql.push(format!(
-                        "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
-                        quote_ident(&format!("{}_pkey", key.1))
-                    ));
+                    sql.push(drop_constraints_sql(&qualified, 'p', None));
                     entries.retain(|e| !e.to_ascii_uppercase().starts_with("PRIMARY"));
                 }
                 "DROP" if index_words.contains(&second) => {

@@ -152,10 +152,9 @@ impl LiveCatalog {
         let name = quote_ident(&new.name);
         let mut sql = Vec::new();
         if was.kind == Kind::Enum {
-            sql.push(format!(
-                "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
-                quote_ident(&format!("{}_{}_check", key.1, old.name))
-            ));
+            // By what the constraint checks, not by a name guessed from the table's: a rename
+            // leaves PostgreSQL's names as they were.
+            sql.push(drop_constraints_sql(qualified, 'c', Some(&new.name)));
         }
         if was.pg_type != will.pg_type {
             sql.push(format!(
@@ -194,4 +193,22 @@ impl LiveCatalog {
         }
         Ok(sql)
     }
+}
+
+/// SQL dropping every constraint of kind `kind` (`p` primary key, `c` check) of table
+/// `qualified` — of column `column` alone, when given — whatever PostgreSQL named them.
+pub(super) fn drop_constraints_sql(qualified: &str, kind: char, column: Option<&str>) -> String {
+    let table = quote_literal(qualified);
+    let of_column = column.map_or(String::new(), |column| {
+        format!(
+            " AND conkey = ARRAY[(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = {table}::regclass \
+             AND attname = {})]::int2[]",
+            quote_literal(column)
+        )
+    });
+    format!(
+        "DO $cairn$ DECLARE c text; BEGIN FOR c IN SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = \
+         {table}::regclass AND contype = '{kind}'{of_column} LOOP EXECUTE format({}, c); END LOOP; END $cairn$",
+        quote_literal(&format!("ALTER TABLE {qualified} DROP CONSTRAINT %I"))
+    )
 }
