@@ -165,9 +165,17 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
     let ran: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(ran["stopped"], "stop requested", "{ran}");
     assert!(!applier_log.contains("cairn-test-pw"), "the password was logged");
-    // Whatever the stopped applier had not read, a catch-up applies.
+    // Whatever the stopped applier had not read, a catch-up applies; `status` then shows no lag.
     let (code, out, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["replica", "status", "--target", &target, "--source", "fx", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let states: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(states[0]["running"], false, "{states}");
+    assert_eq!(states[0]["lag_bytes"], 0, "{states}");
 
     let pg = pg_connect(&target).await;
     let expected = mysql_state(&source).await;

@@ -192,7 +192,17 @@ impl Session<'_> {
                         // What the heartbeat reports as applied is committed.
                         applier.end_group().await?;
                     }
-                    let stop = state::heartbeat(pg, self.control, setup, applied_event_at.take(), std::mem::take(&mut since_heartbeat)).await?;
+                    // Everything read is committed when no transaction is in flight.
+                    let idle = (!feed.in_transaction()).then(|| feed.received());
+                    let stop = state::heartbeat(
+                        pg,
+                        self.control,
+                        setup,
+                        applied_event_at.take(),
+                        std::mem::take(&mut since_heartbeat),
+                        idle.as_ref().map(|(f, p)| (f.as_str(), *p)),
+                    )
+                    .await?;
                     if stop && stopping.is_none() {
                         tracing::info!("{}: a stop was requested; stopping after the transaction in flight", setup.source);
                         stopping = Some(Ended::StopRequested);
@@ -248,7 +258,16 @@ impl Session<'_> {
         for (column, count) in &translator.zero_dates {
             tracing::warn!("{column}: {count} zero dates in the applied changes became NULL or -infinity");
         }
-        let _ = state::heartbeat(pg, self.control, setup, applied_event_at, since_heartbeat).await;
+        let idle = feed.received();
+        let _ = state::heartbeat(
+            pg,
+            self.control,
+            setup,
+            applied_event_at,
+            since_heartbeat,
+            Some((idle.0.as_str(), idle.1)),
+        )
+        .await;
         Ok(ended)
     }
 }

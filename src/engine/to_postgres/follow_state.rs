@@ -25,7 +25,8 @@ const TABLE: &str = "CREATE SCHEMA IF NOT EXISTS cairn_replay; \
      filters text NOT NULL, full_copy text NOT NULL, server_identity text NOT NULL, \
      seeded_at timestamptz NOT NULL DEFAULT now(), applier text, heartbeat_at timestamptz, \
      applied_event_at timestamptz, stop_requested boolean NOT NULL DEFAULT false, \
-     transactions bigint NOT NULL DEFAULT 0, last_error text, last_error_at timestamptz)";
+     transactions bigint NOT NULL DEFAULT 0, last_error text, last_error_at timestamptz, idle_file text, \
+     idle_position bigint)";
 
 /// What the applier follows, as the seed recorded it.
 #[derive(Debug, Clone)]
@@ -132,8 +133,9 @@ pub async fn acquire(pg: &Pg, client: &Client, setup: &Setup) -> Result<(), Sour
 }
 
 /// The applier's sign of life, with when the last applied source transaction was written
-/// (seconds since the epoch) and how many were applied since the last one; returns whether a
-/// stop was requested.
+/// (seconds since the epoch), how many were applied since the last one, and the end of the log
+/// read when everything read is committed (`idle`: no transaction in flight, so events that end
+/// none, like a rotation, do not show as lag); returns whether a stop was requested.
 ///
 /// # Errors
 /// The target's error.
@@ -143,13 +145,25 @@ pub async fn heartbeat(
     setup: &Setup,
     applied_event_at: Option<u32>,
     transactions: i64,
+    idle: Option<(&str, u64)>,
 ) -> Result<bool, SourceError> {
+    let (idle_file, idle_position) = (
+        idle.map(|(f, _)| f),
+        idle.map(|(_, p)| i64::try_from(p).unwrap_or(i64::MAX)),
+    );
     let row = client
         .query_one(
             "UPDATE cairn_replay.mysql_replica SET heartbeat_at = now(), \
              applied_event_at = coalesce(to_timestamp($1::text::float8), applied_event_at), \
-             transactions = transactions + $2 WHERE source = $3 RETURNING stop_requested",
-            &[&applied_event_at.map(|t| t.to_string()), &transactions, &setup.source],
+             transactions = transactions + $2, idle_file = coalesce($4, idle_file), \
+             idle_position = coalesce($5, idle_position) WHERE source = $3 RETURNING stop_requested",
+            &[
+                &applied_event_at.map(|t| t.to_string()),
+                &transactions,
+                &setup.source,
+                &idle_file,
+                &idle_position,
+            ],
         )
         .await
         .map_err(|e| pg.error("recording the applier's heartbeat", e))?;
@@ -202,7 +216,7 @@ pub async fn states(pg: &Pg) -> Result<Vec<ReplicaState>, SourceError> {
         .query(
             &format!(
                 "SELECT r.source, r.databases, r.full_copy, r.applier, {}, {}, r.stop_requested, r.transactions, \
-                 r.last_error, {}, \
+                 r.last_error, {}, r.idle_file, r.idle_position, \
                  EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = $1::int::oid AND \
                    l.objid = (('x' || substr(md5(r.source), 1, 7))::bit(28)::int)::oid AND l.objsubid = 2 AND \
                    l.granted) \
@@ -229,8 +243,14 @@ pub async fn states(pg: &Pg) -> Result<Vec<ReplicaState>, SourceError> {
             server_identity: String::new(),
         };
         let transactions: i64 = row.get(7);
+        let (idle_file, idle_position): (Option<String>, Option<i64>) = (row.get(10), row.get(11));
         states.push(ReplicaState {
-            running: row.get(10),
+            running: row.get(12),
+            caught_up_to: idle_file.zip(idle_position).map(|(file, position)| LogPosition::Mysql {
+                file,
+                position: u64::try_from(position).unwrap_or(0),
+                gtid: None,
+            }),
             databases: format!("{} (schemas {})", pg.database(), setup.targets),
             applied: position(pg, &client, &setup).await.ok(),
             renamed,
@@ -242,7 +262,6 @@ pub async fn states(pg: &Pg) -> Result<Vec<ReplicaState>, SourceError> {
             transactions: u64::try_from(transactions).unwrap_or(0),
             last_error: row.get(8),
             last_error_at: row.get(9),
-            caught_up_to: None,
             source,
         });
     }

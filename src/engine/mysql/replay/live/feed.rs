@@ -116,6 +116,12 @@ impl LiveFeed {
         self.live.ready()
     }
 
+    /// Where in the source's log the feed has read to (file and offset).
+    pub(crate) fn received(&self) -> (String, u64) {
+        let (file, position) = self.live.received();
+        (file.to_string(), position)
+    }
+
     /// When the last transaction read was written on the source (seconds since the epoch).
     pub(crate) fn last_timestamp(&self) -> Option<u32> {
         self.live.last_timestamp
