@@ -31,6 +31,25 @@ pub enum ReplicaCommand {
     /// End a PostgreSQL replica of a MySQL/MariaDB source for good: sequences past the largest
     /// ids, foreign keys made, cairn's bookkeeping removed.
     Detach(DetachArgs),
+    /// Copy tables of a MySQL/MariaDB source again into its PostgreSQL replica at a new position,
+    /// where the applier rejoins their changes (after a statement it could not translate).
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The configured source whose replica is reloaded.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// A table to copy again, as DATABASE.TABLE; DATABASE.* copies every table of the database
+    /// (and drops those the source no longer has). Repeatable.
+    #[arg(long = "table", value_name = "DATABASE.TABLE", required = true)]
+    pub tables: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +243,7 @@ pub(super) async fn run(config: &Config, command: &ReplicaCommand) -> CliResult 
         ReplicaCommand::Stop(args) => return stop(args).await,
         ReplicaCommand::Events(args) => return events(config, args).await,
         ReplicaCommand::Detach(args) => return detach(args).await,
+        ReplicaCommand::Reload(args) => return reload(config, args).await,
     };
     let destination = config.destination(&args.from).ok();
     let body = seed(config, args);
@@ -465,6 +485,34 @@ async fn detach(args: &DetachArgs) -> CliResult {
             }
         )),
     }
+}
+
+async fn reload(config: &Config, args: &ReloadArgs) -> CliResult {
+    let reloaded = replica_run::reload(config, &args.target.request(), &args.source, &args.tables).await?;
+    if args.json {
+        return print_out(&to_json(&reloaded));
+    }
+    let mut out = format!(
+        "reloaded {} of source {} into {} ({}) at {}; `cairn replica run` applies their changes from there\n",
+        reloaded.tables.join(", "),
+        reloaded.source,
+        reloaded.target,
+        crate::text::count(reloaded.rows, "row"),
+        reloaded.position
+    );
+    if !reloaded.dropped.is_empty() {
+        out.push_str(&format!(
+            "dropped (gone from the source): {}\n",
+            reloaded.dropped.join(", ")
+        ));
+    }
+    if !reloaded.foreign_keys_dropped.is_empty() {
+        out.push_str(&format!(
+            "foreign keys dropped (replica detach makes them again): {}\n",
+            reloaded.foreign_keys_dropped.join(", ")
+        ));
+    }
+    print_out(&out)
 }
 
 async fn events(config: &Config, args: &EventsArgs) -> CliResult {

@@ -95,6 +95,23 @@ pub struct Detached {
     pub foreign_keys_not_valid: Vec<String>,
 }
 
+/// What `cairn replica reload` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reloaded {
+    pub source: String,
+    pub target: String,
+    /// The source's tables copied again, as `database.table`.
+    pub tables: Vec<String>,
+    pub rows: u64,
+    /// Where in the source's log they were copied: the applier applies their changes from there.
+    pub position: crate::repo::model::LogPosition,
+    /// Tables of a reloaded database the source no longer has, dropped from the replica.
+    pub dropped: Vec<String>,
+    /// Foreign keys of other tables that referenced a reloaded one, dropped; `replica detach`
+    /// makes them again.
+    pub foreign_keys_dropped: Vec<String>,
+}
+
 /// One replica on a target, as `cairn replica status` shows it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplicaState {

@@ -510,6 +510,27 @@ pub trait Target: Send + Sync {
                 .into(),
         ))
     }
+
+    /// Copies the chosen tables of `source` (database, and a table or every one) again into its
+    /// replica on this target at a new log position, where the applier rejoins their changes
+    /// (`cairn replica reload`).
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] for replicas without it; no such replica or table, a
+    /// running applier ([`SourceError::Locked`]), or either server's error.
+    async fn reload(
+        &self,
+        source: &SourceSpec,
+        selection: &[(String, Option<String>)],
+        lock_wait: std::time::Duration,
+    ) -> Result<follow::Reloaded, SourceError> {
+        let _ = (source, selection, lock_wait);
+        Err(SourceError::Unsupported(
+            "replica reload is for PostgreSQL replicas of MySQL/MariaDB sources; seed a same-engine replica again \
+             instead (cairn replica seed --clean)"
+                .into(),
+        ))
+    }
 }
 
 /// Checks that each copy of a chain starts exactly where its parent ended.

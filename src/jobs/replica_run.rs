@@ -338,6 +338,46 @@ pub async fn detach(target: &TargetRequest, source: &str) -> Result<crate::engin
     Ok(engine.detach(source).await?)
 }
 
+/// Copies chosen tables of `source` (`DATABASE.TABLE`, or `DATABASE.*` for every table of a
+/// database) again into its PostgreSQL replica on the target, at a new position where the
+/// applier rejoins their changes.
+///
+/// # Errors
+/// A source that is not configured or a selection that does not read (usage), a target that is
+/// not a PostgreSQL replica of a MySQL source, a running applier, either server's error.
+pub async fn reload(
+    config: &Config,
+    target: &TargetRequest,
+    source: &str,
+    tables: &[String],
+) -> Result<crate::engine::follow::Reloaded, ReplicaError> {
+    let spec = configured(config, source)?;
+    let mut selection = Vec::new();
+    for table in tables {
+        let Some((database, name)) = table.split_once('.').filter(|(d, n)| !d.is_empty() && !n.is_empty()) else {
+            return Err(ReplicaError::Usage(format!(
+                "--table {table}: expected DATABASE.TABLE, or DATABASE.* for every table of a database"
+            )));
+        };
+        selection.push((database.to_string(), (name != "*").then(|| name.to_string())));
+    }
+    if selection.is_empty() {
+        return Err(ReplicaError::Usage(
+            "replica reload: name what to reload with --table".into(),
+        ));
+    }
+    let (url, engine) = target.open_for(spec.engine())?;
+    if spec.engine() != crate::engine::Engine::Mysql || url.engine != crate::engine::Engine::Postgres {
+        return Err(ReplicaError::Usage(
+            "replica reload is for PostgreSQL replicas of MySQL/MariaDB sources; seed a same-engine replica again \
+             instead (cairn replica seed --clean)"
+                .into(),
+        ));
+    }
+    let lock_wait = config.copy_options_of(source, None).lock_wait;
+    Ok(engine.reload(&spec, &selection, lock_wait).await?)
+}
+
 /// Asks the applier of `source`'s replica on the target to stop after the transaction in
 /// flight, and waits up to `wait` for it to end.
 ///

@@ -28,6 +28,7 @@ mod schema_dump;
 mod scope;
 mod segment;
 mod snapshot;
+mod table_snapshot;
 mod target;
 
 use std::collections::VecDeque;
@@ -58,6 +59,7 @@ pub(crate) use target::copy_schema;
 pub(crate) use attribution::{is_account_statement, statement_database};
 pub(crate) use replay::{ChainResume, Checked as CheckedChain, check as check_chain, preview as preview_chain};
 pub(crate) use replay::{LiveFeed, Wanted, first_words};
+pub(crate) use table_snapshot::{SnapshotTable, TableSnapshot};
 
 use dump::{Checksums, DUMP_SESSION};
 use schema_dump::read_schema;

@@ -579,5 +579,7 @@ impl LiveCatalog {
 mod columns;
 mod text;
 
+pub(super) use self::text::statement_tables;
+
 #[cfg(test)]
 mod tests;

@@ -96,7 +96,10 @@ pub async fn detach(pg: &Pg, source: &str) -> Result<Detached, SourceError> {
              DELETE FROM {progress} WHERE source = {source_literal} AND target_schemas = {targets};
              DELETE FROM cairn_replay.mysql_tables WHERE target_schemas = {targets};
              DELETE FROM cairn_replay.mysql_databases WHERE target_schemas = {targets};
+             {windows};
+             DELETE FROM cairn_replay.mysql_reloads WHERE target_schemas = {targets};
              COMMIT",
+            windows = super::reload_window::WINDOWS_DDL,
             progress = super::replay::PROGRESS_TABLE
         ))
         .await

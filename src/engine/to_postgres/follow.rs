@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use super::catalog;
 use super::ddl_log::LiveCatalog;
 use super::follow_state::{self as state, Setup};
+use super::reload_window::Windows;
 use super::replay::{apply_change, record_sql};
 use super::rows::RowTranslator;
 use super::validate::{Validation, validate};
@@ -124,6 +125,7 @@ impl Session<'_> {
             setup.filters.clone(),
         );
         let mut translator = RowTranslator::new(tables.shapes()?);
+        let mut windows = Windows::load(pg, self.control, &setup.targets, &at).await?;
         report.started_at.get_or_insert_with(|| at.clone());
         report.position = Some(at.clone());
         let wanted: Wanted = {
@@ -237,6 +239,10 @@ impl Session<'_> {
                             detail: "the server ended the stream".into(),
                         });
                     };
+                    let at = feed.change_at();
+                    let Some(change) = windows.admit(change, (&at.0, at.1))? else {
+                        continue;
+                    };
                     let commit = match &change {
                         Change::Commit(commit) => Some(commit.position.clone()),
                         _ => None,
@@ -255,6 +261,13 @@ impl Session<'_> {
         applier.end_group().await?;
         let applied = applier.finish().await?;
         report.row_changes += applied.row_changes;
+        if windows.passed_over > 0 {
+            tracing::info!(
+                "{}: {} of reloaded tables passed over (their rows were copied after them)",
+                setup.source,
+                crate::text::count(windows.passed_over, "change")
+            );
+        }
         for (column, count) in &translator.zero_dates {
             tracing::warn!("{column}: {count} zero dates in the applied changes became NULL or -infinity");
         }

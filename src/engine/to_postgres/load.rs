@@ -108,55 +108,9 @@ async fn load_file(
     loaded: &mut Loaded,
 ) -> Result<u64, SourceError> {
     client.batch_execute("BEGIN").await.map_err(|e| pg.error(doing, e))?;
-    let mut reader = open_verified(destination, stored).await?;
-    let sink = client.copy_in::<_, Bytes>(sql).await.map_err(|e| pg.error(doing, e))?;
-    let mut sink = Box::pin(sink);
-    let mut input: Vec<u8> = Vec::new();
-    let mut block = vec![0u8; BLOCK];
-    let mut out: Vec<u8> = Vec::with_capacity(BLOCK * 2);
-    let mut rows_read = 0u64;
-    // A failure aborts the COPY (the sink is dropped unfinished) and the transaction.
-    let result: Result<u64, SourceError> = async {
-        loop {
-            let n = crate::streams::fill(&mut reader, &mut block)
-                .await
-                .map_err(SourceError::from_read)?;
-            input.extend_from_slice(&block[..n]);
-            let (rows, used) = parse_rows(&input);
-            input.drain(..used);
-            for row in rows {
-                rows_read += 1;
-                if row.len() != rules.len() {
-                    return Err(SourceError::Damaged(format!(
-                        "{doing}: row {rows_read} has {} fields where the copy lists {} columns",
-                        row.len(),
-                        rules.len()
-                    )));
-                }
-                for (i, (field, rule)) in row.iter().zip(rules).enumerate() {
-                    if i > 0 {
-                        out.push(b'\t');
-                    }
-                    let written = copy_field(&mut out, rule, field.as_deref())
-                        .map_err(|e| SourceError::Unsupported(format!("{doing}: row {rows_read}: {e}")))?;
-                    if written == Written::ZeroDate {
-                        *loaded.zero_dates.entry(rule.name.clone()).or_default() += 1;
-                    }
-                }
-                out.push(b'\n');
-            }
-            if out.len() >= BLOCK || (n == 0 && !out.is_empty()) {
-                sink.send(Bytes::from(std::mem::take(&mut out)))
-                    .await
-                    .map_err(|e| pg.error(doing, e))?;
-            }
-            if n == 0 {
-                if !input.is_empty() {
-                    return Err(SourceError::Damaged(format!("{doing}: the file ends inside a row")));
-                }
-                return sink.as_mut().finish().await.map_err(|e| pg.error(doing, e));
-            }
-        }
+    let result = async {
+        let reader = open_verified(destination, stored).await?;
+        copy_rows(pg, client, reader, sql, rules, doing, loaded).await
     }
     .await;
     match result {
@@ -165,9 +119,68 @@ async fn load_file(
             Ok(rows)
         }
         Err(e) => {
-            drop(sink);
             let _ = client.batch_execute("ROLLBACK").await;
             Err(e)
+        }
+    }
+}
+
+/// Streams `LOAD DATA` rows from `reader` through the mapping into `COPY` (`sql`), in the
+/// transaction the caller holds; returns the rows loaded. A failure leaves the `COPY` aborted
+/// (its sink dropped unfinished), so the caller's transaction fails.
+pub(super) async fn copy_rows(
+    pg: &Pg,
+    client: &tokio_postgres::Client,
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    sql: &str,
+    rules: &[ColumnRule],
+    doing: &str,
+    loaded: &mut Loaded,
+) -> Result<u64, SourceError> {
+    let sink = client.copy_in::<_, Bytes>(sql).await.map_err(|e| pg.error(doing, e))?;
+    let mut sink = Box::pin(sink);
+    let mut input: Vec<u8> = Vec::new();
+    let mut block = vec![0u8; BLOCK];
+    let mut out: Vec<u8> = Vec::with_capacity(BLOCK * 2);
+    let mut rows_read = 0u64;
+    loop {
+        let n = crate::streams::fill(&mut reader, &mut block)
+            .await
+            .map_err(SourceError::from_read)?;
+        input.extend_from_slice(&block[..n]);
+        let (rows, used) = parse_rows(&input);
+        input.drain(..used);
+        for row in rows {
+            rows_read += 1;
+            if row.len() != rules.len() {
+                return Err(SourceError::Damaged(format!(
+                    "{doing}: row {rows_read} has {} fields where the copy lists {} columns",
+                    row.len(),
+                    rules.len()
+                )));
+            }
+            for (i, (field, rule)) in row.iter().zip(rules).enumerate() {
+                if i > 0 {
+                    out.push(b'\t');
+                }
+                let written = copy_field(&mut out, rule, field.as_deref())
+                    .map_err(|e| SourceError::Unsupported(format!("{doing}: row {rows_read}: {e}")))?;
+                if written == Written::ZeroDate {
+                    *loaded.zero_dates.entry(rule.name.clone()).or_default() += 1;
+                }
+            }
+            out.push(b'\n');
+        }
+        if out.len() >= BLOCK || (n == 0 && !out.is_empty()) {
+            sink.send(Bytes::from(std::mem::take(&mut out)))
+                .await
+                .map_err(|e| pg.error(doing, e))?;
+        }
+        if n == 0 {
+            if !input.is_empty() {
+                return Err(SourceError::Damaged(format!("{doing}: the file ends inside a row")));
+            }
+            return sink.as_mut().finish().await.map_err(|e| pg.error(doing, e));
         }
     }
 }

@@ -15,6 +15,8 @@ mod follow;
 mod follow_state;
 mod load;
 pub mod mysql_ddl;
+mod reload;
+mod reload_window;
 mod replay;
 pub mod rows;
 mod target;

@@ -412,6 +412,15 @@ impl Target for MysqlIntoPostgres {
     async fn detach(&self, source: &str) -> Result<crate::engine::follow::Detached, SourceError> {
         super::detach::detach(&self.pg, source).await
     }
+
+    async fn reload(
+        &self,
+        source: &crate::engine::SourceSpec,
+        selection: &[(String, Option<String>)],
+        lock_wait: std::time::Duration,
+    ) -> Result<crate::engine::follow::Reloaded, SourceError> {
+        super::reload::reload(&self.pg, source, selection, lock_wait).await
+    }
 }
 
 /// The filters the chain's full copy was taken with: the replay leaves out what the copy did.

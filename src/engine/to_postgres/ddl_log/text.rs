@@ -2,7 +2,7 @@
 //! changes start, a column clause's entry and place, and a definition's entries.
 
 use super::super::catalog::Definition;
-use super::super::mysql_ddl::{entry_column, split_create};
+use super::super::mysql_ddl::{entry_column, split_create, split_top_level};
 use super::Key;
 
 /// A definition's name, entries — the clauses a copy split off included — and options.
@@ -308,4 +308,62 @@ pub(super) fn entry_name(entry: &str) -> Option<String> {
         })
         .filter(|(quoted, w)| *quoted || w != "(")
         .map(|(_, w)| w)
+}
+
+/// Every table a logged table statement changes — `TRUNCATE`, `CREATE`/`DROP`/`RENAME TABLE`,
+/// `ALTER TABLE` (and the new name of a rename), `CREATE`/`DROP INDEX … ON` — with `default` as
+/// the database of unqualified names; none for other statements.
+pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
+    let head: Vec<String> = words(text, 4)
+        .into_iter()
+        .map(|(quoted, w)| if quoted { String::new() } else { w.to_ascii_uppercase() })
+        .collect();
+    let first = head.first().map(String::as_str).unwrap_or_default();
+    let names = |w: &str| head.iter().skip(1).any(|h| h == w);
+    if matches!(first, "CREATE" | "DROP") && names("INDEX") && !names("TABLE") {
+        return match text.to_ascii_uppercase().find(" ON ") {
+            Some(at) => table_names(&text[at + 1..], &["ON"], default)
+                .into_iter()
+                .take(1)
+                .collect(),
+            None => Vec::new(),
+        };
+    }
+    match first {
+        "TRUNCATE" => table_names(text, &["TRUNCATE", "TABLE"], default),
+        "RENAME" if names("TABLE") => table_names(text, &["RENAME", "TABLE"], default),
+        "DROP" if names("TABLE") => table_names(text, &["DROP", "TEMPORARY", "TABLE", "IF", "EXISTS"], default),
+        "CREATE" if names("TABLE") => table_names(
+            text,
+            &["CREATE", "OR", "REPLACE", "TEMPORARY", "TABLE", "IF", "NOT", "EXISTS"],
+            default,
+        )
+        .into_iter()
+        .take(1)
+        .collect(),
+        "ALTER" if names("TABLE") => {
+            let skip = ["ALTER", "ONLINE", "IGNORE", "TABLE", "IF", "EXISTS"];
+            let Some(table) = table_names(text, &skip, default).into_iter().next() else {
+                return Vec::new();
+            };
+            let mut tables = vec![table.clone()];
+            for clause in after_table_name(text).map(split_top_level).unwrap_or_default() {
+                let clause_words = words(clause, 2);
+                let is = |i: usize, w: &str| {
+                    clause_words
+                        .get(i)
+                        .is_some_and(|(q, c)| !q && c.eq_ignore_ascii_case(w))
+                };
+                if is(0, "RENAME") && !["COLUMN", "INDEX", "KEY"].iter().any(|w| is(1, w)) {
+                    tables.extend(
+                        table_names(clause, &["RENAME", "TO", "AS"], &table.0)
+                            .into_iter()
+                            .take(1),
+                    );
+                }
+            }
+            tables
+        }
+        _ => Vec::new(),
+    }
 }

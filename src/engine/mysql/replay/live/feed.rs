@@ -122,6 +122,13 @@ impl LiveFeed {
         (file.to_string(), position)
     }
 
+    /// Where in the source's log the event of the last change handed out starts (file and
+    /// offset): a place inside that change's transaction.
+    pub(crate) fn change_at(&self) -> (String, u64) {
+        let (file, position) = self.live.change_at();
+        (file.to_string(), position)
+    }
+
     /// When the last transaction read was written on the source (seconds since the epoch).
     pub(crate) fn last_timestamp(&self) -> Option<u32> {
         self.live.last_timestamp

@@ -42,6 +42,8 @@ pub(super) struct Live {
     wanted: Wanted,
     /// When the last event read was written on the source (seconds since the epoch).
     pub last_timestamp: Option<u32>,
+    /// Where the last event decoded starts: the changes queued came from it.
+    event_start: u64,
     /// The server ended the stream.
     ended: bool,
 }
@@ -97,6 +99,7 @@ impl Live {
             pending: VecDeque::new(),
             wanted,
             last_timestamp: None,
+            event_start: 0,
             ended: false,
         })
     }
@@ -104,6 +107,12 @@ impl Live {
     /// Where the log was read up to: the server file and the end of the last event.
     pub(super) fn received(&self) -> (&str, u64) {
         (&self.file, self.expected)
+    }
+
+    /// Where the event the last change handed out came from starts: changes are queued only
+    /// when none are, so every queued change is the last decoded event's.
+    pub(super) fn change_at(&self) -> (&str, u64) {
+        (&self.file, self.event_start)
     }
 
     /// Whether a source transaction is part way: its changes not all handed out yet.
@@ -209,6 +218,7 @@ impl Live {
         }
         self.expected = raw.log_pos();
         self.last_timestamp = Some(raw.timestamp());
+        self.event_start = raw.start();
         self.decode(&raw, crc)
     }
 
