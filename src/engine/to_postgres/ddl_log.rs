@@ -145,8 +145,9 @@ impl LiveCatalog {
         }
         let refuse = |why: &str| {
             SourceError::Unsupported(format!(
-                "{at}: {} on {database}: {why}; translating it into PostgreSQL is not built yet (issue #14) — restore \
-                 up to a point before it (--until), or seed the replica again from a copy taken after it",
+                "{at}: {} on {database}: {why}, which cairn does not translate into PostgreSQL (docs/mysql-to-postgres.md) \
+                 — a replica: copy the table again after it (cairn replica reload --table DATABASE.TABLE) and run \
+                 on; a restore: stop before it (--until), or restore a copy taken after it",
                 first_words(text)
             ))
         };

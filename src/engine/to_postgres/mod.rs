@@ -1,11 +1,12 @@
-//! MySQL/MariaDB → PostgreSQL (issue #14, in progress): a MySQL table as a copy records it
+//! MySQL/MariaDB → PostgreSQL (issue #14): a MySQL table as a copy records it
 //! (`mysql_ddl`), its columns' PostgreSQL types (`types`), and its PostgreSQL definition
 //! (`ddl`), a copy's values as PostgreSQL `COPY` text (`values`), the load of a full copy's files
 //! (`load`), binary log row changes as PostgreSQL row changes (`rows`), logged DDL
 //! (`ddl_log`) and the table definitions kept in the target (`catalog`), a chain's replay
 //! (`replay`), a replica following the live binary log (`follow`, `follow_state`) and the target
 //! that restores a MySQL chain into PostgreSQL and follows a source there (`target`), and the
-//! end of a replica (`detach`), and its start-up validation (`validate`).
+//! end of a replica (`detach`), its start-up validation (`validate`), and tables copied again
+//! at a new position (`reload`) whose earlier changes the applier passes over (`reload_window`).
 
 pub mod catalog;
 pub mod ddl;

@@ -132,9 +132,9 @@ impl RowTranslator {
     pub fn translate(&mut self, rows: Rows) -> Result<Rows, SourceError> {
         let Some(shape) = self.shapes.get(&(rows.database.clone(), rows.table.clone())) else {
             return Err(SourceError::Unsupported(format!(
-                "{}: rows of {}.{}, a table the full copy did not hold: it was created after the copy, and \
-                 translating MySQL DDL into PostgreSQL is not built yet; restore up to a point before it (--until), \
-                 or take a new full copy",
+                "{}: rows of {}.{}, a table the replica's catalog does not hold (created by a statement that was \
+                 passed over, or in a session the log does not show); a replica: copy the table again (cairn \
+                 replica reload --table DATABASE.TABLE); a restore: stop before it (--until), or take a new full copy",
                 rows.at, rows.database, rows.table
             )));
         };
@@ -143,9 +143,9 @@ impl RowTranslator {
         let mut image = |values: Vec<Value>| -> Result<Vec<Value>, SourceError> {
             if values.len() != shape.columns.len() {
                 return Err(SourceError::Unsupported(format!(
-                    "{at}: a row of {}.{} with {} columns, where the copy's table has {}: the table was altered \
-                     after the copy, and translating MySQL DDL into PostgreSQL is not built yet (or the source logs \
-                     with binlog_row_image other than FULL)",
+                    "{at}: a row of {}.{} with {} columns, where the replica's definition has {}: the table was \
+                     altered in a way the log did not show, or the source logs with binlog_row_image other than \
+                     FULL; a replica: copy the table again (cairn replica reload --table DATABASE.TABLE)",
                     rows.database,
                     rows.table,
                     values.len(),
