@@ -169,7 +169,7 @@ async fn mysql_incrementals_replay_into_postgres_to_a_point_and_untranslated_ddl
         assert_eq!(code, 2, "{attempt}: {out}\n{err}");
         assert!(
             err.contains("ALTER TABLE customers ADD COLUMN shout")
-                && err.contains("does not translate")
+                && err.contains("not translated into PostgreSQL")
                 && err.contains("--until"),
             "{err}"
         );

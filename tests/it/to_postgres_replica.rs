@@ -227,6 +227,7 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         "INSERT INTO history (from_id, to_id, amount) VALUES (1, 2, 0);
          ALTER TABLE accounts ADD COLUMN note INT;
          UPDATE accounts SET note = 1 WHERE id = 1;
+         CREATE INDEX by_note ON accounts (note);
          CREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(20), state ENUM('a', 'b') NOT NULL DEFAULT 'a');
          INSERT INTO audit (id, what) VALUES (1, 'created');
          ALTER TABLE audit MODIFY state ENUM('a', 'b', 'c') NOT NULL DEFAULT 'a';
@@ -245,6 +246,12 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
         .unwrap()
         .get(0);
     assert_eq!(note, Some(1));
+    let indexed: bool = pg
+        .query_one("SELECT to_regclass('bank.accounts_by_note') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(indexed, "CREATE INDEX made the index");
     let (what, state): (String, String) = pg
         .query_one("SELECT what, state FROM bank.audit WHERE id = 1", &[])
         .await

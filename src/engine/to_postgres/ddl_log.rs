@@ -3,18 +3,19 @@
 //! the replica's table match, and the catalog's row, all run in the source transaction's target
 //! transaction. Translated: `CREATE TABLE` with a column list, `DROP TABLE`, `RENAME TABLE` and
 //! `ALTER TABLE … RENAME`, `ALTER TABLE … ADD [COLUMN]` / `DROP [COLUMN]` / `ADD PRIMARY KEY`
-//! and table options, `TRUNCATE`. Index statements are passed over with a warning (indexes do not
-//! change rows). Anything else stops the replica with the statement named.
+//! and table options, `TRUNCATE`, and index statements (`ddl_log::indexes`). Anything else stops
+//! the replica with the statement named.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use self::columns::drop_constraints_sql;
 use self::text::{
-    after_table_name, column_clause, column_name_after, entries_of, entry_name, first_paren, insert_column,
-    names_an_object, replace_column, split_name, starts_with_index_word, strip_clause_words, table_names, words,
+    after_table_name, column_clause, column_name_after, entries_of, entry_name, first_paren, index_as_alter,
+    insert_column, names_an_object, replace_column, split_name, starts_with_index_word, strip_clause_words,
+    strip_if_not_exists, table_names, words,
 };
 use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
-use super::ddl::{PgTable, pg_index_name, translate};
+use super::ddl::{PgTable, translate};
 use super::mysql_ddl::{
     MyTable, entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level,
 };
@@ -145,9 +146,9 @@ impl LiveCatalog {
         }
         let refuse = |why: &str| {
             SourceError::Unsupported(format!(
-                "{at}: {} on {database}: {why}, which cairn does not translate into PostgreSQL (docs/mysql-to-postgres.md) \
-                 — a replica: copy the table again after it (cairn replica reload --table DATABASE.TABLE) and run \
-                 on; a restore: stop before it (--until), or restore a copy taken after it",
+                "{at}: {} on {database}: {why}: not translated into PostgreSQL (docs/mysql-to-postgres.md) — a \
+                 replica: copy the table again after it (cairn replica reload --table DATABASE.TABLE) and run on; a \
+                 restore: stop before it (--until), or restore a copy taken after it",
                 first_words(text)
             ))
         };
@@ -158,14 +159,14 @@ impl LiveCatalog {
         let session = statement.database.as_str();
         if index_statement && first == "DROP" {
             // A unique index left in place would refuse rows MySQL now accepts.
-            return self.drop_index(text, session).map_err(|why| refuse(&why));
+            return self.drop_index(text, session, at).map_err(|why| refuse(&why));
         }
         if index_statement {
-            tracing::warn!(
-                "{at}: not applied to PostgreSQL (indexes are not replicated): {}",
-                first_words(text)
-            );
-            return Ok(Outcome::PassOver);
+            // As the ALTER TABLE … ADD INDEX it is equivalent to.
+            return match index_as_alter(text) {
+                Some(alter) => self.alter(&alter, session, at).map_err(|why| refuse(&why)),
+                None => Err(refuse("a CREATE INDEX that does not read")),
+            };
         }
         let result = match first.as_str() {
             "TRUNCATE" => self.truncate(text, session),
@@ -203,46 +204,6 @@ impl LiveCatalog {
             &mut BTreeSet::new(),
         )?;
         Shape::new(&parsed, &pg)
-    }
-
-    /// `DROP INDEX i ON t`: the PostgreSQL index of that name, where the replica has it.
-    fn drop_index(&self, text: &str, session: &str) -> Result<Outcome, String> {
-        let tokens = words(text, 16);
-        let on = tokens
-            .iter()
-            .position(|(quoted, w)| !quoted && w.eq_ignore_ascii_case("ON"))
-            .ok_or("a DROP INDEX without ON")?;
-        let index = tokens[..on]
-            .iter()
-            .rev()
-            .find(|(quoted, w)| {
-                *quoted
-                    || !["DROP", "INDEX", "IF", "EXISTS", "ONLINE", "OFFLINE"]
-                        .contains(&w.to_ascii_uppercase().as_str())
-            })
-            .map(|(_, w)| w.clone())
-            .ok_or("a DROP INDEX without a name")?;
-        let names = table_names(
-            &text[text.to_ascii_uppercase().find(" ON ").map_or(0, |i| i + 1)..],
-            &["ON"],
-            session,
-        );
-        let Some(key) = names.into_iter().next().filter(|k| self.replicated(k)) else {
-            return Ok(Outcome::PassOver);
-        };
-        Ok(Outcome::Apply {
-            sql: vec![self.drop_index_sql(&key, &index)],
-            shapes: Vec::new(),
-        })
-    }
-
-    /// `DROP INDEX IF EXISTS` of the PostgreSQL index MySQL index `index` of `key` became.
-    fn drop_index_sql(&self, key: &Key, index: &str) -> String {
-        format!(
-            "DROP INDEX IF EXISTS {}.{}",
-            quote_ident(&self.schema_of(&key.0)),
-            quote_ident(&pg_index_name(&key.1, index))
-        )
     }
 
     fn truncate(&self, text: &str, database: &str) -> Result<Outcome, String> {
@@ -418,10 +379,25 @@ impl LiveCatalog {
                     entries.push(entry);
                 }
                 "ADD" if index_words.contains(&second) => {
-                    tracing::warn!(
-                        "{at}: not applied to PostgreSQL (indexes and constraints are not replicated): {clause}"
-                    );
-                    entries.push(clause[3..].trim().to_string());
+                    match second {
+                        "FULLTEXT" | "SPATIAL" => tracing::warn!(
+                            "{at}: not applied to PostgreSQL (FULLTEXT and SPATIAL indexes are not translated): {clause}"
+                        ),
+                        "CONSTRAINT" | "FOREIGN" | "CHECK" => tracing::info!(
+                            "{at}: kept for detach (foreign keys are made then; CHECK constraints are not translated): \
+                             {clause}"
+                        ),
+                        _ => {}
+                    }
+                    let entry = clause[3..].trim().to_string();
+                    // MariaDB logs `ADD INDEX IF NOT EXISTS` of an index already there too.
+                    if upper.contains("IF NOT EXISTS") {
+                        let named = entry_name(&strip_if_not_exists(&entry));
+                        if named.is_some() && entries.iter().any(|e| entry_name(e) == named) {
+                            continue;
+                        }
+                    }
+                    entries.push(strip_if_not_exists(&entry));
                 }
                 "ADD" => {
                     let (entry, place) = column_clause(clause)?;
@@ -561,12 +537,20 @@ impl LiveCatalog {
                 }
             }
         }
+        let indexes_before = self.index_names(&definition)?;
         let changed = Definition {
             create: join_create(&name, &entries, &options),
             added: Vec::new(),
             ..definition
         };
         let shape = self.shape_of(&changed)?;
+        // Indexes the change added (PostgreSQL renames columns in indexes by itself, so an
+        // index is new by its name). Foreign keys wait for detach, as after a seed.
+        for (name, statement) in self.index_statements(&changed)? {
+            if !indexes_before.contains(&name) {
+                sql.push(statement);
+            }
+        }
         sql.push(upsert_sql(&self.targets, &changed));
         let mut shapes = vec![(key.clone(), Some(shape))];
         self.definitions.insert(key.clone(), changed);
@@ -578,6 +562,7 @@ impl LiveCatalog {
 }
 
 mod columns;
+mod indexes;
 mod text;
 
 pub(super) use self::text::statement_tables;

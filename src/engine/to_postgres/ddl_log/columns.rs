@@ -89,7 +89,7 @@ impl LiveCatalog {
     /// A column renamed must not be part of a key: the recorded key entries name it.
     pub(super) fn check_unkeyed(&self, entries: &[String], column: &str) -> Result<(), String> {
         match entries.iter().any(|e| entry_key_columns(e).iter().any(|c| c == column)) {
-            true => Err(format!("renaming column {column}, which is part of a key,")),
+            true => Err(format!("renaming column {column}, which is part of a key")),
             false => Ok(()),
         }
     }

@@ -140,7 +140,6 @@ fn what_is_not_translated_is_refused_or_passed_over_by_name() {
         .to_string();
     assert!(err.contains("implicit"), "{err}");
     for passed in [
-        "CREATE INDEX i ON orders (amount)",
         "CREATE VIEW v AS SELECT 1",
         "CREATE ALGORITHM=UNDEFINED DEFINER=`cairn`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v2` AS select 1 AS `one`",
         "CREATE DEFINER=`a`@`%` TRIGGER t BEFORE INSERT ON orders FOR EACH ROW SET NEW.amount = 1",
@@ -233,7 +232,17 @@ fn statements_as_applications_and_mariadb_write_them() {
     }
     // Dropping an index drops the PostgreSQL index the copy made of it, and the catalog's entry.
     let (sql, _) = applied(&mut catalog, "DROP INDEX `by_amount` ON `orders`");
-    assert_eq!(sql, ["DROP INDEX IF EXISTS \"shop_pg\".\"orders_by_amount\""]);
+    assert_eq!(sql[0], "DROP INDEX IF EXISTS \"shop_pg\".\"orders_by_amount\"");
+    let definition = &catalog.definitions[&("shop".to_string(), "orders".to_string())];
+    assert!(!definition.create.contains("by_amount"), "{}", definition.create);
+    // Made again under the same name, it is created again.
+    let (sql, _) = applied(&mut catalog, "CREATE INDEX by_amount ON orders (amount)");
+    assert_eq!(
+        sql[0],
+        "CREATE INDEX \"orders_by_amount\" ON \"shop_pg\".\"orders\" (\"amount\")"
+    );
+    let (sql, _) = applied(&mut catalog, "DROP INDEX `by_amount` ON `orders`");
+    assert_eq!(sql[0], "DROP INDEX IF EXISTS \"shop_pg\".\"orders_by_amount\"");
     applied(&mut catalog, "ALTER TABLE orders ADD UNIQUE KEY `uk` (`amount`)");
     let (sql, _) = applied(&mut catalog, "ALTER TABLE orders DROP INDEX uk");
     assert_eq!(sql[0], "DROP INDEX IF EXISTS \"shop_pg\".\"orders_uk\"");
@@ -305,4 +314,32 @@ fn column_changes_whose_values_the_servers_convert_differently_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("convert differently"), "{err}");
+}
+
+#[test]
+fn index_statements_make_the_postgresql_index_once() {
+    let mut catalog = catalog();
+    let (sql, _) = applied(
+        &mut catalog,
+        "CREATE UNIQUE INDEX IF NOT EXISTS `u` USING BTREE ON shop.orders (id, `amount`) ALGORITHM=INPLACE LOCK=NONE",
+    );
+    assert_eq!(
+        sql[0], "CREATE UNIQUE INDEX \"orders_u\" ON \"shop_pg\".\"orders\" (\"id\", \"amount\")",
+        "{sql:?}"
+    );
+    // MariaDB's IF NOT EXISTS of an index the table has, and a change of an indexed column, make
+    // no index; FULLTEXT is not translated.
+    let (sql, _) = applied(&mut catalog, "CREATE INDEX IF NOT EXISTS u ON orders (amount)");
+    assert!(!sql.iter().any(|s| s.starts_with("CREATE")), "{sql:?}");
+    let (sql, _) = applied(&mut catalog, "ALTER TABLE orders MODIFY amount DECIMAL(12,2)");
+    assert!(!sql.iter().any(|s| s.starts_with("CREATE")), "{sql:?}");
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders ADD INDEX by_id (id), ADD FULLTEXT KEY ft (amount)",
+    );
+    let created: Vec<_> = sql.iter().filter(|s| s.starts_with("CREATE")).collect();
+    assert_eq!(
+        created,
+        ["CREATE INDEX \"orders_by_id\" ON \"shop_pg\".\"orders\" (\"id\")"]
+    );
 }

@@ -367,3 +367,74 @@ pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str
         _ => Vec::new(),
     }
 }
+
+/// `CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX [IF NOT EXISTS] name [USING t] ON table (parts) …`
+/// as `ALTER TABLE table ADD [UNIQUE|FULLTEXT|SPATIAL] KEY [IF NOT EXISTS] name (parts)` (index
+/// options after the parts, which change no rows, left out).
+pub(super) fn index_as_alter(text: &str) -> Option<String> {
+    let on = text.to_ascii_uppercase().find(" ON ")?;
+    let head = words(&text[..on], 12);
+    let mut kind = String::new();
+    let mut rest = head.iter().skip(1).skip_while(|(quoted, w)| {
+        !quoted && ["OR", "REPLACE", "ONLINE", "OFFLINE"].contains(&w.to_ascii_uppercase().as_str())
+    });
+    for (quoted, word) in rest.by_ref() {
+        let upper = word.to_ascii_uppercase();
+        if *quoted {
+            return None;
+        }
+        if upper == "INDEX" {
+            break;
+        }
+        kind.push_str(&upper);
+        kind.push(' ');
+    }
+    let mut name = None;
+    let mut if_not_exists = false;
+    for (quoted, word) in rest {
+        match (quoted, word.to_ascii_uppercase().as_str()) {
+            (false, "IF" | "NOT") => {}
+            (false, "EXISTS") => if_not_exists = true,
+            (false, "USING") => break,
+            _ if name.is_none() => name = Some(word.clone()),
+            _ => {}
+        }
+    }
+    let name = name?;
+    let after = &text[on + 4..];
+    let open = first_paren(after)?;
+    let mut depth = 0;
+    let mut close = None;
+    let mut quoted = false;
+    for (i, c) in after[open..].char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close?;
+    Some(format!(
+        "ALTER TABLE {} ADD {kind}KEY {}`{}` {}",
+        after[..open].trim(),
+        if if_not_exists { "IF NOT EXISTS " } else { "" },
+        name.replace('`', "``"),
+        &after[open..=close]
+    ))
+}
+
+/// An index entry without MariaDB's `IF NOT EXISTS` after its kind.
+pub(super) fn strip_if_not_exists(entry: &str) -> String {
+    let upper = entry.to_ascii_uppercase();
+    match upper.find("IF NOT EXISTS") {
+        Some(at) => format!("{}{}", &entry[..at], entry[at + 13..].trim_start()),
+        None => entry.to_string(),
+    }
+}
