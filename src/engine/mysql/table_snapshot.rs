@@ -17,6 +17,8 @@ pub(crate) struct SnapshotTable {
     pub added: Vec<String>,
     /// The columns the rows hold, in order (generated columns are not read).
     pub columns: Vec<String>,
+    /// Whether its rows are read (else only its definition).
+    pub rows: bool,
     inventory: inventory::Table,
 }
 
@@ -26,6 +28,8 @@ pub(crate) struct TableSnapshot {
     conn: Conn,
     pub position: LogPosition,
     pub tables: Vec<SnapshotTable>,
+    /// Every base table the source has, as (database, table), chosen or not.
+    pub listed: Vec<(String, String)>,
 }
 
 /// The session the definitions are read in: names quoted, text as UTF-8.
@@ -33,7 +37,8 @@ const DEFINITION_SESSION: &str = "SET SESSION sql_mode = '', NAMES utf8mb4, SESS
 
 impl TableSnapshot {
     /// Opens a snapshot of the base tables of `source` that `pick` chooses (by database and
-    /// table); the server must be `identity_expected`, the one the replica was seeded from.
+    /// table: `Some(true)` with their rows, `Some(false)` their definition only); the server
+    /// must be `identity_expected`, the one the replica was seeded from.
     ///
     /// # Errors
     /// Another server, a server without a binary log, a table changed while the snapshot was
@@ -41,7 +46,7 @@ impl TableSnapshot {
     pub(crate) async fn open(
         source: &SourceSpec,
         identity_expected: &str,
-        pick: &(dyn Fn(&str, &str) -> bool + Sync),
+        pick: &(dyn Fn(&str, &str) -> Option<bool> + Sync),
         lock_wait: Duration,
     ) -> Result<TableSnapshot, SourceError> {
         let my = My::new(source.url.clone());
@@ -64,11 +69,15 @@ impl TableSnapshot {
         conn.query_drop(DEFINITION_SESSION)
             .await
             .map_err(|e| my.error("preparing the reload session", e))?;
-        // Definitions first, then the columns: a change after either shows in the second reading.
-        let listed = inventory::tables(&my, &mut conn, &crate::engine::filter::Filters::default()).await?;
-        let chosen: Vec<inventory::Table> = listed.into_iter().filter(|t| pick(&t.database, &t.name)).collect();
+        let everything = crate::engine::filter::Filters::default();
+        let all = inventory::tables(&my, &mut conn, &everything).await?;
+        let listed: Vec<(String, String)> = all.iter().map(|t| (t.database.clone(), t.name.clone())).collect();
+        let chosen: Vec<(inventory::Table, bool)> = all
+            .into_iter()
+            .filter_map(|t| pick(&t.database, &t.name).map(|rows| (t, rows)))
+            .collect();
         let mut before = Vec::new();
-        for table in &chosen {
+        for (table, _) in &chosen {
             before.push(show_create(&my, &mut conn, table).await?);
         }
         for statement in DUMP_SESSION {
@@ -87,29 +96,47 @@ impl TableSnapshot {
         conn.query_drop(DEFINITION_SESSION)
             .await
             .map_err(|e| my.error("preparing the reload session", e))?;
-        let mut tables = Vec::new();
-        for (table, before) in chosen.into_iter().zip(before) {
+        let mut definitions = Vec::new();
+        for ((table, _), before) in chosen.iter().zip(before) {
             // Reading the table in the snapshot holds its metadata lock until the end: no DDL
             // changes it from here on, so the definition read now is the rows' — unless DDL came
             // between the snapshot and this read, which the first reading shows.
             conn.query_drop(format!("SELECT 1 FROM {} LIMIT 0", table.qualified()))
                 .await
                 .map_err(|e| my.error(&format!("reading {} in the snapshot", table.qualified()), e))?;
-            let now = show_create(&my, &mut conn, &table).await?;
-            if now != before {
+            let now = show_create(&my, &mut conn, table).await?;
+            if without_counter(&now) != without_counter(&before) {
                 return Err(SourceError::Locked {
                     database: my.name.clone(),
                     doing: format!("reloading {}.{}", table.database, table.name),
                     detail: "its definition changed while the snapshot was taken; run the reload again".into(),
                 });
             }
-            let (create, indexes, foreign_keys) = schema::split_create_table(&now);
+            definitions.push(now);
+        }
+        // The columns as the locked tables have them now (the first listing may predate a change).
+        let now = inventory::tables(&my, &mut conn, &everything).await?;
+        let mut tables = Vec::new();
+        for ((table, rows), definition) in chosen.into_iter().zip(definitions) {
+            let Some(table) = now
+                .iter()
+                .find(|t| t.database == table.database && t.name == table.name)
+                .cloned()
+            else {
+                return Err(SourceError::Locked {
+                    database: my.name.clone(),
+                    doing: format!("reloading {}.{}", table.database, table.name),
+                    detail: "it was dropped while the snapshot was taken; run the reload again".into(),
+                });
+            };
+            let (create, indexes, foreign_keys) = schema::split_create_table(&definition);
             tables.push(SnapshotTable {
                 database: table.database.clone(),
                 name: table.name.clone(),
                 create,
                 added: indexes.into_iter().chain(foreign_keys).collect(),
                 columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                rows,
                 inventory: table,
             });
         }
@@ -121,6 +148,7 @@ impl TableSnapshot {
             conn,
             position,
             tables,
+            listed,
         })
     }
 
@@ -150,6 +178,20 @@ impl TableSnapshot {
     }
 }
 
+/// A definition without its `AUTO_INCREMENT=n` option, which every insert moves.
+fn without_counter(create: &str) -> String {
+    let upper = create.to_ascii_uppercase();
+    match upper.rfind(" AUTO_INCREMENT=") {
+        Some(at) if upper[at..].find(')').is_none() => {
+            let end = create[at + 16..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(create.len(), |n| at + 16 + n);
+            format!("{}{}", &create[..at], &create[end..])
+        }
+        _ => create.to_string(),
+    }
+}
+
 async fn show_create(my: &My, conn: &mut Conn, table: &inventory::Table) -> Result<String, SourceError> {
     let doing = format!("reading the definition of {}", table.qualified());
     let row: Option<(String, String)> = conn
@@ -161,4 +203,20 @@ async fn show_create(my: &My, conn: &mut Conn, table: &inventory::Table) -> Resu
         doing,
         detail: "SHOW CREATE TABLE returned nothing".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_counter_of_a_busy_table_does_not_count_as_a_change() {
+        let a = "CREATE TABLE `t` (\n  `id` int NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB AUTO_INCREMENT=17 DEFAULT CHARSET=latin1";
+        let b = a.replace("=17", "=1024");
+        assert_eq!(super::without_counter(a), super::without_counter(&b));
+        assert!(
+            super::without_counter(a).contains("NOT NULL AUTO_INCREMENT,"),
+            "the column keeps it"
+        );
+        let c = a.replace("int NOT NULL", "bigint NOT NULL");
+        assert_ne!(super::without_counter(a), super::without_counter(&c));
+    }
 }

@@ -90,6 +90,15 @@ pub async fn store(
             &[&target_schemas],
         )
         .await?;
+    // Reloads of an earlier seed's tables say nothing about this one's: their positions would
+    // pass over changes the new copy does not hold.
+    client.batch_execute(super::reload_window::WINDOWS_DDL).await?;
+    client
+        .execute(
+            "DELETE FROM cairn_replay.mysql_reloads WHERE target_schemas = $1",
+            &[&target_schemas],
+        )
+        .await?;
     client
         .execute(
             "DELETE FROM cairn_replay.mysql_databases WHERE target_schemas = $1",

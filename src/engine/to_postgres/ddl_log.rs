@@ -12,10 +12,10 @@ use self::columns::drop_constraints_sql;
 use self::text::{
     after_table_name, column_clause, column_name_after, entries_of, entry_name, first_paren, index_as_alter,
     insert_column, names_an_object, replace_column, split_name, starts_with_index_word, strip_clause_words,
-    strip_if_not_exists, table_names, words,
+    strip_if_not_exists, strip_leading_comments, table_names, words,
 };
 use super::catalog::{Definition, delete_sql, translate_all, upsert_sql};
-use super::ddl::{PgTable, translate};
+use super::ddl::{PgTable, pg_index_name, translate};
 use super::mysql_ddl::{
     MyTable, entry_column, entry_key_columns, join_create, parse_table, split_create, split_top_level,
 };
@@ -111,7 +111,7 @@ impl LiveCatalog {
     /// # Errors
     /// DDL that is not translated, naming the statement, its position and what to do.
     pub fn statement(&mut self, statement: &Statement) -> Result<Outcome, SourceError> {
-        let text = statement.text.trim();
+        let text = strip_leading_comments(statement.text.trim());
         let at = &statement.at;
         let Some(database) = statement_database(text, &statement.database, self.schemas.keys()) else {
             tracing::debug!(
@@ -355,6 +355,8 @@ impl LiveCatalog {
         let qualified = self.qualified(&key);
         let mut sql = Vec::new();
         let mut renamed_to = None;
+        // PostgreSQL indexes this statement drops: one added again under its name is made again.
+        let mut dropped_indexes = BTreeSet::new();
         for clause in split_top_level(clauses) {
             let upper = clause.to_ascii_uppercase();
             let head: Vec<&str> = upper.split_whitespace().take(3).collect();
@@ -428,7 +430,10 @@ impl LiveCatalog {
                     .ok_or_else(|| format!("{clause}: no name"))?;
                     match second {
                         // What the replica made of it: an index, a foreign key of the same name.
-                        "INDEX" | "KEY" => sql.push(self.drop_index_sql(&key, &dropped)),
+                        "INDEX" | "KEY" => {
+                            sql.push(self.drop_index_sql(&key, &dropped));
+                            dropped_indexes.insert(quote_ident(&pg_index_name(&key.1, &dropped)));
+                        }
                         "FOREIGN" => sql.push(format!(
                             "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
                             quote_ident(&dropped)
@@ -547,7 +552,7 @@ impl LiveCatalog {
         // Indexes the change added (PostgreSQL renames columns in indexes by itself, so an
         // index is new by its name). Foreign keys wait for detach, as after a seed.
         for (name, statement) in self.index_statements(&changed)? {
-            if !indexes_before.contains(&name) {
+            if !indexes_before.contains(&name) || dropped_indexes.contains(&name) {
                 sql.push(statement);
             }
         }

@@ -40,10 +40,11 @@ pub async fn reload(
     selection: &[Selection],
     lock_wait: Duration,
 ) -> Result<Reloaded, SourceError> {
-    let control = pg.connect("replica reload").await?;
-    let setup = state::load(pg, &control, &source.name).await?;
-    // No applier runs while the tables are replaced; one that starts waits for the lease.
-    state::acquire(pg, &control, &setup).await?;
+    // One session holds the lease and runs the transaction: if it is lost, so is the
+    // transaction, and no applier can start on a half-replaced replica.
+    let client = pg.connect("replica reload").await?;
+    let setup = state::load(pg, &client, &source.name).await?;
+    state::acquire(pg, &client, &setup).await?;
     for (database, table) in selection {
         if !setup.databases.contains_key(database) {
             return Err(SourceError::Unsupported(format!(
@@ -53,18 +54,19 @@ pub async fn reload(
             )));
         }
         if let Some(table) = table
-            && !setup.filters.data_included(database, table)
+            && !setup.filters.table_included(database, table)
         {
             return Err(SourceError::Unsupported(format!(
-                "{database}.{table}: the replica leaves its rows out (the seed's filters)"
+                "{database}.{table}: the replica leaves it out (the seed's filters)"
             )));
         }
     }
+    // What the seed kept of each table: its rows, or (filtered) its definition only.
     let pick = |database: &str, table: &str| {
-        setup.filters.data_included(database, table)
-            && selection
-                .iter()
-                .any(|(d, t)| d == database && t.as_deref().is_none_or(|t| t == table))
+        let chosen = selection
+            .iter()
+            .any(|(d, t)| d == database && t.as_deref().is_none_or(|t| t == table));
+        (chosen && setup.filters.table_included(database, table)).then(|| setup.filters.data_included(database, table))
     };
     let mut snapshot = TableSnapshot::open(source, &setup.server_identity, &pick, lock_wait).await?;
     let tables = std::mem::take(&mut snapshot.tables);
@@ -80,7 +82,7 @@ pub async fn reload(
         }
     }
     let position = snapshot.position.clone();
-    let result = replace(pg, &control, &setup, selection, &tables, &mut snapshot, &position).await;
+    let result = replace(pg, &client, &setup, selection, &tables, &mut snapshot, &position).await;
     snapshot.finish().await;
     let (rows, dropped, foreign_keys_dropped) = result?;
     Ok(Reloaded {
@@ -99,7 +101,7 @@ pub async fn reload(
 #[allow(clippy::too_many_arguments)]
 async fn replace(
     pg: &Pg,
-    control: &Client,
+    client: &Client,
     setup: &state::Setup,
     selection: &[Selection],
     tables: &[SnapshotTable],
@@ -114,16 +116,18 @@ async fn replace(
     // The catalog with the reloaded tables as the source has them now: every table is translated
     // together so that index names stay unique in each schema.
     let reading = "reading the replica's table definitions (cairn_replay.mysql_tables)";
-    let mut definitions: BTreeMap<(String, String), Definition> = catalog::load(control, &setup.targets)
+    let mut definitions: BTreeMap<(String, String), Definition> = catalog::load(client, &setup.targets)
         .await
         .map_err(|e| pg.error(reading, e))?
         .into_iter()
         .map(|d| ((d.database.clone(), d.name.clone()), d))
         .collect();
     let whole: Vec<&String> = selection.iter().filter(|(_, t)| t.is_none()).map(|(d, _)| d).collect();
+    // Gone: the source no longer has it at all (a table the filters keep out was never in the
+    // catalog).
     let gone: Vec<(String, String)> = definitions
         .keys()
-        .filter(|(d, t)| whole.contains(&d) && !tables.iter().any(|s| &s.database == d && &s.name == t))
+        .filter(|key| whole.contains(&&key.0) && !snapshot.listed.contains(key))
         .cloned()
         .collect();
     for key in &gone {
@@ -148,7 +152,6 @@ async fn replace(
     };
     let translated = translate_all(&all, &schema_of, "the reloaded tables")?.tables;
 
-    let client = pg.connect("replica reload").await?;
     let doing = "starting the reload transaction";
     client
         .batch_execute(&format!("BEGIN; SET LOCAL statement_timeout = 0; {WINDOWS_DDL}"))
@@ -158,7 +161,7 @@ async fn replace(
         let (mut rows, mut dropped, mut keys) = (0u64, Vec::new(), Vec::new());
         for (database, table) in &gone {
             let schema = schema_of(database);
-            keys.extend(drop_foreign_keys_to(pg, &client, &schema, table).await?);
+            keys.extend(drop_foreign_keys_to(pg, client, &schema, table).await?);
             let sql = format!(
                 "DROP TABLE IF EXISTS {}.{}; {}",
                 quote_ident(&schema),
@@ -177,7 +180,7 @@ async fn replace(
                 .get(&key)
                 .ok_or_else(|| SourceError::Damaged(format!("{}.{}: not translated", key.0, key.1)))?;
             let shown = format!("{}.{}", pg_table.schema, pg_table.name);
-            keys.extend(drop_foreign_keys_to(pg, &client, &pg_table.schema, &pg_table.name).await?);
+            keys.extend(drop_foreign_keys_to(pg, client, &pg_table.schema, &pg_table.name).await?);
             let drop = format!(
                 "DROP TABLE IF EXISTS {}.{}",
                 quote_ident(&pg_table.schema),
@@ -211,14 +214,24 @@ async fn replace(
                 list.join(", ")
             );
             let doing = format!("loading {shown} from source {}", setup.source);
-            let (writer, reader) = tokio::io::duplex(PIPE);
             let mut loaded = Loaded::default();
-            let (read, copied) = tokio::join!(
-                snapshot.read(table, writer),
-                copy_rows(pg, &client, reader, &copy, &rules, &doing, &mut loaded)
-            );
-            read?;
-            let copied = copied?;
+            let copied = match table.rows {
+                false => 0,
+                true => {
+                    let (writer, reader) = tokio::io::duplex(PIPE);
+                    let (read, copied) = tokio::join!(
+                        snapshot.read(table, writer),
+                        copy_rows(pg, client, reader, &copy, &rules, &doing, &mut loaded)
+                    );
+                    // The side that failed first: a source read cut short ends the rows early
+                    // (PostgreSQL then sees a truncated row); a target that refused stops the read.
+                    match (read, copied) {
+                        (Ok(()), copied) => copied?,
+                        (Err(read), Err(SourceError::Damaged(_)) | Ok(_)) => return Err(read),
+                        (Err(_), Err(copied)) => return Err(copied),
+                    }
+                }
+            };
             rows += copied;
             for (column, count) in &loaded.zero_dates {
                 tracing::warn!("{column}: {count} zero dates became NULL, or -infinity where the column is NOT NULL");

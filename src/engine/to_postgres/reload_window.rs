@@ -161,7 +161,7 @@ impl Windows {
                 if !others.is_empty() {
                     return Err(SourceError::Unsupported(format!(
                         "{}: {} changes {}, reloaded after it, and {} too, which were not: reload those as well \
-                         (cairn replica reload --table …)",
+                         (cairn replica reload --table …), or the whole database (--table DATABASE.*)",
                         statement.at,
                         first_words(&statement.text),
                         shown(&covered),
@@ -233,7 +233,9 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(w.passed_over, 4);
+        let commented = "/* app=billing */ CREATE INDEX i\nON accounts (balance)";
+        assert!(w.admit(statement(commented), ("log.000002", 10)).unwrap().is_none());
+        assert_eq!(w.passed_over, 5);
     }
 
     #[test]

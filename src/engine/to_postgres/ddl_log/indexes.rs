@@ -62,7 +62,7 @@ impl LiveCatalog {
             .map(|(_, w)| w.clone())
             .ok_or("a DROP INDEX without a name")?;
         let names = table_names(
-            &text[text.to_ascii_uppercase().find(" ON ").map_or(0, |i| i + 1)..],
+            &text[super::text::find_word(text, "ON").unwrap_or(0)..],
             &["ON"],
             session,
         );

@@ -342,4 +342,18 @@ fn index_statements_make_the_postgresql_index_once() {
         created,
         ["CREATE INDEX \"orders_by_id\" ON \"shop_pg\".\"orders\" (\"id\")"]
     );
+    // An application's comment before the statement, ON on the next line.
+    let (sql, _) = applied(
+        &mut catalog,
+        "/* app=billing */ CREATE INDEX by_amount2\nON orders (amount)",
+    );
+    assert!(sql[0].starts_with("CREATE INDEX \"orders_by_amount2\""), "{sql:?}");
+    // Dropped and added again under its name in one statement: made again.
+    let (sql, _) = applied(
+        &mut catalog,
+        "ALTER TABLE orders DROP INDEX by_id, ADD UNIQUE KEY by_id (id, amount)",
+    );
+    assert_eq!(sql[0], "DROP INDEX IF EXISTS \"shop_pg\".\"orders_by_id\"");
+    let made = "CREATE UNIQUE INDEX \"orders_by_id\" ON \"shop_pg\".\"orders\" (\"id\", \"amount\")";
+    assert!(sql.iter().any(|s| s == made), "{sql:?}");
 }

@@ -314,6 +314,7 @@ pub(super) fn entry_name(entry: &str) -> Option<String> {
 /// `ALTER TABLE` (and the new name of a rename), `CREATE`/`DROP INDEX … ON` — with `default` as
 /// the database of unqualified names; none for other statements.
 pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
+    let text = strip_leading_comments(text);
     let head: Vec<String> = words(text, 4)
         .into_iter()
         .map(|(quoted, w)| if quoted { String::new() } else { w.to_ascii_uppercase() })
@@ -321,11 +322,8 @@ pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str
     let first = head.first().map(String::as_str).unwrap_or_default();
     let names = |w: &str| head.iter().skip(1).any(|h| h == w);
     if matches!(first, "CREATE" | "DROP") && names("INDEX") && !names("TABLE") {
-        return match text.to_ascii_uppercase().find(" ON ") {
-            Some(at) => table_names(&text[at + 1..], &["ON"], default)
-                .into_iter()
-                .take(1)
-                .collect(),
+        return match find_word(text, "ON") {
+            Some(at) => table_names(&text[at..], &["ON"], default).into_iter().take(1).collect(),
             None => Vec::new(),
         };
     }
@@ -372,7 +370,7 @@ pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str
 /// as `ALTER TABLE table ADD [UNIQUE|FULLTEXT|SPATIAL] KEY [IF NOT EXISTS] name (parts)` (index
 /// options after the parts, which change no rows, left out).
 pub(super) fn index_as_alter(text: &str) -> Option<String> {
-    let on = text.to_ascii_uppercase().find(" ON ")?;
+    let on = find_word(text, "ON")?;
     let head = words(&text[..on], 12);
     let mut kind = String::new();
     let mut rest = head.iter().skip(1).skip_while(|(quoted, w)| {
@@ -401,7 +399,7 @@ pub(super) fn index_as_alter(text: &str) -> Option<String> {
         }
     }
     let name = name?;
-    let after = &text[on + 4..];
+    let after = &text[on + 2..];
     let open = first_paren(after)?;
     let mut depth = 0;
     let mut close = None;
@@ -436,5 +434,48 @@ pub(super) fn strip_if_not_exists(entry: &str) -> String {
     match upper.find("IF NOT EXISTS") {
         Some(at) => format!("{}{}", &entry[..at], entry[at + 13..].trim_start()),
         None => entry.to_string(),
+    }
+}
+
+/// Where `word` stands alone in `text` (between whitespace, outside backquotes), ignoring case.
+pub(super) fn find_word(text: &str, word: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut previous = ' ';
+    for (i, c) in text.char_indices() {
+        if c == '`' {
+            quoted = !quoted;
+        }
+        if !quoted && previous.is_whitespace() && text.len() > i + word.len() {
+            let next = text[i + word.len()..].chars().next().unwrap_or(' ');
+            if text.is_char_boundary(i + word.len())
+                && text[i..i + word.len()].eq_ignore_ascii_case(word)
+                && next.is_whitespace()
+            {
+                return Some(i);
+            }
+        }
+        previous = c;
+    }
+    None
+}
+
+/// `text` after the comments an application put before the statement (`/* … */`, `-- …`,
+/// `# …`); MySQL's executable comments (`/*! … */`) are the statement and stay.
+pub(in crate::engine::to_postgres) fn strip_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if text.starts_with("/*") && !text.starts_with("/*!") && !text.starts_with("/*M!") {
+            match text.find("*/") {
+                Some(end) => text = &text[end + 2..],
+                None => return text,
+            }
+        } else if text.starts_with("-- ") || text.starts_with('#') {
+            match text.find('\n') {
+                Some(end) => text = &text[end + 1..],
+                None => return "",
+            }
+        } else {
+            return text;
+        }
     }
 }
