@@ -253,7 +253,7 @@ pub(super) async fn run(config: &Config, command: &ReplicaCommand) -> CliResult 
 async fn seed(config: &Config, args: &SeedArgs) -> Result<(ExitStatus, RunFacts), Failure> {
     let request = SeedRequest {
         restore: RestoreRequest {
-            from: args.from.clone(),
+            from: Some(args.from.clone()),
             source: args.source.clone(),
             copy: Some(args.copy.clone()),
             target: args.target.clone(),

@@ -13,15 +13,20 @@ use crate::jobs::restore::{self, RestoreRequest};
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix.
+    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix (default:
+    /// the source's configured destination).
     #[arg(long, value_name = "DEST")]
-    pub from: String,
+    pub from: Option<String>,
     /// Name of the source whose copy to restore.
     #[arg(long, value_name = "NAME")]
     pub source: String,
-    /// Copy id, or `latest`.
+    /// Copy id (or a unique start of one), or `latest`.
     #[arg(long, value_name = "ID", default_value = "latest")]
     pub copy: String,
+    /// Restore the newest copy that finished before TIME (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in
+    /// UTC) instead of --copy.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
     /// Database to restore into (postgres://…, mysql://…).
     #[arg(long, value_name = "URL")]
     pub target: String,
@@ -77,7 +82,10 @@ pub struct RestoreArgs {
 }
 
 pub(super) async fn run(config: &Config, args: &RestoreArgs) -> CliResult {
-    let destination = config.destination(&args.from).ok();
+    let destination = match &args.from {
+        Some(from) => config.destination(from).ok(),
+        None => config.destination_of(&args.source).ok(),
+    };
     let body = restore(config, args);
     super::finish::recorded(config, Command::Restore, &args.source, destination, !args.dry_run, body).await
 }
@@ -89,8 +97,13 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
             "--jobs must be at least 1".into(),
         )));
     }
+    let before = match &args.before {
+        Some(time) => Some(restore::parse_time("--before", time)?),
+        None => None,
+    };
     let request = RestoreRequest {
         from: args.from.clone(),
+        before,
         source: args.source.clone(),
         copy: Some(args.copy.clone()),
         target: args.target.clone(),

@@ -17,7 +17,7 @@ mod url;
 
 pub use error::SourceError;
 pub(crate) use error::{explain_unreachable, io_hint};
-pub use until::{Until, UntilArgs};
+pub use until::{Until, UntilArgs, parse_time};
 pub use url::{Engine, SourceSpec, SourceUrl};
 
 use std::collections::BTreeMap;

@@ -58,6 +58,22 @@ impl fmt::Display for Until {
     }
 }
 
+/// A time given on the command line to `flag`: RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC.
+///
+/// # Errors
+/// What was expected, naming the flag.
+pub fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()))
+        .map_err(|_| {
+            format!(
+                "{flag} {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
+                 \"2026-11-21 08:30:00\" (UTC)"
+            )
+        })
+}
+
 impl Until {
     /// The stop point of the `--until` (a time), `--until-gtid`, `--until-position`,
     /// `--until-lsn` or `--until-xid` argument; at most one is given.
@@ -87,18 +103,7 @@ impl Until {
             };
         }
         if let Some(text) = time {
-            let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .or_else(|_| {
-                    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc())
-                })
-                .map_err(|_| {
-                    format!(
-                        "--until {text:?}: expected a time like 2026-11-21T08:30:00Z, 2026-11-21T09:30:00+01:00 or \
-                     \"2026-11-21 08:30:00\" (UTC)"
-                    )
-                })?;
-            return Ok(Some(Until::Time(parsed)));
+            return Ok(Some(Until::Time(parse_time("--until", text)?)));
         }
         if let Some(text) = gtid {
             Gtid::parse(text).map_err(|e| format!("--until-gtid {e}"))?;

@@ -217,7 +217,7 @@ async fn seed_postgres(
         let start_lsn = crate::engine::postgres::pgoutput::parse_lsn(lsn).map_err(RestoreError::Manifest)?;
         let backup_request = BackupRequest {
             sources: vec![source.name.clone()],
-            to: Some(request.restore.from.clone()),
+            to: request.restore.from.clone(),
             run_type: Some(RunType::Hourly),
             requested: RequestedType::Incremental,
             ..BackupRequest::default()

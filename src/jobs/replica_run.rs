@@ -148,7 +148,7 @@ pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, Rep
                 let seed = SeedRequest {
                     restore: RestoreRequest {
                         rename_databases: renamed.iter().map(|(from, to)| format!("{from}={to}")).collect(),
-                        from: resync.from.clone(),
+                        from: Some(resync.from.clone()),
                         source: source.name.clone(),
                         copy: Some("latest".into()),
                         target: request.target.target.clone(),

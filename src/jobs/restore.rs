@@ -37,10 +37,13 @@ pub enum RestoreError {
 /// What `cairn restore` was asked for.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
-    pub from: String,
+    /// The destination; `None`: the source's configured one.
+    pub from: Option<String>,
     pub source: String,
-    /// A copy id or `latest`.
+    /// A copy id, a unique start of one, or `latest`.
     pub copy: Option<String>,
+    /// The newest copy that finished before this time (instead of `copy`).
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
     pub target: String,
     /// Password of the target.
     pub target_password_file: Option<std::path::PathBuf>,
@@ -138,13 +141,32 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
             "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
         ));
     }
-    let destination = config.destination(&request.from)?.open().await?;
+    let spec = match &request.from {
+        Some(from) => config.destination(from)?,
+        None => config.destination_of(&request.source)?,
+    };
+    let destination = spec.open().await?;
     destination.check(Access::Read).await?;
     let loaded = StatusStore::new(destination.clone(), &request.source)
         .load_existing()
         .await?;
     let body = &loaded.status.body;
     let copy = match (request.copy.as_deref(), &request.until) {
+        (None | Some("latest"), _) if request.before.is_some() => {
+            let before = request.before.expect("checked");
+            body.newest_before(before).ok_or_else(|| {
+                RestoreError::Usage(format!(
+                    "--before {}: source {} has no restorable copy that finished before then (cairn status)",
+                    before.to_rfc3339(),
+                    request.source
+                ))
+            })?
+        }
+        (Some(id), _) if id != "latest" && request.before.is_some() => {
+            return Err(RestoreError::Usage(format!(
+                "--copy {id} and --before both choose the copy: pass one of them"
+            )));
+        }
         (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
             RestoreError::Usage(format!(
                 "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
@@ -157,9 +179,28 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
             source_name: request.source.clone(),
             location: destination.location(),
         })?,
-        (Some(id), _) => body
-            .copy(id)
-            .ok_or_else(|| StatusError::Chain(crate::repo::status::ChainError::UnknownCopy(id.to_string())))?,
+        (Some(id), _) => match body.copy(id) {
+            Some(copy) => copy,
+            None => {
+                let matching = body.copies_starting_with(id);
+                match matching.as_slice() {
+                    [copy] => *copy,
+                    [] => {
+                        return Err(
+                            StatusError::Chain(crate::repo::status::ChainError::UnknownCopy(id.to_string())).into(),
+                        );
+                    }
+                    several => {
+                        let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+                        return Err(RestoreError::Usage(format!(
+                            "--copy {id}: {} copies start so ({}); give more of the id",
+                            several.len(),
+                            ids.join(", ")
+                        )));
+                    }
+                }
+            }
+        },
     };
     let chain = body
         .chain(&copy.id)
@@ -373,6 +414,14 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
 ///
 /// # Errors
 /// [`RestoreError::Usage`] naming the argument and the form expected.
+pub fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, RestoreError> {
+    crate::engine::parse_time(flag, text).map_err(RestoreError::Usage)
+}
+
+/// The stop point the `--until*` arguments give, checked.
+///
+/// # Errors
+/// A malformed or conflicting argument (usage).
 pub fn parse_until(args: UntilArgs<'_>) -> Result<Option<Until>, RestoreError> {
     Until::parse(args).map_err(RestoreError::Usage)
 }

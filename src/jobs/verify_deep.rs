@@ -294,7 +294,7 @@ async fn restore_into_scratch(
         }
     }
     let restore_request = RestoreRequest {
-        from: request.from.clone(),
+        from: Some(request.from.clone()),
         source: request.source.clone(),
         copy: Some(copy.to_string()),
         target: target.to_string(),

@@ -24,6 +24,7 @@ mod purge;
 mod replica;
 mod replica_run;
 mod replica_run_pg;
+mod restore_choice;
 mod safety;
 mod status;
 mod support;

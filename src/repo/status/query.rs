@@ -30,6 +30,20 @@ impl StatusBody {
         self.copies.iter().find(|c| c.id == id)
     }
 
+    /// The copies whose id starts with `prefix`.
+    pub fn copies_starting_with(&self, prefix: &str) -> Vec<&CopyRecord> {
+        self.copies.iter().filter(|c| c.id.starts_with(prefix)).collect()
+    }
+
+    /// The newest copy that finished before `time` and whose chain is intact.
+    pub fn newest_before(&self, time: chrono::DateTime<chrono::Utc>) -> Option<&CopyRecord> {
+        newest(
+            self.copies
+                .iter()
+                .filter(|c| c.finished_at < time && self.chain(&c.id).is_ok()),
+        )
+    }
+
     /// The copy that finished last.
     pub fn latest(&self) -> Option<&CopyRecord> {
         newest(self.copies.iter())
@@ -306,5 +320,29 @@ pub(crate) mod tests {
                 "run {run_type}, policy {policy}"
             );
         }
+    }
+
+    #[test]
+    fn a_copy_is_chosen_by_the_start_of_its_id_or_by_a_time_it_finished_before() {
+        let body = status(vec![
+            copy("20261121T0000-f1", Daily, None, 0),
+            copy("20261121T0005-i1", Hourly, Some("20261121T0000-f1"), 5),
+            copy("20261121T0009-orphan", Hourly, Some("gone"), 9),
+            copy("20261121T0020-f2", Daily, None, 20),
+        ]);
+        let ids = |copies: Vec<&CopyRecord>| copies.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(body.copies_starting_with("20261121T0005")), ["20261121T0005-i1"]);
+        assert_eq!(body.copies_starting_with("20261121T00").len(), 4);
+        assert!(body.copies_starting_with("x").is_empty());
+        let at = |minute| Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
+        // The orphan finished later, but its chain is broken.
+        assert_eq!(body.newest_before(at(15)).unwrap().id, "20261121T0005-i1");
+        assert_eq!(
+            body.newest_before(at(5)).unwrap().id,
+            "20261121T0000-f1",
+            "finished before, not at"
+        );
+        assert_eq!(body.newest_before(at(21)).unwrap().id, "20261121T0020-f2");
+        assert!(body.newest_before(at(0)).is_none());
     }
 }
