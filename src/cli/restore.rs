@@ -40,6 +40,19 @@ pub struct RestoreArgs {
     /// Drop everything in the target database before restoring (it must otherwise be empty).
     #[arg(long)]
     pub clean: bool,
+    /// Restore only this table: DATABASE.TABLE / SCHEMA.TABLE, or TABLE in any; `*` and `?`
+    /// match. Repeatable. MySQL/MariaDB full copies so far.
+    #[arg(long = "table", value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Leave this table out (same patterns). Repeatable.
+    #[arg(long = "exclude-table", value_name = "PATTERN")]
+    pub exclude_tables: Vec<String>,
+    /// Restore table OLD (TABLE or DATABASE.TABLE) as NEW, beside the live one. Repeatable.
+    #[arg(long = "rename-table", value_name = "OLD=NEW")]
+    pub rename_tables: Vec<String>,
+    /// Keep the restored tables' foreign keys to tables not restored (the target has those).
+    #[arg(long)]
+    pub keep_foreign_keys: bool,
     /// Restore MySQL database FROM under the name TO. Repeatable.
     #[arg(long, value_name = "FROM=TO")]
     pub rename_db: Vec<String>,
@@ -121,6 +134,10 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
             xid: args.until_xid.as_deref(),
         })?,
         resume: args.resume,
+        tables: args.tables.clone(),
+        exclude_tables: args.exclude_tables.clone(),
+        rename_tables: args.rename_tables.clone(),
+        keep_foreign_keys: args.keep_foreign_keys,
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {

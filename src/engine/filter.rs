@@ -49,7 +49,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-fn table_matches(pattern: &str, schema: &str, table: &str) -> bool {
+pub(crate) fn table_matches(pattern: &str, schema: &str, table: &str) -> bool {
     match pattern.split_once('.') {
         Some((s, t)) => glob(s, schema) && glob(t, table),
         None => glob(pattern, table),

@@ -11,6 +11,7 @@ pub mod follow;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;
+pub mod selection;
 pub mod to_postgres;
 mod until;
 mod url;
@@ -286,6 +287,8 @@ pub struct RestoreInput {
     pub resume: bool,
     /// What only MySQL and MariaDB targets use.
     pub mysql: MysqlRestoreOptions,
+    /// The tables restored, and their names (empty: everything).
+    pub selection: selection::Selection,
 }
 
 /// Restore options of MySQL and MariaDB targets.

@@ -10,6 +10,7 @@ pub mod purge;
 pub mod replica;
 pub mod replica_run;
 pub mod restore;
+mod restore_copy;
 pub mod slots;
 pub mod verify;
 pub mod verify_deep;

@@ -1,6 +1,7 @@
 //! Restore: choosing the copy and its chain from the status, and (with an engine) replaying it
 //! into a target database.
 
+use crate::engine::selection::Selection;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -57,6 +58,12 @@ pub struct RestoreRequest {
     pub until: Option<Until>,
     /// Continue an interrupted replay (MySQL).
     pub resume: bool,
+    /// Table patterns to restore, and not to (empty: all).
+    pub tables: Vec<String>,
+    pub exclude_tables: Vec<String>,
+    /// `OLD=NEW` table renames.
+    pub rename_tables: Vec<String>,
+    pub keep_foreign_keys: bool,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -77,6 +84,8 @@ pub struct RestorePlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until_not_covered: Option<String>,
     pub chain: Vec<CopyRecord>,
+    #[serde(skip_serializing_if = "Selection::is_empty")]
+    pub selection: Selection,
     #[serde(skip)]
     target_url: SourceUrl,
     #[serde(skip)]
@@ -136,6 +145,30 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .engine
         .check_restore(&mysql, request.until.as_ref())
         .map_err(RestoreError::Usage)?;
+    let selection = Selection {
+        tables: request.tables.clone(),
+        exclude_tables: request.exclude_tables.clone(),
+        renames: Selection::parse_renames(&request.rename_tables).map_err(RestoreError::Usage)?,
+        keep_foreign_keys: request.keep_foreign_keys,
+    };
+    if request.keep_foreign_keys && selection.is_empty() {
+        return Err(RestoreError::Usage(
+            "--keep-foreign-keys is for a selective restore (--table, --exclude-table, --rename-table)".into(),
+        ));
+    }
+    if !selection.is_empty() {
+        let given = [
+            ("--clean", request.clean),
+            ("--checksum", request.verify_checksums),
+            ("--resume", request.resume),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+            return Err(RestoreError::Usage(format!(
+                "{flag} with a selective restore (--table, --exclude-table, --rename-table) is not built yet \
+                 (issue #16): a selective restore leaves everything else in the target as it is"
+            )));
+        }
+    }
     if request.resume && request.clean {
         return Err(RestoreError::Usage(
             "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
@@ -151,57 +184,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .load_existing()
         .await?;
     let body = &loaded.status.body;
-    let copy = match (request.copy.as_deref(), &request.until) {
-        (None | Some("latest"), _) if request.before.is_some() => {
-            let before = request.before.expect("checked");
-            body.newest_before(before).ok_or_else(|| {
-                RestoreError::Usage(format!(
-                    "--before {}: source {} has no restorable copy that finished before then (cairn status)",
-                    before.to_rfc3339(),
-                    request.source
-                ))
-            })?
-        }
-        (Some(id), _) if id != "latest" && request.before.is_some() => {
-            return Err(RestoreError::Usage(format!(
-                "--copy {id} and --before both choose the copy: pass one of them"
-            )));
-        }
-        (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
-            RestoreError::Usage(format!(
-                "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
-                 (cairn status)",
-                time.to_rfc3339(),
-                request.source
-            ))
-        })?,
-        (None | Some("latest"), _) => body.latest().ok_or_else(|| RestoreError::NoCopy {
-            source_name: request.source.clone(),
-            location: destination.location(),
-        })?,
-        (Some(id), _) => match body.copy(id) {
-            Some(copy) => copy,
-            None => {
-                let matching = body.copies_starting_with(id);
-                match matching.as_slice() {
-                    [copy] => *copy,
-                    [] => {
-                        return Err(
-                            StatusError::Chain(crate::repo::status::ChainError::UnknownCopy(id.to_string())).into(),
-                        );
-                    }
-                    several => {
-                        let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
-                        return Err(RestoreError::Usage(format!(
-                            "--copy {id}: {} copies start so ({}); give more of the id",
-                            several.len(),
-                            ids.join(", ")
-                        )));
-                    }
-                }
-            }
-        },
-    };
+    let copy = super::restore_copy::choose(body, request, &destination.location())?;
     let chain = body
         .chain(&copy.id)
         .map_err(StatusError::from)?
@@ -265,6 +248,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         resume: request.resume,
         until_not_covered,
         chain,
+        selection,
         target_url,
         store: Some(destination),
     })
@@ -285,30 +269,6 @@ fn not_covered(until: &Until, last: &CopyRecord) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-/// The copy whose chain reaches `time`: the newest full copy started before it, then the first
-/// copy of that full's chain that finished after it (or the chain's last, when none did).
-fn copy_covering(body: &crate::repo::status::StatusBody, time: chrono::DateTime<chrono::Utc>) -> Option<&CopyRecord> {
-    let full = body
-        .copies
-        .iter()
-        .filter(|c| c.kind == crate::repo::kinds::CopyKind::Full && c.started_at <= time)
-        .max_by_key(|c| c.started_at)?;
-    let mut in_chain: Vec<&CopyRecord> = body
-        .copies
-        .iter()
-        .filter(|c| {
-            body.chain(&c.id)
-                .is_ok_and(|chain| chain.first().is_some_and(|f| f.id == full.id))
-        })
-        .collect();
-    in_chain.sort_by_key(|c| c.finished_at);
-    in_chain
-        .iter()
-        .find(|c| c.kind == crate::repo::kinds::CopyKind::Incremental && c.finished_at >= time)
-        .or(in_chain.last())
-        .copied()
 }
 
 /// Reads each manifest of the chain and checks it against the MD5 the status recorded.
@@ -397,6 +357,24 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
     };
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;
+    if !plan.selection.is_empty() {
+        if copy_engine != Some(crate::engine::Engine::Mysql) || plan.target_url.engine != crate::engine::Engine::Mysql {
+            return Err(RestoreError::Usage(
+                "a selective restore (--table, --exclude-table, --rename-table) is built for MySQL/MariaDB copies \
+                 into MySQL/MariaDB so far; PostgreSQL is not built yet (issue #16)"
+                    .into(),
+            ));
+        }
+        if plan.chain.len() > 1 {
+            return Err(RestoreError::Usage(format!(
+                "a selective restore replays no incrementals yet (issue #16): copy {} needs {} of them; restore its \
+                 full copy with --copy {}",
+                plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
+                plan.chain.len() - 1,
+                plan.chain[0].id
+            )));
+        }
+    }
     let input = RestoreInput {
         destination,
         source: plan.source.clone(),
@@ -406,6 +384,7 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
         mysql: plan.mysql.clone(),
         until: plan.until.clone(),
         resume: plan.resume,
+        selection: plan.selection.clone(),
     };
     Ok((target, input))
 }
@@ -514,36 +493,6 @@ pub fn write_position(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::kinds::RunType::{Daily, Hourly};
-    use crate::repo::status::StatusBody;
-    use crate::repo::status::query::tests::copy;
-    use chrono::TimeZone;
-
-    #[test]
-    fn a_time_picks_the_chain_that_reaches_it() {
-        let body = StatusBody {
-            source: "s".into(),
-            copies: vec![
-                copy("f1", Daily, None, 0),
-                copy("i1", Hourly, Some("f1"), 10),
-                copy("i2", Hourly, Some("i1"), 20),
-                copy("f2", Daily, None, 30),
-                copy("i3", Hourly, Some("f2"), 40),
-            ],
-            verifications: Vec::new(),
-            runs: Vec::new(),
-        };
-        let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
-        assert_eq!(copy_covering(&body, at(5)).unwrap().id, "i1");
-        assert_eq!(copy_covering(&body, at(15)).unwrap().id, "i2");
-        assert_eq!(
-            copy_covering(&body, at(25)).unwrap().id,
-            "i2",
-            "after the chain's end: its last copy"
-        );
-        assert_eq!(copy_covering(&body, at(35)).unwrap().id, "i3");
-        assert!(copy_covering(&body, chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()).is_none());
-    }
 
     #[test]
     fn until_arguments_are_checked() {

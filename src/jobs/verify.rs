@@ -280,6 +280,7 @@ async fn check_chain(
         until: None,
         resume: false,
         mysql: MysqlRestoreOptions::default(),
+        selection: Default::default(),
     };
     if let Err(e) = crate::engine::check_logs(engine, &input).await {
         let tip = chain.last().expect("a chain has a copy");

@@ -25,6 +25,7 @@ mod replica;
 mod replica_run;
 mod replica_run_pg;
 mod restore_choice;
+mod restore_selected;
 mod safety;
 mod status;
 mod support;

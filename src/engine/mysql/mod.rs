@@ -27,6 +27,7 @@ pub(crate) mod schema;
 mod schema_dump;
 mod scope;
 mod segment;
+mod selective;
 mod snapshot;
 mod table_snapshot;
 mod target;

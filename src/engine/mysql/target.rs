@@ -80,7 +80,7 @@ fn database_map(
 
 impl MysqlTarget {
     /// The server and the databases a restore writes, for messages about an incomplete target.
-    fn label(&self, map: &BTreeMap<String, String>) -> String {
+    pub(super) fn label(&self, map: &BTreeMap<String, String>) -> String {
         format!(
             "{} ({})",
             self.my.name,
@@ -88,7 +88,7 @@ impl MysqlTarget {
         )
     }
 
-    async fn admin(&self) -> Result<Conn, SourceError> {
+    pub(super) async fn admin(&self) -> Result<Conn, SourceError> {
         // No default database: the one in the URL may not exist yet.
         let mut conn = self.my.connect(Some("")).await?;
         conn.query_drop(
@@ -123,13 +123,17 @@ impl MysqlTarget {
         conn.query_drop(sql).await
     }
 
-    async fn write(
+    /// Creates `schema`'s tables, loads `data` (the tables `renamed` names — by the copy's
+    /// database and table — under their new names), then makes indexes, foreign keys and the
+    /// other objects.
+    pub(super) async fn write(
         &self,
         input: &RestoreInput,
         schema: &Schema,
         map: &BTreeMap<String, String>,
         data: Vec<StoredFile>,
         admin: &mut Conn,
+        renamed: &BTreeMap<(String, String), String>,
     ) -> Result<(u64, u64, u64), SourceError> {
         let my = &self.my;
         let target_of = |db: &str| map.get(db).cloned().unwrap_or_else(|| db.to_string());
@@ -160,13 +164,14 @@ impl MysqlTarget {
         let progress = Progress::new("restore: data files (stored size)", file_count);
         let _reporter = progress.report_every(super::PROGRESS_EVERY);
         let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
-            let (this, destination, queue, by_insert, progress, map) = (
+            let (this, destination, queue, by_insert, progress, map, renamed) = (
                 self.clone(),
                 input.destination.clone(),
                 queue.clone(),
                 by_insert.clone(),
                 progress.clone(),
                 map.clone(),
+                renamed.clone(),
             );
             let no_binlog = input.mysql.no_binlog;
             async move {
@@ -189,8 +194,11 @@ impl MysqlTarget {
                         )));
                     };
                     let database = data.container();
+                    let name = renamed
+                        .get(&(database.to_string(), data.table.clone()))
+                        .unwrap_or(&data.table);
                     let database = map.get(database).cloned().unwrap_or_else(|| database.to_string());
-                    let table = format!("{}.{}", quote_ident(&database), quote_ident(&data.table));
+                    let table = format!("{}.{}", quote_ident(&database), quote_ident(name));
                     let columns: Vec<Column> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
                     rows += this
                         .load_file_retrying(&mut conn, &destination, &stored, &table, &columns, &by_insert)
@@ -382,7 +390,9 @@ impl Target for MysqlTarget {
         let (schema, _) = self.schema_of(input).await?;
         let map = database_map(input, &schema, &self.url)?;
         let mut notes = Vec::new();
-        if input.resume {
+        if !input.selection.is_empty() {
+            notes.extend(self.preflight_selected(input, &schema, &map).await?);
+        } else if input.resume {
             self.check_resume(input, &map).await?;
             notes.push(format!(
                 "--resume: {} holds a replay of this chain to continue",
@@ -435,6 +445,13 @@ impl Target for MysqlTarget {
             _ => Some(replay::check(input).await?),
         };
 
+        if !input.selection.is_empty() {
+            let mut report = self.restore_selected(input, &schema, &map, &files).await?;
+            report.position = Some(manifest.copy.log_range.end.clone());
+            report.databases = map;
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
         let mut report = if input.resume {
             tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
             RestoreReport {
@@ -546,7 +563,7 @@ impl MysqlTarget {
         }
         let data = data_files(files);
         let (tables, rows, file_count) = self
-            .write(input, schema, map, data, &mut admin)
+            .write(input, schema, map, data, &mut admin, &BTreeMap::new())
             .await
             .map_err(|cause| SourceError::Incomplete {
                 target: self.label(map),

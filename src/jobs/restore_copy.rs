@@ -1,0 +1,127 @@
+//! Which copy a restore takes: an id or a unique start of one, the newest copy finished before a
+//! time, the chain that reaches an `--until` time, or the latest.
+
+use super::restore::{RestoreError, RestoreRequest};
+use crate::engine::Until;
+use crate::repo::status::{CopyRecord, StatusBody, StatusError};
+
+/// The copy `request` asks for among `body`'s (of the destination at `location`).
+///
+/// # Errors
+/// A copy that is unknown or named ambiguously, `--copy` with `--before`, no copy before a time.
+pub(super) fn choose<'a>(
+    body: &'a StatusBody,
+    request: &RestoreRequest,
+    location: &str,
+) -> Result<&'a CopyRecord, RestoreError> {
+    let copy = match (request.copy.as_deref(), &request.until) {
+        (None | Some("latest"), _) if request.before.is_some() => {
+            let before = request.before.expect("checked");
+            body.newest_before(before).ok_or_else(|| {
+                RestoreError::Usage(format!(
+                    "--before {}: source {} has no restorable copy that finished before then (cairn status)",
+                    before.to_rfc3339(),
+                    request.source
+                ))
+            })?
+        }
+        (Some(id), _) if id != "latest" && request.before.is_some() => {
+            return Err(RestoreError::Usage(format!(
+                "--copy {id} and --before both choose the copy: pass one of them"
+            )));
+        }
+        (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
+            RestoreError::Usage(format!(
+                "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
+                 (cairn status)",
+                time.to_rfc3339(),
+                request.source
+            ))
+        })?,
+        (None | Some("latest"), _) => body.latest().ok_or_else(|| RestoreError::NoCopy {
+            source_name: request.source.clone(),
+            location: location.to_string(),
+        })?,
+        (Some(id), _) => match body.copy(id) {
+            Some(copy) => copy,
+            None => {
+                let matching = body.copies_starting_with(id);
+                match matching.as_slice() {
+                    [copy] => *copy,
+                    [] => {
+                        return Err(
+                            StatusError::Chain(crate::repo::status::ChainError::UnknownCopy(id.to_string())).into(),
+                        );
+                    }
+                    several => {
+                        let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+                        return Err(RestoreError::Usage(format!(
+                            "--copy {id}: {} copies start so ({}); give more of the id",
+                            several.len(),
+                            ids.join(", ")
+                        )));
+                    }
+                }
+            }
+        },
+    };
+    Ok(copy)
+}
+
+/// The copy whose chain reaches `time`: the newest full copy started before it, then the first
+/// copy of that full's chain that finished after it (or the chain's last, when none did).
+fn copy_covering(body: &crate::repo::status::StatusBody, time: chrono::DateTime<chrono::Utc>) -> Option<&CopyRecord> {
+    let full = body
+        .copies
+        .iter()
+        .filter(|c| c.kind == crate::repo::kinds::CopyKind::Full && c.started_at <= time)
+        .max_by_key(|c| c.started_at)?;
+    let mut in_chain: Vec<&CopyRecord> = body
+        .copies
+        .iter()
+        .filter(|c| {
+            body.chain(&c.id)
+                .is_ok_and(|chain| chain.first().is_some_and(|f| f.id == full.id))
+        })
+        .collect();
+    in_chain.sort_by_key(|c| c.finished_at);
+    in_chain
+        .iter()
+        .find(|c| c.kind == crate::repo::kinds::CopyKind::Incremental && c.finished_at >= time)
+        .or(in_chain.last())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::kinds::RunType::{Daily, Hourly};
+    use crate::repo::status::query::tests::copy;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_time_picks_the_chain_that_reaches_it() {
+        let body = StatusBody {
+            source: "s".into(),
+            copies: vec![
+                copy("f1", Daily, None, 0),
+                copy("i1", Hourly, Some("f1"), 10),
+                copy("i2", Hourly, Some("i1"), 20),
+                copy("f2", Daily, None, 30),
+                copy("i3", Hourly, Some("f2"), 40),
+            ],
+            verifications: Vec::new(),
+            runs: Vec::new(),
+        };
+        let at = |minute| chrono::Utc.with_ymd_and_hms(2026, 11, 21, 0, minute, 0).unwrap();
+        assert_eq!(copy_covering(&body, at(5)).unwrap().id, "i1");
+        assert_eq!(copy_covering(&body, at(15)).unwrap().id, "i2");
+        assert_eq!(
+            copy_covering(&body, at(25)).unwrap().id,
+            "i2",
+            "after the chain's end: its last copy"
+        );
+        assert_eq!(copy_covering(&body, at(35)).unwrap().id, "i3");
+        assert!(copy_covering(&body, chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()).is_none());
+    }
+}

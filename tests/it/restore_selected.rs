@@ -1,0 +1,136 @@
+//! A selective restore of a MySQL/MariaDB copy (issue #16): one table restored beside the live
+//! database under a new name equals the table as the copy holds it — its index, its foreign key
+//! to a table the target has (kept on request, under a name of its own) — while every live table
+//! is untouched; a selection that chooses nothing, a table the target has, and a rename of a
+//! table not chosen are refused and change nothing.
+
+use mysql_async::prelude::Queryable;
+
+use crate::mysql::{ONE_AT_A_TIME, backup_with, connect, fresh_database, url_of};
+use crate::support::{cairn, run};
+
+/// `id:customer_id:amount` of every row of `table`, in key order.
+async fn orders(database: &str, table: &str) -> String {
+    connect(&url_of(database))
+        .await
+        .query_first::<Option<String>, _>(format!(
+            "SELECT GROUP_CONCAT(id, ':', customer_id, ':', amount ORDER BY id SEPARATOR ' ') FROM {table}"
+        ))
+        .await
+        .unwrap()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// `CHECKSUM TABLE` of the live tables, and the tables the database has.
+async fn live_state(database: &str) -> (Vec<(String, Option<u64>)>, Vec<String>) {
+    let mut my = connect(&url_of(database)).await;
+    let sums: Vec<(String, Option<u64>)> = my
+        .query("CHECKSUM TABLE customers, orders, audit EXTENDED")
+        .await
+        .unwrap();
+    let tables: Vec<String> = my
+        .query(format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{database}' ORDER BY 1"
+        ))
+        .await
+        .unwrap();
+    (sums, tables)
+}
+
+#[tokio::test]
+async fn one_table_is_restored_beside_the_live_database_and_nothing_else_changes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("selective").await;
+    let mut my = connect(&url_of(&source)).await;
+    my.query_drop(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(20));
+         CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT, amount DECIMAL(10,2), KEY by_amount (amount),
+           CONSTRAINT fk_customer FOREIGN KEY (customer_id) REFERENCES customers (id));
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(20));
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (what) VALUES ('order');
+         INSERT INTO customers VALUES (1, 'a'), (2, 'b');
+         INSERT INTO orders VALUES (1, 1, 10.00), (2, 2, 20.00), (3, 1, 30.00)",
+    )
+    .await
+    .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let at_copy = orders(&source, "orders").await;
+    // The live database moves on after the copy.
+    my.query_drop(
+        "UPDATE orders SET amount = 99 WHERE id = 1; DELETE FROM orders WHERE id = 3;
+         INSERT INTO orders VALUES (4, 2, 40.00)",
+    )
+    .await
+    .unwrap();
+    let live = live_state(&source).await;
+    let restore = |extra: &[&str]| {
+        run(cairn(locks.path())
+            .args(["restore", "--source", "fx", "--from", &to, "--target", &url_of(&source)])
+            .args(extra))
+    };
+    let table = format!("{source}.orders");
+
+    // Refused, changing nothing: a table the target has, a selection of nothing, a rename of a
+    // table not chosen.
+    let (code, out, err) = restore(&["--table", &table]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("{source}.orders")) && err.contains("--rename-table"),
+        "{err}"
+    );
+    let (code, out, err) = restore(&["--table", "nothing_like_this"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("chooses no table") && err.contains("orders"), "{err}");
+    let (code, out, err) = restore(&["--table", &table, "--rename-table", "customers=c2"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("customers is not among the tables restored"), "{err}");
+    assert_eq!(live_state(&source).await, live);
+
+    // Beside the live table: the copy's rows, its index, its key to the live customers.
+    let (code, out, err) = restore(&[
+        "--table",
+        &table,
+        "--rename-table",
+        "orders=orders_restored",
+        "--keep-foreign-keys",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["tables"], 1, "{report}");
+    assert_eq!(report["rows"], 3, "{report}");
+    assert!(
+        err.contains("trigger") && err.contains("orders_audit"),
+        "the trigger is named as left out: {err}"
+    );
+    assert_eq!(orders(&source, "orders_restored").await, at_copy);
+    let (after_sums, mut after_tables) = live_state(&source).await;
+    assert_eq!(after_sums, live.0, "the live tables are untouched");
+    after_tables.retain(|t| t != "orders_restored");
+    assert_eq!(after_tables, live.1, "nothing but the restored table is new");
+    let mut my = connect(&url_of(&source)).await;
+    let create: (String, String) = my
+        .query_first("SHOW CREATE TABLE orders_restored")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(create.1.contains("KEY `by_amount`"), "{}", create.1);
+    assert!(
+        create
+            .1
+            .contains("CONSTRAINT `orders_restored_fk_customer` FOREIGN KEY (`customer_id`) REFERENCES `customers`"),
+        "{}",
+        create.1
+    );
+    // Without --keep-foreign-keys the key to a table not restored is left out, with a warning.
+    let (code, out, err) = restore(&["--table", &table, "--rename-table", "orders=orders_again"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("not restored: foreign key"), "{err}");
+    let create: (String, String) = my.query_first("SHOW CREATE TABLE orders_again").await.unwrap().unwrap();
+    assert!(!create.1.contains("FOREIGN KEY"), "{}", create.1);
+}
