@@ -29,6 +29,7 @@ mod scope;
 mod segment;
 mod selective;
 mod snapshot;
+pub(crate) mod statement_text;
 mod table_snapshot;
 mod target;
 

@@ -570,7 +570,5 @@ mod columns;
 mod indexes;
 mod text;
 
-pub(super) use self::text::statement_tables;
-
 #[cfg(test)]
 mod tests;

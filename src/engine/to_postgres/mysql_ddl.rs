@@ -1,6 +1,9 @@
 //! A MySQL/MariaDB table as `SHOW CREATE TABLE` writes it (the form a copy records), read into
 //! columns, keys and foreign keys: what the translation into PostgreSQL starts from.
 
+use crate::engine::mysql::statement_text::quoted_end;
+pub(super) use crate::engine::mysql::statement_text::split_top_level;
+
 /// One column of a MySQL table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MyColumn {
@@ -431,22 +434,6 @@ fn expression(text: &str) -> Option<(&str, &str)> {
     Some((&text[..end], &text[end..]))
 }
 
-/// Where a string quoted by `quote` at the start of `text` ends (just after the closing quote);
-/// doubled quotes and backslash escapes stay inside.
-fn quoted_end(text: &str, quote: u8) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut i = 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if quote != b'`' => i += 2,
-            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
-            b if b == quote => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
 /// A name at the start of `text` — backtick-quoted (unquoted here), or a bare word as a logged
 /// statement may write it — and what follows it.
 fn identifier(text: &str) -> Option<(String, &str)> {
@@ -541,32 +528,6 @@ fn parenthesized(text: &str) -> Option<(&str, &str)> {
         i += 1;
     }
     None
-}
-
-/// `text` split at the commas outside quotes and parentheses, each part trimmed.
-pub(super) fn split_top_level(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut parts = Vec::new();
-    let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' | b'`' => {
-                i += quoted_end(&text[i..], bytes[i]).unwrap_or(bytes.len() - i);
-                continue;
-            }
-            b'(' => depth += 1,
-            b')' => depth = depth.saturating_sub(1),
-            b',' if depth == 0 => {
-                parts.push(text[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    parts.push(text[start..].trim());
-    parts.retain(|p| !p.is_empty());
-    parts
 }
 
 /// `text` after the keywords `words` (any case, separated by spaces), if it starts with them.

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::ddl_log::statement_tables;
 use crate::engine::SourceError;
 use crate::engine::change::Change;
 use crate::engine::mysql::binlog::file_order;
 use crate::engine::mysql::first_words;
+use crate::engine::mysql::statement_text::statement_tables;
 use crate::engine::postgres::{Pg, quote_literal};
 use crate::repo::model::LogPosition;
 

@@ -1,9 +1,12 @@
-//! Reading a logged statement's text: its words and table names, where an `ALTER TABLE`'s
-//! changes start, a column clause's entry and place, and a definition's entries.
+//! Reading a logged statement's text for the catalog: a column clause's entry and place, a
+//! definition's entries, an index statement as the `ALTER TABLE` it is (words, table names and
+//! comments are `engine::mysql::statement_text`'s).
 
 use super::super::catalog::Definition;
-use super::super::mysql_ddl::{entry_column, split_create, split_top_level};
-use super::Key;
+use super::super::mysql_ddl::{entry_column, split_create};
+pub(super) use crate::engine::mysql::statement_text::{
+    after_table_name, find_word, strip_leading_comments, table_names, words,
+};
 
 /// A definition's name, entries — the clauses a copy split off included — and options.
 pub(super) fn entries_of(definition: &Definition) -> Result<(String, Vec<String>, String), String> {
@@ -159,101 +162,6 @@ pub(super) fn column_name_after(clause: &str, skip: &[&str]) -> Option<String> {
         .map(|(_, w)| w)
 }
 
-/// Up to `limit` words of SQL: backtick-quoted names (unquoted, flagged) and bare words; `.`, `,`
-/// and parentheses are words of their own.
-pub(super) fn words(text: &str, limit: usize) -> Vec<(bool, String)> {
-    let mut out = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if out.len() >= limit {
-            break;
-        }
-        match c {
-            c if c.is_whitespace() => {}
-            '`' => {
-                let mut name = String::new();
-                while let Some((_, c)) = chars.next() {
-                    if c == '`' {
-                        if chars.peek().map(|(_, n)| *n) == Some('`') {
-                            chars.next();
-                            name.push('`');
-                            continue;
-                        }
-                        break;
-                    }
-                    name.push(c);
-                }
-                out.push((true, name));
-            }
-            '.' | ',' | '(' | ')' | ';' => out.push((false, c.to_string())),
-            _ => {
-                let mut end = i + c.len_utf8();
-                while let Some((j, n)) = chars.peek() {
-                    if n.is_whitespace() || "`.,();".contains(*n) {
-                        break;
-                    }
-                    end = j + n.len_utf8();
-                    chars.next();
-                }
-                out.push((false, text[i..end].to_string()));
-            }
-        }
-    }
-    out
-}
-
-/// The tables a statement names after its leading keywords `skip`: `a`, `db.b`, `c TO d`, …
-/// (with `default` as the database of unqualified names), up to a parenthesis or another
-/// keyword.
-pub(super) fn table_names(text: &str, skip: &[&str], default: &str) -> Vec<Key> {
-    let tokens = words(text, 64);
-    let mut i = 0;
-    while i < tokens.len() && !tokens[i].0 && skip.iter().any(|s| s.eq_ignore_ascii_case(&tokens[i].1)) {
-        i += 1;
-    }
-    let mut names = Vec::new();
-    while i < tokens.len() {
-        let (quoted, word) = &tokens[i];
-        if !quoted && (word == "(" || word == ";") {
-            break;
-        }
-        if !quoted && (word == "," || word.eq_ignore_ascii_case("TO")) {
-            i += 1;
-            continue;
-        }
-        let bare = *quoted || word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-        if !bare
-            || (!quoted
-                && ["RESTRICT", "CASCADE", "WAIT", "NOWAIT", "LIKE", "AS", "SELECT"]
-                    .contains(&word.to_ascii_uppercase().as_str()))
-        {
-            break;
-        }
-        match tokens.get(i + 1) {
-            Some((false, dot)) if dot == "." => {
-                if let Some((_, table)) = tokens.get(i + 2) {
-                    names.push((word.clone(), table.clone()));
-                }
-                i += 3;
-            }
-            _ => {
-                names.push((default.to_string(), word.clone()));
-                i += 1;
-            }
-        }
-        // One name per item: what follows up to the next comma or TO is not a name (table
-        // options of a CREATE are after the parenthesis).
-        while i < tokens.len() {
-            let (quoted, word) = &tokens[i];
-            if !quoted && (word == "," || word.eq_ignore_ascii_case("TO") || word == "(") {
-                break;
-            }
-            i += 1;
-        }
-    }
-    names
-}
-
 /// The byte offset of the first parenthesis outside backquotes.
 pub(super) fn first_paren(text: &str) -> Option<usize> {
     let mut quoted = false;
@@ -267,36 +175,6 @@ pub(super) fn first_paren(text: &str) -> Option<usize> {
     None
 }
 
-/// What follows `ALTER TABLE [IF EXISTS] name` (quoted or qualified).
-pub(super) fn after_table_name(text: &str) -> Option<&str> {
-    let upper = text.to_ascii_uppercase();
-    let mut at = upper.find("TABLE")? + 5;
-    let rest = &text[at..];
-    let trimmed = rest.trim_start();
-    at += rest.len() - trimmed.len();
-    let mut rest = &text[at..];
-    if rest.to_ascii_uppercase().starts_with("IF EXISTS") {
-        rest = rest[9..].trim_start();
-    }
-    // The name: `a`, a, `db`.`a`, db.a.
-    let mut chars = rest.char_indices().peekable();
-    let mut end = 0;
-    let mut quoted = false;
-    for (i, c) in chars.by_ref() {
-        match c {
-            '`' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                end = i;
-                break;
-            }
-            _ => {}
-        }
-        end = i + c.len_utf8();
-    }
-    let after = rest[end..].trim();
-    (!after.is_empty()).then_some(after)
-}
-
 /// The name a key or constraint entry gives itself (`UNIQUE KEY `uk` (…)`, `CONSTRAINT fk …`).
 pub(super) fn entry_name(entry: &str) -> Option<String> {
     words(entry, 6)
@@ -308,62 +186,6 @@ pub(super) fn entry_name(entry: &str) -> Option<String> {
         })
         .filter(|(quoted, w)| *quoted || w != "(")
         .map(|(_, w)| w)
-}
-
-/// Every table a logged table statement changes — `TRUNCATE`, `CREATE`/`DROP`/`RENAME TABLE`,
-/// `ALTER TABLE` (and the new name of a rename), `CREATE`/`DROP INDEX … ON` — with `default` as
-/// the database of unqualified names; none for other statements.
-pub(in crate::engine::to_postgres) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
-    let text = strip_leading_comments(text);
-    let head: Vec<String> = words(text, 4)
-        .into_iter()
-        .map(|(quoted, w)| if quoted { String::new() } else { w.to_ascii_uppercase() })
-        .collect();
-    let first = head.first().map(String::as_str).unwrap_or_default();
-    let names = |w: &str| head.iter().skip(1).any(|h| h == w);
-    if matches!(first, "CREATE" | "DROP") && names("INDEX") && !names("TABLE") {
-        return match find_word(text, "ON") {
-            Some(at) => table_names(&text[at..], &["ON"], default).into_iter().take(1).collect(),
-            None => Vec::new(),
-        };
-    }
-    match first {
-        "TRUNCATE" => table_names(text, &["TRUNCATE", "TABLE"], default),
-        "RENAME" if names("TABLE") => table_names(text, &["RENAME", "TABLE"], default),
-        "DROP" if names("TABLE") => table_names(text, &["DROP", "TEMPORARY", "TABLE", "IF", "EXISTS"], default),
-        "CREATE" if names("TABLE") => table_names(
-            text,
-            &["CREATE", "OR", "REPLACE", "TEMPORARY", "TABLE", "IF", "NOT", "EXISTS"],
-            default,
-        )
-        .into_iter()
-        .take(1)
-        .collect(),
-        "ALTER" if names("TABLE") => {
-            let skip = ["ALTER", "ONLINE", "IGNORE", "TABLE", "IF", "EXISTS"];
-            let Some(table) = table_names(text, &skip, default).into_iter().next() else {
-                return Vec::new();
-            };
-            let mut tables = vec![table.clone()];
-            for clause in after_table_name(text).map(split_top_level).unwrap_or_default() {
-                let clause_words = words(clause, 2);
-                let is = |i: usize, w: &str| {
-                    clause_words
-                        .get(i)
-                        .is_some_and(|(q, c)| !q && c.eq_ignore_ascii_case(w))
-                };
-                if is(0, "RENAME") && !["COLUMN", "INDEX", "KEY"].iter().any(|w| is(1, w)) {
-                    tables.extend(
-                        table_names(clause, &["RENAME", "TO", "AS"], &table.0)
-                            .into_iter()
-                            .take(1),
-                    );
-                }
-            }
-            tables
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// `CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX [IF NOT EXISTS] name [USING t] ON table (parts) …`
@@ -434,48 +256,5 @@ pub(super) fn strip_if_not_exists(entry: &str) -> String {
     match upper.find("IF NOT EXISTS") {
         Some(at) => format!("{}{}", &entry[..at], entry[at + 13..].trim_start()),
         None => entry.to_string(),
-    }
-}
-
-/// Where `word` stands alone in `text` (between whitespace, outside backquotes), ignoring case.
-pub(super) fn find_word(text: &str, word: &str) -> Option<usize> {
-    let mut quoted = false;
-    let mut previous = ' ';
-    for (i, c) in text.char_indices() {
-        if c == '`' {
-            quoted = !quoted;
-        }
-        if !quoted && previous.is_whitespace() && text.len() > i + word.len() {
-            let next = text[i + word.len()..].chars().next().unwrap_or(' ');
-            if text.is_char_boundary(i + word.len())
-                && text[i..i + word.len()].eq_ignore_ascii_case(word)
-                && next.is_whitespace()
-            {
-                return Some(i);
-            }
-        }
-        previous = c;
-    }
-    None
-}
-
-/// `text` after the comments an application put before the statement (`/* … */`, `-- …`,
-/// `# …`); MySQL's executable comments (`/*! … */`) are the statement and stay.
-pub(in crate::engine::to_postgres) fn strip_leading_comments(mut text: &str) -> &str {
-    loop {
-        text = text.trim_start();
-        if text.starts_with("/*") && !text.starts_with("/*!") && !text.starts_with("/*M!") {
-            match text.find("*/") {
-                Some(end) => text = &text[end + 2..],
-                None => return text,
-            }
-        } else if text.starts_with("-- ") || text.starts_with('#') {
-            match text.find('\n') {
-                Some(end) => text = &text[end + 1..],
-                None => return "",
-            }
-        } else {
-            return text;
-        }
     }
 }
