@@ -357,23 +357,14 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
     };
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;
-    if !plan.selection.is_empty() {
-        if copy_engine != Some(crate::engine::Engine::Mysql) || plan.target_url.engine != crate::engine::Engine::Mysql {
-            return Err(RestoreError::Usage(
-                "a selective restore (--table, --exclude-table, --rename-table) is built for MySQL/MariaDB copies \
-                 into MySQL/MariaDB so far; PostgreSQL is not built yet (issue #16)"
-                    .into(),
-            ));
-        }
-        if plan.chain.len() > 1 {
-            return Err(RestoreError::Usage(format!(
-                "a selective restore replays no incrementals yet (issue #16): copy {} needs {} of them; restore its \
-                 full copy with --copy {}",
-                plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
-                plan.chain.len() - 1,
-                plan.chain[0].id
-            )));
-        }
+    if !plan.selection.is_empty()
+        && (copy_engine != Some(crate::engine::Engine::Mysql) || plan.target_url.engine != crate::engine::Engine::Mysql)
+    {
+        return Err(RestoreError::Usage(
+            "a selective restore (--table, --exclude-table, --rename-table) is built for MySQL/MariaDB copies into \
+             MySQL/MariaDB so far; PostgreSQL is not built yet (issue #16)"
+                .into(),
+        ));
     }
     let input = RestoreInput {
         destination,

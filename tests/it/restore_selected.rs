@@ -134,3 +134,99 @@ async fn one_table_is_restored_beside_the_live_database_and_nothing_else_changes
     let create: (String, String) = my.query_first("SHOW CREATE TABLE orders_again").await.unwrap().unwrap();
     assert!(!create.1.contains("FOREIGN KEY"), "{}", create.1);
 }
+
+/// The same with the incrementals: the chosen table as it was at the chain's end, beside the live
+/// one; the log's changes to other tables and the live triggers untouched. A logged statement
+/// that changes the table stops a restore under a new name (its text names the old one), and
+/// applies to a restore under the table's own name elsewhere.
+#[tokio::test]
+async fn a_table_is_restored_as_the_incrementals_left_it_beside_the_live_one() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fresh_database("selective_pitr").await;
+    let mut my = connect(&url_of(&source)).await;
+    my.query_drop(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(20));
+         CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT, amount DECIMAL(10,2),
+           CONSTRAINT fk_customer FOREIGN KEY (customer_id) REFERENCES customers (id));
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(20));
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (what) VALUES ('order');
+         INSERT INTO customers VALUES (1, 'a'), (2, 'b');
+         INSERT INTO orders VALUES (1, 1, 10.00), (2, 2, 20.00), (3, 1, 30.00)",
+    )
+    .await
+    .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    my.query_drop(
+        "INSERT INTO orders VALUES (4, 2, 40.00); UPDATE orders SET amount = 11 WHERE id = 1;
+         INSERT INTO customers VALUES (3, 'c'); ALTER TABLE customers ADD COLUMN note INT",
+    )
+    .await
+    .unwrap();
+    let at_point = orders(&source, "orders").await;
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &["--type", "incremental"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The live table moves on after the chain's end.
+    my.query_drop("DELETE FROM orders WHERE id > 1").await.unwrap();
+    let live = live_state(&source).await;
+    let restore = |target: &str, extra: &[&str]| {
+        run(cairn(locks.path())
+            .args(["restore", "--source", "fx", "--from", &to, "--target", target])
+            .args(extra))
+    };
+    let table = format!("{source}.orders");
+    let (code, out, err) = restore(
+        &url_of(&source),
+        &[
+            "--table",
+            &table,
+            "--rename-table",
+            "orders=orders_back",
+            "--keep-foreign-keys",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(orders(&source, "orders_back").await, at_point);
+    let (sums, mut tables) = live_state(&source).await;
+    assert_eq!(sums, live.0, "the live tables are untouched, their triggers too");
+    tables.retain(|t| t != "orders_back");
+    assert_eq!(tables, live.1);
+
+    // A statement on the table, after which a restore under a new name stops, naming it.
+    my.query_drop("ALTER TABLE orders ADD COLUMN shipped INT; UPDATE orders SET shipped = 1")
+        .await
+        .unwrap();
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &["--type", "incremental"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = restore(
+        &url_of(&source),
+        &["--table", &table, "--rename-table", "orders=orders_later"],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("ALTER TABLE orders") && err.contains("restored under another name"),
+        "{err}"
+    );
+    // Under its own name in another database it applies.
+    let elsewhere = format!("{source}_elsewhere");
+    let (code, out, err) = restore(
+        &crate::support::mysql_url(),
+        &["--table", &table, "--rename-db", &format!("{source}={elsewhere}")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let shipped: Option<String> = connect(&url_of(&elsewhere))
+        .await
+        .query_first("SELECT GROUP_CONCAT(id, ':', shipped ORDER BY id) FROM orders")
+        .await
+        .unwrap();
+    assert_eq!(shipped.as_deref(), Some("1:1"));
+    let customers: Option<u64> = connect(&url_of(&elsewhere))
+        .await
+        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'customers' AND TABLE_SCHEMA = DATABASE()")
+        .await
+        .unwrap();
+    assert_eq!(customers, Some(0), "only the chosen table");
+}

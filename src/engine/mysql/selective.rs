@@ -142,6 +142,28 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
     })
 }
 
+/// The tables a selective restore makes, as the target has them: (database, table).
+///
+/// # Errors
+/// As [`select`].
+pub(super) fn restored_tables(
+    input: &RestoreInput,
+    schema: &Schema,
+    map: &BTreeMap<String, String>,
+) -> Result<BTreeSet<Key>, SourceError> {
+    Ok(select(input, schema)?
+        .schema
+        .tables
+        .iter()
+        .map(|t| {
+            (
+                map.get(&t.database).cloned().unwrap_or_else(|| t.database.clone()),
+                t.name.clone(),
+            )
+        })
+        .collect())
+}
+
 impl MysqlTarget {
     /// What a selective restore would create, checked against the target (`--dry-run`, and
     /// before a restore).

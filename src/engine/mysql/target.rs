@@ -445,14 +445,14 @@ impl Target for MysqlTarget {
             _ => Some(replay::check(input).await?),
         };
 
-        if !input.selection.is_empty() {
-            let mut report = self.restore_selected(input, &schema, &map, &files).await?;
-            report.position = Some(manifest.copy.log_range.end.clone());
-            report.databases = map;
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
-        }
-        let mut report = if input.resume {
+        // A selective restore's tables, as the target has them: only their changes replay.
+        let restored = match input.selection.is_empty() {
+            true => None,
+            false => Some(super::selective::restored_tables(input, &schema, &map)?),
+        };
+        let mut report = if restored.is_some() {
+            self.restore_selected(input, &schema, &map, &files).await?
+        } else if input.resume {
             tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
             RestoreReport {
                 target: self.my.name.clone(),
@@ -464,14 +464,13 @@ impl Target for MysqlTarget {
         report.position = Some(manifest.copy.log_range.end.clone());
         report.databases = map.clone();
         if let Some(checked) = checked {
-            let replayed =
-                replay::replay(&self.my, input, &map, checked)
-                    .await
-                    .map_err(|cause| SourceError::ReplayStopped {
-                        target: self.label(&map),
-                        progress: format!("{}.progress", replay::PROGRESS_DATABASE),
-                        cause: Box::new(cause),
-                    })?;
+            let replayed = replay::replay(&self.my, input, &map, checked, restored)
+                .await
+                .map_err(|cause| SourceError::ReplayStopped {
+                    target: self.label(&map),
+                    progress: format!("{}.progress", replay::PROGRESS_DATABASE),
+                    cause: Box::new(cause),
+                })?;
             report.incrementals = input.manifests.len() as u64 - 1;
             report.transactions = replayed.transactions;
             report.row_changes = replayed.row_changes;

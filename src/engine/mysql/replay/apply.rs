@@ -63,6 +63,8 @@ pub(super) struct Applier<'a> {
     pub(super) row_changes: u64,
     /// A statement applied created a trigger, which is to be set aside.
     pub(super) trigger_created: bool,
+    /// A selective restore's tables: only their changes apply.
+    pub(super) only: Option<only::Only>,
 }
 
 impl<'a> Applier<'a> {
@@ -93,6 +95,7 @@ impl<'a> Applier<'a> {
             transactions: 0,
             row_changes: 0,
             trigger_created: false,
+            only: None,
         }
     }
 }
@@ -327,6 +330,13 @@ impl Applier<'_> {
         if !self.filters.data_included(&source_db, &table) {
             return Ok(());
         }
+        let table = match &self.only {
+            Some(only) => match only.table(&source_db, &table) {
+                Some(name) => name,
+                None => return Ok(()),
+            },
+            None => table,
+        };
         let at: Arc<str> = Arc::from(at);
         if foreign_key_checks != self.foreign_key_checks {
             self.foreign_key_checks = foreign_key_checks;
@@ -510,4 +520,5 @@ fn position_parts(position: &LogPosition) -> (&str, u64, &str) {
     }
 }
 
+pub(super) mod only;
 mod statement;

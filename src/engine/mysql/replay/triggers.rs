@@ -37,6 +37,11 @@ pub(super) async fn set_aside_triggers(applier: &mut Applier<'_>) -> Result<(), 
             String::from_utf8_lossy(&name).into_owned(),
             String::from_utf8_lossy(&table).into_owned(),
         );
+        // A selective restore sets aside only its own tables' triggers: the live tables beside
+        // them keep theirs.
+        if applier.only.as_ref().is_some_and(|only| !only.restored(&db, &table)) {
+            continue;
+        }
         let qualified = format!("{}.{}", quote_ident(&db), quote_ident(&name));
         let shown: Option<mysql_async::Row> = applier
             .conn

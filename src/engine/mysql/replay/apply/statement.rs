@@ -5,10 +5,12 @@ use mysql_async::prelude::Queryable;
 
 use super::super::PROGRESS_DATABASE;
 use super::super::sql::{dropped_trigger, first_words, rename_references, statement_table};
+use super::only::Verdict;
 use super::{Applier, ROW_SESSION};
 use crate::engine::SourceError;
 use crate::engine::change::Statement;
 use crate::engine::mysql::attribution::{is_account_statement, statement_database};
+use crate::engine::mysql::statement_text::statement_tables;
 use crate::engine::mysql::{quote_ident, quote_literal};
 
 impl Applier<'_> {
@@ -38,6 +40,13 @@ impl Applier<'_> {
                 statement_kind(text)
             );
             return Ok(());
+        }
+        if let Some(only) = &self.only {
+            let tables = statement_tables(text, &schema);
+            if only.statement(at, text, &tables)? == Verdict::Skip {
+                tracing::info!("{at}: skipped (it changes no restored table): {}", first_words(text));
+                return Ok(());
+            }
         }
         if let Some((database, table)) = statement_table(text)
             && !self

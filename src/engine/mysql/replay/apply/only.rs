@@ -1,0 +1,128 @@
+//! A replay that restores only chosen tables (`cairn restore --table … --until …`): row changes
+//! of other tables are not applied, renamed tables take their new names, and a logged statement
+//! applies only when every table it changes is restored — one that changes other tables too, or
+//! changes a table restored under another name (its text names the old one), stops the replay
+//! instead of touching the live target.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::engine::SourceError;
+use crate::engine::mysql::first_words;
+use crate::engine::selection::Selection;
+
+/// The chosen tables of a selective replay.
+#[derive(Debug, Clone)]
+pub(in crate::engine::mysql::replay) struct Only {
+    selection: Selection,
+    /// The restored tables as the target has them: (database, table).
+    restored: BTreeSet<(String, String)>,
+}
+
+/// What to do with a logged statement.
+#[derive(Debug, PartialEq, Eq)]
+pub(in crate::engine::mysql::replay) enum Verdict {
+    Apply,
+    Skip,
+}
+
+impl Only {
+    pub(in crate::engine::mysql::replay) fn new(selection: Selection, restored: BTreeSet<(String, String)>) -> Self {
+        Only { selection, restored }
+    }
+
+    /// Whether the target's `database`.`table` is one the restore made (its triggers are set
+    /// aside during the replay; the live tables' are not touched).
+    pub(in crate::engine::mysql::replay) fn restored(&self, database: &str, table: &str) -> bool {
+        self.restored.contains(&(database.to_string(), table.to_string()))
+    }
+
+    /// The name the rows of `database`.`table` are applied to, or `None` when it is not restored.
+    pub(in crate::engine::mysql::replay) fn table(&self, database: &str, table: &str) -> Option<String> {
+        self.selection
+            .selected(database, table)
+            .then(|| self.selection.name_of(database, table))
+    }
+
+    /// Whether a logged statement naming `tables` (by source database) applies.
+    ///
+    /// # Errors
+    /// A statement that changes restored tables and others, or a table restored under another name.
+    pub(in crate::engine::mysql::replay) fn statement(
+        &self,
+        at: &str,
+        text: &str,
+        tables: &[(String, String)],
+    ) -> Result<Verdict, SourceError> {
+        let chosen: Vec<&(String, String)> = tables.iter().filter(|(d, t)| self.selection.selected(d, t)).collect();
+        if chosen.is_empty() {
+            return Ok(Verdict::Skip);
+        }
+        let refuse = |why: String| {
+            SourceError::Unsupported(format!(
+                "{at}: {}: {why}; the selective restore stops here rather than change anything else — restore up \
+                 to a point before it (--until), or choose the tables differently",
+                first_words(text)
+            ))
+        };
+        if chosen.len() < tables.len() {
+            let others: Vec<String> = tables
+                .iter()
+                .filter(|(d, t)| !self.selection.selected(d, t))
+                .map(|(d, t)| format!("{d}.{t}"))
+                .collect();
+            return Err(refuse(format!(
+                "it changes restored tables and others too ({})",
+                others.join(", ")
+            )));
+        }
+        let renamed: BTreeMap<String, String> = chosen
+            .iter()
+            .map(|(d, t)| (format!("{d}.{t}"), self.selection.name_of(d, t)))
+            .filter(|(key, new)| key.rsplit('.').next() != Some(new.as_str()))
+            .collect();
+        if !renamed.is_empty() {
+            let list: Vec<String> = renamed.iter().map(|(old, new)| format!("{old} (as {new})")).collect();
+            return Err(refuse(format!(
+                "it changes {}, restored under another name",
+                list.join(", ")
+            )));
+        }
+        Ok(Verdict::Apply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only() -> Only {
+        Only::new(
+            Selection {
+                tables: vec!["shop.orders".into(), "shop.items".into()],
+                renames: vec![("items".into(), "items_0914".into())],
+                ..Default::default()
+            },
+            BTreeSet::new(),
+        )
+    }
+
+    fn key(t: &str) -> (String, String) {
+        ("shop".into(), t.into())
+    }
+
+    #[test]
+    fn only_the_chosen_tables_change() {
+        let only = only();
+        assert_eq!(only.table("shop", "orders").as_deref(), Some("orders"));
+        assert_eq!(only.table("shop", "items").as_deref(), Some("items_0914"));
+        assert_eq!(only.table("shop", "customers"), None);
+        let verdict = |tables: &[(String, String)]| only.statement("here", "ALTER TABLE x ADD c INT", tables);
+        assert_eq!(verdict(&[key("orders")]).unwrap(), Verdict::Apply);
+        assert_eq!(verdict(&[key("customers")]).unwrap(), Verdict::Skip);
+        assert_eq!(verdict(&[]).unwrap(), Verdict::Skip);
+        let mixed = verdict(&[key("orders"), key("customers")]).unwrap_err().to_string();
+        assert!(mixed.contains("shop.customers") && mixed.contains("--until"), "{mixed}");
+        let renamed = verdict(&[key("items")]).unwrap_err().to_string();
+        assert!(renamed.contains("shop.items (as items_0914)"), "{renamed}");
+    }
+}
