@@ -91,6 +91,22 @@ async fn one_table_is_restored_beside_the_live_database_and_nothing_else_changes
     assert!(err.contains("customers is not among the tables restored"), "{err}");
     assert_eq!(live_state(&source).await, live);
 
+    // --dry-run lists what would be made and left out, and makes nothing.
+    let (code, out, err) = restore(&[
+        "--table",
+        &table,
+        "--rename-table",
+        "orders=orders_restored",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains(&format!("table {source}.orders_restored: absent, restored")) && all.contains("left out: trigger"),
+        "{all}"
+    );
+    assert_eq!(live_state(&source).await, live);
+
     // Beside the live table: the copy's rows, its index, its key to the live customers.
     let (code, out, err) = restore(&[
         "--table",

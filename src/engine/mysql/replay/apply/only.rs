@@ -53,10 +53,6 @@ impl Only {
         text: &str,
         tables: &[(String, String)],
     ) -> Result<Verdict, SourceError> {
-        let chosen: Vec<&(String, String)> = tables.iter().filter(|(d, t)| self.selection.selected(d, t)).collect();
-        if chosen.is_empty() {
-            return Ok(Verdict::Skip);
-        }
         let refuse = |why: String| {
             SourceError::Unsupported(format!(
                 "{at}: {}: {why}; the selective restore stops here rather than change anything else — restore up \
@@ -64,6 +60,17 @@ impl Only {
                 first_words(text)
             ))
         };
+        if tables.is_empty() && changes_rows(text) {
+            // A row change logged as a statement (a session that chose the statement format):
+            // which tables it changes is not known without a parser.
+            return Err(refuse(
+                "a change of rows logged as a statement, whose tables cairn cannot tell".into(),
+            ));
+        }
+        let chosen: Vec<&(String, String)> = tables.iter().filter(|(d, t)| self.selection.selected(d, t)).collect();
+        if chosen.is_empty() {
+            return Ok(Verdict::Skip);
+        }
         if chosen.len() < tables.len() {
             let others: Vec<String> = tables
                 .iter()
@@ -89,6 +96,20 @@ impl Only {
         }
         Ok(Verdict::Apply)
     }
+}
+
+/// Whether a logged statement changes rows (DML in the statement format, or a routine call).
+fn changes_rows(text: &str) -> bool {
+    let text = crate::engine::mysql::statement_text::strip_leading_comments(text);
+    let first: String = text
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" | "CALL" | "DO" | "HANDLER"
+    )
 }
 
 #[cfg(test)]
@@ -122,6 +143,15 @@ mod tests {
         assert_eq!(verdict(&[]).unwrap(), Verdict::Skip);
         let mixed = verdict(&[key("orders"), key("customers")]).unwrap_err().to_string();
         assert!(mixed.contains("shop.customers") && mixed.contains("--until"), "{mixed}");
+        let dml = only
+            .statement("here", "/* app */ UPDATE orders SET amount = 0", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(dml.contains("logged as a statement"), "{dml}");
+        assert_eq!(
+            only.statement("here", "CREATE VIEW v AS SELECT 1", &[]).unwrap(),
+            Verdict::Skip
+        );
         let renamed = verdict(&[key("items")]).unwrap_err().to_string();
         assert!(renamed.contains("shop.items (as items_0914)"), "{renamed}");
     }
