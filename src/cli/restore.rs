@@ -28,8 +28,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "TIME")]
     pub before: Option<String>,
     /// Database to restore into (postgres://…, mysql://…).
-    #[arg(long, value_name = "URL")]
-    pub target: String,
+    #[arg(long, value_name = "URL", required_unless_present = "to_sql")]
+    pub target: Option<String>,
+    /// Instead of restoring into a database, write a SQL script the `mysql` client loads to FILE
+    /// (`-`: standard output; MySQL/MariaDB full copies so far). An existing file is kept.
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    pub to_sql: Option<std::path::PathBuf>,
     /// File holding the password of --target (else PGPASSWORD or MYSQL_PWD; a password in the URL
     /// is visible to every user in the process list).
     #[arg(long, value_name = "FILE")]
@@ -119,7 +123,7 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         before,
         source: args.source.clone(),
         copy: Some(args.copy.clone()),
-        target: args.target.clone(),
+        target: args.target.clone().unwrap_or_default(),
         target_password_file: args.target_password_file.clone(),
         jobs: args.jobs,
         clean: args.clean,
@@ -138,6 +142,7 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         exclude_tables: args.exclude_tables.clone(),
         rename_tables: args.rename_tables.clone(),
         keep_foreign_keys: args.keep_foreign_keys,
+        to_sql: args.to_sql.clone(),
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {
@@ -149,6 +154,23 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         }
         let text = restore::describe(&plan).await?;
         return print_out(&format!("{text}dry run: nothing was written\n")).map(done);
+    }
+    if plan.to_sql.is_some() {
+        let report = restore::write_sql(&plan).await?;
+        let facts = RunFacts {
+            bytes: plan.chain.iter().map(|c| c.bytes).sum(),
+            copy: plan.chain.last().map(|c| c.id.clone()),
+            error: None,
+        };
+        // The script may be on standard output: the summary goes to the log.
+        tracing::info!(
+            "wrote copy {} to {} as SQL: {}, {}",
+            plan.chain.first().map(|c| c.id.as_str()).unwrap_or_default(),
+            report.target,
+            crate::text::count(report.tables, "table"),
+            crate::text::count(report.rows, "row")
+        );
+        return Ok((ExitStatus::Success, facts));
     }
     let mut report = restore::run(&plan).await?;
     let facts = RunFacts {

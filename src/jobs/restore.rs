@@ -64,6 +64,8 @@ pub struct RestoreRequest {
     /// `OLD=NEW` table renames.
     pub rename_tables: Vec<String>,
     pub keep_foreign_keys: bool,
+    /// Write a SQL script there (`-`: standard output) instead of restoring into `target`.
+    pub to_sql: Option<std::path::PathBuf>,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -86,6 +88,8 @@ pub struct RestorePlan {
     pub chain: Vec<CopyRecord>,
     #[serde(skip_serializing_if = "Selection::is_empty")]
     pub selection: Selection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_sql: Option<std::path::PathBuf>,
     #[serde(skip)]
     target_url: SourceUrl,
     #[serde(skip)]
@@ -116,11 +120,35 @@ impl RestorePlan {
 /// # Errors
 /// Usage errors for bad arguments, status errors, or a broken chain.
 pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
-    let mut target_url =
-        SourceUrl::parse(&request.target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
-    target_url
-        .complete_from_command_line("--target", request.target_password_file.as_deref())
-        .map_err(RestoreError::Usage)?;
+    if request.to_sql.is_some() {
+        let given = [
+            ("--target", !request.target.is_empty()),
+            ("--clean", request.clean),
+            ("--resume", request.resume),
+            ("--checksum", request.verify_checksums),
+            ("--no-binlog", request.no_binlog),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+            return Err(RestoreError::Usage(format!(
+                "--to-sql writes a script instead of restoring into a database: leave {flag} out"
+            )));
+        }
+    } else if request.target.is_empty() {
+        return Err(RestoreError::Usage(
+            "name where to restore: --target URL, or --to-sql FILE".into(),
+        ));
+    }
+    // A script names no server: its engine is the copy's (checked in `write_sql`).
+    let target = match request.to_sql {
+        Some(_) => "mysql://localhost",
+        None => request.target.as_str(),
+    };
+    let mut target_url = SourceUrl::parse(target).map_err(|e| RestoreError::Usage(format!("--target: {e}")))?;
+    if request.to_sql.is_none() {
+        target_url
+            .complete_from_command_line("--target", request.target_password_file.as_deref())
+            .map_err(RestoreError::Usage)?;
+    }
     if target_url.engine == crate::engine::Engine::Postgres && target_url.database().is_none() {
         return Err(RestoreError::Usage(format!(
             "--target {target_url}: name the database to restore into, e.g. postgres://user@host/app_restored"
@@ -249,6 +277,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         until_not_covered,
         chain,
         selection,
+        to_sql: request.to_sql.clone(),
         target_url,
         store: Some(destination),
     })
@@ -326,6 +355,68 @@ async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput
     // Reading the incrementals' files finds the exact stop point and checks every file.
     lines.extend(target.preview(input).await?);
     Ok(lines)
+}
+
+/// Writes the plan's full copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
+/// output); an existing file is not overwritten.
+///
+/// # Errors
+/// A copy that is not MySQL's or needs incrementals (not built yet), an existing file, a damaged
+/// copy file, or a failed write.
+pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let Some(path) = &plan.to_sql else {
+        return Err(RestoreError::Usage("write_sql needs --to-sql".into()));
+    };
+    let Some(full) = plan.chain.first() else {
+        return Err(RestoreError::Usage("the plan holds no copy".into()));
+    };
+    if !matches!(full.log_range.end, crate::repo::status::LogPosition::Mysql { .. }) {
+        return Err(RestoreError::Usage(
+            "--to-sql writes MySQL/MariaDB copies so far; PostgreSQL is not built yet (issue #16)".into(),
+        ));
+    }
+    if plan.chain.len() > 1 || plan.until.is_some() {
+        return Err(RestoreError::Usage(format!(
+            "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
+            plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
+            crate::text::count(plan.chain.len() as u64 - 1, "incremental"),
+            full.id
+        )));
+    }
+    let destination = plan.store.clone().expect("plans are made by plan()");
+    let input = RestoreInput {
+        manifests: manifests(&destination, &plan.chain).await?,
+        destination,
+        source: plan.source.clone(),
+        jobs: 1,
+        clean: false,
+        mysql: plan.mysql.clone(),
+        until: None,
+        resume: false,
+        selection: plan.selection.clone(),
+    };
+    let report = if path.as_os_str() == "-" {
+        let mut out = tokio::io::stdout();
+        crate::engine::mysql::write_script(&input, &mut out).await?
+    } else {
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map_err(|e| {
+                RestoreError::Usage(format!(
+                    "--to-sql {}: {e} (an existing file is not overwritten: choose another path, or remove it)",
+                    path.display()
+                ))
+            })?;
+        let mut out = tokio::io::BufWriter::new(file);
+        crate::engine::mysql::write_script(&input, &mut out).await?
+    };
+    Ok(RestoreReport {
+        target: path.display().to_string(),
+        ..report
+    })
 }
 
 /// The engine for the plan's target and what it restores, with every manifest read and checked.

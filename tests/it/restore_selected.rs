@@ -38,6 +38,21 @@ async fn live_state(database: &str) -> (Vec<(String, Option<u64>)>, Vec<String>)
     (sums, tables)
 }
 
+/// Loads a SQL script with the mariadb client into the test server.
+fn load_script(script: &std::path::Path) {
+    let url = url::Url::parse(&crate::support::mysql_url()).unwrap();
+    let status = std::process::Command::new("mariadb")
+        .arg("--protocol=TCP")
+        .arg(format!("--host={}", url.host_str().unwrap()))
+        .arg(format!("--port={}", url.port().unwrap_or(3306)))
+        .arg(format!("--user={}", url.username()))
+        .env("MYSQL_PWD", url.password().unwrap_or_default())
+        .stdin(std::fs::File::open(script).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the mariadb client loads the script");
+}
+
 #[tokio::test]
 async fn one_table_is_restored_beside_the_live_database_and_nothing_else_changes() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -149,6 +164,51 @@ async fn one_table_is_restored_beside_the_live_database_and_nothing_else_changes
     assert!(err.contains("not restored: foreign key"), "{err}");
     let create: (String, String) = my.query_first("SHOW CREATE TABLE orders_again").await.unwrap().unwrap();
     assert!(!create.1.contains("FOREIGN KEY"), "{}", create.1);
+
+    // --to-sql writes the same selection as a script the mariadb client loads: into another
+    // database it equals the restored table; an existing file is kept.
+    let script = dir.path().join("orders.sql");
+    let elsewhere = format!("{source}_sql");
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--to-sql",
+        script.to_str().unwrap(),
+        "--table",
+        &table,
+        "--rename-table",
+        "orders=orders_restored",
+        "--rename-db",
+        &format!("{source}={elsewhere}"),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("INSERT INTO") && !text.contains("customers` ("), "{text}");
+    load_script(&script);
+    let sums = |database: String| async move {
+        connect(&url_of(&database))
+            .await
+            .query_first::<(String, u64), _>("CHECKSUM TABLE orders_restored")
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+    };
+    assert_eq!(sums(elsewhere.clone()).await, sums(source.clone()).await);
+    let (code, _, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--to-sql",
+        script.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not overwritten"), "{err}");
 }
 
 /// The same with the incrementals: the chosen table as it was at the chain's end, beside the live

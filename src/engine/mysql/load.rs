@@ -176,22 +176,78 @@ impl MysqlTarget {
         columns: &[Column],
         doing: &str,
     ) -> Result<u64, SourceError> {
-        let mut reader = open_verified(destination, stored).await?;
-        let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let prefix = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
-        let mut pending: Vec<u8> = Vec::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut statement = String::new();
+        let mut inserts = Inserts::open(destination, stored, table, columns, doing).await?;
         let mut rows = 0u64;
-        loop {
-            let n = reader.read(&mut buffer).await.map_err(SourceError::from_read)?;
-            pending.extend_from_slice(&buffer[..n]);
-            let (parsed, used) = format::parse_rows(&pending);
-            pending.drain(..used);
+        while let Some(statement) = inserts.next().await? {
+            conn.query_drop(statement).await.map_err(|e| self.my.error(doing, e))?;
+            rows += conn.affected_rows();
+        }
+        Ok(rows)
+    }
+}
+
+/// A stored data file as multi-row `INSERT` statements of bounded size, read as they are needed
+/// (the restore's fallback, and `restore --to-sql`).
+pub(super) struct Inserts {
+    reader: crate::storage::ObjectStream,
+    prefix: String,
+    columns: Vec<Column>,
+    pending: Vec<u8>,
+    buffer: Vec<u8>,
+    ready: std::collections::VecDeque<String>,
+    statement: String,
+    doing: String,
+    ended: bool,
+    /// Rows read so far.
+    pub rows: u64,
+}
+
+impl Inserts {
+    /// Opens `stored` (checked as it streams) for `INSERT`s into `table` (quoted, qualified).
+    ///
+    /// # Errors
+    /// The destination's error.
+    pub(super) async fn open(
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        table: &str,
+        columns: &[Column],
+        doing: &str,
+    ) -> Result<Inserts, SourceError> {
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        Ok(Inserts {
+            reader: open_verified(destination, stored).await?,
+            prefix: format!("INSERT INTO {table} ({}) VALUES ", names.join(", ")),
+            columns: columns.to_vec(),
+            pending: Vec::new(),
+            buffer: vec![0u8; 256 * 1024],
+            ready: std::collections::VecDeque::new(),
+            statement: String::new(),
+            doing: doing.to_string(),
+            ended: false,
+            rows: 0,
+        })
+    }
+
+    /// The next statement; `None` at the end of the file.
+    ///
+    /// # Errors
+    /// A damaged file (its MD5 or size, or a row cut short).
+    pub(super) async fn next(&mut self) -> Result<Option<String>, SourceError> {
+        while self.ready.is_empty() && !self.ended {
+            let n = self
+                .reader
+                .read(&mut self.buffer)
+                .await
+                .map_err(SourceError::from_read)?;
+            self.pending.extend_from_slice(&self.buffer[..n]);
+            let (parsed, used) = format::parse_rows(&self.pending);
+            self.pending.drain(..used);
             for row in parsed {
+                self.rows += 1;
                 let values: Vec<String> = row
                     .iter()
-                    .zip(columns)
+                    .zip(&self.columns)
                     .map(|(value, column)| match (value, column.transfer) {
                         (None, _) => "NULL".to_string(),
                         (Some(bytes), Transfer::Bit) => format!("CAST({} AS UNSIGNED)", hex_literal(bytes)),
@@ -199,32 +255,29 @@ impl MysqlTarget {
                         (Some(bytes), _) => hex_literal(bytes),
                     })
                     .collect();
-                if statement.is_empty() {
-                    statement.push_str(&prefix);
+                if self.statement.is_empty() {
+                    self.statement.push_str(&self.prefix);
                 } else {
-                    statement.push(',');
+                    self.statement.push(',');
                 }
-                statement.push_str(&format!("({})", values.join(",")));
-                if statement.len() >= INSERT_BATCH {
-                    conn.query_drop(std::mem::take(&mut statement))
-                        .await
-                        .map_err(|e| self.my.error(doing, e))?;
-                    rows += conn.affected_rows();
+                self.statement.push_str(&format!("({})", values.join(",")));
+                if self.statement.len() >= INSERT_BATCH {
+                    self.ready.push_back(std::mem::take(&mut self.statement));
                 }
             }
             if n == 0 {
-                break;
+                if !self.pending.is_empty() {
+                    return Err(SourceError::Damaged(format!(
+                        "{}: the file ends in the middle of a row",
+                        self.doing
+                    )));
+                }
+                self.ended = true;
+                if !self.statement.is_empty() {
+                    self.ready.push_back(std::mem::take(&mut self.statement));
+                }
             }
         }
-        if !pending.is_empty() {
-            return Err(SourceError::Damaged(format!(
-                "{doing}: the file ends in the middle of a row"
-            )));
-        }
-        if !statement.is_empty() {
-            conn.query_drop(statement).await.map_err(|e| self.my.error(doing, e))?;
-            rows += conn.affected_rows();
-        }
-        Ok(rows)
+        Ok(self.ready.pop_front())
     }
 }

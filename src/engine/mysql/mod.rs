@@ -32,6 +32,7 @@ mod snapshot;
 pub(crate) mod statement_text;
 mod table_snapshot;
 mod target;
+mod to_sql;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,7 @@ pub(crate) use attribution::{is_account_statement, statement_database};
 pub(crate) use replay::{ChainResume, Checked as CheckedChain, check as check_chain, preview as preview_chain};
 pub(crate) use replay::{LiveFeed, Wanted, first_words};
 pub(crate) use table_snapshot::{SnapshotTable, TableSnapshot};
+pub(crate) use to_sql::write_script;
 
 use dump::{Checksums, DUMP_SESSION};
 use schema_dump::read_schema;

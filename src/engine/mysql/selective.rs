@@ -22,9 +22,9 @@ pub(super) struct Selected {
     /// The chosen tables under their new names, their triggers, their databases.
     pub schema: Schema,
     /// The chosen tables by the copy's names.
-    keys: BTreeSet<Key>,
+    pub keys: BTreeSet<Key>,
     /// Chosen tables restored under another name.
-    renamed: BTreeMap<Key, String>,
+    pub renamed: BTreeMap<Key, String>,
     /// Foreign keys and objects left out, one line each.
     pub left_out: Vec<String>,
 }
