@@ -83,7 +83,7 @@ pub enum Command {
     Backup(BackupArgs),
     /// Replay a copy (and the copies it needs) into a target database.
     #[command(after_help = EXIT_CODES_HELP)]
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// List the copies of one or all sources on a destination.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(StatusArgs),

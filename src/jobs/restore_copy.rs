@@ -14,6 +14,11 @@ pub(super) fn choose<'a>(
     request: &RestoreRequest,
     location: &str,
 ) -> Result<&'a CopyRecord, RestoreError> {
+    if request.copy.as_deref() == Some("") {
+        return Err(RestoreError::Usage(
+            "--copy: give a copy id, its start, or latest".into(),
+        ));
+    }
     let copy = match (request.copy.as_deref(), &request.until) {
         (None | Some("latest"), _) if request.before.is_some() => {
             let before = request.before.expect("checked");

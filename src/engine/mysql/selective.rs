@@ -66,6 +66,16 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
         }
     }
     let keys: BTreeSet<Key> = chosen.iter().map(|t| (t.database.clone(), t.name.clone())).collect();
+    let mut new_names = BTreeSet::new();
+    for table in &chosen {
+        let name = selection.name_of(&table.database, &table.name);
+        if !new_names.insert((table.database.clone(), name.clone())) {
+            return Err(SourceError::Unsupported(format!(
+                "--rename-table: two restored tables would both be {}.{name}",
+                table.database
+            )));
+        }
+    }
     let renamed: BTreeMap<Key, String> = chosen
         .iter()
         .map(|t| {
@@ -150,8 +160,9 @@ pub(super) fn restored_tables(
     input: &RestoreInput,
     schema: &Schema,
     map: &BTreeMap<String, String>,
-) -> Result<BTreeSet<Key>, SourceError> {
-    Ok(select(input, schema)?
+) -> Result<super::replay::Restored, SourceError> {
+    let selected = select(input, schema)?;
+    let made = selected
         .schema
         .tables
         .iter()
@@ -161,7 +172,11 @@ pub(super) fn restored_tables(
                 t.name.clone(),
             )
         })
-        .collect())
+        .collect();
+    Ok(super::replay::Restored {
+        chosen: selected.keys,
+        made,
+    })
 }
 
 impl MysqlTarget {
@@ -296,11 +311,30 @@ fn rename_create(create: &str, old: &str, new: &str) -> String {
     if old == new {
         return create.to_string();
     }
-    create.replacen(
+    let renamed = create.replacen(
         &format!("TABLE {}", quote_ident(old)),
         &format!("TABLE {}", quote_ident(new)),
         1,
-    )
+    );
+    // The constraints left in the definition are checks, whose names MySQL 8 keeps per
+    // database: named after the new table, as its foreign keys are.
+    let mut out = String::with_capacity(renamed.len());
+    let mut rest = renamed.as_str();
+    while let Some(at) = rest.find("CONSTRAINT `") {
+        out.push_str(&rest[..at + 11]);
+        match identifier(&rest[at + 11..]) {
+            Some((name, after)) => {
+                let name: String = format!("{new}_{name}").chars().take(64).collect();
+                out.push_str(&quote_ident(&name));
+                rest = after;
+            }
+            None => {
+                rest = &rest[at + 11..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An identifier at the start of `text` (`` `a` `` or a bare word), and what follows it.
@@ -360,8 +394,14 @@ fn rename_key(key: &str, old: &str, new: &str, to: Option<(&str, &str)>) -> Stri
     if let Some((to_old, to_new)) = to
         && to_old != to_new
     {
-        let from = format!("REFERENCES {}", quote_ident(to_old));
-        key = key.replacen(&from, &format!("REFERENCES {}", quote_ident(to_new)), 1);
+        // `REFERENCES `t`` or `REFERENCES `db`.`t``: the table's part follows it either way.
+        for from in [
+            format!("REFERENCES {}", quote_ident(to_old)),
+            format!(".{} ", quote_ident(to_old)),
+        ] {
+            let to = from.replace(&quote_ident(to_old), &quote_ident(to_new));
+            key = key.replacen(&from, &to, 1);
+        }
     }
     if old == new {
         return key;
@@ -401,6 +441,19 @@ mod tests {
             "ADD CONSTRAINT `orders_0914_fk_customer` FOREIGN KEY (`customer_id`) REFERENCES `customers_0914` (`id`)"
         );
         assert_eq!(rename_key(key, "orders", "orders", None), key);
+        let qualified = "ADD CONSTRAINT `f` FOREIGN KEY (`a`) REFERENCES `crm`.`people` (`id`)";
+        assert!(
+            rename_key(qualified, "t", "t", Some(("people", "people_0914"))).contains("`crm`.`people_0914` (`id`)"),
+            "a qualified reference follows the renamed table"
+        );
+        assert_eq!(
+            rename_create(
+                "CREATE TABLE `orders` (\n  `n` int,\n  CONSTRAINT `positive` CHECK (`n` > 0)\n)",
+                "orders",
+                "orders_0914"
+            ),
+            "CREATE TABLE `orders_0914` (\n  `n` int,\n  CONSTRAINT `orders_0914_positive` CHECK (`n` > 0)\n)"
+        );
         assert_eq!(
             trigger_table(
                 "CREATE DEFINER=`root`@`%` TRIGGER `audit_orders` AFTER INSERT ON `orders` FOR EACH ROW INSERT INTO log VALUES (1)",

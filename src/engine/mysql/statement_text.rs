@@ -51,7 +51,8 @@ pub(crate) fn words(text: &str, limit: usize) -> Vec<(bool, String)> {
 /// (with `default` as the database of unqualified names), up to a parenthesis or another
 /// keyword.
 pub(crate) fn table_names(text: &str, skip: &[&str], default: &str) -> Vec<Key> {
-    let tokens = words(text, 64);
+    // Every name of a long list counts: a table left unread could be one not restored.
+    let tokens = words(text, usize::MAX);
     let mut i = 0;
     while i < tokens.len() && !tokens[i].0 && skip.iter().any(|s| s.eq_ignore_ascii_case(&tokens[i].1)) {
         i += 1;
@@ -150,14 +151,15 @@ pub(crate) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
         "TRUNCATE" => table_names(text, &["TRUNCATE", "TABLE"], default),
         "RENAME" if names("TABLE") => table_names(text, &["RENAME", "TABLE"], default),
         "DROP" if names("TABLE") => table_names(text, &["DROP", "TEMPORARY", "TABLE", "IF", "EXISTS"], default),
-        "CREATE" if names("TABLE") => table_names(
-            text,
-            &["CREATE", "OR", "REPLACE", "TEMPORARY", "TABLE", "IF", "NOT", "EXISTS"],
-            default,
-        )
-        .into_iter()
-        .take(1)
-        .collect(),
+        "CREATE" if names("TABLE") => {
+            let skip = ["CREATE", "OR", "REPLACE", "TEMPORARY", "TABLE", "IF", "NOT", "EXISTS"];
+            let mut tables: Vec<Key> = table_names(text, &skip, default).into_iter().take(1).collect();
+            // `CREATE TABLE a LIKE b` reads b.
+            if let Some(at) = find_word(text, "LIKE").filter(|at| first_paren(text).is_none_or(|p| *at < p)) {
+                tables.extend(table_names(&text[at..], &["LIKE"], default).into_iter().take(1));
+            }
+            tables
+        }
         "ALTER" if names("TABLE") => {
             let skip = ["ALTER", "ONLINE", "IGNORE", "TABLE", "IF", "EXISTS"];
             let Some(table) = table_names(text, &skip, default).into_iter().next() else {
@@ -171,6 +173,12 @@ pub(crate) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
                         .get(i)
                         .is_some_and(|(q, c)| !q && c.eq_ignore_ascii_case(w))
                 };
+                // `EXCHANGE PARTITION p WITH TABLE b` swaps rows with b.
+                if is(0, "EXCHANGE")
+                    && let Some(at) = find_word(clause, "TABLE")
+                {
+                    tables.extend(table_names(&clause[at..], &["TABLE"], &table.0).into_iter().take(1));
+                }
                 if is(0, "RENAME") && !["COLUMN", "INDEX", "KEY"].iter().any(|w| is(1, w)) {
                     tables.extend(
                         table_names(clause, &["RENAME", "TO", "AS"], &table.0)
@@ -268,4 +276,48 @@ pub(crate) fn quoted_end(text: &str, quote: u8) -> Option<usize> {
         }
     }
     None
+}
+
+/// The byte offset of the first parenthesis outside backquotes.
+pub(crate) fn first_paren(text: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            '(' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_tables;
+
+    fn names(text: &str) -> Vec<String> {
+        statement_tables(text, "shop")
+            .into_iter()
+            .map(|(d, t)| format!("{d}.{t}"))
+            .collect()
+    }
+
+    #[test]
+    fn every_table_a_statement_changes_or_reads_is_named() {
+        let many: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+        assert_eq!(names(&format!("DROP TABLE {}, keep", many.join(", "))).len(), 61);
+        assert_eq!(names("CREATE TABLE copy LIKE orders"), ["shop.copy", "shop.orders"]);
+        assert_eq!(
+            names("CREATE TABLE t (id INT, note VARCHAR(9) DEFAULT 'LIKE x')"),
+            ["shop.t"]
+        );
+        assert_eq!(
+            names("ALTER TABLE orders EXCHANGE PARTITION p0 WITH TABLE crm.archive"),
+            ["shop.orders", "crm.archive"]
+        );
+        assert_eq!(
+            names("RENAME TABLE a TO b, c TO d"),
+            ["shop.a", "shop.b", "shop.c", "shop.d"]
+        );
+    }
 }

@@ -275,6 +275,14 @@ impl Checked {
     }
 }
 
+/// The tables a selective restore made: by the copy's (database, table), and as the target has
+/// them. Only their changes replay.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Restored {
+    pub chosen: std::collections::BTreeSet<(String, String)>,
+    pub made: std::collections::BTreeSet<(String, String)>,
+}
+
 /// Replays the checked incrementals of `input` into the target, after its full copy was
 /// restored (or, with `resume`, from where an earlier replay stopped).
 pub(super) async fn replay(
@@ -282,7 +290,7 @@ pub(super) async fn replay(
     input: &RestoreInput,
     databases: &BTreeMap<String, String>,
     checked: Checked,
-    restored: Option<std::collections::BTreeSet<(String, String)>>,
+    restored: Option<Restored>,
 ) -> Result<Replayed, SourceError> {
     let full: &Manifest = &input.manifests[0];
     let start_gtids = full_gtids(full)?;
@@ -316,9 +324,9 @@ pub(super) async fn replay(
     // same databases.
     let targets = match &restored {
         None => target_key(databases),
-        Some(tables) => {
+        Some(restored) => {
             // Bounded: the key is a column of 300 characters.
-            let names: Vec<String> = tables.iter().map(|(d, t)| format!("{d}.{t}")).collect();
+            let names: Vec<String> = restored.made.iter().map(|(d, t)| format!("{d}.{t}")).collect();
             let digest = crate::storage::md5_hex(names.join(",").as_bytes());
             format!("{} tables {}", target_key(databases), &digest[..12])
         }
@@ -342,11 +350,18 @@ pub(super) async fn replay(
             )
             .await?;
     }
-    applier.only = restored.map(|tables| apply::only::Only::new(input.selection.clone(), tables));
+    applier.only = restored.map(|restored| apply::only::Only::new(input.selection.clone(), restored));
     prepare_progress(&mut applier).await?;
     applier.exec("preparing the replay session", ROW_SESSION).await?;
     applier
-        .exec("preparing the replay session", "SET SESSION foreign_key_checks = 1")
+        .exec(
+            "preparing the replay session",
+            if applier.only.is_some() {
+                "SET SESSION foreign_key_checks = 0"
+            } else {
+                "SET SESSION foreign_key_checks = 1"
+            },
+        )
         .await?;
 
     let (gtids, resume_after) = progress::begin(&mut applier, input, full, &start_gtids).await?;

@@ -5,7 +5,7 @@
 use super::super::catalog::Definition;
 use super::super::mysql_ddl::{entry_column, split_create};
 pub(super) use crate::engine::mysql::statement_text::{
-    after_table_name, find_word, strip_leading_comments, table_names, words,
+    after_table_name, find_word, first_paren, strip_leading_comments, table_names, words,
 };
 
 /// A definition's name, entries — the clauses a copy split off included — and options.
@@ -160,19 +160,6 @@ pub(super) fn column_name_after(clause: &str, skip: &[&str]) -> Option<String> {
         .into_iter()
         .find(|(quoted, w)| *quoted || !skip.iter().any(|s| s.eq_ignore_ascii_case(w)))
         .map(|(_, w)| w)
-}
-
-/// The byte offset of the first parenthesis outside backquotes.
-pub(super) fn first_paren(text: &str) -> Option<usize> {
-    let mut quoted = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '`' => quoted = !quoted,
-            '(' if !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The name a key or constraint entry gives itself (`UNIQUE KEY `uk` (…)`, `CONSTRAINT fk …`).

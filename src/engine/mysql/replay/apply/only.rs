@@ -4,7 +4,9 @@
 //! changes a table restored under another name (its text names the old one), stops the replay
 //! instead of touching the live target.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use super::super::Restored;
 
 use crate::engine::SourceError;
 use crate::engine::mysql::first_words;
@@ -14,8 +16,7 @@ use crate::engine::selection::Selection;
 #[derive(Debug, Clone)]
 pub(in crate::engine::mysql::replay) struct Only {
     selection: Selection,
-    /// The restored tables as the target has them: (database, table).
-    restored: BTreeSet<(String, String)>,
+    restored: Restored,
 }
 
 /// What to do with a logged statement.
@@ -26,20 +27,27 @@ pub(in crate::engine::mysql::replay) enum Verdict {
 }
 
 impl Only {
-    pub(in crate::engine::mysql::replay) fn new(selection: Selection, restored: BTreeSet<(String, String)>) -> Self {
+    pub(in crate::engine::mysql::replay) fn new(selection: Selection, restored: Restored) -> Self {
         Only { selection, restored }
+    }
+
+    /// A table of the full copy the restore made (a table the pattern matches but the copy did
+    /// not hold — created later in the log — is not: the target may have a live one).
+    fn chosen(&self, database: &str, table: &str) -> bool {
+        self.restored
+            .chosen
+            .contains(&(database.to_string(), table.to_string()))
     }
 
     /// Whether the target's `database`.`table` is one the restore made (its triggers are set
     /// aside during the replay; the live tables' are not touched).
     pub(in crate::engine::mysql::replay) fn restored(&self, database: &str, table: &str) -> bool {
-        self.restored.contains(&(database.to_string(), table.to_string()))
+        self.restored.made.contains(&(database.to_string(), table.to_string()))
     }
 
     /// The name the rows of `database`.`table` are applied to, or `None` when it is not restored.
     pub(in crate::engine::mysql::replay) fn table(&self, database: &str, table: &str) -> Option<String> {
-        self.selection
-            .selected(database, table)
+        self.chosen(database, table)
             .then(|| self.selection.name_of(database, table))
     }
 
@@ -67,14 +75,14 @@ impl Only {
                 "a change of rows logged as a statement, whose tables cairn cannot tell".into(),
             ));
         }
-        let chosen: Vec<&(String, String)> = tables.iter().filter(|(d, t)| self.selection.selected(d, t)).collect();
+        let chosen: Vec<&(String, String)> = tables.iter().filter(|(d, t)| self.chosen(d, t)).collect();
         if chosen.is_empty() {
             return Ok(Verdict::Skip);
         }
         if chosen.len() < tables.len() {
             let others: Vec<String> = tables
                 .iter()
-                .filter(|(d, t)| !self.selection.selected(d, t))
+                .filter(|(d, t)| !self.chosen(d, t))
                 .map(|(d, t)| format!("{d}.{t}"))
                 .collect();
             return Err(refuse(format!(
@@ -123,7 +131,10 @@ mod tests {
                 renames: vec![("items".into(), "items_0914".into())],
                 ..Default::default()
             },
-            BTreeSet::new(),
+            Restored {
+                chosen: [key("orders"), key("items")].into_iter().collect(),
+                made: Default::default(),
+            },
         )
     }
 
