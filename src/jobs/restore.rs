@@ -448,12 +448,10 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
     };
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;
-    if !plan.selection.is_empty()
-        && (copy_engine != Some(crate::engine::Engine::Mysql) || plan.target_url.engine != crate::engine::Engine::Mysql)
-    {
+    if !plan.selection.is_empty() && copy_engine.is_some_and(|engine| engine != plan.target_url.engine) {
         return Err(RestoreError::Usage(
-            "a selective restore (--table, --exclude-table, --rename-table) is built for MySQL/MariaDB copies into \
-             MySQL/MariaDB so far; PostgreSQL is not built yet (issue #16)"
+            "a selective restore (--table, --exclude-table, --rename-table) of a MySQL/MariaDB copy into \
+             PostgreSQL is not built yet (issue #16)"
                 .into(),
         ));
     }

@@ -26,6 +26,7 @@ mod replica_run;
 mod replica_run_pg;
 mod restore_choice;
 mod restore_selected;
+mod restore_selected_pg;
 mod safety;
 mod status;
 mod support;

@@ -21,6 +21,7 @@ mod replay;
 pub(crate) mod replica_row;
 mod row_sql;
 mod schema;
+mod selective;
 mod slot;
 mod snapshot;
 mod target;

@@ -147,6 +147,8 @@ pub struct Entry {
     /// pg_dump's type: `INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, `TRIGGER`, …
     pub kind: String,
     pub name: String,
+    /// The schema the header names (`-` for objects outside one).
+    pub schema: String,
     pub sql: String,
 }
 
@@ -166,9 +168,15 @@ pub fn split(sql: &str) -> Script {
             && let Some((name, rest)) = header.split_once("; Type: ")
         {
             let kind = rest.split(';').next().unwrap_or("").to_string();
+            let schema = rest
+                .split(';')
+                .find_map(|part| part.trim().strip_prefix("Schema: "))
+                .unwrap_or("-")
+                .to_string();
             entries.push(Entry {
                 kind,
                 name: name.to_string(),
+                schema,
                 sql: String::new(),
             });
             continue;

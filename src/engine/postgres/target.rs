@@ -97,7 +97,12 @@ impl PostgresTarget {
     }
 
     /// Runs entries on `jobs` connections at once, each first applying pg_dump's session settings.
-    async fn run_entries(&self, entries: Vec<Entry>, preamble: &str, jobs: usize) -> Result<(), SourceError> {
+    pub(super) async fn run_entries(
+        &self,
+        entries: Vec<Entry>,
+        preamble: &str,
+        jobs: usize,
+    ) -> Result<(), SourceError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -231,6 +236,9 @@ impl Target for PostgresTarget {
 
     async fn preflight(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         only_copy(input)?;
+        if !input.selection.is_empty() {
+            return self.preflight_selected(input).await;
+        }
         if input.resume {
             let (_, note) = self.resumable(input).await?;
             return Ok(vec![note]);
@@ -274,6 +282,9 @@ impl Target for PostgresTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let manifest = only_copy(input)?;
+        if !input.selection.is_empty() {
+            return self.restore_selected(input).await;
+        }
         let resumed = match input.resume {
             true => Some(self.resumable(input).await?.0),
             false => None,

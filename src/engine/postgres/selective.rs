@@ -1,0 +1,442 @@
+//! A selective restore of a PostgreSQL full copy (`cairn restore --table SCHEMA.TABLE`): only
+//! the chosen tables — their pg_dump entries (table, its sequences, defaults, comments and
+//! grants; its keys, indexes and triggers), their rows and sequence values — into a database
+//! that may hold everything else already. The chosen tables must not exist there; nothing else
+//! is touched. Types, functions and schemas they use are expected in the target.
+
+use std::collections::BTreeSet;
+
+use super::schema::{self, Entry, Script};
+use crate::engine::selection::Selection;
+use crate::engine::{RestoreInput, SourceError};
+
+type Key = (String, String);
+
+/// What a selection takes of a copy's schema.
+pub(super) struct Selected {
+    pub tables: BTreeSet<Key>,
+    pub pre: Vec<Entry>,
+    pub post: Vec<Entry>,
+    /// Sequences of the chosen tables, as `"schema"."name"`.
+    pub sequences: BTreeSet<String>,
+    /// What is left out, one line each.
+    pub left_out: Vec<String>,
+}
+
+/// A name as pg_dump writes it (`a`, `"A b"`), and what follows it.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    if let Some(rest) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = rest.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if chars.peek().map(|(_, n)| *n) == Some('"') {
+                    chars.next();
+                    name.push('"');
+                    continue;
+                }
+                return Some((name, &rest[i + 1..]));
+            }
+            name.push(c);
+        }
+        return None;
+    }
+    let end = text
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .unwrap_or(text.len());
+    (end > 0).then(|| (text[..end].to_string(), &text[end..]))
+}
+
+/// `schema.name` at the start of `text` (pg_dump always qualifies).
+fn qualified_at(text: &str) -> Option<Key> {
+    let (schema, rest) = identifier(text.trim_start())?;
+    let (name, _) = identifier(rest.strip_prefix('.')?)?;
+    Some((schema, name))
+}
+
+/// The table after the first of `markers` (in their order: a longer one first) that `sql` holds.
+fn table_after(sql: &str, markers: &[&str]) -> Option<Key> {
+    markers
+        .iter()
+        .find_map(|marker| sql.find(marker).map(|at| at + marker.len()))
+        .and_then(|at| qualified_at(&sql[at..]))
+}
+
+/// The table an entry belongs to, if it belongs to one.
+fn entry_table(entry: &Entry) -> Option<Key> {
+    let sql = entry.sql.as_str();
+    match entry.kind.as_str() {
+        "TABLE" => table_after(sql, &["CREATE TABLE ", "CREATE UNLOGGED TABLE "]),
+        "DEFAULT" | "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" => {
+            table_after(sql, &["ALTER TABLE ONLY ", "ALTER TABLE "])
+        }
+        "INDEX" => table_after(sql, &[" ON ONLY ", " ON "]),
+        "TRIGGER" => table_after(sql, &[" ON "]),
+        "SEQUENCE" => table_after(sql, &["ALTER TABLE ONLY ", "ALTER TABLE "]),
+        "SEQUENCE OWNED BY" => table_after(sql, &["OWNED BY "]),
+        "COMMENT" => table_after(sql, &["COMMENT ON TABLE ", "COMMENT ON COLUMN "]),
+        "ACL" => table_after(sql, &[" ON TABLE "]),
+        _ => None,
+    }
+}
+
+/// The tables of the copy's pre-data that `selection` chooses, and every entry that goes with
+/// them.
+///
+/// # Errors
+/// A selection that chooses nothing, or asks for what is not built for PostgreSQL yet.
+pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Result<Selected, SourceError> {
+    let selection: &Selection = &input.selection;
+    if !selection.renames.is_empty() {
+        return Err(SourceError::Unsupported(
+            "--rename-table of a PostgreSQL copy is not built yet (issue #16): restore into another database, or \
+             drop the live table first"
+                .into(),
+        ));
+    }
+    let all: Vec<Key> = pre
+        .entries
+        .iter()
+        .filter(|e| e.kind == "TABLE")
+        .filter_map(entry_table)
+        .collect();
+    let tables: BTreeSet<Key> = all.iter().filter(|(s, t)| selection.selected(s, t)).cloned().collect();
+    if tables.is_empty() {
+        let names: Vec<String> = all.iter().take(20).map(|(s, t)| format!("{s}.{t}")).collect();
+        return Err(SourceError::Unsupported(format!(
+            "the selection (--table / --exclude-table) chooses no table of copy {}; it has {}{}",
+            input.manifests[0].copy.id,
+            names.join(", "),
+            if all.len() > 20 { ", …" } else { "" }
+        )));
+    }
+    // Sequences go with the table that owns them (`OWNED BY`, or an identity's `ALTER TABLE`).
+    let mut sequences = BTreeSet::new();
+    for entry in &pre.entries {
+        if matches!(entry.kind.as_str(), "SEQUENCE" | "SEQUENCE OWNED BY")
+            && entry_table(entry).is_some_and(|key| tables.contains(&key))
+        {
+            sequences.insert((entry.schema.clone(), entry.name.clone()));
+        }
+    }
+    let mut left_out = Vec::new();
+    let keep = |entry: &Entry, left_out: &mut Vec<String>| -> bool {
+        let owned_sequence =
+            entry.kind == "SEQUENCE" && sequences.contains(&(entry.schema.clone(), entry.name.clone()));
+        let belongs = owned_sequence || entry_table(entry).is_some_and(|key| tables.contains(&key));
+        if !belongs {
+            return false;
+        }
+        if entry.kind == "FK CONSTRAINT" {
+            let referenced = table_after(&entry.sql, &["REFERENCES "]);
+            if !referenced.is_some_and(|key| tables.contains(&key)) && !selection.keep_foreign_keys {
+                left_out.push(format!(
+                    "foreign key {} (it references a table that is not restored; --keep-foreign-keys keeps it \
+                     when the target has that table)",
+                    entry.name
+                ));
+                return false;
+            }
+        }
+        true
+    };
+    let pre_kept: Vec<Entry> = pre.entries.iter().filter(|e| keep(e, &mut left_out)).cloned().collect();
+    let post_kept: Vec<Entry> = post
+        .entries
+        .iter()
+        .filter(|e| keep(e, &mut left_out))
+        .cloned()
+        .collect();
+    let other_kinds: BTreeSet<&str> = pre
+        .entries
+        .iter()
+        .chain(&post.entries)
+        .filter(|e| {
+            !matches!(
+                e.kind.as_str(),
+                "TABLE" | "DEFAULT" | "SEQUENCE" | "SEQUENCE OWNED BY" | "COMMENT" | "ACL"
+            )
+        })
+        .filter(|e| {
+            !matches!(
+                e.kind.as_str(),
+                "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" | "INDEX" | "TRIGGER"
+            )
+        })
+        .map(|e| e.kind.as_str())
+        .collect();
+    if !other_kinds.is_empty() {
+        left_out.push(format!(
+            "objects that are not tables ({}): a selective restore takes tables",
+            other_kinds.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(Selected {
+        tables,
+        pre: pre_kept,
+        post: post_kept,
+        sequences: sequences.iter().map(|(s, n)| schema::qualified(s, n)).collect(),
+        left_out,
+    })
+}
+
+/// The lines of the copy's sequence values that set `sequences`.
+pub(super) fn sequence_values(sql: &str, sequences: &BTreeSet<String>) -> String {
+    sql.lines()
+        .filter(|line| sequences.iter().any(|name| line.contains(&super::quote_literal(name))))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+impl super::target::PostgresTarget {
+    /// The copy's schema files read, checked and cut into entries, with the selection taken.
+    async fn selected(&self, input: &RestoreInput) -> Result<(Selected, String, String), SourceError> {
+        use crate::repo::file_kind::FileKind;
+        use crate::repo::reader::{files_of, one_of, read_text};
+        let manifest = &input.manifests[0];
+        let copy = &manifest.copy.id;
+        let files = files_of(&input.source, manifest)?;
+        let pre_sql = read_text(&input.destination, &one_of(&files, FileKind::PreData, copy)?).await?;
+        let post_sql = read_text(&input.destination, &one_of(&files, FileKind::PostData, copy)?).await?;
+        let sequences_sql = read_text(&input.destination, &one_of(&files, FileKind::Sequences, copy)?).await?;
+        let publication = match &manifest.copy.log_range.end {
+            crate::repo::model::LogPosition::Postgres { slot, .. } => slot.as_deref(),
+            crate::repo::model::LogPosition::Mysql { .. } => None,
+        };
+        let pre = schema::split(&pre_sql);
+        let post = schema::without_cairn_objects(schema::split(&post_sql), publication);
+        let preamble = pre.preamble.clone();
+        Ok((select(input, &pre, &post)?, preamble, sequences_sql))
+    }
+
+    /// Refuses, before anything is created, when the target has any of the tables.
+    async fn check_absent(&self, client: &tokio_postgres::Client, tables: &BTreeSet<Key>) -> Result<(), SourceError> {
+        let mut present = Vec::new();
+        for (schema, table) in tables {
+            let found: bool = client
+                .query_one(
+                    "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
+                    &[schema, table],
+                )
+                .await
+                .map_err(|e| self.pg.error("inspecting the target", e))?
+                .get(0);
+            if found {
+                present.push(format!("{schema}.{table}"));
+            }
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        Err(SourceError::TargetNotEmpty {
+            database: self.pg.name.clone(),
+            detail: format!(
+                "it has {} already; drop it first, or restore into another database — nothing was restored",
+                present.join(", ")
+            ),
+        })
+    }
+
+    /// What a selective restore would create (`--dry-run`, and before a restore).
+    pub(super) async fn preflight_selected(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
+        let (selected, _, _) = self.selected(input).await?;
+        let client = self.pg.connect("restore").await?;
+        self.check_absent(&client, &selected.tables).await?;
+        let mut notes: Vec<String> = selected
+            .tables
+            .iter()
+            .map(|(s, t)| format!("table {s}.{t}: absent, restored"))
+            .collect();
+        notes.extend(selected.left_out.iter().map(|line| format!("left out: {line}")));
+        Ok(notes)
+    }
+
+    /// Restores the tables `input.selection` chooses of the full copy.
+    ///
+    /// # Errors
+    /// As [`select`], a chosen table the target has ([`SourceError::TargetNotEmpty`], before
+    /// anything is created), a damaged file, or the target's error.
+    pub(super) async fn restore_selected(
+        &self,
+        input: &RestoreInput,
+    ) -> Result<crate::engine::RestoreReport, SourceError> {
+        use crate::engine::pool::{self, Queue};
+        use crate::repo::reader::{data_files, files_of};
+        let started = std::time::Instant::now();
+        let manifest = &input.manifests[0];
+        if input.manifests.len() > 1 {
+            return Err(SourceError::Unsupported(format!(
+                "a selective restore of PostgreSQL incrementals is not built yet (issue #16); restore the full copy \
+                 with --copy {}",
+                manifest.copy.id
+            )));
+        }
+        let (selected, preamble, sequences_sql) = self.selected(input).await?;
+        for line in &selected.left_out {
+            tracing::warn!("not restored: {line}");
+        }
+        let client = super::target::open_database(&self.pg).await?;
+        self.check_absent(&client, &selected.tables).await?;
+        let roles: BTreeSet<String> = client
+            .query("SELECT rolname::text FROM pg_roles", &[])
+            .await
+            .map_err(|e| self.pg.error("listing roles", e))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let schemas: BTreeSet<&String> = selected.tables.iter().map(|(s, _)| s).collect();
+        let mut sql = format!("{preamble}\n");
+        for schema in schemas {
+            sql.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {};\n",
+                super::quote_ident(schema)
+            ));
+        }
+        for entry in &selected.pre {
+            sql.push_str(&entry.sql);
+            sql.push('\n');
+        }
+        let (sql, missing) = schema::keep_known_roles(&sql, &roles);
+        if !missing.is_empty() {
+            tracing::warn!(
+                "roles {} do not exist on the target: their ownership and privileges were not restored",
+                missing.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let written = async {
+            client
+                .batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;"))
+                .await
+                .map_err(|e| self.pg.error("creating the restored tables", e))?;
+            let files = files_of(&input.source, manifest)?;
+            let data: Vec<_> = data_files(&files)
+                .into_iter()
+                .filter(|f| {
+                    f.data()
+                        .is_some_and(|d| selected.tables.contains(&(d.container().to_string(), d.table.clone())))
+                })
+                .collect();
+            let file_count = data.len() as u64;
+            let queue = Queue::new(data);
+            let progress = crate::progress::Progress::new("restore: data files (stored size)", file_count);
+            let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
+                let (this, destination, queue, progress) =
+                    (self.clone(), input.destination.clone(), queue.clone(), progress.clone());
+                async move { this.load_worker(destination, queue, progress).await }
+            })
+            .await?
+            .into_iter()
+            .sum();
+            let post: Vec<Entry> = selected
+                .post
+                .iter()
+                .map(|e| Entry {
+                    sql: schema::keep_known_roles(&e.sql, &roles).0,
+                    ..e.clone()
+                })
+                .collect();
+            let [keys, foreign, rest] = schema::post_data_phases(&Script {
+                preamble: preamble.clone(),
+                entries: post,
+            });
+            let jobs = input.jobs as usize;
+            self.run_entries(keys, &preamble, jobs).await?;
+            self.run_entries(foreign, &preamble, jobs).await?;
+            self.run_entries(rest, &preamble, 1).await?;
+            client
+                .batch_execute(&sequence_values(&sequences_sql, &selected.sequences))
+                .await
+                .map_err(|e| self.pg.error("setting sequences", e))?;
+            for (schema, table) in &selected.tables {
+                client
+                    .batch_execute(&format!("ANALYZE {}", schema::qualified(schema, table)))
+                    .await
+                    .map_err(|e| self.pg.error("analyzing", e))?;
+            }
+            Ok::<_, SourceError>((rows, file_count))
+        }
+        .await;
+        let (rows, files) = written.map_err(|cause| SourceError::Incomplete {
+            target: self.pg.name.clone(),
+            cause: Box::new(cause),
+        })?;
+        for (schema, table) in &selected.tables {
+            tracing::info!("restored {schema}.{table} from copy {}", manifest.copy.id);
+        }
+        Ok(crate::engine::RestoreReport {
+            target: self.pg.name.clone(),
+            tables: selected.tables.len() as u64,
+            rows,
+            files,
+            position: Some(manifest.copy.log_range.end.clone()),
+            seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRE: &str = "SET statement_timeout = 0;\n\
+        --\n-- Name: customers; Type: TABLE; Schema: public; Owner: o\n--\n\nCREATE TABLE public.customers (\n    id integer NOT NULL\n);\n\n\
+        --\n-- Name: orders; Type: TABLE; Schema: public; Owner: o\n--\n\nCREATE TABLE public.orders (\n    id integer NOT NULL,\n    customer_id integer\n);\n\n\
+        --\n-- Name: orders_id_seq; Type: SEQUENCE; Schema: public; Owner: o\n--\n\nCREATE SEQUENCE public.orders_id_seq AS integer;\n\n\
+        --\n-- Name: orders_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: o\n--\n\nALTER SEQUENCE public.orders_id_seq OWNED BY public.orders.id;\n\n\
+        --\n-- Name: orders id; Type: DEFAULT; Schema: public; Owner: o\n--\n\nALTER TABLE ONLY public.orders ALTER COLUMN id SET DEFAULT nextval('public.orders_id_seq'::regclass);\n\n\
+        --\n-- Name: v; Type: VIEW; Schema: public; Owner: o\n--\n\nCREATE VIEW public.v AS SELECT 1;\n";
+    const POST: &str = "--\n-- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: o\n--\n\nALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);\n\n\
+        --\n-- Name: customers customers_pkey; Type: CONSTRAINT; Schema: public; Owner: o\n--\n\nALTER TABLE ONLY public.customers\n    ADD CONSTRAINT customers_pkey PRIMARY KEY (id);\n\n\
+        --\n-- Name: orders_by_customer; Type: INDEX; Schema: public; Owner: o\n--\n\nCREATE INDEX orders_by_customer ON public.orders USING btree (customer_id);\n\n\
+        --\n-- Name: orders orders_customer_fkey; Type: FK CONSTRAINT; Schema: public; Owner: o\n--\n\nALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_customer_fkey FOREIGN KEY (customer_id) REFERENCES public.customers(id);\n";
+
+    #[test]
+    fn a_table_takes_its_sequences_defaults_keys_and_indexes() {
+        let selection = Selection {
+            tables: vec!["public.orders".into()],
+            ..Default::default()
+        };
+        let (pre, post) = (schema::split(PRE), schema::split(POST));
+        let chosen = |selection: Selection| {
+            let names: BTreeSet<Key> = pre
+                .entries
+                .iter()
+                .filter(|e| e.kind == "TABLE")
+                .filter_map(entry_table)
+                .filter(|(s, t)| selection.selected(s, t))
+                .collect();
+            names
+        };
+        assert_eq!(chosen(selection.clone()).len(), 1);
+        let tables: BTreeSet<Key> = chosen(selection.clone());
+        assert!(tables.contains(&("public".to_string(), "orders".to_string())));
+        let entries: Vec<&Entry> = pre.entries.iter().chain(&post.entries).collect();
+        let belongs: Vec<String> = entries
+            .iter()
+            .filter(|e| entry_table(e).is_some_and(|k| tables.contains(&k)))
+            .map(|e| format!("{} {}", e.kind, e.name))
+            .collect();
+        assert_eq!(
+            belongs,
+            [
+                "TABLE orders",
+                "SEQUENCE OWNED BY orders_id_seq",
+                "DEFAULT orders id",
+                "CONSTRAINT orders orders_pkey",
+                "INDEX orders_by_customer",
+                "FK CONSTRAINT orders orders_customer_fkey"
+            ]
+        );
+        assert_eq!(
+            table_after(
+                "ALTER TABLE ONLY public.orders ADD CONSTRAINT f FOREIGN KEY (c) REFERENCES \"Crm\".\"People\"(id);",
+                &["REFERENCES "]
+            ),
+            Some(("Crm".into(), "People".into()))
+        );
+        let values = "SELECT pg_catalog.setval('\"public\".\"orders_id_seq\"', 3, true);\nSELECT pg_catalog.setval('\"public\".\"x_seq\"', 1, true);\n";
+        let kept: BTreeSet<String> = [schema::qualified("public", "orders_id_seq")].into_iter().collect();
+        assert_eq!(sequence_values(values, &kept).lines().count(), 1);
+    }
+}

@@ -1,0 +1,100 @@
+//! A selective restore of a PostgreSQL copy (issue #16): a table lost on the live database comes
+//! back alone from the copy — its rows, its sequence's value, its key, its index and, on
+//! request, its foreign key to a live table — while every live table is untouched; a table the
+//! target has is refused before anything is created.
+
+use crate::postgres::{connect, fresh_database, url_of};
+use crate::support::{cairn, run};
+
+async fn state(url: &str, table: &str) -> String {
+    connect(url)
+        .await
+        .query_one(
+            &format!("SELECT coalesce(string_agg(t::text, ' ' ORDER BY t::text), '') FROM {table} t"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_lost_table_comes_back_alone_and_nothing_else_changes() {
+    let database = fresh_database("pg_selective").await;
+    let url = url_of(&database);
+    let pg = connect(&url).await;
+    pg.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);
+         CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers (id), amount numeric(10,2));
+         CREATE INDEX orders_by_amount ON orders (amount);
+         CREATE TABLE audit (id serial PRIMARY KEY, what text);
+         CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 15;
+         INSERT INTO customers VALUES (1, 'a'), (2, 'b');
+         INSERT INTO orders (customer_id, amount) VALUES (1, 10), (2, 20), (1, 30);
+         INSERT INTO audit (what) VALUES ('x')",
+    )
+    .await
+    .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", &url, "--to", &to]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let orders_at_copy = state(&url, "orders").await;
+    let restore = |extra: &[&str]| {
+        run(cairn(locks.path())
+            .args(["restore", "--source", "fx", "--from", &to, "--target", &url])
+            .args(extra))
+    };
+
+    // The live table is there: refused, nothing changes.
+    let (code, out, err) = restore(&["--table", "public.orders"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("public.orders") && err.contains("nothing was restored"),
+        "{err}"
+    );
+
+    // It is lost (the view with it), the live database moves on.
+    pg.batch_execute(
+        "DROP TABLE orders CASCADE; UPDATE customers SET name = 'live' WHERE id = 1;
+         INSERT INTO audit (what) VALUES ('y')",
+    )
+    .await
+    .unwrap();
+    let (customers, audit) = (state(&url, "customers").await, state(&url, "audit").await);
+    let (code, out, err) = restore(&["--table", "public.orders", "--keep-foreign-keys", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["tables"], 1, "{report}");
+    assert_eq!(report["rows"], 3, "{report}");
+    assert_eq!(state(&url, "orders").await, orders_at_copy);
+    assert_eq!(state(&url, "customers").await, customers, "live tables untouched");
+    assert_eq!(state(&url, "audit").await, audit, "live tables untouched");
+    let view_back: bool = pg
+        .query_one("SELECT to_regclass('public.big_orders') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!view_back, "a selective restore takes tables only");
+    let (indexed, keyed): (bool, bool) = pg
+        .query_one(
+            "SELECT to_regclass('public.orders_by_amount') IS NOT NULL, \
+             EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'public.orders'::regclass AND contype = 'f')",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert!(indexed && keyed);
+    // The sequence goes on after the restored ids.
+    let next: i32 = pg
+        .query_one(
+            "INSERT INTO orders (customer_id, amount) VALUES (2, 1) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 4);
+}
