@@ -370,11 +370,7 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
     let Some(full) = plan.chain.first() else {
         return Err(RestoreError::Usage("the plan holds no copy".into()));
     };
-    if !matches!(full.log_range.end, crate::repo::status::LogPosition::Mysql { .. }) {
-        return Err(RestoreError::Usage(
-            "--to-sql writes MySQL/MariaDB copies so far; PostgreSQL is not built yet (issue #16)".into(),
-        ));
-    }
+    let postgres = matches!(full.log_range.end, crate::repo::status::LogPosition::Postgres { .. });
     if plan.chain.len() > 1 || plan.until.is_some() {
         return Err(RestoreError::Usage(format!(
             "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
@@ -397,7 +393,10 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
     };
     let report = if path.as_os_str() == "-" {
         let mut out = tokio::io::stdout();
-        crate::engine::mysql::write_script(&input, &mut out).await?
+        match postgres {
+            true => crate::engine::postgres::write_script(&input, &mut out).await?,
+            false => crate::engine::mysql::write_script(&input, &mut out).await?,
+        }
     } else {
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -411,7 +410,10 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
                 ))
             })?;
         let mut out = tokio::io::BufWriter::new(file);
-        crate::engine::mysql::write_script(&input, &mut out).await?
+        match postgres {
+            true => crate::engine::postgres::write_script(&input, &mut out).await?,
+            false => crate::engine::mysql::write_script(&input, &mut out).await?,
+        }
     };
     Ok(RestoreReport {
         target: path.display().to_string(),

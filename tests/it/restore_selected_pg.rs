@@ -97,4 +97,54 @@ async fn a_lost_table_comes_back_alone_and_nothing_else_changes() {
         .unwrap()
         .get(0);
     assert_eq!(next, 4);
+
+    // --to-sql writes the same table as a script psql loads into an empty database.
+    let script = dir.path().join("orders.sql");
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--to-sql",
+        script.to_str().unwrap(),
+        "--table",
+        "public.orders",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let empty = url_of(&fresh_database("pg_selective_sql").await);
+    let status = std::process::Command::new("psql")
+        .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &empty, "-f"])
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success(), "psql loads the script");
+    assert_eq!(state(&empty, "orders").await, orders_at_copy);
+    let whole = dir.path().join("whole.sql");
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--to-sql",
+        whole.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let empty = url_of(&fresh_database("pg_whole_sql").await);
+    let status = std::process::Command::new("psql")
+        .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &empty, "-f"])
+        .arg(&whole)
+        .status()
+        .unwrap();
+    assert!(status.success(), "psql loads the whole copy's script");
+    assert_eq!(state(&empty, "orders").await, orders_at_copy);
+    assert_eq!(state(&empty, "customers").await, "(1,a) (2,b)");
+    let view: bool = connect(&empty)
+        .await
+        .query_one("SELECT to_regclass('public.big_orders') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(view, "the whole copy's script has the view");
 }

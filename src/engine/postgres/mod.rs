@@ -26,6 +26,7 @@ mod slot;
 mod snapshot;
 mod target;
 mod tls;
+mod to_sql;
 pub mod visibility;
 
 use std::collections::BTreeSet;
@@ -50,6 +51,7 @@ use snapshot::{lock_tables, take_snapshot};
 
 pub use target::PostgresTarget;
 pub(crate) use target::open_database;
+pub(crate) use to_sql::write_script;
 
 /// How often long work logs a progress line.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -188,27 +188,27 @@ pub(super) fn sequence_values(sql: &str, sequences: &BTreeSet<String>) -> String
         .collect()
 }
 
-impl super::target::PostgresTarget {
-    /// The copy's schema files read, checked and cut into entries, with the selection taken.
-    async fn selected(&self, input: &RestoreInput) -> Result<(Selected, String, String), SourceError> {
-        use crate::repo::file_kind::FileKind;
-        use crate::repo::reader::{files_of, one_of, read_text};
-        let manifest = &input.manifests[0];
-        let copy = &manifest.copy.id;
-        let files = files_of(&input.source, manifest)?;
-        let pre_sql = read_text(&input.destination, &one_of(&files, FileKind::PreData, copy)?).await?;
-        let post_sql = read_text(&input.destination, &one_of(&files, FileKind::PostData, copy)?).await?;
-        let sequences_sql = read_text(&input.destination, &one_of(&files, FileKind::Sequences, copy)?).await?;
-        let publication = match &manifest.copy.log_range.end {
-            crate::repo::model::LogPosition::Postgres { slot, .. } => slot.as_deref(),
-            crate::repo::model::LogPosition::Mysql { .. } => None,
-        };
-        let pre = schema::split(&pre_sql);
-        let post = schema::without_cairn_objects(schema::split(&post_sql), publication);
-        let preamble = pre.preamble.clone();
-        Ok((select(input, &pre, &post)?, preamble, sequences_sql))
-    }
+/// The copy's schema files read, checked and cut into entries, with the selection taken.
+pub(super) async fn selected(input: &RestoreInput) -> Result<(Selected, String, String), SourceError> {
+    use crate::repo::file_kind::FileKind;
+    use crate::repo::reader::{files_of, one_of, read_text};
+    let manifest = &input.manifests[0];
+    let copy = &manifest.copy.id;
+    let files = files_of(&input.source, manifest)?;
+    let pre_sql = read_text(&input.destination, &one_of(&files, FileKind::PreData, copy)?).await?;
+    let post_sql = read_text(&input.destination, &one_of(&files, FileKind::PostData, copy)?).await?;
+    let sequences_sql = read_text(&input.destination, &one_of(&files, FileKind::Sequences, copy)?).await?;
+    let publication = match &manifest.copy.log_range.end {
+        crate::repo::model::LogPosition::Postgres { slot, .. } => slot.as_deref(),
+        crate::repo::model::LogPosition::Mysql { .. } => None,
+    };
+    let pre = schema::split(&pre_sql);
+    let post = schema::without_cairn_objects(schema::split(&post_sql), publication);
+    let preamble = pre.preamble.clone();
+    Ok((select(input, &pre, &post)?, preamble, sequences_sql))
+}
 
+impl super::target::PostgresTarget {
     /// Refuses, before anything is created, when the target has any of the tables.
     async fn check_absent(&self, client: &tokio_postgres::Client, tables: &BTreeSet<Key>) -> Result<(), SourceError> {
         let mut present = Vec::new();
@@ -239,7 +239,7 @@ impl super::target::PostgresTarget {
 
     /// What a selective restore would create (`--dry-run`, and before a restore).
     pub(super) async fn preflight_selected(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
-        let (selected, _, _) = self.selected(input).await?;
+        let (selected, _, _) = selected(input).await?;
         let client = self.pg.connect("restore").await?;
         self.check_absent(&client, &selected.tables).await?;
         let mut notes: Vec<String> = selected
@@ -271,7 +271,7 @@ impl super::target::PostgresTarget {
                 manifest.copy.id
             )));
         }
-        let (selected, preamble, sequences_sql) = self.selected(input).await?;
+        let (selected, preamble, sequences_sql) = selected(input).await?;
         for line in &selected.left_out {
             tracing::warn!("not restored: {line}");
         }

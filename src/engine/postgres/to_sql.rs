@@ -1,0 +1,130 @@
+//! `cairn restore --to-sql` of a PostgreSQL full copy — or of the tables a selection chooses —
+//! as a plain SQL script psql loads: the schema pg_dump wrote, each data file as a `COPY … FROM
+//! stdin` block (the stored `COPY` text as it is, its MD5 checked as it streams), the keys,
+//! indexes and triggers, the sequences' values and the materialized views' refresh.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::schema;
+use super::selective::selected;
+use crate::engine::{RestoreInput, RestoreReport, SourceError};
+use crate::repo::file_kind::FileKind;
+use crate::repo::reader::{data_files, files_of, one_of, open_verified, read_text};
+
+/// Writes the script of `input`'s full copy (its selection) to `out`.
+///
+/// # Errors
+/// A selection that chooses nothing, a damaged file, or a failed write.
+pub(crate) async fn write_script(
+    input: &RestoreInput,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<RestoreReport, SourceError> {
+    let started = std::time::Instant::now();
+    let manifest = &input.manifests[0];
+    let copy = &manifest.copy.id;
+    let files = files_of(&input.source, manifest)?;
+    let failed = |e: std::io::Error| SourceError::Database {
+        database: "the script".into(),
+        doing: "writing the script".into(),
+        detail: e.to_string(),
+    };
+    let header = format!(
+        "-- cairn restore --to-sql: source {}, copy {} ({} at {})\n",
+        input.source, copy, manifest.copy.kind, manifest.copy.log_range.end
+    );
+    out.write_all(header.as_bytes()).await.map_err(failed)?;
+    // The schema, and the tables whose rows follow.
+    let (tables, post, sequences) = match input.selection.is_empty() {
+        true => {
+            let pre = read_text(&input.destination, &one_of(&files, FileKind::PreData, copy)?).await?;
+            let post = read_text(&input.destination, &one_of(&files, FileKind::PostData, copy)?).await?;
+            let sequences = read_text(&input.destination, &one_of(&files, FileKind::Sequences, copy)?).await?;
+            let refresh = read_text(&input.destination, &one_of(&files, FileKind::Refresh, copy)?).await?;
+            out.write_all(pre.as_bytes()).await.map_err(failed)?;
+            let publication = match &manifest.copy.log_range.end {
+                crate::repo::model::LogPosition::Postgres { slot, .. } => slot.as_deref(),
+                crate::repo::model::LogPosition::Mysql { .. } => None,
+            };
+            let script = schema::without_cairn_objects(schema::split(&post), publication);
+            let post: Vec<String> = script.entries.into_iter().map(|e| e.sql).collect();
+            (None, post, format!("{sequences}\n{refresh}"))
+        }
+        false => {
+            let (selected, preamble, sequences) = selected(input).await?;
+            for line in &selected.left_out {
+                tracing::warn!("not in the script: {line}");
+            }
+            let mut pre = format!("{preamble}\n");
+            let schemas: std::collections::BTreeSet<&String> = selected.tables.iter().map(|(s, _)| s).collect();
+            for name in schemas {
+                pre.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", super::quote_ident(name)));
+            }
+            for entry in &selected.pre {
+                pre.push_str(&entry.sql);
+                pre.push('\n');
+            }
+            out.write_all(pre.as_bytes()).await.map_err(failed)?;
+            let post = selected.post.iter().map(|e| e.sql.clone()).collect();
+            let values = super::selective::sequence_values(&sequences, &selected.sequences);
+            (Some(selected.tables), post, values)
+        }
+    };
+    let (mut written, mut rows) = (0u64, 0u64);
+    for stored in data_files(&files) {
+        let Some(data) = stored.data() else { continue };
+        let key = (data.container().to_string(), data.table.clone());
+        if tables.as_ref().is_some_and(|tables| !tables.contains(&key)) {
+            continue;
+        }
+        let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
+        let list = match columns.is_empty() {
+            true => String::new(),
+            false => format!(
+                " ({})",
+                columns
+                    .iter()
+                    .map(|c| super::quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let head = format!("\nCOPY {}{list} FROM stdin;\n", schema::qualified(&key.0, &key.1));
+        out.write_all(head.as_bytes()).await.map_err(failed)?;
+        let mut reader = open_verified(&input.destination, &stored).await?;
+        let mut last = b'\n';
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = crate::streams::fill(&mut reader, &mut buffer)
+                .await
+                .map_err(SourceError::from_read)?;
+            if n == 0 {
+                break;
+            }
+            last = buffer[n - 1];
+            // COPY text ends every row with a newline and escapes those inside values.
+            rows += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            out.write_all(&buffer[..n]).await.map_err(failed)?;
+        }
+        if last != b'\n' {
+            out.write_all(b"\n").await.map_err(failed)?;
+        }
+        out.write_all(b"\\.\n").await.map_err(failed)?;
+        written += 1;
+    }
+    for statement in &post {
+        out.write_all(format!("\n{statement}\n").as_bytes())
+            .await
+            .map_err(failed)?;
+    }
+    out.write_all(sequences.as_bytes()).await.map_err(failed)?;
+    out.flush().await.map_err(failed)?;
+    Ok(RestoreReport {
+        target: "the script".into(),
+        tables: tables.map_or(0, |t| t.len() as u64),
+        rows,
+        files: written,
+        position: Some(manifest.copy.log_range.end.clone()),
+        seconds: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    })
+}
