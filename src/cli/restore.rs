@@ -57,6 +57,10 @@ pub struct RestoreArgs {
     /// Keep the restored tables' foreign keys to tables not restored (the target has those).
     #[arg(long)]
     pub keep_foreign_keys: bool,
+    /// PostgreSQL: restore the chosen tables into schema NAME (created if missing), beside the
+    /// live ones.
+    #[arg(long, value_name = "NAME")]
+    pub into_schema: Option<String>,
     /// Restore MySQL database FROM under the name TO. Repeatable.
     #[arg(long, value_name = "FROM=TO")]
     pub rename_db: Vec<String>,
@@ -142,6 +146,7 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         exclude_tables: args.exclude_tables.clone(),
         rename_tables: args.rename_tables.clone(),
         keep_foreign_keys: args.keep_foreign_keys,
+        into_schema: args.into_schema.clone(),
         to_sql: args.to_sql.clone(),
     };
     let plan = restore::plan(config, &request).await?;
@@ -156,7 +161,7 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         return print_out(&format!("{text}dry run: nothing was written\n")).map(done);
     }
     if plan.to_sql.is_some() {
-        let report = restore::write_sql(&plan).await?;
+        let report = crate::jobs::restore_sql::write_sql(&plan).await?;
         let facts = RunFacts {
             bytes: plan.chain.iter().map(|c| c.bytes).sum(),
             copy: plan.chain.last().map(|c| c.id.clone()),

@@ -21,12 +21,18 @@ pub struct Selection {
     /// Keep foreign keys to tables not restored (the target has them).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub keep_foreign_keys: bool,
+    /// PostgreSQL: restore the chosen tables into this schema, beside the live ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub into_schema: Option<String>,
 }
 
 impl Selection {
     /// No selection: the whole copy.
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.exclude_tables.is_empty() && self.renames.is_empty()
+        self.tables.is_empty()
+            && self.exclude_tables.is_empty()
+            && self.renames.is_empty()
+            && self.into_schema.is_none()
     }
 
     /// Whether table `schema`.`table` of the copy is restored.
@@ -78,6 +84,7 @@ mod tests {
             renames: Selection::parse_renames(&["orders=orders_restored".into(), "crm.audit=audit_0914".into()])
                 .unwrap(),
             keep_foreign_keys: false,
+            into_schema: None,
         };
         assert!(selection.selected("shop", "orders"));
         assert!(selection.selected("shop", "order_lines"));

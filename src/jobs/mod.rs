@@ -11,6 +11,7 @@ pub mod replica;
 pub mod replica_run;
 pub mod restore;
 mod restore_copy;
+pub mod restore_sql;
 pub mod slots;
 pub mod verify;
 pub mod verify_deep;

@@ -64,6 +64,8 @@ pub struct RestoreRequest {
     /// `OLD=NEW` table renames.
     pub rename_tables: Vec<String>,
     pub keep_foreign_keys: bool,
+    /// PostgreSQL: the schema the chosen tables are restored into.
+    pub into_schema: Option<String>,
     /// Write a SQL script there (`-`: standard output) instead of restoring into `target`.
     pub to_sql: Option<std::path::PathBuf>,
 }
@@ -93,7 +95,7 @@ pub struct RestorePlan {
     #[serde(skip)]
     target_url: SourceUrl,
     #[serde(skip)]
-    store: Option<Arc<dyn Destination>>,
+    pub(super) store: Option<Arc<dyn Destination>>,
 }
 
 impl RestorePlan {
@@ -178,6 +180,7 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         exclude_tables: request.exclude_tables.clone(),
         renames: Selection::parse_renames(&request.rename_tables).map_err(RestoreError::Usage)?,
         keep_foreign_keys: request.keep_foreign_keys,
+        into_schema: request.into_schema.clone(),
     };
     if request.keep_foreign_keys && selection.is_empty() {
         return Err(RestoreError::Usage(
@@ -355,70 +358,6 @@ async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput
     // Reading the incrementals' files finds the exact stop point and checks every file.
     lines.extend(target.preview(input).await?);
     Ok(lines)
-}
-
-/// Writes the plan's full copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
-/// output); an existing file is not overwritten.
-///
-/// # Errors
-/// A copy that is not MySQL's or needs incrementals (not built yet), an existing file, a damaged
-/// copy file, or a failed write.
-pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
-    let Some(path) = &plan.to_sql else {
-        return Err(RestoreError::Usage("write_sql needs --to-sql".into()));
-    };
-    let Some(full) = plan.chain.first() else {
-        return Err(RestoreError::Usage("the plan holds no copy".into()));
-    };
-    let postgres = matches!(full.log_range.end, crate::repo::status::LogPosition::Postgres { .. });
-    if plan.chain.len() > 1 || plan.until.is_some() {
-        return Err(RestoreError::Usage(format!(
-            "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
-            plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
-            crate::text::count(plan.chain.len() as u64 - 1, "incremental"),
-            full.id
-        )));
-    }
-    let destination = plan.store.clone().expect("plans are made by plan()");
-    let input = RestoreInput {
-        manifests: manifests(&destination, &plan.chain).await?,
-        destination,
-        source: plan.source.clone(),
-        jobs: 1,
-        clean: false,
-        mysql: plan.mysql.clone(),
-        until: None,
-        resume: false,
-        selection: plan.selection.clone(),
-    };
-    let report = if path.as_os_str() == "-" {
-        let mut out = tokio::io::stdout();
-        match postgres {
-            true => crate::engine::postgres::write_script(&input, &mut out).await?,
-            false => crate::engine::mysql::write_script(&input, &mut out).await?,
-        }
-    } else {
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .await
-            .map_err(|e| {
-                RestoreError::Usage(format!(
-                    "--to-sql {}: {e} (an existing file is not overwritten: choose another path, or remove it)",
-                    path.display()
-                ))
-            })?;
-        let mut out = tokio::io::BufWriter::new(file);
-        match postgres {
-            true => crate::engine::postgres::write_script(&input, &mut out).await?,
-            false => crate::engine::mysql::write_script(&input, &mut out).await?,
-        }
-    };
-    Ok(RestoreReport {
-        target: path.display().to_string(),
-        ..report
-    })
 }
 
 /// The engine for the plan's target and what it restores, with every manifest read and checked.

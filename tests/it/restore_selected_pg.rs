@@ -1,7 +1,8 @@
 //! A selective restore of a PostgreSQL copy (issue #16): a table lost on the live database comes
 //! back alone from the copy — its rows, its sequence's value, its key, its index and, on
-//! request, its foreign key to a live table — while every live table is untouched; a table the
-//! target has is refused before anything is created.
+//! request, its foreign key to a live table — while every live table is untouched; beside the
+//! live table with `--into-schema`; as a script psql loads (`--to-sql`); a table the target has
+//! is refused before anything is created.
 
 use crate::postgres::{connect, fresh_database, url_of};
 use crate::support::{cairn, run};
@@ -54,6 +55,37 @@ async fn a_lost_table_comes_back_alone_and_nothing_else_changes() {
         err.contains("public.orders") && err.contains("nothing was restored"),
         "{err}"
     );
+
+    // Beside the live table, in a schema of its own: the copy's rows, its own sequence.
+    pg.batch_execute("UPDATE orders SET amount = 99 WHERE id = 1")
+        .await
+        .unwrap();
+    let live_orders = state(&url, "orders").await;
+    let (code, out, err) = restore(&[
+        "--table",
+        "public.orders",
+        "--into-schema",
+        "restored",
+        "--keep-foreign-keys",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(state(&url, "restored.orders").await, orders_at_copy);
+    assert_eq!(state(&url, "orders").await, live_orders, "the live table is untouched");
+    let next: i32 = pg
+        .query_one(
+            "INSERT INTO restored.orders (customer_id, amount) VALUES (2, 1) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 4, "the restored table's sequence goes on after its ids");
+    let own_sequence: bool = pg
+        .query_one("SELECT to_regclass('restored.orders_id_seq') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(own_sequence);
 
     // It is lost (the view with it), the live database moves on.
     pg.batch_execute(

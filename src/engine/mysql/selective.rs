@@ -36,6 +36,13 @@ pub(super) struct Selected {
 pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, SourceError> {
     let selection = &input.selection;
     let copy = &input.manifests[0].copy.id;
+    if selection.into_schema.is_some() {
+        return Err(SourceError::Unsupported(
+            "--into-schema is for PostgreSQL copies; a MySQL/MariaDB table goes into another database with \
+             --rename-db FROM=TO, or beside the live one with --rename-table OLD=NEW"
+                .into(),
+        ));
+    }
     let chosen: Vec<&TableDef> = schema
         .tables
         .iter()

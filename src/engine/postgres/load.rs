@@ -33,6 +33,7 @@ impl PostgresTarget {
         destination: Arc<dyn Destination>,
         queue: Queue<StoredFile>,
         progress: Arc<Progress>,
+        into: Option<String>,
     ) -> Result<u64, SourceError> {
         let client = self.pg.connect("restore worker").await?;
         // Each file is one transaction; losing the last ones to a crash only means restoring again.
@@ -48,7 +49,8 @@ impl PostgresTarget {
                     stored.key
                 )));
             };
-            let (schema_name, table_name) = (data.container(), data.table.as_str());
+            // `--into-schema` moves the table; else it goes where the copy had it.
+            let (schema_name, table_name) = (into.as_deref().unwrap_or(data.container()), data.table.as_str());
             let table = schema::qualified(schema_name, table_name);
             let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
             let column_list = if columns.is_empty() {

@@ -14,7 +14,13 @@ type Key = (String, String);
 
 /// What a selection takes of a copy's schema.
 pub(super) struct Selected {
+    /// The chosen tables by the copy's names, and as the target gets them.
     pub tables: BTreeSet<Key>,
+    pub made: BTreeSet<Key>,
+    /// `--into-schema`: where the rows go.
+    pub into: Option<String>,
+    /// Sequence names as the copy's values name them → as the target has them.
+    pub moves: Vec<(String, String)>,
     pub pre: Vec<Entry>,
     pub post: Vec<Entry>,
     /// Sequences of the chosen tables, as `"schema"."name"`.
@@ -89,8 +95,8 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
     let selection: &Selection = &input.selection;
     if !selection.renames.is_empty() {
         return Err(SourceError::Unsupported(
-            "--rename-table of a PostgreSQL copy is not built yet (issue #16): restore into another database, or \
-             drop the live table first"
+            "--rename-table of a PostgreSQL copy is not built yet (issue #16): restore beside the live tables with \
+             --into-schema NAME, or into another database"
                 .into(),
         ));
     }
@@ -171,13 +177,89 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
             other_kinds.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    // `--into-schema`: the chosen tables and their sequences are named in the new schema
+    // wherever the entries name them (functions and types they use stay where they are).
+    let into = selection.into_schema.clone();
+    let mut names = Vec::new();
+    let mut moves = Vec::new();
+    if let Some(into) = &into {
+        for (s, n) in tables.iter().chain(&sequences) {
+            names.push((format!("{}.{}", dump_name(s), dump_name(n)), schema::qualified(into, n)));
+        }
+        for (s, n) in &sequences {
+            moves.push((
+                super::quote_literal(&schema::qualified(s, n)),
+                super::quote_literal(&schema::qualified(into, n)),
+            ));
+        }
+    }
+    let moved = |entries: Vec<Entry>| -> Vec<Entry> {
+        entries
+            .into_iter()
+            .map(|entry| Entry {
+                sql: names
+                    .iter()
+                    .fold(entry.sql.clone(), |sql, (from, to)| replace_name(&sql, from, to)),
+                ..entry
+            })
+            .collect()
+    };
     Ok(Selected {
+        made: match &into {
+            Some(into) => tables.iter().map(|(_, t)| (into.clone(), t.clone())).collect(),
+            None => tables.clone(),
+        },
         tables,
-        pre: pre_kept,
-        post: post_kept,
+        into,
+        moves,
+        pre: moved(pre_kept),
+        post: moved(post_kept),
         sequences: sequences.iter().map(|(s, n)| schema::qualified(s, n)).collect(),
         left_out,
     })
+}
+
+impl Selected {
+    /// The copy's sequence values of the chosen tables, under the names the target has.
+    pub fn sequence_values(&self, sql: &str) -> String {
+        self.moves
+            .iter()
+            .fold(sequence_values(sql, &self.sequences), |sql, (from, to)| {
+                sql.replace(from, to)
+            })
+    }
+}
+
+/// A name as pg_dump writes it: bare when it can be, else quoted.
+fn dump_name(name: &str) -> String {
+    let bare = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    match bare {
+        true => name.to_string(),
+        false => super::quote_ident(name),
+    }
+}
+
+/// `sql` with the qualified name `from` (whole, not the start of a longer name) as `to`.
+fn replace_name(sql: &str, from: &str, to: &str) -> String {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == '"' || c == '.';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(from) {
+        let before = rest[..at].chars().next_back().or_else(|| out.chars().next_back());
+        let after = rest[at + from.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_name) || after.is_some_and(|c| is_name(c) && c != '.') {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The lines of the copy's sequence values that set `sequences`.
@@ -241,9 +323,9 @@ impl super::target::PostgresTarget {
     pub(super) async fn preflight_selected(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let (selected, _, _) = selected(input).await?;
         let client = self.pg.connect("restore").await?;
-        self.check_absent(&client, &selected.tables).await?;
+        self.check_absent(&client, &selected.made).await?;
         let mut notes: Vec<String> = selected
-            .tables
+            .made
             .iter()
             .map(|(s, t)| format!("table {s}.{t}: absent, restored"))
             .collect();
@@ -276,7 +358,7 @@ impl super::target::PostgresTarget {
             tracing::warn!("not restored: {line}");
         }
         let client = super::target::open_database(&self.pg).await?;
-        self.check_absent(&client, &selected.tables).await?;
+        self.check_absent(&client, &selected.made).await?;
         let roles: BTreeSet<String> = client
             .query("SELECT rolname::text FROM pg_roles", &[])
             .await
@@ -284,7 +366,7 @@ impl super::target::PostgresTarget {
             .into_iter()
             .map(|r| r.get(0))
             .collect();
-        let schemas: BTreeSet<&String> = selected.tables.iter().map(|(s, _)| s).collect();
+        let schemas: BTreeSet<&String> = selected.made.iter().map(|(s, _)| s).collect();
         let mut sql = format!("{preamble}\n");
         for schema in schemas {
             sql.push_str(&format!(
@@ -320,9 +402,14 @@ impl super::target::PostgresTarget {
             let queue = Queue::new(data);
             let progress = crate::progress::Progress::new("restore: data files (stored size)", file_count);
             let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
-                let (this, destination, queue, progress) =
-                    (self.clone(), input.destination.clone(), queue.clone(), progress.clone());
-                async move { this.load_worker(destination, queue, progress).await }
+                let (this, destination, queue, progress, into) = (
+                    self.clone(),
+                    input.destination.clone(),
+                    queue.clone(),
+                    progress.clone(),
+                    selected.into.clone(),
+                );
+                async move { this.load_worker(destination, queue, progress, into).await }
             })
             .await?
             .into_iter()
@@ -344,10 +431,10 @@ impl super::target::PostgresTarget {
             self.run_entries(foreign, &preamble, jobs).await?;
             self.run_entries(rest, &preamble, 1).await?;
             client
-                .batch_execute(&sequence_values(&sequences_sql, &selected.sequences))
+                .batch_execute(&selected.sequence_values(&sequences_sql))
                 .await
                 .map_err(|e| self.pg.error("setting sequences", e))?;
-            for (schema, table) in &selected.tables {
+            for (schema, table) in &selected.made {
                 client
                     .batch_execute(&format!("ANALYZE {}", schema::qualified(schema, table)))
                     .await
@@ -360,7 +447,7 @@ impl super::target::PostgresTarget {
             target: self.pg.name.clone(),
             cause: Box::new(cause),
         })?;
-        for (schema, table) in &selected.tables {
+        for (schema, table) in &selected.made {
             tracing::info!("restored {schema}.{table} from copy {}", manifest.copy.id);
         }
         Ok(crate::engine::RestoreReport {
@@ -438,5 +525,23 @@ mod tests {
         let values = "SELECT pg_catalog.setval('\"public\".\"orders_id_seq\"', 3, true);\nSELECT pg_catalog.setval('\"public\".\"x_seq\"', 1, true);\n";
         let kept: BTreeSet<String> = [schema::qualified("public", "orders_id_seq")].into_iter().collect();
         assert_eq!(sequence_values(values, &kept).lines().count(), 1);
+    }
+
+    #[test]
+    fn names_move_to_another_schema_whole() {
+        let sql = "ALTER TABLE ONLY public.orders ALTER COLUMN id SET DEFAULT nextval('public.orders_id_seq'::regclass); \
+                   CREATE TABLE public.orders_items (id int); SELECT x.public.orders";
+        let moved = replace_name(sql, "public.orders", "\"restored\".\"orders\"");
+        assert!(
+            moved.starts_with("ALTER TABLE ONLY \"restored\".\"orders\" ALTER"),
+            "{moved}"
+        );
+        assert!(
+            moved.contains("'public.orders_id_seq'") && moved.contains("public.orders_items"),
+            "{moved}"
+        );
+        assert!(moved.ends_with("x.public.orders"), "{moved}");
+        assert_eq!(dump_name("orders"), "orders");
+        assert_eq!(dump_name("Orders"), "\"Orders\"");
     }
 }

@@ -489,7 +489,7 @@ impl PostgresTarget {
         let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
             let (this, destination, queue, progress) =
                 (self.clone(), destination.clone(), queue.clone(), progress.clone());
-            async move { this.load_worker(destination, queue, progress).await }
+            async move { this.load_worker(destination, queue, progress, None).await }
         })
         .await?
         .into_iter()

@@ -55,7 +55,7 @@ pub(crate) async fn write_script(
                 tracing::warn!("not in the script: {line}");
             }
             let mut pre = format!("{preamble}\n");
-            let schemas: std::collections::BTreeSet<&String> = selected.tables.iter().map(|(s, _)| s).collect();
+            let schemas: std::collections::BTreeSet<&String> = selected.made.iter().map(|(s, _)| s).collect();
             for name in schemas {
                 pre.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", super::quote_ident(name)));
             }
@@ -65,17 +65,18 @@ pub(crate) async fn write_script(
             }
             out.write_all(pre.as_bytes()).await.map_err(failed)?;
             let post = selected.post.iter().map(|e| e.sql.clone()).collect();
-            let values = super::selective::sequence_values(&sequences, &selected.sequences);
-            (Some(selected.tables), post, values)
+            let values = selected.sequence_values(&sequences);
+            (Some((selected.tables, selected.into)), post, values)
         }
     };
     let (mut written, mut rows) = (0u64, 0u64);
     for stored in data_files(&files) {
         let Some(data) = stored.data() else { continue };
         let key = (data.container().to_string(), data.table.clone());
-        if tables.as_ref().is_some_and(|tables| !tables.contains(&key)) {
+        if tables.as_ref().is_some_and(|(tables, _)| !tables.contains(&key)) {
             continue;
         }
+        let into = tables.as_ref().and_then(|(_, into)| into.clone());
         let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
         let list = match columns.is_empty() {
             true => String::new(),
@@ -88,7 +89,10 @@ pub(crate) async fn write_script(
                     .join(", ")
             ),
         };
-        let head = format!("\nCOPY {}{list} FROM stdin;\n", schema::qualified(&key.0, &key.1));
+        let head = format!(
+            "\nCOPY {}{list} FROM stdin;\n",
+            schema::qualified(into.as_deref().unwrap_or(&key.0), &key.1)
+        );
         out.write_all(head.as_bytes()).await.map_err(failed)?;
         let mut reader = open_verified(&input.destination, &stored).await?;
         let mut last = b'\n';
@@ -120,7 +124,7 @@ pub(crate) async fn write_script(
     out.flush().await.map_err(failed)?;
     Ok(RestoreReport {
         target: "the script".into(),
-        tables: tables.map_or(0, |t| t.len() as u64),
+        tables: tables.map_or(0, |(t, _)| t.len() as u64),
         rows,
         files: written,
         position: Some(manifest.copy.log_range.end.clone()),

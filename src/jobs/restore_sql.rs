@@ -1,0 +1,69 @@
+//! `cairn restore --to-sql`: the plan's full copy, or its selection, written as a SQL script by
+//! the copy's engine instead of restored into a database.
+
+use super::restore::{RestoreError, RestorePlan, manifests};
+use crate::engine::{RestoreInput, RestoreReport};
+
+/// Writes the plan's full copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
+/// output); an existing file is not overwritten.
+///
+/// # Errors
+/// A copy that is not MySQL's or needs incrementals (not built yet), an existing file, a damaged
+/// copy file, or a failed write.
+pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let Some(path) = &plan.to_sql else {
+        return Err(RestoreError::Usage("write_sql needs --to-sql".into()));
+    };
+    let Some(full) = plan.chain.first() else {
+        return Err(RestoreError::Usage("the plan holds no copy".into()));
+    };
+    let postgres = matches!(full.log_range.end, crate::repo::status::LogPosition::Postgres { .. });
+    if plan.chain.len() > 1 || plan.until.is_some() {
+        return Err(RestoreError::Usage(format!(
+            "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
+            plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
+            crate::text::count(plan.chain.len() as u64 - 1, "incremental"),
+            full.id
+        )));
+    }
+    let destination = plan.store.clone().expect("plans are made by plan()");
+    let input = RestoreInput {
+        manifests: manifests(&destination, &plan.chain).await?,
+        destination,
+        source: plan.source.clone(),
+        jobs: 1,
+        clean: false,
+        mysql: plan.mysql.clone(),
+        until: None,
+        resume: false,
+        selection: plan.selection.clone(),
+    };
+    let report = if path.as_os_str() == "-" {
+        let mut out = tokio::io::stdout();
+        match postgres {
+            true => crate::engine::postgres::write_script(&input, &mut out).await?,
+            false => crate::engine::mysql::write_script(&input, &mut out).await?,
+        }
+    } else {
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map_err(|e| {
+                RestoreError::Usage(format!(
+                    "--to-sql {}: {e} (an existing file is not overwritten: choose another path, or remove it)",
+                    path.display()
+                ))
+            })?;
+        let mut out = tokio::io::BufWriter::new(file);
+        match postgres {
+            true => crate::engine::postgres::write_script(&input, &mut out).await?,
+            false => crate::engine::mysql::write_script(&input, &mut out).await?,
+        }
+    };
+    Ok(RestoreReport {
+        target: path.display().to_string(),
+        ..report
+    })
+}
