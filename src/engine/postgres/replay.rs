@@ -389,10 +389,24 @@ pub(super) async fn replay(
     input: &RestoreInput,
     checked: Checked,
     resumed: Option<u64>,
+    only: Option<&super::selective::Selected>,
 ) -> Result<Replayed, SourceError> {
-    let origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
-    if !input.resume {
+    let mut origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
+    if only.is_some() {
+        // A selective restore's own: a whole restore's stopped replay in this database keeps
+        // its origin.
+        origin.push_str("_selected");
+        client
+            .execute(
+                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| pg.error("dropping an earlier selective restore's replication origin", e))?;
+    } else if !input.resume {
         forget(pg, client, input).await?;
+    }
+    if !input.resume {
         client
             .execute("SELECT pg_replication_origin_create($1)", &[&origin])
             .await
@@ -461,6 +475,13 @@ pub(super) async fn replay(
                 }
                 change => change,
             };
+            let change = match only {
+                Some(only) => match only.admit(change)? {
+                    Some(change) => change,
+                    None => continue,
+                },
+                None => change,
+            };
             let record = match &change {
                 Change::Commit(commit) => match &commit.position {
                     LogPosition::Postgres { lsn, .. } => {
@@ -478,6 +499,11 @@ pub(super) async fn replay(
     // Sequences are not decoded: each incremental recorded their values at its end.
     if let Some(file) = checked.files.get(stop.sequences_of) {
         let sql = read_text(&input.destination, &file.sequences).await?;
+        // A selective restore sets its own tables' sequences only.
+        let sql = match only {
+            Some(only) => only.sequence_values(&sql),
+            None => sql,
+        };
         // One `setval` per line. With captured DDL, a sequence created after the stop point
         // does not exist in the target: there is nothing to set.
         for statement in sql.lines().filter(|l| !l.trim().is_empty()) {

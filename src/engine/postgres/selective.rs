@@ -220,6 +220,53 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
 }
 
 impl Selected {
+    /// A change of the replay as the restored tables take it: rows and truncations of the
+    /// chosen tables (moved `--into-schema`); `None` for other tables. A captured schema change
+    /// that names a chosen table stops the replay (it would change the table by its old name).
+    ///
+    /// # Errors
+    /// A captured statement naming a chosen table.
+    pub fn admit(
+        &self,
+        change: crate::engine::change::Change,
+    ) -> Result<Option<crate::engine::change::Change>, SourceError> {
+        use crate::engine::change::Change;
+        let moved = |schema: String| self.into.clone().unwrap_or(schema);
+        Ok(match change {
+            Change::Rows(mut rows) => {
+                if !self.tables.contains(&(rows.database.clone(), rows.table.clone())) {
+                    return Ok(None);
+                }
+                rows.database = moved(rows.database);
+                Some(Change::Rows(rows))
+            }
+            Change::Truncate(mut truncate) => {
+                truncate.tables.retain(|key| self.tables.contains(key));
+                if truncate.tables.is_empty() {
+                    return Ok(None);
+                }
+                truncate.tables = truncate.tables.into_iter().map(|(s, t)| (moved(s), t)).collect();
+                Some(Change::Truncate(truncate))
+            }
+            Change::Statement(statement) => {
+                let text = statement.text.to_ascii_lowercase();
+                let named = self.tables.iter().find(|(_, table)| {
+                    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                        .any(|word| word == table.to_ascii_lowercase())
+                });
+                if let Some((schema, table)) = named {
+                    return Err(SourceError::Unsupported(format!(
+                        "{}: a schema change names {schema}.{table}, a restored table; the selective restore stops \
+                         here rather than apply it — restore up to a point before it (--until)",
+                        statement.at
+                    )));
+                }
+                None
+            }
+            change => Some(change),
+        })
+    }
+
     /// The copy's sequence values of the chosen tables, under the names the target has.
     pub fn sequence_values(&self, sql: &str) -> String {
         self.moves
@@ -333,6 +380,40 @@ impl super::target::PostgresTarget {
         Ok(notes)
     }
 
+    /// Restores the tables `input.selection` chooses of the chain: the full copy's, then their
+    /// changes in the incrementals. Every log is fetched and checked first.
+    ///
+    /// # Errors
+    /// As [`Self::restore_selected`], or a change the replay refuses.
+    pub(super) async fn restore_selected_chain(
+        &self,
+        input: &RestoreInput,
+        started: std::time::Instant,
+    ) -> Result<crate::engine::RestoreReport, SourceError> {
+        let checked = match input.manifests.len() {
+            1 => None,
+            _ => Some(super::replay::check(input).await?),
+        };
+        let mut report = self.restore_selected(input).await?;
+        if let Some(checked) = checked {
+            let (selected, _, _) = selected(input).await?;
+            let client = self.pg.connect("restore").await?;
+            let replayed = super::replay::replay(&self.pg, &client, input, checked, None, Some(&selected))
+                .await
+                .map_err(|cause| SourceError::ReplayStopped {
+                    target: self.pg.name.clone(),
+                    progress: "the restored tables, as the replay left them".into(),
+                    cause: Box::new(cause),
+                })?;
+            report.incrementals = input.manifests.len() as u64 - 1;
+            report.transactions = replayed.transactions;
+            report.row_changes = replayed.row_changes;
+            report.position = Some(replayed.position);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
     /// Restores the tables `input.selection` chooses of the full copy.
     ///
     /// # Errors
@@ -346,13 +427,6 @@ impl super::target::PostgresTarget {
         use crate::repo::reader::{data_files, files_of};
         let started = std::time::Instant::now();
         let manifest = &input.manifests[0];
-        if input.manifests.len() > 1 {
-            return Err(SourceError::Unsupported(format!(
-                "a selective restore of PostgreSQL incrementals is not built yet (issue #16); restore the full copy \
-                 with --copy {}",
-                manifest.copy.id
-            )));
-        }
         let (selected, preamble, sequences_sql) = selected(input).await?;
         for line in &selected.left_out {
             tracing::warn!("not restored: {line}");

@@ -283,7 +283,7 @@ impl Target for PostgresTarget {
         let started = Instant::now();
         let manifest = only_copy(input)?;
         if !input.selection.is_empty() {
-            return self.restore_selected(input).await;
+            return self.restore_selected_chain(input, started).await;
         }
         let resumed = match input.resume {
             true => Some(self.resumable(input).await?.0),
@@ -325,7 +325,7 @@ impl Target for PostgresTarget {
                 crate::text::count(checked.stop.applying, "transaction"),
                 crate::text::count(checked.in_chain, "transaction")
             );
-            let replayed = super::replay::replay(&self.pg, &client, input, checked, resumed.flatten())
+            let replayed = super::replay::replay(&self.pg, &client, input, checked, resumed.flatten(), None)
                 .await
                 .map_err(|cause| SourceError::ReplayStopped {
                     target: self.pg.name.clone(),
