@@ -286,8 +286,32 @@ async fn a_table_is_restored_as_the_incrementals_left_it_beside_the_live_one() {
         err.contains("ALTER TABLE orders") && err.contains("restored under another name"),
         "{err}"
     );
-    // Under its own name in another database it applies.
+    // Under its own name in another database it applies — not with its key to customers, which
+    // that database lacks: refused before anything is made.
     let elsewhere = format!("{source}_elsewhere");
+    let (code, out, err) = restore(
+        &crate::support::mysql_url(),
+        &[
+            "--table",
+            &table,
+            "--rename-db",
+            &format!("{source}={elsewhere}"),
+            "--keep-foreign-keys",
+        ],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("customers") && err.contains("nothing was restored"),
+        "{err}"
+    );
+    let made: Option<u64> = connect(&crate::support::mysql_url())
+        .await
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{elsewhere}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(made, Some(0));
     let (code, out, err) = restore(
         &crate::support::mysql_url(),
         &["--table", &table, "--rename-db", &format!("{source}={elsewhere}")],

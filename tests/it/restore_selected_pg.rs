@@ -145,6 +145,24 @@ async fn a_lost_table_comes_back_alone_and_nothing_else_changes() {
     ]));
     assert_eq!(code, 0, "{out}\n{err}");
     let empty = url_of(&fresh_database("pg_selective_sql").await);
+    // A key kept to a table this database lacks: refused before anything is made.
+    let (code, out, err) = run(cairn(locks.path()).args([
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--target",
+        &empty,
+        "--table",
+        "public.orders",
+        "--keep-foreign-keys",
+    ]));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("public.customers") && err.contains("nothing was restored"),
+        "{err}"
+    );
     let status = std::process::Command::new("psql")
         .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &empty, "-f"])
         .arg(&script)

@@ -27,6 +27,8 @@ pub(super) struct Selected {
     pub renamed: BTreeMap<Key, String>,
     /// Foreign keys and objects left out, one line each.
     pub left_out: Vec<String>,
+    /// Tables a kept foreign key references that are not restored: the target must have them.
+    pub needs: Vec<(Key, String)>,
 }
 
 /// The part of `schema` that `input.selection` chooses.
@@ -100,6 +102,7 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
             .unwrap_or_else(|| table.to_string())
     };
     let mut left_out = Vec::new();
+    let mut needs = Vec::new();
     let mut tables = Vec::new();
     for table in &chosen {
         let name = new_name(&table.database, &table.name);
@@ -110,7 +113,11 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
                     let to_name = new_name(&to.0, &to.1);
                     foreign_keys.push(rename_key(key, &table.name, &name, Some((&to.1, &to_name))));
                 }
-                _ if selection.keep_foreign_keys => foreign_keys.push(rename_key(key, &table.name, &name, None)),
+                Some(to) if selection.keep_foreign_keys => {
+                    needs.push((to, format!("{}.{name}", table.database)));
+                    foreign_keys.push(rename_key(key, &table.name, &name, None));
+                }
+                None if selection.keep_foreign_keys => foreign_keys.push(rename_key(key, &table.name, &name, None)),
                 _ => left_out.push(format!(
                     "foreign key of {}.{name} (it references a table that is not restored; --keep-foreign-keys \
                      keeps it when the target has that table): {}",
@@ -156,6 +163,7 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
         keys,
         renamed,
         left_out,
+        needs,
     })
 }
 
@@ -201,6 +209,7 @@ impl MysqlTarget {
         let selected = select(input, schema)?;
         let mut admin = self.admin().await?;
         self.check_absent(&mut admin, &selected.schema, map).await?;
+        self.check_referenced(&mut admin, &selected.needs, map).await?;
         let mut notes: Vec<String> = selected
             .schema
             .tables
@@ -229,12 +238,14 @@ impl MysqlTarget {
             keys,
             renamed,
             left_out,
+            needs,
         } = select(input, schema)?;
         for line in &left_out {
             tracing::warn!("not restored: {line}");
         }
         let mut admin = self.admin().await?;
         self.check_absent(&mut admin, &selected, map).await?;
+        self.check_referenced(&mut admin, &needs, map).await?;
         for database in &selected.databases {
             let name = &map[&database.name];
             admin
@@ -275,6 +286,35 @@ impl MysqlTarget {
             files: file_count,
             ..Default::default()
         })
+    }
+
+    /// Refuses, before anything is created, when a kept foreign key references a table the
+    /// target lacks.
+    async fn check_referenced(
+        &self,
+        admin: &mut Conn,
+        needs: &[(Key, String)],
+        map: &BTreeMap<String, String>,
+    ) -> Result<(), SourceError> {
+        for ((database, table), of) in needs {
+            let database = map.get(database).unwrap_or(database);
+            let found: Option<u64> = admin
+                .query_first(format!(
+                    "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+                    quote_literal(database),
+                    quote_literal(table)
+                ))
+                .await
+                .map_err(|e| self.my.error("inspecting the target", e))?;
+            if found.is_none() {
+                return Err(SourceError::Unsupported(format!(
+                    "--keep-foreign-keys: a foreign key of {of} references {database}.{table}, which the target \
+                     does not have; restore that table too, or leave the key out (without --keep-foreign-keys) — \
+                     nothing was restored"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses, before anything is created, when the target has any of the tables.

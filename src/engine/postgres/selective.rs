@@ -27,6 +27,9 @@ pub(super) struct Selected {
     pub sequences: BTreeSet<String>,
     /// What is left out, one line each.
     pub left_out: Vec<String>,
+    /// Tables a kept foreign key references that are not restored (the target must have them),
+    /// with the key.
+    pub needs: Vec<(Key, String)>,
 }
 
 /// A name as pg_dump writes it (`a`, `"A b"`), and what follows it.
@@ -126,6 +129,7 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
         }
     }
     let mut left_out = Vec::new();
+    let needs = std::cell::RefCell::new(Vec::new());
     let keep = |entry: &Entry, left_out: &mut Vec<String>| -> bool {
         let owned_sequence =
             entry.kind == "SEQUENCE" && sequences.contains(&(entry.schema.clone(), entry.name.clone()));
@@ -135,6 +139,12 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
         }
         if entry.kind == "FK CONSTRAINT" {
             let referenced = table_after(&entry.sql, &["REFERENCES "]);
+            if let Some(key) = &referenced
+                && !tables.contains(key)
+                && selection.keep_foreign_keys
+            {
+                needs.borrow_mut().push((key.clone(), entry.name.clone()));
+            }
             if !referenced.is_some_and(|key| tables.contains(&key)) && !selection.keep_foreign_keys {
                 left_out.push(format!(
                     "foreign key {} (it references a table that is not restored; --keep-foreign-keys keeps it \
@@ -216,6 +226,7 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
         post: moved(post_kept),
         sequences: sequences.iter().map(|(s, n)| schema::qualified(s, n)).collect(),
         left_out,
+        needs: needs.into_inner(),
     })
 }
 
@@ -338,6 +349,33 @@ pub(super) async fn selected(input: &RestoreInput) -> Result<(Selected, String, 
 }
 
 impl super::target::PostgresTarget {
+    /// Refuses, before anything is created, when a kept foreign key references a table the
+    /// target lacks.
+    async fn check_referenced(
+        &self,
+        client: &tokio_postgres::Client,
+        needs: &[(Key, String)],
+    ) -> Result<(), SourceError> {
+        for ((schema, table), key) in needs {
+            let found: bool = client
+                .query_one(
+                    "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
+                    &[schema, table],
+                )
+                .await
+                .map_err(|e| self.pg.error("inspecting the target", e))?
+                .get(0);
+            if !found {
+                return Err(SourceError::Unsupported(format!(
+                    "--keep-foreign-keys: foreign key {key} references {schema}.{table}, which the target does not \
+                     have; restore that table too, or leave the key out (without --keep-foreign-keys) — nothing was \
+                     restored"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses, before anything is created, when the target has any of the tables.
     async fn check_absent(&self, client: &tokio_postgres::Client, tables: &BTreeSet<Key>) -> Result<(), SourceError> {
         let mut present = Vec::new();
@@ -371,6 +409,7 @@ impl super::target::PostgresTarget {
         let (selected, _, _) = selected(input).await?;
         let client = self.pg.connect("restore").await?;
         self.check_absent(&client, &selected.made).await?;
+        self.check_referenced(&client, &selected.needs).await?;
         let mut notes: Vec<String> = selected
             .made
             .iter()
@@ -433,6 +472,7 @@ impl super::target::PostgresTarget {
         }
         let client = super::target::open_database(&self.pg).await?;
         self.check_absent(&client, &selected.made).await?;
+        self.check_referenced(&client, &selected.needs).await?;
         let roles: BTreeSet<String> = client
             .query("SELECT rolname::text FROM pg_roles", &[])
             .await
