@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod pool;
 pub mod postgres;
 pub mod selection;
+pub mod sql_name;
 pub mod to_postgres;
 mod until;
 mod url;

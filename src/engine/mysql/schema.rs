@@ -40,6 +40,23 @@ pub struct Object {
     pub time_zone: Option<String>,
 }
 
+impl Object {
+    /// The session settings it was created under, as one `SET` statement.
+    pub fn session_sql(&self) -> String {
+        use super::quote_literal;
+        format!(
+            "SET SESSION sql_mode = {}, SESSION character_set_client = {}, SESSION collation_connection = {}{}",
+            quote_literal(&self.sql_mode),
+            quote_literal(&self.character_set_client),
+            quote_literal(&self.collation_connection),
+            self.time_zone
+                .as_ref()
+                .map(|tz| format!(", SESSION time_zone = {}", quote_literal(tz)))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// Everything but the rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {

@@ -12,6 +12,11 @@ use mysql_async::prelude::Queryable;
 use super::schema::{Object, Schema, TableDef};
 use super::target::MysqlTarget;
 use super::{quote_ident, quote_literal};
+
+/// A name as MySQL quotes it.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    crate::engine::sql_name::identifier(text, '`')
+}
 use crate::engine::{RestoreInput, RestoreReport, SourceError};
 use crate::repo::reader::{StoredFile, data_files};
 
@@ -382,31 +387,6 @@ fn rename_create(create: &str, old: &str, new: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// An identifier at the start of `text` (`` `a` `` or a bare word), and what follows it.
-fn identifier(text: &str) -> Option<(String, &str)> {
-    let text = text.trim_start();
-    if let Some(rest) = text.strip_prefix('`') {
-        let mut name = String::new();
-        let mut chars = rest.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '`' {
-                if chars.peek().map(|(_, n)| *n) == Some('`') {
-                    chars.next();
-                    name.push('`');
-                    continue;
-                }
-                return Some((name, &rest[i + 1..]));
-            }
-            name.push(c);
-        }
-        return None;
-    }
-    let end = text
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-        .unwrap_or(text.len());
-    (end > 0).then(|| (text[..end].to_string(), &text[end..]))
 }
 
 /// A qualified or plain table name at the start of `text`, with `database` for a plain one.

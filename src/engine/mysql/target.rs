@@ -108,18 +108,7 @@ impl MysqlTarget {
         sql: &str,
     ) -> Result<(), mysql_async::Error> {
         conn.query_drop(format!("USE {}", quote_ident(database))).await?;
-        conn.query_drop(format!(
-            "SET SESSION sql_mode = {}, SESSION character_set_client = {}, SESSION collation_connection = {}{}",
-            quote_literal(&object.sql_mode),
-            quote_literal(&object.character_set_client),
-            quote_literal(&object.collation_connection),
-            object
-                .time_zone
-                .as_ref()
-                .map(|tz| format!(", SESSION time_zone = {}", quote_literal(tz)))
-                .unwrap_or_default()
-        ))
-        .await?;
+        conn.query_drop(object.session_sql()).await?;
         conn.query_drop(sql).await
     }
 

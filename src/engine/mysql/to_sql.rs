@@ -11,8 +11,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::inventory::Column;
 use super::load::Inserts;
 use super::load_sql::LOAD_SESSION;
+use super::quote_ident;
 use super::schema::Object;
-use super::{quote_ident, quote_literal};
 use crate::engine::{RestoreInput, RestoreReport, SourceError};
 use crate::repo::reader::data_files;
 
@@ -169,17 +169,9 @@ impl Script<'_, '_> {
     /// A view, routine, trigger or event under the session it was created in.
     async fn object(&mut self, object: &Object, database: &str, create: &str) -> Result<(), SourceError> {
         let session = format!(
-            "USE {}{DELIMITER}\nSET SESSION sql_mode = {}, SESSION character_set_client = {}, SESSION \
-             collation_connection = {}{}{DELIMITER}",
+            "USE {}{DELIMITER}\n{}{DELIMITER}",
             quote_ident(database),
-            quote_literal(&object.sql_mode),
-            quote_literal(&object.character_set_client),
-            quote_literal(&object.collation_connection),
-            object
-                .time_zone
-                .as_ref()
-                .map(|tz| format!(", SESSION time_zone = {}", quote_literal(tz)))
-                .unwrap_or_default()
+            object.session_sql()
         );
         self.line(&session).await?;
         self.line(&format!("{create}{DELIMITER}")).await

@@ -12,6 +12,11 @@ use crate::engine::{RestoreInput, SourceError};
 
 type Key = (String, String);
 
+/// A name as pg_dump writes it (`a`, `"A b"`), and what follows it.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    crate::engine::sql_name::identifier(text, '"')
+}
+
 /// What a selection takes of a copy's schema.
 pub(super) struct Selected {
     /// The chosen tables by the copy's names, and as the target gets them.
@@ -30,30 +35,6 @@ pub(super) struct Selected {
     /// Tables a kept foreign key references that are not restored (the target must have them),
     /// with the key.
     pub needs: Vec<(Key, String)>,
-}
-
-/// A name as pg_dump writes it (`a`, `"A b"`), and what follows it.
-fn identifier(text: &str) -> Option<(String, &str)> {
-    if let Some(rest) = text.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = rest.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '"' {
-                if chars.peek().map(|(_, n)| *n) == Some('"') {
-                    chars.next();
-                    name.push('"');
-                    continue;
-                }
-                return Some((name, &rest[i + 1..]));
-            }
-            name.push(c);
-        }
-        return None;
-    }
-    let end = text
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-        .unwrap_or(text.len());
-    (end > 0).then(|| (text[..end].to_string(), &text[end..]))
 }
 
 /// `schema.name` at the start of `text` (pg_dump always qualifies).
@@ -349,6 +330,18 @@ pub(super) async fn selected(input: &RestoreInput) -> Result<(Selected, String, 
 }
 
 impl super::target::PostgresTarget {
+    /// Whether the target has a relation `schema`.`table`.
+    async fn exists(&self, client: &tokio_postgres::Client, schema: &str, table: &str) -> Result<bool, SourceError> {
+        Ok(client
+            .query_one(
+                "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.pg.error("inspecting the target", e))?
+            .get(0))
+    }
+
     /// Refuses, before anything is created, when a kept foreign key references a table the
     /// target lacks.
     async fn check_referenced(
@@ -357,15 +350,7 @@ impl super::target::PostgresTarget {
         needs: &[(Key, String)],
     ) -> Result<(), SourceError> {
         for ((schema, table), key) in needs {
-            let found: bool = client
-                .query_one(
-                    "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
-                    &[schema, table],
-                )
-                .await
-                .map_err(|e| self.pg.error("inspecting the target", e))?
-                .get(0);
-            if !found {
+            if !self.exists(client, schema, table).await? {
                 return Err(SourceError::Unsupported(format!(
                     "--keep-foreign-keys: foreign key {key} references {schema}.{table}, which the target does not \
                      have; restore that table too, or leave the key out (without --keep-foreign-keys) — nothing was \
@@ -380,15 +365,7 @@ impl super::target::PostgresTarget {
     async fn check_absent(&self, client: &tokio_postgres::Client, tables: &BTreeSet<Key>) -> Result<(), SourceError> {
         let mut present = Vec::new();
         for (schema, table) in tables {
-            let found: bool = client
-                .query_one(
-                    "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
-                    &[schema, table],
-                )
-                .await
-                .map_err(|e| self.pg.error("inspecting the target", e))?
-                .get(0);
-            if found {
+            if self.exists(client, schema, table).await? {
                 present.push(format!("{schema}.{table}"));
             }
         }
