@@ -18,6 +18,13 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
         return Err(RestoreError::Usage("the plan holds no copy".into()));
     };
     let postgres = matches!(full.log_range.end, crate::repo::status::LogPosition::Postgres { .. });
+    if postgres && !plan.mysql.rename_databases.is_empty() {
+        return Err(RestoreError::Usage(
+            "--rename-db renames MySQL/MariaDB databases; a PostgreSQL script is loaded into the database psql \
+             connects to (--into-schema moves chosen tables)"
+                .into(),
+        ));
+    }
     if plan.chain.len() > 1 || plan.until.is_some() {
         return Err(RestoreError::Usage(format!(
             "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",

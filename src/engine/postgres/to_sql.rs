@@ -69,6 +69,10 @@ pub(crate) async fn write_script(
             (Some((selected.tables, selected.into)), post, values)
         }
     };
+    // The stored rows are UTF-8 (the copy read them so), whatever pg_dump's preamble set.
+    out.write_all(b"\nSET client_encoding = 'UTF8';\n")
+        .await
+        .map_err(failed)?;
     let (mut written, mut rows) = (0u64, 0u64);
     for stored in data_files(&files) {
         let Some(data) = stored.data() else { continue };
