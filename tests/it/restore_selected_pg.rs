@@ -65,6 +65,27 @@ async fn a_lost_table_comes_back_alone_and_nothing_else_changes() {
         "{err}"
     );
 
+    // Renamed aside, the live table keeps its key's index and its sequence, whose names the
+    // restore would take: refused before anything is made.
+    pg.batch_execute("ALTER TABLE orders RENAME TO orders_aside")
+        .await
+        .unwrap();
+    let (code, out, err) = restore(&["--table", "public.orders"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("public.orders_pkey") && err.contains("public.orders_id_seq"),
+        "{err}"
+    );
+    let made: bool = pg
+        .query_one("SELECT to_regclass('public.orders') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!made, "nothing was restored");
+    pg.batch_execute("ALTER TABLE orders_aside RENAME TO orders")
+        .await
+        .unwrap();
+
     // Beside the live table, in a schema of its own: the copy's rows, its own sequence.
     pg.batch_execute("UPDATE orders SET amount = 99 WHERE id = 1")
         .await

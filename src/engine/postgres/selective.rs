@@ -271,6 +271,36 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
 }
 
 impl Selected {
+    /// Every relation the restore makes, by schema and name: the tables and sequences, the
+    /// indexes, and the indexes of primary keys and unique constraints (their names are the
+    /// schema's, so a live table renamed aside keeps them).
+    pub fn relations(&self) -> BTreeSet<Key> {
+        let schema_of = |entry: &Entry| self.into.clone().unwrap_or_else(|| entry.schema.clone());
+        let mut names: BTreeSet<Key> = self.made.clone();
+        for entry in &self.pre {
+            if entry.kind == "SEQUENCE"
+                && let Some(made) = table_after(&entry.sql, &["CREATE SEQUENCE "])
+            {
+                names.insert(made);
+            }
+        }
+        for entry in &self.post {
+            let upper = entry.sql.to_ascii_uppercase();
+            match entry.kind.as_str() {
+                "INDEX" => {
+                    names.insert((schema_of(entry), entry.name.clone()));
+                }
+                "CONSTRAINT" if upper.contains(" PRIMARY KEY ") || upper.contains(" UNIQUE ") => {
+                    if let Some(constraint) = entry.name.split_whitespace().nth(1) {
+                        names.insert((schema_of(entry), constraint.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+
     /// A change of the replay as the restored tables take it: rows and truncations of the
     /// chosen tables (moved `--into-schema`); `None` for other tables. A captured schema change
     /// that names a chosen table stops the replay (it would change the table by its old name).
@@ -434,7 +464,8 @@ impl super::target::PostgresTarget {
         Err(SourceError::TargetNotEmpty {
             database: self.pg.name.clone(),
             detail: format!(
-                "it has {} already; drop it first, or restore into another database — nothing was restored",
+                "it has {} already (a table, or a name the restored tables' sequences or indexes take); drop or \
+                 rename it first, or restore beside it with --into-schema — nothing was restored",
                 present.join(", ")
             ),
         })
@@ -444,7 +475,7 @@ impl super::target::PostgresTarget {
     pub(super) async fn preflight_selected(&self, input: &RestoreInput) -> Result<Vec<String>, SourceError> {
         let (selected, _, _) = selected(input).await?;
         let client = self.pg.connect("restore").await?;
-        self.check_absent(&client, &selected.made).await?;
+        self.check_absent(&client, &selected.relations()).await?;
         self.check_referenced(&client, &selected.needs).await?;
         let mut notes: Vec<String> = selected
             .made
@@ -507,7 +538,7 @@ impl super::target::PostgresTarget {
             tracing::warn!("not restored: {line}");
         }
         let client = super::target::open_database(&self.pg).await?;
-        self.check_absent(&client, &selected.made).await?;
+        self.check_absent(&client, &selected.relations()).await?;
         self.check_referenced(&client, &selected.needs).await?;
         let roles: BTreeSet<String> = client
             .query("SELECT rolname::text FROM pg_roles", &[])
