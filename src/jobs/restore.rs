@@ -1,6 +1,7 @@
 //! Restore: choosing the copy and its chain from the status, and (with an engine) replaying it
 //! into a target database.
 
+use super::restore_copy::ChoiceError;
 use crate::engine::selection::Selection;
 use std::sync::Arc;
 
@@ -215,7 +216,17 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         .load_existing()
         .await?;
     let body = &loaded.status.body;
-    let copy = super::restore_copy::choose(body, request, &destination.location())?;
+    let ask = super::restore_copy::Ask {
+        copy: request.copy.as_deref(),
+        before: request.before,
+        until: request.until.as_ref(),
+        source: &request.source,
+    };
+    let copy = super::restore_copy::choose(body, &ask, &destination.location()).map_err(|e| match e {
+        ChoiceError::Usage(message) => RestoreError::Usage(message),
+        ChoiceError::Status(e) => RestoreError::Status(e),
+        ChoiceError::NoCopy { source_name, location } => RestoreError::NoCopy { source_name, location },
+    })?;
     let chain = body
         .chain(&copy.id)
         .map_err(StatusError::from)?

@@ -1,50 +1,64 @@
 //! Which copy a restore takes: an id or a unique start of one, the newest copy finished before a
 //! time, the chain that reaches an `--until` time, or the latest.
 
-use super::restore::{RestoreError, RestoreRequest};
 use crate::engine::Until;
 use crate::repo::status::{CopyRecord, StatusBody, StatusError};
 
-/// The copy `request` asks for among `body`'s (of the destination at `location`).
+/// What a restore asks for: `--copy`, `--before`, `--until`, of which source.
+pub(super) struct Ask<'a> {
+    pub copy: Option<&'a str>,
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<&'a Until>,
+    pub source: &'a str,
+}
+
+/// Why no copy was chosen.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ChoiceError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("source {source_name} has no copy at {location}")]
+    NoCopy { source_name: String, location: String },
+}
+
+/// The copy `ask` names among `body`'s (of the destination at `location`).
 ///
 /// # Errors
 /// A copy that is unknown or named ambiguously, `--copy` with `--before`, no copy before a time.
-pub(super) fn choose<'a>(
-    body: &'a StatusBody,
-    request: &RestoreRequest,
-    location: &str,
-) -> Result<&'a CopyRecord, RestoreError> {
-    if request.copy.as_deref() == Some("") {
-        return Err(RestoreError::Usage(
+pub(super) fn choose<'a>(body: &'a StatusBody, ask: &Ask<'_>, location: &str) -> Result<&'a CopyRecord, ChoiceError> {
+    if ask.copy == Some("") {
+        return Err(ChoiceError::Usage(
             "--copy: give a copy id, its start, or latest".into(),
         ));
     }
-    let copy = match (request.copy.as_deref(), &request.until) {
-        (None | Some("latest"), _) if request.before.is_some() => {
-            let before = request.before.expect("checked");
+    let copy = match (ask.copy, &ask.until) {
+        (None | Some("latest"), _) if ask.before.is_some() => {
+            let before = ask.before.expect("checked");
             body.newest_before(before).ok_or_else(|| {
-                RestoreError::Usage(format!(
+                ChoiceError::Usage(format!(
                     "--before {}: source {} has no restorable copy that finished before then (cairn status)",
                     before.to_rfc3339(),
-                    request.source
+                    ask.source
                 ))
             })?
         }
-        (Some(id), _) if id != "latest" && request.before.is_some() => {
-            return Err(RestoreError::Usage(format!(
+        (Some(id), _) if id != "latest" && ask.before.is_some() => {
+            return Err(ChoiceError::Usage(format!(
                 "--copy {id} and --before both choose the copy: pass one of them"
             )));
         }
         (None | Some("latest"), Some(Until::Time(time))) => copy_covering(body, *time).ok_or_else(|| {
-            RestoreError::Usage(format!(
+            ChoiceError::Usage(format!(
                 "--until {}: source {} has no full copy taken before that time; the oldest copies start later \
                  (cairn status)",
                 time.to_rfc3339(),
-                request.source
+                ask.source
             ))
         })?,
-        (None | Some("latest"), _) => body.latest().ok_or_else(|| RestoreError::NoCopy {
-            source_name: request.source.clone(),
+        (None | Some("latest"), _) => body.latest().ok_or_else(|| ChoiceError::NoCopy {
+            source_name: ask.source.to_string(),
             location: location.to_string(),
         })?,
         (Some(id), _) => match body.copy(id) {
@@ -60,7 +74,7 @@ pub(super) fn choose<'a>(
                     }
                     several => {
                         let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
-                        return Err(RestoreError::Usage(format!(
+                        return Err(ChoiceError::Usage(format!(
                             "--copy {id}: {} copies start so ({}); give more of the id",
                             several.len(),
                             ids.join(", ")

@@ -172,34 +172,35 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
     })
 }
 
-/// The tables a selective restore makes, as the target has them: (database, table).
-///
-/// # Errors
-/// As [`select`].
-pub(super) fn restored_tables(
-    input: &RestoreInput,
-    schema: &Schema,
-    map: &BTreeMap<String, String>,
-) -> Result<super::replay::Restored, SourceError> {
-    let selected = select(input, schema)?;
-    let made = selected
-        .schema
-        .tables
-        .iter()
-        .map(|t| {
-            (
-                map.get(&t.database).cloned().unwrap_or_else(|| t.database.clone()),
-                t.name.clone(),
-            )
-        })
-        .collect();
-    Ok(super::replay::Restored {
-        chosen: selected.keys,
-        made,
-    })
-}
-
 impl MysqlTarget {
+    /// The tables a selective restore makes, as the target has them: (database, table).
+    ///
+    /// # Errors
+    /// As [`select`].
+    pub(super) fn restored_tables(
+        &self,
+        input: &RestoreInput,
+        schema: &Schema,
+        map: &BTreeMap<String, String>,
+    ) -> Result<super::replay::Restored, SourceError> {
+        let selected = select(input, schema)?;
+        let made = selected
+            .schema
+            .tables
+            .iter()
+            .map(|t| {
+                (
+                    map.get(&t.database).cloned().unwrap_or_else(|| t.database.clone()),
+                    t.name.clone(),
+                )
+            })
+            .collect();
+        Ok(super::replay::Restored {
+            chosen: selected.keys,
+            made,
+        })
+    }
+
     /// What a selective restore would create, checked against the target (`--dry-run`, and
     /// before a restore).
     ///

@@ -437,7 +437,7 @@ impl Target for MysqlTarget {
         // A selective restore's tables, as the target has them: only their changes replay.
         let restored = match input.selection.is_empty() {
             true => None,
-            false => Some(super::selective::restored_tables(input, &schema, &map)?),
+            false => Some(self.restored_tables(input, &schema, &map)?),
         };
         let mut report = if restored.is_some() {
             self.restore_selected(input, &schema, &map, &files).await?

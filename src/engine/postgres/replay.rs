@@ -378,6 +378,19 @@ pub(super) async fn forget(pg: &Pg, client: &Client, input: &RestoreInput) -> Re
     Ok(())
 }
 
+/// What a selective restore lets through of a replay: the chosen tables' changes, and their
+/// sequences' values.
+pub(super) trait Only: Sync {
+    /// The change as the restored tables take it; `None` to pass it over.
+    ///
+    /// # Errors
+    /// A change the selective restore cannot apply.
+    fn admit(&self, change: Change) -> Result<Option<Change>, SourceError>;
+
+    /// The lines of an incremental's sequence values that the restored tables' sequences take.
+    fn sequence_values(&self, sql: &str) -> String;
+}
+
 /// Applies the checked chain to `client`'s database, which holds the full copy; with `resumed`,
 /// the position a stopped replay recorded, it continues after it.
 ///
@@ -389,7 +402,7 @@ pub(super) async fn replay(
     input: &RestoreInput,
     checked: Checked,
     resumed: Option<u64>,
-    only: Option<&super::selective::Selected>,
+    only: Option<&dyn Only>,
 ) -> Result<Replayed, SourceError> {
     let mut origin = origin_name(&pg.database(), &input.manifests[0].copy.id);
     if only.is_some() {

@@ -270,6 +270,19 @@ pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Resul
     })
 }
 
+impl super::replay::Only for Selected {
+    fn admit(
+        &self,
+        change: crate::engine::change::Change,
+    ) -> Result<Option<crate::engine::change::Change>, SourceError> {
+        Selected::admit(self, change)
+    }
+
+    fn sequence_values(&self, sql: &str) -> String {
+        Selected::sequence_values(self, sql)
+    }
+}
+
 impl Selected {
     /// Every relation the restore makes, by schema and name: the tables and sequences, the
     /// indexes, and the indexes of primary keys and unique constraints (their names are the
