@@ -9,6 +9,7 @@ pub mod event_tables;
 pub mod filter;
 pub mod follow;
 pub mod mysql;
+mod mysql_restore;
 pub mod pool;
 pub mod postgres;
 pub mod selection;
@@ -19,6 +20,7 @@ mod url;
 
 pub use error::SourceError;
 pub(crate) use error::{explain_unreachable, io_hint};
+pub use mysql_restore::MysqlRestoreOptions;
 pub use until::{Until, UntilArgs, parse_time};
 pub use url::{Engine, SourceSpec, SourceUrl};
 
@@ -290,31 +292,6 @@ pub struct RestoreInput {
     pub mysql: MysqlRestoreOptions,
     /// The tables restored, and their names (empty: everything).
     pub selection: selection::Selection,
-}
-
-/// Restore options of MySQL and MariaDB targets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MysqlRestoreOptions {
-    /// Databases restored under another name.
-    pub rename_databases: Vec<(String, String)>,
-    /// Keep the restore out of the target's binary log (`sql_log_bin = 0`).
-    pub no_binlog: bool,
-    /// Compare `CHECKSUM TABLE` of every restored table with the copy's.
-    pub verify_checksums: bool,
-}
-
-impl MysqlRestoreOptions {
-    /// The flags given, as the command line spells them.
-    pub fn flags_given(&self) -> Vec<&'static str> {
-        [
-            ("--rename-db", !self.rename_databases.is_empty()),
-            ("--no-binlog", self.no_binlog),
-            ("--checksum", self.verify_checksums),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect()
-    }
 }
 
 /// What a restore did.
