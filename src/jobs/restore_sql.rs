@@ -4,12 +4,13 @@
 use super::restore::{RestoreError, RestorePlan, manifests};
 use crate::engine::{RestoreInput, RestoreReport};
 
-/// Writes the plan's full copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
-/// output); an existing file is not overwritten.
+/// Writes the plan's copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
+/// output): the full copy, then — MySQL — the incrementals' changes up to the plan's point; an
+/// existing file is not overwritten.
 ///
 /// # Errors
-/// A copy that is not MySQL's or needs incrementals (not built yet), an existing file, a damaged
-/// copy file, or a failed write.
+/// A PostgreSQL copy that needs incrementals (not built yet), an existing file, a damaged copy
+/// file, a change the script cannot say, or a failed write.
 pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
     let Some(path) = &plan.to_sql else {
         return Err(RestoreError::Usage("write_sql needs --to-sql".into()));
@@ -25,7 +26,7 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
                 .into(),
         ));
     }
-    if plan.chain.len() > 1 || plan.until.is_some() {
+    if postgres && (plan.chain.len() > 1 || plan.until.is_some()) {
         return Err(RestoreError::Usage(format!(
             "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
             plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
@@ -41,7 +42,7 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
         jobs: 1,
         clean: false,
         mysql: plan.mysql.clone(),
-        until: None,
+        until: plan.until.clone(),
         resume: false,
         selection: plan.selection.clone(),
     };
@@ -64,9 +65,20 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
                 ))
             })?;
         let mut out = tokio::io::BufWriter::new(file);
-        match postgres {
-            true => crate::engine::postgres::write_script(&input, &mut out).await?,
-            false => crate::engine::mysql::write_script(&input, &mut out).await?,
+        let written = match postgres {
+            true => crate::engine::postgres::write_script(&input, &mut out).await,
+            false => crate::engine::mysql::write_script(&input, &mut out).await,
+        };
+        match written {
+            Ok(report) => report,
+            Err(e) => {
+                // Half a script is not one: nobody should load it thinking it whole.
+                drop(out);
+                if let Err(removing) = tokio::fs::remove_file(path).await {
+                    tracing::warn!("removing the unfinished script {}: {removing}", path.display());
+                }
+                return Err(e.into());
+            }
         }
     };
     Ok(RestoreReport {

@@ -271,6 +271,50 @@ async fn a_table_is_restored_as_the_incrementals_left_it_beside_the_live_one() {
     tables.retain(|t| t != "orders_back");
     assert_eq!(tables, live.1);
 
+    // --to-sql past the full copy: the chosen table's changes, then the whole chain, as scripts
+    // the mariadb client loads into other databases. The copy's trigger comes after the logged
+    // rows, so the audit rows are the source's, not fired again.
+    let to_sql = |script: &std::path::Path, extra: &[&str]| {
+        run(cairn(locks.path())
+            .args(["restore", "--source", "fx", "--from", &to, "--to-sql"])
+            .arg(script)
+            .args(extra))
+    };
+    let one = dir.path().join("orders-at-point.sql");
+    let one_db = format!("{source}_pitsql");
+    let (code, out, err) = to_sql(&one, &["--table", &table, "--rename-db", &format!("{source}={one_db}")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    load_script(&one);
+    assert_eq!(orders(&one_db, "orders").await, at_point);
+    let whole = dir.path().join("whole-at-point.sql");
+    let whole_db = format!("{source}_pitall");
+    let (code, out, err) = to_sql(&whole, &["--rename-db", &format!("{source}={whole_db}")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    load_script(&whole);
+    assert_eq!(orders(&whole_db, "orders").await, at_point);
+    let count = |database: String, sql: &'static str| async move {
+        connect(&url_of(&database))
+            .await
+            .query_first::<u64, _>(sql)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let audit = "SELECT COUNT(*) FROM audit";
+    assert_eq!(count(whole_db.clone(), audit).await, count(source.clone(), audit).await);
+    assert_eq!(
+        count(whole_db.clone(), audit).await,
+        4,
+        "three orders in the copy, one in the log"
+    );
+    let customers = "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND \
+                     TABLE_NAME = 'customers' AND COLUMN_NAME = 'note'";
+    assert_eq!(
+        count(whole_db.clone(), customers).await,
+        1,
+        "the logged ALTER is in the script"
+    );
+
     // A statement on the table, after which a restore under a new name stops, naming it.
     my.query_drop("ALTER TABLE orders ADD COLUMN shipped INT; UPDATE orders SET shipped = 1")
         .await
@@ -286,6 +330,16 @@ async fn a_table_is_restored_as_the_incrementals_left_it_beside_the_live_one() {
         err.contains("ALTER TABLE orders") && err.contains("restored under another name"),
         "{err}"
     );
+    // A script cannot follow rows past the statement that changed the table's columns: refused,
+    // and no part of a script is left behind.
+    let later = dir.path().join("orders-later.sql");
+    let (code, out, err) = to_sql(&later, &["--table", &table]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("ALTER TABLE orders") && err.contains("changed its definition"),
+        "{err}"
+    );
+    assert!(!later.exists(), "a refused script is removed");
     // Under its own name in another database it applies — not with its key to customers, which
     // that database lacks: refused before anything is made.
     let elsewhere = format!("{source}_elsewhere");

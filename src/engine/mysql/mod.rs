@@ -12,6 +12,7 @@ pub mod binlog;
 mod capture;
 mod capture_read;
 mod connection;
+pub mod create_table;
 mod digest;
 mod dump;
 pub mod event_table;

@@ -172,6 +172,27 @@ pub(super) fn select(input: &RestoreInput, schema: &Schema) -> Result<Selected, 
     })
 }
 
+impl Selected {
+    /// The tables chosen, and as the target (databases mapped by `map`) has them.
+    pub(super) fn restored(&self, map: &BTreeMap<String, String>) -> super::replay::Restored {
+        let made = self
+            .schema
+            .tables
+            .iter()
+            .map(|t| {
+                (
+                    map.get(&t.database).cloned().unwrap_or_else(|| t.database.clone()),
+                    t.name.clone(),
+                )
+            })
+            .collect();
+        super::replay::Restored {
+            chosen: self.keys.clone(),
+            made,
+        }
+    }
+}
+
 impl MysqlTarget {
     /// The tables a selective restore makes, as the target has them: (database, table).
     ///
@@ -183,22 +204,7 @@ impl MysqlTarget {
         schema: &Schema,
         map: &BTreeMap<String, String>,
     ) -> Result<super::replay::Restored, SourceError> {
-        let selected = select(input, schema)?;
-        let made = selected
-            .schema
-            .tables
-            .iter()
-            .map(|t| {
-                (
-                    map.get(&t.database).cloned().unwrap_or_else(|| t.database.clone()),
-                    t.name.clone(),
-                )
-            })
-            .collect();
-        Ok(super::replay::Restored {
-            chosen: selected.keys,
-            made,
-        })
+        Ok(select(input, schema)?.restored(map))
     }
 
     /// What a selective restore would create, checked against the target (`--dry-run`, and

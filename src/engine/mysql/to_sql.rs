@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::create_table::parse_table;
 use super::inventory::Column;
 use super::load::Inserts;
 use super::load_sql::LOAD_SESSION;
 use super::quote_ident;
+use super::replay::{Definitions, SCRIPT_DELIMITER, Written, write_changes};
 use super::schema::Object;
 use crate::engine::{RestoreInput, RestoreReport, SourceError};
 use crate::repo::reader::data_files;
@@ -30,14 +32,27 @@ pub(crate) async fn write_script(
     let started = std::time::Instant::now();
     let copy = &input.manifests[0].copy;
     let (full, files) = super::copy_schema(input).await?;
-    let (schema, renamed) = match input.selection.is_empty() {
-        true => (full, BTreeMap::new()),
+    // Every log file is fetched and checked, and the stop point found, before a line is written.
+    let checked = match input.manifests.len() {
+        1 => None,
+        _ => Some(super::replay::check(input).await?),
+    };
+    let definitions: Definitions = full
+        .tables
+        .iter()
+        .map(|t| {
+            let key = (t.database.clone(), t.name.clone());
+            (key, parse_table(&t.create, &t.indexes))
+        })
+        .collect();
+    let (schema, renamed, selected) = match input.selection.is_empty() {
+        true => (full, BTreeMap::new(), None),
         false => {
             let selected = super::selective::select(input, &full)?;
             for line in &selected.left_out {
                 tracing::warn!("not in the script: {line}");
             }
-            (selected.schema, selected.renamed)
+            (selected.schema.clone(), selected.renamed.clone(), Some(selected))
         }
     };
     let mut map: BTreeMap<String, String> = schema
@@ -125,6 +140,11 @@ pub(crate) async fn write_script(
             }
         }
     }
+    let mut written = Written::default();
+    if let Some(checked) = &checked {
+        let restored = selected.as_ref().map(|s| s.restored(&map));
+        written = write_changes(input, checked, &map, &definitions, restored, script.out).await?;
+    }
     if !schema.objects.is_empty() {
         script.line(&format!("DELIMITER {DELIMITER}")).await?;
         // Qualified names follow renamed databases, as in a restore.
@@ -142,13 +162,25 @@ pub(crate) async fn write_script(
         }
         script.line("DELIMITER ;").await?;
     }
+    if !written.held_back.is_empty() {
+        script
+            .line(&format!(
+                "-- Trigger statements of the log, after the copy's triggers: no trigger fired on a logged row \
+                 change\nDELIMITER {SCRIPT_DELIMITER}\n{}\nDELIMITER ;",
+                written.held_back.join("\n")
+            ))
+            .await?;
+    }
     script.out.flush().await.map_err(failed)?;
     Ok(RestoreReport {
         target: "the script".into(),
         tables: schema.tables.len() as u64,
         rows,
         files: wanted.len() as u64,
-        position: Some(copy.log_range.end.clone()),
+        incrementals: input.manifests.len() as u64 - 1,
+        transactions: written.transactions,
+        row_changes: written.row_changes,
+        position: Some(written.position.unwrap_or_else(|| copy.log_range.end.clone())),
         databases: map,
         seconds: started.elapsed().as_secs_f64(),
         ..Default::default()

@@ -1,5 +1,5 @@
 //! MySQL/MariaDB → PostgreSQL (issue #14): a MySQL table as a copy records it
-//! (`mysql_ddl`), its columns' PostgreSQL types (`types`), and its PostgreSQL definition
+//! (`mysql_ddl`, the MySQL engine's `create_table`), its columns' PostgreSQL types (`types`), and its PostgreSQL definition
 //! (`ddl`), a copy's values as PostgreSQL `COPY` text (`values`), the load of a full copy's files
 //! (`load`), binary log row changes as PostgreSQL row changes (`rows`), logged DDL
 //! (`ddl_log`) and the table definitions kept in the target (`catalog`), a chain's replay
@@ -15,7 +15,6 @@ mod detach;
 mod follow;
 mod follow_state;
 mod load;
-pub mod mysql_ddl;
 mod reload;
 mod reload_window;
 mod replay;
@@ -26,6 +25,8 @@ mod validate;
 pub mod values;
 
 pub use ddl::{PgColumn, PgTable, translate};
+// The reading of a MySQL `CREATE TABLE` belongs to the MySQL engine; the translation reads it here.
+pub use crate::engine::mysql::create_table as mysql_ddl;
 pub use mysql_ddl::{MyTable, parse_table};
 pub use target::MysqlIntoPostgres;
 pub use types::Kind;

@@ -147,6 +147,7 @@ impl Applier<'_> {
             columns,
             key: primary,
             insert_head: Vec::new(),
+            printable: false,
         };
         info.insert_head = render::insert_head(&info);
         let info = Arc::new(info);
@@ -524,4 +525,4 @@ fn position_parts(position: &LogPosition) -> (&str, u64, &str) {
 }
 
 pub(super) mod only;
-mod statement;
+pub(super) mod statement;

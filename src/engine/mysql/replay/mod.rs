@@ -15,6 +15,7 @@ mod live;
 mod progress;
 mod render;
 mod scan;
+mod script;
 mod sql;
 mod triggers;
 mod values;
@@ -25,6 +26,7 @@ use mysql_async::prelude::Queryable;
 
 pub(crate) use self::live::{LiveFeed, Wanted};
 pub(super) use self::live::{follow, record_setup, request_stop, states};
+pub(crate) use self::script::{DELIMITER as SCRIPT_DELIMITER, Definitions, Written, write_changes};
 pub(crate) use self::sql::first_words;
 
 use self::apply::{Applier, ROW_SESSION};
@@ -275,10 +277,20 @@ impl Checked {
     }
 }
 
+/// The filters the full copy `full` was taken with: the replay leaves out what the copy did.
+fn copy_filters(full: &Manifest) -> Result<Filters, SourceError> {
+    match full.copy.details.get("filters") {
+        Some(recorded) => serde_json::from_value(recorded.clone()).map_err(|e| {
+            SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.copy.id))
+        }),
+        None => Ok(Filters::default()),
+    }
+}
+
 /// The tables a selective restore made: by the copy's (database, table), and as the target has
 /// them. Only their changes replay.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Restored {
+pub(crate) struct Restored {
     pub chosen: std::collections::BTreeSet<(String, String)>,
     pub made: std::collections::BTreeSet<(String, String)>,
 }
@@ -314,12 +326,7 @@ pub(super) async fn replay(
         }
     );
 
-    let filters: Filters = match full.copy.details.get("filters") {
-        Some(recorded) => serde_json::from_value(recorded.clone()).map_err(|e| {
-            SourceError::Damaged(format!("copy {}: the recorded filters do not parse: {e}", full.copy.id))
-        })?,
-        None => Filters::default(),
-    };
+    let filters = copy_filters(full)?;
     // A selective restore keeps its progress apart from a whole restore's or a replica's of the
     // same databases.
     let targets = match &restored {

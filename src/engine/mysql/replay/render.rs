@@ -13,8 +13,9 @@ use super::values::{ColumnInfo, TableInfo};
 pub(super) const LONGEST_STATEMENT: usize = 1 << 20;
 
 /// Writes `value` as a literal; `false` for a value that has none (a float that is not a
-/// number), which the caller sends as a parameter instead.
-pub(super) fn literal(out: &mut Vec<u8>, value: &Value) -> bool {
+/// number), which the caller sends as a parameter instead. `printable`: bytes that are not UTF-8
+/// as a hex literal, so that a script stays text the `mysql` client reads (`restore --to-sql`).
+fn literal(out: &mut Vec<u8>, value: &Value, printable: bool) -> bool {
     // Writing into a Vec cannot fail.
     let _ = match value {
         Value::NULL => out.write_all(b"NULL"),
@@ -26,6 +27,14 @@ pub(super) fn literal(out: &mut Vec<u8>, value: &Value) -> bool {
         Value::Float(v) if v.is_finite() => write!(out, "{:e}", f64::from(*v)),
         Value::Double(v) if v.is_finite() => write!(out, "{v:e}"),
         Value::Float(_) | Value::Double(_) => return false,
+        Value::Bytes(bytes) if printable && std::str::from_utf8(bytes).is_err() => {
+            out.extend_from_slice(b"_binary X'");
+            for byte in bytes {
+                let _ = write!(out, "{byte:02X}");
+            }
+            out.push(b'\'');
+            Ok(())
+        }
         Value::Bytes(bytes) => {
             out.extend_from_slice(b"_binary'");
             escape(out, bytes);
@@ -87,7 +96,7 @@ pub(super) fn insert_row(out: &mut Vec<u8>, info: &TableInfo, row: &[Value]) -> 
             out.extend_from_slice(b", ");
         }
         first = false;
-        if !literal(out, value) {
+        if !literal(out, value, info.printable) {
             return false;
         }
     }
@@ -142,7 +151,7 @@ fn pairs(
         first = false;
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(operator);
-        if !column_literal(out, column, value) {
+        if !column_literal(out, column, value, info.printable) {
             return false;
         }
     }
@@ -151,13 +160,13 @@ fn pairs(
 
 /// `value` as a literal for `column`. A `DECIMAL`'s text is written as a number: compared with a
 /// string, MySQL compares as doubles, and decimals that differ past 15 digits would meet.
-fn column_literal(out: &mut Vec<u8>, column: &ColumnInfo, value: &Value) -> bool {
+fn column_literal(out: &mut Vec<u8>, column: &ColumnInfo, value: &Value, printable: bool) -> bool {
     match value {
         Value::Bytes(digits) if column.data_type == "decimal" && is_decimal(digits) => {
             out.extend_from_slice(digits);
             true
         }
-        _ => literal(out, value),
+        _ => literal(out, value, printable),
     }
 }
 
@@ -176,7 +185,7 @@ mod tests {
 
     fn text(value: Value) -> String {
         let mut out = Vec::new();
-        assert!(literal(&mut out, &value));
+        assert!(literal(&mut out, &value, false));
         String::from_utf8(out).unwrap()
     }
 
@@ -197,7 +206,7 @@ mod tests {
             "'2024-02-29 23:05:09.000120'"
         );
         assert_eq!(text(Value::Time(true, 2, 3, 4, 5, 6)), "'-51:04:05.000006'");
-        assert!(!literal(&mut Vec::new(), &Value::Double(f64::NAN)));
+        assert!(!literal(&mut Vec::new(), &Value::Double(f64::NAN), false));
     }
 
     #[test]
@@ -214,6 +223,7 @@ mod tests {
             quoted: vec!["`k`".into(), "`s`".into()],
             insert_head: Vec::new(),
             key: Vec::new(),
+            printable: false,
         };
         let mut out = Vec::new();
         let before = [
@@ -230,7 +240,8 @@ mod tests {
         assert!(column_literal(
             &mut out,
             &info.columns[0],
-            &Value::Bytes(b"1; DROP".to_vec())
+            &Value::Bytes(b"1; DROP".to_vec()),
+            false
         ));
         assert_eq!(out, b"_binary'1; DROP'");
     }
@@ -238,7 +249,14 @@ mod tests {
     #[test]
     fn bytes_that_are_not_text_stay_bytes() {
         let mut out = Vec::new();
-        assert!(literal(&mut out, &Value::Bytes(vec![0xff, 0xfe, b'\'', 0x80])));
+        assert!(literal(&mut out, &Value::Bytes(vec![0xff, 0xfe, b'\'', 0x80]), false));
         assert_eq!(out, b"_binary'\xff\xfe\\'\x80'");
+        // In a script, as hex: the `mysql` client reads text.
+        let mut out = Vec::new();
+        assert!(literal(&mut out, &Value::Bytes(vec![0xff, 0xfe, b'\'', 0x80]), true));
+        assert_eq!(out, b"_binary X'FFFE2780'");
+        let mut out = Vec::new();
+        assert!(literal(&mut out, &Value::Bytes("é'".as_bytes().to_vec()), true));
+        assert_eq!(out, "_binary'é\\''".as_bytes());
     }
 }

@@ -18,6 +18,8 @@ pub(super) struct TableInfo {
     pub(super) insert_head: Vec<u8>,
     /// Indexes of the primary key's columns; empty: rows are found by their whole image.
     pub(super) key: Vec<usize>,
+    /// Bytes that are not UTF-8 are written as hex: the statements go into a script.
+    pub(super) printable: bool,
 }
 
 #[derive(Debug)]

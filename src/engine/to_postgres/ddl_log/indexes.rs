@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use super::text::{table_names, words};
 use super::{Key, LiveCatalog, Outcome};
+use crate::engine::mysql::create_table::parse_table;
 use crate::engine::postgres::quote_ident;
 use crate::engine::to_postgres::catalog::Definition;
 use crate::engine::to_postgres::ddl::{pg_index_name, translate};
-use crate::engine::to_postgres::mysql_ddl::parse_table;
 
 impl LiveCatalog {
     /// The indexes the translation of `definition` makes after a load, by PostgreSQL name.

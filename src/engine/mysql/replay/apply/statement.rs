@@ -8,7 +8,7 @@ use super::super::sql::{dropped_trigger, first_words, rename_references, stateme
 use super::only::Verdict;
 use super::{Applier, ROW_SESSION};
 use crate::engine::SourceError;
-use crate::engine::change::Statement;
+use crate::engine::change::{Session, Statement};
 use crate::engine::mysql::attribution::{is_account_statement, statement_database};
 use crate::engine::mysql::statement_text::statement_tables;
 use crate::engine::mysql::{quote_ident, quote_literal};
@@ -72,20 +72,7 @@ impl Applier<'_> {
                 .map_err(|e| self.my.error("forgetting a dropped trigger", e))?;
             return Ok(());
         }
-        let mut session = vec![format!("USE {}", quote_ident(&target_db))];
-        if let Some(mode) = logged.sql_mode {
-            session.push(format!("SET SESSION sql_mode = {mode}"));
-        }
-        if let Some((client, connection, server)) = logged.charset {
-            session.push(format!(
-                "SET SESSION character_set_client = {client}, SESSION collation_connection = {connection}, SESSION \
-                 collation_server = {server}"
-            ));
-        }
-        if let Some(zone) = &logged.time_zone {
-            session.push(format!("SET SESSION time_zone = {}", quote_literal(zone)));
-        }
-        for statement in session {
+        for statement in session_of(&target_db, &logged) {
             self.exec(&format!("{at}: preparing the session for a statement"), &statement)
                 .await?;
         }
@@ -103,8 +90,27 @@ impl Applier<'_> {
     }
 }
 
+/// The statements that put a session where a logged statement ran: its database (as the target
+/// names it), `sql_mode`, character sets and time zone.
+pub(in crate::engine::mysql::replay) fn session_of(target_db: &str, logged: &Session) -> Vec<String> {
+    let mut session = vec![format!("USE {}", quote_ident(target_db))];
+    if let Some(mode) = logged.sql_mode {
+        session.push(format!("SET SESSION sql_mode = {mode}"));
+    }
+    if let Some((client, connection, server)) = logged.charset {
+        session.push(format!(
+            "SET SESSION character_set_client = {client}, SESSION collation_connection = {connection}, SESSION \
+             collation_server = {server}"
+        ));
+    }
+    if let Some(zone) = &logged.time_zone {
+        session.push(format!("SET SESSION time_zone = {}", quote_literal(zone)));
+    }
+    session
+}
+
 /// The first two words of a statement, upper-cased: what it is, without anything it holds.
-fn statement_kind(text: &str) -> String {
+pub(in crate::engine::mysql::replay) fn statement_kind(text: &str) -> String {
     text.split_whitespace()
         .take(2)
         .collect::<Vec<_>>()
@@ -113,7 +119,7 @@ fn statement_kind(text: &str) -> String {
 }
 
 /// Whether a statement creates a trigger (`CREATE [OR REPLACE] [DEFINER=…] TRIGGER …`).
-fn creates_trigger(text: &str) -> bool {
+pub(in crate::engine::mysql::replay) fn creates_trigger(text: &str) -> bool {
     let words: Vec<String> = text.split_whitespace().take(6).map(str::to_ascii_uppercase).collect();
     words.first().is_some_and(|w| w == "CREATE") && words.iter().any(|w| w == "TRIGGER")
 }

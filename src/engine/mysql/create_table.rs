@@ -2,7 +2,7 @@
 //! columns, keys and foreign keys: what the translation into PostgreSQL starts from.
 
 use crate::engine::mysql::statement_text::quoted_end;
-pub(super) use crate::engine::mysql::statement_text::split_top_level;
+pub(crate) use crate::engine::mysql::statement_text::split_top_level;
 
 /// One column of a MySQL table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
