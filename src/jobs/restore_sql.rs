@@ -5,12 +5,11 @@ use super::restore::{RestoreError, RestorePlan, manifests};
 use crate::engine::{RestoreInput, RestoreReport};
 
 /// Writes the plan's copy (its selection) as a SQL script to `plan.to_sql` (`-`: standard
-/// output): the full copy, then — MySQL — the incrementals' changes up to the plan's point; an
-/// existing file is not overwritten.
+/// output): the full copy, then the incrementals' changes up to the plan's point; an existing
+/// file is not overwritten.
 ///
 /// # Errors
-/// A PostgreSQL copy that needs incrementals (not built yet), an existing file, a damaged copy
-/// file, a change the script cannot say, or a failed write.
+/// An existing file, a damaged copy file, a change the script cannot say, or a failed write.
 pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError> {
     let Some(path) = &plan.to_sql else {
         return Err(RestoreError::Usage("write_sql needs --to-sql".into()));
@@ -25,14 +24,6 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
              connects to (--into-schema moves chosen tables)"
                 .into(),
         ));
-    }
-    if postgres && (plan.chain.len() > 1 || plan.until.is_some()) {
-        return Err(RestoreError::Usage(format!(
-            "--to-sql replays no incrementals yet (issue #16): copy {} needs {}; write its full copy with --copy {}",
-            plan.chain.last().map(|c| c.id.as_str()).unwrap_or_default(),
-            crate::text::count(plan.chain.len() as u64 - 1, "incremental"),
-            full.id
-        )));
     }
     let destination = plan.store.clone().expect("plans are made by plan()");
     let input = RestoreInput {

@@ -394,28 +394,33 @@ impl<'a> Applier<'a> {
     }
 
     async fn truncate(&mut self, truncate: Truncate) -> Result<(), SourceError> {
-        let tables: Vec<String> = truncate
-            .tables
-            .iter()
-            .map(|(schema, table)| format!("{}.{}", quote_ident(schema), quote_ident(table)))
-            .collect();
-        let sql = format!(
-            "TRUNCATE {}{}{}",
-            tables.join(", "),
-            if truncate.restart_identity {
-                " RESTART IDENTITY"
-            } else {
-                ""
-            },
-            if truncate.cascade { " CASCADE" } else { "" }
-        );
+        let sql = truncate_sql(&truncate);
         self.queue(&truncate.at, sql).await
     }
 }
 
+/// The `TRUNCATE` statement of a logged truncate.
+pub(super) fn truncate_sql(truncate: &Truncate) -> String {
+    let tables: Vec<String> = truncate
+        .tables
+        .iter()
+        .map(|(schema, table)| format!("{}.{}", quote_ident(schema), quote_ident(table)))
+        .collect();
+    format!(
+        "TRUNCATE {}{}{}",
+        tables.join(", "),
+        if truncate.restart_identity {
+            " RESTART IDENTITY"
+        } else {
+            ""
+        },
+        if truncate.cascade { " CASCADE" } else { "" }
+    )
+}
+
 /// A `search_path` as `current_setting('search_path')` gave it, with every schema quoted: the
 /// text came from the source, and an unquoted element may hold anything but commas and spaces.
-fn search_path(recorded: &str) -> String {
+pub(super) fn search_path(recorded: &str) -> String {
     let mut schemas = Vec::new();
     let mut rest = recorded.trim();
     while !rest.is_empty() {

@@ -22,6 +22,7 @@ use crate::repo::file_kind::FileKind;
 use crate::repo::model::CopyInfo;
 use crate::repo::model::LogPosition;
 use crate::repo::reader::{StoredFile, files_of, one_of, open_verified, read_text};
+use chain::ChainChanges;
 
 /// One incremental's change file, fetched and checked.
 struct LocalChanges {
@@ -316,6 +317,11 @@ async fn next(
     })
 }
 
+mod chain;
+mod script;
+
+pub(super) use script::write_changes;
+
 /// What the replay did.
 pub(super) struct Replayed {
     pub transactions: u64,
@@ -446,66 +452,18 @@ pub(super) async fn replay(
         })?;
     let mut applier = Applier::new(pg, client).await?;
     let stop = &checked.stop;
-    let filters = recorded_filters(input)?;
-    'chain: for file in &checked.files {
-        let mut records = open(file).await?;
-        let mut decoder = Decoder::default();
-        let mut skipping = false;
-        while let Some((lsn, message)) = next(&mut records, file).await? {
-            let Some(change) = decoder
-                .decode(&lsn_text(lsn), &message)
-                .map_err(|e| damaged(&file.copy, &file.key, e))?
-            else {
-                continue;
-            };
-            if let Change::Begin { transaction, .. } = &change {
-                let commit_lsn = decoder.commit_lsn();
-                if stop.before.is_some_and(|before| commit_lsn >= before) {
-                    break 'chain;
+    let mut changes = ChainChanges::new(input, &checked, resumed, only)?;
+    while let Some(change) = changes.next().await? {
+        let record = match &change {
+            Change::Commit(commit) => match &commit.position {
+                LogPosition::Postgres { lsn, .. } => {
+                    format!("SELECT pg_replication_origin_xact_setup('{lsn}'::pg_lsn, now())")
                 }
-                // Transactions commit in this order, each after the one before ended: one
-                // whose commit lies before the recorded end was applied already.
-                skipping = transaction.is_some_and(|xid| checked.snapshot.holds(xid as u32, commit_lsn))
-                    || resumed.is_some_and(|done| commit_lsn < done);
-            }
-            if skipping {
-                if matches!(change, Change::Commit(_)) {
-                    skipping = false;
-                }
-                continue;
-            }
-            // What the full copy left out (its filters) the replay leaves out too.
-            let change = match change {
-                Change::Rows(rows) if !filters.data_included(&rows.database, &rows.table) => continue,
-                Change::Truncate(mut truncate) => {
-                    truncate
-                        .tables
-                        .retain(|(schema, table)| filters.data_included(schema, table));
-                    if truncate.tables.is_empty() {
-                        continue;
-                    }
-                    Change::Truncate(truncate)
-                }
-                change => change,
-            };
-            let change = match only {
-                Some(only) => match only.admit(change)? {
-                    Some(change) => change,
-                    None => continue,
-                },
-                None => change,
-            };
-            let record = match &change {
-                Change::Commit(commit) => match &commit.position {
-                    LogPosition::Postgres { lsn, .. } => {
-                        format!("SELECT pg_replication_origin_xact_setup('{lsn}'::pg_lsn, now())")
-                    }
-                    LogPosition::Mysql { .. } => String::new(),
-                },
-                _ => String::new(),
-            };
-            applier.apply(change, &record).await?;
-        }
+                LogPosition::Mysql { .. } => String::new(),
+            },
+            _ => String::new(),
+        };
+        applier.apply(change, &record).await?;
     }
     // Every transaction sent was answered (the first failure is the error).
     let done = applier.finish().await?;

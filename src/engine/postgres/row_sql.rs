@@ -58,6 +58,21 @@ impl RowStatement {
 /// # Errors
 /// A value this target cannot take, or a row that cannot be found (no replica identity).
 pub fn statement(table: &str, rows: &Rows, change: &RowChange) -> Result<Option<RowStatement>, SourceError> {
+    build(table, rows, change, true)
+}
+
+/// The statement applying `change` to `table` (quoted) as script text, its values written as
+/// literals (`restore --to-sql`); `None` when it changes nothing. A script does not check that
+/// an update or delete found its row: the database it is loaded into is the reader's.
+///
+/// # Errors
+/// As [`statement`].
+pub fn script_statement(table: &str, rows: &Rows, change: &RowChange) -> Result<Option<String>, SourceError> {
+    Ok(build(table, rows, change, false)?.map(|statement| inline(&statement)))
+}
+
+/// The statement for `change`; `expect`: an update or delete fails unless it changed one row.
+fn build(table: &str, rows: &Rows, change: &RowChange, expect: bool) -> Result<Option<RowStatement>, SourceError> {
     let mut out = RowStatement {
         sql: String::new(),
         params: Vec::new(),
@@ -94,12 +109,16 @@ pub fn statement(table: &str, rows: &Rows, change: &RowChange) -> Result<Option<
             }
             let condition = one_row(&mut out, table, rows, before)?;
             out.sql = format!("UPDATE ONLY {table} SET {} WHERE {condition}", sets.join(", "));
-            expect_one(&mut out, &format!("{}: {table}", rows.at));
+            if expect {
+                expect_one(&mut out, &format!("{}: {table}", rows.at));
+            }
         }
         RowChange::Delete { before } => {
             let condition = one_row(&mut out, table, rows, before)?;
             out.sql = format!("DELETE FROM ONLY {table} WHERE {condition}");
-            expect_one(&mut out, &format!("{}: {table}", rows.at));
+            if expect {
+                expect_one(&mut out, &format!("{}: {table}", rows.at));
+            }
         }
     }
     Ok(Some(out))
@@ -168,6 +187,45 @@ fn locate(out: &mut RowStatement, rows: &Rows, before: &[Value]) -> Result<Strin
     Ok(conditions.join(" AND "))
 }
 
+/// `statement`'s SQL with each `$n` outside quotes replaced by its value as a string literal (the
+/// column's input function reads it, as it reads the parameter); needs
+/// `standard_conforming_strings` on, which a script sets.
+fn inline(statement: &RowStatement) -> String {
+    let sql = statement.sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < sql.len() {
+        let byte = sql[i];
+        match quote {
+            Some(q) if byte == q => quote = None,
+            Some(_) => {}
+            None if byte == b'"' || byte == b'\'' => quote = Some(byte),
+            None if byte == b'$' && sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let digits = sql[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let number: usize = statement.sql[i + 1..i + 1 + digits].parse().unwrap_or(0);
+                match statement.params.get(number.wrapping_sub(1)) {
+                    Some(Text(Some(value))) => {
+                        out.push('\'');
+                        out.push_str(&value.replace('\'', "''"));
+                        out.push('\'');
+                    }
+                    Some(Text(None)) => out.push_str("NULL"),
+                    None => out.push_str(&statement.sql[i..i + 1 + digits]),
+                }
+                i += 1 + digits;
+                continue;
+            }
+            None => {}
+        }
+        // Whole characters: the text around the placeholders is copied as it is.
+        let width = statement.sql[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&statement.sql[i..i + width]);
+        i += width;
+    }
+    out
+}
+
 /// Wraps the UPDATE or DELETE in `out` so that it fails its transaction unless it changed
 /// exactly one row.
 fn expect_one(out: &mut RowStatement, what: &str) {
@@ -179,4 +237,48 @@ fn expect_one(out: &mut RowStatement, what: &str) {
         "WITH changed AS ({} RETURNING 1) SELECT pg_temp.cairn_expect(count(*) = 1, {message}::text) FROM changed",
         out.sql
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_statement_holds_its_values_as_literals() {
+        let rows = Rows {
+            at: "0/1".into(),
+            database: "public".into(),
+            table: "t".into(),
+            columns: 3,
+            names: vec!["id".into(), "a$1".into(), "note".into()],
+            key: vec![0],
+            key_unique: true,
+            foreign_key_checks: true,
+            changes: Vec::new(),
+        };
+        let table = "\"public\".\"t\"";
+        let value = |text: &str| Value::Bytes(text.as_bytes().to_vec());
+        let insert = RowChange::Insert {
+            after: vec![value("1"), value("it's"), Value::Null],
+        };
+        assert_eq!(
+            script_statement(table, &rows, &insert).unwrap().unwrap(),
+            "INSERT INTO \"public\".\"t\" (\"id\", \"a$1\", \"note\") OVERRIDING SYSTEM VALUE VALUES ('1', 'it''s', NULL)"
+        );
+        let update = RowChange::Update {
+            before: vec![value("1"), value("x"), Value::Null],
+            after: vec![value("1"), value("$2 é"), Value::Null],
+        };
+        assert_eq!(
+            script_statement(table, &rows, &update).unwrap().unwrap(),
+            "UPDATE ONLY \"public\".\"t\" SET \"a$1\" = '$2 é' WHERE \"id\" = '1'"
+        );
+        // The applier's form keeps its parameters and checks one row changed.
+        let applied = statement(table, &rows, &update).unwrap().unwrap();
+        assert!(
+            applied.sql.contains("$1") && applied.sql.contains("cairn_expect"),
+            "{}",
+            applied.sql
+        );
+    }
 }

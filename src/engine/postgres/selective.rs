@@ -77,13 +77,13 @@ fn entry_table(entry: &Entry) -> Option<Key> {
 /// them.
 ///
 /// # Errors
-/// A selection that chooses nothing, or asks for what is not built for PostgreSQL yet.
+/// A selection that chooses nothing, or renames tables (PostgreSQL moves them with `--into-schema`).
 pub(super) fn select(input: &RestoreInput, pre: &Script, post: &Script) -> Result<Selected, SourceError> {
     let selection: &Selection = &input.selection;
     if !selection.renames.is_empty() {
         return Err(SourceError::Unsupported(
-            "--rename-table of a PostgreSQL copy is not built yet (issue #16): restore beside the live tables with \
-             --into-schema NAME, or into another database"
+            "--rename-table is for MySQL/MariaDB copies: a PostgreSQL table goes beside the live one with \
+             --into-schema NAME (its sequences, keys and indexes keep their names there), or into another database"
                 .into(),
         ));
     }

@@ -1,7 +1,9 @@
 //! `cairn restore --to-sql` of a PostgreSQL full copy — or of the tables a selection chooses —
 //! as a plain SQL script psql loads: the schema pg_dump wrote, each data file as a `COPY … FROM
-//! stdin` block (the stored `COPY` text as it is, its MD5 checked as it streams), the keys,
-//! indexes and triggers, the sequences' values and the materialized views' refresh.
+//! stdin` block (the stored `COPY` text as it is, its MD5 checked as it streams), the keys and
+//! indexes, the sequences' values; then the incrementals' changes up to the point and the
+//! sequences there; then the triggers, rules and foreign keys, and the materialized views'
+//! refresh.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -28,13 +30,19 @@ pub(crate) async fn write_script(
         doing: "writing the script".into(),
         detail: e.to_string(),
     };
+    // Every change file is fetched and checked, and the stop point found, before a line is
+    // written.
+    let checked = match input.manifests.len() {
+        1 => None,
+        _ => Some(super::replay::check(input).await?),
+    };
     let header = format!(
         "-- cairn restore --to-sql: source {}, copy {} ({} at {})\n",
         input.source, copy, manifest.copy.kind, manifest.copy.log_range.end
     );
     out.write_all(header.as_bytes()).await.map_err(failed)?;
     // The schema, and the tables whose rows follow.
-    let (tables, post, sequences) = match input.selection.is_empty() {
+    let (tables, post, sequences, refresh, selected) = match input.selection.is_empty() {
         true => {
             let pre = read_text(&input.destination, &one_of(&files, FileKind::PreData, copy)?).await?;
             let post = read_text(&input.destination, &one_of(&files, FileKind::PostData, copy)?).await?;
@@ -46,8 +54,7 @@ pub(crate) async fn write_script(
                 crate::repo::model::LogPosition::Mysql { .. } => None,
             };
             let script = schema::without_cairn_objects(schema::split(&post), publication);
-            let post: Vec<String> = script.entries.into_iter().map(|e| e.sql).collect();
-            (None, post, format!("{sequences}\n{refresh}"))
+            (None, script.entries, sequences, refresh, None)
         }
         false => {
             let (selected, preamble, sequences) = selected(input).await?;
@@ -64,11 +71,16 @@ pub(crate) async fn write_script(
                 pre.push('\n');
             }
             out.write_all(pre.as_bytes()).await.map_err(failed)?;
-            let post = selected.post.iter().map(|e| e.sql.clone()).collect();
             let values = selected.sequence_values(&sequences);
-            (Some((selected.tables, selected.into)), post, values)
+            let tables = Some((selected.tables.clone(), selected.into.clone()));
+            (tables, selected.post.clone(), values, String::new(), Some(selected))
         }
     };
+    // What would act on the replayed changes comes after them: triggers and rules would fire or
+    // rewrite (the log holds what they did), foreign keys would cascade.
+    let (after_changes, post): (Vec<_>, Vec<_>) = post
+        .into_iter()
+        .partition(|e| matches!(e.kind.as_str(), "TRIGGER" | "EVENT TRIGGER" | "RULE" | "FK CONSTRAINT"));
     // The stored rows are UTF-8 (the copy read them so), whatever pg_dump's preamble set.
     out.write_all(b"\nSET client_encoding = 'UTF8';\n")
         .await
@@ -119,19 +131,35 @@ pub(crate) async fn write_script(
         out.write_all(b"\\.\n").await.map_err(failed)?;
         written += 1;
     }
-    for statement in &post {
-        out.write_all(format!("\n{statement}\n").as_bytes())
+    for entry in &post {
+        out.write_all(format!("\n{}\n", entry.sql).as_bytes())
             .await
             .map_err(failed)?;
     }
     out.write_all(sequences.as_bytes()).await.map_err(failed)?;
+    let mut position = manifest.copy.log_range.end.clone();
+    let (mut transactions, mut row_changes) = (0, 0);
+    if let Some(checked) = &checked {
+        let only = selected.as_ref().map(|s| s as &dyn super::replay::Only);
+        let written = super::replay::write_changes(input, checked, only, out).await?;
+        (transactions, row_changes, position) = (written.transactions, written.row_changes, written.position);
+    }
+    for entry in &after_changes {
+        out.write_all(format!("\n{}\n", entry.sql).as_bytes())
+            .await
+            .map_err(failed)?;
+    }
+    out.write_all(refresh.as_bytes()).await.map_err(failed)?;
     out.flush().await.map_err(failed)?;
     Ok(RestoreReport {
         target: "the script".into(),
         tables: tables.map_or(0, |(t, _)| t.len() as u64),
         rows,
         files: written,
-        position: Some(manifest.copy.log_range.end.clone()),
+        incrementals: input.manifests.len() as u64 - 1,
+        transactions,
+        row_changes,
+        position: Some(position),
         seconds: started.elapsed().as_secs_f64(),
         ..Default::default()
     })
