@@ -325,18 +325,10 @@ impl Applier<'_> {
             changes,
             ..
         } = rows;
-        let Some(target_db) = self.databases.get(&source_db).cloned() else {
+        let Some((target_db, table)) =
+            only::rows_target(self.databases, &self.filters, self.only.as_ref(), &source_db, &table)
+        else {
             return Ok(());
-        };
-        if !self.filters.data_included(&source_db, &table) {
-            return Ok(());
-        }
-        let table = match &self.only {
-            Some(only) => match only.table(&source_db, &table) {
-                Some(name) => name,
-                None => return Ok(()),
-            },
-            None => table,
         };
         let at: Arc<str> = Arc::from(at);
         // A selective replay checks no keys: a live table's key to a restored one would cascade

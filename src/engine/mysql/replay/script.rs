@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::apply::ROW_SESSION;
-use super::apply::only::{Only, Verdict};
+use super::apply::only::{Only, Verdict, rows_target};
 use super::apply::statement::{creates_trigger, session_of, statement_kind};
 use super::render;
 use super::sql::{dropped_trigger, first_words, rename_references, statement_table};
@@ -231,18 +231,14 @@ impl ScriptChanges<'_, '_> {
             changes,
             ..
         } = rows;
-        let Some(target_db) = self.databases.get(&source_db).cloned() else {
+        let Some((target_db, table)) = rows_target(
+            self.databases,
+            &self.filters,
+            self.only.as_ref(),
+            &source_db,
+            &source_table,
+        ) else {
             return Ok(());
-        };
-        if !self.filters.data_included(&source_db, &source_table) {
-            return Ok(());
-        }
-        let table = match &self.only {
-            Some(only) => match only.table(&source_db, &source_table) {
-                Some(name) => name,
-                None => return Ok(()),
-            },
-            None => source_table.clone(),
         };
         // As the replay: a selective one checks no keys (a restored table's key would judge old
         // rows by today's); a whole one checks them as the source did.

@@ -120,6 +120,27 @@ fn changes_rows(text: &str) -> bool {
     )
 }
 
+/// Where the rows of the copy's `database`.`table` go — the target database and table — or
+/// `None` when they are not replayed: a database the restore does not hold, a table the copy's
+/// filters left out, or one a selective restore did not choose.
+pub(in crate::engine::mysql::replay) fn rows_target(
+    databases: &BTreeMap<String, String>,
+    filters: &crate::engine::filter::Filters,
+    only: Option<&Only>,
+    database: &str,
+    table: &str,
+) -> Option<(String, String)> {
+    let target_db = databases.get(database)?.clone();
+    if !filters.data_included(database, table) {
+        return None;
+    }
+    let table = match only {
+        Some(only) => only.table(database, table)?,
+        None => table.to_string(),
+    };
+    Some((target_db, table))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
