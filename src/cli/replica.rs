@@ -218,6 +218,13 @@ pub struct SeedArgs {
     /// `--handover native`: the source's changes name the source's databases.
     #[arg(long, value_name = "FROM=TO")]
     pub rename_db: Vec<String>,
+    /// Leave the copy's accounts and roles out (by default a seed creates those the target
+    /// lacks, when the copy holds them: `users = true`).
+    #[arg(long)]
+    pub without_users: bool,
+    /// Set the accounts the target already has as the copy holds them.
+    #[arg(long, conflicts_with = "without_users")]
+    pub replace_users: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -261,6 +268,9 @@ async fn seed(config: &Config, args: &SeedArgs) -> Result<(ExitStatus, RunFacts)
             jobs: args.jobs,
             clean: args.clean,
             rename_databases: args.rename_db.clone(),
+            with_users: args.without_users.then_some(false),
+            replace_users: args.replace_users,
+            seeding: true,
             ..RestoreRequest::default()
         },
         handover: args.handover,
@@ -311,6 +321,7 @@ fn render(report: &SeedReport) -> String {
         )),
         None => out.push_str("no handover: the target stops at the restored position\n"),
     }
+    out.push_str(&super::restore::accounts_text(&report.restore.accounts));
     out
 }
 

@@ -94,6 +94,17 @@ pub struct RestoreArgs {
     /// printed, and recorded in the target, in any case).
     #[arg(long, value_name = "PATH")]
     pub position_file: Option<std::path::PathBuf>,
+    /// Create the copy's accounts and roles with their grants on the target before the data
+    /// (default for a whole-server copy restored under its own names; the copy must hold them:
+    /// `users = true`). Existing accounts are kept as they are.
+    #[arg(long, conflicts_with = "without_users")]
+    pub with_users: bool,
+    /// Leave the copy's accounts out.
+    #[arg(long)]
+    pub without_users: bool,
+    /// With the accounts: set those the target already has as the copy holds them.
+    #[arg(long, conflicts_with = "without_users")]
+    pub replace_users: bool,
     /// Print the chain of copies, their files and the stop point that would be used, and exit.
     #[arg(long)]
     pub dry_run: bool,
@@ -148,6 +159,13 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         keep_foreign_keys: args.keep_foreign_keys,
         into_schema: args.into_schema.clone(),
         to_sql: args.to_sql.clone(),
+        with_users: match (args.with_users || args.replace_users, args.without_users) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        },
+        replace_users: args.replace_users,
+        seeding: false,
     };
     let plan = restore::plan(config, &request).await?;
     if args.dry_run {
@@ -207,6 +225,7 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         ));
     }
     text.push_str(&format!(" in {:.1}s\n", report.seconds));
+    text.push_str(&accounts_text(&report.accounts));
     if let (Some(until), Some(why)) = (&plan.until, &plan.until_not_covered) {
         text.push_str(&format!(
             "the requested point ({until}) is not covered: {why}; restored to the end of the chain\n"
@@ -233,4 +252,32 @@ async fn restore(config: &Config, args: &RestoreArgs) -> Result<(ExitStatus, Run
         text.push_str(&format!("written to {}\n", path.display()));
     }
     print_out(&text).map(|status| (status, facts))
+}
+
+/// What a restore did with the copy's accounts, a line per outcome (names only).
+pub(super) fn accounts_text(accounts: &[crate::engine::accounts::AccountOutcome]) -> String {
+    let mut text = String::new();
+    for (outcome, why) in [
+        ("created", ""),
+        ("replaced", ""),
+        (
+            "kept",
+            " (the target has them; --replace-users sets them as the copy holds them)",
+        ),
+    ] {
+        let names: Vec<&str> = accounts
+            .iter()
+            .filter(|a| a.outcome == outcome)
+            .map(|a| a.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            text.push_str(&format!("accounts {outcome}{why}: {}\n", names.join(", ")));
+        }
+    }
+    for account in accounts {
+        for note in &account.notes {
+            text.push_str(&format!("account {}: {note}\n", account.name));
+        }
+    }
+    text
 }

@@ -116,6 +116,9 @@ pub struct SourceSettings {
     pub slot_warning_mib: Option<u64>,
     /// PostgreSQL with incrementals: what a schema change between copies does.
     pub on_ddl: Option<OnDdl>,
+    /// Record the accounts and roles that hold grants on the source's database, with their
+    /// grants and password hashes (a MySQL source without a database records every account).
+    pub users: Option<bool>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -538,6 +541,7 @@ impl Config {
             options.postgres.incrementals = settings.incrementals.unwrap_or(false);
             options.postgres.full_on_ddl = settings.on_ddl == Some(OnDdl::Full);
             options.postgres.capture_ddl = settings.on_ddl == Some(OnDdl::Capture);
+            options.users = settings.users.unwrap_or(false);
         }
         options
     }

@@ -2,6 +2,7 @@
 //! traits through which backups and restores use an engine. Engine specifics stay in their own
 //! submodules.
 
+pub mod accounts;
 pub mod change;
 mod error;
 pub mod event_copy;
@@ -58,6 +59,9 @@ pub struct CopyOptions {
     /// When the log no longer reaches back to the parent: take a full copy instead of failing
     /// (`on-log-gap = "full"`).
     pub full_on_log_gap: bool,
+    /// Record the accounts and roles with their grants (`users = true`; a whole MySQL server
+    /// always does).
+    pub users: bool,
     /// What only MySQL and MariaDB sources use.
     pub mysql: MysqlCopyOptions,
     /// What only PostgreSQL sources use.
@@ -116,6 +120,7 @@ impl Default for CopyOptions {
             lock_wait: Duration::from_secs(30),
             filters: filter::Filters::default(),
             full_on_log_gap: false,
+            users: false,
             mysql: MysqlCopyOptions::default(),
             postgres: PostgresCopyOptions::default(),
         }
@@ -292,6 +297,8 @@ pub struct RestoreInput {
     pub mysql: MysqlRestoreOptions,
     /// The tables restored, and their names (empty: everything).
     pub selection: selection::Selection,
+    /// Whether the copy's accounts are created on the target.
+    pub users: accounts::UsersChoice,
 }
 
 /// What a restore did.
@@ -319,6 +326,9 @@ pub struct RestoreReport {
     /// Why the requested `--until` point lies beyond the chain, which was then restored to its end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until_not_covered: Option<String>,
+    /// The copy's accounts: created, replaced or kept (names only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<accounts::AccountOutcome>,
 }
 
 fn is_zero(value: &u64) -> bool {

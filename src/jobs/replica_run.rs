@@ -154,6 +154,7 @@ pub async fn run(config: &Config, request: &RunRequest) -> Result<RunReport, Rep
                         target: request.target.target.clone(),
                         target_password_file: request.target.target_password_file.clone(),
                         clean: true,
+                        seeding: true,
                         ..RestoreRequest::default()
                     },
                     handover: Handover::Cairn,

@@ -69,6 +69,12 @@ pub struct RestoreRequest {
     pub into_schema: Option<String>,
     /// Write a SQL script there (`-`: standard output) instead of restoring into `target`.
     pub to_sql: Option<std::path::PathBuf>,
+    /// `--with-users` (`Some(true)`) / `--without-users`; `None`: the default.
+    pub with_users: Option<bool>,
+    /// `--replace-users`.
+    pub replace_users: bool,
+    /// A replica is being seeded: the copy's accounts come along by default.
+    pub seeding: bool,
 }
 
 /// The copies a restore applies, full first, and where they go.
@@ -93,6 +99,7 @@ pub struct RestorePlan {
     pub selection: Selection,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_sql: Option<std::path::PathBuf>,
+    pub users: crate::engine::accounts::UsersChoice,
     #[serde(skip)]
     target_url: SourceUrl,
     #[serde(skip)]
@@ -130,6 +137,8 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
             ("--resume", request.resume),
             ("--checksum", request.verify_checksums),
             ("--no-binlog", request.no_binlog),
+            ("--with-users", request.with_users == Some(true)),
+            ("--replace-users", request.replace_users),
         ];
         if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
             return Err(RestoreError::Usage(format!(
@@ -292,6 +301,11 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
         chain,
         selection,
         to_sql: request.to_sql.clone(),
+        users: crate::engine::accounts::UsersChoice {
+            with: request.with_users,
+            replace: request.replace_users,
+            seeding: request.seeding,
+        },
         target_url,
         store: Some(destination),
     })
@@ -368,6 +382,9 @@ async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput
         .collect();
     // Reading the incrementals' files finds the exact stop point and checks every file.
     lines.extend(target.preview(input).await?);
+    let elsewhere = !input.mysql.rename_databases.is_empty() || !input.selection.is_empty();
+    let accounts = crate::engine::accounts::preview(input, elsewhere).await?;
+    lines.extend(accounts.into_iter().map(|line| format!("  {line}")));
     Ok(lines)
 }
 
@@ -386,6 +403,16 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
             "source {} holds {engine} copies; they cannot be restored into the {} database {}",
             plan.source, plan.target_url.engine, plan.target
         )));
+    }
+    if copy_engine == Some(crate::engine::Engine::Mysql)
+        && plan.target_url.engine == crate::engine::Engine::Postgres
+        && plan.users.with == Some(true)
+    {
+        return Err(RestoreError::Usage(
+            "--with-users: a MySQL/MariaDB copy's accounts are not made in PostgreSQL; create the roles there \
+             yourself"
+                .into(),
+        ));
     }
     if copy_engine == Some(crate::engine::Engine::Postgres) && !plan.mysql.rename_databases.is_empty() {
         return Err(RestoreError::Usage(
@@ -417,6 +444,7 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
         until: plan.until.clone(),
         resume: plan.resume,
         selection: plan.selection.clone(),
+        users: plan.users,
     };
     Ok((target, input))
 }

@@ -36,6 +36,7 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
         until: plan.until.clone(),
         resume: false,
         selection: plan.selection.clone(),
+        users: Default::default(),
     };
     let report = if path.as_os_str() == "-" {
         let mut out = tokio::io::stdout();

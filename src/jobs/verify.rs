@@ -281,6 +281,11 @@ async fn check_chain(
         resume: false,
         mysql: MysqlRestoreOptions::default(),
         selection: Default::default(),
+        // A scratch database is no place for the source's accounts.
+        users: crate::engine::accounts::UsersChoice {
+            with: Some(false),
+            ..Default::default()
+        },
     };
     if let Err(e) = crate::engine::check_logs(engine, &input).await {
         let tip = chain.last().expect("a chain has a copy");

@@ -301,6 +301,8 @@ async fn restore_into_scratch(
         target_password_file: request.scratch_password_file.clone(),
         jobs: request.jobs,
         rename_databases: renames,
+        // A scratch database is no place for the source's accounts.
+        with_users: Some(false),
         ..RestoreRequest::default()
     };
     let plan = restore::plan(config, &restore_request).await?;

@@ -24,6 +24,8 @@ pub enum FileKind {
     PostData,
     Sequences,
     Refresh,
+    /// Accounts, roles and their grants (`engine::accounts::Accounts`): holds password hashes.
+    Accounts,
 }
 
 /// A data file: which table its rows belong to, and the counts the restore checks.

@@ -89,7 +89,8 @@ impl StoredFile {
         self.data()?.rows
     }
 
-    fn is(&self, kind: &FileKind) -> bool {
+    /// Whether the file is of `kind`'s variant (its details aside).
+    pub fn is(&self, kind: &FileKind) -> bool {
         std::mem::discriminant(&self.kind) == std::mem::discriminant(kind)
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of cairn against real servers: an S3-protocol server in this process and
 //! the private PostgreSQL and MariaDB started by scripts/test.sh.
 
+mod accounts;
 mod cli;
 mod destination;
 mod environment;

@@ -7,6 +7,7 @@
 //! Rows travel in the `LOAD DATA` text format, streamed to the copy writer (which encodes and
 //! checksums them on their way to the destination).
 
+mod accounts;
 mod attribution;
 pub mod binlog;
 mod capture;
@@ -233,6 +234,18 @@ impl Source for MysqlSource {
                 FileKind::Schema.into_details()
             })
             .await?;
+
+        // A whole server's copy always holds its accounts; one database's on request.
+        let database = self.spec.url.database();
+        if options.users || database.is_none() {
+            let accounts = accounts::capture(my, &mut leader, database.as_deref(), server.mariadb).await?;
+            tracing::info!(
+                "{}: recorded {}",
+                self.spec.name,
+                crate::text::count(accounts.accounts.len() as u64, "account")
+            );
+            crate::engine::accounts::store(writer, &accounts).await?;
+        }
 
         let chunks = inventory::plan_chunks(my, &mut workers[0], &tables, options.chunk_bytes).await?;
         let chunk_count = chunks.len();

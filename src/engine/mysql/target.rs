@@ -434,6 +434,14 @@ impl Target for MysqlTarget {
             _ => Some(replay::check(input).await?),
         };
 
+        // The copy's accounts, when the restore makes them: read (and a missing file refused)
+        // before anything is restored, made once the data is in place.
+        let elsewhere = !input.mysql.rename_databases.is_empty() || !input.selection.is_empty();
+        let accounts = match input.resume {
+            true => None,
+            false => crate::engine::accounts::to_create(input, elsewhere).await?,
+        };
+
         // A selective restore's tables, as the target has them: only their changes replay.
         let restored = match input.selection.is_empty() {
             true => None,
@@ -452,6 +460,9 @@ impl Target for MysqlTarget {
         };
         report.position = Some(manifest.copy.log_range.end.clone());
         report.databases = map.clone();
+        if let Some(accounts) = &accounts {
+            report.accounts = super::accounts::restore(&self.my, input, accounts, &map).await?;
+        }
         if let Some(checked) = checked {
             let replayed = replay::replay(&self.my, input, &map, checked, restored)
                 .await

@@ -1,0 +1,428 @@
+//! MySQL/MariaDB accounts in a copy and on a target: read with `SHOW CREATE USER` and `SHOW
+//! GRANTS` (authentication plugin and stored hash, resource limits, roles, default roles,
+//! proxies), and made again after a restore's data. A one-database copy keeps the accounts and
+//! roles that hold grants on it (and those that hold its roles), with their global grants and
+//! their grants on that database; a whole-server copy keeps every account. The server's own
+//! accounts — `root`, anonymous users, the `mysql.*`/`mariadb.sys` system accounts — are never
+//! copied: the target has its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use super::statement_text::quoted_end;
+use super::{My, quote_ident, quote_literal};
+use crate::engine::accounts::{Account, AccountOutcome, AccountScope, Accounts, redact};
+use crate::engine::{RestoreInput, SourceError};
+
+/// Accounts a server keeps for itself.
+const SYSTEM_USERS: &[&str] = &[
+    "root",
+    "",
+    "mariadb.sys",
+    "mysql.sys",
+    "mysql.session",
+    "mysql.infoschema",
+    "PUBLIC",
+];
+
+/// (user, host) of an account; a MariaDB role has an empty host.
+type Key = (String, String);
+
+/// Reads the accounts a copy of `database` (`None`: the whole server) keeps.
+///
+/// # Errors
+/// A privilege the copying account lacks (reading `mysql.*`), or the server's error.
+pub(super) async fn capture(
+    my: &My,
+    conn: &mut Conn,
+    database: Option<&str>,
+    mariadb: bool,
+) -> Result<Accounts, SourceError> {
+    let doing = "reading the accounts (users = true needs SELECT on the mysql database)";
+    if !mariadb {
+        // MySQL 8's hashes are binary: `SHOW CREATE USER` writes them as hex with this.
+        let _ = conn.query_drop("SET SESSION print_identified_with_as_hex = ON").await;
+    }
+    let role_column = if mariadb { "is_role" } else { "'N'" };
+    let all: Vec<(String, String, String)> = conn
+        .query(format!(
+            "SELECT User, Host, {role_column} FROM mysql.user ORDER BY User, Host"
+        ))
+        .await
+        .map_err(|e| my.error(doing, e))?;
+    // Who holds which role: (member, role).
+    let edges: Vec<(String, String, String, String)> = match mariadb {
+        true => conn
+            .query("SELECT User, Host, Role, '' FROM mysql.roles_mapping")
+            .await
+            .map_err(|e| my.error(doing, e))?,
+        false => conn
+            .query("SELECT TO_USER, TO_HOST, FROM_USER, FROM_HOST FROM mysql.role_edges")
+            .await
+            .map_err(|e| my.error(doing, e))?,
+    };
+    let edges: Vec<(Key, Key)> = edges
+        .into_iter()
+        .map(|(user, host, role, role_host)| ((user, host), (role, role_host)))
+        .collect();
+    let keep: BTreeSet<Key> = match database {
+        None => all.iter().map(|(u, h, _)| (u.clone(), h.clone())).collect(),
+        Some(database) => {
+            let mut holders: BTreeSet<Key> = BTreeSet::new();
+            for table in ["db", "tables_priv", "columns_priv", "procs_priv"] {
+                let found: Vec<(String, String)> = conn
+                    .exec(
+                        format!("SELECT DISTINCT User, Host FROM mysql.{table} WHERE Db = ? OR Db = ?"),
+                        (database, escape_like(database)),
+                    )
+                    .await
+                    .map_err(|e| my.error(doing, e))?;
+                holders.extend(found);
+            }
+            // The holders of a kept role, and the roles a kept account holds, come along — but
+            // not the copying account for holding a role: MariaDB grants a role to whoever
+            // created it.
+            let current: String = conn
+                .query_first("SELECT CURRENT_USER()")
+                .await
+                .map_err(|e| my.error(doing, e))?
+                .unwrap_or_default();
+            let current: Key = match current.rsplit_once('@') {
+                Some((user, host)) => (user.to_string(), host.to_string()),
+                None => (current, String::new()),
+            };
+            let mut grown = true;
+            while grown {
+                grown = false;
+                for (member, role) in &edges {
+                    if holders.contains(role) && member != &current && holders.insert(member.clone()) {
+                        grown = true;
+                    }
+                    if holders.contains(member) && holders.insert(role.clone()) {
+                        grown = true;
+                    }
+                }
+            }
+            holders
+        }
+    };
+    let kept: Vec<&(String, String, String)> = all
+        .iter()
+        .filter(|(u, h, _)| !SYSTEM_USERS.contains(&u.as_str()) && keep.contains(&(u.clone(), h.clone())))
+        .collect();
+    let names: BTreeSet<String> = kept
+        .iter()
+        .map(|(u, h, role)| account_name(u, h, role == "Y"))
+        .collect();
+    let mut accounts = Vec::new();
+    // Roles first: the accounts' grants name them.
+    for (user, host, role) in kept
+        .iter()
+        .filter(|(_, _, r)| r == "Y")
+        .chain(kept.iter().filter(|(_, _, r)| r != "Y"))
+    {
+        let is_role = role == "Y";
+        let name = account_name(user, host, is_role);
+        let create = match is_role {
+            true => vec![format!("CREATE ROLE {}", quote_ident(user))],
+            false => {
+                let shown: Option<String> = conn
+                    .query_first(format!("SHOW CREATE USER {name}"))
+                    .await
+                    .map_err(|e| my.error(&format!("reading account {name}"), e))?;
+                vec![shown.unwrap_or_default()]
+            }
+        };
+        let grants: Vec<String> = conn
+            .query(format!("SHOW GRANTS FOR {name}"))
+            .await
+            .map_err(|e| my.error(&format!("reading the grants of {name}"), e))?;
+        let grants = grants
+            .into_iter()
+            .filter(|grant| kept_grant(grant, database, &names))
+            .collect();
+        accounts.push(Account {
+            name,
+            user: user.clone(),
+            host: (!is_role).then(|| host.clone()),
+            role: is_role,
+            create,
+            reset: Vec::new(),
+            grants,
+        });
+    }
+    Ok(Accounts {
+        scope: match database {
+            None => AccountScope::Server,
+            Some(_) => AccountScope::Database,
+        },
+        accounts,
+        ..Accounts::default()
+    })
+}
+
+/// `'user'@'host'`, or a role's quoted name.
+fn account_name(user: &str, host: &str, role: bool) -> String {
+    match role {
+        true => quote_ident(user),
+        false => format!("{}@{}", quote_literal(user), quote_literal(host)),
+    }
+}
+
+/// `name` as `mysql.db` writes a database name that is not a pattern (`_` and `%` escaped).
+fn escape_like(name: &str) -> String {
+    name.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
+}
+
+/// What a `GRANT … ON` applies to: the database part of its target (`None`: `*`, every one).
+fn grant_database(grant: &str) -> Option<Option<String>> {
+    let on = top_level_on(grant)?;
+    let mut rest = grant[on + 4..].trim_start();
+    for kind in ["FUNCTION ", "PROCEDURE ", "PACKAGE BODY ", "PACKAGE ", "TABLE "] {
+        if rest.len() >= kind.len() && rest[..kind.len()].eq_ignore_ascii_case(kind) {
+            rest = rest[kind.len()..].trim_start();
+        }
+    }
+    if rest.starts_with('*') {
+        return Some(None);
+    }
+    if rest.starts_with('`') {
+        let end = quoted_end(rest, b'`')?;
+        return Some(Some(rest[1..end - 1].replace("``", "`")));
+    }
+    let end = rest.find(['.', ' ']).unwrap_or(rest.len());
+    Some(Some(rest[..end].to_string()))
+}
+
+/// Where ` ON ` of a `GRANT … ON target` is, outside quotes and column lists.
+fn top_level_on(grant: &str) -> Option<usize> {
+    let bytes = grant.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'`' | b'\'' | b'"' => i += quoted_end(&grant[i..], bytes[i])?,
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b' ' if depth == 0 && grant[i..].len() >= 4 && grant[i..i + 4].eq_ignore_ascii_case(" ON ") => {
+                return Some(i);
+            }
+            b' ' if depth == 0 && grant[i..].len() >= 4 && grant[i..i + 4].eq_ignore_ascii_case(" TO ") => {
+                return None;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether a line of `SHOW GRANTS` belongs in a copy of `database` (`None`: every line): global
+/// grants, grants on that database, proxies, and the roles (and default roles) the copy keeps.
+fn kept_grant(grant: &str, database: Option<&str>, names: &BTreeSet<String>) -> bool {
+    let Some(database) = database else { return true };
+    let upper = grant.trim_start().to_ascii_uppercase();
+    if upper.starts_with("SET DEFAULT ROLE ") {
+        let role = grant.trim_start()["SET DEFAULT ROLE ".len()..]
+            .split(" FOR ")
+            .next()
+            .unwrap_or("");
+        return role.trim().eq_ignore_ascii_case("NONE") || names.contains(role.trim());
+    }
+    if upper.starts_with("GRANT PROXY ") {
+        return true;
+    }
+    match grant_database(grant) {
+        Some(None) => true,
+        Some(Some(name)) => name == database || name == escape_like(database),
+        // `GRANT role TO account`: the role must be kept too.
+        None => grant
+            .trim_start()
+            .get("GRANT ".len()..)
+            .and_then(|rest| rest.split(" TO ").next())
+            .is_some_and(|role| role.split(',').all(|r| names.contains(r.trim()))),
+    }
+}
+
+/// A grant line with its databases renamed as the restore renames them.
+fn renamed_grant(grant: &str, renames: &BTreeMap<String, String>) -> String {
+    let Some(Some(database)) = grant_database(grant) else {
+        return grant.to_string();
+    };
+    let Some(on) = top_level_on(grant) else {
+        return grant.to_string();
+    };
+    match renames.get(&database) {
+        Some(to) if to != &database => {
+            // The first name after ` ON ` is the target's database.
+            let (head, target) = grant.split_at(on);
+            format!(
+                "{head}{}",
+                target.replacen(&quote_ident(&database), &quote_ident(to), 1)
+            )
+        }
+        _ => grant.to_string(),
+    }
+}
+
+/// Creates `accounts` on the target over `conn` (the restore's data is in place): each one the
+/// target lacks (or, with `replace`, has), then their grants, databases renamed by `renames`.
+///
+/// # Errors
+/// The target's error, a hash in it redacted.
+pub(super) async fn restore(
+    my: &My,
+    input: &RestoreInput,
+    accounts: &Accounts,
+    renames: &BTreeMap<String, String>,
+) -> Result<Vec<AccountOutcome>, SourceError> {
+    let mut conn = my.connect(None).await?;
+    if input.mysql.no_binlog {
+        conn.query_drop("SET SESSION sql_log_bin = 0")
+            .await
+            .map_err(|e| my.error("leaving the accounts out of the binary log", e))?;
+    }
+    let mut outcomes = Vec::new();
+    let mut made = Vec::new();
+    for account in &accounts.accounts {
+        let host = account.host.clone().unwrap_or_default();
+        let exists: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = ?",
+                (&account.user, &host),
+            )
+            .await
+            .map_err(|e| my.error(&format!("looking up account {}", account.name), e))?;
+        let outcome = match (exists.is_some(), input.users.replace) {
+            (true, false) => "kept",
+            (true, true) => {
+                let drop = match account.role {
+                    true => format!("DROP ROLE {}", account.name),
+                    false => format!("DROP USER {}", account.name),
+                };
+                run(my, &mut conn, &account.name, &drop, &[]).await?;
+                "replaced"
+            }
+            (false, _) => "created",
+        };
+        if outcome != "kept" {
+            for statement in &account.create {
+                run(my, &mut conn, &account.name, statement, &account.create).await?;
+            }
+            made.push(account);
+        }
+        outcomes.push(AccountOutcome {
+            name: account.name.clone(),
+            outcome,
+            notes: Vec::new(),
+        });
+    }
+    for account in made {
+        let outcome = outcomes
+            .iter_mut()
+            .find(|o| o.name == account.name)
+            .expect("every account has an outcome");
+        for grant in &account.grants {
+            let grant = renamed_grant(grant, renames);
+            match conn.query_drop(grant.as_str()).await {
+                Ok(()) => {}
+                // A table-level grant on a table the restore did not make (a selection).
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1146 | 1147 | 1144) => {
+                    let on = grant_database(&grant).flatten().unwrap_or_default();
+                    outcome.notes.push(format!(
+                        "a grant on {on} not made: {}",
+                        redact(&e.message, &account.create)
+                    ));
+                }
+                Err(e) => return Err(redacted(my, &account.name, e, &account.grants)),
+            }
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(outcomes)
+}
+
+/// Runs one statement about account `name`; an error is redacted of what `secrets` quote.
+async fn run(my: &My, conn: &mut Conn, name: &str, sql: &str, secrets: &[String]) -> Result<(), SourceError> {
+    conn.query_drop(sql).await.map_err(|e| redacted(my, name, e, secrets))
+}
+
+fn redacted(my: &My, name: &str, e: mysql_async::Error, secrets: &[String]) -> SourceError {
+    match my.error(&format!("making account {name}"), e) {
+        SourceError::Database {
+            database,
+            doing,
+            detail,
+        } => SourceError::Database {
+            database,
+            doing,
+            detail: redact(&detail, secrets),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_lines_name_their_database() {
+        assert_eq!(
+            grant_database("GRANT SELECT, INSERT ON `app`.* TO `a`@`%`"),
+            Some(Some("app".into()))
+        );
+        assert_eq!(
+            grant_database("GRANT SELECT (`id`, `on`) ON `app`.`t` TO `a`@`%`"),
+            Some(Some("app".into()))
+        );
+        assert_eq!(
+            grant_database("GRANT EXECUTE ON PROCEDURE `app`.`p` TO `a`@`%`"),
+            Some(Some("app".into()))
+        );
+        assert_eq!(
+            grant_database("GRANT USAGE ON *.* TO `a`@`%` IDENTIFIED BY PASSWORD '*AB'"),
+            Some(None)
+        );
+        assert_eq!(grant_database("GRANT `reader` TO `a`@`%`"), None);
+    }
+
+    #[test]
+    fn a_one_database_copy_keeps_its_grants_and_roles() {
+        let names: BTreeSet<String> = ["`reader`".to_string(), "'a'@'%'".to_string()].into();
+        let keep = |g: &str| kept_grant(g, Some("app"), &names);
+        assert!(keep("GRANT USAGE ON *.* TO `a`@`%`"));
+        assert!(keep("GRANT SELECT ON `app`.* TO `a`@`%`"));
+        assert!(keep("GRANT SELECT ON `app`.`t` TO `a`@`%`"));
+        assert!(!keep("GRANT SELECT ON `other`.* TO `a`@`%`"));
+        assert!(keep("GRANT `reader` TO `a`@`%`"));
+        assert!(!keep("GRANT `admin` TO `a`@`%`"));
+        assert!(keep("SET DEFAULT ROLE `reader` FOR `a`@`%`"));
+        assert!(!keep("SET DEFAULT ROLE `admin` FOR `a`@`%`"));
+        assert!(keep("GRANT PROXY ON ''@'%' TO 'a'@'%'"));
+    }
+
+    #[test]
+    fn grants_follow_renamed_databases() {
+        let renames: BTreeMap<String, String> = [("app".to_string(), "app2".to_string())].into();
+        assert_eq!(
+            renamed_grant("GRANT SELECT ON `app`.`t` TO `app`@`%`", &renames),
+            "GRANT SELECT ON `app2`.`t` TO `app`@`%`"
+        );
+        assert_eq!(
+            renamed_grant("GRANT SELECT (`app`) ON `app`.`t` TO `a`@`%`", &renames),
+            "GRANT SELECT (`app`) ON `app2`.`t` TO `a`@`%`"
+        );
+        assert_eq!(
+            renamed_grant("GRANT USAGE ON *.* TO `app`@`%`", &renames),
+            "GRANT USAGE ON *.* TO `app`@`%`"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Accounts, roles and grants in copies (issue #17): an account with a password, a role and
+//! grants on a database and a table, copied with `users = true` and restored with
+//! `--with-users` into the second test server, logs in there with its password and has exactly
+//! the grants it had; an account without grants on the database is not copied; nothing of a
+//! password hash is printed, logged or left readable on the destination.
+
+use mysql_async::prelude::Queryable;
+
+use crate::mysql::{ONE_AT_A_TIME, connect, fresh_database, url_of};
+use crate::support::{cairn, run};
+
+/// `SHOW GRANTS FOR name` on the server of `url`.
+async fn grants(url: &str, name: &str) -> Vec<String> {
+    connect(url)
+        .await
+        .query(format!("SHOW GRANTS FOR {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW GRANTS FOR {name}: {e}"))
+}
+
+/// The files under `dir` that hold `needle`, as their paths.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    crate::support::walk(dir)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|path| path.display().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same_grants() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let database = fresh_database("accounts").await;
+    let (user, role, other) = (
+        format!("app_{database}"),
+        format!("reader_{database}"),
+        format!("other_{database}"),
+    );
+    let password = "Pw-for-the-test-42";
+    let account = format!("'{user}'@'%'");
+    let mut my = connect(&url_of(&database)).await;
+    my.query_drop(format!(
+        "CREATE TABLE t (id INT PRIMARY KEY, note VARCHAR(20));
+         INSERT INTO t VALUES (1, 'a'), (2, 'b');
+         CREATE ROLE `{role}`;
+         GRANT SELECT ON `{database}`.* TO `{role}`;
+         CREATE USER {account} IDENTIFIED BY '{password}' WITH MAX_USER_CONNECTIONS 7;
+         GRANT `{role}` TO {account};
+         SET DEFAULT ROLE `{role}` FOR {account};
+         GRANT INSERT, UPDATE (note) ON `{database}`.t TO {account};
+         CREATE USER '{other}'@'%' IDENTIFIED BY 'other-password-1'"
+    ))
+    .await
+    .unwrap();
+    let hash: String = my
+        .exec_first(
+            "SELECT authentication_string FROM mysql.user WHERE User = ? AND Host = '%'",
+            (&user,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(hash.len() > 20, "{hash}");
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.fx]\nurl = {:?}\nusers = true\n", url_of(&database)),
+    )
+    .unwrap();
+    let cairn_config = |args: &[&str]| run(cairn(locks.path()).arg("--config").arg(&config).args(args));
+    let mut printed = String::new();
+    let (code, out, err) = cairn_config(&["backup", "--source", "fx", "--to", &to]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+
+    let target = crate::replica::replica_server();
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--source", "fx", "--from", &to, "--target", &target];
+        args.extend_from_slice(extra);
+        cairn_config(&args)
+    };
+    // A dry run names the accounts, and nothing else of them.
+    let (code, out, err) = restore(&["--with-users", "--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&account) && out.contains(&format!("`{role}`")), "{out}");
+    assert!(
+        !out.contains(&other),
+        "an account without grants on the database is not copied: {out}"
+    );
+    printed.push_str(&format!("{out}{err}"));
+    let (code, out, err) = restore(&["--with-users", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let outcomes: Vec<(String, String)> = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(outcomes.contains(&(account.clone(), "created".into())), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&(format!("`{role}`"), "created".into())),
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|(name, _)| name.contains(&other)), "{outcomes:?}");
+
+    // The account logs in on the other server with its password, and its role works there.
+    let mut login = url::Url::parse(&target).unwrap();
+    login.set_username(&user).unwrap();
+    login.set_password(Some(password)).unwrap();
+    login.set_path(&format!("/{database}"));
+    let mut app = connect(login.as_str()).await;
+    let count: Option<u64> = app.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(count, Some(2));
+    app.query_drop("UPDATE t SET note = 'z' WHERE id = 1").await.unwrap();
+    assert!(
+        app.query_drop("DELETE FROM t").await.is_err(),
+        "no grant beyond the copy's"
+    );
+    drop(app);
+    let on_target = crate::replica::on_replica(&database);
+    assert_eq!(
+        grants(&on_target, &account).await,
+        grants(&url_of(&database), &account).await
+    );
+    assert_eq!(
+        grants(&on_target, &format!("`{role}`")).await,
+        grants(&url_of(&database), &format!("`{role}`")).await
+    );
+    let limit: Option<u64> = connect(&on_target)
+        .await
+        .exec_first("SELECT max_user_connections FROM mysql.user WHERE User = ?", (&user,))
+        .await
+        .unwrap();
+    assert_eq!(limit, Some(7), "the resource limit came along");
+
+    // Again into the same server: the accounts are there, and kept as they are.
+    let (code, out, err) = restore(&["--with-users", "--clean"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("accounts kept") && out.contains(&account), "{out}");
+    printed.push_str(&format!("{out}{err}"));
+    let (code, out, err) = cairn_config(&["status", "--source", "fx", "--from", &to, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+
+    // Nothing of the hash was printed, and no file on the destination holds it readably.
+    let bare = hash.trim_start_matches('*');
+    assert!(!printed.contains(bare), "a password hash was printed:\n{printed}");
+    assert!(!printed.contains(password));
+    assert_eq!(files_holding(dir.path(), bare), Vec::<String>::new());
+
+    for url in [url_of(&database), on_target] {
+        connect(&url)
+            .await
+            .query_drop(format!(
+                "DROP USER IF EXISTS {account}, '{other}'@'%'; DROP ROLE IF EXISTS `{role}`; DROP DATABASE IF \
+                 EXISTS `{database}`"
+            ))
+            .await
+            .unwrap();
+    }
+}
