@@ -173,3 +173,142 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
             .unwrap();
     }
 }
+
+/// `pg_dumpall --globals-only` of the cluster of `url`, the lines that name one of `roles`.
+fn globals_naming(url: &str, roles: &[&String]) -> Vec<String> {
+    let bin = std::env::var("CAIRN_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let output = std::process::Command::new(format!("{bin}/pg_dumpall"))
+        .args(["--globals-only", "--dbname", url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut lines: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| roles.iter().any(|role| line.contains(role.as_str())))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn postgres_roles_come_with_memberships_passwords_and_settings_into_another_cluster() {
+    use crate::postgres::{connect, fresh_database, url_of};
+    let database = fresh_database("pg_accounts").await;
+    let (owner, group, login, outsider) = (
+        format!("own_{database}"),
+        format!("grp_{database}"),
+        format!("app_{database}"),
+        format!("out_{database}"),
+    );
+    let password = "Pw-for-the-pg-test-7";
+    let source = url_of(&database);
+    connect(&source)
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN;
+             CREATE ROLE {group} NOLOGIN;
+             CREATE ROLE {login} LOGIN PASSWORD '{password}' CONNECTION LIMIT 5;
+             GRANT {group} TO {login};
+             ALTER ROLE {login} SET work_mem = '3MB';
+             ALTER ROLE {login} IN DATABASE {database} SET search_path = public, pg_catalog;
+             CREATE ROLE {outsider} LOGIN;
+             CREATE TABLE t (id int PRIMARY KEY, note text);
+             INSERT INTO t VALUES (1, 'a'), (2, 'b');
+             ALTER TABLE t OWNER TO {owner};
+             GRANT SELECT ON t TO {group};
+             GRANT CONNECT ON DATABASE {database} TO {login};"
+        ))
+        .await
+        .unwrap();
+    let hash: String = connect(&source)
+        .await
+        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&login])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hash.starts_with("SCRAM-SHA-256$") || hash.starts_with("md5"), "{hash}");
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let config = locks.path().join("cairn.toml");
+    std::fs::write(&config, format!("[sources.fx]\nurl = {source:?}\nusers = true\n")).unwrap();
+    let cairn_config = |args: &[&str]| run(cairn(locks.path()).arg("--config").arg(&config).args(args));
+    let mut printed = String::new();
+    let (code, out, err) = cairn_config(&["backup", "--source", "fx", "--to", &to]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+    let target = crate::replica::pg_replica_url(&database);
+    let (code, out, err) = cairn_config(&[
+        "restore",
+        "--source",
+        "fx",
+        "--from",
+        &to,
+        "--target",
+        &target,
+        "--with-users",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let created: Vec<&str> = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "created")
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for role in [&owner, &group, &login] {
+        assert!(created.contains(&role.as_str()), "{role} in {created:?}");
+    }
+    assert!(
+        !out.contains(&outsider),
+        "a role without privileges in the database is not copied"
+    );
+
+    // The login role logs in with its password, reads through its group, has its settings.
+    let mut login_url = url::Url::parse(&target).unwrap();
+    login_url.set_username(&login).unwrap();
+    login_url.set_password(Some(password)).unwrap();
+    let app = connect(login_url.as_str()).await;
+    let count: i64 = app.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(count, 2);
+    let work_mem: String = app.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(work_mem, "3MB");
+    let path: String = app.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "public, pg_catalog");
+    drop(app);
+    let table_owner: String = connect(&target)
+        .await
+        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 't'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(table_owner, owner);
+    let roles = [&owner, &group, &login];
+    assert_eq!(globals_naming(&target, &roles), globals_naming(&source, &roles));
+
+    let (code, out, err) = cairn_config(&["status", "--source", "fx", "--from", &to, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    printed.push_str(&format!("{out}{err}"));
+    let secret = hash.rsplit('$').next().unwrap().to_string();
+    assert!(!printed.contains(&secret), "a password hash was printed:\n{printed}");
+    assert!(!printed.contains(password));
+    assert_eq!(files_holding(dir.path(), &secret), Vec::<String>::new());
+
+    for url in [
+        crate::replica::pg_replica_url("postgres"),
+        crate::postgres::url_of("postgres"),
+    ] {
+        let admin = connect(&url).await;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {login}, {group}, {owner}, {outsider}"),
+        ] {
+            admin.batch_execute(&statement).await.unwrap();
+        }
+    }
+}

@@ -126,19 +126,28 @@ pub(super) async fn capture(
         let is_role = role == "Y";
         let name = account_name(user, host, is_role);
         let create = match is_role {
-            true => vec![format!("CREATE ROLE {}", quote_ident(user))],
-            false => {
-                let shown: Option<String> = conn
-                    .query_first(format!("SHOW CREATE USER {name}"))
-                    .await
-                    .map_err(|e| my.error(&format!("reading account {name}"), e))?;
-                vec![shown.unwrap_or_default()]
-            }
+            true => Ok(vec![format!("CREATE ROLE {}", quote_ident(user))]),
+            false => conn
+                .query_first(format!("SHOW CREATE USER {name}"))
+                .await
+                .map(|shown: Option<String>| vec![shown.unwrap_or_default()]),
         };
-        let grants: Vec<String> = conn
-            .query(format!("SHOW GRANTS FOR {name}"))
-            .await
-            .map_err(|e| my.error(&format!("reading the grants of {name}"), e))?;
+        let grants = match create {
+            Ok(create) => conn
+                .query(format!("SHOW GRANTS FOR {name}"))
+                .await
+                .map(|grants: Vec<String>| (create, grants)),
+            Err(e) => Err(e),
+        };
+        let (create, grants) = match grants {
+            Ok(read) => read,
+            // Dropped since the list was read: it is not there to copy.
+            Err(mysql_async::Error::Server(e)) if matches!(e.code, 1141 | 1133 | 1396 | 1449) => {
+                tracing::warn!("account {name} was dropped while the accounts were read: not copied");
+                continue;
+            }
+            Err(e) => return Err(my.error(&format!("reading account {name}"), e)),
+        };
         let grants = grants
             .into_iter()
             .filter(|grant| kept_grant(grant, database, &names))

@@ -5,6 +5,7 @@
 //! its transaction open while pg_dump (schema) and the workers (data, `COPY … TO STDOUT` per
 //! chunk) import it. Each chunk is streamed to the copy writer, straight on to the destination.
 
+mod accounts;
 pub mod apply;
 mod capture;
 pub mod changes_file;
@@ -541,6 +542,9 @@ impl Source for PostgresSource {
             put_sql(writer, "schema/post-data.sql", FileKind::PostData, post).await?;
             put_sql(writer, "schema/sequences.sql", FileKind::Sequences, sequences).await?;
             put_sql(writer, "schema/refresh.sql", FileKind::Refresh, refreshes).await?;
+            if options.users {
+                crate::engine::accounts::store(writer, &accounts::capture(pg, &leader).await?).await?;
+            }
             Ok::<(), SourceError>(())
         };
         let workers = (options.jobs.max(1) as usize).min(chunk_count.max(1));

@@ -282,8 +282,23 @@ impl Target for PostgresTarget {
     async fn restore(&self, input: &RestoreInput) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
         let manifest = only_copy(input)?;
+        // The copy's roles, when the restore makes them: read (and a missing file refused)
+        // before anything is restored, made before the schema that names them.
+        let accounts = match input.resume {
+            true => None,
+            false => crate::engine::accounts::to_create(input, !input.selection.is_empty()).await?,
+        };
         if !input.selection.is_empty() {
-            return self.restore_selected_chain(input, started).await;
+            let made = match &accounts {
+                Some(accounts) => {
+                    let client = self.open_database().await?;
+                    super::accounts::restore(&self.pg, &client, input, accounts).await?
+                }
+                None => Vec::new(),
+            };
+            let mut report = self.restore_selected_chain(input, started).await?;
+            report.accounts = made;
+            return Ok(report);
         }
         let resumed = match input.resume {
             true => Some(self.resumable(input).await?.0),
@@ -316,7 +331,7 @@ impl Target for PostgresTarget {
                 };
                 (self.pg.connect("restore").await?, report)
             }
-            None => self.restore_full(input).await?,
+            None => self.restore_full(input, accounts.as_ref()).await?,
         };
         if let Some(checked) = checked {
             tracing::info!(
@@ -383,7 +398,11 @@ impl PostgresTarget {
     }
 
     /// Restores the full copy into an empty (or `--clean`ed) database.
-    async fn restore_full(&self, input: &RestoreInput) -> Result<(Client, RestoreReport), SourceError> {
+    async fn restore_full(
+        &self,
+        input: &RestoreInput,
+        accounts: Option<&crate::engine::accounts::Accounts>,
+    ) -> Result<(Client, RestoreReport), SourceError> {
         let manifest = &input.manifests[0];
         let copy = &manifest.copy.id;
         let files = files_of(&input.source, manifest)?;
@@ -407,6 +426,10 @@ impl PostgresTarget {
             }
             self.clean(&client).await?;
         }
+        let made = match accounts {
+            Some(accounts) => super::accounts::restore(&self.pg, &client, input, accounts).await?,
+            None => Vec::new(),
+        };
 
         // Schema files are small and read (and verified) before anything is created.
         let pre_sql = read_text(destination, &pre).await?;
@@ -449,6 +472,7 @@ impl PostgresTarget {
             rows,
             files: file_count,
             position: Some(manifest.copy.log_range.end.clone()),
+            accounts: made,
             ..Default::default()
         };
         Ok((client, report))
