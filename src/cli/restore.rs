@@ -30,8 +30,8 @@ pub struct RestoreArgs {
     /// Database to restore into (postgres://…, mysql://…).
     #[arg(long, value_name = "URL", required_unless_present = "to_sql")]
     pub target: Option<String>,
-    /// Instead of restoring into a database, write a SQL script the `mysql` client loads to FILE
-    /// (`-`: standard output; MySQL/MariaDB full copies so far). An existing file is kept.
+    /// Instead of restoring into a database, write a SQL script the `mysql` client or psql loads
+    /// to FILE (`-`: standard output), up to the chosen point. An existing file is kept.
     #[arg(long, value_name = "FILE", conflicts_with = "target")]
     pub to_sql: Option<std::path::PathBuf>,
     /// File holding the password of --target (else PGPASSWORD or MYSQL_PWD; a password in the URL
@@ -45,7 +45,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub clean: bool,
     /// Restore only this table: DATABASE.TABLE / SCHEMA.TABLE, or TABLE in any; `*` and `?`
-    /// match. Repeatable. MySQL/MariaDB full copies so far.
+    /// match. Repeatable.
     #[arg(long = "table", value_name = "PATTERN")]
     pub tables: Vec<String>,
     /// Leave this table out (same patterns). Repeatable.

@@ -32,7 +32,7 @@ pub(super) const LIST_KEYS: &[&str] = &[
     "exclude-table-data",
 ];
 /// Settings whose environment value is `true` or `false`.
-pub(super) const BOOLEAN_KEYS: &[&str] = &["path-style", "checksums", "incrementals", "users"];
+pub(super) const BOOLEAN_KEYS: &[&str] = &["path-style", "checksums", "incrementals", "users", "users-include-root"];
 
 /// Writes `CAIRN_…` variables into `table`; returns which setting came from which variable.
 pub(super) fn overlay_env(

@@ -119,6 +119,9 @@ pub struct SourceSettings {
     /// Record the accounts and roles that hold grants on the source's database, with their
     /// grants and password hashes (a MySQL source without a database records every account).
     pub users: Option<bool>,
+    /// MySQL/MariaDB with users: also the `root` accounts, with their hashes (never by default:
+    /// a target keeps its own).
+    pub users_include_root: Option<bool>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -368,6 +371,7 @@ impl Config {
                     ("replica-server-id", src.replica_server_id.is_some()),
                     ("on-log-gap", src.on_log_gap.is_some() && src.incrementals != Some(true)),
                     ("on-ddl", src.on_ddl.is_some() && src.incrementals != Some(true)),
+                    ("users-include-root", src.users_include_root.is_some()),
                 ] {
                     if present {
                         return Err(self.invalid(&key(setting), "applies to MySQL/MariaDB sources only"));
@@ -388,6 +392,12 @@ impl Config {
                 return Err(self.invalid(
                     &key("incrementals"),
                     "applies to PostgreSQL sources only (MySQL/MariaDB sources always can take incrementals)",
+                ));
+            }
+            if src.users_include_root == Some(true) && src.users != Some(true) && url.database().is_some() {
+                return Err(self.invalid(
+                    &key("users-include-root"),
+                    "needs users = true (a copy of one database records accounts only then)",
                 ));
             }
             if src.jobs == Some(0) {
@@ -542,6 +552,7 @@ impl Config {
             options.postgres.full_on_ddl = settings.on_ddl == Some(OnDdl::Full);
             options.postgres.capture_ddl = settings.on_ddl == Some(OnDdl::Capture);
             options.users = settings.users.unwrap_or(false);
+            options.mysql.users_include_root = settings.users_include_root.unwrap_or(false);
         }
         options
     }

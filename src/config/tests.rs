@@ -206,3 +206,37 @@ fn incrementals_are_a_postgres_setting_and_ddl_capture_excludes_filters() {
     assert!(options.postgres.incrementals && options.full_on_log_gap);
     assert!(load("[sources.app]\nurl = \"postgres://h/db\"\non-log-gap = \"full\"\n", &[]).is_err());
 }
+
+#[test]
+fn users_are_a_source_setting_also_from_the_environment() {
+    let config = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\n",
+        &[("CAIRN_SOURCES__APP__USERS", "true")],
+    )
+    .unwrap();
+    assert!(config.copy_options_of("app", None).users);
+    let config = load(
+        "[sources.app]\nurl = \"mysql://h/db\"\nusers = true\nusers-include-root = true\n",
+        &[],
+    )
+    .unwrap();
+    let options = config.copy_options_of("app", None);
+    assert!(options.users && options.mysql.users_include_root);
+    let err = load(
+        "[sources.app]\nurl = \"mysql://h/db\"\nusers-include-root = true\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sources.app.users-include-root") && err.contains("users = true"),
+        "{err}"
+    );
+    let err = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\nusers = true\nusers-include-root = true\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("MySQL/MariaDB sources only"), "{err}");
+}

@@ -90,6 +90,8 @@ pub struct MysqlCopyOptions {
     /// The server id cairn uses when it reads the binary log as a replica would; it must differ
     /// from every real replica's. `None`: derived from the source name (docs/mysql.md).
     pub replica_server_id: Option<u32>,
+    /// With the accounts, also `root`'s (`users-include-root = true`).
+    pub users_include_root: bool,
 }
 
 impl CopyOptions {

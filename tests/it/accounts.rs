@@ -152,6 +152,19 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("accounts kept") && out.contains(&account), "{out}");
     printed.push_str(&format!("{out}{err}"));
+    // Under another database name, with the accounts set as the copy holds them: the grants
+    // follow the database.
+    let renamed = format!("{database}_b");
+    let (code, out, err) = restore(&["--replace-users", "--rename-db", &format!("{database}={renamed}")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("accounts replaced") && out.contains(&account), "{out}");
+    printed.push_str(&format!("{out}{err}"));
+    let expected: Vec<String> = grants(&url_of(&database), &account)
+        .await
+        .into_iter()
+        .map(|grant| grant.replace(&format!("`{database}`"), &format!("`{renamed}`")))
+        .collect();
+    assert_eq!(grants(&on_target, &account).await, expected);
     let (code, out, err) = cairn_config(&["status", "--source", "fx", "--from", &to, "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     printed.push_str(&format!("{out}{err}"));
@@ -167,7 +180,7 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
             .await
             .query_drop(format!(
                 "DROP USER IF EXISTS {account}, '{other}'@'%'; DROP ROLE IF EXISTS `{role}`; DROP DATABASE IF \
-                 EXISTS `{database}`"
+                 EXISTS `{database}`; DROP DATABASE IF EXISTS `{renamed}`"
             ))
             .await
             .unwrap();

@@ -3,8 +3,8 @@
 //! proxies), and made again after a restore's data. A one-database copy keeps the accounts and
 //! roles that hold grants on it (and those that hold its roles), with their global grants and
 //! their grants on that database; a whole-server copy keeps every account. The server's own
-//! accounts — `root`, anonymous users, the `mysql.*`/`mariadb.sys` system accounts — are never
-//! copied: the target has its own.
+//! accounts — `root` (unless `users-include-root`), anonymous users, the
+//! `mysql.*`/`mariadb.sys` system accounts — are not copied: the target has its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +39,7 @@ pub(super) async fn capture(
     conn: &mut Conn,
     database: Option<&str>,
     mariadb: bool,
+    include_root: bool,
 ) -> Result<Accounts, SourceError> {
     let doing = "reading the accounts (users = true needs SELECT on the mysql database)";
     if !mariadb {
@@ -110,7 +111,10 @@ pub(super) async fn capture(
     };
     let kept: Vec<&(String, String, String)> = all
         .iter()
-        .filter(|(u, h, _)| !SYSTEM_USERS.contains(&u.as_str()) && keep.contains(&(u.clone(), h.clone())))
+        .filter(|(u, h, _)| {
+            let system = SYSTEM_USERS.contains(&u.as_str()) && !(include_root && u == "root");
+            !system && keep.contains(&(u.clone(), h.clone()))
+        })
         .collect();
     let names: BTreeSet<String> = kept
         .iter()

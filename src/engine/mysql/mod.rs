@@ -238,7 +238,14 @@ impl Source for MysqlSource {
         // A whole server's copy always holds its accounts; one database's on request.
         let database = self.spec.url.database();
         if options.users || database.is_none() {
-            let accounts = accounts::capture(my, &mut leader, database.as_deref(), server.mariadb).await?;
+            let accounts = accounts::capture(
+                my,
+                &mut leader,
+                database.as_deref(),
+                server.mariadb,
+                options.mysql.users_include_root,
+            )
+            .await?;
             tracing::info!(
                 "{}: recorded {}",
                 self.spec.name,
