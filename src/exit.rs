@@ -192,6 +192,7 @@ impl Classify for SourceError {
                 RepoError::Status(e) => e.exit_status(),
                 RepoError::Lock(e) => e.exit_status(),
                 RepoError::Manifest(_) | RepoError::Damaged(_) => ExitStatus::Failed,
+                RepoError::KeyUnavailable(_) => ExitStatus::Usage,
             },
         }
     }

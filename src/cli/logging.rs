@@ -23,6 +23,9 @@ pub(super) fn parse_log_filter(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// Crates whose debug output would hold the statements cairn sends.
+pub(crate) const QUIET_DRIVERS: &str = "tokio_postgres=info,mysql_async=info,mysql_common=info";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -43,6 +46,10 @@ pub fn init_logging(cli: &Cli) {
     } else {
         cli.log.clone()
     };
+    // The database drivers log every statement they send at debug level, and some statements
+    // carry secrets (a role's password hash, a subscription's connection string): never below
+    // info, whatever was asked.
+    let directives = format!("{directives},{QUIET_DRIVERS}");
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

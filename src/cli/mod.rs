@@ -4,6 +4,7 @@
 mod backup;
 mod config;
 mod finish;
+mod key;
 mod logging;
 mod purge;
 mod replica;
@@ -102,6 +103,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Encryption keys.
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Key(key::KeyCommand),
 }
 
 /// An error on its way to the user, with the exit code it deserves.
@@ -164,16 +168,23 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// Makes the configured keys available for reading encrypted copies.
+fn with_keys(config: Config) -> Config {
+    crate::repo::crypt::install_reading_keys(config.reading_keys());
+    config
+}
+
 async fn dispatch(cli: Cli) -> CliResult {
     match &cli.command {
         Command::Backup(args) => backup::run(&load_config(&cli)?, args).await,
-        Command::Restore(args) => restore::run(&load_config(&cli)?, args).await,
+        Command::Restore(args) => restore::run(&with_keys(load_config(&cli)?), args).await,
         Command::Status(args) => status::run(&load_config(&cli)?, args).await,
         Command::Slot(command) => slot::run(&load_config(&cli)?, command).await,
-        Command::Verify(args) => verify::run(&load_config(&cli)?, args).await,
+        Command::Verify(args) => verify::run(&with_keys(load_config(&cli)?), args).await,
         Command::Purge(args) => purge::run(&load_config(&cli)?, args).await,
-        Command::Replica(command) => replica::run(&load_config(&cli)?, command).await,
+        Command::Replica(command) => replica::run(&with_keys(load_config(&cli)?), command).await,
         Command::Config(command) => config::run(&load_config(&cli)?, command),
+        Command::Key(command) => key::run(command),
     }
 }
 

@@ -7,6 +7,7 @@
 //! `CAIRN_SOURCES__APP_DB__PASSWORD`. Names of sources and destinations are therefore limited to
 //! lowercase letters, digits and `-`.
 
+pub mod encryption;
 mod env;
 pub mod notifications;
 #[cfg(test)]
@@ -122,6 +123,8 @@ pub struct SourceSettings {
     /// MySQL/MariaDB with users: also the `root` accounts, with their hashes (never by default:
     /// a target keeps its own).
     pub users_include_root: Option<bool>,
+    /// This source's own `[encryption]`, instead of the top-level one.
+    pub encryption: Option<encryption::EncryptionSettings>,
     /// Which schemas and tables to copy (docs/postgres.md, "Filters").
     #[serde(default, skip_serializing_if = "crate::engine::filter::Filters::is_empty")]
     pub filters: crate::engine::filter::Filters,
@@ -151,6 +154,8 @@ pub struct Settings {
     pub retention: Retention,
     #[serde(default)]
     pub notifications: notifications::Notifications,
+    /// Client-side encryption of every stored file (docs/configuration.md).
+    pub encryption: Option<encryption::EncryptionSettings>,
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationSettings>,
     #[serde(default)]
@@ -281,6 +286,17 @@ impl Config {
             .map_err(|(key, message)| self.invalid(key, message))?;
         if s.chunk_size_mib == Some(0) {
             return Err(self.invalid("chunk-size-mib", "expected at least 1"));
+        }
+        if let Some(encryption) = &s.encryption {
+            encryption
+                .validate("encryption")
+                .map_err(|message| self.invalid("encryption", message))?;
+        }
+        for (name, source) in &s.sources {
+            if let Some(encryption) = &source.encryption {
+                let at = format!("sources.{name}.encryption");
+                encryption.validate(&at).map_err(|message| self.invalid(&at, message))?;
+            }
         }
         if let Some(name) = &s.destination
             && !s.destinations.contains_key(name)
@@ -551,7 +567,7 @@ impl Config {
             options.postgres.incrementals = settings.incrementals.unwrap_or(false);
             options.postgres.full_on_ddl = settings.on_ddl == Some(OnDdl::Full);
             options.postgres.capture_ddl = settings.on_ddl == Some(OnDdl::Capture);
-            options.users = settings.users.unwrap_or(false);
+            options.users = settings.users;
             options.mysql.users_include_root = settings.users_include_root.unwrap_or(false);
         }
         options

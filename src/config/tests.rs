@@ -214,14 +214,14 @@ fn users_are_a_source_setting_also_from_the_environment() {
         &[("CAIRN_SOURCES__APP__USERS", "true")],
     )
     .unwrap();
-    assert!(config.copy_options_of("app", None).users);
+    assert_eq!(config.copy_options_of("app", None).users, Some(true));
     let config = load(
         "[sources.app]\nurl = \"mysql://h/db\"\nusers = true\nusers-include-root = true\n",
         &[],
     )
     .unwrap();
     let options = config.copy_options_of("app", None);
-    assert!(options.users && options.mysql.users_include_root);
+    assert!(options.users == Some(true) && options.mysql.users_include_root);
     let err = load(
         "[sources.app]\nurl = \"mysql://h/db\"\nusers-include-root = true\n",
         &[],

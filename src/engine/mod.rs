@@ -59,9 +59,9 @@ pub struct CopyOptions {
     /// When the log no longer reaches back to the parent: take a full copy instead of failing
     /// (`on-log-gap = "full"`).
     pub full_on_log_gap: bool,
-    /// Record the accounts and roles with their grants (`users = true`; a whole MySQL server
-    /// always does).
-    pub users: bool,
+    /// Record the accounts and roles with their grants (`users = true`); `None`: the engine's
+    /// default (a whole MySQL server does, one database does not).
+    pub users: Option<bool>,
     /// What only MySQL and MariaDB sources use.
     pub mysql: MysqlCopyOptions,
     /// What only PostgreSQL sources use.
@@ -122,7 +122,7 @@ impl Default for CopyOptions {
             lock_wait: Duration::from_secs(30),
             filters: filter::Filters::default(),
             full_on_log_gap: false,
-            users: false,
+            users: None,
             mysql: MysqlCopyOptions::default(),
             postgres: PostgresCopyOptions::default(),
         }

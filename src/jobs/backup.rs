@@ -80,6 +80,8 @@ pub struct PlannedSource {
     pub full_backup: RunType,
     pub jobs: u32,
     pub copy_options: CopyOptions,
+    /// The key the copies are encrypted with (`[encryption]`); `None`: not encrypted.
+    pub key: Option<crate::repo::crypt::Key>,
 }
 
 /// A validated backup run: everything needed, nothing opened yet.
@@ -189,6 +191,7 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
         }
         copy_options.mysql.checksums |= request.checksums;
         sources.push(PlannedSource {
+            key: config.writing_key_of(key)?,
             full_backup: config.full_backup_of(key),
             jobs: copy_options.jobs,
             copy_options,
@@ -486,7 +489,7 @@ async fn run_source(
             copy: &copy_id,
             destination: &destination.location(),
         });
-        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id);
+        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id).with_key(item.key.clone());
         let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
             Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
                 Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
@@ -497,7 +500,7 @@ async fn run_source(
                         gap: &gap,
                         copy: &full_id,
                     });
-                    writer = CopyWriter::new(destination.clone(), name, &full_id);
+                    writer = CopyWriter::new(destination.clone(), name, &full_id).with_key(item.key.clone());
                     (
                         CopyKind::Full,
                         None,

@@ -427,6 +427,7 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
     };
     let destination = plan.store.clone().expect("plans are made by plan()");
     let manifests = manifests(&destination, &plan.chain).await?;
+    check_keys(&manifests)?;
     if !plan.selection.is_empty() && copy_engine.is_some_and(|engine| engine != plan.target_url.engine) {
         return Err(RestoreError::Usage(
             "a selective restore (--table, --exclude-table, --rename-table) of a MySQL/MariaDB copy into \
@@ -447,6 +448,28 @@ async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, 
         users: plan.users,
     };
     Ok((target, input))
+}
+
+/// Checks that every encrypted copy of a chain has its key configured, so a missing key fails
+/// before anything reaches the target.
+///
+/// # Errors
+/// [`RestoreError::Usage`] naming the copy and the key id it needs.
+pub fn check_keys(manifests: &[crate::repo::manifest::Manifest]) -> Result<(), RestoreError> {
+    for manifest in manifests {
+        let Some(key_id) = manifest.copy.details.get("key_id").and_then(|k| k.as_str()) else {
+            continue;
+        };
+        if crate::repo::crypt::reading_key(key_id).is_none() {
+            return Err(RestoreError::Usage(format!(
+                "copy {} is encrypted with key {key_id}, which is not configured: name its key file in [encryption] \
+                 (key-file, or old-key-files after a rotation) or the source's [sources.NAME.encryption]; nothing \
+                 was restored",
+                manifest.copy.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the stop-point arguments (at most one is given).

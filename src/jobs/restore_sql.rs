@@ -26,8 +26,10 @@ pub async fn write_sql(plan: &RestorePlan) -> Result<RestoreReport, RestoreError
         ));
     }
     let destination = plan.store.clone().expect("plans are made by plan()");
+    let manifests = manifests(&destination, &plan.chain).await?;
+    super::restore::check_keys(&manifests)?;
     let input = RestoreInput {
-        manifests: manifests(&destination, &plan.chain).await?,
+        manifests,
         destination,
         source: plan.source.clone(),
         jobs: 1,

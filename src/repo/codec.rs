@@ -1,6 +1,6 @@
-//! The codec between an engine's plain bytes and the stored bytes: zstd today (encryption goes
-//! here next), and the check of a stored file's size and MD5 while it is read, so nothing is
-//! ever held whole in memory.
+//! The codec between an engine's plain bytes and the stored bytes: zstd, then — when a key is
+//! configured — encryption (`crypt`), and the check of a stored file's size and MD5 while it is
+//! read, so nothing is ever held whole in memory.
 
 use std::io;
 use std::pin::Pin;
@@ -46,10 +46,16 @@ pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
     name: impl Into<String>,
     md5: &str,
     size: u64,
+    encrypted: bool,
 ) -> ObjectStream {
     let name = name.into();
     let verified = Verified::new(stored, name.clone(), md5, size);
-    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, verified));
+    // The MD5 is of the stored bytes: checked before decryption, so `verify` needs no key.
+    let compressed: ObjectStream = match encrypted {
+        true => Box::pin(super::crypt::Decrypting::new(verified, name.clone())),
+        false => Box::pin(verified),
+    };
+    let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed));
     decoder.multiple_members(true);
     Box::pin(DrainAtEnd {
         decoder,
@@ -58,13 +64,13 @@ pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
     })
 }
 
-struct DrainAtEnd<R> {
-    decoder: ZstdDecoder<BufReader<Verified<R>>>,
+struct DrainAtEnd {
+    decoder: ZstdDecoder<BufReader<ObjectStream>>,
     name: String,
     finished: bool,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
+impl AsyncRead for DrainAtEnd {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.finished {
             return Poll::Ready(Ok(()));
@@ -76,6 +82,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for DrainAtEnd<R> {
             // Bytes that could not be fetched are not damage: pass the destination's error on.
             Poll::Ready(Err(e)) if crate::storage::carries_destination_error(&e) => return Poll::Ready(Err(e)),
             Poll::Ready(Err(e)) if damage_in(&e).is_some() => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) if super::crypt::key_unavailable_in(&e).is_some() => return Poll::Ready(Err(e)),
             Poll::Ready(Err(e)) => {
                 return Poll::Ready(Err(damaged(&this.name, format!("it does not decompress ({e})"))));
             }
@@ -115,7 +122,7 @@ pub struct FileDamaged {
     pub reason: String,
 }
 
-fn damaged(name: &str, reason: String) -> io::Error {
+pub(super) fn damaged(name: &str, reason: String) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         FileDamaged {
@@ -253,6 +260,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
+            false,
         )
         .read_to_end(&mut Vec::new())
         .await
@@ -264,6 +272,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
+            false,
         )
         .read_to_end(&mut whole)
         .await
@@ -277,6 +286,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
+            false,
         )
         .read_to_end(&mut Vec::new())
         .await

@@ -3,6 +3,7 @@
 //! between an engine's plain streams and the stored bytes (writer, reader).
 
 pub mod codec;
+pub mod crypt;
 pub mod envelope;
 pub mod file_kind;
 pub mod kinds;
@@ -34,12 +35,24 @@ pub enum RepoError {
     /// A stored file is not what its manifest says (or a manifest lacks a file it must have).
     #[error("{0}")]
     Damaged(String),
+    /// A stored file is encrypted with a key that is not configured.
+    #[error(
+        "{0}: add its key file to [encryption] old-key-files (or the source's [sources.NAME.encryption]) and run \
+         again"
+    )]
+    KeyUnavailable(crypt::KeyUnavailable),
 }
 
 impl RepoError {
     /// The error of reading a stored file: the destination's own error when it could not deliver
     /// the bytes (so an unreachable store is a temporary failure), damage otherwise.
     pub fn from_read(error: std::io::Error) -> RepoError {
+        if let Some(missing) = crypt::key_unavailable_in(&error) {
+            return RepoError::KeyUnavailable(crypt::KeyUnavailable {
+                name: missing.name.clone(),
+                key_id: missing.key_id.clone(),
+            });
+        }
         if !crate::storage::carries_destination_error(&error) {
             return RepoError::Damaged(error.to_string());
         }

@@ -146,7 +146,14 @@ pub fn data_files(files: &[StoredFile]) -> Vec<StoredFile> {
 pub async fn open_verified(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<ObjectStream, RepoError> {
     let raw = destination.get(&stored.key).await?;
     let name = format!("{} at {}", stored.key, destination.location());
-    Ok(decompress_verified(raw, name, &stored.file.md5, stored.file.size))
+    let encrypted = stored.key.ends_with(crate::repo::crypt::SUFFIX);
+    Ok(decompress_verified(
+        raw,
+        name,
+        &stored.file.md5,
+        stored.file.size,
+        encrypted,
+    ))
 }
 
 /// Schema files are read whole; one larger than this is refused rather than exhausting memory.

@@ -14,8 +14,8 @@ use crate::repo::model::{CopyInfo, CopyRecord, ManifestRef};
 use crate::repo::status::StatusStore;
 use tokio::io::AsyncRead;
 
-use crate::repo::codec;
-use crate::storage::{Destination, DestinationError, PutCondition, md5_hex};
+use crate::repo::{codec, crypt};
+use crate::storage::{Destination, DestinationError, ObjectStream, PutCondition, md5_hex};
 
 /// Writes the files of one copy, then its manifest, then records it in the status.
 ///
@@ -30,6 +30,8 @@ pub struct CopyWriter {
     source: String,
     copy_id: String,
     files: Arc<Mutex<Vec<ManifestFile>>>,
+    /// The key files are encrypted with; `None`: stored compressed only.
+    key: Option<crypt::Key>,
 }
 
 impl CopyWriter {
@@ -39,7 +41,20 @@ impl CopyWriter {
             source: source.to_string(),
             copy_id: copy_id.to_string(),
             files: Arc::new(Mutex::new(Vec::new())),
+            key: None,
         }
+    }
+
+    /// Whether the files are encrypted.
+    pub fn encrypts(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Encrypts every file with `key` (none: stored compressed only); the copy records the key's
+    /// id.
+    pub fn with_key(mut self, key: Option<crypt::Key>) -> Self {
+        self.key = key;
+        self
     }
 
     /// Streams one file of the copy through the codec to the destination and notes it for the
@@ -54,14 +69,27 @@ impl CopyWriter {
         plain: impl AsyncRead + Send + Unpin + 'static,
         describe: impl FnOnce() -> Map<String, Value> + Send,
     ) -> Result<ManifestFile, DestinationError> {
-        let path = format!("{path}{}", codec::SUFFIX);
+        let compressed = codec::compress(plain);
+        let (path, stored): (String, ObjectStream) = match &self.key {
+            Some(key) => (
+                format!("{path}{}{}", codec::SUFFIX, crypt::SUFFIX),
+                Box::pin(crypt::Encrypting::new(compressed, key)),
+            ),
+            None => (format!("{path}{}", codec::SUFFIX), compressed),
+        };
         let key = format!("{}{path}", layout::copy_prefix(&self.source, &self.copy_id));
-        let outcome = self.destination.put(&key, codec::compress(plain)).await?;
+        let outcome = self.destination.put(&key, stored).await?;
+        let mut details = describe();
+        if self.key.is_some() {
+            // A chunk's row condition holds key values: row data stays out of the readable
+            // manifest (a restore does not need it).
+            details.remove("condition");
+        }
         let file = ManifestFile {
             path,
             size: outcome.size,
             md5: outcome.md5,
-            details: describe(),
+            details,
         };
         self.files.lock().expect("file list lock poisoned").push(file.clone());
         Ok(file)
@@ -118,6 +146,10 @@ impl CopyWriter {
         info.id = self.copy_id.clone();
         info.files = files.len() as u64;
         info.bytes = files.iter().map(|f| f.size).sum();
+        if let Some(key) = &self.key {
+            info.details
+                .insert("key_id".into(), Value::String(key.id().to_string()));
+        }
         let manifest = Manifest {
             source: self.source.clone(),
             copy: info.clone(),

@@ -18,17 +18,25 @@ async fn grants(url: &str, name: &str) -> Vec<String> {
         .unwrap_or_else(|e| panic!("SHOW GRANTS FOR {name}: {e}"))
 }
 
-/// The files under `dir` that hold `needle`, as their paths.
+/// The files under `dir` that hold `needle`, as stored or once decompressed, as their paths.
 fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     crate::support::walk(dir)
         .into_iter()
         .filter(|path| {
-            std::fs::read(path)
-                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
+            let bytes = std::fs::read(path).unwrap_or_default();
+            holds(&bytes) || zstd::decode_all(bytes.as_slice()).is_ok_and(|plain| holds(&plain))
         })
         .map(|path| path.display().to_string())
         .collect()
+}
+
+/// A new key file in `dir`, for the `[encryption]` of a test's configuration.
+fn key_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("key");
+    let (code, out, err) = run(cairn(dir).args(["key", "generate"]).arg(&key));
+    assert_eq!(code, 0, "{out}\n{err}");
+    key
 }
 
 #[tokio::test]
@@ -69,12 +77,22 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
     let config = locks.path().join("cairn.toml");
+    // The accounts are stored encrypted; the logs are as verbose as they go.
     std::fs::write(
         &config,
-        format!("[sources.fx]\nurl = {:?}\nusers = true\n", url_of(&database)),
+        format!(
+            "[encryption]\nkey-file = {:?}\n[sources.fx]\nurl = {:?}\nusers = true\n",
+            key_in(locks.path()),
+            url_of(&database)
+        ),
     )
     .unwrap();
-    let cairn_config = |args: &[&str]| run(cairn(locks.path()).arg("--config").arg(&config).args(args));
+    let cairn_config = |args: &[&str]| {
+        run(cairn(locks.path())
+            .args(["--log", "trace", "--config"])
+            .arg(&config)
+            .args(args))
+    };
     let mut printed = String::new();
     let (code, out, err) = cairn_config(&["backup", "--source", "fx", "--to", &to]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -153,7 +171,12 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
     assert!(out.contains("accounts kept") && out.contains(&account), "{out}");
     printed.push_str(&format!("{out}{err}"));
     // Under another database name, with the accounts set as the copy holds them: the grants
-    // follow the database.
+    // follow the database, and the password changed on the target is the copy's again.
+    connect(&on_target)
+        .await
+        .query_drop(format!("ALTER USER {account} IDENTIFIED BY 'changed-on-the-target'"))
+        .await
+        .unwrap();
     let renamed = format!("{database}_b");
     let (code, out, err) = restore(&["--replace-users", "--rename-db", &format!("{database}={renamed}")]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -165,6 +188,13 @@ async fn a_mariadb_account_and_its_role_are_made_on_another_server_with_the_same
         .map(|grant| grant.replace(&format!("`{database}`"), &format!("`{renamed}`")))
         .collect();
     assert_eq!(grants(&on_target, &account).await, expected);
+    login.set_path(&format!("/{renamed}"));
+    let count: Option<u64> = connect(login.as_str())
+        .await
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(2), "the copy's password and role again");
     let (code, out, err) = cairn_config(&["status", "--source", "fx", "--from", &to, "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     printed.push_str(&format!("{out}{err}"));
@@ -227,6 +257,8 @@ async fn postgres_roles_come_with_memberships_passwords_and_settings_into_anothe
              ALTER ROLE {login} SET work_mem = '3MB';
              ALTER ROLE {login} IN DATABASE {database} SET search_path = public, pg_catalog;
              CREATE ROLE {outsider} LOGIN;
+             GRANT pg_monitor TO {login};
+             GRANT pg_monitor TO {outsider};
              CREATE TABLE t (id int PRIMARY KEY, note text);
              INSERT INTO t VALUES (1, 'a'), (2, 'b');
              ALTER TABLE t OWNER TO {owner};
@@ -246,8 +278,20 @@ async fn postgres_roles_come_with_memberships_passwords_and_settings_into_anothe
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
     let config = locks.path().join("cairn.toml");
-    std::fs::write(&config, format!("[sources.fx]\nurl = {source:?}\nusers = true\n")).unwrap();
-    let cairn_config = |args: &[&str]| run(cairn(locks.path()).arg("--config").arg(&config).args(args));
+    std::fs::write(
+        &config,
+        format!(
+            "[encryption]\nkey-file = {:?}\n[sources.fx]\nurl = {source:?}\nusers = true\n",
+            key_in(locks.path())
+        ),
+    )
+    .unwrap();
+    let cairn_config = |args: &[&str]| {
+        run(cairn(locks.path())
+            .args(["--log", "trace", "--config"])
+            .arg(&config)
+            .args(args))
+    };
     let mut printed = String::new();
     let (code, out, err) = cairn_config(&["backup", "--source", "fx", "--to", &to]);
     assert_eq!(code, 0, "{out}\n{err}");

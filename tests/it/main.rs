@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod destination;
+mod encryption;
 mod environment;
 mod event_tables;
 mod faults;

@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 
 use super::statement_text::quoted_end;
 use super::{My, quote_ident, quote_literal};
-use crate::engine::accounts::{Account, AccountOutcome, AccountScope, Accounts, redact};
+use crate::engine::accounts::{Account, AccountOutcome, AccountScope, Accounts};
 use crate::engine::{RestoreInput, SourceError};
 
 /// Accounts a server keeps for itself.
@@ -82,9 +82,10 @@ pub(super) async fn capture(
                     .map_err(|e| my.error(doing, e))?;
                 holders.extend(found);
             }
-            // The holders of a kept role, and the roles a kept account holds, come along — but
-            // not the copying account for holding a role: MariaDB grants a role to whoever
-            // created it.
+            // The accounts holding a kept role come along (an application's login is often only
+            // a member of the role that holds the grants), then the roles the kept accounts hold
+            // (their grants name them) — not the members of those, and never the copying
+            // account for holding a role: MariaDB grants a role to whoever created it.
             let current: String = conn
                 .query_first("SELECT CURRENT_USER()")
                 .await
@@ -94,14 +95,22 @@ pub(super) async fn capture(
                 Some((user, host)) => (user.to_string(), host.to_string()),
                 None => (current, String::new()),
             };
+            let system = |key: &Key| SYSTEM_USERS.contains(&key.0.as_str()) || key == &current;
+            holders.retain(|key| !system(key));
             let mut grown = true;
             while grown {
                 grown = false;
                 for (member, role) in &edges {
-                    if holders.contains(role) && member != &current && holders.insert(member.clone()) {
+                    if holders.contains(role) && !system(member) && holders.insert(member.clone()) {
                         grown = true;
                     }
-                    if holders.contains(member) && holders.insert(role.clone()) {
+                }
+            }
+            let mut grown = true;
+            while grown {
+                grown = false;
+                for (member, role) in &edges {
+                    if holders.contains(member) && !system(role) && holders.insert(role.clone()) {
                         grown = true;
                     }
                 }
@@ -116,16 +125,23 @@ pub(super) async fn capture(
             !system && keep.contains(&(u.clone(), h.clone()))
         })
         .collect();
+    // How `SHOW GRANTS` writes the kept accounts and roles, for the grants that name them.
     let names: BTreeSet<String> = kept
         .iter()
-        .map(|(u, h, role)| account_name(u, h, role == "Y"))
+        .map(|(u, h, role)| match role == "Y" {
+            true => quote_ident(u),
+            false => format!("{}@{}", quote_ident(u), quote_ident(h)),
+        })
         .collect();
+    // Roles first: the accounts' grants and default roles name them (a MySQL role is an account
+    // that others hold).
+    let granted: BTreeSet<&Key> = edges.iter().map(|(_, role)| role).collect();
+    let is_granted = |u: &String, h: &String| granted.contains(&(u.clone(), h.clone()));
     let mut accounts = Vec::new();
-    // Roles first: the accounts' grants name them.
     for (user, host, role) in kept
         .iter()
-        .filter(|(_, _, r)| r == "Y")
-        .chain(kept.iter().filter(|(_, _, r)| r != "Y"))
+        .filter(|(u, h, r)| r == "Y" || is_granted(u, h))
+        .chain(kept.iter().filter(|(u, h, r)| r != "Y" && !is_granted(u, h)))
     {
         let is_role = role == "Y";
         let name = account_name(user, host, is_role);
@@ -249,7 +265,8 @@ fn kept_grant(grant: &str, database: Option<&str>, names: &BTreeSet<String>) -> 
             .unwrap_or("");
         return role.trim().eq_ignore_ascii_case("NONE") || names.contains(role.trim());
     }
-    if upper.starts_with("GRANT PROXY ") {
+    // Partial revokes take back part of a global grant that is kept.
+    if upper.starts_with("GRANT PROXY ") || upper.starts_with("REVOKE ") {
         return true;
     }
     match grant_database(grant) {
@@ -272,24 +289,32 @@ fn renamed_grant(grant: &str, renames: &BTreeMap<String, String>) -> String {
     let Some(on) = top_level_on(grant) else {
         return grant.to_string();
     };
-    match renames.get(&database) {
-        Some(to) if to != &database => {
+    // A grant on a database whose name has `_` or `%` may write them escaped (`app\_db`).
+    let unescaped = database.replace(r"\_", "_").replace(r"\%", "%");
+    let escaped = unescaped != database;
+    match renames.get(&unescaped) {
+        Some(to) if to != &unescaped => {
+            let to = match escaped {
+                true => escape_like(to),
+                false => to.clone(),
+            };
             // The first name after ` ON ` is the target's database.
             let (head, target) = grant.split_at(on);
             format!(
                 "{head}{}",
-                target.replacen(&quote_ident(&database), &quote_ident(to), 1)
+                target.replacen(&quote_ident(&database), &quote_ident(&to), 1)
             )
         }
         _ => grant.to_string(),
     }
 }
 
-/// Creates `accounts` on the target over `conn` (the restore's data is in place): each one the
-/// target lacks (or, with `replace`, has), then their grants, databases renamed by `renames`.
+/// Creates `accounts` on the target (the restore's data is in place): each one the target lacks
+/// (or, with `replace`, has), then their grants, databases renamed by `renames`. Running it again
+/// keeps what the first run made, so a resumed restore can.
 ///
 /// # Errors
-/// The target's error, a hash in it redacted.
+/// The target's error; a message about a statement with a hash in it is cut before it quotes.
 pub(super) async fn restore(
     my: &My,
     input: &RestoreInput,
@@ -302,6 +327,12 @@ pub(super) async fn restore(
             .await
             .map_err(|e| my.error("leaving the accounts out of the binary log", e))?;
     }
+    let (version, current): (String, String) = conn
+        .query_first("SELECT VERSION(), CURRENT_USER()")
+        .await
+        .map_err(|e| my.error("reading the target's version", e))?
+        .unwrap_or_default();
+    let mariadb = version.contains("MariaDB");
     let mut outcomes = Vec::new();
     let mut made = Vec::new();
     for account in &accounts.accounts {
@@ -313,28 +344,32 @@ pub(super) async fn restore(
             )
             .await
             .map_err(|e| my.error(&format!("looking up account {}", account.name), e))?;
+        let restoring = format!("{}@{host}", account.user) == current;
+        let mut notes = Vec::new();
         let outcome = match (exists.is_some(), input.users.replace) {
+            (true, true) if restoring => {
+                notes.push("the account the restore runs as is never replaced".to_string());
+                "kept"
+            }
             (true, false) => "kept",
             (true, true) => {
-                let drop = match account.role {
-                    true => format!("DROP ROLE {}", account.name),
-                    false => format!("DROP USER {}", account.name),
-                };
-                run(my, &mut conn, &account.name, &drop, &[]).await?;
+                replace(my, &mut conn, account, mariadb).await?;
                 "replaced"
             }
-            (false, _) => "created",
+            (false, _) => {
+                for statement in &account.create {
+                    run(my, &mut conn, &account.name, statement).await?;
+                }
+                "created"
+            }
         };
         if outcome != "kept" {
-            for statement in &account.create {
-                run(my, &mut conn, &account.name, statement, &account.create).await?;
-            }
             made.push(account);
         }
         outcomes.push(AccountOutcome {
             name: account.name.clone(),
             outcome,
-            notes: Vec::new(),
+            notes,
         });
     }
     for account in made {
@@ -350,11 +385,11 @@ pub(super) async fn restore(
                 Err(mysql_async::Error::Server(e)) if matches!(e.code, 1146 | 1147 | 1144) => {
                     let on = grant_database(&grant).flatten().unwrap_or_default();
                     outcome.notes.push(format!(
-                        "a grant on {on} not made: {}",
-                        redact(&e.message, &account.create)
+                        "a grant on database {on} not made: {}",
+                        crate::engine::accounts::scrub(&e.message)
                     ));
                 }
-                Err(e) => return Err(redacted(my, &account.name, e, &account.grants)),
+                Err(e) => return Err(refused(my, &account.name, &grant, e)),
             }
         }
     }
@@ -362,24 +397,54 @@ pub(super) async fn restore(
     Ok(outcomes)
 }
 
-/// Runs one statement about account `name`; an error is redacted of what `secrets` quote.
-async fn run(my: &My, conn: &mut Conn, name: &str, sql: &str, secrets: &[String]) -> Result<(), SourceError> {
-    conn.query_drop(sql).await.map_err(|e| redacted(my, name, e, secrets))
+/// Sets an existing account as the copy holds it: MariaDB makes a user again in one statement
+/// (`CREATE OR REPLACE`); a role keeps who holds it and loses its privileges, which its grants
+/// then give back; MySQL drops the user and creates it.
+async fn replace(my: &My, conn: &mut Conn, account: &Account, mariadb: bool) -> Result<(), SourceError> {
+    if account.role {
+        let revoke = format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {}", account.name);
+        return run(my, conn, &account.name, &revoke).await;
+    }
+    for statement in &account.create {
+        match (mariadb, statement.strip_prefix("CREATE USER ")) {
+            (true, Some(rest)) => run(my, conn, &account.name, &format!("CREATE OR REPLACE USER {rest}")).await?,
+            (false, Some(_)) => {
+                run(my, conn, &account.name, &format!("DROP USER {}", account.name)).await?;
+                run(my, conn, &account.name, statement).await?;
+            }
+            (_, None) => run(my, conn, &account.name, statement).await?,
+        }
+    }
+    Ok(())
 }
 
-fn redacted(my: &My, name: &str, e: mysql_async::Error, secrets: &[String]) -> SourceError {
-    match my.error(&format!("making account {name}"), e) {
-        SourceError::Database {
-            database,
-            doing,
-            detail,
-        } => SourceError::Database {
-            database,
-            doing,
-            detail: redact(&detail, secrets),
+/// Runs one statement about account `name`.
+async fn run(my: &My, conn: &mut Conn, name: &str, sql: &str) -> Result<(), SourceError> {
+    conn.query_drop(sql).await.map_err(|e| refused(my, name, sql, e))
+}
+
+/// The error of a statement about an account, which may carry a password hash: the server's
+/// message is cut before it quotes anything.
+fn refused(my: &My, name: &str, sql: &str, e: mysql_async::Error) -> SourceError {
+    match e {
+        mysql_async::Error::Server(server) => SourceError::Database {
+            database: my.name.clone(),
+            doing: format!("making account {name} ({})", first_words(sql)),
+            detail: format!(
+                "error {} ({}): {}",
+                server.code,
+                server.state,
+                crate::engine::accounts::scrub(&server.message)
+            ),
         },
-        other => other,
+        // Not the server's answer: nothing of the statement is in it.
+        other => my.error(&format!("making account {name}"), other),
     }
+}
+
+/// The first two words of a statement: what it is, without what it holds.
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -235,9 +235,10 @@ impl Source for MysqlSource {
             })
             .await?;
 
-        // A whole server's copy always holds its accounts; one database's on request.
+        // A whole server's copy holds its accounts unless `users = false`; one database's on
+        // request.
         let database = self.spec.url.database();
-        if options.users || database.is_none() {
+        if options.users.unwrap_or(database.is_none()) {
             let accounts = accounts::capture(
                 my,
                 &mut leader,

@@ -437,10 +437,8 @@ impl Target for MysqlTarget {
         // The copy's accounts, when the restore makes them: read (and a missing file refused)
         // before anything is restored, made once the data is in place.
         let elsewhere = !input.mysql.rename_databases.is_empty() || !input.selection.is_empty();
-        let accounts = match input.resume {
-            true => None,
-            false => crate::engine::accounts::to_create(input, elsewhere).await?,
-        };
+        // Also on --resume: what an interrupted first run made is kept, the rest made.
+        let accounts = crate::engine::accounts::to_create(input, elsewhere).await?;
 
         // A selective restore's tables, as the target has them: only their changes replay.
         let restored = match input.selection.is_empty() {

@@ -140,33 +140,32 @@ pub(crate) async fn write_script(
             }
         }
     }
+    // Views and routines before the changes (the log may change them); triggers and events
+    // after (a trigger would fire on logged rows, which already hold what it did).
+    let (early, late): (Vec<&Object>, Vec<&Object>) = schema
+        .objects
+        .iter()
+        .partition(|o| !matches!(o.kind.as_str(), "trigger" | "event"));
+    // Qualified names follow renamed databases, as in a restore.
+    let rename = |sql: &str| {
+        map.iter()
+            .filter(|(from, to)| from != to)
+            .fold(sql.to_string(), |sql, (from, to)| {
+                sql.replace(&format!("{}.", quote_ident(from)), &format!("{}.", quote_ident(to)))
+            })
+    };
+    script.objects(&early, &map, &rename).await?;
     let mut written = Written::default();
     if let Some(checked) = &checked {
         let restored = selected.as_ref().map(|s| s.restored(&map));
         written = write_changes(input, checked, &map, &definitions, restored, script.out).await?;
     }
-    if !schema.objects.is_empty() {
-        script.line(&format!("DELIMITER {DELIMITER}")).await?;
-        // Qualified names follow renamed databases, as in a restore.
-        let rename = |sql: &str| {
-            map.iter()
-                .filter(|(from, to)| from != to)
-                .fold(sql.to_string(), |sql, (from, to)| {
-                    sql.replace(&format!("{}.", quote_ident(from)), &format!("{}.", quote_ident(to)))
-                })
-        };
-        for object in &schema.objects {
-            script
-                .object(object, &map[&object.database], &rename(&object.create))
-                .await?;
-        }
-        script.line("DELIMITER ;").await?;
-    }
+    script.objects(&late, &map, &rename).await?;
     if !written.held_back.is_empty() {
         script
             .line(&format!(
-                "-- Trigger statements of the log, after the copy's triggers: no trigger fired on a logged row \
-                 change\nDELIMITER {SCRIPT_DELIMITER}\n{}\nDELIMITER ;",
+                "-- Trigger and event statements of the log, after the copy's: no trigger fired on a logged \
+                 row change\nDELIMITER {SCRIPT_DELIMITER}\n{}\nDELIMITER ;",
                 written.held_back.join("\n")
             ))
             .await?;
@@ -196,6 +195,25 @@ impl Script<'_, '_> {
     async fn line(&mut self, text: &str) -> Result<(), SourceError> {
         self.out.write_all(text.as_bytes()).await.map_err(self.failed)?;
         self.out.write_all(b"\n").await.map_err(self.failed)
+    }
+
+    /// Views, routines, triggers or events, each under the session it was created in, their
+    /// database names mapped by `map` (and `rename` in their text).
+    async fn objects(
+        &mut self,
+        objects: &[&Object],
+        map: &BTreeMap<String, String>,
+        rename: &dyn Fn(&str) -> String,
+    ) -> Result<(), SourceError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.line(&format!("DELIMITER {DELIMITER}")).await?;
+        for object in objects {
+            self.object(object, &map[&object.database], &rename(&object.create))
+                .await?;
+        }
+        self.line("DELIMITER ;").await
     }
 
     /// A view, routine, trigger or event under the session it was created in.

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::{Pg, quote_ident, quote_literal};
 use crate::engine::accounts::{
-    Account, AccountOutcome, AccountScope, Accounts, DatabaseAccess, DatabaseGrant, Tablespace, redact,
+    Account, AccountOutcome, AccountScope, Accounts, DatabaseAccess, DatabaseGrant, Tablespace,
 };
 use crate::engine::{RestoreInput, SourceError};
 
@@ -29,7 +29,11 @@ const LIST_SETTINGS: &[&str] = &[
 struct Role {
     oid: i64,
     name: String,
+    /// Every attribute, for `ALTER ROLE` (`--replace-users`).
     attributes: String,
+    /// Those `CREATE ROLE` does not give by default.
+    differing: String,
+    login: bool,
     password: Option<String>,
 }
 
@@ -70,35 +74,56 @@ pub(super) async fn capture(pg: &Pg, client: &Client) -> Result<Accounts, Source
     let roles: Vec<Role> = rows
         .iter()
         .map(|row| {
-            let flag = |i: usize, yes: &str| match row.get::<_, bool>(i) {
-                true => yes.to_string(),
-                false => format!("NO{yes}"),
+            // (attribute, whether the role has it, whether CREATE ROLE gives it by default)
+            let flags = [
+                ("SUPERUSER", row.get::<_, bool>(2), false),
+                ("INHERIT", row.get(3), true),
+                ("CREATEROLE", row.get(4), false),
+                ("CREATEDB", row.get(5), false),
+                ("LOGIN", row.get(6), false),
+                ("REPLICATION", row.get(7), false),
+                ("BYPASSRLS", row.get(8), false),
+            ];
+            let word = |(name, on, _): &(&str, bool, bool)| match on {
+                true => name.to_string(),
+                false => format!("NO{name}"),
             };
-            let mut attributes = [
-                flag(2, "SUPERUSER"),
-                flag(3, "INHERIT"),
-                flag(4, "CREATEROLE"),
-                flag(5, "CREATEDB"),
-                flag(6, "LOGIN"),
-                flag(7, "REPLICATION"),
-                flag(8, "BYPASSRLS"),
-            ]
-            .join(" ");
+            let mut all: Vec<String> = flags.iter().map(word).collect();
+            // Only what differs from the defaults: a target where the restoring role is not a
+            // superuser (a managed service) refuses even a NOSUPERUSER it did not need.
+            let mut differing: Vec<String> = flags.iter().filter(|f| f.1 != f.2).map(word).collect();
             let limit: i32 = row.get(9);
-            if limit >= 0 {
-                attributes.push_str(&format!(" CONNECTION LIMIT {limit}"));
-            }
-            if let Some(until) = row.get::<_, Option<String>>(11) {
-                attributes.push_str(&format!(" VALID UNTIL {}", quote_literal(&until)));
+            let until: Option<String> = row.get(11);
+            for extra in [
+                (limit >= 0).then(|| format!("CONNECTION LIMIT {limit}")),
+                until.map(|until| format!("VALID UNTIL {}", quote_literal(&until))),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                all.push(extra.clone());
+                differing.push(extra);
             }
             Role {
                 oid: row.get(0),
                 name: row.get(1),
-                attributes,
+                attributes: all.join(" "),
+                differing: differing.join(" "),
+                login: row.get(6),
                 password: row.get(10),
             }
         })
         .collect();
+    let current: i64 = client
+        .query_one(
+            "SELECT oid::int8 FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    // Roles cairn may copy: not built in, not the bootstrap superuser, not the copying role.
+    let copyable: BTreeSet<i64> = roles.iter().map(|r| r.oid).filter(|oid| *oid != current).collect();
     let memberships: Vec<(i64, i64, bool)> = client
         .query(
             "SELECT roleid::int8, member::int8, admin_option FROM pg_catalog.pg_auth_members",
@@ -116,21 +141,42 @@ pub(super) async fn capture(pg: &Pg, client: &Client) -> Result<Accounts, Source
         .iter()
         .map(|r| r.get(0))
         .collect();
-    // The members of a kept role and the roles a kept role is a member of come along.
-    let mut kept: BTreeSet<i64> = holders;
+    // The members of a kept role come along (an application's login is often only a member of
+    // the role that holds the privileges), then the roles the kept ones are members of (their
+    // memberships name them) — not the other members of those.
+    let mut kept: BTreeSet<i64> = holders.intersection(&copyable).copied().collect();
     let mut grown = true;
     while grown {
         grown = false;
         for (role, member, _) in &memberships {
-            if kept.contains(role) && kept.insert(*member) {
-                grown = true;
-            }
-            if kept.contains(member) && kept.insert(*role) {
+            if kept.contains(role) && copyable.contains(member) && kept.insert(*member) {
                 grown = true;
             }
         }
     }
-    let names: BTreeMap<i64, &str> = roles.iter().map(|r| (r.oid, r.name.as_str())).collect();
+    let mut grown = true;
+    while grown {
+        grown = false;
+        for (role, member, _) in &memberships {
+            if kept.contains(member) && copyable.contains(role) && kept.insert(*role) {
+                grown = true;
+            }
+        }
+    }
+    // Built-in roles (`pg_monitor`, …) are on every server: memberships in them are copied,
+    // the roles themselves never are, nor what else they hold.
+    let builtin: BTreeMap<i64, String> = client
+        .query(
+            "SELECT oid::int8, rolname::text FROM pg_catalog.pg_roles WHERE rolname ~ '^pg_'",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut names: BTreeMap<i64, &str> = roles.iter().map(|r| (r.oid, r.name.as_str())).collect();
+    names.extend(builtin.iter().map(|(oid, name)| (*oid, name.as_str())));
     let settings = client
         .query(
             "SELECT setdatabase <> 0, setrole::int8, setconfig FROM pg_catalog.pg_db_role_setting WHERE setrole <> 0 \
@@ -163,18 +209,31 @@ pub(super) async fn capture(pg: &Pg, client: &Client) -> Result<Accounts, Source
     let mut accounts = Vec::new();
     for role in roles.iter().filter(|r| kept.contains(&r.oid)) {
         let quoted = quote_ident(&role.name);
-        let mut alter = format!("ALTER ROLE {quoted} WITH {}", role.attributes);
-        if let Some(password) = &role.password {
-            alter.push_str(&format!(" PASSWORD {}", quote_literal(password)));
-        }
+        let password = role
+            .password
+            .as_ref()
+            .map(|p| format!(" PASSWORD {}", quote_literal(p)))
+            .unwrap_or_default();
         let settings = role_settings.remove(&role.oid).unwrap_or_default();
-        let mut reset = vec![alter.clone(), format!("ALTER ROLE {quoted} RESET ALL")];
+        let mut reset = vec![
+            format!("ALTER ROLE {quoted} WITH {}{password}", role.attributes),
+            format!("ALTER ROLE {quoted} RESET ALL"),
+        ];
         reset.extend(settings.iter().cloned());
-        let mut create = vec![format!("CREATE ROLE {quoted}"), alter];
+        let options: Vec<&str> = [role.differing.as_str(), password.trim()]
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect();
+        let mut create = vec![match options.is_empty() {
+            true => format!("CREATE ROLE {quoted}"),
+            false => format!("CREATE ROLE {quoted} WITH {}", options.join(" ")),
+        }];
         create.extend(settings);
         let grants = memberships
             .iter()
-            .filter(|(granted, member, _)| *member == role.oid && kept.contains(granted))
+            .filter(|(granted, member, _)| {
+                *member == role.oid && (kept.contains(granted) || builtin.contains_key(granted))
+            })
             .filter_map(|(granted, _, admin)| {
                 let granted = names.get(granted)?;
                 Some(format!(
@@ -188,7 +247,7 @@ pub(super) async fn capture(pg: &Pg, client: &Client) -> Result<Accounts, Source
             name: role.name.clone(),
             user: role.name.clone(),
             host: None,
-            role: !role.attributes.contains(" LOGIN"),
+            role: !role.login,
             create,
             reset,
             grants,
@@ -255,14 +314,14 @@ pub(super) async fn capture(pg: &Pg, client: &Client) -> Result<Accounts, Source
 const HOLDERS: &str = "WITH acl(owner, acl) AS (
     SELECT datdba, datacl FROM pg_catalog.pg_database WHERE datname = current_database()
     UNION ALL SELECT nspowner, nspacl FROM pg_catalog.pg_namespace
-    UNION ALL SELECT relowner, relacl FROM pg_catalog.pg_class
-    UNION ALL SELECT proowner, proacl FROM pg_catalog.pg_proc
-    UNION ALL SELECT typowner, typacl FROM pg_catalog.pg_type
-    UNION ALL SELECT lanowner, lanacl FROM pg_catalog.pg_language
+    UNION ALL SELECT relowner, relacl FROM pg_catalog.pg_class WHERE oid >= 16384
+    UNION ALL SELECT proowner, proacl FROM pg_catalog.pg_proc WHERE oid >= 16384
+    UNION ALL SELECT typowner, typacl FROM pg_catalog.pg_type WHERE oid >= 16384
+    UNION ALL SELECT lanowner, lanacl FROM pg_catalog.pg_language WHERE oid >= 16384
     UNION ALL SELECT fdwowner, fdwacl FROM pg_catalog.pg_foreign_data_wrapper
     UNION ALL SELECT srvowner, srvacl FROM pg_catalog.pg_foreign_server
     UNION ALL SELECT defaclrole, defaclacl FROM pg_catalog.pg_default_acl
-    UNION ALL SELECT 0::oid, attacl FROM pg_catalog.pg_attribute WHERE attacl IS NOT NULL
+    UNION ALL SELECT 0::oid, attacl FROM pg_catalog.pg_attribute WHERE attacl IS NOT NULL AND attrelid >= 16384
     UNION ALL SELECT lomowner, lomacl FROM pg_catalog.pg_largeobject_metadata
 )
 SELECT owner::int8 FROM acl WHERE owner <> 0
@@ -279,112 +338,32 @@ fn set_clause(setting: &str, value: &str) -> String {
     }
 }
 
-/// Creates `accounts` on the target before its schema: each role the target lacks (with
-/// `replace`, one it has is set as the copy holds it), then memberships, then the database's
-/// owner, grants and settings as the database `database` (the target's).
+/// Creates `accounts` on the target before its schema, in one transaction (a failure leaves no
+/// role half made): each role the target lacks (with `replace`, one it has is set as the copy
+/// holds it), then memberships, then — `database_access` — the database's owner, grants and
+/// settings as the target's database. Running it again keeps what a first run made.
 ///
 /// # Errors
-/// The target's error, a hash in it redacted.
+/// The target's error; a message about a statement with a hash in it is cut before it quotes.
 pub(super) async fn restore(
     pg: &Pg,
     client: &Client,
     input: &RestoreInput,
     accounts: &Accounts,
+    database_access: bool,
 ) -> Result<Vec<AccountOutcome>, SourceError> {
-    let existing: BTreeSet<String> = client
-        .query("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
+    client
+        .batch_execute("BEGIN")
         .await
-        .map_err(|e| pg.error("listing roles", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let run = |name: &str, sql: &str, secrets: &[String]| {
-        let name = name.to_string();
-        let sql = sql.to_string();
-        let secrets = secrets.to_vec();
-        async move {
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| redacted(pg, &name, e, &secrets))
-        }
+        .map_err(|e| pg.error("beginning the roles' transaction", e))?;
+    let made = make(pg, client, input, accounts, database_access).await;
+    let end = match made {
+        Ok(_) => "COMMIT",
+        Err(_) => "ROLLBACK",
     };
-    let mut outcomes = Vec::new();
-    let mut made = Vec::new();
-    for account in &accounts.accounts {
-        let outcome = match (existing.contains(&account.user), input.users.replace) {
-            (true, false) => "kept",
-            (true, true) => {
-                for statement in &account.reset {
-                    run(&account.name, statement, &account.reset).await?;
-                }
-                "replaced"
-            }
-            (false, _) => {
-                for statement in &account.create {
-                    run(&account.name, statement, &account.create).await?;
-                }
-                "created"
-            }
-        };
-        if outcome != "kept" {
-            made.push(account);
-        }
-        outcomes.push(AccountOutcome {
-            name: account.name.clone(),
-            outcome,
-            notes: Vec::new(),
-        });
-    }
-    for account in made {
-        for grant in &account.grants {
-            run(&account.name, grant, &[]).await?;
-        }
-    }
-    let database = quote_ident(&pg.database());
-    let roles: BTreeSet<String> = client
-        .query("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
-        .await
-        .map_err(|e| pg.error("listing roles", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if let Some(access) = &accounts.database {
-        let mut statements = Vec::new();
-        if roles.contains(&access.owner) {
-            statements.push(format!(
-                "ALTER DATABASE {database} OWNER TO {}",
-                quote_ident(&access.owner)
-            ));
-        }
-        if let Some(grants) = &access.grants {
-            statements.push(format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"));
-            for grant in grants {
-                let grantee = match grant.grantee.as_str() {
-                    "" => "PUBLIC".to_string(),
-                    name if roles.contains(name) => quote_ident(name),
-                    _ => continue,
-                };
-                statements.push(format!(
-                    "GRANT {} ON DATABASE {database} TO {grantee}{}",
-                    grant.privilege,
-                    if grant.grantable { " WITH GRANT OPTION" } else { "" }
-                ));
-            }
-        }
-        for (role, setting, value) in &access.settings {
-            if roles.contains(role) {
-                statements.push(format!(
-                    "ALTER ROLE {} IN DATABASE {database} SET {}",
-                    quote_ident(role),
-                    set_clause(setting, value)
-                ));
-            }
-        }
-        for statement in statements {
-            run("the database's access", &statement, &[]).await?;
-        }
-    }
+    let ended = client.batch_execute(end).await;
+    let outcomes = made?;
+    ended.map_err(|e| pg.error("committing the roles", e))?;
     for tablespace in &accounts.tablespaces {
         let present = client
             .query_opt(
@@ -404,18 +383,132 @@ pub(super) async fn restore(
     Ok(outcomes)
 }
 
-fn redacted(pg: &Pg, name: &str, e: tokio_postgres::Error, secrets: &[String]) -> SourceError {
-    match pg.error(&format!("making role {name}"), e) {
-        SourceError::Database {
-            database,
+async fn make(
+    pg: &Pg,
+    client: &Client,
+    input: &RestoreInput,
+    accounts: &Accounts,
+    database_access: bool,
+) -> Result<Vec<AccountOutcome>, SourceError> {
+    let existing = role_names(pg, client).await?;
+    let current: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(|e| pg.error("reading the restoring role", e))?
+        .get(0);
+    let mut outcomes = Vec::new();
+    let mut made = Vec::new();
+    for account in &accounts.accounts {
+        let mut notes = Vec::new();
+        let outcome = match (existing.contains(&account.user), input.users.replace) {
+            (true, true) if account.user == current => {
+                notes.push("the role the restore runs as is never replaced".to_string());
+                "kept"
+            }
+            (true, false) => "kept",
+            (true, true) => {
+                for statement in &account.reset {
+                    run(pg, client, &account.name, statement).await?;
+                }
+                "replaced"
+            }
+            (false, _) => {
+                for statement in &account.create {
+                    run(pg, client, &account.name, statement).await?;
+                }
+                "created"
+            }
+        };
+        if outcome != "kept" {
+            made.push(account);
+        }
+        outcomes.push(AccountOutcome {
+            name: account.name.clone(),
+            outcome,
+            notes,
+        });
+    }
+    for account in made {
+        for grant in &account.grants {
+            run(pg, client, &account.name, grant).await?;
+        }
+    }
+    let Some(access) = accounts.database.as_ref().filter(|_| database_access) else {
+        return Ok(outcomes);
+    };
+    let roles = role_names(pg, client).await?;
+    let database = quote_ident(&pg.database());
+    let mut statements = Vec::new();
+    if roles.contains(&access.owner) {
+        statements.push(format!(
+            "ALTER DATABASE {database} OWNER TO {}",
+            quote_ident(&access.owner)
+        ));
+    }
+    if let Some(grants) = &access.grants {
+        statements.push(format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"));
+        for grant in grants {
+            let grantee = match grant.grantee.as_str() {
+                "" => "PUBLIC".to_string(),
+                name if roles.contains(name) => quote_ident(name),
+                _ => continue,
+            };
+            statements.push(format!(
+                "GRANT {} ON DATABASE {database} TO {grantee}{}",
+                grant.privilege,
+                if grant.grantable { " WITH GRANT OPTION" } else { "" }
+            ));
+        }
+    }
+    for (role, setting, value) in &access.settings {
+        if roles.contains(role) {
+            statements.push(format!(
+                "ALTER ROLE {} IN DATABASE {database} SET {}",
+                quote_ident(role),
+                set_clause(setting, value)
+            ));
+        }
+    }
+    for statement in statements {
+        run(pg, client, "the database's access", &statement).await?;
+    }
+    Ok(outcomes)
+}
+
+/// The roles the target has.
+async fn role_names(pg: &Pg, client: &Client) -> Result<BTreeSet<String>, SourceError> {
+    client
+        .query("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .map_err(|e| pg.error("listing roles", e))
+}
+
+/// Runs one statement about role `name`.
+async fn run(pg: &Pg, client: &Client, name: &str, sql: &str) -> Result<(), SourceError> {
+    client.batch_execute(sql).await.map_err(|e| refused(pg, name, sql, e))
+}
+
+/// The error of a statement about a role, which may carry a password hash: the server's message
+/// is cut before it quotes anything.
+fn refused(pg: &Pg, name: &str, sql: &str, e: tokio_postgres::Error) -> SourceError {
+    let doing = format!(
+        "making role {name} ({})",
+        sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    );
+    match e.as_db_error() {
+        Some(db) => SourceError::Database {
+            database: pg.name.clone(),
             doing,
-            detail,
-        } => SourceError::Database {
-            database,
-            doing,
-            detail: redact(&detail, secrets),
+            detail: format!(
+                "{} ({}): {}",
+                db.severity(),
+                db.code().code(),
+                crate::engine::accounts::scrub(db.message())
+            ),
         },
-        other => other,
+        // Not the server's answer: nothing of the statement is in it.
+        None => pg.error(&doing, e),
     }
 }
 

@@ -542,7 +542,7 @@ impl Source for PostgresSource {
             put_sql(writer, "schema/post-data.sql", FileKind::PostData, post).await?;
             put_sql(writer, "schema/sequences.sql", FileKind::Sequences, sequences).await?;
             put_sql(writer, "schema/refresh.sql", FileKind::Refresh, refreshes).await?;
-            if options.users {
+            if options.users == Some(true) {
                 crate::engine::accounts::store(writer, &accounts::capture(pg, &leader).await?).await?;
             }
             Ok::<(), SourceError>(())

@@ -284,15 +284,13 @@ impl Target for PostgresTarget {
         let manifest = only_copy(input)?;
         // The copy's roles, when the restore makes them: read (and a missing file refused)
         // before anything is restored, made before the schema that names them.
-        let accounts = match input.resume {
-            true => None,
-            false => crate::engine::accounts::to_create(input, !input.selection.is_empty()).await?,
-        };
+        let accounts = crate::engine::accounts::to_create(input, !input.selection.is_empty()).await?;
         if !input.selection.is_empty() {
+            // Roles only: the live database's owner and grants are not the selection's.
             let made = match &accounts {
                 Some(accounts) => {
                     let client = self.open_database().await?;
-                    super::accounts::restore(&self.pg, &client, input, accounts).await?
+                    super::accounts::restore(&self.pg, &client, input, accounts, false).await?
                 }
                 None => Vec::new(),
             };
@@ -324,12 +322,19 @@ impl Target for PostgresTarget {
         let (client, mut report) = match resumed {
             Some(_) => {
                 tracing::info!("--resume: the full copy {} is already in the target", manifest.copy.id);
+                let client = self.pg.connect("restore").await?;
+                // What an interrupted first run made is kept; what it did not reach is made.
+                let made = match &accounts {
+                    Some(accounts) => super::accounts::restore(&self.pg, &client, input, accounts, true).await?,
+                    None => Vec::new(),
+                };
                 let report = RestoreReport {
                     target: self.pg.name.clone(),
                     position: Some(manifest.copy.log_range.end.clone()),
+                    accounts: made,
                     ..Default::default()
                 };
-                (self.pg.connect("restore").await?, report)
+                (client, report)
             }
             None => self.restore_full(input, accounts.as_ref()).await?,
         };
@@ -427,7 +432,7 @@ impl PostgresTarget {
             self.clean(&client).await?;
         }
         let made = match accounts {
-            Some(accounts) => super::accounts::restore(&self.pg, &client, input, accounts).await?,
+            Some(accounts) => super::accounts::restore(&self.pg, &client, input, accounts, true).await?,
             None => Vec::new(),
         };
 

@@ -5,9 +5,9 @@
 //! There is no target to read columns from: they come from the copy's table definitions. A
 //! logged statement that changes a table's definition (other than `TRUNCATE`) therefore ends what
 //! the script can say about that table's rows: a later row change of it stops the script,
-//! naming the statement. Trigger statements are held back until after the copy's triggers, which
-//! the script creates last, so that no trigger fires on a logged row change (the log already
-//! holds what triggers did).
+//! naming the statement. Trigger and event statements are held back until after the copy's
+//! triggers and events, which the script creates after the changes, so that no trigger fires on
+//! a logged row change (the log already holds what triggers did).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub(crate) struct Written {
     pub row_changes: u64,
     /// The source's position after the last transaction written; `None`: none was.
     pub position: Option<LogPosition>,
-    /// Trigger statements of the log, each under its session, to follow the copy's triggers.
+    /// Trigger and event statements of the log, each under its session, to follow the copy's.
     pub held_back: Vec<String>,
 }
 
@@ -358,7 +358,7 @@ impl ScriptChanges<'_, '_> {
         block.push(format!("{}{DELIMITER}", rename_references(&text, self.databases)));
         block.push(format!("{ROW_SESSION}{DELIMITER}"));
         let block = format!("-- {at}\n{}", block.join("\n"));
-        if dropped_trigger(&text, &schema).is_some() || creates_trigger(&text) {
+        if dropped_trigger(&text, &schema).is_some() || creates_trigger(&text) || names_event(&text) {
             self.written.held_back.push(block);
             return Ok(());
         }
@@ -371,6 +371,16 @@ impl ScriptChanges<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Whether a statement creates, changes or drops an event (`CREATE [DEFINER=…] EVENT`, …): the
+/// script's events come after the changes.
+fn names_event(text: &str) -> bool {
+    let words: Vec<String> = first_words(text)
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    matches!(words.first().map(String::as_str), Some("CREATE" | "ALTER" | "DROP")) && words.iter().any(|w| w == "EVENT")
 }
 
 /// Whether a statement naming tables may change their columns or key: all but `TRUNCATE` and

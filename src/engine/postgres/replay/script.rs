@@ -79,6 +79,17 @@ pub(in crate::engine::postgres) async fn write_changes(
             Change::Statement(statement) => {
                 let command = ddl::replayable(&statement.text)
                     .map_err(|why| SourceError::Unsupported(format!("{}: {why}", statement.at)))?;
+                if touches_triggers_or_rules(&command) {
+                    // The script creates the copy's triggers and rules after the changes, so
+                    // that none fires on a logged row; DDL on them cannot run before they exist.
+                    return Err(SourceError::Unsupported(format!(
+                        "{}: {}: a script cannot replay DDL on triggers or rules (it creates them after the \
+                         changes); write it up to a point before this statement (--until-lsn), or restore into a \
+                         database (--target), which replays it",
+                        statement.at,
+                        command.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+                    )));
+                }
                 if let Some(role) = &statement.session.role {
                     // The loading role owns what it creates; the script does not assume the
                     // source's roles exist where it is loaded.
@@ -118,4 +129,27 @@ pub(in crate::engine::postgres) async fn write_changes(
     }
     out.write_all(text.as_bytes()).await.map_err(failed)?;
     Ok(written)
+}
+
+/// Whether DDL creates, changes or drops a trigger or a rule.
+fn touches_triggers_or_rules(command: &str) -> bool {
+    let upper = command.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split_whitespace().collect();
+    matches!(words.first(), Some(&("CREATE" | "DROP" | "ALTER")))
+        && words.iter().any(|w| matches!(*w, "TRIGGER" | "RULE"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ddl_on_triggers_and_rules_is_told_apart() {
+        use super::touches_triggers_or_rules as touches;
+        assert!(touches(
+            "CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()"
+        ));
+        assert!(touches("ALTER TABLE x DISABLE TRIGGER t"));
+        assert!(touches("create or replace rule r as on insert to x do nothing"));
+        assert!(!touches("ALTER TABLE x ADD COLUMN note text"));
+        assert!(!touches("CREATE INDEX i ON x (a)"));
+    }
 }
