@@ -159,6 +159,25 @@ impl Classify for SlotError {
     }
 }
 
+impl Classify for crate::jobs::copy::CopyError {
+    fn exit_status(&self) -> ExitStatus {
+        use crate::jobs::copy::CopyError;
+        match self {
+            CopyError::Usage(_) | CopyError::Config(_) => ExitStatus::Usage,
+            CopyError::Destination(e) => e.exit_status(),
+            CopyError::Status(e) => e.exit_status(),
+            CopyError::Lock(e) => e.exit_status(),
+            CopyError::Repo(e) => match e {
+                RepoError::Destination(e) => e.exit_status(),
+                RepoError::Status(e) => e.exit_status(),
+                RepoError::Lock(e) => e.exit_status(),
+                RepoError::KeyUnavailable(_) => ExitStatus::Usage,
+                RepoError::Manifest(_) | RepoError::Damaged(_) => ExitStatus::Failed,
+            },
+        }
+    }
+}
+
 impl Classify for ConfigError {
     fn exit_status(&self) -> ExitStatus {
         ExitStatus::Usage

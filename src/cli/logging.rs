@@ -24,7 +24,7 @@ pub(super) fn parse_log_filter(text: &str) -> Result<String, String> {
 }
 
 /// Crates whose debug output would hold the statements cairn sends.
-pub(crate) const QUIET_DRIVERS: &str = "tokio_postgres=info,mysql_async=info,mysql_common=info";
+const QUIET_DRIVERS: &[&str] = &["tokio_postgres", "mysql_async", "mysql_common"];
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +49,18 @@ pub fn init_logging(cli: &Cli) {
     // The database drivers log every statement they send at debug level, and some statements
     // carry secrets (a role's password hash, a subscription's connection string): never below
     // info, whatever was asked.
-    let directives = format!("{directives},{QUIET_DRIVERS}");
+    let drivers = match level.to_ascii_lowercase().as_str() {
+        quieter @ ("off" | "error" | "warn") => quieter.to_string(),
+        _ => "info".to_string(),
+    };
+    let directives = format!(
+        "{directives},{}",
+        QUIET_DRIVERS
+            .iter()
+            .map(|driver| format!("{driver}={drivers}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

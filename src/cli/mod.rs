@@ -3,6 +3,7 @@
 
 mod backup;
 mod config;
+mod copy;
 mod finish;
 mod key;
 mod logging;
@@ -88,6 +89,9 @@ pub enum Command {
     /// List the copies of one or all sources on a destination.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(StatusArgs),
+    /// Copy copies (with the copies they need) from one destination to another.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Copy(copy::CopyArgs),
     /// Check copies against their manifests and the status, without a database.
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(VerifyArgs),
@@ -185,6 +189,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Replica(command) => replica::run(&with_keys(load_config(&cli)?), command).await,
         Command::Config(command) => config::run(&load_config(&cli)?, command),
         Command::Key(command) => key::run(command),
+        Command::Copy(args) => copy::run(&load_config(&cli)?, args).await,
     }
 }
 

@@ -141,8 +141,12 @@ pub async fn to_create(input: &RestoreInput, elsewhere: bool) -> Result<Option<A
 
 /// The accounts `input`'s full copy holds, if it holds them.
 async fn read(input: &RestoreInput) -> Result<Option<Accounts>, SourceError> {
-    let manifest = &input.manifests[0];
-    let files = files_of(&input.source, manifest)?;
+    // Only the accounts entry is read here: the restore checks the rest of the manifest.
+    let mut manifest = input.manifests[0].clone();
+    manifest
+        .files
+        .retain(|f| f.details.get("kind").and_then(|k| k.as_str()) == Some("accounts"));
+    let files = files_of(&input.source, &manifest)?;
     let Some(stored) = files.iter().find(|f| f.is(&FileKind::Accounts)) else {
         return Ok(None);
     };

@@ -2,6 +2,7 @@
 //! the plan and reports what happened per source.
 
 pub mod backup;
+pub mod copy;
 pub mod events;
 pub mod history;
 pub mod metrics;

@@ -228,3 +228,103 @@ async fn an_encrypted_postgres_copy_restores_identically_and_holds_no_marker() {
     assert_eq!(schema_of(&target), schema_of(&source));
     assert_eq!(data_of(&target).await, data_of(&source).await);
 }
+
+/// `cairn copy` fills an S3 destination from a local one (encrypted copies carried as stored,
+/// without the key), parents first; the copy there restores to the same data; copying again
+/// carries nothing; a file damaged on the way in is never recorded there.
+#[tokio::test]
+async fn copies_carried_to_another_destination_restore_from_there() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fixture_database("carry").await;
+    let mut my = connect(&url_of(&source)).await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("backups").display().to_string();
+    let key = locks.path().join("key");
+    generate(locks.path(), &key);
+    let with_key = config(
+        locks.path(),
+        "key",
+        &url_of(&source),
+        &format!("[encryption]\nkey-file = {key:?}"),
+    );
+    let plain = config(locks.path(), "plain", &url_of(&source), "");
+    let cairn_with = |config: &Path, args: &[&str]| {
+        run(crate::support::cairn_s3(locks.path())
+            .arg("--config")
+            .arg(config)
+            .args(args))
+    };
+    let (code, out, err) = cairn_with(&with_key, &["backup", "--source", "fx", "--to", &local]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    my.query_drop("CREATE TABLE later (id INT PRIMARY KEY); INSERT INTO later VALUES (1), (2)")
+        .await
+        .unwrap();
+    let (code, out, err) = cairn_with(
+        &with_key,
+        &["backup", "--source", "fx", "--to", &local, "--type", "incremental"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let server = crate::support::s3_server();
+    let bucket = server.new_bucket("carry");
+    let offsite = server.url(&bucket, "offsite");
+    // Without the key: encrypted copies are carried as they are stored.
+    let (code, out, err) = cairn_with(
+        &plain,
+        &["copy", "--from", &local, "--to", &offsite, "--source", "fx", "--json"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report[0]["copied"].as_array().unwrap().len(),
+        2,
+        "the incremental and its full copy: {report}"
+    );
+    let (code, out, err) = cairn_with(&plain, &["copy", "--from", &local, "--to", &offsite, "--source", "fx"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("copied 0 copies") && out.contains("2 already there"),
+        "{out}"
+    );
+    let (code, out, err) = cairn_with(&plain, &["verify", "--source", "fx", "--from", &offsite]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let restored = format!("{source}_offsite");
+    let (code, out, err) = cairn_with(
+        &with_key,
+        &[
+            "restore",
+            "--source",
+            "fx",
+            "--from",
+            &offsite,
+            "--target",
+            &crate::support::mysql_url(),
+            "--rename-db",
+            &format!("{source}={restored}"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same(&source, &restored).await;
+
+    // A file damaged on the first destination: the copy is not recorded on the next.
+    let data = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/data/"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let third = server.url(&bucket, "third");
+    let (code, out, err) = cairn_with(&plain, &["copy", "--from", &local, "--to", &third, "--source", "fx"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("damaged"), "{err}");
+    let (code, out, err) = cairn_with(&plain, &["status", "--source", "fx", "--from", &third, "--json"]);
+    assert!(
+        code != 0 || !out.contains("\"kind\""),
+        "nothing was recorded there: {out}\n{err}"
+    );
+}

@@ -1,0 +1,61 @@
+//! `cairn copy`: copies carried from one destination to another, and its report.
+
+use clap::Args;
+
+use super::{CliResult, print_out, to_json};
+use crate::config::Config;
+use crate::jobs::copy::{self, CopyRequest};
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Destination holding the copies: a configured name, a path or s3://bucket/prefix.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// Destination to fill.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Only this source (default: every source on --from).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// This copy (an id or a unique start of one) and the copies it needs; default: the latest
+    /// copy with an intact chain.
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub copy: Option<String>,
+    /// Every copy of the source(s).
+    #[arg(long)]
+    pub all: bool,
+    /// Print results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run(config: &Config, args: &CopyArgs) -> CliResult {
+    let request = CopyRequest {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        source: args.source.clone(),
+        copy: args.copy.clone(),
+        all: args.all,
+    };
+    let reports = copy::run(config, &request, &config.lock_options()).await?;
+    if args.json {
+        return print_out(&to_json(&reports));
+    }
+    let mut text = String::new();
+    for report in &reports {
+        text.push_str(&format!(
+            "{}: copied {} ({} files, {} bytes) from {} to {}",
+            report.source,
+            crate::text::count(report.copied.len() as u64, "copy"),
+            report.files,
+            report.bytes,
+            report.from,
+            report.to
+        ));
+        if !report.present.is_empty() {
+            text.push_str(&format!("; {} already there", report.present.len()));
+        }
+        text.push('\n');
+    }
+    print_out(&text)
+}
