@@ -81,6 +81,7 @@ impl Classify for BackupError {
             BackupError::Status(e) => e.exit_status(),
             BackupError::Lock(e) => e.exit_status(),
             BackupError::NoParent { .. } => ExitStatus::Failed,
+            BackupError::Shared(e) => e.exit_status(),
         }
     }
 }

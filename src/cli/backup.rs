@@ -137,6 +137,11 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
     let mut reports = Vec::new();
     let mut runs = Vec::new();
     for outcome in &outcomes {
+        // With several destinations, each line says which one it is about.
+        let label = match outcome.several {
+            true => format!("{} (to {})", outcome.source, outcome.destination.describe()),
+            false => outcome.source.clone(),
+        };
         let run = |exit: ExitStatus, facts: RunFacts| {
             let mut run = FinishedRun::new(
                 Command::Backup,
@@ -160,8 +165,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                     },
                 ));
                 lines.push_str(&format!(
-                    "{}: {} copy {} recorded: {}, {} bytes, {}s, log position {}\n",
-                    outcome.source,
+                    "{label}: {} copy {} recorded: {}, {} bytes, {}s, log position {}\n",
                     copy.kind,
                     copy.id,
                     crate::text::count(copy.files, "file"),
@@ -170,6 +174,9 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                     copy.log_range.end.coordinates()
                 ));
                 let mut report = serde_json::json!({"source": outcome.source, "ok": true, "copy": copy});
+                if outcome.several {
+                    report["destination"] = serde_json::json!(outcome.destination.describe());
+                }
                 if args.purge {
                     let request = PurgeRequest {
                         from: args.to.clone(),
@@ -225,7 +232,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                 reports.push(report);
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", outcome.source);
+                eprintln!("error: {label}: {e}");
                 runs.push(run(
                     e.exit_status(),
                     RunFacts {
@@ -233,9 +240,13 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                         ..RunFacts::default()
                     },
                 ));
-                lines.push_str(&format!("{}: failed, {}\n", outcome.source, e.exit_status()));
+                lines.push_str(&format!("{label}: failed, {}\n", e.exit_status()));
                 worst = worse(worst, e.exit_status());
-                reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
+                let mut report = serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()});
+                if outcome.several {
+                    report["destination"] = serde_json::json!(outcome.destination.describe());
+                }
+                reports.push(report);
             }
         }
     }

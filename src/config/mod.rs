@@ -92,6 +92,9 @@ pub struct SourceSettings {
     pub password_file: Option<PathBuf>,
     /// Name of the destination; defaults to the top-level `destination`.
     pub destination: Option<String>,
+    /// Names of several destinations, each run writing its copy to every one (instead of
+    /// `destination`); the first is where restores look first.
+    pub destinations: Option<Vec<String>>,
     /// Overrides the top-level `full-backup` for this source.
     pub full_backup: Option<RunType>,
     pub jobs: Option<u32>,
@@ -380,6 +383,25 @@ impl Config {
                     format!("no destination named {dest:?} is configured"),
                 ));
             }
+            if let Some(names) = &src.destinations {
+                if src.destination.is_some() {
+                    return Err(self.invalid(&key("destinations"), "give destination or destinations, not both"));
+                }
+                if names.is_empty() {
+                    return Err(self.invalid(&key("destinations"), "expected at least one destination name"));
+                }
+                for (i, name) in names.iter().enumerate() {
+                    if !s.destinations.contains_key(name) {
+                        return Err(self.invalid(
+                            &key("destinations"),
+                            format!("no destination named {name:?} is configured"),
+                        ));
+                    }
+                    if names[..i].contains(name) {
+                        return Err(self.invalid(&key("destinations"), format!("{name:?} is named twice")));
+                    }
+                }
+            }
             if url.engine == crate::engine::Engine::Postgres {
                 for (setting, present) in [
                     ("checksums", src.checksums.is_some()),
@@ -507,7 +529,11 @@ impl Config {
             .settings
             .sources
             .get(source)
-            .and_then(|s| s.destination.clone())
+            .and_then(|s| {
+                s.destination
+                    .clone()
+                    .or_else(|| s.destinations.as_ref().and_then(|d| d.first().cloned()))
+            })
             .or_else(|| self.settings.destination.clone())
             .or_else(|| {
                 (self.settings.destinations.len() == 1)
@@ -520,6 +546,21 @@ impl Config {
                 message: "no destination is given: pass --to, or set destination in the configuration".into(),
             })?;
         self.destination(&name)
+    }
+
+    /// The destinations a source writes to besides [`Config::destination_of`]'s
+    /// (`destinations = [...]`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Unknown`] for a destination that is not configured.
+    pub fn more_destinations_of(&self, source: &str) -> Result<Vec<DestinationSpec>, ConfigError> {
+        let names = self
+            .settings
+            .sources
+            .get(source)
+            .and_then(|s| s.destinations.clone())
+            .unwrap_or_default();
+        names.iter().skip(1).map(|name| self.destination(name)).collect()
     }
 
     /// The full-backup policy of a source.

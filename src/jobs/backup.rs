@@ -37,6 +37,9 @@ pub enum BackupError {
          first (--type full) or let cairn choose (--type auto)"
     )]
     NoParent { source_name: String, run_type: RunType },
+    /// One failure shared by every destination of a source (its database could not be read).
+    #[error(transparent)]
+    Shared(Arc<BackupError>),
 }
 
 impl From<RepoError> for BackupError {
@@ -80,6 +83,8 @@ pub struct PlannedSource {
     pub full_backup: RunType,
     pub jobs: u32,
     pub copy_options: CopyOptions,
+    /// The other destinations each copy is written to at the same time (`destinations = [...]`).
+    pub also: Vec<DestinationSpec>,
     /// The key the copies are encrypted with (`[encryption]`); `None`: not encrypted.
     pub key: Option<crate::repo::crypt::Key>,
 }
@@ -190,7 +195,13 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
             )));
         }
         copy_options.mysql.checksums |= request.checksums;
+        // An explicit --to writes there only.
+        let also = match (&request.to, &config_name) {
+            (None, Some(name)) => config.more_destinations_of(name)?,
+            _ => Vec::new(),
+        };
         sources.push(PlannedSource {
+            also,
             key: config.writing_key_of(key)?,
             full_backup: config.full_backup_of(key),
             jobs: copy_options.jobs,
@@ -345,7 +356,7 @@ pub async fn dry_run(plan: &BackupPlan, observer: &dyn Observer) -> Result<Vec<D
 /// The copy a run of `item` takes, checked against the source by the engine's preflight: the
 /// decision (a full copy instead of an incremental whose log is gone, with `on-log-gap =
 /// "full"`) and the engine's notes.
-async fn preflight_source(
+pub(super) async fn preflight_source(
     plan: &BackupPlan,
     item: &PlannedSource,
     engine: &dyn Source,
@@ -379,7 +390,7 @@ async fn preflight_source(
 
 /// [`decide`], then a full copy instead of an incremental the engine cannot take (only reached
 /// with `--type auto`; an explicit `--type incremental` was refused when the engines opened).
-fn decide_for(
+pub(super) fn decide_for(
     engine: &dyn Source,
     item: &PlannedSource,
     status: &StatusBody,
@@ -418,6 +429,8 @@ pub struct SourceOutcome {
     pub source: String,
     /// Where the source's status lives.
     pub destination: DestinationSpec,
+    /// The source writes to several destinations: this is one of them.
+    pub several: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub result: Result<CopyRecord, BackupError>,
@@ -441,25 +454,41 @@ pub async fn run(
     let engines = open_engines(plan)?;
     let runs = plan.sources.iter().zip(engines).map(|(item, engine)| async move {
         let started_at = Utc::now();
-        let result = run_source(plan, item, engine, lock_options, observer).await;
-        if let Ok(copy) = &result {
-            observer.backup(&BackupEvent::Recorded {
-                source: &item.source.name,
-                copy,
-            });
-        }
-        SourceOutcome {
-            source: item.source.name.clone(),
-            destination: item.destination.clone(),
-            started_at,
-            finished_at: Utc::now(),
-            result,
-        }
+        let results = match item.also.is_empty() {
+            true => vec![(
+                item.destination.clone(),
+                run_source(plan, item, engine, lock_options, observer).await,
+            )],
+            false => super::backup_fanned::run_fanned(plan, item, engine, lock_options, observer).await,
+        };
+        let finished_at = Utc::now();
+        results
+            .into_iter()
+            .map(|(destination, result)| {
+                if let Ok(copy) = &result {
+                    observer.backup(&BackupEvent::Recorded {
+                        source: &item.source.name,
+                        copy,
+                    });
+                }
+                SourceOutcome {
+                    source: item.source.name.clone(),
+                    several: !item.also.is_empty(),
+                    destination,
+                    started_at,
+                    finished_at,
+                    result,
+                }
+            })
+            .collect::<Vec<_>>()
     });
     Ok(futures::stream::iter(runs)
         .buffered(plan.parallel_sources)
-        .collect()
-        .await)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 async fn run_source(

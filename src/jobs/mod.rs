@@ -2,6 +2,7 @@
 //! the plan and reports what happened per source.
 
 pub mod backup;
+mod backup_fanned;
 pub mod copy;
 pub mod events;
 pub mod history;

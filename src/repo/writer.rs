@@ -97,10 +97,13 @@ impl CopyWriter {
 
     /// Checks, with one listing, that the destination holds every file of the copy at the size
     /// that was written, so a copy is never recorded over files a full disk cut short.
-    async fn confirm_stored(&self, files: &[ManifestFile]) -> Result<(), DestinationError> {
+    async fn confirm_stored(
+        &self,
+        destination: &Arc<dyn Destination>,
+        files: &[ManifestFile],
+    ) -> Result<(), DestinationError> {
         let prefix = layout::copy_prefix(&self.source, &self.copy_id);
-        let stored: std::collections::HashMap<String, u64> = self
-            .destination
+        let stored: std::collections::HashMap<String, u64> = destination
             .list(&prefix)
             .await?
             .into_iter()
@@ -112,7 +115,7 @@ impl CopyWriter {
                 Some(&size) if size == file.size => {}
                 Some(&size) => {
                     return Err(DestinationError::Incomplete {
-                        location: self.destination.location(),
+                        location: destination.location(),
                         key,
                         expected: file.size,
                         found: size,
@@ -120,7 +123,7 @@ impl CopyWriter {
                 }
                 None => {
                     return Err(DestinationError::NotFound {
-                        location: self.destination.location(),
+                        location: destination.location(),
                         key,
                     });
                 }
@@ -137,11 +140,27 @@ impl CopyWriter {
     /// [`RepoError::Lock`] when the lease was lost, destination or status errors.
     pub async fn commit(
         self,
-        mut info: CopyInfo,
+        info: CopyInfo,
         status: &StatusStore,
         lock: &SourceLock,
     ) -> Result<CopyRecord, RepoError> {
-        let mut files = std::mem::take(&mut *self.files.lock().expect("file list lock poisoned"));
+        let destination = self.destination.clone();
+        self.commit_to(info, &destination, status, lock).await
+    }
+
+    /// [`CopyWriter::commit`] in one of the destinations the files were written to together
+    /// (a [`crate::storage::fan_out::FanOut`]), with that destination's status and lock.
+    ///
+    /// # Errors
+    /// As [`CopyWriter::commit`].
+    pub async fn commit_to(
+        &self,
+        mut info: CopyInfo,
+        destination: &Arc<dyn Destination>,
+        status: &StatusStore,
+        lock: &SourceLock,
+    ) -> Result<CopyRecord, RepoError> {
+        let mut files = self.files.lock().expect("file list lock poisoned").clone();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         info.id = self.copy_id.clone();
         info.files = files.len() as u64;
@@ -155,11 +174,11 @@ impl CopyWriter {
             copy: info.clone(),
             files,
         };
-        self.confirm_stored(&manifest.files).await?;
+        self.confirm_stored(destination, &manifest.files).await?;
         let bytes = manifest.encode();
         let key = layout::manifest_key(&self.source, &self.copy_id);
         lock.ensure_held()?;
-        self.destination
+        destination
             .put_if(&key, Bytes::from(bytes.clone()), PutCondition::CreateOnly)
             .await?;
         let record = CopyRecord {

@@ -6,6 +6,7 @@
 //! `/`-separated and never contain `..` or a segment starting with `.` (those names are reserved
 //! for temporary and lock files).
 
+pub mod fan_out;
 pub mod local;
 pub mod s3;
 

@@ -4,7 +4,6 @@
 mod accounts;
 mod cli;
 mod destination;
-mod encryption;
 mod environment;
 mod event_tables;
 mod faults;
@@ -14,6 +13,7 @@ mod lock;
 mod monitoring;
 mod mysql;
 mod mysql_binlog;
+mod places_and_keys;
 mod postgres;
 mod postgres_ddl;
 mod postgres_decoding;

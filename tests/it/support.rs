@@ -40,6 +40,13 @@ struct StrictStore {
     open_uploads: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>>,
 }
 
+/// Buckets whose name starts with `refusing` refuse every write of a copy's data file (a key
+/// with `/data/` in it) while taking everything else, as a store that fails part way through a
+/// copy does.
+fn refuses_data(bucket: &str, key: &str) -> bool {
+    bucket.starts_with("refusing") && key.contains("/data/")
+}
+
 /// Per bucket, how many more deletes the server carries out before it refuses every one (see
 /// [`S3Server::limit_deletes`]); buckets without an entry delete freely.
 type DeleteBudget = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
@@ -95,6 +102,9 @@ impl S3 for StrictStore {
         if self.throttle(&req.input.bucket, req.input.key.clone()) {
             return Err(s3_error!(SlowDown, "throttled by the test server"));
         }
+        if refuses_data(&req.input.bucket, &req.input.key) {
+            return Err(s3_error!(AccessDenied, "data writes are refused by the test server"));
+        }
         let conditional = req.input.if_match.is_some() || req.input.if_none_match.is_some();
         let object = format!("{}/{}", req.input.bucket, req.input.key);
         let lose_answer =
@@ -122,6 +132,9 @@ impl S3 for StrictStore {
             format!("{}#{}", req.input.key, req.input.part_number),
         ) {
             return Err(s3_error!(SlowDown, "throttled by the test server"));
+        }
+        if refuses_data(&req.input.bucket, &req.input.key) {
+            return Err(s3_error!(AccessDenied, "data writes are refused by the test server"));
         }
         let expected = req.input.content_md5.clone();
         let response = self.inner.upload_part(req).await?;

@@ -1,8 +1,10 @@
-//! Encrypted copies (issue #18): with `[encryption]`, every stored file of a MariaDB and a
-//! PostgreSQL copy is encrypted — no file holds a known marker row — and the copies restore
-//! identically with the key; without the key, or with another, a restore fails naming the copy
-//! and the key it needs and touches nothing, while `verify` still checks every file; a flipped
-//! byte fails the restore as damage; after a rotation the old key keeps reading old copies.
+//! Copies in several places, encrypted at rest (issue #18). With `[encryption]`, every stored
+//! file of a MariaDB and a PostgreSQL copy is encrypted — no file holds a known marker row — and
+//! the copies restore identically with the key; without the key, or with another, a restore
+//! fails naming the copy and the key it needs and touches nothing, while `verify` still checks
+//! every file; a flipped byte fails the restore as damage; after a rotation the old key keeps
+//! reading old copies. `cairn copy` carries copies to another destination; a source with two
+//! destinations fills both in one run and a failing one does not fail the other.
 
 use std::path::Path;
 
@@ -327,4 +329,99 @@ async fn copies_carried_to_another_destination_restore_from_there() {
         code != 0 || !out.contains("\"kind\""),
         "nothing was recorded there: {out}\n{err}"
     );
+}
+
+/// A source with two destinations (a local folder and the S3 test server): one run reads the
+/// database once and records the same copy in both, each with its own status and chain, and a
+/// restore from either gives the same data; with the S3 store refusing the copy's data part way,
+/// the local copy still lands, the S3 one is not recorded, and the exit code says the run was
+/// not fully successful.
+#[tokio::test]
+async fn one_run_fills_two_destinations_and_a_failing_one_does_not_fail_the_other() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let source = fixture_database("two_places").await;
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("backups").display().to_string();
+    let server = crate::support::s3_server();
+    let good = server.url(&server.new_bucket("offsite"), "copies");
+    let refusing = server.url(&server.new_bucket("refusing"), "copies");
+    let write = |name: &str, offsite: &str| {
+        let path = locks.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {offsite:?}\n\
+                 [sources.fx]\nurl = {:?}\ndestinations = [\"local\", \"offsite\"]\n",
+                url_of(&source)
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let both = write("both", &good);
+    let failing = write("failing", &refusing);
+    let cairn_with = |config: &Path, args: &[&str]| {
+        run(crate::support::cairn_s3(locks.path())
+            .arg("--config")
+            .arg(config)
+            .args(args))
+    };
+    let (code, out, err) = cairn_with(&both, &["backup", "--source", "fx", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["copy"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{report}");
+    assert_eq!(ids[0], ids[1], "one copy, read once, recorded in both");
+    connect(&url_of(&source))
+        .await
+        .query_drop("CREATE TABLE later (id INT PRIMARY KEY); INSERT INTO later VALUES (1)")
+        .await
+        .unwrap();
+    let (code, out, err) = cairn_with(&both, &["backup", "--source", "fx", "--type", "incremental"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("incremental copy").count(), 2, "{out}");
+    for (from, name) in [(&local, "a"), (&good, "b")] {
+        let restored = format!("{source}_{name}");
+        let (code, out, err) = cairn_with(
+            &both,
+            &[
+                "restore",
+                "--source",
+                "fx",
+                "--from",
+                from,
+                "--target",
+                &crate::support::mysql_url(),
+                "--rename-db",
+                &format!("{source}={restored}"),
+            ],
+        );
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert_same(&source, &restored).await;
+    }
+
+    // The offsite store refuses the data: the local copy lands, the run says it was partial.
+    let (code, out, err) = cairn_with(&failing, &["backup", "--source", "fx", "--type", "full"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("(to ") && out.contains("full copy") && out.contains("failed"),
+        "{out}"
+    );
+    assert!(err.contains("AccessDenied"), "{err}");
+    let listed = |to: &str| {
+        // A destination that never recorded the source may not know it at all.
+        let (code, out, _) = cairn_with(&both, &["status", "--source", "fx", "--from", to, "--json"]);
+        match code {
+            0 => out.matches("\"kind\": \"full\"").count(),
+            _ => 0,
+        }
+    };
+    assert_eq!(listed(&local), 2, "the local destination has both full copies");
+    assert_eq!(listed(&refusing), 0, "nothing was recorded where the data was refused");
 }
