@@ -131,7 +131,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
         }
         return Ok(worst);
     }
-    let outcomes = backup::run(&plan, &config.lock_options(), &crate::jobs::events::Log).await?;
+    let outcomes = crate::jobs::backup_run::run(&plan, &config.lock_options(), &crate::jobs::events::Log).await?;
     let mut worst = ExitStatus::Success;
     let mut lines = String::new();
     let mut reports = Vec::new();

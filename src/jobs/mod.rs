@@ -3,6 +3,7 @@
 
 pub mod backup;
 mod backup_fanned;
+pub mod backup_run;
 pub mod copy;
 pub mod events;
 pub mod history;
@@ -13,6 +14,7 @@ pub mod replica;
 pub mod replica_run;
 pub mod restore;
 mod restore_copy;
+mod restore_describe;
 pub mod restore_sql;
 pub mod slots;
 pub mod verify;

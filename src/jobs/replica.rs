@@ -223,7 +223,7 @@ async fn seed_postgres(
             ..BackupRequest::default()
         };
         let plan = backup::plan(config, &backup_request)?;
-        let outcome = backup::run(&plan, &config.lock_options(), &crate::jobs::events::Log)
+        let outcome = crate::jobs::backup_run::run(&plan, &config.lock_options(), &crate::jobs::events::Log)
             .await?
             .into_iter()
             .next()

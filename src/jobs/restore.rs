@@ -2,6 +2,7 @@
 //! into a target database.
 
 use super::restore_copy::ChoiceError;
+pub use super::restore_describe::{describe, write_position};
 use crate::engine::selection::Selection;
 use std::sync::Arc;
 
@@ -9,10 +10,9 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{MysqlRestoreOptions, RestoreInput, RestoreReport, SourceError, SourceUrl, Until, UntilArgs};
-use crate::repo::file_kind::FileKind;
 use crate::repo::manifest::Manifest;
-use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError, StatusStore};
-use crate::storage::{Access, Destination, DestinationError, DestinationExt, md5_hex};
+use crate::repo::status::{CopyRecord, MAX_STATUS_BYTES, StatusError};
+use crate::storage::{Destination, DestinationError, DestinationExt, md5_hex};
 
 /// Errors of a restore.
 #[derive(Debug, thiserror::Error)]
@@ -215,27 +215,22 @@ pub async fn plan(config: &Config, request: &RestoreRequest) -> Result<RestorePl
             "--resume continues a replay in the target; --clean would drop it first: pass one of them".into(),
         ));
     }
-    let spec = match &request.from {
-        Some(from) => config.destination(from)?,
-        None => config.destination_of(&request.source)?,
-    };
-    let destination = spec.open().await?;
-    destination.check(Access::Read).await?;
-    let loaded = StatusStore::new(destination.clone(), &request.source)
-        .load_existing()
-        .await?;
-    let body = &loaded.status.body;
     let ask = super::restore_copy::Ask {
         copy: request.copy.as_deref(),
         before: request.before,
         until: request.until.as_ref(),
         source: &request.source,
     };
-    let copy = super::restore_copy::choose(body, &ask, &destination.location()).map_err(|e| match e {
-        ChoiceError::Usage(message) => RestoreError::Usage(message),
-        ChoiceError::Status(e) => RestoreError::Status(e),
-        ChoiceError::NoCopy { source_name, location } => RestoreError::NoCopy { source_name, location },
-    })?;
+    let located = super::restore_copy::locate(config, request.from.as_deref(), &ask)
+        .await
+        .map_err(|e| match e {
+            ChoiceError::Usage(message) => RestoreError::Usage(message),
+            ChoiceError::Status(e) => RestoreError::Status(e),
+            ChoiceError::NoCopy { source_name, location } => RestoreError::NoCopy { source_name, location },
+            ChoiceError::Config(e) => RestoreError::Config(e),
+            ChoiceError::Destination(e) => RestoreError::Destination(e),
+        })?;
+    let (destination, body, copy) = (located.destination, &located.body, &located.copy);
     let chain = body
         .chain(&copy.id)
         .map_err(StatusError::from)?
@@ -373,7 +368,10 @@ pub async fn check(plan: &RestorePlan) -> Result<Vec<String>, RestoreError> {
     check_prepared(target.as_ref(), &input).await
 }
 
-async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput) -> Result<Vec<String>, RestoreError> {
+pub(super) async fn check_prepared(
+    target: &dyn crate::engine::Target,
+    input: &RestoreInput,
+) -> Result<Vec<String>, RestoreError> {
     let mut lines: Vec<String> = target
         .preflight(input)
         .await?
@@ -389,7 +387,9 @@ async fn check_prepared(target: &dyn crate::engine::Target, input: &RestoreInput
 }
 
 /// The engine for the plan's target and what it restores, with every manifest read and checked.
-async fn prepare(plan: &RestorePlan) -> Result<(Arc<dyn crate::engine::Target>, RestoreInput), RestoreError> {
+pub(super) async fn prepare(
+    plan: &RestorePlan,
+) -> Result<(Arc<dyn crate::engine::Target>, RestoreInput), RestoreError> {
     let copy_engine = plan.chain.first().map(|c| match c.log_range.end {
         crate::repo::status::LogPosition::Postgres { .. } => crate::engine::Engine::Postgres,
         crate::repo::status::LogPosition::Mysql { .. } => crate::engine::Engine::Mysql,
@@ -486,91 +486,6 @@ pub fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc
 /// A malformed or conflicting argument (usage).
 pub fn parse_until(args: UntilArgs<'_>) -> Result<Option<Until>, RestoreError> {
     Until::parse(args).map_err(RestoreError::Usage)
-}
-
-/// What `restore --dry-run` prints: the chain, each copy's files and log range, and the exact
-/// stop point, found by reading (and checking) the incrementals' files; nothing is written.
-///
-/// # Errors
-/// Destination errors, a damaged manifest or file, or a stop point the chain does not hold.
-pub async fn describe(plan: &RestorePlan) -> Result<String, RestoreError> {
-    let (target, input) = prepare(plan).await?;
-    let checks = check_prepared(target.as_ref(), &input).await?;
-    let manifests = &input.manifests;
-    let mut text = format!(
-        "restore of source {} from {} into {}\n",
-        plan.source, plan.destination, plan.target
-    );
-    if plan.resume {
-        text.push_str("  --resume: the full copy is already in the target; the replay continues where it stopped\n");
-    }
-    for (copy, manifest) in plan.chain.iter().zip(manifests) {
-        text.push_str(&format!(
-            "  {} {} ({}), {}, {} bytes, log {} .. {}\n",
-            copy.id,
-            copy.kind,
-            copy.run_type,
-            crate::text::count(copy.files, "file"),
-            copy.bytes,
-            copy.log_range.start,
-            copy.log_range.end
-        ));
-        if copy.kind == crate::repo::kinds::CopyKind::Incremental {
-            let detail = |name: &str| copy.details.get(name).cloned().unwrap_or(serde_json::Value::Null);
-            text.push_str(&format!(
-                "    {} transactions, events from {} to {}\n",
-                detail("transactions"),
-                detail("first_event_at").as_str().unwrap_or("-"),
-                detail("last_event_at").as_str().unwrap_or("-")
-            ));
-            for file in &manifest.files {
-                let Ok(FileKind::Binlog(binlog)) = file.kind() else {
-                    continue;
-                };
-                text.push_str(&format!(
-                    "    {}: {} {}..{}, {} events\n",
-                    file.path,
-                    binlog.server_file,
-                    binlog.start,
-                    binlog.end,
-                    binlog.events.map_or("null".to_string(), |n| n.to_string())
-                ));
-            }
-        }
-    }
-    for line in checks {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    Ok(text)
-}
-
-/// Writes the position a restore reached to the file the user named, for seeding a replica.
-///
-/// # Errors
-/// [`RestoreError::Usage`] naming the file when it cannot be written.
-pub fn write_position(
-    path: &std::path::Path,
-    plan: &RestorePlan,
-    position: &crate::repo::status::LogPosition,
-) -> Result<(), RestoreError> {
-    let body = serde_json::json!({
-        "source": plan.source,
-        "copy": plan.chain.last().map(|c| c.id.clone()),
-        "full_copy": plan.chain.first().map(|c| c.id.clone()),
-        "target": plan.target,
-        "until": plan.until,
-        "until_covered": plan.until_not_covered.is_none(),
-        "position": position,
-        "written_at": chrono::Utc::now(),
-    });
-    let text = serde_json::to_string_pretty(&body).expect("positions serialize") + "\n";
-    crate::user_file::write(path, text.as_bytes()).map_err(|e| {
-        RestoreError::Usage(format!(
-            "the restore finished, but its position could not be written to {}: {e}; the position is printed above",
-            path.display()
-        ))
-    })
 }
 
 #[cfg(test)]

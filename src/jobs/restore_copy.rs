@@ -1,8 +1,12 @@
 //! Which copy a restore takes: an id or a unique start of one, the newest copy finished before a
 //! time, the chain that reaches an `--until` time, or the latest.
 
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
 use crate::engine::Until;
-use crate::repo::status::{CopyRecord, StatusBody, StatusError};
+use crate::repo::status::{CopyRecord, StatusBody, StatusError, StatusStore};
+use crate::storage::{Access, Destination, DestinationError};
 
 /// What a restore asks for: `--copy`, `--before`, `--until`, of which source.
 pub(super) struct Ask<'a> {
@@ -21,6 +25,63 @@ pub(super) enum ChoiceError {
     Status(#[from] StatusError),
     #[error("source {source_name} has no copy at {location}")]
     NoCopy { source_name: String, location: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+}
+
+/// Where a restore reads from, what that destination's status holds, and the copy chosen.
+pub(super) struct Located {
+    pub destination: Arc<dyn Destination>,
+    pub body: StatusBody,
+    pub copy: CopyRecord,
+}
+
+/// The destination to restore from and the copy `ask` names there: `from` when given, else the
+/// source's configured destinations in order — the first that can be read and holds the copy.
+/// When none does, the first one's error.
+///
+/// # Errors
+/// As [`choose`], a configuration error, or a destination that cannot be read.
+pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -> Result<Located, ChoiceError> {
+    let specs = match from {
+        Some(from) => vec![config.destination(from)?],
+        None => {
+            let mut specs = vec![config.destination_of(ask.source)?];
+            specs.extend(config.more_destinations_of(ask.source)?);
+            specs
+        }
+    };
+    let mut first_error = None;
+    for spec in specs {
+        let found = async {
+            let destination = spec.open().await?;
+            destination.check(Access::Read).await?;
+            let body = StatusStore::new(destination.clone(), ask.source)
+                .load_existing()
+                .await?
+                .status
+                .body;
+            let copy = choose(&body, ask, &destination.location())?.clone();
+            Ok::<Located, ChoiceError>(Located {
+                destination,
+                body,
+                copy,
+            })
+        }
+        .await;
+        match found {
+            Ok(located) => return Ok(located),
+            // A question no destination answers differently: said once.
+            Err(ChoiceError::Usage(message)) => return Err(ChoiceError::Usage(message)),
+            Err(e) => {
+                tracing::info!("{}: {e}; trying the source's next destination", spec.describe());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("a source has at least one destination"))
 }
 
 /// The copy `ask` names among `body`'s (of the destination at `location`).

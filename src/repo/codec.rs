@@ -10,6 +10,8 @@ use async_compression::Level;
 use async_compression::tokio::bufread::{ZstdDecoder, ZstdEncoder};
 use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
 
+pub use super::damage::{FileDamaged, damage_in};
+use super::damage::damaged;
 use crate::storage::ObjectStream;
 
 /// zstd level of stored files: fast, and most of the ratio.
@@ -112,42 +114,6 @@ impl AsyncRead for DrainAtEnd {
         this.finished = true;
         Poll::Ready(Ok(()))
     }
-}
-
-/// A stored file that is not what its manifest says: its size, MD5 or compressed data.
-#[derive(Debug, thiserror::Error)]
-#[error("{name} is damaged: {reason}")]
-pub struct FileDamaged {
-    pub name: String,
-    pub reason: String,
-}
-
-pub(super) fn damaged(name: &str, reason: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        FileDamaged {
-            name: name.to_string(),
-            reason,
-        },
-    )
-}
-
-/// The damage an error reports, found anywhere in its chain of causes (inside I/O errors too,
-/// which is how a driver hands back the error of a stream it was reading).
-pub fn damage_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a FileDamaged> {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(damage) = error.downcast_ref::<FileDamaged>() {
-            return Some(damage);
-        }
-        if let Some(inner) = error.downcast_ref::<io::Error>().and_then(|io| io.get_ref())
-            && let Some(damage) = damage_in(inner)
-        {
-            return Some(damage);
-        }
-        next = error.source();
-    }
-    None
 }
 
 /// A reader that fails at the end of the stream, instead of ending, when the bytes read do not

@@ -306,7 +306,7 @@ impl<R> Decrypting<R> {
     }
 
     fn damaged(&self, reason: &str) -> io::Error {
-        super::codec::damaged(&self.name, reason.to_string())
+        super::damage::damaged(&self.name, reason.to_string())
     }
 
     /// The data key's decryptor, from a whole header.
@@ -448,7 +448,7 @@ mod tests {
             let mut flipped = stored.clone();
             flipped[at] ^= 1;
             let e = opened(&flipped).await.unwrap_err();
-            assert!(super::super::codec::damage_in(&e).is_some(), "byte {at}: {e}");
+            assert!(super::super::damage::damage_in(&e).is_some(), "byte {at}: {e}");
         }
         // Cut at a chunk's end: the last chunk is missing, which its flag tells.
         let cut = &stored[..stored.len() - (5 + TAG)];

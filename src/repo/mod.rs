@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod crypt;
+mod damage;
 pub mod envelope;
 pub mod file_kind;
 pub mod kinds;

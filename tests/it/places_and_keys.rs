@@ -424,4 +424,33 @@ async fn one_run_fills_two_destinations_and_a_failing_one_does_not_fail_the_othe
     };
     assert_eq!(listed(&local), 2, "the local destination has both full copies");
     assert_eq!(listed(&refusing), 0, "nothing was recorded where the data was refused");
+
+    // Without --from, a restore tries the source's destinations in order: the first holds no
+    // copy, the second does.
+    let fallback = locks.path().join("fallback.toml");
+    std::fs::write(
+        &fallback,
+        format!(
+            "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {refusing:?}\n\
+             [sources.fx]\nurl = {:?}\ndestinations = [\"offsite\", \"local\"]\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let restored = format!("{source}_fallback");
+    let (code, out, err) = cairn_with(
+        &fallback,
+        &[
+            "restore",
+            "--source",
+            "fx",
+            "--target",
+            &crate::support::mysql_url(),
+            "--rename-db",
+            &format!("{source}={restored}"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("trying the source's next destination"), "{err}");
+    assert_same(&source, &restored).await;
 }
