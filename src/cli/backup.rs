@@ -179,6 +179,8 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                 }
                 if args.purge {
                     let request = PurgeRequest {
+                        // Where this outcome's copy was recorded (one of several destinations).
+                        at: Some(outcome.destination.clone()),
                         from: args.to.clone(),
                         source: outcome.source.clone(),
                         apply: true,

@@ -31,6 +31,7 @@ pub(super) async fn run(config: &Config, args: &PurgeArgs) -> CliResult {
     };
     let body = async {
         let request = PurgeRequest {
+            at: None,
             from: args.from.clone(),
             source: args.source.clone(),
             apply: args.apply,

@@ -113,9 +113,16 @@ impl Config {
     /// # Errors
     /// A key that cannot be read.
     pub fn writing_key_of(&self, source: &str) -> Result<Option<Key>, ConfigError> {
-        match self.encryption_of(source) {
-            Some((settings, at)) => settings.current(&at),
-            None => Ok(None),
+        let own = match self.encryption_of(source) {
+            Some((settings, at)) => settings.current(&at)?,
+            None => None,
+        };
+        // A source section naming only old keys adds keys to read with; it does not turn the
+        // top-level key off.
+        match (own, &self.settings.encryption) {
+            (Some(key), _) => Ok(Some(key)),
+            (None, Some(top)) => top.current("encryption"),
+            (None, None) => Ok(None),
         }
     }
 

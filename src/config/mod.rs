@@ -9,8 +9,8 @@
 
 pub mod encryption;
 mod env;
-mod places;
 pub mod notifications;
+mod places;
 #[cfg(test)]
 mod tests;
 

@@ -489,20 +489,7 @@ pub(super) async fn run_source(
                 engine.full_copy(&writer, &item.copy_options).await?,
             ),
         };
-        let info = CopyInfo {
-            id: String::new(),
-            kind,
-            run_type: plan.run_type,
-            parent,
-            started_at,
-            finished_at: Utc::now(),
-            log_range: taken.log_range,
-            server: taken.server,
-            bytes: 0,
-            files: 0,
-            cairn_version: crate::CAIRN_VERSION.to_string(),
-            details: taken.details,
-        };
+        let info = copy_info(plan, kind, parent, started_at, taken);
         Ok(writer.commit(info, &status, &lock).await?)
     }
     .await;
@@ -515,4 +502,28 @@ pub(super) async fn run_source(
         });
     }
     result
+}
+
+/// The record of a copy the engine took, before its writer fills in its id, files and bytes.
+pub(super) fn copy_info(
+    plan: &BackupPlan,
+    kind: CopyKind,
+    parent: Option<String>,
+    started_at: DateTime<Utc>,
+    taken: crate::engine::TakenCopy,
+) -> CopyInfo {
+    CopyInfo {
+        id: String::new(),
+        kind,
+        run_type: plan.run_type,
+        parent,
+        started_at,
+        finished_at: Utc::now(),
+        log_range: taken.log_range,
+        server: taken.server,
+        bytes: 0,
+        files: 0,
+        cairn_version: crate::CAIRN_VERSION.to_string(),
+        details: taken.details,
+    }
 }

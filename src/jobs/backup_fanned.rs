@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::backup::{BackupError, BackupPlan, Decision, PlannedSource, decide_for, new_copy_id, preflight_source};
+use super::backup::{
+    BackupError, BackupPlan, Decision, PlannedSource, copy_info, decide_for, new_copy_id, preflight_source,
+};
 use crate::engine::Source;
 use crate::jobs::events::{BackupEvent, Observer};
 use crate::repo::kinds::CopyKind;
 use crate::repo::lock::{LockOptions, SourceLock};
-use crate::repo::status::{CopyInfo, CopyRecord, StatusBody, StatusStore};
+use crate::repo::status::{CopyRecord, StatusBody, StatusStore};
 use crate::repo::writer::CopyWriter;
 use crate::storage::fan_out::FanOut;
 use crate::storage::{Access, Destination, DestinationSpec};
@@ -124,10 +126,12 @@ async fn copy_once(
         return Ok(());
     };
     let first_body = places[first].opened.as_ref().expect("healthy").body.clone();
-    preflight_source(plan, item, engine, &first_body, observer).await?;
+    // The preflight's decision: a full copy instead of an incremental whose log is gone
+    // (`on-log-gap = "full"`) holds for every destination.
+    let (checked, _) = preflight_source(plan, item, engine, &first_body, observer).await?;
     // One copy for all: an incremental only when every chain ends at the same copy.
-    let mut decisions = Vec::new();
-    for &i in &healthy {
+    let mut decisions = vec![checked];
+    for &i in &healthy[1..] {
         let body = &places[i].opened.as_ref().expect("healthy").body;
         decisions.push(decide_for(engine, item, body, plan, observer)?);
     }
@@ -154,33 +158,45 @@ async fn copy_once(
         copy: &copy_id,
         destination: &fan.location(),
     });
-    let writer = CopyWriter::new(fan.clone(), name, &copy_id).with_key(item.key.clone());
-    let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| first_body.copy(id)) {
-        Some(parent) => (
-            CopyKind::Incremental,
-            Some(parent.id.clone()),
-            engine.incremental_copy(&writer, &item.copy_options, parent).await?,
-        ),
-        None => (
-            CopyKind::Full,
-            None,
-            engine.full_copy(&writer, &item.copy_options).await?,
-        ),
+    let mut writer = CopyWriter::new(fan.clone(), name, &copy_id).with_key(item.key.clone());
+    let taken = match decision.parent.as_deref().and_then(|id| first_body.copy(id)) {
+        Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
+            Ok(taken) => Ok((CopyKind::Incremental, Some(parent.id.clone()), taken)),
+            // As with one destination: the log is gone, and the settings say take a full copy.
+            Err(gap) if item.copy_options.full_instead(&gap) => {
+                let full_id = new_copy_id(Utc::now(), CopyKind::Full);
+                observer.backup(&BackupEvent::FullAfterLogGap {
+                    source: name,
+                    gap: &gap,
+                    copy: &full_id,
+                });
+                writer = CopyWriter::new(fan.clone(), name, &full_id).with_key(item.key.clone());
+                engine
+                    .full_copy(&writer, &item.copy_options)
+                    .await
+                    .map(|taken| (CopyKind::Full, None, taken))
+            }
+            Err(e) => Err(e),
+        },
+        None => engine
+            .full_copy(&writer, &item.copy_options)
+            .await
+            .map(|taken| (CopyKind::Full, None, taken)),
     };
-    let info = CopyInfo {
-        id: String::new(),
-        kind,
-        run_type: plan.run_type,
-        parent,
-        started_at,
-        finished_at: Utc::now(),
-        log_range: taken.log_range,
-        server: taken.server,
-        bytes: 0,
-        files: 0,
-        cairn_version: crate::CAIRN_VERSION.to_string(),
-        details: taken.details,
+    let (kind, parent, taken) = match taken {
+        Ok(taken) => taken,
+        Err(e) => {
+            // Where a destination itself failed, that is its error; the others share the
+            // source's.
+            for (slot, &i) in healthy.iter().enumerate() {
+                if let Some(own) = fan.take_failure(slot) {
+                    places[i].error = Some(own.into());
+                }
+            }
+            return Err(e.into());
+        }
     };
+    let info = copy_info(plan, kind, parent, started_at, taken);
     for (slot, &i) in healthy.iter().enumerate() {
         if let Some(e) = fan.take_failure(slot) {
             places[i].error = Some(e.into());

@@ -62,4 +62,3 @@ pub async fn run(
         .flatten()
         .collect())
 }
-

@@ -106,7 +106,9 @@ async fn copy_source(
         .body;
     let wanted: Vec<&CopyRecord> = match (request.all, request.copy.as_deref().unwrap_or("latest")) {
         (true, _) => {
-            let mut all: Vec<&CopyRecord> = held.copies.iter().collect();
+            // Only copies whose whole chain is there: an incremental without its parent cannot
+            // be restored from the other place either.
+            let mut all: Vec<&CopyRecord> = held.copies.iter().filter(|c| held.chain(&c.id).is_ok()).collect();
             all.sort_by_key(|c| c.info.started_at);
             all
         }

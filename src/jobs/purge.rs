@@ -115,6 +115,9 @@ pub fn plan(body: &StatusBody, retention: &Retention, now: chrono::DateTime<chro
 pub struct PurgeRequest {
     /// Destination name or URL; `None`: the source's configured one.
     pub from: Option<String>,
+    /// The destination itself, when the caller has it (a backup purging where it just wrote);
+    /// wins over `from`.
+    pub at: Option<crate::storage::DestinationSpec>,
     pub source: String,
     pub apply: bool,
 }
@@ -140,9 +143,10 @@ pub struct PurgeReport {
 /// # Errors
 /// Configuration, destination, status or lock errors.
 pub async fn run(config: &Config, request: &PurgeRequest) -> Result<PurgeReport, PurgeError> {
-    let spec = match &request.from {
-        Some(from) => config.destination(from)?,
-        None => config.destination_of(&request.source)?,
+    let spec = match (&request.at, &request.from) {
+        (Some(at), _) => at.clone(),
+        (None, Some(from)) => config.destination(from)?,
+        (None, None) => config.destination_of(&request.source)?,
     };
     let destination = spec.open().await?;
     destination

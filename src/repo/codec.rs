@@ -10,8 +10,8 @@ use async_compression::Level;
 use async_compression::tokio::bufread::{ZstdDecoder, ZstdEncoder};
 use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
 
-pub use super::damage::{FileDamaged, damage_in};
 use super::damage::damaged;
+pub use super::damage::{FileDamaged, damage_in};
 use crate::storage::ObjectStream;
 
 /// zstd level of stored files: fast, and most of the ratio.
@@ -37,7 +37,8 @@ pub fn decompress<R: AsyncRead + Send + Unpin + 'static>(compressed: R) -> Objec
     Box::pin(decoder)
 }
 
-/// Decompresses a stored file while checking its size and MD5 against the manifest.
+/// Decompresses a stored file while checking its size and MD5 against the manifest; `encrypted`:
+/// the key it is stored under, when it is encrypted (the data key is bound to it).
 ///
 /// The consumer sees the end of the data only after the whole stored file was read and
 /// matched; damage, a short file or bytes after the compressed data end in an error instead.
@@ -48,14 +49,14 @@ pub fn decompress_verified<R: AsyncRead + Send + Unpin + 'static>(
     name: impl Into<String>,
     md5: &str,
     size: u64,
-    encrypted: bool,
+    encrypted: Option<&str>,
 ) -> ObjectStream {
     let name = name.into();
     let verified = Verified::new(stored, name.clone(), md5, size);
     // The MD5 is of the stored bytes: checked before decryption, so `verify` needs no key.
     let compressed: ObjectStream = match encrypted {
-        true => Box::pin(super::crypt::Decrypting::new(verified, name.clone())),
-        false => Box::pin(verified),
+        Some(context) => Box::pin(super::crypt::Decrypting::new(verified, name.clone(), context)),
+        None => Box::pin(verified),
     };
     let mut decoder = ZstdDecoder::new(BufReader::with_capacity(BUFFER, compressed));
     decoder.multiple_members(true);
@@ -226,7 +227,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
-            false,
+            None,
         )
         .read_to_end(&mut Vec::new())
         .await
@@ -238,7 +239,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
-            false,
+            None,
         )
         .read_to_end(&mut whole)
         .await
@@ -252,7 +253,7 @@ mod tests {
             "t",
             &good_md5,
             compressed.len() as u64,
-            false,
+            None,
         )
         .read_to_end(&mut Vec::new())
         .await

@@ -164,7 +164,9 @@ pub struct Encrypting<R> {
 }
 
 impl<R> Encrypting<R> {
-    pub fn new(inner: R, key: &Key) -> Self {
+    /// `context` is where the file is stored (its key): the data key is bound to it, so a file
+    /// put in another's place does not decrypt.
+    pub fn new(inner: R, key: &Key, context: &str) -> Self {
         let mut data_key = [0u8; 32];
         OsRng.fill_bytes(&mut data_key);
         let wrap_nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -172,7 +174,8 @@ impl<R> Encrypting<R> {
         out.extend_from_slice(MAGIC);
         out.push(key.id.len() as u8);
         out.extend_from_slice(key.id.as_bytes());
-        let aad = out.clone();
+        let mut aad = out.clone();
+        aad.extend_from_slice(context.as_bytes());
         let wrapped = XChaCha20Poly1305::new(&key.bytes.into())
             .encrypt(
                 &wrap_nonce,
@@ -282,6 +285,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Encrypting<R> {
 pub struct Decrypting<R> {
     inner: R,
     name: String,
+    /// Where the file is stored: the data key was bound to it.
+    context: String,
+    /// A chunk failed: every later read fails too.
+    failed: bool,
     header: Vec<u8>,
     decryptor: Option<DecryptorBE32<XChaCha20Poly1305>>,
     sealed: Vec<u8>,
@@ -291,11 +298,14 @@ pub struct Decrypting<R> {
 }
 
 impl<R> Decrypting<R> {
-    /// `name` is what errors call the file.
-    pub fn new(inner: R, name: impl Into<String>) -> Self {
+    /// `name` is what errors call the file; `context` is where it is stored, as
+    /// [`Encrypting::new`] was given it.
+    pub fn new(inner: R, name: impl Into<String>, context: impl Into<String>) -> Self {
         Decrypting {
             inner,
             name: name.into(),
+            context: context.into(),
+            failed: false,
             header: Vec::new(),
             decryptor: None,
             sealed: Vec::with_capacity(CHUNK + TAG + 1),
@@ -327,10 +337,15 @@ impl<R> Decrypting<R> {
                 nonce,
                 Payload {
                     msg: wrapped,
-                    aad: &self.header[..id_end],
+                    aad: &[&self.header[..id_end], self.context.as_bytes()].concat(),
                 },
             )
-            .map_err(|_| self.damaged("its data key does not decrypt with the key its header names"))?;
+            .map_err(|_| {
+                self.damaged(
+                    "its data key does not decrypt with the key its header names (a file moved from another place, \
+                     or changed)",
+                )
+            })?;
         let data_key: [u8; 32] = data_key
             .try_into()
             .map_err(|_| self.damaged("its data key has the wrong length"))?;
@@ -344,7 +359,20 @@ impl<R> Decrypting<R> {
 
 impl<R: AsyncRead + Unpin> AsyncRead for Decrypting<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let polled = self.as_mut().poll_open(cx, buf);
+        if matches!(polled, Poll::Ready(Err(_))) {
+            self.failed = true;
+        }
+        polled
+    }
+}
+
+impl<R: AsyncRead + Unpin> Decrypting<R> {
+    fn poll_open(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(Err(this.damaged("it failed to decrypt earlier")));
+        }
         loop {
             if give(&mut this.out, &mut this.sent, buf) {
                 return Poll::Ready(Ok(()));
@@ -412,13 +440,18 @@ mod tests {
 
     async fn sealed(plain: &[u8], key: &Key) -> Vec<u8> {
         let mut out = Vec::new();
-        Encrypting::new(plain, key).read_to_end(&mut out).await.unwrap();
+        Encrypting::new(plain, key, "src/copies/c/data/t.zst.enc")
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
         out
     }
 
     async fn opened(sealed: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        Decrypting::new(sealed, "f").read_to_end(&mut out).await?;
+        Decrypting::new(sealed, "f", "src/copies/c/data/t.zst.enc")
+            .read_to_end(&mut out)
+            .await?;
         Ok(out)
     }
 
@@ -453,6 +486,13 @@ mod tests {
         // Cut at a chunk's end: the last chunk is missing, which its flag tells.
         let cut = &stored[..stored.len() - (5 + TAG)];
         assert!(opened(cut).await.is_err());
+        // A file put in another's place does not open.
+        let mut moved = Vec::new();
+        let e = Decrypting::new(stored.as_slice(), "f", "src/copies/c/data/other.zst.enc")
+            .read_to_end(&mut moved)
+            .await
+            .unwrap_err();
+        assert!(super::super::damage::damage_in(&e).is_some(), "{e}");
         // A key this process does not have is named, not reported as damage.
         let other = Key::generate();
         let foreign = sealed(b"x", &other).await;

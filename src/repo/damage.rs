@@ -38,4 +38,3 @@ pub fn damage_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     }
     None
 }
-

@@ -101,6 +101,18 @@ impl StoredFile {
 /// [`RepoError::Damaged`] for a file whose manifest entry does not say what it holds: a restore
 /// must not leave out a file it does not understand.
 pub fn files_of(source: &str, manifest: &Manifest) -> Result<Vec<StoredFile>, RepoError> {
+    // A copy taken with a key has every file encrypted: one that is not was put there.
+    if manifest.copy.details.contains_key("key_id")
+        && let Some(plain) = manifest
+            .files
+            .iter()
+            .find(|f| !f.path.ends_with(crate::repo::crypt::SUFFIX))
+    {
+        return Err(RepoError::Damaged(format!(
+            "copy {}: {} is not encrypted, but the copy was taken with a key",
+            manifest.copy.id, plain.path
+        )));
+    }
     manifest
         .files
         .iter()
@@ -146,7 +158,10 @@ pub fn data_files(files: &[StoredFile]) -> Vec<StoredFile> {
 pub async fn open_verified(destination: &Arc<dyn Destination>, stored: &StoredFile) -> Result<ObjectStream, RepoError> {
     let raw = destination.get(&stored.key).await?;
     let name = format!("{} at {}", stored.key, destination.location());
-    let encrypted = stored.key.ends_with(crate::repo::crypt::SUFFIX);
+    let encrypted = stored
+        .key
+        .ends_with(crate::repo::crypt::SUFFIX)
+        .then_some(stored.key.as_str());
     Ok(decompress_verified(
         raw,
         name,
@@ -209,5 +224,13 @@ mod tests {
         manifest.files.push(entry(serde_json::json!({"kind": "photo"})));
         let err = files_of("app", &manifest).unwrap_err().to_string();
         assert!(err.contains("copy c1") && err.contains("photo"), "{err}");
+        // A copy taken with a key whose manifest names a file in clear: put there, refused.
+        manifest.files.pop();
+        manifest
+            .copy
+            .details
+            .insert("key_id".into(), serde_json::json!("0123456789abcdef"));
+        let err = files_of("app", &manifest).unwrap_err().to_string();
+        assert!(err.contains("data/t.zst is not encrypted"), "{err}");
     }
 }

@@ -70,14 +70,15 @@ impl CopyWriter {
         describe: impl FnOnce() -> Map<String, Value> + Send,
     ) -> Result<ManifestFile, DestinationError> {
         let compressed = codec::compress(plain);
-        let (path, stored): (String, ObjectStream) = match &self.key {
-            Some(key) => (
-                format!("{path}{}{}", codec::SUFFIX, crypt::SUFFIX),
-                Box::pin(crypt::Encrypting::new(compressed, key)),
-            ),
-            None => (format!("{path}{}", codec::SUFFIX), compressed),
+        let path = match &self.key {
+            Some(_) => format!("{path}{}{}", codec::SUFFIX, crypt::SUFFIX),
+            None => format!("{path}{}", codec::SUFFIX),
         };
         let key = format!("{}{path}", layout::copy_prefix(&self.source, &self.copy_id));
+        let stored: ObjectStream = match &self.key {
+            Some(secret) => Box::pin(crypt::Encrypting::new(compressed, secret, &key)),
+            None => compressed,
+        };
         let outcome = self.destination.put(&key, stored).await?;
         let mut details = describe();
         if self.key.is_some() {
