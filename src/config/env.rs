@@ -23,6 +23,7 @@ pub(super) const INTEGER_KEYS: &[&str] = &[
     "upload-concurrency",
     "chunk-size-mib",
     "lock-wait-seconds",
+    "compression-level",
 ];
 /// Settings whose environment value is a comma-separated list.
 pub(super) const LIST_KEYS: &[&str] = &[

@@ -101,6 +101,8 @@ pub struct SourceSettings {
     pub jobs: Option<u32>,
     /// Overrides the top-level `chunk-size-mib`.
     pub chunk_size_mib: Option<u64>,
+    /// Overrides the top-level `compression-level`.
+    pub compression_level: Option<i32>,
     /// Overrides the top-level `lock-wait-seconds`.
     pub lock_wait_seconds: Option<u64>,
     /// MySQL/MariaDB: record `CHECKSUM TABLE` of every table in the copy (a second full read).
@@ -150,6 +152,8 @@ pub struct Settings {
     pub lock_ttl_seconds: Option<u64>,
     /// Tables larger than this are read in chunks of about this size by several workers (default 128).
     pub chunk_size_mib: Option<u64>,
+    /// zstd level of stored files, 1 (default: fastest) to 19 (smallest).
+    pub compression_level: Option<i32>,
     /// How long a copy waits for a lock on a table before failing (default 30).
     pub lock_wait_seconds: Option<u64>,
     /// Prometheus text file rewritten after every run (docs/operations.md).
@@ -290,6 +294,22 @@ impl Config {
             .map_err(|(key, message)| self.invalid(key, message))?;
         if s.chunk_size_mib == Some(0) {
             return Err(self.invalid("chunk-size-mib", "expected at least 1"));
+        }
+        let levels = crate::repo::codec::ZSTD_LEVELS;
+        if let Some(level) = s.compression_level
+            && !levels.contains(&level)
+        {
+            return Err(self.invalid("compression-level", "expected a zstd level from 1 to 19"));
+        }
+        for (name, source) in &s.sources {
+            if let Some(level) = source.compression_level
+                && !levels.contains(&level)
+            {
+                return Err(self.invalid(
+                    &format!("sources.{name}.compression-level"),
+                    "expected a zstd level from 1 to 19",
+                ));
+            }
         }
         if let Some(encryption) = &s.encryption {
             encryption
@@ -530,6 +550,16 @@ impl Config {
             options.mysql.users_include_root = settings.users_include_root.unwrap_or(false);
         }
         options
+    }
+
+    /// The zstd level of `source`'s copies.
+    pub fn compression_level_of(&self, source: &str) -> i32 {
+        self.settings
+            .sources
+            .get(source)
+            .and_then(|s| s.compression_level)
+            .or(self.settings.compression_level)
+            .unwrap_or(crate::repo::codec::DEFAULT_ZSTD_LEVEL)
     }
 
     /// Above how many bytes of WAL kept by a source's slot `cairn status` warns.

@@ -240,3 +240,27 @@ fn users_are_a_source_setting_also_from_the_environment() {
     .to_string();
     assert!(err.contains("MySQL/MariaDB sources only"), "{err}");
 }
+
+#[test]
+fn the_compression_level_is_a_zstd_level_per_source_or_for_all() {
+    let config = load(
+        "compression-level = 3\n[sources.app]\nurl = \"postgres://h/db\"\n[sources.other]\nurl = \"postgres://h/db2\"\ncompression-level = 9\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.compression_level_of("app"), 3);
+    assert_eq!(config.compression_level_of("other"), 9);
+    let config = load(
+        "[sources.app]\nurl = \"postgres://h/db\"\n",
+        &[("CAIRN_COMPRESSION_LEVEL", "5")],
+    )
+    .unwrap();
+    assert_eq!(config.compression_level_of("app"), 5);
+    let config = load("[sources.app]\nurl = \"postgres://h/db\"\n", &[]).unwrap();
+    assert_eq!(
+        config.compression_level_of("app"),
+        crate::repo::codec::DEFAULT_ZSTD_LEVEL
+    );
+    let err = load("compression-level = 0\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("compression-level") && err.contains("1 to 19"), "{err}");
+}

@@ -87,6 +87,8 @@ pub struct PlannedSource {
     pub also: Vec<DestinationSpec>,
     /// The key the copies are encrypted with (`[encryption]`); `None`: not encrypted.
     pub key: Option<crate::repo::crypt::Key>,
+    /// zstd level of the copy's files (`compression-level`).
+    pub compression_level: i32,
 }
 
 /// A validated backup run: everything needed, nothing opened yet.
@@ -201,6 +203,7 @@ pub fn plan(config: &Config, request: &BackupRequest) -> Result<BackupPlan, Back
             _ => Vec::new(),
         };
         sources.push(PlannedSource {
+            compression_level: config.compression_level_of(key),
             also,
             key: config.writing_key_of(key)?,
             full_backup: config.full_backup_of(key),
@@ -463,7 +466,9 @@ pub(super) async fn run_source(
             copy: &copy_id,
             destination: &destination.location(),
         });
-        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id).with_key(item.key.clone());
+        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id)
+            .with_key(item.key.clone())
+            .with_level(item.compression_level);
         let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
             Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
                 Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
@@ -474,7 +479,9 @@ pub(super) async fn run_source(
                         gap: &gap,
                         copy: &full_id,
                     });
-                    writer = CopyWriter::new(destination.clone(), name, &full_id).with_key(item.key.clone());
+                    writer = CopyWriter::new(destination.clone(), name, &full_id)
+                        .with_key(item.key.clone())
+                        .with_level(item.compression_level);
                     (
                         CopyKind::Full,
                         None,

@@ -158,7 +158,9 @@ async fn copy_once(
         copy: &copy_id,
         destination: &fan.location(),
     });
-    let mut writer = CopyWriter::new(fan.clone(), name, &copy_id).with_key(item.key.clone());
+    let mut writer = CopyWriter::new(fan.clone(), name, &copy_id)
+        .with_key(item.key.clone())
+        .with_level(item.compression_level);
     let taken = match decision.parent.as_deref().and_then(|id| first_body.copy(id)) {
         Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
             Ok(taken) => Ok((CopyKind::Incremental, Some(parent.id.clone()), taken)),
@@ -170,7 +172,9 @@ async fn copy_once(
                     gap: &gap,
                     copy: &full_id,
                 });
-                writer = CopyWriter::new(fan.clone(), name, &full_id).with_key(item.key.clone());
+                writer = CopyWriter::new(fan.clone(), name, &full_id)
+                    .with_key(item.key.clone())
+                    .with_level(item.compression_level);
                 engine
                     .full_copy(&writer, &item.copy_options)
                     .await

@@ -14,8 +14,11 @@ use super::damage::damaged;
 pub use super::damage::{FileDamaged, damage_in};
 use crate::storage::ObjectStream;
 
-/// zstd level of stored files: fast, and most of the ratio.
-pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level of stored files unless `compression-level` says otherwise: fast, and most of the
+/// ratio (level 1 was not faster on pgbench data, and its copies 10 % larger: docs/benchmarks.md).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// The levels `compression-level` may name.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
 /// The suffix the codec adds to a stored file's name.
 pub const SUFFIX: &str = ".zst";
 const BUFFER: usize = 256 * 1024;
@@ -23,9 +26,14 @@ const BUFFER: usize = 256 * 1024;
 /// Compresses `plain` with zstd as it is read. Frames carry zstd's own content checksum, so
 /// damage is also caught by anything that only decompresses.
 pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream {
+    compress_at(plain, DEFAULT_ZSTD_LEVEL)
+}
+
+/// [`compress`] at zstd level `level`.
+pub fn compress_at<R: AsyncRead + Send + Unpin + 'static>(plain: R, level: i32) -> ObjectStream {
     Box::pin(ZstdEncoder::with_quality_and_params(
         BufReader::with_capacity(BUFFER, plain),
-        Level::Precise(ZSTD_LEVEL),
+        Level::Precise(level),
         &[async_compression::zstd::CParameter::checksum_flag(true)],
     ))
 }

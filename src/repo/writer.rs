@@ -32,6 +32,8 @@ pub struct CopyWriter {
     files: Arc<Mutex<Vec<ManifestFile>>>,
     /// The key files are encrypted with; `None`: stored compressed only.
     key: Option<crypt::Key>,
+    /// zstd level.
+    level: i32,
 }
 
 impl CopyWriter {
@@ -42,7 +44,14 @@ impl CopyWriter {
             copy_id: copy_id.to_string(),
             files: Arc::new(Mutex::new(Vec::new())),
             key: None,
+            level: codec::DEFAULT_ZSTD_LEVEL,
         }
+    }
+
+    /// Compresses at zstd level `level` (`compression-level`).
+    pub fn with_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
     }
 
     /// Whether the files are encrypted.
@@ -69,7 +78,7 @@ impl CopyWriter {
         plain: impl AsyncRead + Send + Unpin + 'static,
         describe: impl FnOnce() -> Map<String, Value> + Send,
     ) -> Result<ManifestFile, DestinationError> {
-        let compressed = codec::compress(plain);
+        let compressed = codec::compress_at(plain, self.level);
         let path = match &self.key {
             Some(_) => format!("{path}{}{}", codec::SUFFIX, crypt::SUFFIX),
             None => format!("{path}{}", codec::SUFFIX),
