@@ -6,6 +6,7 @@
 //! compare and swap, which keeps two cairn processes on this host from both winning; deleting a
 //! folder's last object removes the folder, as on S3.
 
+use md5::Digest as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -268,7 +269,7 @@ impl Destination for LocalDestination {
                 other => other,
             }
             .map_err(|e| DestinationError::io("creating", &temp, e))?;
-            let mut hasher = md5::Context::new();
+            let mut hasher = md5::Md5::new();
             let mut size = 0u64;
             let mut buffer = vec![0u8; STREAM_BUFFER];
             loop {
@@ -282,7 +283,7 @@ impl Destination for LocalDestination {
                 if filled == 0 {
                     break;
                 }
-                hasher.consume(&buffer[..filled]);
+                hasher.update(&buffer[..filled]);
                 size += filled as u64;
                 tokio::io::AsyncWriteExt::write_all(&mut file, &buffer[..filled])
                     .await
@@ -303,7 +304,7 @@ impl Destination for LocalDestination {
                 .map_err(|e| DestinationError::io("inspecting", &temp, e))?
                 .len();
             confirm_size(&self.location(), key, size, stored)?;
-            Ok((size, format!("{:x}", hasher.compute())))
+            Ok((size, format!("{:x}", hasher.finalize())))
         }
         .await;
         let (size, md5) = match result {

@@ -10,6 +10,7 @@ pub mod fan_out;
 pub mod local;
 pub mod s3;
 
+use md5::Digest as _;
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -276,7 +277,7 @@ pub fn validate_key(key: &str) -> Result<(), DestinationError> {
 
 /// MD5 as lowercase hex.
 pub fn md5_hex(data: &[u8]) -> String {
-    format!("{:x}", md5::compute(data))
+    format!("{:x}", md5::Md5::digest(data))
 }
 
 /// Where a destination URL points, before anything is opened.

@@ -1,6 +1,7 @@
 //! MySQL/MariaDB full copies against the private MariaDB: exact round trips, a copy taken under
 //! a transfer workload that must be consistent, and failures that must be clear.
 
+use md5::Digest as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -168,7 +169,7 @@ pub async fn contents_of(database: &str) -> BTreeMap<String, String> {
             .into_iter()
             .map(|row| {
                 let fields: Vec<Vec<u8>> = row.unwrap().iter().map(bytes_of).collect();
-                format!("{:x}", md5::compute(fields.join(&b"\x1f"[..])))
+                format!("{:x}", md5::Md5::digest(fields.join(&b"\x1f"[..])))
             })
             .collect();
         digests.sort();
@@ -177,7 +178,7 @@ pub async fn contents_of(database: &str) -> BTreeMap<String, String> {
             format!(
                 "{} rows, checksum {checksum:?}, rows md5 {:x}",
                 digests.len(),
-                md5::compute(digests.concat())
+                md5::Md5::digest(digests.concat())
             ),
         );
     }

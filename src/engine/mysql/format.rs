@@ -10,22 +10,41 @@ pub fn write_row<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = Option<
         }
         match field {
             None => out.extend_from_slice(b"\\N"),
-            Some(bytes) => {
-                for &b in bytes {
-                    match b {
-                        b'\\' => out.extend_from_slice(b"\\\\"),
-                        b'\t' => out.extend_from_slice(b"\\t"),
-                        b'\n' => out.extend_from_slice(b"\\n"),
-                        b'\r' => out.extend_from_slice(b"\\r"),
-                        0 => out.extend_from_slice(b"\\0"),
-                        0x1a => out.extend_from_slice(b"\\Z"),
-                        _ => out.push(b),
-                    }
-                }
-            }
+            Some(bytes) => write_escaped(out, bytes),
         }
     }
     out.push(b'\n');
+}
+
+/// The bytes `LOAD DATA` needs escaped.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'\\' as usize] = true;
+    table[b'\t' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b'\r' as usize] = true;
+    table[0] = true;
+    table[0x1a] = true;
+    table
+};
+
+/// Appends one field's bytes escaped: runs of plain bytes are copied whole, since most fields
+/// have nothing to escape (a push per byte cost a sixth of a MySQL copy's CPU).
+fn write_escaped(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    out.reserve(bytes.len());
+    while let Some(at) = bytes.iter().position(|&b| ESCAPED[b as usize]) {
+        out.extend_from_slice(&bytes[..at]);
+        out.extend_from_slice(match bytes[at] {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0 => b"\\0",
+            _ => b"\\Z",
+        });
+        bytes = &bytes[at + 1..];
+    }
+    out.extend_from_slice(bytes);
 }
 
 /// Parses rows of `LOAD DATA` text; a trailing partial row is left in `input` for the next call.

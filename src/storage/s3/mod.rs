@@ -7,6 +7,7 @@
 //! Credentials come from the destination's settings or the standard AWS chain (environment,
 //! profile, instance role) and never appear in messages.
 
+use md5::Digest as _;
 use std::fmt;
 use std::time::Duration;
 
@@ -371,8 +372,8 @@ impl Destination for S3Destination {
     async fn put(&self, key: &str, mut body: ObjectStream) -> Result<PutOutcome, DestinationError> {
         let part_size = self.options.part_size;
         let first = read_part(&mut body, part_size, key).await?;
-        let mut hasher = md5::Context::new();
-        hasher.consume(&first);
+        let mut hasher = md5::Md5::new();
+        hasher.update(&first);
         if (first.len() as u64) < part_size {
             return self.put_single(key, first, None).await;
         }
@@ -381,7 +382,7 @@ impl Destination for S3Destination {
         if second.is_empty() {
             return self.put_single(key, first, None).await;
         }
-        hasher.consume(&second);
+        hasher.update(&second);
         let size = (first.len() + second.len()) as u64;
         self.put_multipart(key, vec![first, second], body, hasher, size).await
     }

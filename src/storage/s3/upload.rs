@@ -11,13 +11,13 @@ impl S3Destination {
         condition: Option<&PutCondition>,
     ) -> Result<PutOutcome, DestinationError> {
         let full_key = self.full_key(key)?;
-        let digest = md5::compute(&data);
+        let digest = md5::Md5::digest(&data);
         let mut request = self
             .client
             .put_object()
             .bucket(&self.options.bucket)
             .key(&full_key)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
             .content_length(data.len() as i64);
         match condition {
             Some(PutCondition::CreateOnly) => request = request.if_none_match("*"),
@@ -42,7 +42,7 @@ impl S3Destination {
         key: &str,
         first_parts: Vec<Bytes>,
         mut body: ObjectStream,
-        mut hasher: md5::Context,
+        mut hasher: md5::Md5,
         mut size: u64,
     ) -> Result<PutOutcome, DestinationError> {
         let full_key = self.full_key(key)?;
@@ -74,7 +74,7 @@ impl S3Destination {
                         if part.is_empty() {
                             break;
                         }
-                        hasher.consume(&part);
+                        hasher.update(&part);
                         size += part.len() as u64;
                         part
                     }
@@ -117,7 +117,7 @@ impl S3Destination {
         match result {
             Ok(output) => Ok(PutOutcome {
                 size,
-                md5: format!("{:x}", hasher.compute()),
+                md5: format!("{:x}", hasher.finalize()),
                 etag: output.e_tag().unwrap_or_default().to_string(),
             }),
             Err(e) => {
@@ -155,7 +155,7 @@ impl S3Destination {
         part_number: i32,
         data: Bytes,
     ) -> Result<CompletedPart, DestinationError> {
-        let digest = md5::compute(&data);
+        let digest = md5::Md5::digest(&data);
         let output = self
             .client
             .upload_part()
@@ -163,7 +163,7 @@ impl S3Destination {
             .key(full_key)
             .upload_id(upload_id)
             .part_number(part_number)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest.0))
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
             .content_length(data.len() as i64)
             .body(ByteStream::from(data))
             .send()
