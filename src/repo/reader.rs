@@ -143,11 +143,27 @@ pub fn one_of(files: &[StoredFile], kind: FileKind, copy: &str) -> Result<Stored
     })
 }
 
-/// The data files, largest first.
+/// The data files in the order to load them: each table's largest file first, the tables'
+/// first files before any table's second, and largest first within each such round. Workers
+/// taking files in this order start on different tables (loads into one table contend for its
+/// extension lock, in InnoDB for its index pages too), and the big files do not come last.
 pub fn data_files(files: &[StoredFile]) -> Vec<StoredFile> {
-    let mut data: Vec<StoredFile> = files.iter().filter(|f| f.data().is_some()).cloned().collect();
-    data.sort_by_key(|f| std::cmp::Reverse(f.file.size));
-    data
+    let mut by_table: std::collections::BTreeMap<(String, String), Vec<StoredFile>> = Default::default();
+    for file in files {
+        if let Some(data) = file.data() {
+            by_table
+                .entry((data.container().to_string(), data.table.clone()))
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    let mut ranked: Vec<(usize, StoredFile)> = Vec::new();
+    for mut table in by_table.into_values() {
+        table.sort_by_key(|f| std::cmp::Reverse(f.file.size));
+        ranked.extend(table.into_iter().enumerate());
+    }
+    ranked.sort_by_key(|(round, f)| (*round, std::cmp::Reverse(f.file.size)));
+    ranked.into_iter().map(|(_, f)| f).collect()
 }
 
 /// Opens a stored file as a decompressed stream that fails, instead of ending, when its size or
@@ -232,5 +248,33 @@ mod tests {
             .insert("key_id".into(), serde_json::json!("0123456789abcdef"));
         let err = files_of("app", &manifest).unwrap_err().to_string();
         assert!(err.contains("data/t.zst is not encrypted"), "{err}");
+    }
+
+    #[test]
+    fn data_files_start_every_table_before_any_second_file_largest_first() {
+        let file = |table: &str, index: u32, size: u64| {
+            let details = serde_json::json!({"kind": "data", "database": "db", "table": table});
+            let file = ManifestFile {
+                path: format!("data/{table}/{index}.zst"),
+                size,
+                md5: "x".into(),
+                details: details.as_object().cloned().unwrap_or_default(),
+            };
+            StoredFile {
+                key: format!("{table}/{index}"),
+                kind: file.kind().unwrap(),
+                file,
+            }
+        };
+        let files = vec![
+            file("a", 0, 100),
+            file("a", 1, 90),
+            file("a", 2, 10),
+            file("b", 0, 50),
+            file("b", 1, 95),
+            file("c", 0, 5),
+        ];
+        let order: Vec<String> = data_files(&files).into_iter().map(|f| f.key).collect();
+        assert_eq!(order, ["a/0", "b/1", "c/0", "a/1", "b/0", "a/2"]);
     }
 }

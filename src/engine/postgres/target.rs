@@ -130,6 +130,38 @@ impl PostgresTarget {
     }
 }
 
+impl PostgresTarget {
+    /// Gathers the planner's statistics of every table and materialized view, largest first, one
+    /// relation per statement on `jobs` connections at once: a database-wide `ANALYZE` works
+    /// through them one by one on one core, and took a third of the index phase's time.
+    async fn analyze(&self, client: &Client, jobs: usize) -> Result<(), SourceError> {
+        let relations = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'm', 'p') \
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+                 ORDER BY pg_total_relation_size(c.oid) DESC",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error("listing the tables to analyze", e))?;
+        let entries = relations
+            .into_iter()
+            .map(|row| {
+                let (schema_name, name): (String, String) = (row.get(0), row.get(1));
+                Entry {
+                    kind: "ANALYZE".into(),
+                    sql: format!("ANALYZE {}", schema::qualified(&schema_name, &name)),
+                    name,
+                    schema: schema_name,
+                }
+            })
+            .collect();
+        self.run_entries(entries, "", jobs).await
+    }
+}
+
 /// The full copy of the chain a PostgreSQL restore takes.
 fn only_copy(input: &RestoreInput) -> Result<&crate::repo::manifest::Manifest, SourceError> {
     let full = input
@@ -543,10 +575,7 @@ impl PostgresTarget {
             .batch_execute(refresh_sql)
             .await
             .map_err(|e| self.pg.error("refreshing materialized views", e))?;
-        client
-            .batch_execute("ANALYZE")
-            .await
-            .map_err(|e| self.pg.error("analyzing", e))?;
+        self.analyze(client, jobs).await?;
         Ok((tables.len() as u64, rows, file_count))
     }
 }
