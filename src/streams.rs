@@ -79,6 +79,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counts and digests `data`, the next piece of the stream.
+    pub fn observe(&self, data: &[u8]) {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let lines = self
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update(data);
+        self.newlines.fetch_add(lines, Ordering::Relaxed);
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -112,15 +123,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &polled {
-            let new = &buf.filled()[before..];
-            self.counters.bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
-            let lines = self
-                .counters
-                .digest
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .update(new);
-            self.counters.newlines.fetch_add(lines, Ordering::Relaxed);
+            self.counters.observe(&buf.filled()[before..]);
         }
         polled
     }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::ZstdDecoder;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
 
 use super::damage::damaged;
@@ -30,7 +30,7 @@ const BUFFER: usize = 256 * 1024;
 /// faster than feeding its streaming interface the same bytes (which copies them into a ring
 /// and matches across its seam), for the same size (docs/benchmarks.md). Frames are
 /// independent, so the block also bounds what each compressor holds.
-const FRAME: usize = 2 * 1024 * 1024;
+pub const FRAME: usize = 2 * 1024 * 1024;
 /// Frames compressed at once for one file: the next block is read while the last is compressed.
 const FRAMES_IN_FLIGHT: usize = 2;
 
@@ -43,16 +43,34 @@ pub fn compress<R: AsyncRead + Send + Unpin + 'static>(plain: R) -> ObjectStream
 /// [`compress`] at zstd level `level`: a sequence of zstd frames of [`FRAME`] plain bytes each,
 /// compressed on the blocking threads so the async threads keep reading rows meanwhile.
 pub fn compress_at<R: AsyncRead + Send + Unpin + 'static>(plain: R, level: i32) -> ObjectStream {
-    // The flag: whether a frame was made. Empty input still gets one (empty) frame, since a
-    // stored file of no bytes at all would not decompress.
-    let blocks = futures::stream::try_unfold((plain, false), |(mut plain, framed)| async move {
+    let blocks = futures::stream::try_unfold(plain, |mut plain| async move {
         let mut block = vec![0u8; FRAME];
         let read = crate::streams::fill(&mut plain, &mut block).await?;
-        if read == 0 && framed {
+        if read == 0 {
             return Ok(None);
         }
         block.truncate(read);
-        Ok(Some((block, (plain, true))))
+        Ok(Some((block, plain)))
+    });
+    compress_blocks(blocks, level)
+}
+
+/// [`compress_at`] of plain data its producer already cut into blocks (of at most [`FRAME`]
+/// bytes, for the frames to stay that small): each block becomes one frame, without the copy
+/// into a reading buffer.
+pub fn compress_blocks<S>(blocks: S, level: i32) -> ObjectStream
+where
+    S: futures::Stream<Item = io::Result<Vec<u8>>> + Send + 'static,
+{
+    // Empty input still gets one (empty) frame: a stored file of no bytes would not decompress.
+    // The state: the blocks still to read (none once they ended), and whether a frame was made.
+    let blocks = futures::stream::unfold((Some(Box::pin(blocks)), false), |(blocks, framed)| async move {
+        let mut blocks = blocks?;
+        match blocks.next().await {
+            Some(block) => Some((block, (Some(blocks), true))),
+            None if !framed => Some((Ok(Vec::new()), (None, true))),
+            None => None,
+        }
     });
     let frames = blocks
         .map_ok(move |block| async move {
@@ -279,6 +297,22 @@ mod tests {
             .await
             .unwrap();
             assert!(back == data, "{len} bytes round trip");
+        }
+        // Blocks a producer cut: each its own frame, and no blocks still make one frame.
+        for blocks in [vec![], vec![b"a\n".to_vec(), b"b\n".to_vec(), vec![b'c'; FRAME]]] {
+            let data = blocks.concat();
+            let stream = futures::stream::iter(blocks.into_iter().map(Ok));
+            let mut compressed = Vec::new();
+            compress_blocks(stream, DEFAULT_ZSTD_LEVEL)
+                .read_to_end(&mut compressed)
+                .await
+                .unwrap();
+            let mut back = Vec::new();
+            decompress(std::io::Cursor::new(compressed))
+                .read_to_end(&mut back)
+                .await
+                .unwrap();
+            assert!(back == data, "{} bytes of blocks round trip", data.len());
         }
     }
 

@@ -78,7 +78,31 @@ impl CopyWriter {
         plain: impl AsyncRead + Send + Unpin + 'static,
         describe: impl FnOnce() -> Map<String, Value> + Send,
     ) -> Result<ManifestFile, DestinationError> {
-        let compressed = codec::compress_at(plain, self.level);
+        self.put_compressed(path, codec::compress_at(plain, self.level), describe)
+            .await
+    }
+
+    /// [`CopyWriter::put_file`] of plain data its producer cut into blocks of at most
+    /// [`codec::FRAME`] bytes (one zstd frame each, no copy on the way).
+    ///
+    /// # Errors
+    /// Destination errors.
+    pub async fn put_blocks(
+        &self,
+        path: &str,
+        blocks: impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+        describe: impl FnOnce() -> Map<String, Value> + Send,
+    ) -> Result<ManifestFile, DestinationError> {
+        self.put_compressed(path, codec::compress_blocks(blocks, self.level), describe)
+            .await
+    }
+
+    async fn put_compressed(
+        &self,
+        path: &str,
+        compressed: ObjectStream,
+        describe: impl FnOnce() -> Map<String, Value> + Send,
+    ) -> Result<ManifestFile, DestinationError> {
         let path = match &self.key {
             Some(_) => format!("{path}{}{}", codec::SUFFIX, crypt::SUFFIX),
             None => format!("{path}{}", codec::SUFFIX),

@@ -25,7 +25,8 @@ impl MysqlSource {
         let (mut rows, mut bytes) = (0u64, 0u64);
         while let Some(chunk) = queue.next() {
             let doing = format!("reading {} (chunk {})", chunk.table.qualified(), chunk.index);
-            let (pipe_writer, pipe_reader) = tokio::io::duplex(ROW_BLOCK * 2);
+            // Blocks of formatted rows go to the compressor as they are, one zstd frame each.
+            let (blocks, formatted) = tokio::sync::mpsc::channel(1);
             let counters = Counters::default();
             let path = format!(
                 "data/{}/{:05}.tsv",
@@ -39,7 +40,7 @@ impl MysqlSource {
             let table = chunk.table.clone();
             let condition = chunk.condition.clone();
             let counted = counters.clone();
-            let upload = writer.put_file(&path, Counting::new(pipe_reader, counters.clone()), move || {
+            let upload = writer.put_blocks(&path, tokio_stream_of(formatted), move || {
                 stored::data_details(
                     ("database", &table.database),
                     &table.name,
@@ -48,7 +49,11 @@ impl MysqlSource {
                     condition,
                 )
             });
-            let read = read_rows(my, &mut conn, &chunk, pipe_writer, &doing);
+            let sink = FrameSink {
+                blocks,
+                counters: counters.clone(),
+            };
+            let read = read_rows(my, &mut conn, &chunk, sink, &doing);
             let (uploaded, read) = tokio::join!(upload, read);
             read?;
             uploaded?;
@@ -99,19 +104,80 @@ pub(super) struct Checksums {
     pub(super) values: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
-/// Streams a chunk's rows, formatted, into `out`; closes it at the end.
-pub(super) async fn read_rows(
+/// Where a reader's formatted rows go, a block at a time.
+pub(super) trait RowSink {
+    /// Bytes of rows gathered before a block is handed on.
+    const BLOCK: usize;
+    /// Hands `block` on; returns an empty buffer for the next block.
+    async fn put(&mut self, block: Vec<u8>) -> std::io::Result<Vec<u8>>;
+    /// Ends the stream.
+    async fn finish(self) -> std::io::Result<()>;
+}
+
+/// Rows written into a pipe, in blocks of [`ROW_BLOCK`].
+impl RowSink for tokio::io::DuplexStream {
+    const BLOCK: usize = ROW_BLOCK;
+
+    async fn put(&mut self, mut block: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.write_all(&block).await?;
+        block.clear();
+        Ok(block)
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        self.shutdown().await
+    }
+}
+
+/// Rows handed to the copy writer's compressor a frame at a time, counted and digested on the
+/// way: no pipe between the reader and the compressor, so the rows are not copied again.
+pub(super) struct FrameSink {
+    blocks: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    counters: Counters,
+}
+
+impl RowSink for FrameSink {
+    const BLOCK: usize = crate::repo::codec::FRAME;
+
+    async fn put(&mut self, block: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.counters.observe(&block);
+        self.blocks
+            .send(Ok(block))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the copy writer stopped reading"))?;
+        Ok(Vec::with_capacity(Self::BLOCK + 4096))
+    }
+
+    async fn finish(self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The blocks a [`FrameSink`] sends, as a stream.
+fn tokio_stream_of(
+    mut blocks: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| blocks.poll_recv(cx))
+}
+
+/// Streams a chunk's rows, formatted, into `out`; ends it at the end.
+pub(super) async fn read_rows<S: RowSink>(
     my: &My,
     conn: &mut Conn,
     chunk: &inventory::Chunk,
-    mut out: tokio::io::DuplexStream,
+    mut out: S,
     doing: &str,
 ) -> Result<(), SourceError> {
+    let stopped = |e: std::io::Error| SourceError::Database {
+        database: my.name.clone(),
+        doing: doing.to_string(),
+        detail: format!("the upload stopped: {e}"),
+    };
     let mut result = conn
         .query_iter(chunk.select_sql())
         .await
         .map_err(|e| my.error(doing, e))?;
-    let mut block = Vec::with_capacity(ROW_BLOCK + 4096);
+    let mut block = Vec::with_capacity(S::BLOCK + 4096);
     let no_columns = chunk.table.columns.is_empty();
     while let Some(row) = result.next().await.map_err(|e| my.error(doing, e))? {
         let values = row.unwrap();
@@ -128,20 +194,13 @@ pub(super) async fn read_rows(
                 }),
             );
         }
-        if block.len() >= ROW_BLOCK {
-            out.write_all(&block).await.map_err(|e| SourceError::Database {
-                database: my.name.clone(),
-                doing: doing.to_string(),
-                detail: format!("the upload stopped: {e}"),
-            })?;
-            block.clear();
+        if block.len() >= S::BLOCK {
+            block = out.put(block).await.map_err(stopped)?;
         }
     }
-    out.write_all(&block).await.map_err(|e| SourceError::Database {
-        database: my.name.clone(),
-        doing: doing.to_string(),
-        detail: format!("the upload stopped: {e}"),
-    })?;
-    out.shutdown().await.ok();
+    if !block.is_empty() {
+        out.put(block).await.map_err(stopped)?;
+    }
+    out.finish().await.map_err(stopped)?;
     Ok(())
 }

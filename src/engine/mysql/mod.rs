@@ -54,7 +54,7 @@ use crate::repo::reader as stored;
 use crate::repo::status::{LogPosition, LogRange, ServerIdentity};
 use crate::repo::writer::CopyWriter;
 use crate::retry::Retry;
-use crate::streams::{Counters, Counting};
+use crate::streams::Counters;
 
 pub use connection::My;
 pub use target::MysqlTarget;
