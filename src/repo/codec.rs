@@ -55,9 +55,10 @@ pub fn compress_at<R: AsyncRead + Send + Unpin + 'static>(plain: R, level: i32) 
     compress_blocks(blocks, level)
 }
 
-/// [`compress_at`] of plain data its producer already cut into blocks (of at most [`FRAME`]
-/// bytes, for the frames to stay that small): each block becomes one frame, without the copy
-/// into a reading buffer.
+/// [`compress_at`] of plain data its producer already cut into blocks (of about [`FRAME`] bytes:
+/// a block is one frame, held whole with its compressed form while it is compressed; a producer
+/// ends a block after the row that reaches the size, so one huge row makes one large frame).
+/// Saves the copy into a reading buffer.
 pub fn compress_blocks<S>(blocks: S, level: i32) -> ObjectStream
 where
     S: futures::Stream<Item = io::Result<Vec<u8>>> + Send + 'static,

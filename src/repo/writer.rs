@@ -82,7 +82,7 @@ impl CopyWriter {
             .await
     }
 
-    /// [`CopyWriter::put_file`] of plain data its producer cut into blocks of at most
+    /// [`CopyWriter::put_file`] of plain data its producer cut into blocks of about
     /// [`codec::FRAME`] bytes (one zstd frame each, no copy on the way).
     ///
     /// # Errors

@@ -1,6 +1,8 @@
 //! The data of a full copy: workers that each take the next chunk of a table, read its rows in
 //! the snapshot and stream them, formatted, to the copy; and table checksums on request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::*;
 
 /// Bytes of formatted rows a worker gathers before handing them to the copy writer.
@@ -40,7 +42,8 @@ impl MysqlSource {
             let table = chunk.table.clone();
             let condition = chunk.condition.clone();
             let counted = counters.clone();
-            let upload = writer.put_blocks(&path, tokio_stream_of(formatted), move || {
+            let ended = Arc::new(SinkEnd::default());
+            let upload = writer.put_blocks(&path, frames_of(formatted, ended.clone()), move || {
                 stored::data_details(
                     ("database", &table.database),
                     &table.name,
@@ -52,11 +55,18 @@ impl MysqlSource {
             let sink = FrameSink {
                 blocks,
                 counters: counters.clone(),
+                ended: ended.clone(),
             };
             let read = read_rows(my, &mut conn, &chunk, sink, &doing);
             let (uploaded, read) = tokio::join!(upload, read);
-            read?;
-            uploaded?;
+            match (read, uploaded) {
+                (Ok(()), uploaded) => {
+                    uploaded?;
+                }
+                // The upload failed first and the reader only found it gone: its cause is the one.
+                (Err(_), Err(upload)) if ended.upload_stopped.load(Ordering::SeqCst) => return Err(upload.into()),
+                (Err(read), _) => return Err(read),
+            }
             rows += counters.newlines();
             bytes += counters.bytes();
             progress.done(counters.bytes());
@@ -134,6 +144,16 @@ impl RowSink for tokio::io::DuplexStream {
 pub(super) struct FrameSink {
     blocks: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
     counters: Counters,
+    ended: Arc<SinkEnd>,
+}
+
+/// How a [`FrameSink`]'s stream ended, told to both sides.
+#[derive(Debug, Default)]
+pub(super) struct SinkEnd {
+    /// The reader reached the end of the rows: a stream that closes without it was cut short.
+    finished: AtomicBool,
+    /// The upload stopped taking blocks before the reader was done.
+    upload_stopped: AtomicBool,
 }
 
 impl RowSink for FrameSink {
@@ -141,23 +161,39 @@ impl RowSink for FrameSink {
 
     async fn put(&mut self, block: Vec<u8>) -> std::io::Result<Vec<u8>> {
         self.counters.observe(&block);
-        self.blocks
-            .send(Ok(block))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the copy writer stopped reading"))?;
+        if self.blocks.send(Ok(block)).await.is_err() {
+            self.ended.upload_stopped.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the copy writer stopped reading",
+            ));
+        }
         Ok(Vec::with_capacity(Self::BLOCK + 4096))
     }
 
     async fn finish(self) -> std::io::Result<()> {
+        self.ended.finished.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
 
-/// The blocks a [`FrameSink`] sends, as a stream.
-fn tokio_stream_of(
+/// The blocks a [`FrameSink`] sends, as a stream that fails instead of ending when the reader
+/// stopped before the end of the rows, so a cut-short chunk is never stored as a whole file.
+fn frames_of(
     mut blocks: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    ended: Arc<SinkEnd>,
 ) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| blocks.poll_recv(cx))
+    let mut failed = false;
+    futures::stream::poll_fn(move |cx| match blocks.poll_recv(cx) {
+        std::task::Poll::Ready(None) if !failed && !ended.finished.load(Ordering::SeqCst) => {
+            failed = true;
+            std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "reading the rows stopped before their end",
+            ))))
+        }
+        other => other,
+    })
 }
 
 /// Streams a chunk's rows, formatted, into `out`; ends it at the end.
@@ -203,4 +239,50 @@ pub(super) async fn read_rows<S: RowSink>(
     }
     out.finish().await.map_err(stopped)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn sink() -> (FrameSink, impl futures::Stream<Item = std::io::Result<Vec<u8>>>) {
+        let (blocks, formatted) = tokio::sync::mpsc::channel(1);
+        let ended = Arc::new(SinkEnd::default());
+        let stream = frames_of(formatted, ended.clone());
+        let sink = FrameSink {
+            blocks,
+            counters: Counters::default(),
+            ended,
+        };
+        (sink, stream)
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_before_the_end_fails_the_stream_instead_of_ending_it() {
+        let (mut cut, stream) = sink();
+        let collected = tokio::spawn(stream.collect::<Vec<_>>());
+        cut.put(b"1\ta\n".to_vec()).await.unwrap();
+        drop(cut);
+        let items = collected.await.unwrap();
+        assert_eq!(items.len(), 2, "the block, then the error");
+        assert_eq!(items[0].as_ref().unwrap(), b"1\ta\n");
+        assert_eq!(items[1].as_ref().unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+
+        let (mut whole, stream) = sink();
+        let collected = tokio::spawn(stream.collect::<Vec<_>>());
+        whole.put(b"1\ta\n".to_vec()).await.unwrap();
+        whole.finish().await.unwrap();
+        let items = collected.await.unwrap();
+        assert_eq!(items.len(), 1, "a finished reader ends the stream cleanly");
+
+        let (mut orphan, stream) = sink();
+        let ended = orphan.ended.clone();
+        drop(stream);
+        assert!(orphan.put(b"x\n".to_vec()).await.is_err());
+        assert!(
+            ended.upload_stopped.load(Ordering::SeqCst),
+            "the upload is named as the cause"
+        );
+    }
 }

@@ -120,13 +120,21 @@ impl PostgresTarget {
                     client
                         .batch_execute(&entry.sql)
                         .await
-                        .map_err(|e| this.pg.error(&format!("creating {} {}", entry.kind, entry.name), e))?;
+                        .map_err(|e| this.pg.error(&entry_doing(&entry), e))?;
                 }
                 Ok::<(), SourceError>(())
             }
         })
         .await?;
         Ok(())
+    }
+}
+
+/// What running a post-data entry is, for its error.
+fn entry_doing(entry: &Entry) -> String {
+    match entry.kind.as_str() {
+        "ANALYZE" => format!("analyzing {}", schema::qualified(&entry.schema, &entry.name)),
+        kind => format!("creating {kind} {}", entry.name),
     }
 }
 
@@ -137,11 +145,14 @@ impl PostgresTarget {
     async fn analyze(&self, client: &Client, jobs: usize) -> Result<(), SourceError> {
         let relations = client
             .query(
+                // Partitions are left to their partitioned table, whose ANALYZE also analyzes
+                // each of them (and which has no size of its own: it goes first). Other
+                // sessions' temporary tables are not the restore's.
                 "SELECT n.nspname::text, c.relname::text FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'm', 'p') \
+                 WHERE c.relkind IN ('r', 'm', 'p') AND NOT c.relispartition AND c.relpersistence <> 't' \
                  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-                 ORDER BY pg_total_relation_size(c.oid) DESC",
+                 ORDER BY c.relkind = 'p' DESC, pg_total_relation_size(c.oid) DESC",
                 &[],
             )
             .await
