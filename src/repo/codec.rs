@@ -285,7 +285,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(!compressed.is_empty(), "{len} bytes: at least one frame");
-            let md5 = format!("{:x}", md5::Md5::digest(&compressed));
+            let md5 = crate::storage::md5_hex(&compressed);
             let mut back = Vec::new();
             decompress_verified(
                 std::io::Cursor::new(compressed.clone()),
@@ -320,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn verified_readers_fail_at_the_end_of_bad_data() {
         let data = b"some stored bytes".to_vec();
-        let md5 = format!("{:x}", md5::Md5::digest(&data));
+        let md5 = crate::storage::md5_hex(&data);
         let mut out = Vec::new();
         Verified::new(std::io::Cursor::new(data.clone()), "f", &md5, data.len() as u64)
             .read_to_end(&mut out)
@@ -335,7 +335,7 @@ mod tests {
             .read_to_end(&mut compressed)
             .await
             .unwrap();
-        let good_md5 = format!("{:x}", md5::Md5::digest(&compressed));
+        let good_md5 = crate::storage::md5_hex(&compressed);
         let mut tail_damaged = compressed.clone();
         tail_damaged.push(0);
         let err = decompress_verified(

@@ -6,7 +6,6 @@
 //! The file on disk is pretty-printed for people; the canonical form is recomputed when read, so
 //! formatting never matters but any change of content does.
 
-use md5::Digest as _;
 use serde_json::{Map, Value};
 
 /// Why an envelope could not be opened.
@@ -62,7 +61,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 fn checksum_of(members: &Map<String, Value>) -> String {
     let mut without = members.clone();
     without.remove("md5");
-    format!("{:x}", md5::Md5::digest(canonical(&Value::Object(without))))
+    crate::storage::md5_hex(canonical(&Value::Object(without)).as_bytes())
 }
 
 /// Adds `format`, `version` and the `md5` to `members` and renders the file's bytes.

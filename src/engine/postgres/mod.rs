@@ -17,6 +17,7 @@ mod handover;
 mod inventory;
 mod load;
 pub mod pgoutput;
+mod post_data;
 mod read;
 mod replay;
 pub(crate) mod replica_row;
@@ -179,7 +180,7 @@ impl Pg {
             if let Some(source) = std::error::Error::source(&error) {
                 detail = format!("{detail}: {source}");
             }
-            if tls_failed(&error) {
+            if tls::tls_failed(&error) {
                 return SourceError::Tls { database, detail };
             }
             let from_network = std::iter::successors(std::error::Error::source(&error), |e| e.source())
@@ -300,24 +301,6 @@ async fn put_sql(writer: &CopyWriter, path: &str, kind: FileKind, sql: String) -
         )
         .await?;
     Ok(())
-}
-
-/// Whether a connection failed in TLS: a rustls error (a certificate not trusted, a name that
-/// does not match) anywhere in its causes, inside I/O errors too.
-fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if error.is::<rustls::Error>() || error.is::<rustls::pki_types::InvalidDnsNameError>() {
-            return true;
-        }
-        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
-            && tls_failed(inner)
-        {
-            return true;
-        }
-        next = error.source();
-    }
-    false
 }
 
 #[async_trait]

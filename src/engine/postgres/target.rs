@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-use super::schema::{self, Entry};
+use super::schema;
 use super::{Pg, quote_ident};
 use crate::engine::pool::{self, Queue};
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
@@ -94,82 +94,6 @@ impl PostgresTarget {
             .map_err(|e| self.pg.error("dropping the target's contents (--clean)", e))?;
         tracing::warn!("--clean: dropped the contents of {}", self.pg.name);
         Ok(())
-    }
-
-    /// Runs entries on `jobs` connections at once, each first applying pg_dump's session settings.
-    pub(super) async fn run_entries(
-        &self,
-        entries: Vec<Entry>,
-        preamble: &str,
-        jobs: usize,
-    ) -> Result<(), SourceError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let queue = Queue::new(entries);
-        let workers = jobs.max(1).min(queue.len());
-        pool::run("creating post-data objects", 0..workers, |_| {
-            let (this, queue, preamble) = (self.clone(), queue.clone(), preamble.to_string());
-            async move {
-                let client = this.pg.connect("restore post-data").await?;
-                client
-                    .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
-                    .await
-                    .map_err(|e| this.pg.error("preparing a post-data session", e))?;
-                while let Some(entry) = queue.next() {
-                    client
-                        .batch_execute(&entry.sql)
-                        .await
-                        .map_err(|e| this.pg.error(&entry_doing(&entry), e))?;
-                }
-                Ok::<(), SourceError>(())
-            }
-        })
-        .await?;
-        Ok(())
-    }
-}
-
-/// What running a post-data entry is, for its error.
-fn entry_doing(entry: &Entry) -> String {
-    match entry.kind.as_str() {
-        "ANALYZE" => format!("analyzing {}", schema::qualified(&entry.schema, &entry.name)),
-        kind => format!("creating {kind} {}", entry.name),
-    }
-}
-
-impl PostgresTarget {
-    /// Gathers the planner's statistics of every table and materialized view, largest first, one
-    /// relation per statement on `jobs` connections at once: a database-wide `ANALYZE` works
-    /// through them one by one on one core, and took a third of the index phase's time.
-    async fn analyze(&self, client: &Client, jobs: usize) -> Result<(), SourceError> {
-        let relations = client
-            .query(
-                // Partitions are left to their partitioned table, whose ANALYZE also analyzes
-                // each of them (and which has no size of its own: it goes first). Other
-                // sessions' temporary tables are not the restore's.
-                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'm', 'p') AND NOT c.relispartition AND c.relpersistence <> 't' \
-                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-                 ORDER BY c.relkind = 'p' DESC, pg_total_relation_size(c.oid) DESC",
-                &[],
-            )
-            .await
-            .map_err(|e| self.pg.error("listing the tables to analyze", e))?;
-        let entries = relations
-            .into_iter()
-            .map(|row| {
-                let (schema_name, name): (String, String) = (row.get(0), row.get(1));
-                Entry {
-                    kind: "ANALYZE".into(),
-                    sql: format!("ANALYZE {}", schema::qualified(&schema_name, &name)),
-                    name,
-                    schema: schema_name,
-                }
-            })
-            .collect();
-        self.run_entries(entries, "", jobs).await
     }
 }
 

@@ -231,6 +231,24 @@ impl ServerCertVerifier for Unverified {
     }
 }
 
+/// Whether a connection failed in TLS: a rustls error (a certificate not trusted, a name that
+/// does not match) anywhere in its causes, inside I/O errors too.
+pub(super) fn tls_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<rustls::Error>() || error.is::<rustls::pki_types::InvalidDnsNameError>() {
+            return true;
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && tls_failed(inner)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

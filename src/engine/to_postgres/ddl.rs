@@ -6,7 +6,6 @@ use super::mysql_ddl::{IndexKind, MyColumn, MyTable};
 use super::types::{Kind, Mapped, enum_values, map_type, mysql_string};
 use super::values::{Charset, ColumnRule};
 use crate::engine::postgres::{quote_ident, quote_literal};
-use md5::Digest as _;
 
 /// One column as the load and the applier convert its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +343,7 @@ fn fit(name: &str, seed: &str) -> String {
     if name.len() <= 63 {
         return name.to_string();
     }
-    let digest = format!("{:x}", md5::Md5::digest(seed.as_bytes()));
+    let digest = crate::storage::md5_hex(seed.as_bytes());
     let mut cut = 54;
     while !name.is_char_boundary(cut) {
         cut -= 1;
