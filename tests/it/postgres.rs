@@ -218,6 +218,28 @@ async fn a_full_copy_restores_identically_from_a_local_directory() {
         .unwrap()
         .get(0);
     assert_eq!(owner, "cairn_fixture_owner");
+    // Statistics were gathered: every table and materialized view that holds rows has some
+    // (partitions through their partitioned table).
+    let unanalyzed = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm') AND c.relispopulated \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+             AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid)",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in unanalyzed {
+        let relation: String = row.get(0);
+        let holds_rows: bool = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {relation})"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!holds_rows, "{relation} holds rows but has no statistics");
+    }
 }
 
 #[tokio::test]
