@@ -1,5 +1,6 @@
 //! Loading a PostgreSQL copy's data files: workers that each stream the next file into COPY,
-//! with the file's MD5 checked while it streams and its row count compared with the manifest's.
+//! with the file's MD5 checked while it streams and its row count compared with the manifest's
+//! (and, in a whole restore, build each table's indexes once its rows are in).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use futures::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 
+use super::schedule::{Schedule, Work};
 use super::target::PostgresTarget;
 use super::{quote_ident, schema};
 use crate::engine::SourceError;
@@ -35,40 +37,91 @@ impl PostgresTarget {
         progress: Arc<Progress>,
         into: Option<String>,
     ) -> Result<u64, SourceError> {
+        let client = self.loader().await?;
+        let mut total = 0;
+        while let Some(stored) = queue.next() {
+            total += self
+                .load_stored(&client, &destination, &stored, into.as_deref())
+                .await?;
+            progress.done(stored.file.size);
+        }
+        Ok(total)
+    }
+
+    /// A worker of a whole restore's data phase: takes data files and, once a table's rows are
+    /// all in, its indexes and keys, as `schedule` hands them out (on a second connection with
+    /// pg_dump's settings, `preamble`, opened for the first); returns the rows it loaded.
+    pub(super) async fn scheduled_worker(
+        &self,
+        destination: Arc<dyn Destination>,
+        schedule: Schedule,
+        progress: Arc<Progress>,
+        preamble: String,
+    ) -> Result<u64, SourceError> {
+        let client = self.loader().await?;
+        let mut post_data: Option<Client> = None;
+        let (mut total, mut last) = (0, None);
+        while let Some(work) = schedule.next(last).await {
+            match work {
+                Work::Load { table, file } => {
+                    total += self.load_stored(&client, &destination, &file, None).await?;
+                    progress.done(file.file.size);
+                    schedule.loaded(table);
+                    last = Some(table);
+                }
+                Work::Build(entry) => {
+                    if post_data.is_none() {
+                        post_data = Some(self.post_data_session(&preamble).await?);
+                    }
+                    let session = post_data.as_ref().expect("opened just above");
+                    self.run_entry(session, &entry).await?;
+                    schedule.built();
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// A connection for loading files.
+    async fn loader(&self) -> Result<Client, SourceError> {
         let client = self.pg.connect("restore worker").await?;
         // Each file is one transaction; losing the last ones to a crash only means restoring again.
         client
             .batch_execute("SET synchronous_commit = off; SET statement_timeout = 0")
             .await
             .map_err(|e| self.pg.error("preparing a loader", e))?;
-        let mut total = 0;
-        while let Some(stored) = queue.next() {
-            let Some(data) = stored.data() else {
-                return Err(SourceError::Damaged(format!(
-                    "{}: the manifest does not describe it as a data file",
-                    stored.key
-                )));
-            };
-            // `--into-schema` moves the table; else it goes where the copy had it.
-            let (schema_name, table_name) = (into.as_deref().unwrap_or(data.container()), data.table.as_str());
-            let table = schema::qualified(schema_name, table_name);
-            let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
-            let column_list = if columns.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " ({})",
-                    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
-                )
-            };
-            let doing = format!("loading {table} from {}", stored.key);
-            let rows = self
-                .load_file(&client, &destination, &stored, &table, &column_list, &doing)
-                .await?;
-            total += rows;
-            progress.done(stored.file.size);
-        }
-        Ok(total)
+        Ok(client)
+    }
+
+    /// Loads one data file into its table (in schema `into` when given); returns its rows.
+    async fn load_stored(
+        &self,
+        client: &Client,
+        destination: &Arc<dyn Destination>,
+        stored: &StoredFile,
+        into: Option<&str>,
+    ) -> Result<u64, SourceError> {
+        let Some(data) = stored.data() else {
+            return Err(SourceError::Damaged(format!(
+                "{}: the manifest does not describe it as a data file",
+                stored.key
+            )));
+        };
+        // `--into-schema` moves the table; else it goes where the copy had it.
+        let (schema_name, table_name) = (into.unwrap_or(data.container()), data.table.as_str());
+        let table = schema::qualified(schema_name, table_name);
+        let columns: Vec<String> = serde_json::from_value(data.columns.clone()).unwrap_or_default();
+        let column_list = if columns.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let doing = format!("loading {table} from {}", stored.key);
+        self.load_file(client, destination, stored, &table, &column_list, &doing)
+            .await
     }
 
     /// Loads one file in one transaction. When the COPY fails, the rest of the file is read to

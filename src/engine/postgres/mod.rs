@@ -22,6 +22,7 @@ mod read;
 mod replay;
 pub(crate) mod replica_row;
 mod row_sql;
+mod schedule;
 mod schema;
 mod selective;
 mod slot;

@@ -25,22 +25,33 @@ impl PostgresTarget {
         pool::run("creating post-data objects", 0..workers, |_| {
             let (this, queue, preamble) = (self.clone(), queue.clone(), preamble.to_string());
             async move {
-                let client = this.pg.connect("restore post-data").await?;
-                client
-                    .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
-                    .await
-                    .map_err(|e| this.pg.error("preparing a post-data session", e))?;
+                let client = this.post_data_session(&preamble).await?;
                 while let Some(entry) = queue.next() {
-                    client
-                        .batch_execute(&entry.sql)
-                        .await
-                        .map_err(|e| this.pg.error(&entry_doing(&entry), e))?;
+                    this.run_entry(&client, &entry).await?;
                 }
                 Ok::<(), SourceError>(())
             }
         })
         .await?;
         Ok(())
+    }
+
+    /// A connection for post-data entries, with pg_dump's session settings (`preamble`) applied.
+    pub(super) async fn post_data_session(&self, preamble: &str) -> Result<Client, SourceError> {
+        let client = self.pg.connect("restore post-data").await?;
+        client
+            .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
+            .await
+            .map_err(|e| self.pg.error("preparing a post-data session", e))?;
+        Ok(client)
+    }
+
+    /// Runs one post-data entry on a [`PostgresTarget::post_data_session`].
+    pub(super) async fn run_entry(&self, client: &Client, entry: &Entry) -> Result<(), SourceError> {
+        client
+            .batch_execute(&entry.sql)
+            .await
+            .map_err(|e| self.pg.error(&entry_doing(entry), e))
     }
 }
 

@@ -53,7 +53,7 @@ fn table_after(sql: &str, markers: &[&str]) -> Option<Key> {
 }
 
 /// The table an entry belongs to, if it belongs to one.
-fn entry_table(entry: &Entry) -> Option<Key> {
+pub(super) fn entry_table(entry: &Entry) -> Option<Key> {
     let sql = entry.sql.as_str();
     match entry.kind.as_str() {
         "TABLE" => table_after(sql, &["CREATE TABLE ", "CREATE UNLOGGED TABLE "]),

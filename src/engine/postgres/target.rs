@@ -8,9 +8,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
+use super::schedule::Schedule;
 use super::schema;
 use super::{Pg, quote_ident};
-use crate::engine::pool::{self, Queue};
+use crate::engine::pool;
 use crate::engine::{RestoreInput, RestoreReport, SourceError, SourceUrl, TableDigest, TableToDigest, Target};
 use crate::progress::Progress;
 use crate::repo::file_kind::FileKind;
@@ -479,27 +480,34 @@ impl PostgresTarget {
             crate::text::count(tables.len() as u64, "table"),
             crate::text::count(input.jobs, "job")
         );
-        let queue = Queue::new(data);
-        let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
-        let _reporter = progress.report_every(super::PROGRESS_EVERY);
-        let rows: u64 = pool::run("loading data", 0..input.jobs.max(1), |_| {
-            let (this, destination, queue, progress) =
-                (self.clone(), destination.clone(), queue.clone(), progress.clone());
-            async move { this.load_worker(destination, queue, progress, None).await }
-        })
-        .await?
-        .into_iter()
-        .sum();
-
-        tracing::info!("restoring copy {copy}: indexes, constraints, triggers");
         let publication = match &input.manifests[0].copy.log_range.end {
             LogPosition::Postgres { slot, .. } => slot.as_deref(),
             LogPosition::Mysql { .. } => None,
         };
         let script = schema::without_cairn_objects(schema::split(post_sql), publication);
         let [keys, foreign, rest] = schema::post_data_phases(&script);
-        let jobs = input.jobs as usize;
-        self.run_entries(keys, &script.preamble, jobs).await?;
+        let jobs = input.jobs.max(1) as usize;
+        // Each table's indexes and keys are built as soon as its rows are in, beside other
+        // tables' loads (schedule.rs); what belongs to no loaded table comes after.
+        let (schedule, later) = Schedule::new(data, keys, jobs);
+        let progress = Progress::new(format!("restore of {copy}: data files (stored size)"), file_count);
+        let _reporter = progress.report_every(super::PROGRESS_EVERY);
+        let rows: u64 = pool::run("loading data", 0..jobs, |_| {
+            let (this, destination, schedule, progress, preamble) = (
+                self.clone(),
+                destination.clone(),
+                schedule.clone(),
+                progress.clone(),
+                script.preamble.clone(),
+            );
+            async move { this.scheduled_worker(destination, schedule, progress, preamble).await }
+        })
+        .await?
+        .into_iter()
+        .sum();
+
+        tracing::info!("restoring copy {copy}: foreign keys, triggers and the rest of the post-data");
+        self.run_entries(later, &script.preamble, jobs).await?;
         self.run_entries(foreign, &script.preamble, jobs).await?;
         self.run_entries(rest, &script.preamble, 1).await?;
         client
