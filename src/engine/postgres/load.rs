@@ -49,8 +49,11 @@ impl PostgresTarget {
     }
 
     /// A worker of a whole restore's data phase: takes data files and, once a table's rows are
-    /// all in, its indexes and keys, as `schedule` hands them out (on a second connection with
-    /// pg_dump's settings, `preamble`, opened for the first); returns the rows it loaded.
+    /// all in, its indexes and keys, as `schedule` hands them out; returns the rows it loaded.
+    ///
+    /// Builds run on the loading connection (no second connection per worker), after pg_dump's
+    /// session settings (`preamble`) are applied to it at the first: pg_restore loads its data
+    /// under the same settings, and the statements of later loads name everything in full.
     pub(super) async fn scheduled_worker(
         &self,
         destination: Arc<dyn Destination>,
@@ -59,7 +62,7 @@ impl PostgresTarget {
         preamble: String,
     ) -> Result<u64, SourceError> {
         let client = self.loader().await?;
-        let mut post_data: Option<Client> = None;
+        let mut prepared = false;
         let (mut total, mut last) = (0, None);
         while let Some(work) = schedule.next(last).await {
             match work {
@@ -69,13 +72,16 @@ impl PostgresTarget {
                     schedule.loaded(table);
                     last = Some(table);
                 }
-                Work::Build(entry) => {
-                    if post_data.is_none() {
-                        post_data = Some(self.post_data_session(&preamble).await?);
+                Work::Build { table, entry } => {
+                    if !prepared {
+                        client
+                            .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
+                            .await
+                            .map_err(|e| self.pg.error("preparing a post-data session", e))?;
+                        prepared = true;
                     }
-                    let session = post_data.as_ref().expect("opened just above");
-                    self.run_entry(session, &entry).await?;
-                    schedule.built();
+                    self.run_entry(&client, &entry).await?;
+                    schedule.built(table);
                 }
             }
         }
@@ -145,18 +151,17 @@ impl PostgresTarget {
             .await
             .map_err(|e| self.pg.error(doing, e))?;
         let mut sink = Box::pin(sink);
-        let mut buffer = vec![0u8; COPY_BLOCK];
         let pumped = loop {
-            match crate::streams::fill(&mut reader, &mut buffer).await {
+            match next_block(&mut reader).await {
                 Err(damage) => break Pumped::Damaged(damage),
-                Ok(0) => {
+                Ok(block) if block.is_empty() => {
                     break match sink.as_mut().finish().await {
                         Ok(rows) => Pumped::Done(rows),
                         Err(e) => Pumped::Refused(e),
                     };
                 }
-                Ok(n) => {
-                    if let Err(e) = sink.send(Bytes::copy_from_slice(&buffer[..n])).await {
+                Ok(block) => {
+                    if let Err(e) = sink.send(block).await {
                         break Pumped::Refused(e);
                     }
                 }
@@ -173,6 +178,7 @@ impl PostgresTarget {
             Pumped::Refused(copy_error) => {
                 drop(sink);
                 let _ = client.batch_execute("ROLLBACK").await;
+                let mut buffer = vec![0u8; COPY_BLOCK];
                 loop {
                     match reader.read(&mut buffer).await {
                         Ok(0) => break,
@@ -198,4 +204,16 @@ impl PostgresTarget {
             .map_err(|e| self.pg.error(doing, e))?;
         Ok(rows)
     }
+}
+
+/// Up to [`COPY_BLOCK`] bytes of `reader` in a buffer of their own, which the driver sends
+/// without copying it again (empty at the end).
+async fn next_block(reader: &mut (impl tokio::io::AsyncRead + Unpin + ?Sized)) -> std::io::Result<Bytes> {
+    let mut block = bytes::BytesMut::with_capacity(COPY_BLOCK);
+    while block.len() < COPY_BLOCK {
+        if reader.read_buf(&mut block).await? == 0 {
+            break;
+        }
+    }
+    Ok(block.freeze())
 }

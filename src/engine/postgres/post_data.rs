@@ -37,7 +37,7 @@ impl PostgresTarget {
     }
 
     /// A connection for post-data entries, with pg_dump's session settings (`preamble`) applied.
-    pub(super) async fn post_data_session(&self, preamble: &str) -> Result<Client, SourceError> {
+    async fn post_data_session(&self, preamble: &str) -> Result<Client, SourceError> {
         let client = self.pg.connect("restore post-data").await?;
         client
             .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))

@@ -20,8 +20,8 @@ use crate::repo::reader::StoredFile;
 pub(super) enum Work {
     /// Load this file of table number `table` (given back to [`Schedule::loaded`]).
     Load { table: usize, file: StoredFile },
-    /// Run this post-data entry (give [`Schedule::built`] a call when it is done).
-    Build(Entry),
+    /// Run this post-data entry of table number `table` (given back to [`Schedule::built`]).
+    Build { table: usize, entry: Entry },
 }
 
 /// One table's part of the schedule.
@@ -33,6 +33,10 @@ struct Table {
     bytes: u64,
     /// Its files being loaded now.
     loading: usize,
+    /// Whether one of its entries is being run: one at a time, since a key takes the table's
+    /// exclusive lock (a second build would only wait) and an entry that also sets `CLUSTER ON`
+    /// or a replica identity could deadlock with another.
+    building: bool,
     /// Its indexes and keys, ready once no file is left or loading.
     entries: Vec<Entry>,
 }
@@ -40,7 +44,7 @@ struct Table {
 #[derive(Debug)]
 struct State {
     tables: Vec<Table>,
-    ready: VecDeque<Entry>,
+    ready: VecDeque<(usize, Entry)>,
     loading: usize,
     building: usize,
 }
@@ -75,6 +79,7 @@ impl Schedule {
                     bytes: files.iter().map(|f| f.file.size).sum(),
                     files: files.into(),
                     loading: 0,
+                    building: false,
                     entries: Vec::new(),
                 }
             })
@@ -130,15 +135,18 @@ impl Schedule {
         done.loading -= 1;
         if done.files.is_empty() && done.loading == 0 {
             let entries = std::mem::take(&mut done.entries);
-            state.ready.extend(entries);
+            state.ready.extend(entries.into_iter().map(|entry| (table, entry)));
         }
         drop(state);
         self.changed.notify_waiters();
     }
 
-    /// An entry was run.
-    pub fn built(&self) {
-        self.lock().building -= 1;
+    /// An entry of table `table` was run.
+    pub fn built(&self, table: usize) {
+        let mut state = self.lock();
+        state.building -= 1;
+        state.tables[table].building = false;
+        drop(state);
         self.changed.notify_waiters();
     }
 
@@ -158,10 +166,12 @@ impl State {
             workers
         };
         if self.building < builders
-            && let Some(entry) = self.ready.pop_front()
+            && let Some(at) = self.ready.iter().position(|(t, _)| !self.tables[*t].building)
+            && let Some((table, entry)) = self.ready.remove(at)
         {
             self.building += 1;
-            return Some(Work::Build(entry));
+            self.tables[table].building = true;
+            return Some(Work::Build { table, entry });
         }
         // The table this worker loaded last, so each table tends to have one loader and is
         // finished early; else the largest table nobody loads, else the largest one left.
@@ -211,13 +221,13 @@ mod tests {
     fn name(work: &Work) -> String {
         match work {
             Work::Load { file, .. } => file.key.clone(),
-            Work::Build(entry) => entry.name.clone(),
+            Work::Build { entry, .. } => entry.name.clone(),
         }
     }
 
     #[tokio::test]
     async fn a_tables_index_comes_once_its_rows_are_in_and_before_other_tables_rows() {
-        let files = vec![file("a", 0, 100), file("a", 1, 90), file("b", 0, 150), file("c", 0, 10)];
+        let files = vec![file("a", 0, 100), file("a", 1, 90), file("b", 0, 150), file("c", 0, 95)];
         let other = Entry {
             kind: "INDEX".into(),
             name: "elsewhere".into(),
@@ -237,7 +247,8 @@ mod tests {
         );
         let Work::Load { table: a, .. } = one else { panic!() };
         let Work::Load { table: b, .. } = two else { panic!() };
-        // Worker one stays on its table; b's index is not ready while b is still loading.
+        // Worker one stays on its table (c, with more bytes left and no loader, would come
+        // first otherwise); b's index is not ready while b is still loading.
         schedule.loaded(a);
         let one = schedule.next(Some(a)).await.unwrap();
         assert_eq!(name(&one), "a/1", "a worker keeps to the table it loaded last");
@@ -252,13 +263,46 @@ mod tests {
         schedule.loaded(a);
         let one = schedule.next(Some(a)).await.unwrap();
         assert_eq!(name(&one), "c/0", "a second build waits while rows remain");
-        schedule.built();
+        schedule.built(b);
         let Work::Load { table: c, .. } = one else { panic!() };
         let two = schedule.next(None).await.unwrap();
         assert_eq!(name(&two), "a_i");
         schedule.loaded(c);
-        schedule.built();
+        schedule.built(a);
         assert!(schedule.next(Some(c)).await.is_none(), "all taken");
+    }
+
+    #[tokio::test]
+    async fn a_table_shared_by_two_loaders_builds_only_after_both_and_one_entry_at_a_time() {
+        let key = Entry {
+            kind: "CONSTRAINT".into(),
+            name: "a a_pkey".into(),
+            schema: "s".into(),
+            sql: "ALTER TABLE ONLY s.a\n    ADD CONSTRAINT a_pkey PRIMARY KEY (id);".into(),
+        };
+        let (schedule, later) = Schedule::new(vec![file("a", 0, 10), file("a", 1, 9)], vec![key, index("a")], 2);
+        assert!(later.is_empty());
+        let Some(Work::Load { table, .. }) = schedule.next(None).await else {
+            panic!()
+        };
+        let Some(Work::Load { .. }) = schedule.next(None).await else {
+            panic!()
+        };
+        schedule.loaded(table);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), schedule.next(Some(table))).await;
+        assert!(
+            early.is_err(),
+            "nothing is built while a file of the table is still loading"
+        );
+        schedule.loaded(table);
+        let first = schedule.next(Some(table)).await.unwrap();
+        assert_eq!(name(&first), "a a_pkey");
+        let second = tokio::time::timeout(std::time::Duration::from_millis(50), schedule.next(None)).await;
+        assert!(second.is_err(), "a table's second entry waits for its first");
+        schedule.built(table);
+        assert_eq!(name(&schedule.next(None).await.unwrap()), "a_i");
+        schedule.built(table);
+        assert!(schedule.next(None).await.is_none());
     }
 
     #[tokio::test]

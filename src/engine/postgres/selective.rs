@@ -52,6 +52,15 @@ fn table_after(sql: &str, markers: &[&str]) -> Option<Key> {
         .and_then(|at| qualified_at(&sql[at..]))
 }
 
+/// The table of pg_dump's `CREATE [UNIQUE] INDEX name ON [ONLY] schema.table …`, read past the
+/// index's name (a quoted name may itself hold " ON ").
+fn index_table(sql: &str) -> Option<Key> {
+    let at = sql.find("INDEX ")? + "INDEX ".len();
+    let (_, rest) = identifier(&sql[at..])?;
+    let rest = rest.strip_prefix(" ON ")?;
+    qualified_at(rest.strip_prefix("ONLY ").unwrap_or(rest))
+}
+
 /// The table an entry belongs to, if it belongs to one.
 pub(super) fn entry_table(entry: &Entry) -> Option<Key> {
     let sql = entry.sql.as_str();
@@ -60,7 +69,7 @@ pub(super) fn entry_table(entry: &Entry) -> Option<Key> {
         "DEFAULT" | "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" => {
             table_after(sql, &["ALTER TABLE ONLY ", "ALTER TABLE "])
         }
-        "INDEX" => table_after(sql, &[" ON ONLY ", " ON "]),
+        "INDEX" => index_table(sql).or_else(|| table_after(sql, &[" ON ONLY ", " ON "])),
         "TRIGGER" => table_after(sql, &[" ON "]),
         "SEQUENCE" => table_after(sql, &["ALTER TABLE ONLY ", "ALTER TABLE "]),
         "SEQUENCE OWNED BY" => table_after(sql, &["OWNED BY "]),

@@ -80,3 +80,22 @@ fn names_move_to_another_schema_whole() {
     assert_eq!(dump_name("orders"), "orders");
     assert_eq!(dump_name("Orders"), "\"Orders\"");
 }
+
+#[test]
+fn an_index_belongs_to_the_table_after_its_name_even_when_the_name_holds_on() {
+    let entry = |sql: &str| Entry {
+        kind: "INDEX".into(),
+        name: "i".into(),
+        schema: "s".into(),
+        sql: sql.into(),
+    };
+    let key = |s: &str, t: &str| Some((s.to_string(), t.to_string()));
+    assert_eq!(
+        entry_table(&entry("CREATE INDEX \"x ON s.b\" ON s.t USING btree (k);")),
+        key("s", "t")
+    );
+    assert_eq!(
+        entry_table(&entry("CREATE UNIQUE INDEX u ON ONLY \"S\".\"T x\" USING btree (k);")),
+        key("S", "T x")
+    );
+}
