@@ -13,6 +13,7 @@ mod lock;
 mod monitoring;
 mod mysql;
 mod mysql_binlog;
+mod mysql_no_binlog;
 mod places_and_keys;
 mod postgres;
 mod postgres_ddl;

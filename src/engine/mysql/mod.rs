@@ -25,6 +25,7 @@ mod preflight;
 mod reach;
 mod replay;
 mod replica;
+mod restore_session;
 pub(crate) mod schema;
 mod schema_dump;
 mod scope;

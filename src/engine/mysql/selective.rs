@@ -219,7 +219,7 @@ impl MysqlTarget {
         map: &BTreeMap<String, String>,
     ) -> Result<Vec<String>, SourceError> {
         let selected = select(input, schema)?;
-        let mut admin = self.admin().await?;
+        let mut admin = self.admin(false).await?;
         self.check_absent(&mut admin, &selected.schema, map).await?;
         self.check_referenced(&mut admin, &selected.needs, map).await?;
         let mut notes: Vec<String> = selected
@@ -255,7 +255,7 @@ impl MysqlTarget {
         for line in &left_out {
             tracing::warn!("not restored: {line}");
         }
-        let mut admin = self.admin().await?;
+        let mut admin = self.admin(input.mysql.no_binlog).await?;
         self.check_absent(&mut admin, &selected, map).await?;
         self.check_referenced(&mut admin, &needs, map).await?;
         for database in &selected.databases {

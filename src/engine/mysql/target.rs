@@ -88,17 +88,6 @@ impl MysqlTarget {
         )
     }
 
-    pub(super) async fn admin(&self) -> Result<Conn, SourceError> {
-        // No default database: the one in the URL may not exist yet.
-        let mut conn = self.my.connect(Some("")).await?;
-        conn.query_drop(
-            "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', SESSION foreign_key_checks = 0, NAMES utf8mb4",
-        )
-        .await
-        .map_err(|e| self.my.error("preparing the restore session", e))?;
-        Ok(conn)
-    }
-
     /// Creates a view, routine, trigger or event under the session it was defined in.
     async fn create_object(
         &self,
@@ -168,12 +157,7 @@ impl MysqlTarget {
                 conn.query_drop(LOAD_SESSION)
                     .await
                     .map_err(|e| this.my.error("preparing a loader", e))?;
-                if no_binlog {
-                    conn.query_drop("SET SESSION sql_log_bin = 0").await.map_err(|e| {
-                        this.my
-                            .error("turning the binary log off for the restore (--no-binlog)", e)
-                    })?;
-                }
+                this.out_of_binlog(&mut conn, no_binlog).await?;
                 let mut rows = 0;
                 while let Some(stored) = queue.next() {
                     let Some(data) = stored.data() else {
@@ -215,9 +199,15 @@ impl MysqlTarget {
                 })
                 .collect()
         };
-        self.run_parallel(alters(|t| &t.indexes), input.jobs as usize, "building indexes")
-            .await?;
-        self.run_parallel(alters(|t| &t.foreign_keys), 1, "adding foreign keys")
+        let no_binlog = input.mysql.no_binlog;
+        self.run_parallel(
+            alters(|t| &t.indexes),
+            input.jobs as usize,
+            no_binlog,
+            "building indexes",
+        )
+        .await?;
+        self.run_parallel(alters(|t| &t.foreign_keys), 1, no_binlog, "adding foreign keys")
             .await?;
 
         // Views may use other views: create what can be, and retry the rest until nothing moves.
@@ -304,30 +294,6 @@ impl MysqlTarget {
         tracing::info!("CHECKSUM TABLE of all {compared} restored tables matches the copy");
         Ok(())
     }
-
-    async fn run_parallel(&self, statements: Vec<String>, jobs: usize, doing: &'static str) -> Result<(), SourceError> {
-        if statements.is_empty() {
-            return Ok(());
-        }
-        let queue = Queue::new(statements);
-        pool::run(doing, 0..jobs.max(1), |_| {
-            let (this, queue) = (self.clone(), queue.clone());
-            async move {
-                let mut conn = this.my.connect(None).await?;
-                conn.query_drop("SET SESSION foreign_key_checks = 0, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
-                    .await
-                    .map_err(|e| this.my.error(doing, e))?;
-                while let Some(statement) = queue.next() {
-                    conn.query_drop(&statement)
-                        .await
-                        .map_err(|e| this.my.error(&format!("{doing}: {statement}"), e))?;
-                }
-                Ok::<(), SourceError>(())
-            }
-        })
-        .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -388,7 +354,7 @@ impl Target for MysqlTarget {
                 self.label(&map)
             ));
         } else {
-            let mut admin = self.admin().await?;
+            let mut admin = self.admin(false).await?;
             for (database, objects) in self.check_empty(&mut admin, input, &schema, &map).await? {
                 notes.push(match objects {
                     0 => format!("database {database}: empty or absent, restored into"),
@@ -537,7 +503,7 @@ impl MysqlTarget {
         files: &[StoredFile],
     ) -> Result<RestoreReport, SourceError> {
         let started = Instant::now();
-        let mut admin = self.admin().await?;
+        let mut admin = self.admin(input.mysql.no_binlog).await?;
         // Every target database is checked before any is dropped or created.
         let contents = self.check_empty(&mut admin, input, schema, map).await?;
         for (database, (name, objects)) in schema.databases.iter().zip(contents) {
