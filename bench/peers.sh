@@ -9,7 +9,7 @@
 #   MySQL restore       myloader -t N (of that dump)        cairn restore --jobs N
 #
 # Every restore is checked against the source (rows and a sum over every row) before its time
-# counts. Prints each run, then per job the medians, cairn / peer, the CPU time of each client
+# counts. Before each run the previous one's writes are flushed (settle), so no run pays for another. Prints each run, then per job the medians, cairn / peer, the CPU time of each client
 # and cairn's peak memory; with MEMORY_SIZE set, also cairn's peak memory at that table size
 # (prepared after the timed runs) to show it does not grow with the data.
 #
@@ -57,10 +57,24 @@ prepare() {
   PSQL "$db" -c "VACUUM ANALYZE"
 }
 
+# Lets the previous run's writes reach the disk before the next one is timed: without it each
+# run pays for the one before it (the page cache's writeback, PostgreSQL's checkpoint, InnoDB's
+# flushing), and the second tool of every pair loses.
+settle() {
+  PSQL postgres -c CHECKPOINT
+  for _ in $(seq 1 40); do
+    [ "$(SQL -e "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'" | awk '{ print $2 }')" -lt 1000 ] && break
+    sleep 0.5
+  done
+  sync
+  sleep 2
+}
+
 # One timed run: job name, tool, then the command; records wall, cpu and memory.
 run() {
   local job=$1 tool=$2
   shift 2
+  settle
   read -r wall cpu kib < <(measure "$@")
   printf '%-20s %-10s %8s %8s %8s\n' "$job" "$tool" "$wall" "$cpu" "$((kib / 1024))"
   if [ -n "${COUNTING:-}" ]; then
