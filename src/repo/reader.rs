@@ -205,6 +205,25 @@ pub async fn read_text(destination: &Arc<dyn Destination>, stored: &StoredFile) 
     String::from_utf8(text).map_err(|_| RepoError::Damaged(format!("{} is not UTF-8 text", stored.key)))
 }
 
+/// Data file number `index` of `table` in `container` (`("schema", name)` or `("database",
+/// name)`), of `size` stored bytes, stored under the key `table/index`: for tests of load orders.
+#[cfg(test)]
+pub(crate) fn test_data_file(container: (&str, &str), table: &str, index: u32, size: u64) -> StoredFile {
+    let mut details = serde_json::json!({"kind": "data", "table": table});
+    details[container.0] = serde_json::json!(container.1);
+    let file = ManifestFile {
+        path: format!("data/{table}/{index}.zst"),
+        size,
+        md5: "x".into(),
+        details: details.as_object().cloned().unwrap_or_default(),
+    };
+    StoredFile {
+        key: format!("{table}/{index}"),
+        kind: file.kind().expect("a data file's details"),
+        file,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,20 +271,7 @@ mod tests {
 
     #[test]
     fn data_files_start_every_table_before_any_second_file_largest_first() {
-        let file = |table: &str, index: u32, size: u64| {
-            let details = serde_json::json!({"kind": "data", "database": "db", "table": table});
-            let file = ManifestFile {
-                path: format!("data/{table}/{index}.zst"),
-                size,
-                md5: "x".into(),
-                details: details.as_object().cloned().unwrap_or_default(),
-            };
-            StoredFile {
-                key: format!("{table}/{index}"),
-                kind: file.kind().unwrap(),
-                file,
-            }
-        };
+        let file = |table: &str, index: u32, size: u64| test_data_file(("database", "db"), table, index, size);
         let files = vec![
             file("a", 0, 100),
             file("a", 1, 90),

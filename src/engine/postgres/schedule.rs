@@ -192,21 +192,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::ManifestFile;
 
     fn file(table: &str, index: u32, size: u64) -> StoredFile {
-        let details = serde_json::json!({"kind": "data", "schema": "s", "table": table});
-        let file = ManifestFile {
-            path: format!("data/{table}/{index}.zst"),
-            size,
-            md5: "x".into(),
-            details: details.as_object().cloned().unwrap_or_default(),
-        };
-        StoredFile {
-            key: format!("{table}/{index}"),
-            kind: file.kind().unwrap(),
-            file,
-        }
+        crate::repo::reader::test_data_file(("schema", "s"), table, index, size)
     }
 
     fn index(table: &str) -> Entry {
