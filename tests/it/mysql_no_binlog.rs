@@ -51,7 +51,9 @@ async fn a_restore_with_no_binlog_leaves_nothing_in_the_targets_binary_log() {
         naming.extend(
             events
                 .iter()
-                .filter_map(|event| event.get::<String, _>(5))
+                // Info may hold bytes that are not UTF-8 (another session's statement) or NULL.
+                .filter_map(|event| event.get::<Option<Vec<u8>>, _>(5).flatten())
+                .map(|info| String::from_utf8_lossy(&info).into_owned())
                 .filter(|info| info.contains(&target)),
         );
     }
