@@ -38,9 +38,12 @@ pub(super) struct Located {
     pub copy: CopyRecord,
 }
 
-/// The destination to restore from and the copy `ask` names there: `from` when given, else the
-/// source's configured destinations in order — the first that can be read and holds the copy.
-/// When none does, the first one's error.
+/// The destination to restore from and the copy `ask` names there: `from` when given, else among
+/// the source's configured destinations. A copy named by its id comes from the first that can be
+/// read and holds it; the latest, or the newest before a time, from the destination whose answer
+/// finished last (the first of those on a tie): a destination that missed the last runs (down,
+/// or refusing writes) must not make a restore take older data than another one holds. When none
+/// answers, the first one's error.
 ///
 /// # Errors
 /// As [`choose`], a configuration error, or a destination that cannot be read.
@@ -53,7 +56,10 @@ pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -
             specs
         }
     };
+    let by_recency = matches!(ask.copy, None | Some("latest"));
     let mut first_error = None;
+    let mut newest: Option<(Located, String)> = None;
+    let mut first_described = None;
     for spec in specs {
         let found = async {
             let destination = spec.open().await?;
@@ -71,15 +77,34 @@ pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -
             })
         }
         .await;
+        first_described.get_or_insert_with(|| spec.describe());
         match found {
-            Ok(located) => return Ok(located),
-            // A question no destination answers differently: said once.
-            Err(ChoiceError::Usage(message)) => return Err(ChoiceError::Usage(message)),
+            Ok(located) if !by_recency => return Ok(located),
+            Ok(located) => {
+                let newer = newest.as_ref().is_none_or(|(kept, _)| {
+                    (located.copy.finished_at, &located.copy.id) > (kept.copy.finished_at, &kept.copy.id)
+                });
+                if newer {
+                    newest = Some((located, spec.describe()));
+                }
+            }
+            // A question no destination answers differently (an id given with --before, an empty
+            // id): said once. A time no copy answers may be answered by another destination.
+            Err(ChoiceError::Usage(message)) if !by_recency => return Err(ChoiceError::Usage(message)),
             Err(e) => {
                 tracing::info!("{}: {e}; trying the source's next destination", spec.describe());
                 first_error.get_or_insert(e);
             }
         }
+    }
+    if let Some((located, described)) = newest {
+        if Some(&described) != first_described.as_ref() {
+            tracing::info!(
+                "{described} holds the newest copy that answers the restore ({}); the destinations before it hold older ones or none",
+                located.copy.id
+            );
+        }
+        return Ok(located);
     }
     Err(first_error.expect("a source has at least one destination"))
 }

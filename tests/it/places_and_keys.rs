@@ -406,7 +406,13 @@ async fn one_run_fills_two_destinations_and_a_failing_one_does_not_fail_the_othe
         assert_same(&source, &restored).await;
     }
 
-    // The offsite store refuses the data: the local copy lands, the run says it was partial.
+    // The offsite store refuses the data: the local copy lands, the run says it was partial. A row
+    // written before makes that copy the only one holding it.
+    connect(&url_of(&source))
+        .await
+        .query_drop("INSERT INTO later VALUES (2)")
+        .await
+        .unwrap();
     let (code, out, err) = cairn_with(&failing, &["backup", "--source", "fx", "--type", "full"]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
@@ -453,4 +459,33 @@ async fn one_run_fills_two_destinations_and_a_failing_one_does_not_fail_the_othe
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("trying the source's next destination"), "{err}");
     assert_same(&source, &restored).await;
+
+    // The offsite store that missed the last copy comes first: the latest copy still comes from
+    // the local folder, which holds a newer one, not from the first destination that answers.
+    let missed = locks.path().join("missed.toml");
+    std::fs::write(
+        &missed,
+        format!(
+            "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {good:?}\n\
+             [sources.fx]\nurl = {:?}\ndestinations = [\"offsite\", \"local\"]\n",
+            url_of(&source)
+        ),
+    )
+    .unwrap();
+    let restored = format!("{source}_newest");
+    let (code, out, err) = cairn_with(
+        &missed,
+        &[
+            "restore",
+            "--source",
+            "fx",
+            "--target",
+            &crate::support::mysql_url(),
+            "--rename-db",
+            &format!("{source}={restored}"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_same(&source, &restored).await;
+    assert!(err.contains("holds the newest copy"), "{err}");
 }
