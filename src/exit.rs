@@ -34,6 +34,18 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// The status of a run with several outcomes: a configuration error matters most, then a
+    /// failure, then a temporary condition.
+    pub fn worse(self, other: ExitStatus) -> ExitStatus {
+        let rank = |s: ExitStatus| match s {
+            ExitStatus::Success => 0,
+            ExitStatus::Temporary => 1,
+            ExitStatus::Failed => 2,
+            ExitStatus::Usage => 3,
+        };
+        if rank(other) > rank(self) { other } else { self }
+    }
+
     /// The numeric process exit code.
     pub fn code(self) -> u8 {
         match self {

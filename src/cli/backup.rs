@@ -118,7 +118,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                 Err(e) => {
                     eprintln!("error: {}: {e}", outcome.source);
                     text.push_str(&format!("source {}: would fail, {}\n", outcome.source, e.exit_status()));
-                    worst = worse(worst, e.exit_status());
+                    worst = worst.worse(e.exit_status());
                     reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
                 }
             }
@@ -226,7 +226,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                                 "error: {}: the copy is recorded, but the purge after it failed: {e}",
                                 outcome.source
                             );
-                            worst = worse(worst, e.exit_status());
+                            worst = worst.worse(e.exit_status());
                             report["purge_error"] = serde_json::json!(e.to_string());
                         }
                     }
@@ -243,7 +243,7 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
                     },
                 ));
                 lines.push_str(&format!("{label}: failed, {}\n", e.exit_status()));
-                worst = worse(worst, e.exit_status());
+                worst = worst.worse(e.exit_status());
                 let mut report = serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()});
                 if outcome.several {
                     report["destination"] = serde_json::json!(outcome.destination.describe());
@@ -259,16 +259,4 @@ pub(super) async fn run(config: &Config, args: &BackupArgs) -> CliResult {
         print_out(&lines)?;
     }
     Ok(worst)
-}
-
-/// The status of a run with several outcomes: a configuration error matters most, then a
-/// failure, then a temporary condition.
-fn worse(a: ExitStatus, b: ExitStatus) -> ExitStatus {
-    let rank = |s: ExitStatus| match s {
-        ExitStatus::Success => 0,
-        ExitStatus::Temporary => 1,
-        ExitStatus::Failed => 2,
-        ExitStatus::Usage => 3,
-    };
-    if rank(b) > rank(a) { b } else { a }
 }

@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::{CliResult, print_out, to_json};
 use crate::config::Config;
+use crate::exit::{Classify, ExitStatus};
 use crate::jobs::copy::{self, CopyRequest};
 
 #[derive(Debug, Args)]
@@ -37,12 +38,22 @@ pub(super) async fn run(config: &Config, args: &CopyArgs) -> CliResult {
         copy: args.copy.clone(),
         all: args.all,
     };
-    let reports = copy::run(config, &request, &config.lock_options()).await?;
-    if args.json {
-        return print_out(&to_json(&reports));
-    }
+    let outcomes = copy::run(config, &request, &config.lock_options()).await?;
+    // Every source is reported; the exit status is the worst of theirs.
+    let mut worst = ExitStatus::Success;
+    let mut reports = Vec::new();
     let mut text = String::new();
-    for report in &reports {
+    for outcome in outcomes {
+        let report = match outcome.result {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("error: {}: {e}", outcome.source);
+                worst = worst.worse(e.exit_status());
+                text.push_str(&format!("{}: failed, {}\n", outcome.source, e.exit_status()));
+                reports.push(serde_json::json!({"source": outcome.source, "ok": false, "error": e.to_string()}));
+                continue;
+            }
+        };
         text.push_str(&format!(
             "{}: copied {} ({} files, {} bytes) from {} to {}",
             report.source,
@@ -56,6 +67,12 @@ pub(super) async fn run(config: &Config, args: &CopyArgs) -> CliResult {
             text.push_str(&format!("; {} already there", report.present.len()));
         }
         text.push('\n');
+        reports.push(serde_json::to_value(&report).expect("results always serialize"));
     }
-    print_out(&text)
+    if args.json {
+        print_out(&to_json(&reports))?;
+    } else {
+        print_out(&text)?;
+    }
+    Ok(worst)
 }

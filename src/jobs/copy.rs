@@ -65,12 +65,21 @@ pub enum CopyError {
 /// The largest manifest read whole.
 const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
-/// Copies what `request` names.
+/// One source's part of a run: what was carried, or why nothing of it was recorded on `to`.
+#[derive(Debug)]
+pub struct SourceOutcome {
+    pub source: String,
+    pub result: Result<CopyReport, CopyError>,
+}
+
+/// Copies what `request` names, source by source: one source's failure (a copy damaged on
+/// `from`, its lock on `to` held by another run) does not keep the others from being carried.
 ///
 /// # Errors
-/// A destination that cannot be read or written, a copy that is not there or is damaged on
-/// `from` (nothing of it is recorded on `to`), or the lock of `to` held by another run.
-pub async fn run(config: &Config, request: &CopyRequest, lock: &LockOptions) -> Result<Vec<CopyReport>, CopyError> {
+/// A configuration error, or a destination that cannot be opened or listed; each source's own
+/// errors are in its [`SourceOutcome`] (a copy that is not there or is damaged on `from`: nothing
+/// of it is recorded on `to`; the lock of `to` held by another run).
+pub async fn run(config: &Config, request: &CopyRequest, lock: &LockOptions) -> Result<Vec<SourceOutcome>, CopyError> {
     let from_spec = config.destination(&request.from)?;
     let to_spec = config.destination(&request.to)?;
     if from_spec.describe() == to_spec.describe() {
@@ -85,11 +94,12 @@ pub async fn run(config: &Config, request: &CopyRequest, lock: &LockOptions) -> 
         Some(source) => vec![source.clone()],
         None => crate::repo::status::sources_at(from.as_ref()).await?,
     };
-    let mut reports = Vec::new();
+    let mut outcomes = Vec::new();
     for source in sources {
-        reports.push(copy_source(&from, &to, &source, request, lock).await?);
+        let result = copy_source(&from, &to, &source, request, lock).await;
+        outcomes.push(SourceOutcome { source, result });
     }
-    Ok(reports)
+    Ok(outcomes)
 }
 
 async fn copy_source(

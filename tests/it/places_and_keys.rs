@@ -329,6 +329,30 @@ async fn copies_carried_to_another_destination_restore_from_there() {
         code != 0 || !out.contains("\"kind\""),
         "nothing was recorded there: {out}\n{err}"
     );
+
+    // Every source at once: the damaged one fails, the next one is still carried, and the exit
+    // status says the run failed.
+    let (code, out, err) = run(crate::support::cairn_s3(locks.path()).args([
+        "backup",
+        "--name",
+        "zz-other",
+        "--source",
+        &url_of(&source),
+        "--to",
+        &local,
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let fourth = server.url(&bucket, "fourth");
+    let (code, out, err) = cairn_with(&plain, &["copy", "--from", &local, "--to", &fourth]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("error: fx:") && err.contains("damaged"), "{err}");
+    assert!(
+        out.contains("fx: failed") && out.contains("zz-other: copied 1 copy"),
+        "{out}"
+    );
+    let (code, out, err) = cairn_with(&plain, &["status", "--source", "zz-other", "--from", &fourth, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"kind\": \"full\""), "{out}");
 }
 
 /// A source with two destinations (a local folder and the S3 test server): one run reads the
