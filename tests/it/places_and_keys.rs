@@ -455,60 +455,43 @@ async fn one_run_fills_two_destinations_and_a_failing_one_does_not_fail_the_othe
     assert_eq!(listed(&local), 2, "the local destination has both full copies");
     assert_eq!(listed(&refusing), 0, "nothing was recorded where the data was refused");
 
-    // Without --from, a restore tries the source's destinations in order: the first holds no
-    // copy, the second does.
-    let fallback = locks.path().join("fallback.toml");
-    std::fs::write(
-        &fallback,
-        format!(
-            "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {refusing:?}\n\
-             [sources.fx]\nurl = {:?}\ndestinations = [\"offsite\", \"local\"]\n",
-            url_of(&source)
-        ),
-    )
-    .unwrap();
-    let restored = format!("{source}_fallback");
-    let (code, out, err) = cairn_with(
-        &fallback,
-        &[
-            "restore",
-            "--source",
-            "fx",
-            "--target",
-            &crate::support::mysql_url(),
-            "--rename-db",
-            &format!("{source}={restored}"),
-        ],
-    );
+    // Without --from, a restore reads the source's destinations in order, with `offsite` (at
+    // `first`) before the local folder, into `{source}_{suffix}`.
+    let restore_without_from = |first: &str, suffix: &str| {
+        let path = locks.path().join(format!("{suffix}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {first:?}\n\
+                 [sources.fx]\nurl = {:?}\ndestinations = [\"offsite\", \"local\"]\n",
+                url_of(&source)
+            ),
+        )
+        .unwrap();
+        let restored = format!("{source}_{suffix}");
+        let (code, out, err) = cairn_with(
+            &path,
+            &[
+                "restore",
+                "--source",
+                "fx",
+                "--target",
+                &crate::support::mysql_url(),
+                "--rename-db",
+                &format!("{source}={restored}"),
+            ],
+        );
+        (code, out, err, restored)
+    };
+    // The first holds no copy, the second does.
+    let (code, out, err, restored) = restore_without_from(&refusing, "fallback");
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("trying the source's next destination"), "{err}");
     assert_same(&source, &restored).await;
 
     // The offsite store that missed the last copy comes first: the latest copy still comes from
     // the local folder, which holds a newer one, not from the first destination that answers.
-    let missed = locks.path().join("missed.toml");
-    std::fs::write(
-        &missed,
-        format!(
-            "[destinations.local]\nurl = {local:?}\n[destinations.offsite]\nurl = {good:?}\n\
-             [sources.fx]\nurl = {:?}\ndestinations = [\"offsite\", \"local\"]\n",
-            url_of(&source)
-        ),
-    )
-    .unwrap();
-    let restored = format!("{source}_newest");
-    let (code, out, err) = cairn_with(
-        &missed,
-        &[
-            "restore",
-            "--source",
-            "fx",
-            "--target",
-            &crate::support::mysql_url(),
-            "--rename-db",
-            &format!("{source}={restored}"),
-        ],
-    );
+    let (code, out, err, restored) = restore_without_from(&good, "newest");
     assert_eq!(code, 0, "{out}\n{err}");
     assert_same(&source, &restored).await;
     assert!(err.contains("holds the newest copy"), "{err}");
