@@ -58,9 +58,9 @@ pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -
     };
     let by_recency = matches!(ask.copy, None | Some("latest"));
     let mut first_error = None;
-    let mut newest: Option<(Located, String)> = None;
-    let mut first_described = None;
-    for spec in specs {
+    // The newest answer so far, with where it came from (its place among the destinations).
+    let mut newest: Option<(Located, usize, String)> = None;
+    for (place, spec) in specs.iter().enumerate() {
         let found = async {
             let destination = spec.open().await?;
             destination.check(Access::Read).await?;
@@ -77,15 +77,14 @@ pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -
             })
         }
         .await;
-        first_described.get_or_insert_with(|| spec.describe());
         match found {
             Ok(located) if !by_recency => return Ok(located),
             Ok(located) => {
-                let newer = newest.as_ref().is_none_or(|(kept, _)| {
+                let newer = newest.as_ref().is_none_or(|(kept, _, _)| {
                     (located.copy.finished_at, &located.copy.id) > (kept.copy.finished_at, &kept.copy.id)
                 });
                 if newer {
-                    newest = Some((located, spec.describe()));
+                    newest = Some((located, place, spec.describe()));
                 }
             }
             // A question no destination answers differently (an id given with --before, an empty
@@ -97,8 +96,8 @@ pub(super) async fn locate(config: &Config, from: Option<&str>, ask: &Ask<'_>) -
             }
         }
     }
-    if let Some((located, described)) = newest {
-        if Some(&described) != first_described.as_ref() {
+    if let Some((located, place, described)) = newest {
+        if place > 0 {
             tracing::info!(
                 "{described} holds the newest copy that answers the restore ({}); the destinations before it hold older ones or none",
                 located.copy.id

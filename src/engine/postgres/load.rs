@@ -74,10 +74,7 @@ impl PostgresTarget {
                 }
                 Work::Build { table, entry } => {
                     if !prepared {
-                        client
-                            .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
-                            .await
-                            .map_err(|e| self.pg.error("preparing a post-data session", e))?;
+                        self.prepare_post_data(&client, &preamble).await?;
                         prepared = true;
                     }
                     self.run_entry(&client, &entry).await?;

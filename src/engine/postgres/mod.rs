@@ -18,6 +18,7 @@ mod inventory;
 mod load;
 pub mod pgoutput;
 mod post_data;
+mod quote;
 mod read;
 mod replay;
 pub(crate) mod replica_row;
@@ -52,23 +53,13 @@ use crate::repo::writer::CopyWriter;
 use crate::streams::{Counters, Counting};
 use snapshot::{lock_tables, take_snapshot};
 
+pub use quote::{quote_ident, quote_literal};
 pub use target::PostgresTarget;
 pub(crate) use target::open_database;
 pub(crate) use to_sql::write_script;
 
 /// How often long work logs a progress line.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `"identifier"`, with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `'literal'`, with embedded quotes doubled (standard_conforming_strings is on everywhere cairn
-/// sends SQL).
-pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 /// A database cairn talks to, for connecting and for naming it in errors.
 #[derive(Debug, Clone)]

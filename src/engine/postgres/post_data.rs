@@ -39,11 +39,16 @@ impl PostgresTarget {
     /// A connection for post-data entries, with pg_dump's session settings (`preamble`) applied.
     async fn post_data_session(&self, preamble: &str) -> Result<Client, SourceError> {
         let client = self.pg.connect("restore post-data").await?;
+        self.prepare_post_data(&client, preamble).await?;
+        Ok(client)
+    }
+
+    /// Applies pg_dump's session settings (`preamble`) to `client`, for post-data entries.
+    pub(super) async fn prepare_post_data(&self, client: &Client, preamble: &str) -> Result<(), SourceError> {
         client
             .batch_execute(&format!("{preamble}\nSET statement_timeout = 0;"))
             .await
-            .map_err(|e| self.pg.error("preparing a post-data session", e))?;
-        Ok(client)
+            .map_err(|e| self.pg.error("preparing a post-data session", e))
     }
 
     /// Runs one post-data entry on a [`PostgresTarget::post_data_session`].

@@ -45,8 +45,6 @@ struct Table {
 struct State {
     tables: Vec<Table>,
     ready: VecDeque<(usize, Entry)>,
-    loading: usize,
-    building: usize,
 }
 
 /// The shared schedule of a restore's data phase; clones share it.
@@ -95,8 +93,6 @@ impl Schedule {
         let state = State {
             tables,
             ready: VecDeque::new(),
-            loading: 0,
-            building: 0,
         };
         let schedule = Schedule {
             state: Arc::new(Mutex::new(state)),
@@ -119,7 +115,7 @@ impl Schedule {
                 if let Some(work) = state.take(last, self.workers) {
                     return Some(work);
                 }
-                if state.loading == 0 && state.ready.is_empty() {
+                if state.ready.is_empty() && state.tables.iter().all(|t| t.loading == 0) {
                     return None;
                 }
             }
@@ -130,7 +126,6 @@ impl Schedule {
     /// A load of table `table` ended; its entries become ready when it was the last.
     pub fn loaded(&self, table: usize) {
         let mut state = self.lock();
-        state.loading -= 1;
         let done = &mut state.tables[table];
         done.loading -= 1;
         if done.files.is_empty() && done.loading == 0 {
@@ -143,10 +138,7 @@ impl Schedule {
 
     /// An entry of table `table` was run.
     pub fn built(&self, table: usize) {
-        let mut state = self.lock();
-        state.building -= 1;
-        state.tables[table].building = false;
-        drop(state);
+        self.lock().tables[table].building = false;
         self.changed.notify_waiters();
     }
 
@@ -165,11 +157,11 @@ impl State {
         } else {
             workers
         };
-        if self.building < builders
+        let building = self.tables.iter().filter(|t| t.building).count();
+        if building < builders
             && let Some(at) = self.ready.iter().position(|(t, _)| !self.tables[*t].building)
             && let Some((table, entry)) = self.ready.remove(at)
         {
-            self.building += 1;
             self.tables[table].building = true;
             return Some(Work::Build { table, entry });
         }
@@ -184,7 +176,6 @@ impl State {
         let file = chosen.files.pop_front()?;
         chosen.bytes -= file.file.size;
         chosen.loading += 1;
-        self.loading += 1;
         Some(Work::Load { table, file })
     }
 }
