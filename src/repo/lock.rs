@@ -155,6 +155,28 @@ fn local_lock_path(options: &LockOptions, destination: &dyn Destination, source:
     options.lock_dir.join(format!("cairn-{source}-{place}.lock"))
 }
 
+/// How long a local lock found held is tried again before the run is refused.
+///
+/// A lock this process has just released can stay held for a moment: a child process that
+/// another thread is starting holds a copy of every open descriptor until it execs, and the
+/// lock goes with the last copy. Without the wait, a run that follows another one in the same
+/// process (a purge after a backup while other sources start `pg_dump`) could be refused for
+/// nothing. A lock that is really held is refused this much later.
+const LOCAL_GRACE: Duration = Duration::from_secs(1);
+
+/// [`take_local`], tried again for [`LOCAL_GRACE`] while the lock is held.
+async fn take_local_waiting(path: &Path, source: &str, operation: &str) -> Result<File, LockError> {
+    let deadline = std::time::Instant::now() + LOCAL_GRACE;
+    loop {
+        match take_local(path, source, operation) {
+            Err(LockError::LocalHeld { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn take_local(path: &Path, source: &str, operation: &str) -> Result<File, LockError> {
     let io = |operation: &'static str| {
         move |source: std::io::Error| LockError::Io {
@@ -238,11 +260,12 @@ pub async fn acquire(
     operation: &str,
     options: &LockOptions,
 ) -> Result<SourceLock, LockError> {
-    let local = take_local(
+    let local = take_local_waiting(
         &local_lock_path(options, destination.as_ref(), source),
         source,
         operation,
-    )?;
+    )
+    .await?;
     let key = layout::lock_key(source);
     let now = Utc::now();
     let lease = Lease {
@@ -423,5 +446,61 @@ impl SourceLock {
 impl Drop for SourceLock {
     fn drop(&mut self) {
         self.renewer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalDestination;
+
+    fn options(dir: &Path) -> LockOptions {
+        LockOptions {
+            lock_dir: dir.to_path_buf(),
+            ttl: Duration::from_secs(600),
+            host: "h1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_the_lock_kept_for_a_moment_after_release_does_not_refuse_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(dir.path().join("backups")));
+        let held = acquire(destination.clone(), "app", "backup", &options(dir.path()))
+            .await
+            .unwrap();
+        // What a child being spawned by another thread holds until it execs: the same open file.
+        let copy = held._local.try_clone().unwrap();
+        held.release().await.unwrap();
+        let child = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(copy);
+        });
+        let next = acquire(destination.clone(), "app", "purge", &options(dir.path())).await;
+        child.join().unwrap();
+        next.expect("the lock is free once the copy is gone")
+            .release()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_longer_than_the_grace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(dir.path().join("backups")));
+        let held = acquire(destination.clone(), "app", "backup", &options(dir.path()))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = acquire(destination.clone(), "app", "purge", &options(dir.path()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LockError::LocalHeld { .. }), "{err}");
+        assert!(
+            started.elapsed() >= LOCAL_GRACE,
+            "refused after {:?}",
+            started.elapsed()
+        );
+        held.release().await.unwrap();
     }
 }
