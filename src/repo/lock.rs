@@ -155,29 +155,23 @@ fn local_lock_path(options: &LockOptions, destination: &dyn Destination, source:
     options.lock_dir.join(format!("cairn-{source}-{place}.lock"))
 }
 
-/// How long a local lock found held is tried again before the run is refused.
+/// A held local lock; unlocked explicitly when dropped.
 ///
-/// A lock this process has just released can stay held for a moment: a child process that
-/// another thread is starting holds a copy of every open descriptor until it execs, and the
-/// lock goes with the last copy. Without the wait, a run that follows another one in the same
-/// process (a purge after a backup while other sources start `pg_dump`) could be refused for
-/// nothing. A lock that is really held is refused this much later.
-const LOCAL_GRACE: Duration = Duration::from_secs(1);
+/// Closing the file is not enough to free the lock at once: a child process that another thread
+/// is starting holds a copy of every open descriptor until it execs, and an `flock` lock belongs
+/// to the open file that all copies share. Unlocking through any copy frees it, so a run that
+/// follows another one in the same process (a purge after a backup while other sources start
+/// `pg_dump`) is not refused for nothing.
+#[derive(Debug)]
+struct LocalLock(File);
 
-/// [`take_local`], tried again for [`LOCAL_GRACE`] while the lock is held.
-async fn take_local_waiting(path: &Path, source: &str, operation: &str) -> Result<File, LockError> {
-    let deadline = std::time::Instant::now() + LOCAL_GRACE;
-    loop {
-        match take_local(path, source, operation) {
-            Err(LockError::LocalHeld { .. }) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other,
-        }
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
-fn take_local(path: &Path, source: &str, operation: &str) -> Result<File, LockError> {
+fn take_local(path: &Path, source: &str, operation: &str) -> Result<LocalLock, LockError> {
     let io = |operation: &'static str| {
         move |source: std::io::Error| LockError::Io {
             operation,
@@ -213,6 +207,8 @@ fn take_local(path: &Path, source: &str, operation: &str) -> Result<File, LockEr
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io("locking")(e)),
     }
+    let mut local = LocalLock(file);
+    let file = &mut local.0;
     file.set_len(0).map_err(io("writing"))?;
     file.rewind().map_err(io("writing"))?;
     write!(
@@ -222,7 +218,7 @@ fn take_local(path: &Path, source: &str, operation: &str) -> Result<File, LockEr
         Utc::now().format("%Y-%m-%d %H:%M:%SZ")
     )
     .map_err(io("writing"))?;
-    Ok(file)
+    Ok(local)
 }
 
 fn new_token() -> String {
@@ -246,7 +242,7 @@ pub struct SourceLock {
     key: String,
     state: Arc<Mutex<LeaseState>>,
     renewer: tokio::task::JoinHandle<()>,
-    _local: File,
+    _local: LocalLock,
 }
 
 /// Takes the lock of `source` on `destination` for `operation`.
@@ -260,12 +256,11 @@ pub async fn acquire(
     operation: &str,
     options: &LockOptions,
 ) -> Result<SourceLock, LockError> {
-    let local = take_local_waiting(
+    let local = take_local(
         &local_lock_path(options, destination.as_ref(), source),
         source,
         operation,
-    )
-    .await?;
+    )?;
     let key = layout::lock_key(source);
     let now = Utc::now();
     let lease = Lease {
@@ -463,44 +458,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_copy_of_the_lock_kept_for_a_moment_after_release_does_not_refuse_the_next_run() {
+    async fn a_copy_of_the_lock_file_left_open_does_not_hold_the_lock_after_release() {
         let dir = tempfile::tempdir().unwrap();
         let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(dir.path().join("backups")));
         let held = acquire(destination.clone(), "app", "backup", &options(dir.path()))
             .await
             .unwrap();
-        // What a child being spawned by another thread holds until it execs: the same open file.
-        let copy = held._local.try_clone().unwrap();
-        held.release().await.unwrap();
-        let child = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            drop(copy);
-        });
-        let next = acquire(destination.clone(), "app", "purge", &options(dir.path())).await;
-        child.join().unwrap();
-        next.expect("the lock is free once the copy is gone")
-            .release()
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_lock_held_longer_than_the_grace_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let destination: Arc<dyn Destination> = Arc::new(LocalDestination::new(dir.path().join("backups")));
-        let held = acquire(destination.clone(), "app", "backup", &options(dir.path()))
-            .await
-            .unwrap();
-        let started = std::time::Instant::now();
+        // What a child that another thread is starting holds until it execs: the same open file.
+        let copy = held._local.0.try_clone().unwrap();
         let err = acquire(destination.clone(), "app", "purge", &options(dir.path()))
             .await
             .unwrap_err();
         assert!(matches!(err, LockError::LocalHeld { .. }), "{err}");
-        assert!(
-            started.elapsed() >= LOCAL_GRACE,
-            "refused after {:?}",
-            started.elapsed()
-        );
         held.release().await.unwrap();
+        acquire(destination.clone(), "app", "purge", &options(dir.path()))
+            .await
+            .expect("released while a copy of the file is still open")
+            .release()
+            .await
+            .unwrap();
+        drop(copy);
     }
 }

@@ -84,6 +84,25 @@ fn open_folder(dir: &Path) -> Result<File, DestinationError> {
     }
 }
 
+/// An exclusive lock on a folder, unlocked explicitly when dropped: closing alone would leave it
+/// held while a child process that another thread is starting still shares the open folder
+/// (until it execs), and the next conditional write in the folder would wait for that.
+struct FolderLock(File);
+
+impl FolderLock {
+    fn take(dir: &Path) -> Result<FolderLock, DestinationError> {
+        let folder = open_folder(dir)?;
+        folder.lock().map_err(|e| DestinationError::io("locking", dir, e))?;
+        Ok(FolderLock(folder))
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// Removes `dir` and then each parent below `root` while they are empty, as S3 has no empty
 /// folders; a folder that is not empty (or is being filled) stays.
 fn remove_empty_folders(root: &Path, mut dir: &Path) {
@@ -179,8 +198,7 @@ impl LocalDestination {
         // The compare and the swap happen under an exclusive lock on the object's folder, so
         // no lock file is left beside the object.
         let folder = parent_of(&path);
-        let lock = open_folder(folder)?;
-        lock.lock().map_err(|e| DestinationError::io("locking", folder, e))?;
+        let lock = FolderLock::take(folder)?;
         let current = read_if_exists(&path)?;
         match (condition, &current) {
             (PutCondition::CreateOnly, Some(_)) => return Err(refused("the object already exists".into())),
