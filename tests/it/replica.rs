@@ -339,7 +339,11 @@ async fn a_postgres_replica_seeded_from_the_copies_follows_its_source_by_subscri
     // Leave both servers clean: the subscription drops its slot on the source.
     let replica = pg_connect(&pg_replica_url(&target)).await;
     let subscriptions: Vec<String> = replica
-        .query("SELECT subname::text FROM pg_subscription", &[])
+        // pg_subscription is shared by the server's databases; other tests' replicas are theirs.
+        .query(
+            "SELECT subname::text FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
         .await
         .unwrap()
         .iter()

@@ -185,6 +185,24 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
     let state = status();
     assert_eq!(state["running"], false, "{state}");
     assert!(state["lag_bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{state}");
+    // The lease is an advisory lock, which belongs to one database: the same lock held in
+    // another database of the replica's server (an applier of another source named fx) is not
+    // this replica's applier.
+    let elsewhere = pg_connect(&pg_replica_url("postgres")).await;
+    let lease = (
+        0x6361_6972_i32,
+        i32::from_str_radix(&cairn::storage::md5_hex(b"fx")[..7], 16).unwrap(),
+    );
+    elsewhere
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&lease.0, &lease.1])
+        .await
+        .unwrap();
+    let state = status();
+    elsewhere
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&lease.0, &lease.1])
+        .await
+        .unwrap();
+    assert_eq!(state["running"], false, "the lease of another database: {state}");
 
     // The replica's slot is dropped on the source: refused; --auto-resync seeds it again.
     let slot: String = on_replica

@@ -116,7 +116,9 @@ pub(super) async fn hand_over(target: &Pg, handover: &NativeHandover<'_>) -> Res
         .map_err(|e| target.error(&format!("creating subscription {name}"), e))?;
     let origin: String = client
         .query_one(
-            "SELECT 'pg_' || oid::text FROM pg_subscription WHERE subname = $1",
+            // Subscription names are unique per database; pg_subscription lists the server's.
+            "SELECT 'pg_' || oid::text FROM pg_subscription WHERE subname = $1 \
+             AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[&name],
         )
         .await

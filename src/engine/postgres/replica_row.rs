@@ -8,6 +8,11 @@ use tokio_postgres::Client;
 use super::Pg;
 use crate::engine::SourceError;
 
+/// The condition on `pg_locks` that keeps to this database: an advisory lock belongs to one
+/// database, so the same lease taken in another database of the server (a replica of another
+/// source of the same name) is not this replica's applier.
+pub const THIS_DATABASE: &str = "database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
 /// The second key of `source`'s lease.
 pub fn lease_key(source: &str) -> i32 {
     let digest = crate::storage::md5_hex(source.as_bytes());

@@ -14,7 +14,7 @@ use crate::engine::SourceError;
 use crate::engine::filter::Filters;
 use crate::engine::follow::{FollowSetup, ReplicaState};
 use crate::engine::postgres::Pg;
-use crate::engine::postgres::replica_row::{self, utc};
+use crate::engine::postgres::replica_row::{self, THIS_DATABASE, utc};
 use crate::repo::model::LogPosition;
 
 /// The first key of every MySQL replica's lease (`cmyr`): the second is the source's.
@@ -219,7 +219,7 @@ pub async fn states(pg: &Pg) -> Result<Vec<ReplicaState>, SourceError> {
                  r.last_error, {}, r.idle_file, r.idle_position, \
                  EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = $1::int::oid AND \
                    l.objid = (('x' || substr(md5(r.source), 1, 7))::bit(28)::int)::oid AND l.objsubid = 2 AND \
-                   l.granted) \
+                   l.granted AND l.{THIS_DATABASE}) \
                  FROM cairn_replay.mysql_replica r ORDER BY r.source",
                 utc("r.heartbeat_at"),
                 utc("r.applied_event_at"),

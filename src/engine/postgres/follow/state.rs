@@ -5,6 +5,7 @@
 
 use tokio_postgres::Client;
 
+use super::super::replica_row::THIS_DATABASE;
 use super::super::{Pg, quote_literal};
 use crate::engine::SourceError;
 use crate::engine::filter::Filters;
@@ -156,8 +157,10 @@ pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup, stale: Opti
     if let Some(stale) = stale {
         let holder: Option<i32> = client
             .query_opt(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid AND \
-                 objid = $2::int::oid AND objsubid = 2 AND granted",
+                &format!(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid AND \
+                     objid = $2::int::oid AND objsubid = 2 AND granted AND {THIS_DATABASE}"
+                ),
                 &[&LEASE_CLASS, &key],
             )
             .await
@@ -245,8 +248,10 @@ pub(in crate::engine::postgres) async fn states(pg: &Pg) -> Result<Vec<ReplicaSt
         let source: String = row.get(0);
         let running: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid AND \
-                 objid = $2::int::oid AND objsubid = 2 AND granted)",
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid AND \
+                     objid = $2::int::oid AND objsubid = 2 AND granted AND {THIS_DATABASE})"
+                ),
                 &[&LEASE_CLASS, &lease_key(&source)],
             )
             .await
