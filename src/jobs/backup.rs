@@ -466,36 +466,9 @@ pub(super) async fn run_source(
             copy: &copy_id,
             destination: &destination.location(),
         });
-        let mut writer = CopyWriter::new(destination.clone(), name, &copy_id)
-            .with_key(item.key.clone())
-            .with_level(item.compression_level);
-        let (kind, parent, taken) = match decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id)) {
-            Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
-                Ok(taken) => (CopyKind::Incremental, Some(parent.id.clone()), taken),
-                Err(gap) if item.copy_options.full_instead(&gap) => {
-                    let full_id = new_copy_id(Utc::now(), CopyKind::Full);
-                    observer.backup(&BackupEvent::FullAfterLogGap {
-                        source: name,
-                        gap: &gap,
-                        copy: &full_id,
-                    });
-                    writer = CopyWriter::new(destination.clone(), name, &full_id)
-                        .with_key(item.key.clone())
-                        .with_level(item.compression_level);
-                    (
-                        CopyKind::Full,
-                        None,
-                        engine.full_copy(&writer, &item.copy_options).await?,
-                    )
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None => (
-                CopyKind::Full,
-                None,
-                engine.full_copy(&writer, &item.copy_options).await?,
-            ),
-        };
+        let parent = decision.parent.as_deref().and_then(|id| loaded.status.body.copy(id));
+        let (writer, kind, parent, taken) =
+            take_copy(engine.as_ref(), item, destination.clone(), &copy_id, parent, observer).await?;
         let info = copy_info(plan, kind, parent, started_at, taken);
         Ok(writer.commit(info, &status, &lock).await?)
     }
@@ -509,6 +482,54 @@ pub(super) async fn run_source(
         });
     }
     result
+}
+
+/// What [`take_copy`] took: the writer holding the copy's files, its kind, its parent and the
+/// engine's account of it.
+pub(super) type Taken = (CopyWriter, CopyKind, Option<String>, crate::engine::TakenCopy);
+
+/// Takes the copy `copy_id` of `item` through a writer on `destination`: the incremental after
+/// `parent` when there is one, else a full copy. When the incremental cannot be taken because
+/// its log is gone (or, on PostgreSQL, the schema changed) and the settings say so
+/// (`on-log-gap = "full"`), a full copy is taken instead under a new id, with an event saying
+/// why. Shared by backups to one destination and fanned backups, so both decide alike.
+///
+/// # Errors
+/// The engine's error for the copy it took last.
+pub(super) async fn take_copy(
+    engine: &dyn Source,
+    item: &PlannedSource,
+    destination: Arc<dyn crate::storage::Destination>,
+    copy_id: &str,
+    parent: Option<&CopyRecord>,
+    observer: &dyn Observer,
+) -> Result<Taken, SourceError> {
+    let name = &item.source.name;
+    let writer_for = |id: &str| {
+        CopyWriter::new(destination.clone(), name, id)
+            .with_key(item.key.clone())
+            .with_level(item.compression_level)
+    };
+    let writer = writer_for(copy_id);
+    let Some(parent) = parent else {
+        let taken = engine.full_copy(&writer, &item.copy_options).await?;
+        return Ok((writer, CopyKind::Full, None, taken));
+    };
+    match engine.incremental_copy(&writer, &item.copy_options, parent).await {
+        Ok(taken) => Ok((writer, CopyKind::Incremental, Some(parent.id.clone()), taken)),
+        Err(gap) if item.copy_options.full_instead(&gap) => {
+            let full_id = new_copy_id(Utc::now(), CopyKind::Full);
+            observer.backup(&BackupEvent::FullAfterLogGap {
+                source: name,
+                gap: &gap,
+                copy: &full_id,
+            });
+            let writer = writer_for(&full_id);
+            let taken = engine.full_copy(&writer, &item.copy_options).await?;
+            Ok((writer, CopyKind::Full, None, taken))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The record of a copy the engine took, before its writer fills in its id, files and bytes.

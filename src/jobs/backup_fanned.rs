@@ -10,14 +10,13 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::backup::{
-    BackupError, BackupPlan, Decision, PlannedSource, copy_info, decide_for, new_copy_id, preflight_source,
+    BackupError, BackupPlan, Decision, PlannedSource, copy_info, decide_for, new_copy_id, preflight_source, take_copy,
 };
 use crate::engine::Source;
 use crate::jobs::events::{BackupEvent, Observer};
 use crate::repo::kinds::CopyKind;
 use crate::repo::lock::{LockOptions, SourceLock};
 use crate::repo::status::{CopyRecord, StatusBody, StatusStore};
-use crate::repo::writer::CopyWriter;
 use crate::storage::fan_out::FanOut;
 use crate::storage::{Access, Destination, DestinationSpec};
 
@@ -158,36 +157,9 @@ async fn copy_once(
         copy: &copy_id,
         destination: &fan.location(),
     });
-    let mut writer = CopyWriter::new(fan.clone(), name, &copy_id)
-        .with_key(item.key.clone())
-        .with_level(item.compression_level);
-    let taken = match decision.parent.as_deref().and_then(|id| first_body.copy(id)) {
-        Some(parent) => match engine.incremental_copy(&writer, &item.copy_options, parent).await {
-            Ok(taken) => Ok((CopyKind::Incremental, Some(parent.id.clone()), taken)),
-            // As with one destination: the log is gone, and the settings say take a full copy.
-            Err(gap) if item.copy_options.full_instead(&gap) => {
-                let full_id = new_copy_id(Utc::now(), CopyKind::Full);
-                observer.backup(&BackupEvent::FullAfterLogGap {
-                    source: name,
-                    gap: &gap,
-                    copy: &full_id,
-                });
-                writer = CopyWriter::new(fan.clone(), name, &full_id)
-                    .with_key(item.key.clone())
-                    .with_level(item.compression_level);
-                engine
-                    .full_copy(&writer, &item.copy_options)
-                    .await
-                    .map(|taken| (CopyKind::Full, None, taken))
-            }
-            Err(e) => Err(e),
-        },
-        None => engine
-            .full_copy(&writer, &item.copy_options)
-            .await
-            .map(|taken| (CopyKind::Full, None, taken)),
-    };
-    let (kind, parent, taken) = match taken {
+    let parent = decision.parent.as_deref().and_then(|id| first_body.copy(id));
+    let taken = take_copy(engine, item, fan.clone(), &copy_id, parent, observer).await;
+    let (writer, kind, parent, taken) = match taken {
         Ok(taken) => taken,
         Err(e) => {
             // Where a destination itself failed, that is its error; the others share the
