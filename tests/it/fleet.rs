@@ -40,8 +40,17 @@ async fn sources_run_in_parallel_and_one_failing_stops_none_of_the_others() {
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
+    // Held until b-quick's copy is recorded (or 25 s, below lock-wait-seconds), so a-slow still
+    // waits then however slowly the run starts.
+    let quick_status = to.join(cairn::repo::layout::status_key("b-quick"));
     let release = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        for _ in 0..250 {
+            if quick_status.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         blocker.batch_execute("ROLLBACK").await.unwrap();
     });
     let (code, out, err) =

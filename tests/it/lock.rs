@@ -137,13 +137,13 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let short = LockOptions {
             // Renewed every third of this; generous, so a busy machine cannot starve the renewal.
-            ttl: Duration::from_millis(2000),
+            ttl: Duration::from_millis(6000),
             ..options(&dir, "h")
         };
         let held = lock::acquire(destination.clone(), "app", "backup", &short)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(4500)).await;
+        tokio::time::sleep(Duration::from_millis(7000)).await;
         held.ensure_held()
             .expect("renewal keeps the lease alive past its first expiry");
         assert!(held.lease().expires_at > Utc::now());

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
@@ -369,16 +369,8 @@ async fn a_lock_free_copy_taken_under_a_transfer_workload_is_consistent() {
 async fn copy_under_transfer_workload(lock_free: bool) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let source = accounts_database("my_transfers").await;
-    let deadline = Instant::now() + Duration::from_secs(12);
     let stop = Arc::new(AtomicBool::new(false));
     let workers = transfer_workload(&source, 4, stop.clone());
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            stop.store(true, Ordering::Relaxed);
-        }
-    });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -406,7 +398,9 @@ async fn copy_under_transfer_workload(lock_free: bool) {
     })
     .await
     .unwrap();
-    let still_running = Instant::now() < deadline;
+    // The writers run until the copy has ended, however long it takes on a loaded machine.
+    let still_running = workers.iter().all(|worker| !worker.is_finished());
+    stop.store(true, Ordering::Relaxed);
     let mut transfers = 0;
     for worker in workers {
         transfers += worker.await.unwrap();
@@ -414,7 +408,7 @@ async fn copy_under_transfer_workload(lock_free: bool) {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         still_running,
-        "the workload ended before the copy; the test proves nothing"
+        "a writer ended before the copy did; the test proves nothing"
     );
     let (_, json, _) = run(cairn(locks.path()).args(["status", "--json", "--source", "fx", "--from", &to]));
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();

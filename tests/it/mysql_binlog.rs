@@ -439,13 +439,29 @@ async fn an_interrupted_replay_resumes_to_the_same_result() {
     backup_ok(locks.path(), &source, &to, "full").await;
     let stop = Arc::new(AtomicBool::new(false));
     let workers = transfer_workload(&source, 3, stop.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Enough transactions that the replay is still busy when the test kills it, counted rather
+    // than timed: a loaded machine may run few in a given time.
+    let mut counter = connect(&url_of(&source)).await;
+    for _ in 0..600 {
+        let done: u64 = counter
+            .query_first("SELECT CAST(SUM(transfers) AS UNSIGNED) FROM accounts")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if done >= 1500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut transfers = 0;
     for worker in workers {
         transfers += worker.await.unwrap();
     }
-    assert!(transfers > 500, "only {transfers} transfers: too few to interrupt");
+    assert!(
+        transfers >= 1500,
+        "only {transfers} transfers in a minute: too few to interrupt"
+    );
     backup_ok(locks.path(), &source, &to, "incremental").await;
 
     let whole = format!("{source}_whole");

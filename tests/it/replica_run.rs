@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::mysql::{ONE_AT_A_TIME, accounts_database, connect, fresh_database, transfer_workload, url_of};
 use crate::replica::{checksums, config_for, on_replica, replica_server, reset_replica};
-use crate::support::{Background, cairn, run};
+use crate::support::{Background, cairn, run, wait_for_applier};
 
 /// `replica seed --handover cairn` of source `fx` from `to` into the second server.
 fn seed_for_cairn(locks: &std::path::Path, config: &std::path::Path, to: &str, more: &[&str]) -> serde_json::Value {
@@ -122,22 +122,31 @@ async fn cairns_applier_follows_a_source_through_rotations_a_kill_and_a_restart(
     applier.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A second applier of the same replica is refused while one runs.
-    let applier = spawn_applier(locks.path(), &config, &log);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut applier = spawn_applier(locks.path(), &config, &log);
+    wait_for_applier(locks.path(), &config, &replica_server(), "fx", &mut applier).await;
     let (code, _, err) = replica(locks.path(), &config, &["run", "--dry-run"]);
     assert_eq!(code, 0, "a dry run takes no lease: {err}");
-    let (code, _, err) = replica(locks.path(), &config, &["run"]);
+    // With --catch-up, a second applier wrongly let in would end instead of hanging the test.
+    let (code, _, err) = replica(locks.path(), &config, &["run", "--catch-up"]);
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("another applier runs"), "{err}");
+    assert!(!applier.has_ended(), "the applier that holds the lease ended");
     flush_logs(&source).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     // The source ends the applier's binary log session: it reconnects and goes on.
     let mut admin = connect(&url_of(&source)).await;
-    let dumps: Vec<u64> = admin
-        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
-        .await
-        .unwrap();
-    assert!(!dumps.is_empty(), "the applier reads no binary log");
+    let mut dumps: Vec<u64> = Vec::new();
+    for _ in 0..120 {
+        dumps = admin
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .await
+            .unwrap();
+        if !dumps.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!dumps.is_empty(), "the applier reads no binary log after 30 s");
     for id in dumps {
         admin.query_drop(format!("KILL {id}")).await.unwrap();
     }

@@ -518,7 +518,6 @@ fn clean_environment(mut command: Command, lock_dir: &Path) -> Command {
     command
 }
 
-/// Runs a command and returns (exit code, stdout, stderr).
 /// A cairn started in the background, killed when the test ends however it ends: a failing
 /// test must not leave an applier writing to the shared test servers.
 pub struct Background(pub Option<std::process::Child>);
@@ -546,12 +545,47 @@ impl Background {
     }
 }
 
+impl Background {
+    /// Whether it has ended already.
+    pub fn has_ended(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+}
+
+/// Waits until `cairn replica status` shows the applier of `source` on `target` running, for up
+/// to a minute, and checks that `applier` is the one: a debug build starting beside the rest of
+/// the suite can take seconds, and a test that went on after a fixed sleep could start a second
+/// applier that takes the lease and never ends.
+pub async fn wait_for_applier(locks: &Path, config: &Path, target: &str, source: &str, applier: &mut Background) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(!applier.has_ended(), "the applier ended by itself");
+        let (code, out, err) = run(cairn(locks)
+            .arg("--config")
+            .arg(config)
+            .args(["replica", "status", "--target", target, "--source", source, "--json"]));
+        assert_eq!(code, 0, "{out}\n{err}");
+        let states: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if states[0]["running"] == true {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no applier runs a minute after it was started: {states}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
+/// Runs a command and returns (exit code, stdout, stderr).
 pub fn run(command: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = command.output().expect("run cairn");
     (

@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use crate::mysql::{ONE_AT_A_TIME, accounts_database, connect, transfer_workload, url_of};
 use crate::postgres::{connect as pg_connect, url_of as pg_url_of};
 use crate::replica::config_for;
-use crate::support::{Background, cairn, run};
+use crate::support::{Background, cairn, run, wait_for_applier};
 
 /// `cairn replica <args> --source fx --target <target>`.
 fn replica(locks: &std::path::Path, config: &std::path::Path, target: &str, args: &[&str]) -> (i32, String, String) {
@@ -132,11 +132,13 @@ async fn a_mariadb_source_is_followed_into_postgres_through_a_kill_and_a_restart
     // SIGKILL mid-stream: what was committed stays with its position; the restart goes on after it.
     applier.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let applier = spawn_applier(locks.path(), &config, &target, &log);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let (code, _, err) = replica(locks.path(), &config, &target, &["run"]);
+    let mut applier = spawn_applier(locks.path(), &config, &target, &log);
+    wait_for_applier(locks.path(), &config, &target, "fx", &mut applier).await;
+    // With --catch-up, a second applier wrongly let in would end instead of hanging the test.
+    let (code, _, err) = replica(locks.path(), &config, &target, &["run", "--catch-up"]);
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("another applier runs"), "{err}");
+    assert!(!applier.has_ended(), "the applier that holds the lease ended");
     let (code, out, err) = run(cairn(locks.path())
         .arg("--config")
         .arg(&config)
