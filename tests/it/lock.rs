@@ -168,12 +168,15 @@ async fn leases_are_renewed_and_a_replaced_lease_is_noticed() {
     }
 }
 
-/// A pid that no process has now: a child that has exited and been reaped.
+/// A pid that no process has: one above the kernel's largest. (A reaped child's pid could be
+/// given to another process while the test runs.)
 pub fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("reading /proc/sys/kernel/pid_max")
+        .trim()
+        .parse()
+        .expect("pid_max is a number");
+    max + 1
 }
 
 #[tokio::test]

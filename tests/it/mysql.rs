@@ -460,12 +460,8 @@ async fn backup_failures_are_clear_and_leave_the_status_untouched() {
         .await
         .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = format!("mysql://root:pw@127.0.0.1:{port}/x");
+    // Port 1: nothing listens there, and no other test can start listening on it.
+    let unreachable = "mysql://root:pw@127.0.0.1:1/x".to_string();
     let (code, _, err) =
         run(cairn(locks.path()).args(["backup", "--name", "fx", "--source", &unreachable, "--to", &to]));
     assert_eq!(code, 75, "{err}");
