@@ -1,6 +1,7 @@
 //! `cairn restore --no-binlog` against the private MariaDB: nothing the restore writes — schema,
-//! rows, indexes, foreign keys, views, routines — reaches the target's binary log, so a replica
-//! of the target never gets tables without their rows.
+//! rows, indexes, foreign keys, views, routines, and the replay of an incremental's DDL and rows —
+//! reaches the target's binary log, so a replica of the target never gets tables without their
+//! rows.
 
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
@@ -17,6 +18,14 @@ async fn a_restore_with_no_binlog_leaves_nothing_in_the_targets_binary_log() {
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("backups").display().to_string();
     let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // An incremental with DDL and rows: the restore replays it after loading the full copy.
+    connect(&crate::mysql::url_of(&source))
+        .await
+        .query_drop("CREATE TABLE after_copy (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO after_copy VALUES (1, 'one'), (2, 'two'); UPDATE after_copy SET v = 'changed' WHERE id = 2")
+        .await
+        .unwrap();
+    let (code, out, err) = backup_with(&mut cairn(locks.path()), &source, &to, &["--type", "incremental"]);
     assert_eq!(code, 0, "{out}\n{err}");
 
     let mut admin = connect(&mysql_url()).await;
