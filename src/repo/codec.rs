@@ -94,12 +94,22 @@ thread_local! {
 fn compress_frame(block: &[u8], level: i32) -> io::Result<bytes::Bytes> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if !matches!(&*cell, Some((kept, _)) if *kept == level) {
-            let mut compressor = zstd::bulk::Compressor::new(level)?;
-            compressor.include_checksum(true)?;
-            *cell = Some((level, compressor));
-        }
-        let (_, compressor) = cell.as_mut().expect("set just above");
+        let compressor = match &mut *cell {
+            Some((kept, compressor)) => {
+                // Sources of one run may compress at different levels: the context is kept
+                // (and its checksum setting), only its level changes.
+                if *kept != level {
+                    compressor.set_compression_level(level)?;
+                    *kept = level;
+                }
+                compressor
+            }
+            empty => {
+                let mut compressor = zstd::bulk::Compressor::new(level)?;
+                compressor.include_checksum(true)?;
+                &mut empty.insert((level, compressor)).1
+            }
+        };
         compressor.compress(block).map(bytes::Bytes::from)
     })
 }
@@ -254,6 +264,25 @@ mod tests {
     use super::*;
     use crate::streams::{Counters, Counting};
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn one_thread_compresses_at_each_level_it_is_asked_for_with_checksums() {
+        let block: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{}\trow\n", i % 997).into_bytes())
+            .collect();
+        let sizes: Vec<usize> = [1, 19, 1]
+            .into_iter()
+            .map(|level| {
+                let frame = compress_frame(&block, level).unwrap();
+                // Frame header descriptor, bit 2: the frame ends with its content checksum.
+                assert_ne!(frame[4] & 0x04, 0, "level {level}: no content checksum");
+                assert_eq!(zstd::bulk::decompress(&frame, block.len()).unwrap(), block);
+                frame.len()
+            })
+            .collect();
+        assert!(sizes[1] < sizes[0], "level 19 was not used: {sizes:?}");
+        assert_eq!(sizes[2], sizes[0], "level 1 again: {sizes:?}");
+    }
 
     #[tokio::test]
     async fn compress_then_decompress_round_trips_and_counts() {
