@@ -85,6 +85,8 @@ wal_level = logical
 max_replication_slots = 20
 max_wal_senders = 20
 max_connections = 200
+# A test leaves a prepared transaction holding a lock, as a forgotten one does in production.
+max_prepared_transactions = 10
 fsync = off
 synchronous_commit = off
 full_page_writes = off

@@ -80,7 +80,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
   1   the job failed (nothing new was recorded as a valid copy)
-  2   usage or configuration error (bad flag, bad config, unknown source, command not available yet)
+  2   usage or configuration error (bad flag, bad config, unknown source, a request the source or target cannot carry out)
   75  temporary failure: another run holds the lock, or a server or store is unreachable; retry later";
 
 impl Classify for BackupError {

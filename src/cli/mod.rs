@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::exit::{Classify, EXIT_CODES_HELP, ExitStatus};
 
 /// Command-line arguments.
@@ -101,7 +101,7 @@ pub enum Command {
     /// What a source keeps on its server for incrementals (a PostgreSQL replication slot).
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Slot(SlotCommand),
-    /// Seed a replica from the copies and hand it over to replication (`run`, `status`, `stop`: not available yet).
+    /// Replicas: seed one from the copies and hand it over to native replication, or follow the source with cairn's own applier (`run`, `status`, `stop`), event tables, MySQL→PostgreSQL upkeep.
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Replica(ReplicaCommand),
     /// Inspect the configuration.
@@ -164,8 +164,29 @@ fn render(error: &anyhow::Error) -> String {
     text
 }
 
+/// The environment as text. `std::env::vars` panics on any variable that is not UTF-8 (a
+/// Latin-1 value inherited from a cron job is enough): such variables are left out, except
+/// cairn's own, which are refused by name.
+fn environment() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        match (key.into_string(), value.into_string()) {
+            (Ok(key), Ok(value)) => vars.push((key, value)),
+            (Ok(key), Err(_)) if key.starts_with("CAIRN_") => {
+                return Err(ConfigError::Invalid {
+                    origin: "the environment".into(),
+                    key,
+                    message: "its value is not UTF-8 text; set it again in UTF-8".into(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(vars)
+}
+
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let mut config = Config::load(cli.config.as_deref(), environment()?)?;
     if let Some(path) = &cli.metrics_file {
         config.settings.metrics_file = Some(path.clone());
     }

@@ -20,7 +20,7 @@ pub enum ReplicaCommand {
     /// exact position the copies reached.
     Seed(SeedArgs),
     /// cairn's own continuous applier: follow the source's log into a target seeded with
-    /// `--handover cairn` (MySQL/MariaDB).
+    /// `--handover cairn` (MySQL/MariaDB or PostgreSQL sources).
     Run(RunArgs),
     /// The replicas cairn's applier keeps on a target: running or not, position, lag, last error.
     Status(ReplicaStatusArgs),

@@ -122,6 +122,15 @@ fn configuration_errors_name_the_file_and_key() {
     let (code, _, err) = run(cairn(locks.path()).args(["config", "check"]).env("CAIRN_JOBS", "lots"));
     assert_eq!(code, 2);
     assert!(err.contains("CAIRN_JOBS"), "{err}");
+    // A variable that is not UTF-8 (a Latin-1 value from an old shell) is not cairn's business,
+    // unless it is one of cairn's own.
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let (code, out, err) = run(cairn(locks.path()).args(["config", "check"]).env("LEGACY_NAME", latin1));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, err) = run(cairn(locks.path()).args(["config", "check"]).env("CAIRN_JOBS", latin1));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CAIRN_JOBS") && err.contains("UTF-8"), "{err}");
     let (code, _, err) = run(cairn(locks.path()).args(["--config", "/nonexistent/cairn.toml", "config", "check"]));
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/cairn.toml"), "{err}");

@@ -164,10 +164,10 @@ async fn event_rows_reach_a_postgres_target_woken_by_notify() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(seen.len(), 25);
-    // Idle long enough for the waits to have grown: they double from 0.1 s, so 13 s into the
-    // idleness the copy is in its 12.8 s wait, which ends 25.5 s in. Arriving more than 8 s
-    // before that, the row can only have come through the notification.
-    tokio::time::sleep(Duration::from_secs(13)).await;
+    // Idle long enough for the waits to have grown: they double from 0.1 s, so the copy's 12.8 s
+    // wait runs from 12.7 s into the idleness (later by its queries' time) to 25.5 s. Inserted
+    // 17 s in and seen within 4 s, the row can only have come through the notification.
+    tokio::time::sleep(Duration::from_secs(17)).await;
     writer
         .batch_execute("INSERT INTO events VALUES (26, '{\"late\": true}', '{x}', now(), NULL); NOTIFY events_added")
         .await

@@ -326,6 +326,45 @@ async fn a_copy_taken_under_write_load_is_consistent() {
     );
 }
 
+/// A table locked by a forgotten prepared transaction (which holds its locks without a session,
+/// so without a pid): the copy gives up after `lock-wait-seconds` with exit 75 and says what
+/// holds the lock.
+#[tokio::test]
+async fn a_table_locked_by_a_prepared_transaction_is_named_as_such() {
+    let source = fresh_database("pg_prepared").await;
+    let client = connect(&url_of(&source)).await;
+    let prepared = format!("cairn_test_{source}");
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; PREPARE TRANSACTION '{prepared}'"
+        ))
+        .await
+        .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("lock-wait-seconds = 2\n[sources.fx]\nurl = {:?}\n", url_of(&source)),
+    )
+    .unwrap();
+    let to = dir.path().join("backups").display().to_string();
+    let (code, out, err) = run(cairn(locks.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "--source", "fx", "--to", &to]));
+    client
+        .batch_execute(&format!("ROLLBACK PREPARED '{prepared}'"))
+        .await
+        .unwrap();
+    assert_eq!(code, 75, "{out}\n{err}");
+    assert!(err.contains("public.t is locked by a prepared transaction"), "{err}");
+}
+
 #[tokio::test]
 async fn backup_failures_are_clear_and_leave_the_status_untouched() {
     let locks = tempfile::tempdir().unwrap();

@@ -193,10 +193,12 @@ async fn cairns_applier_follows_a_postgres_source_validates_and_resyncs() {
         0x6361_6972_i32,
         i32::from_str_radix(&cairn::storage::md5_hex(b"fx")[..7], 16).unwrap(),
     );
-    elsewhere
-        .execute("SELECT pg_advisory_lock($1, $2)", &[&lease.0, &lease.1])
+    let taken: bool = elsewhere
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&lease.0, &lease.1])
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert!(taken, "the lock is free in the postgres database");
     let state = status();
     elsewhere
         .execute("SELECT pg_advisory_unlock($1, $2)", &[&lease.0, &lease.1])

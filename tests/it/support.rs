@@ -554,8 +554,8 @@ impl Background {
     }
 }
 
-/// Waits until `cairn replica status` shows the applier of `source` on `target` running, for up
-/// to a minute, and checks that `applier` is the one: a debug build starting beside the rest of
+/// Waits until `cairn replica status` shows `applier` holding the lease of `source` on `target`
+/// (running, and named with its pid), for up to a minute: a debug build starting beside the rest of
 /// the suite can take seconds, and a test that went on after a fixed sleep could start a second
 /// applier that takes the lease and never ends.
 pub async fn wait_for_applier(locks: &Path, config: &Path, target: &str, source: &str, applier: &mut Background) {
@@ -568,7 +568,9 @@ pub async fn wait_for_applier(locks: &Path, config: &Path, target: &str, source:
             .args(["replica", "status", "--target", target, "--source", source, "--json"]));
         assert_eq!(code, 0, "{out}\n{err}");
         let states: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if states[0]["running"] == true {
+        let pid = applier.0.as_ref().map(|child| child.id()).unwrap_or(0);
+        let holder = states[0]["applier"].as_str().unwrap_or_default();
+        if states[0]["running"] == true && holder.ends_with(&format!("pid {pid}")) {
             return;
         }
         assert!(

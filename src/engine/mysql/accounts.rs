@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::statement_text::quoted_end;
+use super::statement_text::{quoted_end, starts_with_ignoring_case};
 use super::{My, quote_ident, quote_literal};
 use crate::engine::accounts::{Account, AccountOutcome, AccountScope, Accounts};
 use crate::engine::{RestoreInput, SourceError};
@@ -210,7 +210,7 @@ fn grant_database(grant: &str) -> Option<Option<String>> {
     let on = top_level_on(grant)?;
     let mut rest = grant[on + 4..].trim_start();
     for kind in ["FUNCTION ", "PROCEDURE ", "PACKAGE BODY ", "PACKAGE ", "TABLE "] {
-        if rest.len() >= kind.len() && rest[..kind.len()].eq_ignore_ascii_case(kind) {
+        if starts_with_ignoring_case(rest, kind) {
             rest = rest[kind.len()..].trim_start();
         }
     }
@@ -241,10 +241,10 @@ fn top_level_on(grant: &str) -> Option<usize> {
                 depth = depth.saturating_sub(1);
                 i += 1;
             }
-            b' ' if depth == 0 && grant[i..].len() >= 4 && grant[i..i + 4].eq_ignore_ascii_case(" ON ") => {
+            b' ' if depth == 0 && starts_with_ignoring_case(&grant[i..], " ON ") => {
                 return Some(i);
             }
-            b' ' if depth == 0 && grant[i..].len() >= 4 && grant[i..i + 4].eq_ignore_ascii_case(" TO ") => {
+            b' ' if depth == 0 && starts_with_ignoring_case(&grant[i..], " TO ") => {
                 return None;
             }
             _ => i += 1,
@@ -470,6 +470,15 @@ mod tests {
             Some(None)
         );
         assert_eq!(grant_database("GRANT `reader` TO `a`@`%`"), None);
+        // Names in other scripts: compared byte by byte, never cut inside a character.
+        assert_eq!(
+            grant_database("GRANT SELECT ON `база`.* TO `пользователь`@`%`"),
+            Some(Some("база".into()))
+        );
+        assert_eq!(
+            grant_database("GRANT SELECT ON база.* TO a@`%`"),
+            Some(Some("база".into()))
+        );
     }
 
     #[test]

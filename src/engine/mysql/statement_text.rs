@@ -193,7 +193,17 @@ pub(crate) fn statement_tables(text: &str, default: &str) -> Vec<Key> {
     }
 }
 
-/// Where `word` stands alone in `text` (between whitespace, outside backquotes), ignoring case.
+/// Whether `text` starts with the ASCII `prefix`, ignoring case. Compares bytes, so it never
+/// cuts a character of a name or comment in another script in two; after a match, `prefix.len()`
+/// is a character boundary of `text`.
+pub(crate) fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// Where the ASCII `word` stands alone in `text` (between whitespace, outside backquotes),
+/// ignoring case.
 pub(crate) fn find_word(text: &str, word: &str) -> Option<usize> {
     let mut quoted = false;
     let mut previous = ' ';
@@ -201,14 +211,12 @@ pub(crate) fn find_word(text: &str, word: &str) -> Option<usize> {
         if c == '`' {
             quoted = !quoted;
         }
-        if !quoted && previous.is_whitespace() && text.len() > i + word.len() {
-            let next = text[i + word.len()..].chars().next().unwrap_or(' ');
-            if text.is_char_boundary(i + word.len())
-                && text[i..i + word.len()].eq_ignore_ascii_case(word)
-                && next.is_whitespace()
-            {
-                return Some(i);
-            }
+        if !quoted
+            && previous.is_whitespace()
+            && starts_with_ignoring_case(&text[i..], word)
+            && text[i + word.len()..].starts_with(char::is_whitespace)
+        {
+            return Some(i);
         }
         previous = c;
     }
@@ -293,7 +301,14 @@ pub(crate) fn first_paren(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_tables;
+    use super::{find_word, statement_tables};
+
+    #[test]
+    fn words_are_found_beside_text_in_any_script() {
+        assert_eq!(names("CREATE TABLE t (id INT) COMMENT 'Référence élève'"), ["shop.t"]);
+        assert_eq!(find_word("x élève LIKE y", "LIKE"), Some(10));
+        assert_eq!(find_word("x 日本語 ON", "ON"), None);
+    }
 
     fn names(text: &str) -> Vec<String> {
         statement_tables(text, "shop")

@@ -114,16 +114,19 @@ pub(super) async fn hand_over(target: &Pg, handover: &NativeHandover<'_>) -> Res
         ))
         .await
         .map_err(|e| target.error(&format!("creating subscription {name}"), e))?;
-    let origin: String = client
+    // Subscription names are unique per database; pg_subscription lists the server's. From
+    // here on the subscription is known by its oid.
+    let subscription: tokio_postgres::types::Oid = client
         .query_one(
-            // Subscription names are unique per database; pg_subscription lists the server's.
-            "SELECT 'pg_' || oid::text FROM pg_subscription WHERE subname = $1 \
+            "SELECT oid FROM pg_subscription WHERE subname = $1 \
              AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[&name],
         )
         .await
         .map_err(|e| target.error("finding the subscription's origin", e))?
-        .get(0);
+        .try_get(0)
+        .map_err(|e| target.error("finding the subscription's origin", e))?;
+    let origin = format!("pg_{subscription}");
     client
         .execute(
             "SELECT pg_replication_origin_advance($1, $2::text::pg_lsn)",
@@ -139,8 +142,8 @@ pub(super) async fn hand_over(target: &Pg, handover: &NativeHandover<'_>) -> Res
     for _ in 0..60 {
         let running: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL)",
-                &[&name],
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subid = $1 AND pid IS NOT NULL)",
+                &[&subscription],
             )
             .await
             .map_err(|e| target.error("reading the subscription's state", e))?

@@ -81,7 +81,10 @@ async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
     let oids: Vec<i64> = oids.iter().map(|o| i64::from(*o)).collect();
     let rows = client
         .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), l.pid, coalesce(left(a.query, 120), '')
+            // A prepared transaction holds its locks without a session: no pid.
+            "SELECT format('%I.%I', n.nspname, c.relname),
+                    coalesce('pid ' || l.pid, 'a prepared transaction (pg_prepared_xacts)'),
+                    coalesce(left(a.query, 120), '')
              FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation::int8 = ANY($1)",
@@ -92,8 +95,8 @@ async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
     let found: Vec<String> = rows
         .iter()
         .map(|r| {
-            let (table, pid, query): (String, i32, String) = (r.get(0), r.get(1), r.get(2));
-            format!("table {table} is locked by pid {pid} ({query})")
+            let (table, holder, query): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            format!("table {table} is locked by {holder} ({query})")
         })
         .collect();
     (!found.is_empty()).then(|| found.join("; "))

@@ -165,7 +165,7 @@ pub(super) async fn acquire(pg: &Pg, client: &Client, setup: &Setup, stale: Opti
             )
             .await
             .map_err(|e| pg.error(doing, e))?
-            .map(|row| row.get(0));
+            .and_then(|row| row.get::<_, Option<i32>>(0));
         if holder == Some(stale) {
             tracing::warn!(
                 "{}: ending this applier's earlier control session (pid {stale})",

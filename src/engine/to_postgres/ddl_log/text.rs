@@ -5,7 +5,7 @@
 use super::super::catalog::Definition;
 use super::super::mysql_ddl::{entry_column, split_create};
 pub(super) use crate::engine::mysql::statement_text::{
-    after_table_name, find_word, first_paren, strip_leading_comments, table_names, words,
+    after_table_name, find_word, first_paren, starts_with_ignoring_case, strip_leading_comments, table_names, words,
 };
 
 /// A definition's name, entries — the clauses a copy split off included — and options.
@@ -51,7 +51,7 @@ pub(super) fn strip_clause_words(clause: &str) -> &str {
     loop {
         let before = rest.len();
         for word in ["ADD ", "MODIFY ", "CHANGE ", "COLUMN ", "IF NOT EXISTS ", "IF EXISTS "] {
-            if rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
+            if starts_with_ignoring_case(rest, word) {
                 rest = rest[word.len()..].trim_start();
             }
         }
@@ -243,5 +243,20 @@ pub(super) fn strip_if_not_exists(entry: &str) -> String {
     match upper.find("IF NOT EXISTS") {
         Some(at) => format!("{}{}", &entry[..at], entry[at + 13..].trim_start()),
         None => entry.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_clause_words;
+
+    #[test]
+    fn clause_words_are_stripped_before_names_in_any_script() {
+        assert_eq!(
+            strip_clause_words("ADD COLUMN `prénom` VARCHAR(9)"),
+            "`prénom` VARCHAR(9)"
+        );
+        assert_eq!(strip_clause_words("add column if not exists имя int"), "имя int");
+        assert_eq!(strip_clause_words("MODIFY 名前 TEXT"), "名前 TEXT");
     }
 }
