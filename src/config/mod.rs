@@ -203,6 +203,11 @@ pub enum ConfigError {
     },
 }
 
+/// The longest lease a run may take (`lock-ttl-seconds`): a week.
+pub const MAX_LOCK_TTL_SECONDS: u64 = 7 * 24 * 3600;
+/// The longest a copy may wait for its locks (`lock-wait-seconds`): a day.
+pub const MAX_LOCK_WAIT_SECONDS: u64 = 24 * 3600;
+
 /// Validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -290,6 +295,19 @@ impl Config {
         {
             return Err(self.invalid("lock-ttl-seconds", "expected at least 30 seconds"));
         }
+        // Upper bounds keep clock arithmetic in range: a "never" value must not panic a run.
+        if s.lock_ttl_seconds.is_some_and(|ttl| ttl > MAX_LOCK_TTL_SECONDS) {
+            return Err(self.invalid(
+                "lock-ttl-seconds",
+                format!("expected at most {MAX_LOCK_TTL_SECONDS} (a week)"),
+            ));
+        }
+        if s.lock_wait_seconds.is_some_and(|wait| wait > MAX_LOCK_WAIT_SECONDS) {
+            return Err(self.invalid(
+                "lock-wait-seconds",
+                format!("expected at most {MAX_LOCK_WAIT_SECONDS} (a day)"),
+            ));
+        }
         s.notifications
             .validate()
             .map_err(|(key, message)| self.invalid(key, message))?;
@@ -366,9 +384,12 @@ impl Config {
                 ));
             }
             if let Some(mib) = d.part_size_mib
-                && mib * 1024 * 1024 < MIN_PART_SIZE
+                && mib.saturating_mul(1024 * 1024) < MIN_PART_SIZE
             {
                 return Err(self.invalid(&key("part-size-mib"), "expected at least 5 (S3's smallest part)"));
+            }
+            if d.part_size_mib.is_some_and(|mib| mib > 5 * 1024) {
+                return Err(self.invalid(&key("part-size-mib"), "expected at most 5120 (S3's largest part)"));
             }
             if let Some(endpoint) = &d.endpoint {
                 crate::storage::s3::check_endpoint(endpoint).map_err(|e| self.invalid(&key("endpoint"), e))?;
@@ -465,6 +486,12 @@ impl Config {
             }
             if src.chunk_size_mib == Some(0) {
                 return Err(self.invalid(&key("chunk-size-mib"), "expected at least 1"));
+            }
+            if src.lock_wait_seconds.is_some_and(|wait| wait > MAX_LOCK_WAIT_SECONDS) {
+                return Err(self.invalid(
+                    &key("lock-wait-seconds"),
+                    format!("expected at most {MAX_LOCK_WAIT_SECONDS} (a day)"),
+                ));
             }
         }
         Ok(())

@@ -36,7 +36,7 @@ impl Config {
                 options.secret_access_key = Some(read_secret(&key("secret-access-key-file"), path)?);
             }
             if let Some(mib) = settings.part_size_mib {
-                options.part_size = mib * 1024 * 1024;
+                options.part_size = mib.saturating_mul(1024 * 1024);
             }
             if let Some(n) = settings.upload_concurrency {
                 options.upload_concurrency = n as usize;

@@ -36,7 +36,7 @@ impl Config {
             ..Default::default()
         };
         if let Some(mib) = settings.and_then(|s| s.chunk_size_mib).or(self.settings.chunk_size_mib) {
-            options.chunk_bytes = mib * 1024 * 1024;
+            options.chunk_bytes = mib.saturating_mul(1024 * 1024);
         }
         if let Some(seconds) = settings
             .and_then(|s| s.lock_wait_seconds)

@@ -38,6 +38,29 @@ fn bad_values_say_what_was_expected() {
     );
     let err = load("jobs = 0\n", &[]).unwrap_err().to_string();
     assert!(err.contains("jobs: expected at least 1"), "{err}");
+    // "Never" values are refused, not carried into clock arithmetic that would overflow.
+    let err = load("lock-ttl-seconds = 9223372036854775807\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lock-ttl-seconds: expected at most 604800"), "{err}");
+    let err = load("", &[("CAIRN_LOCK_WAIT_SECONDS", "99999999999")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lock-wait-seconds: expected at most 86400"), "{err}");
+    let err = load(
+        "[sources.app]\nurl = \"mysql://h\"\nlock-wait-seconds = 99999999999\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sources.app.lock-wait-seconds: expected at most"), "{err}");
+    let err = load(
+        "[destinations.far]\nurl = \"s3://b/p\"\npart-size-mib = 17592186044416\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("part-size-mib: expected at most 5120"), "{err}");
     let err = load("[sources.app]\nurl = \"mysql://h\"\ndestination = \"nowhere\"\n", &[])
         .unwrap_err()
         .to_string();

@@ -486,13 +486,60 @@ impl Destination for LocalDestination {
 
     async fn delete(&self, key: &str) -> Result<(), DestinationError> {
         let path = self.path_of(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DestinationError::io("removing", &path, e)),
-        }
         let root = self.root.clone();
-        let _ = tokio::task::spawn_blocking(move || remove_empty_folders(&root, parent_of(&path))).await;
-        Ok(())
+        tokio::task::spawn_blocking(move || {
+            let folder = parent_of(&path);
+            // Under the folder's lock, as conditional writes compare and swap under it: a delete
+            // between a conditional write's compare and its rename would be undone by the rename
+            // (a lease renewal finishing after the release deleted the lease brought it back).
+            let lock = match File::open(folder) {
+                Ok(folder) => folder,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(DestinationError::io("opening", folder, e)),
+            };
+            lock.lock().map_err(|e| DestinationError::io("locking", folder, e))?;
+            let lock = FolderLock(lock);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DestinationError::io("removing", &path, e)),
+            }
+            drop(lock);
+            remove_empty_folders(&root, folder);
+            Ok(())
+        })
+        .await
+        .map_err(|e| DestinationError::io("removing", self.root.join(key), io::Error::other(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DestinationExt;
+
+    #[tokio::test]
+    async fn a_delete_waits_for_a_conditional_write_in_progress_in_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination = LocalDestination::new(dir.path());
+        destination
+            .put_bytes("a/lock.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        // What a conditional write holds between its compare and its rename.
+        let writing = FolderLock::take(&dir.path().join("a")).unwrap();
+        let deleting = tokio::spawn({
+            let destination = destination.clone();
+            async move { destination.delete("a/lock.json").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!deleting.is_finished(), "the delete did not wait for the write");
+        assert!(dir.path().join("a/lock.json").exists());
+        drop(writing);
+        deleting.await.unwrap().unwrap();
+        assert!(
+            !dir.path().join("a").exists(),
+            "the object and its empty folder are gone"
+        );
     }
 }

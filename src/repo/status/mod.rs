@@ -183,6 +183,17 @@ pub fn decode(file: &str, bytes: &[u8]) -> Result<Status, StatusError> {
     Ok(Status { generation, body })
 }
 
+/// The generation after `generation`, which a damaged or hand-edited status (`file`) may have
+/// set to the largest number: refused rather than wrapped to 0, which would reuse generations.
+fn next_generation(generation: u64, file: &str) -> Result<u64, StatusError> {
+    generation.checked_add(1).ok_or_else(|| StatusError::Corrupted {
+        file: file.to_string(),
+        reason: format!(
+            "its generation {generation} cannot grow; move the status files aside and run cairn status --rebuild"
+        ),
+    })
+}
+
 /// Reads the generation of a status file without trusting it, to keep counting up after damage.
 fn generation_hint(bytes: &[u8]) -> u64 {
     serde_json::from_slice::<Value>(bytes)
@@ -309,7 +320,7 @@ impl StatusStore {
                     // The unusable latest was at least one generation further; the next write
                     // must not reuse its number, whatever its damaged bytes claim.
                     let damaged = latest.as_ref().map(|o| generation_hint(&o.data)).unwrap_or(0);
-                    status.generation = damaged.max(status.generation + 1);
+                    status.generation = damaged.max(status.generation.saturating_add(1));
                     return Ok(Loaded {
                         status,
                         from: LoadedFrom::Previous { reason: latest_reason },
@@ -416,7 +427,7 @@ impl StatusStore {
             let loaded = self.load_recording(recording).await?;
             let mut body = loaded.status.body.clone();
             let outcome = change(&mut body)?;
-            let generation = loaded.status.generation + 1;
+            let generation = next_generation(loaded.status.generation, &self.describe(&latest_key))?;
             let bytes = encode(generation, &body);
             if let Some(sound) = &loaded.latest_bytes {
                 self.destination.put_bytes(&previous_key, sound.clone()).await?;
@@ -492,8 +503,8 @@ impl StatusStore {
             .flatten()
             .map(|o| generation_hint(&o.data))
             .max()
-            .unwrap_or(0)
-            + 1;
+            .unwrap_or(0);
+        let generation = next_generation(generation, &self.describe(&latest_key))?;
         let body = StatusBody {
             source: self.source.clone(),
             copies,
@@ -535,6 +546,15 @@ pub struct RebuildReport {
 mod tests {
     use super::*;
     use crate::repo::kinds::RunType;
+
+    #[test]
+    fn a_generation_at_its_largest_is_damage_not_a_wrap_to_zero() {
+        assert_eq!(next_generation(7, "s").unwrap(), 8);
+        assert!(matches!(
+            next_generation(u64::MAX, "s"),
+            Err(StatusError::Corrupted { .. })
+        ));
+    }
 
     fn body() -> StatusBody {
         StatusBody {
