@@ -166,13 +166,13 @@ fn render(error: &anyhow::Error) -> String {
 
 /// The environment as text. `std::env::vars` panics on any variable that is not UTF-8 (a
 /// Latin-1 value inherited from a cron job is enough): such variables are left out, except
-/// cairn's own, which are refused by name.
+/// cairn's settings, which are refused by name (`CAIRN_CONFIG`, a path, is clap's to read).
 fn environment() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (key, value) in std::env::vars_os() {
         match (key.into_string(), value.into_string()) {
             (Ok(key), Ok(value)) => vars.push((key, value)),
-            (Ok(key), Err(_)) if key.starts_with("CAIRN_") => {
+            (Ok(key), Err(_)) if crate::config::is_setting(&key) => {
                 return Err(ConfigError::Invalid {
                     origin: "the environment".into(),
                     key,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::ConfigError;
 
 /// Environment variables that are not settings.
-pub(super) const NOT_SETTINGS: &[&str] = &["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT"];
+pub(super) const NOT_SETTINGS: &[&str] = &["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_PG_DUMP"];
 /// Prefixes of environment variables that belong to the test environment, not to cairn.
 pub(super) const FOREIGN_PREFIXES: &[&str] = &["CAIRN_TEST_"];
 /// Settings whose environment value is a number.
@@ -35,18 +35,21 @@ pub(super) const LIST_KEYS: &[&str] = &[
 /// Settings whose environment value is `true` or `false`.
 pub(super) const BOOLEAN_KEYS: &[&str] = &["path-style", "checksums", "incrementals", "users", "users-include-root"];
 
+/// Whether the environment variable `name` is a setting (`CAIRN_…`, but not one of
+/// [`NOT_SETTINGS`] or the test environment's).
+pub fn is_setting(name: &str) -> bool {
+    name.starts_with("CAIRN_")
+        && !NOT_SETTINGS.contains(&name)
+        && !FOREIGN_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
 /// Writes `CAIRN_…` variables into `table`; returns which setting came from which variable.
 pub(super) fn overlay_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut origins = BTreeMap::new();
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("CAIRN_"))
-        .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()))
-        .filter(|(k, _)| !FOREIGN_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .collect();
+    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_setting(k)).collect();
     vars.sort();
     for (var, value) in vars {
         let origin = format!("environment variable {var}");

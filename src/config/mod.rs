@@ -15,6 +15,8 @@ mod source_options;
 #[cfg(test)]
 mod tests;
 
+pub use env::is_setting;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -399,9 +399,10 @@ pub async fn stop(target: &TargetRequest, source: &str, wait: Duration) -> Resul
             url.without_password()
         )));
     };
-    let deadline = Instant::now() + wait;
+    // `--wait` comes from the command line unbounded: a wait past the clock's range is forever.
+    let deadline = Instant::now().checked_add(wait);
     while state.running {
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(ReplicaError::StillRunning(format!(
                 "the applier of source {source} ({}) is still running {} s after the stop request; it stops after \
                  the transaction in flight — check its log, or stop its process",

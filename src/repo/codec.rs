@@ -99,7 +99,9 @@ fn compress_frame(block: &[u8], level: i32) -> io::Result<bytes::Bytes> {
                 // Sources of one run may compress at different levels: the context is kept
                 // (and its checksum setting), only its level changes.
                 if *kept != level {
-                    compressor.set_compression_level(level)?;
+                    // A parameter change, allowed on a context a failed block left mid-frame
+                    // (unlike a dictionary change); the checksum setting stays.
+                    compressor.set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))?;
                     *kept = level;
                 }
                 compressor
@@ -110,7 +112,12 @@ fn compress_frame(block: &[u8], level: i32) -> io::Result<bytes::Bytes> {
                 &mut empty.insert((level, compressor)).1
             }
         };
-        compressor.compress(block).map(bytes::Bytes::from)
+        let compressed = compressor.compress(block).map(bytes::Bytes::from);
+        if compressed.is_err() {
+            // Whatever state the failure left the context in, the next block starts afresh.
+            *cell = None;
+        }
+        compressed
     })
 }
 

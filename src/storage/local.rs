@@ -90,10 +90,46 @@ fn open_folder(dir: &Path) -> Result<File, DestinationError> {
 struct FolderLock(File);
 
 impl FolderLock {
+    /// Locks `dir`, creating it when it is missing.
     fn take(dir: &Path) -> Result<FolderLock, DestinationError> {
-        let folder = open_folder(dir)?;
+        loop {
+            if let Some(lock) = Self::lock_opened(open_folder(dir)?, dir)? {
+                return Ok(lock);
+            }
+        }
+    }
+
+    /// Locks `dir` if it exists (`None`: it does not).
+    fn existing(dir: &Path) -> Result<Option<FolderLock>, DestinationError> {
+        loop {
+            let folder = match File::open(dir) {
+                Ok(folder) => folder,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(DestinationError::io("opening", dir, e)),
+            };
+            if let Some(lock) = Self::lock_opened(folder, dir)? {
+                return Ok(Some(lock));
+            }
+        }
+    }
+
+    /// Locks the opened `folder` and checks that it is still the folder at `dir` (`None`: open
+    /// it again). A delete may have removed it as empty between the open and the lock; a lock on
+    /// a removed folder excludes nobody, since the next writer creates and locks a new one.
+    fn lock_opened(folder: File, dir: &Path) -> Result<Option<FolderLock>, DestinationError> {
+        use std::os::unix::fs::MetadataExt as _;
         folder.lock().map_err(|e| DestinationError::io("locking", dir, e))?;
-        Ok(FolderLock(folder))
+        let lock = FolderLock(folder);
+        let held = lock
+            .0
+            .metadata()
+            .map_err(|e| DestinationError::io("inspecting", dir, e))?;
+        match fs::metadata(dir) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(lock)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DestinationError::io("inspecting", dir, e)),
+        }
     }
 }
 
@@ -104,10 +140,16 @@ impl Drop for FolderLock {
 }
 
 /// Removes `dir` and then each parent below `root` while they are empty, as S3 has no empty
-/// folders; a folder that is not empty (or is being filled) stays.
+/// folders; a folder that is not empty (or is being filled) stays. Each is removed under its
+/// lock, so a conditional write that opened it before finds it gone once it has the lock.
 fn remove_empty_folders(root: &Path, mut dir: &Path) {
     while dir != root && dir.starts_with(root) {
-        if fs::remove_dir(dir).is_err() {
+        let Ok(Some(lock)) = FolderLock::existing(dir) else {
+            return;
+        };
+        let removed = fs::remove_dir(dir).is_ok();
+        drop(lock);
+        if !removed {
             return;
         }
         dir = parent_of(dir);
@@ -492,20 +534,20 @@ impl Destination for LocalDestination {
             // Under the folder's lock, as conditional writes compare and swap under it: a delete
             // between a conditional write's compare and its rename would be undone by the rename
             // (a lease renewal finishing after the release deleted the lease brought it back).
-            let lock = match File::open(folder) {
-                Ok(folder) => folder,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(DestinationError::io("opening", folder, e)),
+            let Some(lock) = FolderLock::existing(folder)? else {
+                return Ok(());
             };
-            lock.lock().map_err(|e| DestinationError::io("locking", folder, e))?;
-            let lock = FolderLock(lock);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(DestinationError::io("removing", &path, e)),
             }
+            // The folder itself goes under the lock already held; its parents take theirs.
+            let removed = folder != root && folder.starts_with(&root) && fs::remove_dir(folder).is_ok();
             drop(lock);
-            remove_empty_folders(&root, folder);
+            if removed {
+                remove_empty_folders(&root, parent_of(folder));
+            }
             Ok(())
         })
         .await
@@ -517,6 +559,22 @@ impl Destination for LocalDestination {
 mod tests {
     use super::*;
     use crate::storage::DestinationExt;
+
+    #[test]
+    fn a_folder_removed_between_open_and_lock_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a");
+        fs::create_dir(&folder).unwrap();
+        // A writer opened the folder, then a delete removed it as empty before the writer's lock.
+        let opened = File::open(&folder).unwrap();
+        fs::remove_dir(&folder).unwrap();
+        assert!(
+            FolderLock::lock_opened(opened, &folder).unwrap().is_none(),
+            "a lock on a removed folder was taken as the folder's"
+        );
+        let _lock = FolderLock::take(&folder).unwrap();
+        assert!(folder.is_dir(), "taking the lock made the folder again");
+    }
 
     #[tokio::test]
     async fn a_delete_waits_for_a_conditional_write_in_progress_in_its_folder() {

@@ -343,7 +343,9 @@ async fn a_table_locked_by_a_prepared_transaction_is_named_as_such() {
             "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; PREPARE TRANSACTION '{prepared}'"
         ))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!("PREPARE TRANSACTION: {e}; the test server needs max_prepared_transactions > 0 (scripts/test-env.sh sets it)")
+        });
     let locks = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cairn.toml");

@@ -96,7 +96,10 @@ async fn blockers(pg: &Pg, oids: &[u32]) -> Option<String> {
         .iter()
         .map(|r| {
             let (table, holder, query): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            format!("table {table} is locked by {holder} ({query})")
+            match query.is_empty() {
+                true => format!("table {table} is locked by {holder}"),
+                false => format!("table {table} is locked by {holder} ({query})"),
+            }
         })
         .collect();
     (!found.is_empty()).then(|| found.join("; "))
