@@ -93,6 +93,8 @@ fn environment_overrides_and_adds_settings() {
             ("CAIRN_SOURCES__APP_DB__PASSWORD", "from-env"),
             ("CAIRN_SOURCES__OTHER__URL", "mysql://root@h2"),
             ("CAIRN_CONFIG", "/ignored"),
+            // Read where pg_dump is looked for, as the advice of a missing pg_dump says.
+            ("CAIRN_PG_DUMP", "/usr/lib/postgresql/15/bin/pg_dump"),
             ("CAIRN_TEST_PG_URL", "postgres://ignored"),
             ("PATH", "/bin"),
         ],
