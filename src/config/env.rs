@@ -36,7 +36,7 @@ pub(super) const LIST_KEYS: &[&str] = &[
 pub(super) const BOOLEAN_KEYS: &[&str] = &["path-style", "checksums", "incrementals", "users", "users-include-root"];
 
 /// Whether the environment variable `name` is a setting (`CAIRN_…`, but not one of
-/// [`NOT_SETTINGS`] or the test environment's).
+/// `CAIRN_CONFIG`, `CAIRN_LOG`, `CAIRN_LOG_FORMAT`, `CAIRN_PG_DUMP` or the test environment's).
 pub fn is_setting(name: &str) -> bool {
     name.starts_with("CAIRN_")
         && !NOT_SETTINGS.contains(&name)
