@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::local_folders::{FolderLock, create_dirs, parent_of, remove_empty_folders, sync_dir};
 use super::{
     Access, Destination, DestinationError, ObjectMeta, ObjectStream, PutCondition, PutOutcome, VersionedObject,
     md5_hex, validate_key,
@@ -51,119 +52,6 @@ fn temp_path_for(path: &Path) -> PathBuf {
         .unwrap_or_default();
     let unique = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.tmp-{}-{unique}", std::process::id()))
-}
-
-/// Creates `dir` and its missing parents, fsyncing each parent that gained an entry.
-fn create_dirs(dir: &Path) -> Result<(), DestinationError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dirs(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(DestinationError::io("creating directory", dir, e)),
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// Opens `dir`, creating it (and its parents) when a concurrent delete removed it as empty.
-fn open_folder(dir: &Path) -> Result<File, DestinationError> {
-    create_dirs(dir)?;
-    match File::open(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dirs(dir)?;
-            File::open(dir).map_err(|e| DestinationError::io("opening", dir, e))
-        }
-        other => other.map_err(|e| DestinationError::io("opening", dir, e)),
-    }
-}
-
-/// An exclusive lock on a folder, unlocked explicitly when dropped: closing alone would leave it
-/// held while a child process that another thread is starting still shares the open folder
-/// (until it execs), and the next conditional write in the folder would wait for that.
-struct FolderLock(File);
-
-impl FolderLock {
-    /// Locks `dir`, creating it when it is missing.
-    fn take(dir: &Path) -> Result<FolderLock, DestinationError> {
-        loop {
-            if let Some(lock) = Self::lock_opened(open_folder(dir)?, dir)? {
-                return Ok(lock);
-            }
-        }
-    }
-
-    /// Locks `dir` if it exists (`None`: it does not).
-    fn existing(dir: &Path) -> Result<Option<FolderLock>, DestinationError> {
-        loop {
-            let folder = match File::open(dir) {
-                Ok(folder) => folder,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(DestinationError::io("opening", dir, e)),
-            };
-            if let Some(lock) = Self::lock_opened(folder, dir)? {
-                return Ok(Some(lock));
-            }
-        }
-    }
-
-    /// Locks the opened `folder` and checks that it is still the folder at `dir` (`None`: open
-    /// it again). A delete may have removed it as empty between the open and the lock; a lock on
-    /// a removed folder excludes nobody, since the next writer creates and locks a new one.
-    fn lock_opened(folder: File, dir: &Path) -> Result<Option<FolderLock>, DestinationError> {
-        use std::os::unix::fs::MetadataExt as _;
-        folder.lock().map_err(|e| DestinationError::io("locking", dir, e))?;
-        let lock = FolderLock(folder);
-        let held = lock
-            .0
-            .metadata()
-            .map_err(|e| DestinationError::io("inspecting", dir, e))?;
-        match fs::metadata(dir) {
-            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(lock)),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DestinationError::io("inspecting", dir, e)),
-        }
-    }
-}
-
-impl Drop for FolderLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
-/// Removes `dir` and then each parent below `root` while they are empty, as S3 has no empty
-/// folders; a folder that is not empty (or is being filled) stays. Each is removed under its
-/// lock, so a conditional write that opened it before finds it gone once it has the lock.
-fn remove_empty_folders(root: &Path, mut dir: &Path) {
-    while dir != root && dir.starts_with(root) {
-        let Ok(Some(lock)) = FolderLock::existing(dir) else {
-            return;
-        };
-        let removed = fs::remove_dir(dir).is_ok();
-        drop(lock);
-        if !removed {
-            return;
-        }
-        dir = parent_of(dir);
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), DestinationError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DestinationError::io("syncing directory", dir, e))
-}
-
-fn parent_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }
 
 /// Writes `data` to a fresh temporary file beside `path` and syncs it; returns the temp path.
@@ -542,12 +430,7 @@ impl Destination for LocalDestination {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(DestinationError::io("removing", &path, e)),
             }
-            // The folder itself goes under the lock already held; its parents take theirs.
-            let removed = folder != root && folder.starts_with(&root) && fs::remove_dir(folder).is_ok();
-            drop(lock);
-            if removed {
-                remove_empty_folders(&root, parent_of(folder));
-            }
+            remove_empty_folders(&root, folder, Some(lock));
             Ok(())
         })
         .await
@@ -559,22 +442,6 @@ impl Destination for LocalDestination {
 mod tests {
     use super::*;
     use crate::storage::DestinationExt;
-
-    #[test]
-    fn a_folder_removed_between_open_and_lock_is_opened_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("a");
-        fs::create_dir(&folder).unwrap();
-        // A writer opened the folder, then a delete removed it as empty before the writer's lock.
-        let opened = File::open(&folder).unwrap();
-        fs::remove_dir(&folder).unwrap();
-        assert!(
-            FolderLock::lock_opened(opened, &folder).unwrap().is_none(),
-            "a lock on a removed folder was taken as the folder's"
-        );
-        let _lock = FolderLock::take(&folder).unwrap();
-        assert!(folder.is_dir(), "taking the lock made the folder again");
-    }
 
     #[tokio::test]
     async fn a_delete_waits_for_a_conditional_write_in_progress_in_its_folder() {

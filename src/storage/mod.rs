@@ -8,6 +8,7 @@
 
 pub mod fan_out;
 pub mod local;
+mod local_folders;
 pub mod s3;
 
 use md5::Digest as _;
